@@ -1,0 +1,150 @@
+"""Errors raised by the CA core.
+
+Every error carries a stable machine ``code`` (used by the API's problem+json
+responses and by the CLI) and, where one input was at fault, the ``field`` it
+names. The tree is small on purpose::
+
+    JitSshError
+    ├── InvalidKey                  code "invalid_key"       malformed, truncated, non-base64
+    │   ├── UnsupportedKeyType      "unsupported_key_type"   DSA, unknown types, sk-* keys
+    │   ├── WeakKey                 "weak_key"               RSA below the minimum size
+    │   ├── CertificateGivenAsKey   "certificate_as_key"     a *-cert-v01 blob where a key belongs
+    │   └── KeyTooLarge             "key_too_large"          over 16 KiB
+    ├── InvalidPrincipal            "invalid_principal"
+    ├── InvalidDuration             "invalid_duration"
+    ├── InvalidKeyId                "invalid_key_id"
+    ├── InvalidSerial               "invalid_serial"
+    ├── InvalidExtension            "invalid_extension"
+    ├── InvalidCriticalOption       "invalid_critical_option"
+    │   └── InvalidSourceAddress    "invalid_source_address"
+    ├── InvalidCertificate          "invalid_certificate"
+    │   └── UntrustedCertificate    "untrusted_ca"           signed by a key we do not trust
+    ├── InvalidKRL                  "invalid_krl"
+    └── CAKeyError                  "ca_key_error"
+        ├── InsecureKeyFile         "insecure_key_file"      group/other may read the private key
+        ├── PassphraseRequired      "passphrase_required"
+        └── BadPassphrase           "bad_passphrase"
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "JitSshError",
+    "InvalidKey",
+    "UnsupportedKeyType",
+    "WeakKey",
+    "CertificateGivenAsKey",
+    "KeyTooLarge",
+    "InvalidPrincipal",
+    "InvalidDuration",
+    "InvalidKeyId",
+    "InvalidSerial",
+    "InvalidExtension",
+    "InvalidCriticalOption",
+    "InvalidSourceAddress",
+    "InvalidCertificate",
+    "UntrustedCertificate",
+    "InvalidKRL",
+    "CAKeyError",
+    "InsecureKeyFile",
+    "PassphraseRequired",
+    "BadPassphrase",
+]
+
+
+class JitSshError(Exception):
+    """Base of every error jit-ssh raises on purpose.
+
+    ``code`` is stable and machine-readable; ``field`` names the input at fault
+    (or is ``None``); ``str(err)`` is one human-readable line.
+    """
+
+    code: str = "jit_ssh_error"
+    #: HTTP status a server should answer with; 400 unless a subclass says otherwise.
+    http_status: int = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidKey(JitSshError):
+    code = "invalid_key"
+
+
+class UnsupportedKeyType(InvalidKey):
+    code = "unsupported_key_type"
+
+
+class WeakKey(InvalidKey):
+    code = "weak_key"
+
+
+class CertificateGivenAsKey(InvalidKey):
+    code = "certificate_as_key"
+
+
+class KeyTooLarge(InvalidKey):
+    code = "key_too_large"
+    http_status = 413
+
+
+class InvalidPrincipal(JitSshError):
+    code = "invalid_principal"
+
+
+class InvalidDuration(JitSshError):
+    code = "invalid_duration"
+
+
+class InvalidKeyId(JitSshError):
+    code = "invalid_key_id"
+
+
+class InvalidSerial(JitSshError):
+    code = "invalid_serial"
+
+
+class InvalidExtension(JitSshError):
+    code = "invalid_extension"
+
+
+class InvalidCriticalOption(JitSshError):
+    code = "invalid_critical_option"
+
+
+class InvalidSourceAddress(InvalidCriticalOption):
+    code = "invalid_source_address"
+
+
+class InvalidCertificate(JitSshError):
+    code = "invalid_certificate"
+
+
+class UntrustedCertificate(InvalidCertificate):
+    code = "untrusted_ca"
+
+
+class InvalidKRL(JitSshError):
+    code = "invalid_krl"
+
+
+class CAKeyError(JitSshError):
+    code = "ca_key_error"
+    http_status = 500
+
+
+class InsecureKeyFile(CAKeyError):
+    code = "insecure_key_file"
+
+
+class PassphraseRequired(CAKeyError):
+    code = "passphrase_required"
+
+
+class BadPassphrase(CAKeyError):
+    code = "bad_passphrase"

@@ -1,0 +1,1 @@
+"""The ``jit-ssh`` command-line client."""

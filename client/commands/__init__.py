@@ -1,0 +1,1 @@
+"""Subcommand groups, each imported lazily by client.cli."""
