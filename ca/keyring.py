@@ -1,0 +1,124 @@
+"""The CA keys a data directory holds, and which one signs.
+
+Layout (all under the data directory)::
+
+    ca/                          mode 0700
+      ca-20261129T104500Z-ed25519      private key, OpenSSH format, mode 0600
+      ca-20261129T104500Z-ed25519.pub  its public half
+
+Every key in ``ca/`` is trusted (TrustedUserCAKeys lists them all), so a new
+key can be rolled out to hosts before it signs anything; the newest key (by
+the UTC time in its name) signs. Retiring an old key is removing its files,
+after hosts have the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import CAKeyError
+from .keys import CAKey, CAKeyType, generate_ca_key, keys_for_trust, load_ca_key, parse_public_key, save_ca_key
+
+__all__ = ["Keyring", "init_keyring", "load_keyring", "ca_dir"]
+
+_NAME = re.compile(r"^ca-(\d{8}T\d{6}Z)-([a-z0-9-]+)(?:-(\d+))?$")
+
+
+def ca_dir(data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / "ca"
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """Trusted CA keys, oldest first. ``signing_key`` is the newest one."""
+
+    keys: tuple[CAKey, ...]
+
+    @property
+    def signing_key(self) -> CAKey:
+        return self.keys[-1]
+
+    def trusted_user_ca_keys(self) -> str:
+        """The text of a TrustedUserCAKeys file: every trusted key, one a line."""
+        return keys_for_trust(self.keys)
+
+
+def _key_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if _NAME.match(p.name)]
+    # Newest last: by the creation time in the name, then by file age for two
+    # keys made within one second (a rotation scripted right after init).
+    return sorted(found, key=lambda p: (_NAME.match(p.name).group(1), p.stat().st_mtime_ns, p.name))  # type: ignore[union-attr]
+
+
+def init_keyring(
+    data_dir: str | os.PathLike[str],
+    *,
+    now: datetime,
+    key_type: CAKeyType | str = CAKeyType.ED25519,
+    bits: int | None = None,
+    passphrase: bytes | None = None,
+) -> CAKey:
+    """Create a new CA key in ``data_dir``. With keys already there this is a
+    rotation: the new key is trusted alongside them and signs from now on."""
+    kind = CAKeyType.parse(key_type) if isinstance(key_type, str) else key_type
+    directory = ca_dir(data_dir)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name = f"ca-{stamp}-{kind.value}"
+    n = 1
+    while (directory / name).exists() or (directory / (name + ".pub")).exists():
+        n += 1
+        name = f"ca-{stamp}-{kind.value}-{n}"
+    private = generate_ca_key(kind, bits=bits)
+    return save_ca_key(directory / name, private, passphrase=passphrase, comment=f"jit-ssh-{name}")
+
+
+def load_keyring(
+    data_dir: str | os.PathLike[str], *, passphrase: bytes | None = None, private: bool = True
+) -> Keyring:
+    """Load the trusted CA keys. With ``private`` the newest key's private half
+    is loaded too (it alone signs); the others are read from their ``.pub``."""
+    directory = ca_dir(data_dir)
+    files = [p for p in _key_files(directory) if not p.name.endswith(".pub")]
+    if not files:
+        raise CAKeyError(
+            f"no CA key in {directory}; create one with: jit-ssh ca init", field="data_dir"
+        )
+    keys: list[CAKey] = []
+    for i, path in enumerate(files):
+        if private and i == len(files) - 1:
+            keys.append(load_ca_key(path, passphrase=passphrase))
+            continue
+        pub = path.with_name(path.name + ".pub")
+        if not pub.exists():
+            raise CAKeyError(f"{pub} is missing (the public half of {path.name})", field="data_dir")
+        keys.append(CAKey(public=parse_public_key(pub.read_text(), field=str(pub), min_rsa_bits=3072), path=path))
+    return Keyring(keys=tuple(keys))
+
+
+def next_krl_version(data_dir: str | os.PathLike[str], *, now: datetime) -> int:
+    """A KRL version higher than every one built from this data directory before.
+
+    It starts from the Unix time so that versions also rise across data
+    directories restored from backup, and is bumped past the last one used.
+    """
+    path = Path(data_dir) / "krl_version"
+    try:
+        last = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        last = 0
+    version = max(last + 1, int(now.timestamp()))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{version}\n")
+    os.replace(tmp, path)
+    return version
+
+
+__all__.append("next_krl_version")
