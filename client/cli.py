@@ -15,6 +15,7 @@ Exit codes (also shown in ``jit-ssh --help``):
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -114,5 +115,13 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         click.echo(f"error: {e.strerror or e}{where}", err=True)
+        sys.exit(EXIT_FAILED)
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("JIT_SSH_DEBUG"):
+            raise
+        click.echo(
+            f"error: internal error ({type(e).__name__}: {e}); rerun with JIT_SSH_DEBUG=1 for details",
+            err=True,
+        )
         sys.exit(EXIT_FAILED)
     sys.exit(rv if isinstance(rv, int) else EXIT_OK)
