@@ -1,0 +1,41 @@
+"""Shared fixtures: a fixed clock, a temporary data directory, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; skip when it is missing, but fail under CI=true (never a silent skip there)."""
+    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if Path(p).exists()), None)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"{name} is required under CI=true but is not installed")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+@pytest.fixture
+def now() -> datetime:
+    return datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "data"
+    monkeypatch.setenv("JIT_SSH_DATA_DIR", str(d))
+    monkeypatch.delenv("JIT_SSH_CA_PASSPHRASE", raising=False)
+    return d
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
