@@ -37,6 +37,10 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "krl": ("client.commands.krl", "krl", "Build and inspect OpenSSH key revocation lists."),
     "host": ("client.commands.host", "host", "Set up a host's sshd to trust the CA."),
     "policy": ("client.commands.policy", "policy", "Check policy files and explain their decisions."),
+    "serve": ("client.commands.service", "serve", "Run the CA service (gunicorn)."),
+    "db": ("client.commands.service", "db", "Database schema management."),
+    "admin": ("client.commands.service", "admin", "Manage users, keys and passwords on the server."),
+    "audit": ("client.commands.service", "audit", "Export and verify the audit log."),
 }
 
 

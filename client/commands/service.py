@@ -1,0 +1,305 @@
+"""``jit-ssh serve``, ``db``, ``admin`` and ``audit``: commands run on the CA server itself.
+
+They import the server package lazily: the engineer's client never loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["serve", "db", "admin", "audit"]
+
+_config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), envvar="JIT_SSH_CONFIG",
+    help="Server configuration file (TOML; default $JIT_SSH_CONFIG).",
+)
+
+
+def _load(ctx: click.Context, config_path: str | None) -> Any:
+    from server.config import load_config
+
+    env = dict(os.environ)
+    root_dir = ctx.find_root().params.get("data_dir")
+    if root_dir:
+        env["JIT_SSH_DATA_DIR"] = root_dir
+    return load_config(config_path, env)
+
+
+def _service(ctx: click.Context, config_path: str | None) -> Any:
+    from server.app import create_app
+
+    cfg = _load(ctx, config_path)
+    app = create_app(cfg, say=lambda m: click.echo(m, err=True))
+    return app.extensions["jit_ssh"]
+
+
+@click.command()
+@_config_option
+@click.option("--bind", default="127.0.0.1:8022", show_default=True, help="Address to listen on.")
+@click.option("--workers", type=int, default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--threads", type=int, default=4, show_default=True, help="Threads per worker.")
+@click.pass_context
+def serve(ctx: click.Context, config_path: str | None, bind: str, workers: int, threads: int) -> None:
+    """Run the CA service under gunicorn.
+
+    On first start with no configuration it creates, in the data directory, a
+    SQLite database, a CA key, an audit signing key and the demo policy.
+    """
+    import logging
+
+    from gunicorn.app.base import BaseApplication
+
+    from server.app import bootstrap, create_app
+    from server.db import is_sqlite, make_engine
+    from server.migrate import upgrade
+
+    logging.basicConfig(level=os.environ.get("JIT_SSH_LOG_LEVEL", "INFO"), format="%(message)s")
+    cfg = _load(ctx, config_path)
+    from datetime import datetime, timezone
+
+    # Once, before forking: workers must not race to create keys.
+    bootstrap(cfg, now=datetime.now(timezone.utc), say=lambda m: click.echo(m, err=True))
+    engine = make_engine(cfg.resolved_database_url)
+    if is_sqlite(engine):
+        upgrade(engine)
+    engine.dispose()
+    from dataclasses import replace
+
+    cfg = replace(cfg, bootstrap=False)
+    click.echo(f"jit-ssh serving on http://{bind} (data: {cfg.data_dir}, database: {cfg.resolved_database_url.split('@')[-1]})", err=True)
+
+    class _App(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", bind)
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
+            self.cfg.set("accesslog", None)
+            self.cfg.set("timeout", 60)
+            self.cfg.set("graceful_timeout", 10)
+
+        def load(self) -> Any:
+            return create_app(cfg)
+
+    _App().run()
+
+
+@click.group()
+def db() -> None:
+    """Database schema management."""
+
+
+@db.command("upgrade")
+@_config_option
+@click.pass_context
+def db_upgrade(ctx: click.Context, config_path: str | None) -> None:
+    """Apply the Alembic migrations (done automatically on start for SQLite)."""
+    from server.db import make_engine
+    from server.migrate import upgrade
+
+    cfg = _load(ctx, config_path)
+    upgrade(make_engine(cfg.resolved_database_url))
+    click.echo("database schema is up to date")
+
+
+@click.group()
+def admin() -> None:
+    """Manage users, keys and passwords (directly on the database)."""
+
+
+@admin.group("user")
+def user() -> None:
+    """Users, their groups, roles, SSH keys and web passwords."""
+
+
+def _show(info: Any) -> None:
+    state = "disabled" if info.disabled else "active"
+    click.echo(f"{info.name} ({state}) groups={','.join(info.groups) or '-'} roles={','.join(info.roles) or '-'}"
+               f" password={'yes' if info.has_password else 'no'}")
+    for k in info.keys:
+        click.echo(f"  key {k}")
+
+
+def _read_key(path: str) -> str:
+    p = Path(path)
+    if p.stat().st_size > 16 * 1024:
+        raise click.ClickException(f"{path}: too large for a public key")
+    return p.read_text("ascii", "replace")
+
+
+def _password_from_stdin() -> str:
+    data = sys.stdin.readline().rstrip("\r\n")
+    if not data:
+        raise click.ClickException("no password on standard input")
+    return data
+
+
+@user.command("add")
+@_config_option
+@click.argument("name")
+@click.option("--group", "groups", multiple=True, help="Group (repeatable), e.g. engineers, approvers, oncall.")
+@click.option("--role", "roles", multiple=True, type=click.Choice(["requester", "approver", "admin"]), help="Role (repeatable; default requester).")
+@click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Public key file to enrol for API calls.")
+@click.option("--password-stdin", is_flag=True, help="Read a web password from the first line of standard input.")
+@click.pass_context
+def user_add(ctx: click.Context, config_path: str | None, name: str, groups: tuple[str, ...], roles: tuple[str, ...],
+             ssh_keys: tuple[str, ...], password_stdin: bool) -> None:
+    """Add user NAME."""
+    from server.admin import Admin
+
+    password = _password_from_stdin() if password_stdin else None
+    info = Admin(_service(ctx, config_path).service).add_user(
+        name, groups=groups, roles=roles, ssh_keys=[_read_key(k) for k in ssh_keys], password=password
+    )
+    _show(info)
+
+
+@user.command("list")
+@_config_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def user_list(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
+    """List users."""
+    from dataclasses import asdict
+
+    from server.admin import Admin
+
+    users = Admin(_service(ctx, config_path).service).list_users()
+    if as_json:
+        click.echo(json.dumps([asdict(u) for u in users], indent=2))
+        return
+    for u in users:
+        _show(u)
+
+
+@user.command("disable")
+@_config_option
+@click.argument("name")
+@click.option("--enable", is_flag=True, help="Enable the user again instead.")
+@click.pass_context
+def user_disable(ctx: click.Context, config_path: str | None, name: str, enable: bool) -> None:
+    """Disable user NAME: their signed calls are refused from now on."""
+    from server.admin import Admin
+
+    _show(Admin(_service(ctx, config_path).service).set_disabled(name, not enable))
+
+
+@user.command("enroll-key")
+@_config_option
+@click.argument("name")
+@click.argument("pubkey_file", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def user_enroll_key(ctx: click.Context, config_path: str | None, name: str, pubkey_file: str) -> None:
+    """Enrol the public key in PUBKEY_FILE for NAME's API calls."""
+    from server.admin import Admin
+
+    _show(Admin(_service(ctx, config_path).service).enroll_key(name, _read_key(pubkey_file)))
+
+
+@user.command("remove-key")
+@_config_option
+@click.argument("name")
+@click.argument("fingerprint")
+@click.pass_context
+def user_remove_key(ctx: click.Context, config_path: str | None, name: str, fingerprint: str) -> None:
+    """Remove NAME's key with FINGERPRINT (SHA256:...)."""
+    from server.admin import Admin
+
+    _show(Admin(_service(ctx, config_path).service).remove_key(name, fingerprint))
+
+
+@user.command("set-password")
+@_config_option
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+@click.pass_context
+def user_set_password(ctx: click.Context, config_path: str | None, name: str, password_stdin: bool) -> None:
+    """Set NAME's web password (argon2id)."""
+    from server.admin import Admin
+
+    Admin(_service(ctx, config_path).service).set_password(name, _password_from_stdin())
+    click.echo(f"password set for {name}")
+
+
+@user.command("set-groups")
+@_config_option
+@click.argument("name")
+@click.option("--group", "groups", multiple=True)
+@click.option("--role", "roles", multiple=True, type=click.Choice(["requester", "approver", "admin"]))
+@click.pass_context
+def user_set_groups(ctx: click.Context, config_path: str | None, name: str, groups: tuple[str, ...], roles: tuple[str, ...]) -> None:
+    """Replace NAME's groups (and roles, if given)."""
+    from server.admin import Admin
+
+    _show(Admin(_service(ctx, config_path).service).set_groups(name, groups, roles or None))
+
+
+@admin.command("expire")
+@_config_option
+@click.pass_context
+def admin_expire(ctx: click.Context, config_path: str | None) -> None:
+    """Expire pending and approved requests past their deadlines (a sweep; reads also do it)."""
+    n = _service(ctx, config_path).service.expire_sweep()
+    click.echo(f"{n} request(s) changed state")
+
+
+@click.group()
+def audit() -> None:
+    """Export and verify the tamper-evident audit log."""
+
+
+@audit.command("export")
+@_config_option
+@click.option("--since", type=int, default=0, help="Only events after this id.")
+@click.pass_context
+def audit_export(ctx: click.Context, config_path: str | None, since: int) -> None:
+    """Write the audit log as JSON lines to standard output (with a fresh signed checkpoint)."""
+    ext = _service(ctx, config_path)
+    for line in ext.export_audit(since):
+        click.echo(line.rstrip("\n"))
+
+
+@audit.command("verify")
+@_config_option
+@click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--pubkey", type=click.Path(exists=True, dir_okay=False), help="The audit public key (audit_ed25519.pub).")
+@click.pass_context
+def audit_verify(ctx: click.Context, config_path: str | None, file: str | None, pubkey: str | None) -> None:
+    """Verify an export FILE offline (or, with no FILE, the server's database).
+
+    Exit 0 when the chain and its checkpoints verify; exit 1 naming the first
+    event that was edited, deleted, inserted or reordered, or a rewritten chain.
+    """
+    from server import audit_chain as chain
+
+    if file is None:
+        ext = _service(ctx, config_path)
+        lines = list(ext.export_audit(0))
+        keys = [ext.audit_public_key]
+        events, checkpoints = chain.parse_export(lines)
+        result = chain.verify_chain(events, checkpoints, keys)
+    else:
+        if pubkey is None:
+            cfg = _load(ctx, config_path)
+            default = Path(str(cfg.audit_key_path) + ".pub")
+            if not default.exists():
+                raise click.UsageError("give the audit public key with --pubkey")
+            pubkey = str(default)
+        keys = chain.load_audit_public_keys(Path(pubkey).read_text())
+        if file == "-":
+            events, checkpoints = chain.parse_export(sys.stdin)
+            result = chain.verify_chain(events, checkpoints, keys)
+        else:
+            result = chain.verify_export_file(file, keys)
+    if result.ok:
+        click.echo(f"audit log OK: {result.events_checked} events, {result.checkpoints_checked} checkpoints, head {result.head_id}")
+        return
+    p = result.problem
+    click.echo(f"audit log FAILED at event {p.event_id}: {p.kind}: {p.message}", err=True)
+    ctx.exit(1)

@@ -1,0 +1,265 @@
+"""The JSON API under ``/v1``. Views parse and serialise; ``server.services`` decides."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from functools import wraps
+from typing import Any, Callable
+
+from flask import Blueprint, Response, current_app, g, request
+
+from ca import InvalidDuration, parse_duration
+
+from .errors import Forbidden, InvalidInput
+from .models import AccessRequest, Role, User
+
+__all__ = ["api", "request_to_dict"]
+
+api = Blueprint("api", __name__, url_prefix="/v1")
+
+
+def _svc() -> Any:
+    return current_app.extensions["jit_ssh"]
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat().replace("+00:00", "Z")
+
+
+def signed(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Require a signed call; the caller is ``g.user``."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        g.user = _svc().authenticate(request)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _body() -> dict[str, Any]:
+    if not request.data:
+        return {}
+    if not (request.mimetype == "application/json"):
+        raise InvalidInput("send the body as application/json", field="body")
+    try:
+        data = json.loads(request.get_data(as_text=False))
+    except (ValueError, RecursionError):
+        raise InvalidInput("the body is not valid JSON", field="body") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("the body must be a JSON object", field="body")
+    return data
+
+
+def _duration(value: Any, name: str) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidDuration(f"{name} must be seconds or a duration like '30m'", field=name)
+    if isinstance(value, int):
+        if value <= 0 or value > 10**7:
+            raise InvalidDuration(f"{name} must be between 1 and 10000000 seconds", field=name)
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        return parse_duration(value, field=name)
+    raise InvalidDuration(f"{name} must be seconds or a duration like '30m'", field=name)
+
+
+def request_to_dict(req: AccessRequest, *, base_url: str) -> dict[str, Any]:
+    decision = json.loads(req.decision)
+    cert = req.certificate
+    return {
+        "id": req.id,
+        "state": req.state,
+        "requester": req.requester.name,
+        "target": req.target,
+        "reason": req.reason,
+        "requested_seconds": req.requested_seconds,
+        "duration_seconds": req.granted_seconds,
+        "created_at": _iso(req.created_at),
+        "pending_until": _iso(req.pending_until),
+        "claim_until": _iso(req.claim_until),
+        "decided_at": _iso(req.decided_at),
+        "rule": req.rule,
+        "policy_version": req.policy_version,
+        "auto_approved": req.auto_approved,
+        "break_glass": req.break_glass,
+        "approvals_required": req.approvals_required,
+        "approvals": [
+            {
+                "approver": a.approver.name,
+                "decision": a.decision,
+                "comment": a.comment,
+                "duration_seconds": a.shortened_seconds,
+                "at": _iso(a.created_at),
+            }
+            for a in req.approvals
+        ],
+        "deny_reason": req.deny_reason,
+        "decision": decision,
+        "principals": decision.get("principals", []),
+        "certificate": None
+        if cert is None
+        else {
+            "serial": str(cert.serial),
+            "key_id": cert.key_id,
+            "valid_after": _iso(cert.valid_after),
+            "valid_before": _iso(cert.valid_before),
+            "principals": json.loads(cert.principals),
+            "public_key_fingerprint": cert.public_key_fingerprint,
+            "revoked": cert.revocation is not None,
+        },
+        "approval_url": f"{base_url.rstrip('/')}/requests/{req.id}",
+    }
+
+
+def _out(req: AccessRequest, status: int = 200) -> tuple[dict[str, Any], int]:
+    return request_to_dict(req, base_url=_svc().base_url), status
+
+
+@api.post("/requests")
+@signed
+def create_request() -> Any:
+    body = _body()
+    unknown = set(body) - {"target", "duration", "reason", "break_glass"}
+    if unknown:
+        raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))[:200]}", field=sorted(unknown)[0][:64])
+    if "target" not in body:
+        raise InvalidInput("target is required", field="target")
+    bg = body.get("break_glass", False)
+    if not isinstance(bg, bool):
+        raise InvalidInput("break_glass must be true or false", field="break_glass")
+    req = _svc().service.submit(
+        g.user, target=body["target"], duration=_duration(body.get("duration"), "duration"),
+        reason=body.get("reason", ""), break_glass=bg,
+    )
+    return _out(req, 201)
+
+
+@api.get("/requests/<request_id>")
+@signed
+def get_request(request_id: str) -> Any:
+    return _out(_svc().service.get(g.user, request_id))
+
+
+@api.get("/requests")
+@signed
+def list_requests() -> Any:
+    mine = request.args.get("mine") in ("1", "true")
+    pending = request.args.get("pending_for_me") in ("1", "true")
+    rows = _svc().service.list(g.user, mine=mine, pending_for_me=pending)
+    base = _svc().base_url
+    return {"requests": [request_to_dict(r, base_url=base) for r in rows]}
+
+
+@api.post("/requests/<request_id>/approve")
+@signed
+def approve(request_id: str) -> Any:
+    body = _body()
+    if set(body) - {"comment", "duration"}:
+        raise InvalidInput("approve takes only comment and duration", field="body")
+    req = _svc().service.approve(
+        g.user, request_id, comment=body.get("comment", ""), duration=_duration(body.get("duration"), "duration")
+    )
+    return _out(req)
+
+
+@api.post("/requests/<request_id>/deny")
+@signed
+def deny(request_id: str) -> Any:
+    body = _body()
+    if set(body) - {"reason"}:
+        raise InvalidInput("deny takes only reason", field="body")
+    return _out(_svc().service.deny(g.user, request_id, reason=body.get("reason")))
+
+
+@api.post("/requests/<request_id>/cancel")
+@signed
+def cancel(request_id: str) -> Any:
+    _body()
+    return _out(_svc().service.cancel(g.user, request_id))
+
+
+@api.post("/requests/<request_id>/certificate")
+@signed
+def certificate(request_id: str) -> Any:
+    body = _body()
+    if "public_key" not in body:
+        raise InvalidInput("public_key is required", field="public_key")
+    if set(body) - {"public_key"}:
+        raise InvalidInput("certificate takes only public_key", field="body")
+    r = _svc().service.fetch_certificate(g.user, request_id, body["public_key"])
+    return {
+        "certificate": r.certificate,
+        "serial": str(r.serial),
+        "key_id": r.key_id,
+        "principals": list(r.principals),
+        "valid_after": _iso(r.valid_after),
+        "valid_before": _iso(r.valid_before),
+        "reissued": r.reissued,
+    }
+
+
+@api.post("/certificates/<serial>/revoke")
+@signed
+def revoke(serial: str) -> Any:
+    body = _body()
+    if set(body) - {"reason"}:
+        raise InvalidInput("revoke takes only reason", field="body")
+    rev = _svc().service.revoke(g.user, serial, reason=body.get("reason", ""))
+    return {"serial": str(rev.serial), "revoked_at": _iso(rev.revoked_at), "revoked_by": rev.revoked_by}
+
+
+@api.get("/whoami")
+@signed
+def whoami() -> Any:
+    u: User = g.user
+    return {"user": u.name, "groups": list(u.group_names), "roles": list(u.role_names)}
+
+
+@api.get("/ca.pub")
+def ca_pub() -> Any:
+    return Response(_svc().keyring.trusted_user_ca_keys(), mimetype="text/plain")
+
+
+@api.get("/krl")
+def krl() -> Any:
+    data, etag = _svc().service.krl()
+    if request.if_none_match and etag in request.if_none_match:
+        return Response(status=304, headers={"ETag": f'"{etag}"'})
+    return Response(data, mimetype="application/octet-stream", headers={"ETag": f'"{etag}"', "Cache-Control": "no-cache"})
+
+
+@api.get("/targets")
+def targets() -> Any:
+    policy = _svc().service.policy.get()
+    return {
+        "policy_version": policy.version,
+        "targets": [
+            {"name": t.name, "description": t.description, "principals": list(t.principals), "login_users": list(t.login_users)}
+            for t in policy.targets
+        ],
+    }
+
+
+@api.get("/audit")
+@signed
+def audit_export() -> Any:
+    u: User = g.user
+    if not u.has_role(Role.ADMIN):
+        raise Forbidden("the audit log is for admins", field="user")
+    raw = request.args.get("since", "0")
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidInput("since must be an event id", field="since")
+    lines = _svc().export_audit(int(raw))
+    return Response("".join(line if line.endswith("\n") else line + "\n" for line in lines), mimetype="application/x-ndjson")
+
+
+@api.get("/openapi.json")
+def openapi() -> Any:
+    from .openapi import spec
+
+    return spec()
+
+

@@ -1,0 +1,126 @@
+"""Who is calling: verify a signed API call (see ``ca.request_signing``).
+
+Checks, in order: the four headers are there and well formed; the timestamp
+is within ``max_clock_skew`` of the server's clock; the SSHSIG signature over
+the canonical message verifies; the key that signed is enrolled, not removed,
+and belongs to the user named; the user is not disabled; the nonce was never
+seen (a primary-key insert, so two replicas cannot both accept it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime, timedelta
+from typing import Any, Callable, Mapping
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ca import request_signing as rs
+from ca.sshsig import InvalidSignature, verify
+
+from .db import transaction
+from .errors import AuthFailed, BadSignature, ClockSkew, ReplayedNonce, UnknownKey, UserDisabled
+from .models import Nonce, SshKey, User
+
+__all__ = ["authenticate"]
+
+_MAX_SIG_HEADER = 24 * 1024
+
+
+def authenticate(
+    sessions: sessionmaker[Session],
+    *,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    now: datetime,
+    max_clock_skew: int,
+    on_failure: Callable[[AuthFailed, str | None], None] | None = None,
+) -> User:
+    """Return the calling :class:`User`, or raise an :class:`AuthFailed` subclass."""
+    claimed = headers.get(rs.HEADER_USER)
+    try:
+        return _authenticate(sessions, method, path, query, body, headers, now, max_clock_skew)
+    except AuthFailed as e:
+        if on_failure is not None:
+            on_failure(e, claimed if isinstance(claimed, str) and len(claimed) <= 64 else None)
+        raise
+
+
+def _authenticate(
+    sessions: sessionmaker[Session],
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    now: datetime,
+    max_clock_skew: int,
+) -> User:
+    user = headers.get(rs.HEADER_USER)
+    ts = headers.get(rs.HEADER_TIMESTAMP)
+    nonce = headers.get(rs.HEADER_NONCE)
+    sig = headers.get(rs.HEADER_SIGNATURE)
+    if not (user and ts and nonce and sig):
+        raise AuthFailed(
+            f"sign the call: headers {rs.HEADER_USER}, {rs.HEADER_TIMESTAMP}, {rs.HEADER_NONCE} and "
+            f"{rs.HEADER_SIGNATURE} are required",
+            field="authorization",
+        )
+    if len(user) > 64 or not user.isprintable():
+        raise AuthFailed("the user header is malformed", field=rs.HEADER_USER)
+    if not ts.isdigit() or len(ts) > 12:
+        raise AuthFailed("the timestamp must be Unix seconds", field=rs.HEADER_TIMESTAMP)
+    if not rs.NONCE_PATTERN.fullmatch(nonce):
+        raise AuthFailed("the nonce must be 22 to 64 URL-safe characters", field=rs.HEADER_NONCE)
+    skew = int(ts) - int(now.timestamp())
+    if abs(skew) > max_clock_skew:
+        raise ClockSkew(
+            f"the call's timestamp is {abs(skew)} s {'ahead of' if skew > 0 else 'behind'} the server's clock "
+            f"(at most {max_clock_skew} s allowed); check the client's clock (NTP)",
+            field=rs.HEADER_TIMESTAMP,
+        )
+    if len(sig) > _MAX_SIG_HEADER:
+        raise BadSignature("the signature header is too large", field=rs.HEADER_SIGNATURE)
+    try:
+        blob = base64.b64decode(sig, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadSignature("the signature is not base64", field=rs.HEADER_SIGNATURE) from None
+    try:
+        message = rs.signing_message(method=method, path=path, query=query, body=body, timestamp=int(ts), nonce=nonce, user=user)
+    except ValueError:
+        raise AuthFailed("the call cannot be signed as sent", field="authorization") from None
+    try:
+        signer = verify(message, blob, namespace=rs.NAMESPACE)
+    except InvalidSignature as e:
+        raise BadSignature(f"bad signature: {e}", field=rs.HEADER_SIGNATURE) from None
+
+    with transaction(sessions) as s:
+        row = s.execute(
+            select(SshKey, User)
+            .join(User, User.id == SshKey.user_id)
+            .where(SshKey.fingerprint == signer.fingerprint, SshKey.removed_at.is_(None))
+        ).first()
+        if row is None or row[1].name != user:
+            raise UnknownKey(f"key {signer.fingerprint} is not enrolled for user {user!r}", field=rs.HEADER_SIGNATURE)
+        account: User = row[1]
+        if account.disabled:
+            raise UserDisabled(f"user {user!r} is disabled", field=rs.HEADER_USER)
+        s.add(Nonce(nonce=nonce, key_fingerprint=signer.fingerprint, expires_at=now + timedelta(seconds=2 * max_clock_skew)))
+        try:
+            s.flush()
+        except IntegrityError:
+            raise ReplayedNonce("this call was already made once (replayed nonce)", field=rs.HEADER_NONCE) from None
+        # Forget nonces that can no longer pass the timestamp check anyway.
+        if int(now.timestamp()) % 16 == 0:
+            s.execute(delete(Nonce).where(Nonce.expires_at < now))
+        # Load everything callers read, while the session is open.
+        _ = (account.group_names, account.role_names)
+    return account
+
+

@@ -1,0 +1,144 @@
+"""Server configuration: a TOML file, then ``JIT_SSH_*`` environment variables.
+
+Nothing reads the environment at import time: :func:`load_config` is called
+by ``jit-ssh serve`` / the app factory's caller, and tests build a
+:class:`ServerConfig` directly.
+
+Precedence: defaults < TOML file (``--config`` or ``$JIT_SSH_CONFIG``) <
+environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from ca.errors import JitSshError
+
+__all__ = ["ServerConfig", "ConfigError", "load_config", "default_data_dir"]
+
+
+class ConfigError(JitSshError):
+    code = "invalid_config"
+    http_status = 500
+
+
+def default_data_dir(env: Mapping[str, str] = os.environ) -> Path:
+    if env.get("JIT_SSH_DATA_DIR"):
+        return Path(env["JIT_SSH_DATA_DIR"]).expanduser()
+    xdg = env.get("XDG_DATA_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "jit-ssh"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    #: Default: SQLite in the data directory.
+    database_url: str = ""
+    #: Default: policy.toml in the data directory (the demo policy, copied there on first start).
+    policy_path: Path | None = None
+    #: The URL people reach the server at; used in approval links.
+    base_url: str = "http://127.0.0.1:8022"
+    webhook_url: str | None = None
+    #: Signed API calls older or newer than this are refused (seconds).
+    max_clock_skew: int = 300
+    #: Clock-skew allowance written into certificates (seconds); at most a tenth of a grant.
+    backdate_seconds: int = 0
+    #: A signed audit checkpoint every N events.
+    audit_checkpoint_every: int = 1000
+    #: The CA key's passphrase file (or $JIT_SSH_CA_PASSPHRASE).
+    ca_passphrase_file: Path | None = None
+    max_body_bytes: int = 64 * 1024
+    #: Create the data directory, keys, demo policy and SQLite database when missing.
+    bootstrap: bool = True
+    secret_key_file: Path | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'jit-ssh.sqlite3'}"
+
+    @property
+    def resolved_policy_path(self) -> Path:
+        return self.policy_path or self.data_dir / "policy.toml"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.data_dir
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.data_dir / "audit" / "audit_ed25519"
+
+
+_ENV = {
+    "JIT_SSH_DATA_DIR": "data_dir",
+    "JIT_SSH_DATABASE_URL": "database_url",
+    "JIT_SSH_POLICY": "policy_path",
+    "JIT_SSH_BASE_URL": "base_url",
+    "JIT_SSH_WEBHOOK_URL": "webhook_url",
+    "JIT_SSH_MAX_CLOCK_SKEW": "max_clock_skew",
+    "JIT_SSH_BACKDATE": "backdate_seconds",
+    "JIT_SSH_AUDIT_CHECKPOINT_EVERY": "audit_checkpoint_every",
+    "JIT_SSH_CA_PASSPHRASE_FILE": "ca_passphrase_file",
+}
+_TYPES = {f.name: f.type for f in fields(ServerConfig)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = str(_TYPES[name])
+    if "int" in kind and "Path" not in kind:
+        if isinstance(value, bool):
+            raise ConfigError(f"{source}: {name} must be an integer", field=name)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {name} must be an integer, got {value!r}", field=name) from None
+    if "bool" in kind:
+        if isinstance(value, bool):
+            return value
+        return str(value).lower() in ("1", "true", "yes", "on")
+    if "Path" in kind:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{source}: {name} must be a path", field=name)
+        return Path(value).expanduser()
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: {name} must be a string", field=name)
+    return value or None if name == "webhook_url" else value
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] = os.environ) -> ServerConfig:
+    """Defaults, then the TOML file (``path`` or ``$JIT_SSH_CONFIG``), then ``JIT_SSH_*`` variables."""
+    values: dict[str, Any] = {}
+    config_path = path or env.get("JIT_SSH_CONFIG")
+    if config_path:
+        p = Path(config_path).expanduser()
+        try:
+            data = tomllib.loads(p.read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such configuration file", field="config") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: {e}", field="config") from None
+        known = set(_TYPES) - {"extra"}
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(f"{p}: unknown setting {key!r} (known: {', '.join(sorted(known))})", field=key)
+            values[key] = _coerce(key, value, str(p))
+    for var, name in _ENV.items():
+        if env.get(var):
+            values[name] = _coerce(name, env[var], var)
+    data_dir = values.pop("data_dir", None) or default_data_dir(env)
+    cfg = ServerConfig(data_dir=Path(data_dir), **values)
+    if cfg.backdate_seconds < 0 or cfg.max_clock_skew <= 0 or cfg.audit_checkpoint_every <= 0:
+        raise ConfigError("backdate_seconds must be >= 0; max_clock_skew and audit_checkpoint_every > 0")
+    return cfg
+
+
+def with_overrides(cfg: ServerConfig, **changes: Any) -> ServerConfig:
+    return replace(cfg, **changes)
+
+
+__all__.append("with_overrides")

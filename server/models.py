@@ -1,0 +1,276 @@
+"""The database: plain SQLAlchemy 2.0 models.
+
+Times are timezone-aware UTC, set by the service code (never a column
+default: a default evaluated at import time, or by the database clock, would
+not be the ``now`` the service decided with). Serials are random 63-bit
+integers: PostgreSQL's bigint is signed.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "Base",
+    "UTCDateTime",
+    "Role",
+    "RequestState",
+    "User",
+    "UserGroup",
+    "UserRole",
+    "SshKey",
+    "AccessRequest",
+    "Approval",
+    "Certificate",
+    "Revocation",
+    "AuditEvent",
+    "AuditCheckpoint",
+    "AuditHead",
+    "Nonce",
+]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[datetime], dialect: Any) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        # SQLite has no time zones: store naive UTC.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Optional[datetime], dialect: Any) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Role(str, enum.Enum):
+    REQUESTER = "requester"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+
+class RequestState(str, enum.Enum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    ISSUED = "issued"
+    REVOKED = "revoked"
+    ENDED = "ended"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_hash: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)
+    totp_secret: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    groups: Mapped[list["UserGroup"]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    roles: Mapped[list["UserRole"]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    keys: Mapped[list["SshKey"]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        return tuple(sorted(g.name for g in self.groups))
+
+    @property
+    def role_names(self) -> tuple[str, ...]:
+        return tuple(sorted(r.role for r in self.roles))
+
+    def has_role(self, role: Role) -> bool:
+        return role.value in self.role_names
+
+
+class UserGroup(Base):
+    __tablename__ = "user_groups"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class UserRole(Base):
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+
+
+class SshKey(Base):
+    """An enrolled API key. Removing a key keeps the row (``removed_at``) for the audit trail."""
+
+    __tablename__ = "ssh_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    key_type: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(Text)
+    comment: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    removed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AccessRequest(Base):
+    __tablename__ = "requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    target: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    requested_seconds: Mapped[int] = mapped_column(Integer)
+    granted_seconds: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    policy_version: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
+    decision: Mapped[str] = mapped_column(Text)  # canonical JSON of the policy decision
+    approvals_required: Mapped[int] = mapped_column(Integer, default=0)
+    auto_approved: Mapped[bool] = mapped_column(Boolean, default=False)
+    break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    pending_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
+    claim_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
+    deny_reason: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+
+    requester: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+    approvals: Mapped[list["Approval"]] = relationship(
+        lazy="selectin", order_by="Approval.id", back_populates="request"
+    )
+    certificate: Mapped[Optional["Certificate"]] = relationship(lazy="selectin", back_populates="request")
+
+
+class Approval(Base):
+    """One approver's decision on one request (approve or deny)."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("request_id", "approver_id", name="uq_approval_once"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
+    approver_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    decision: Mapped[str] = mapped_column(String(8))  # "approve" | "deny"
+    comment: Mapped[str] = mapped_column(Text, default="")
+    shortened_seconds: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    request: Mapped[AccessRequest] = relationship(back_populates="approvals")
+    approver: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class Certificate(Base):
+    __tablename__ = "certificates"
+
+    serial: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # Unique: one approved request yields at most one certificate.
+    request_id: Mapped[Optional[str]] = mapped_column(ForeignKey("requests.id"), unique=True, nullable=True)
+    key_id: Mapped[str] = mapped_column(Text)
+    principals: Mapped[str] = mapped_column(Text)  # JSON list
+    valid_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_before: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    public_key_fingerprint: Mapped[str] = mapped_column(String(64))
+    ca_fingerprint: Mapped[str] = mapped_column(String(64))
+    certificate: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    backdate_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    offline: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    request: Mapped[Optional[AccessRequest]] = relationship(back_populates="certificate")
+    revocation: Mapped[Optional["Revocation"]] = relationship(lazy="selectin")
+
+
+class Revocation(Base):
+    __tablename__ = "revocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    serial: Mapped[int] = mapped_column(ForeignKey("certificates.serial"), unique=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    # Copied from the certificate so the KRL query needs no join.
+    valid_before: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AuditEvent(Base):
+    """Append-only. ``hash = SHA-256(prev_hash || body)``; ``body`` is the canonical JSON that was hashed."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    actor: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    request_id: Mapped[Optional[str]] = mapped_column(String(32), nullable=True, index=True)
+    data: Mapped[str] = mapped_column(Text)  # canonical JSON of the event's data
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[str] = mapped_column(String(40))
+    key_fingerprint: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(Text)
+
+
+class AuditHead(Base):
+    """One row: the chain head. Writers lock it (FOR UPDATE), which orders the chain."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Nonce(Base):
+    """Nonces of signed API calls seen within the allowed clock skew: a replay hits the primary key."""
+
+    __tablename__ = "nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_fingerprint: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+Index("ix_requests_requester_state", AccessRequest.requester_id, AccessRequest.state)

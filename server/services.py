@@ -1,0 +1,608 @@
+"""The service layer: every decision and every write, one transaction each.
+
+Views parse and serialise; functions here lock, check, change state, write the
+audit event and commit, together. Row locks (``with_for_update``) are what
+make concurrent approvals and fetches safe on PostgreSQL; on SQLite every
+transaction already holds the write lock from BEGIN (see ``server.db``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+import policies
+from ca import (
+    IssuedCertificate,
+    JitSshError,
+    issue_certificate,
+    make_key_id,
+    parse_public_key,
+)
+from ca.keyring import Keyring
+from ca.krl import build_krl
+
+from . import audit
+from .db import CommitThenRaise, transaction
+from .errors import (
+    AlreadyDecided,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    KeyMismatch,
+    NotApproved,
+    NotEligible,
+    NotFound,
+    RequestExpired,
+    SelfApproval,
+    Unavailable,
+)
+from .models import (
+    AccessRequest,
+    Approval,
+    Certificate,
+    RequestState,
+    Revocation,
+    Role,
+    SshKey,
+    User,
+    UserGroup,
+    UserRole,
+)
+
+__all__ = ["Service", "PolicyHolder", "CertificateResult"]
+
+log = logging.getLogger("jit_ssh.service")
+
+MAX_REASON = 1000
+MAX_COMMENT = 1000
+
+
+class PolicyHolder:
+    """The current policy, reloaded when its file changes (checked at most once a second)."""
+
+    def __init__(self, path: Path, *, on_reload: Callable[[policies.Policy, policies.Policy | None], None] | None = None):
+        self.path = path
+        self._lock = threading.Lock()
+        self._mtime: int | None = None
+        self._checked = 0.0
+        self._policy: policies.Policy | None = None
+        self._on_reload = on_reload
+        self.reload()
+
+    def reload(self) -> policies.Policy:
+        with self._lock:
+            st = self.path.stat()
+            new = policies.load_policy(self.path)
+            old = self._policy
+            self._policy, self._mtime = new, st.st_mtime_ns
+        if old is not None and old.version != new.version and self._on_reload:
+            self._on_reload(new, old)
+        return new
+
+    def get(self, monotonic: float | None = None) -> policies.Policy:
+        import time
+
+        t = time.monotonic() if monotonic is None else monotonic
+        if t - self._checked >= 1.0:
+            self._checked = t
+            try:
+                if self.path.stat().st_mtime_ns != self._mtime:
+                    self.reload()
+            except (OSError, policies.PolicyError) as e:
+                # Keep serving the last good policy; say so loudly.
+                log.error("policy %s not reloaded, keeping version %s: %s", self.path, self._policy and self._policy.version[:12], e)
+        assert self._policy is not None
+        return self._policy
+
+
+@dataclass(frozen=True)
+class CertificateResult:
+    certificate: str
+    serial: int
+    valid_after: datetime
+    valid_before: datetime
+    principals: tuple[str, ...]
+    key_id: str
+    reissued: bool
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def decision_to_dict(d: policies.Decision) -> dict[str, Any]:
+    return {
+        "outcome": d.outcome.value,
+        "allowed": d.allowed,
+        "reasons": list(d.reasons),
+        "rule": d.rule,
+        "policy_version": d.policy_version,
+        "duration_seconds": None if d.duration is None else int(d.duration.total_seconds()),
+        "approvals_required": d.approvals_required,
+        "approver_users": list(d.approver_users),
+        "approver_groups": list(d.approver_groups),
+        "principals": list(d.principals),
+        "extensions": list(d.extensions),
+        "force_command": d.force_command,
+        "source_address": list(d.source_address),
+        "pending_ttl_seconds": None if d.pending_ttl is None else int(d.pending_ttl.total_seconds()),
+        "claim_window_seconds": None if d.claim_window is None else int(d.claim_window.total_seconds()),
+        "approvers_may_shorten": d.approvers_may_shorten,
+    }
+
+
+def _text(value: Any, name: str, limit: int, *, required: bool = False) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string", field=name)
+    if len(value) > limit:
+        raise InvalidInput(f"{name} is longer than {limit} characters", field=name)
+    if any((ord(c) < 0x20 and c not in "\t\n") or ord(c) == 0x7F for c in value):
+        raise InvalidInput(f"{name} holds control characters", field=name)
+    if required and not value.strip():
+        raise InvalidInput(f"{name} is required", field=name)
+    return value
+
+
+@dataclass
+class Service:
+    sessions: sessionmaker[Session]
+    keyring: Keyring
+    policy: PolicyHolder
+    audit_key: Any
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    backdate_seconds: int = 0
+    checkpoint_every: int = 1000
+    notify: Callable[[str, dict[str, Any]], None] | None = None
+
+    # ---- helpers -----------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def _record(self, s: Session, type: str, now: datetime, **kw: Any) -> None:
+        audit.record(s, type=type, now=now, signing_key=self.audit_key, checkpoint_every=self.checkpoint_every, **kw)
+
+    def _tx(self) -> Any:
+        return transaction(self.sessions)
+
+    def _lock_request(self, s: Session, request_id: Any) -> AccessRequest:
+        if not isinstance(request_id, str) or not 1 <= len(request_id) <= 32:
+            raise NotFound("no such request", field="id")
+        req = s.execute(
+            select(AccessRequest).where(AccessRequest.id == request_id).with_for_update(of=AccessRequest)
+        ).scalar_one_or_none()
+        if req is None:
+            raise NotFound(f"no request {request_id!r}", field="id")
+        return req
+
+    def _refresh(self, s: Session, req: AccessRequest, now: datetime) -> None:
+        """Move a request past its deadlines (checked on every read and write)."""
+        if req.state == RequestState.PENDING.value and now >= req.pending_until:
+            req.state = RequestState.EXPIRED.value
+            self._record(s, "request.expired", now, request_id=req.id, data={"was": "pending"})
+        elif req.state == RequestState.APPROVED.value and req.claim_until is not None and now >= req.claim_until:
+            req.state = RequestState.EXPIRED.value
+            self._record(s, "request.expired", now, request_id=req.id, data={"was": "approved"})
+        elif req.state == RequestState.ISSUED.value and req.certificate is not None and now >= req.certificate.valid_before:
+            req.state = RequestState.ENDED.value
+            self._record(s, "request.ended", now, request_id=req.id, data={"serial": str(req.certificate.serial)})
+
+    def _policy_request(self, req: AccessRequest, groups: Iterable[str]) -> policies.AccessRequest:
+        return policies.AccessRequest(
+            requester=req.requester.name,
+            target=req.target,
+            duration=timedelta(seconds=req.requested_seconds),
+            reason=req.reason,
+            requester_groups=frozenset(groups),
+            break_glass=req.break_glass,
+            submitted_at=req.created_at,
+        )
+
+    def _notify(self, kind: str, payload: dict[str, Any]) -> None:
+        if self.notify is not None:
+            try:
+                self.notify(kind, payload)
+            except Exception:  # noqa: BLE001 - a webhook never fails an issuance
+                log.exception("notification %s failed", kind)
+
+    # ---- users ---------------------------------------------------------------------
+
+    def user_by_name(self, s: Session, name: str) -> User | None:
+        return s.execute(select(User).where(User.name == name)).scalar_one_or_none()
+
+    # ---- requests ------------------------------------------------------------------
+
+    def submit(self, user: User, *, target: Any, duration: timedelta | None, reason: Any, break_glass: bool = False) -> AccessRequest:
+        if not isinstance(target, str) or not target or len(target) > 128:
+            raise InvalidInput("target must be a target name", field="target")
+        reason = _text(reason, "reason", MAX_REASON)
+        now = self.now()
+        policy = self.policy.get()
+        with self._tx() as s:
+            me = s.get(User, user.id)
+            assert me is not None
+            preq = policies.AccessRequest(
+                requester=me.name,
+                target=target,
+                duration=duration,
+                reason=reason,
+                requester_groups=frozenset(me.group_names),
+                break_glass=break_glass,
+                submitted_at=now,
+            )
+            decision = policies.decide(policy, preq, now)
+            if not decision.allowed:
+                self._record(
+                    s, "request.refused", now, actor=me.name,
+                    data={"target": target, "reasons": list(decision.reasons), "policy_version": policy.version},
+                )
+                # The refusal is recorded, then reported: commit before raising.
+                raise CommitThenRaise(policies.PolicyDenied(decision))
+            assert decision.duration is not None
+            seconds = int(decision.duration.total_seconds())
+            auto = decision.outcome in (policies.Outcome.AUTO_APPROVED, policies.Outcome.BREAK_GLASS)
+            req = AccessRequest(
+                id=secrets.token_hex(8),
+                requester_id=me.id,
+                target=target,
+                reason=reason,
+                requested_seconds=seconds,
+                granted_seconds=seconds,
+                state=(RequestState.APPROVED if auto else RequestState.PENDING).value,
+                policy_version=decision.policy_version,
+                rule=decision.rule,
+                decision=_json(decision_to_dict(decision)),
+                approvals_required=decision.approvals_required,
+                auto_approved=auto,
+                break_glass=decision.outcome is policies.Outcome.BREAK_GLASS,
+                created_at=now,
+                pending_until=now + (decision.pending_ttl or timedelta(hours=1)),
+                decided_at=now if auto else None,
+                claim_until=now + (decision.claim_window or timedelta(minutes=15)) if auto else None,
+            )
+            s.add(req)
+            s.flush()
+            self._record(
+                s, "request.created", now, actor=me.name, request_id=req.id,
+                data={
+                    "target": target, "duration_seconds": seconds, "reason": reason,
+                    "rule": decision.rule, "outcome": decision.outcome.value,
+                    "policy_version": decision.policy_version,
+                    "approvals_required": decision.approvals_required,
+                },
+            )
+            if auto:
+                self._record(
+                    s, "request.approved", now, actor=None if not req.break_glass else me.name, request_id=req.id,
+                    data={"auto": True, "break_glass": req.break_glass, "duration_seconds": seconds},
+                )
+            s.refresh(req)
+        self._notify("request.created", {"request_id": req.id, "requester": user.name, "target": target,
+                                         "state": req.state, "reason": reason, "duration_seconds": seconds})
+        return req
+
+    def get(self, user: User, request_id: Any) -> AccessRequest:
+        now = self.now()
+        with self._tx() as s:
+            req = self._lock_request(s, request_id)
+            me = s.get(User, user.id)
+            assert me is not None
+            if req.requester_id != me.id and not (me.has_role(Role.APPROVER) or me.has_role(Role.ADMIN)):
+                raise NotFound(f"no request {request_id!r}", field="id")
+            self._refresh(s, req, now)
+            s.flush()
+            s.refresh(req)
+            return req
+
+    def list(self, user: User, *, mine: bool = False, pending_for_me: bool = False, limit: int = 100) -> list[AccessRequest]:
+        now = self.now()
+        policy = self.policy.get()
+        with self._tx() as s:
+            me = s.get(User, user.id)
+            assert me is not None
+            q = select(AccessRequest).order_by(AccessRequest.created_at.desc()).limit(limit)
+            if mine or not pending_for_me:
+                if mine or not (me.has_role(Role.ADMIN)):
+                    q = q.where(AccessRequest.requester_id == me.id)
+                rows = list(s.execute(q).scalars())
+                for r in rows:
+                    self._refresh(s, r, now)
+                return rows
+            rows = list(
+                s.execute(
+                    select(AccessRequest)
+                    .where(AccessRequest.state == RequestState.PENDING.value, AccessRequest.requester_id != me.id)
+                    .order_by(AccessRequest.created_at)
+                    .limit(500)
+                ).scalars()
+            )
+            out = []
+            approver = policies.Approver(name=me.name, groups=frozenset(me.group_names))
+            for r in rows:
+                self._refresh(s, r, now)
+                if r.state != RequestState.PENDING.value:
+                    continue
+                if any(a.approver_id == me.id for a in r.approvals):
+                    continue
+                groups = r.requester.group_names
+                if policies.may_approve(policy, self._policy_request(r, groups), approver, now).allowed:
+                    out.append(r)
+            return out[:limit]
+
+    def approve(self, user: User, request_id: Any, *, comment: Any = "", duration: timedelta | None = None) -> AccessRequest:
+        comment = _text(comment, "comment", MAX_COMMENT)
+        return self._decide(user, request_id, approve=True, text=comment, duration=duration)
+
+    def deny(self, user: User, request_id: Any, *, reason: Any) -> AccessRequest:
+        reason = _text(reason, "reason", MAX_REASON, required=True)
+        return self._decide(user, request_id, approve=False, text=reason, duration=None)
+
+    def _decide(self, user: User, request_id: Any, *, approve: bool, text: str, duration: timedelta | None) -> AccessRequest:
+        now = self.now()
+        policy = self.policy.get()
+        notify: tuple[str, dict[str, Any]] | None = None
+        with self._tx() as s:
+            req = self._lock_request(s, request_id)
+            me = s.get(User, user.id)
+            assert me is not None
+            self._refresh(s, req, now)
+            if req.requester_id == me.id:
+                raise SelfApproval("requesters can never approve or deny their own request", field="id")
+            if not me.has_role(Role.APPROVER):
+                raise NotEligible(f"{me.name!r} does not have the approver role", field="id")
+            if req.state == RequestState.EXPIRED.value:
+                raise CommitThenRaise(RequestExpired(f"request {req.id} expired before it was decided", field="id"))
+            if req.state != RequestState.PENDING.value:
+                raise Conflict(f"request {req.id} is {req.state}, not pending", field="id")
+            if any(a.approver_id == me.id for a in req.approvals):
+                raise AlreadyDecided(f"{me.name!r} already decided on request {req.id}", field="id")
+            preq = self._policy_request(req, req.requester.group_names)
+            check = policies.may_approve(
+                policy, preq, policies.Approver(name=me.name, groups=frozenset(me.group_names)), now,
+                duration=duration if approve else None,
+            )
+            if not check.allowed:
+                raise NotEligible(check.reason, field="id")
+            s.add(
+                Approval(
+                    request_id=req.id, approver_id=me.id, decision="approve" if approve else "deny", comment=text,
+                    shortened_seconds=int(duration.total_seconds()) if (duration is not None and approve) else None,
+                    created_at=now,
+                )
+            )
+            s.flush()
+            s.refresh(req)
+            if not approve:
+                req.state = RequestState.DENIED.value
+                req.decided_at = now
+                req.deny_reason = text
+                self._record(s, "request.denied", now, actor=me.name, request_id=req.id, data={"reason": text})
+                notify = ("request.denied", {"request_id": req.id, "by": me.name, "reason": text})
+            else:
+                approvals = [a for a in req.approvals if a.decision == "approve"]
+                self._record(
+                    s, "request.approval", now, actor=me.name, request_id=req.id,
+                    data={"comment": text, "duration_seconds": None if duration is None else int(duration.total_seconds()),
+                          "approvals": len(approvals), "required": req.approvals_required},
+                )
+                if len({a.approver_id for a in approvals}) >= req.approvals_required:
+                    shortened = [a.shortened_seconds for a in approvals if a.shortened_seconds]
+                    req.granted_seconds = min([req.requested_seconds, *shortened])
+                    req.state = RequestState.APPROVED.value
+                    req.decided_at = now
+                    decision = json.loads(req.decision)
+                    claim = decision.get("claim_window_seconds") or 900
+                    req.claim_until = now + timedelta(seconds=claim)
+                    self._record(
+                        s, "request.approved", now, actor=me.name, request_id=req.id,
+                        data={"by": sorted(a.approver.name for a in approvals), "duration_seconds": req.granted_seconds},
+                    )
+                    notify = ("request.approved", {"request_id": req.id, "by": me.name})
+            s.flush()
+            s.refresh(req)
+        if notify:
+            self._notify(*notify)
+        return req
+
+    def cancel(self, user: User, request_id: Any) -> AccessRequest:
+        now = self.now()
+        with self._tx() as s:
+            req = self._lock_request(s, request_id)
+            me = s.get(User, user.id)
+            assert me is not None
+            if req.requester_id != me.id and not me.has_role(Role.ADMIN):
+                raise Forbidden("only the requester (or an admin) can cancel a request", field="id")
+            self._refresh(s, req, now)
+            if req.state not in (RequestState.PENDING.value, RequestState.APPROVED.value):
+                raise Conflict(f"request {req.id} is {req.state}; only pending or approved requests can be cancelled", field="id")
+            req.state = RequestState.CANCELLED.value
+            req.decided_at = now
+            self._record(s, "request.cancelled", now, actor=me.name, request_id=req.id)
+            s.flush()
+            s.refresh(req)
+            return req
+
+    # ---- certificates ---------------------------------------------------------------
+
+    def fetch_certificate(self, user: User, request_id: Any, public_key: Any) -> CertificateResult:
+        if not isinstance(public_key, str):
+            raise InvalidInput("public_key must be an OpenSSH public key line", field="public_key")
+        key = parse_public_key(public_key, field="public_key")
+        for attempt in range(3):
+            try:
+                return self._fetch_once(user, request_id, key)
+            except IntegrityError:
+                # A serial collision (2**-63 per pair) or a racing insert: try again from the top.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _fetch_once(self, user: User, request_id: Any, key: Any) -> CertificateResult:
+        now = self.now()
+        notify = None
+        with self._tx() as s:
+            req = self._lock_request(s, request_id)
+            me = s.get(User, user.id)
+            assert me is not None
+            if req.requester_id != me.id:
+                raise Forbidden("only the requester can fetch this request's certificate", field="id")
+            self._refresh(s, req, now)
+            cert = req.certificate
+            if req.state == RequestState.ISSUED.value and cert is not None:
+                if cert.public_key_fingerprint != key.fingerprint:
+                    raise KeyMismatch(
+                        "this request's certificate was issued for another public key; one request, one key",
+                        field="public_key",
+                    )
+                self._record(s, "certificate.fetched_again", now, actor=me.name, request_id=req.id,
+                             data={"serial": str(cert.serial)})
+                return _result(cert, reissued=True)
+            if req.state == RequestState.PENDING.value:
+                raise NotApproved(f"request {req.id} is still pending approval", field="id")
+            if req.state == RequestState.EXPIRED.value:
+                raise CommitThenRaise(RequestExpired(f"request {req.id} expired", field="id"))
+            if req.state != RequestState.APPROVED.value:
+                raise Conflict(f"request {req.id} is {req.state}", field="id")
+            decision = json.loads(req.decision)
+            approvers = sorted(a.approver.name for a in req.approvals if a.decision == "approve")
+            if req.break_glass:
+                approvers = ["break-glass"]
+            elif req.auto_approved:
+                approvers = ["auto"]
+            duration = timedelta(seconds=req.granted_seconds)
+            backdate = timedelta(seconds=min(self.backdate_seconds, req.granted_seconds // 10))
+            issued: IssuedCertificate = issue_certificate(
+                self.keyring.signing_key,
+                key,
+                principals=decision["principals"],
+                duration=duration,
+                key_id=make_key_id(req.id, me.name, approvers),
+                now=now,
+                backdate=backdate,
+                extensions=decision["extensions"],
+                force_command=decision.get("force_command"),
+                source_address=decision.get("source_address") or None,
+            )
+            row = Certificate(
+                serial=issued.serial,
+                request_id=req.id,
+                key_id=issued.key_id,
+                principals=_json(list(issued.principals)),
+                valid_after=issued.valid_after,
+                valid_before=issued.valid_before,
+                public_key_fingerprint=key.fingerprint,
+                ca_fingerprint=issued.ca_public_key.fingerprint,
+                certificate=issued.openssh,
+                issued_at=now,
+                backdate_seconds=int(backdate.total_seconds()),
+            )
+            s.add(row)
+            req.state = RequestState.ISSUED.value
+            s.flush()
+            self._record(
+                s, "certificate.issued", now, actor=me.name, request_id=req.id,
+                data={
+                    "serial": str(issued.serial), "key_id": issued.key_id, "principals": list(issued.principals),
+                    "valid_after": issued.valid_after.isoformat(), "valid_before": issued.valid_before.isoformat(),
+                    "backdate_seconds": int(backdate.total_seconds()), "public_key_fingerprint": key.fingerprint,
+                    "ca_fingerprint": issued.ca_public_key.fingerprint,
+                },
+            )
+            result = _result(row, reissued=False)
+            notify = ("certificate.issued", {"request_id": req.id, "serial": issued.serial, "requester": me.name})
+        # Only now, after the commit, does the certificate leave this function.
+        if notify:
+            self._notify(*notify)
+        return result
+
+    def revoke(self, user: User, serial: Any, *, reason: Any = "") -> Revocation:
+        reason = _text(reason, "reason", MAX_REASON)
+        try:
+            serial_no = int(serial)
+        except (TypeError, ValueError):
+            raise NotFound("no such certificate", field="serial") from None
+        if not 0 < serial_no < 2**63:
+            raise NotFound("no such certificate", field="serial")
+        now = self.now()
+        with self._tx() as s:
+            cert = s.execute(select(Certificate).where(Certificate.serial == serial_no).with_for_update(of=Certificate)).scalar_one_or_none()
+            if cert is None:
+                raise NotFound(f"no certificate with serial {serial_no}", field="serial")
+            me = s.get(User, user.id)
+            assert me is not None
+            own = cert.request is not None and cert.request.requester_id == me.id
+            if not (own or me.has_role(Role.APPROVER) or me.has_role(Role.ADMIN)):
+                raise Forbidden("only the requester, an approver or an admin can revoke a certificate", field="serial")
+            if cert.revocation is not None:
+                return cert.revocation
+            rev = Revocation(serial=cert.serial, revoked_at=now, revoked_by=me.name, reason=reason, valid_before=cert.valid_before)
+            s.add(rev)
+            if cert.request is not None and cert.request.state in (RequestState.ISSUED.value, RequestState.ENDED.value):
+                cert.request.state = RequestState.REVOKED.value
+            s.flush()
+            self._record(
+                s, "certificate.revoked", now, actor=me.name, request_id=cert.request_id,
+                data={"serial": str(cert.serial), "reason": reason, "key_id": cert.key_id},
+            )
+            return rev
+
+    def expire_sweep(self) -> int:
+        now = self.now()
+        n = 0
+        with self._tx() as s:
+            rows = s.execute(
+                select(AccessRequest).where(
+                    AccessRequest.state.in_([RequestState.PENDING.value, RequestState.APPROVED.value, RequestState.ISSUED.value])
+                ).with_for_update(of=AccessRequest)
+            ).scalars().all()
+            for r in rows:
+                before = r.state
+                self._refresh(s, r, now)
+                n += r.state != before
+        return n
+
+    # ---- KRL -------------------------------------------------------------------------
+
+    def krl(self) -> tuple[bytes, str]:
+        """The current KRL and its ETag (which changes only when what it revokes changes)."""
+        now = self.now()
+        with self._tx() as s:
+            serials = sorted(
+                s.execute(select(Revocation.serial).where(Revocation.valid_before > now)).scalars()
+            )
+        ca_blobs = [k.public.blob for k in self.keyring.keys]
+        h = hashlib.sha256()
+        for b in ca_blobs:
+            h.update(len(b).to_bytes(4, "big") + b)
+        for serial in serials:
+            h.update(serial.to_bytes(8, "big"))
+        etag = h.hexdigest()[:32]
+        data = build_krl(ca_keys=ca_blobs, serials=serials, version=int(now.timestamp()), now=now,
+                         comment="jit-ssh")
+        return data, etag
+
+
+def _result(cert: Certificate, *, reissued: bool) -> CertificateResult:
+    return CertificateResult(
+        certificate=cert.certificate,
+        serial=cert.serial,
+        valid_after=cert.valid_after,
+        valid_before=cert.valid_before,
+        principals=tuple(json.loads(cert.principals)),
+        key_id=cert.key_id,
+        reissued=reissued,
+    )

@@ -1,0 +1,223 @@
+"""Fixtures for service tests: an app on SQLite or on a fresh PostgreSQL schema,
+a controllable clock, users with enrolled keys, and a client that signs its calls."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from ca import public_key_from_crypto
+from ca import request_signing as rs
+from ca.sshsig import sign
+
+from ..conftest import IN_CI
+
+PG_URL = os.environ.get("JIT_SSH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+TEST_POLICY = """
+[targets.demo]
+principals = ["jit-demo@demo"]
+login_users = ["jit-demo"]
+
+[targets.prod-db]
+principals = ["root@prod-db", "postgres@prod-db"]
+login_users = ["root", "postgres"]
+
+[[rules]]
+name = "prod-two-approvals"
+targets = ["prod-db"]
+groups = ["engineers"]
+max_duration = "2h"
+default_duration = "30m"
+approvals_required = 2
+approver_groups = ["approvers"]
+reason_required = true
+reason_pattern = 'INC-\\d+'
+pending_ttl = "10m"
+claim_window = "5m"
+force_command = "/usr/bin/uptime"
+source_address = ["10.0.0.0/8"]
+
+[[rules]]
+name = "demo-access"
+targets = ["demo"]
+groups = ["engineers", "oncall"]
+max_duration = "1h"
+default_duration = "15m"
+approvals_required = 1
+approver_groups = ["approvers"]
+reason_required = false
+pending_ttl = "1h"
+claim_window = "15m"
+
+[rules.auto_approve]
+groups = ["oncall"]
+max_duration = "15m"
+"""
+
+
+class Clock:
+    """The server's clock in tests: real time to start with (signed calls carry
+    real timestamps), moved forward by ``advance``."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(timezone.utc) + self.offset
+
+    def advance(self, **kw: float) -> None:
+        self.offset += timedelta(**kw)
+
+
+@dataclass
+class Caller:
+    """A user with an enrolled Ed25519 key who signs every call."""
+
+    name: str
+    key: ed25519.Ed25519PrivateKey
+    client: Any
+    clock: Clock
+    skew: int = 0
+    last_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def public_openssh(self) -> str:
+        return public_key_from_crypto(self.key.public_key()).openssh
+
+    def headers(self, method: str, path: str, body: bytes, query: str = "", *, nonce: str | None = None,
+                ts: int | None = None, user: str | None = None) -> dict[str, str]:
+        ts = int(self.clock().timestamp()) + self.skew if ts is None else ts
+        nonce = nonce or secrets.token_urlsafe(18)
+        user = user or self.name
+        msg = rs.signing_message(method=method, path=path, query=query, body=body, timestamp=ts, nonce=nonce, user=user)
+        sig = sign(msg, namespace=rs.NAMESPACE, private_key=self.key)
+        h = {rs.HEADER_USER: user, rs.HEADER_TIMESTAMP: str(ts), rs.HEADER_NONCE: nonce,
+             rs.HEADER_SIGNATURE: base64.b64encode(sig).decode()}
+        if body:
+            h["Content-Type"] = "application/json"
+        self.last_headers = h
+        return h
+
+    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, query: str = "", **kw: Any) -> Any:
+        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        headers = self.headers(method, path, data, query, **kw)
+        url = path + (f"?{query}" if query else "")
+        return self.client.open(url, method=method, data=data, headers=headers)
+
+    def get(self, path: str, query: str = "", **kw: Any) -> Any:
+        return self.call("GET", path, query=query, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.call("POST", path, body if body is not None else {}, **kw)
+
+
+def _pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jit.sqlite3'}"
+        return
+    if not _pg_available():
+        if IN_CI:
+            pytest.fail("PostgreSQL at 127.0.0.1:5432 is required under CI=true")
+        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
+    from sqlalchemy import create_engine, text
+
+    schema = "t_" + secrets.token_hex(6)
+    admin = create_engine(PG_URL)
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as c:
+        c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str, clock: Clock) -> Iterator[Any]:
+    from server.app import create_app
+    from server.config import ServerConfig
+    from server.db import is_sqlite, make_engine
+    from server.migrate import upgrade
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(TEST_POLICY)
+    if not is_sqlite(database_url):
+        upgrade(make_engine(database_url))
+    cfg = ServerConfig(data_dir=tmp_path / "data", database_url=database_url, policy_path=policy,
+                       base_url="https://jit.example.test", audit_checkpoint_every=5)
+    app = create_app(cfg, clock=clock, say=lambda m: None)
+    app.testing = True
+    yield app
+    app.extensions["jit_ssh.engine"].dispose()
+
+
+@pytest.fixture
+def admin(app: Any) -> Any:
+    from server.admin import Admin
+
+    return Admin(app.extensions["jit_ssh"].service)
+
+
+@pytest.fixture
+def make_user(app: Any, admin: Any, clock: Clock) -> Any:
+    def make(name: str, groups: tuple[str, ...] = (), roles: tuple[str, ...] = ("requester",)) -> Caller:
+        key = ed25519.Ed25519PrivateKey.generate()
+        caller = Caller(name=name, key=key, client=app.test_client(), clock=clock)
+        admin.add_user(name, groups=groups, roles=roles, ssh_keys=[caller.public_openssh])
+        return caller
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user: Any) -> Caller:
+    return make_user("alice", ("engineers",))
+
+
+@pytest.fixture
+def oncall(make_user: Any) -> Caller:
+    return make_user("olga", ("oncall",))
+
+
+@pytest.fixture
+def bob(make_user: Any) -> Caller:
+    return make_user("bob", ("approvers",), ("requester", "approver"))
+
+
+@pytest.fixture
+def carol(make_user: Any) -> Caller:
+    return make_user("carol", ("approvers", "engineers"), ("requester", "approver"))
+
+
+@pytest.fixture
+def root(make_user: Any) -> Caller:
+    return make_user("root-admin", (), ("admin",))
+
+
+def user_key_line() -> str:
+    return public_key_from_crypto(ed25519.Ed25519PrivateKey.generate().public_key()).openssh
