@@ -83,6 +83,8 @@ MAX_FORCE_COMMAND = 4096
 SERIAL_LIMIT = 2**63
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# VALID_CIDR_CHARS in OpenSSH's addr.c.
+_SSHD_CIDR_CHARS = frozenset("0123456789abcdefABCDEF.:/")
 
 
 def new_serial() -> int:
@@ -103,8 +105,12 @@ def validate_principals(principals: Iterable[str], *, field: str = "principals")
     """
     if isinstance(principals, (str, bytes)):
         raise InvalidPrincipal(f"{field} must be a list of names, not one string", field=field)
+    try:
+        items = iter(principals)
+    except TypeError:
+        raise InvalidPrincipal(f"{field} must be a list of names, not {type(principals).__name__}", field=field) from None
     out: list[str] = []
-    for p in principals:
+    for p in items:
         if not isinstance(p, str):
             raise InvalidPrincipal(f"{field}: each principal must be a string, got {type(p).__name__}", field=field)
         if not p:
@@ -141,6 +147,13 @@ def validate_source_address(value: str | Sequence[str], *, field: str = "source-
     for item in items:
         if not isinstance(item, str) or not item:
             raise InvalidSourceAddress(f"{field}: an entry is empty or not a string", field=field)
+        # sshd's addr_match_cidr_list() refuses an entry holding any other
+        # character, and then refuses the certificate at every login. Python's
+        # ipaddress accepts more: an IPv6 zone id ("fe80::%eth0/64").
+        if not set(item) <= _SSHD_CIDR_CHARS:
+            raise InvalidSourceAddress(
+                f"{field}: {item[:64]!r} is not a valid CIDR for sshd (e.g. 10.0.0.0/8)", field=field
+            )
         try:
             # strict: "10.0.0.1/8" is refused, so what the admin wrote is what sshd enforces.
             nets.append(str(ipaddress.ip_network(item, strict=True)))
@@ -168,11 +181,13 @@ def make_key_id(request_id: str, requester: str, approvers: Sequence[str] = ()) 
 
 
 def _check_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(extensions, (str, bytes)):
+    if isinstance(extensions, (str, bytes)) or not isinstance(extensions, Iterable):
         raise InvalidExtension("extensions must be a list of names", field="extensions")
     out = []
     for e in extensions:
-        if e not in KNOWN_EXTENSIONS:
+        # isinstance first: an unhashable entry (a list) would make the set
+        # lookup raise TypeError.
+        if not isinstance(e, str) or e not in KNOWN_EXTENSIONS:
             raise InvalidExtension(
                 f"extensions: {str(e)[:64]!r} is not one of {', '.join(sorted(KNOWN_EXTENSIONS))}",
                 field="extensions",
@@ -286,9 +301,11 @@ class IssuedCertificate:
 
     def to_text(self) -> str:
         """A readable description, laid out like ``ssh-keygen -L``."""
-        crit = "\n".join(f"                {k} {v}" for k, v in self.critical_options) or "                (none)"
-        exts = "\n".join(f"                {e}" for e in self.extensions) or "                (none)"
-        princ = "\n".join(f"                {p}" for p in self.principals)
+        # ssh-keygen writes "(none)" on the heading's own line (a certificate
+        # made elsewhere may have no principals: to sshd, valid for any user).
+        crit = "".join(f"\n                {k} {v}" for k, v in self.critical_options) or " (none)"
+        exts = "".join(f"\n                {e}" for e in self.extensions) or " (none)"
+        princ = "".join(f"\n                {p}" for p in self.principals) or " (none)"
         return (
             f"        Type: {self.public_key.key_type}-cert-v01@openssh.com {self.cert_type} certificate\n"
             f"        Public key: {_label(self.public_key)}-CERT {self.public_key.fingerprint}\n"
@@ -298,9 +315,9 @@ class IssuedCertificate:
             f"        Serial: {self.serial}\n"
             f"        Valid: from {_fmt(self.valid_after)} to {_fmt(self.valid_before)}"
             f" ({int(self.duration.total_seconds())} s)\n"
-            f"        Principals:\n{princ}\n"
-            f"        Critical Options:\n{crit}\n"
-            f"        Extensions:\n{exts}\n"
+            f"        Principals:{princ}\n"
+            f"        Critical Options:{crit}\n"
+            f"        Extensions:{exts}\n"
         )
 
 
@@ -434,12 +451,21 @@ def _load(text: str | bytes) -> SSHCertificate:
     data = bytes(text).strip()
     if not data:
         raise InvalidCertificate("certificate is empty", field="certificate")
+    # NotImplementedError: cryptography's answer to an ECDSA point that is not
+    # in uncompressed form.
+    errors = (ValueError, UnsupportedAlgorithm, TypeError, NotImplementedError)
     try:
         ident = load_ssh_public_identity(data)
-    except (ValueError, UnsupportedAlgorithm, TypeError) as e:
+    except errors as e:
         raise InvalidCertificate(f"not an OpenSSH certificate: {e}", field="certificate") from None
     if not isinstance(ident, SSHCertificate):
         raise InvalidCertificate("this is a plain public key, not a certificate", field="certificate")
+    try:
+        # cryptography decodes the signature key only when asked: do it here,
+        # so a malformed one is an InvalidCertificate, not a stray ValueError.
+        ident.signature_key()
+    except errors as e:
+        raise InvalidCertificate(f"certificate's signing key is malformed: {e}", field="certificate") from None
     return ident
 
 
@@ -493,6 +519,6 @@ def verify_certificate(
         )
     try:
         cert.verify_cert_signature()
-    except (InvalidSignature, ValueError, UnsupportedAlgorithm):
+    except (InvalidSignature, ValueError, UnsupportedAlgorithm, TypeError, NotImplementedError):
         raise UntrustedCertificate("certificate signature does not verify", field="certificate") from None
     return info

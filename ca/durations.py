@@ -14,7 +14,12 @@ from .errors import InvalidDuration
 __all__ = ["parse_duration", "format_duration"]
 
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-_PART = re.compile(r"(\d{1,9})([dhms])")
+# ASCII digits only: str.isdigit() and \d also match other scripts' digits
+# ("١٢", "²"), which int() reads inconsistently or not at all.
+_PART = re.compile(r"([0-9]{1,9})([dhms])", re.ASCII)
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+#: The longest duration a timedelta holds; beyond it timedelta() overflows.
+_MAX_SECONDS = timedelta.max.days * 86400 + timedelta.max.seconds
 # Bounds the input so a hostile string cannot make the parser work hard.
 _MAX_TEXT = 64
 
@@ -29,7 +34,7 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
     s = text.strip().lower()
     if not s or len(s) > _MAX_TEXT:
         raise InvalidDuration(f"{field} must be a duration like '90s', '15m' or '1h30m'", field=field)
-    if s.isdigit():
+    if _DIGITS.fullmatch(s):
         seconds = int(s)
     else:
         seconds = 0
@@ -54,6 +59,8 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
             )
     if seconds <= 0:
         raise InvalidDuration(f"{field} must be longer than 0 seconds, got {text!r}", field=field)
+    if seconds > _MAX_SECONDS:
+        raise InvalidDuration(f"{field} {text!r} is too long", field=field)
     return timedelta(seconds=seconds)
 
 

@@ -25,7 +25,11 @@ from .keys import CAKey, CAKeyType, generate_ca_key, keys_for_trust, load_ca_key
 
 __all__ = ["Keyring", "init_keyring", "load_keyring", "ca_dir"]
 
-_NAME = re.compile(r"^ca-(\d{8}T\d{6}Z)-([a-z0-9-]+)(?:-(\d+))?$")
+# The type is spelled out: with a catch-all ``[a-z0-9-]+`` the greedy match
+# swallowed the ``-<n>`` sequence suffix ("ecdsa-p256-2" read as one type).
+_NAME = re.compile(
+    r"^ca-(\d{8}T\d{6}Z)-(" + "|".join(re.escape(t.value) for t in CAKeyType) + r")(?:-(\d+))?$"
+)
 
 
 def ca_dir(data_dir: str | os.PathLike[str]) -> Path:
@@ -51,9 +55,17 @@ def _key_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     found = [p for p in directory.iterdir() if _NAME.match(p.name)]
-    # Newest last: by the creation time in the name, then by file age for two
-    # keys made within one second (a rotation scripted right after init).
-    return sorted(found, key=lambda p: (_NAME.match(p.name).group(1), p.stat().st_mtime_ns, p.name))  # type: ignore[union-attr]
+    # Newest last: by the creation time in the name, then by the sequence
+    # number init_keyring gives keys made within one second (a rotation
+    # scripted right after init). mtime alone cannot order those: file
+    # timestamps are coarse (two writes a few ms apart can share one), and a
+    # copy or a backup restore rewrites them. It stays as the last resort.
+    def order(p: Path) -> tuple[str, int, int, str]:
+        m = _NAME.match(p.name)
+        assert m is not None
+        return (m.group(1), int(m.group(3) or 1), p.stat().st_mtime_ns, p.name)
+
+    return sorted(found, key=order)
 
 
 def init_keyring(
@@ -66,13 +78,18 @@ def init_keyring(
 ) -> CAKey:
     """Create a new CA key in ``data_dir``. With keys already there this is a
     rotation: the new key is trusted alongside them and signs from now on."""
-    kind = CAKeyType.parse(key_type) if isinstance(key_type, str) else key_type
+    kind = CAKeyType.parse(key_type)
     directory = ca_dir(data_dir)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
     stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    name = f"ca-{stamp}-{kind.value}"
-    n = 1
+    # The sequence number counts keys of every type made in the same second,
+    # so the newest key sorts last whatever its type (see _key_files).
+    taken = [
+        m for p in directory.iterdir() if (m := _NAME.match(p.name.removesuffix(".pub"))) and m.group(1) == stamp
+    ]
+    n = max((int(m.group(3) or 1) for m in taken), default=0) + 1
+    name = f"ca-{stamp}-{kind.value}" if n == 1 else f"ca-{stamp}-{kind.value}-{n}"
     while (directory / name).exists() or (directory / (name + ".pub")).exists():
         n += 1
         name = f"ca-{stamp}-{kind.value}-{n}"

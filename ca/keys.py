@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import errno
 import hashlib
 import os
 import stat
@@ -210,7 +211,10 @@ def parse_public_key(
         )
     try:
         key = serialization.load_ssh_public_key(parts[0] + b" " + parts[1])
-    except (ValueError, UnsupportedAlgorithm, TypeError):
+    # NotImplementedError: cryptography raises it for an ECDSA point that is
+    # not in uncompressed form (first byte other than 0x04); OpenSSH only
+    # writes uncompressed points, so such a blob is simply malformed.
+    except (ValueError, UnsupportedAlgorithm, TypeError, NotImplementedError):
         raise InvalidKey(f"{field}: the key data is malformed or truncated", field=field) from None
     # Re-encoding must give back the same blob: this rejects trailing bytes
     # and non-canonical encodings that a lenient parser would let through.
@@ -233,6 +237,8 @@ class CAKeyType(str, enum.Enum):
     @classmethod
     def parse(cls, text: str) -> "CAKeyType":
         aliases = {"ecdsa": "ecdsa-p256", "ecdsa256": "ecdsa-p256", "ecdsa384": "ecdsa-p384"}
+        if not isinstance(text, str):
+            raise CAKeyError(f"key type must be a string, not {type(text).__name__}", field="type")
         try:
             return cls(aliases.get(text.lower(), text.lower()))
         except ValueError:
@@ -242,7 +248,9 @@ class CAKeyType(str, enum.Enum):
 
 def generate_ca_key(key_type: CAKeyType | str = CAKeyType.ED25519, *, bits: int | None = None) -> CAPrivateKey:
     """A new CA private key: Ed25519 (default), ECDSA P-256/P-384, or RSA >= 3072 bits."""
-    kind = CAKeyType.parse(key_type) if isinstance(key_type, str) else key_type
+    # Always parse (a CAKeyType is a str too): anything else, None included,
+    # must not fall through to the RSA branch below.
+    kind = CAKeyType.parse(key_type)
     if kind is CAKeyType.ED25519:
         return ed25519.Ed25519PrivateKey.generate()
     if kind is CAKeyType.ECDSA_P256:
@@ -299,19 +307,29 @@ def save_ca_key(path: str | os.PathLike[str], private: CAPrivateKey, *, passphra
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, enc)
+    ca = CAKey.from_private(private, comment=comment, path=p)
+    pub_path = p.with_name(p.name + ".pub")
+    # Neither half is ever overwritten: a stale .pub left beside a new private
+    # key (or replaced under an old one) would put the wrong key in
+    # TrustedUserCAKeys. Check the .pub before the private key is written.
+    if pub_path.exists():
+        raise FileExistsError(errno.EEXIST, "refusing to overwrite an existing CA public key", str(pub_path))
     # O_EXCL: a second `ca init` racing the first must not clobber a key
     # that may already have signed certificates.
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    _write_new(p, pem, 0o600)
+    _write_new(pub_path, (ca.public.openssh + "\n").encode("utf-8"), 0o644)
+    return ca
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` (never overwriting), write ``data`` durably, set ``mode``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        os.write(fd, pem)
+        os.write(fd, data)
+        os.fchmod(fd, mode)  # the umask may have narrowed the .pub's 0644
         os.fsync(fd)
     finally:
         os.close(fd)
-    ca = CAKey.from_private(private, comment=comment, path=p)
-    pub_path = p.with_name(p.name + ".pub")
-    pub_path.write_text(ca.public.openssh + "\n")
-    os.chmod(pub_path, 0o644)
-    return ca
 
 
 def load_ca_key(path: str | os.PathLike[str], *, passphrase: bytes | None = None) -> CAKey:
