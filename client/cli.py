@@ -37,6 +37,16 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "krl": ("client.commands.krl", "krl", "Build and inspect OpenSSH key revocation lists."),
     "host": ("client.commands.host", "host", "Set up a host's sshd to trust the CA."),
     "policy": ("client.commands.policy", "policy", "Check policy files and explain their decisions."),
+    "login": ("client.commands.engineer", "login", "Request access to a target and get a certificate."),
+    "status": ("client.commands.engineer", "status", "Your active access and pending requests."),
+    "done": ("client.commands.engineer", "done", "End access early (revoke, remove the key)."),
+    "requests": ("client.commands.engineer", "requests_cmd", "Your request history."),
+    "pending": ("client.commands.engineer", "pending", "Requests waiting for your approval."),
+    "approve": ("client.commands.engineer", "approve", "Approve a request."),
+    "deny": ("client.commands.engineer", "deny", "Deny a request."),
+    "ssh": ("client.commands.engineer", "ssh", "Log in if needed, then ssh with the certificate."),
+    "config": ("client.commands.engineer", "config", "Your client settings."),
+    "api": ("client.commands.engineer", "api", "Make one signed API call (for scripts)."),
     "serve": ("client.commands.service", "serve", "Run the CA service (gunicorn)."),
     "db": ("client.commands.service", "db", "Database schema management."),
     "admin": ("client.commands.service", "admin", "Manage users, keys and passwords on the server."),
@@ -99,6 +109,18 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
     ctx.obj = Config(data_dir)
 
 
+def _describe(e: Exception) -> str:
+    code = getattr(e, "code", "")
+    if code == "clock_skew":
+        return f"clock skew too large: {e} [clock_skew]"
+    if code == "policy_denied":
+        body = getattr(e, "body", None) or {}
+        reasons = body.get("reasons") if isinstance(body, dict) else None
+        extra = f": {'; '.join(reasons)}" if reasons else ""
+        return f"refused by policy: {e}{extra} [policy_denied]"
+    return f"{e} [{code}]"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one clear line on stderr for every expected error, never a traceback."""
     from ca.errors import JitSshError
@@ -114,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except JitSshError as e:
-        click.echo(f"error: {e} [{e.code}]", err=True)
-        sys.exit(EXIT_FAILED)
+        click.echo(f"error: {_describe(e)}", err=True)
+        sys.exit(EXIT_UNREACHABLE if e.code == "server_unreachable" else EXIT_NOT_FOUND if e.code == "not_found" else EXIT_FAILED)
     except OSError as e:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         click.echo(f"error: {e.strerror or e}{where}", err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timedelta
 from functools import wraps
@@ -228,7 +229,11 @@ def krl() -> Any:
     data, etag = _svc().service.krl()
     if request.if_none_match and etag in request.if_none_match:
         return Response(status=304, headers={"ETag": f'"{etag}"'})
-    return Response(data, mimetype="application/octet-stream", headers={"ETag": f'"{etag}"', "Cache-Control": "no-cache"})
+    # The digest lets a host refuse a KRL cut short in transit: a KRL truncated
+    # at a section boundary still parses (the format has no length or end
+    # marker) and would silently revoke less.
+    return Response(data, mimetype="application/octet-stream",
+                    headers={"ETag": f'"{etag}"', "Cache-Control": "no-cache", "X-KRL-SHA256": hashlib.sha256(data).hexdigest()})
 
 
 @api.get("/targets")

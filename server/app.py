@@ -73,7 +73,7 @@ class JitSsh:
 
     @property
     def base_url(self) -> str:
-        return self.config.base_url
+        return self.config.base_url or "http://127.0.0.1:8022"
 
     def authenticate(self, req: Any) -> Any:
         body = req.get_data(cache=True)
@@ -123,10 +123,13 @@ class JitSsh:
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-def _problem(status: int, code: str, title: str, detail: str, field: str | None = None) -> Response:
+def _problem(status: int, code: str, title: str, detail: str, field: str | None = None,
+             extra: dict[str, Any] | None = None) -> Response:
     body: dict[str, Any] = {"type": f"urn:jit-ssh:problem:{code}", "title": title, "status": status, "detail": detail, "code": code}
     if field:
         body["field"] = field
+    if extra:
+        body.update(extra)
     import json
 
     return Response(json.dumps(body), status=status, mimetype="application/problem+json")
@@ -159,7 +162,7 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
             )
 
     holder = PolicyHolder(config.resolved_policy_path, on_reload=on_reload)
-    notifier = Notifier(config.webhook_url, base_url=config.base_url) if config.webhook_url else None
+    notifier = Notifier(config.webhook_url, base_url=config.base_url or "http://127.0.0.1:8022") if config.webhook_url else None
     service = Service(
         sessions=sessions,
         keyring=keyring,
@@ -197,7 +200,9 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
 
     @app.errorhandler(JitSshError)
     def _jit_error(e: JitSshError) -> Response:
-        return _problem(e.http_status, e.code, type(e).__name__, str(e), e.field)
+        decision = getattr(e, "decision", None)
+        extra = {"reasons": list(decision.reasons)} if decision is not None else None
+        return _problem(e.http_status, e.code, type(e).__name__, str(e), e.field, extra)
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(e: RequestEntityTooLarge) -> Response:

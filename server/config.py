@@ -40,8 +40,9 @@ class ServerConfig:
     database_url: str = ""
     #: Default: policy.toml in the data directory (the demo policy, copied there on first start).
     policy_path: Path | None = None
-    #: The URL people reach the server at; used in approval links.
-    base_url: str = "http://127.0.0.1:8022"
+    #: The URL people reach the server at; used in approval links
+    #: (default: http://<the address `jit-ssh serve` binds>).
+    base_url: str = ""
     webhook_url: str | None = None
     #: Signed API calls older or newer than this are refused (seconds).
     max_clock_skew: int = 300

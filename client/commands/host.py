@@ -87,7 +87,7 @@ def _find_sshd() -> str | None:
 @click.option("--ca-keys", type=click.Path(exists=True, dir_okay=False), help="A TrustedUserCAKeys file (jit-ssh ca show).")
 @click.option("--server", help="Fetch the CA keys from the jit-ssh server at this URL instead.")
 @click.option("--target", required=True, help="The policy target this host belongs to, e.g. prod-db.")
-@click.option("--login-user", "login_users", multiple=True, required=True, help="Local account certificates may log in as (repeatable).")
+@click.option("--login-user", "login_users", multiple=True, help="Local account certificates may log in as (repeatable; default from the server's policy).")
 @click.option("--principal", "principals", multiple=True, help="Principal the login users accept, e.g. root@prod-db (repeatable).")
 @click.option("--sshd-dir", default="/etc/ssh", show_default=True, type=click.Path(file_okay=False), help="sshd's configuration directory.")
 @click.option("--dry-run", is_flag=True, help="Print what would be written, write nothing.")
@@ -113,18 +113,32 @@ def host_setup(
         raise click.UsageError("give exactly one of --ca-keys FILE or --server URL")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", target):
         raise click.BadParameter("letters, digits, '.', '_' and '-' only", param_hint="--target")
+
+    if server:
+        base = _check_server_url(server)
+        ca_text = _fetch(base + "/v1/ca.pub").decode("ascii", "replace")
+        if not principals or not login_users:
+            import json
+
+            try:
+                listing = json.loads(_fetch(base + "/v1/targets"))
+                known = {t["name"]: t for t in listing["targets"]}
+            except (ValueError, KeyError, TypeError):
+                raise click.ClickException(f"{base}/v1/targets did not answer with a target list") from None
+            if target not in known:
+                raise click.ClickException(f"the server's policy has no target {target!r} (known: {', '.join(sorted(known)) or 'none'})")
+            principals = principals or tuple(known[target]["principals"])
+            login_users = login_users or tuple(known[target]["login_users"])
+    else:
+        ca_text = Path(ca_keys).read_text("ascii", "replace")  # type: ignore[arg-type]
+    if not login_users:
+        raise click.UsageError("give the login users with --login-user (or use --server to take them from the policy)")
     for user in login_users:
         if not _LOGIN_USER.match(user):
             raise click.BadParameter(f"{user!r} is not a valid login name", param_hint="--login-user")
     if not principals:
         raise click.UsageError("give the target's principals with --principal (e.g. --principal root@prod-db)")
     princ = validate_principals(principals, field="--principal")
-
-    if server:
-        base = _check_server_url(server)
-        ca_text = _fetch(base + "/v1/ca.pub").decode("ascii", "replace")
-    else:
-        ca_text = Path(ca_keys).read_text("ascii", "replace")  # type: ignore[arg-type]
     keys = load_public_keys(ca_text, field="CA keys")
     if not keys:
         raise click.ClickException("no CA public key found")
@@ -204,3 +218,95 @@ def host_setup(
         click.echo("sshd -t: configuration OK. Reload sshd to apply (e.g. systemctl reload ssh).")
     else:
         click.echo("not validated with sshd -t (no sshd or no sshd_config here).", err=True)
+
+
+@host.command("sync-krl")
+@click.option("--server", required=True, help="The jit-ssh server URL.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The RevokedKeys file sshd reads.")
+@click.option("--max-age", default="1h", show_default=True, help="Exit non-zero when the installed KRL is older than this.")
+@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="CA bundle to verify the server's TLS certificate.")
+@click.option("--timeout", type=float, default=15.0, show_default=True)
+def sync_krl(server: str, out: str, max_age: str, ca_bundle: str | None, timeout: float) -> None:
+    """Fetch the server's KRL and replace OUT atomically, if it is valid.
+
+    Uses the ETag (nothing is downloaded when nothing changed), checks the
+    KRL's SHA-256 and its whole structure, and never installs a KRL older
+    than the one in place. On any failure the last good KRL stays, with a
+    warning. Exit 0 when OUT is fresh; 4 when it could not be refreshed for
+    longer than --max-age (a stale KRL may miss revocations).
+    Run it every minute from a systemd timer or cron.
+    """
+    import hashlib
+    import json
+    import time as _time
+
+    import httpx
+
+    from ca import parse_duration
+    from ca.krl import MAX_KRL_SIZE, parse_krl
+
+    base = _check_server_url(server)
+    limit = parse_duration(max_age, field="--max-age").total_seconds()
+    target = Path(out)
+    state_path = target.with_name(target.name + ".state.json")
+    try:
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    except ValueError:
+        state = {}
+    current = None
+    if target.exists():
+        try:
+            current = parse_krl(target.read_bytes())
+        except Exception:  # noqa: BLE001 - a corrupt file in place is replaced by the next good one
+            current = None
+    headers = {"User-Agent": "jit-ssh-sync-krl/1"}
+    if state.get("etag") and current is not None:
+        headers["If-None-Match"] = state["etag"]
+
+    def stale_exit(reason: str) -> None:
+        age = _time.time() - float(state.get("synced_at", 0))
+        if current is None or age > limit:
+            click.echo(f"WARNING: {reason}; the KRL at {target} is {'missing or corrupt' if current is None else f'{int(age)} s old'}"
+                       f" (limit {int(limit)} s): revocations may be missed", err=True)
+            raise click.exceptions.Exit(4)
+        click.echo(f"warning: {reason}; keeping the last good KRL ({int(age)} s old)", err=True)
+        raise click.exceptions.Exit(0)
+
+    try:
+        with httpx.Client(verify=ca_bundle or True, timeout=timeout) as http:
+            resp = http.get(base + "/v1/krl", headers=headers)
+    except httpx.HTTPError as e:
+        stale_exit(f"could not fetch {base}/v1/krl: {e}")
+        return
+    if resp.status_code == 304:
+        state["synced_at"] = _time.time()
+        _write_state(state_path, state)
+        click.echo(f"{target}: unchanged (version {current.version if current else '?'})")
+        return
+    if resp.status_code != 200:
+        stale_exit(f"{base}/v1/krl answered HTTP {resp.status_code}")
+        return
+    data = resp.content
+    want = resp.headers.get("X-KRL-SHA256")
+    if len(data) > MAX_KRL_SIZE:
+        stale_exit("the KRL is larger than OpenSSH can load")
+    if want and hashlib.sha256(data).hexdigest() != want.lower():
+        stale_exit("the KRL does not match its SHA-256 (cut short in transit?)")
+    try:
+        new = parse_krl(data)
+    except Exception as e:  # noqa: BLE001
+        stale_exit(f"the server sent an invalid KRL ({e})")
+        return
+    if current is not None and new.version < current.version:
+        stale_exit(f"the server's KRL (version {new.version}) is older than the installed one ({current.version})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_file(target, data, mode=0o644)
+    state.update({"etag": resp.headers.get("ETag"), "synced_at": _time.time(), "version": new.version})
+    _write_state(state_path, state)
+    click.echo(f"{target}: installed KRL version {new.version} ({new.summary()})")
+
+
+def _write_state(path: Path, state: dict) -> None:  # type: ignore[type-arg]
+    import json
+
+    write_file(path, json.dumps(state) + "\n", mode=0o644)

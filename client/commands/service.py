@@ -71,7 +71,7 @@ def serve(ctx: click.Context, config_path: str | None, bind: str, workers: int, 
     engine.dispose()
     from dataclasses import replace
 
-    cfg = replace(cfg, bootstrap=False)
+    cfg = replace(cfg, bootstrap=False, base_url=cfg.base_url or f"http://{bind}")
     click.echo(f"jit-ssh serving on http://{bind} (data: {cfg.data_dir}, database: {cfg.resolved_database_url.split('@')[-1]})", err=True)
 
     class _App(BaseApplication):  # type: ignore[misc]

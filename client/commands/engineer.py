@@ -1,0 +1,501 @@
+"""The engineer's and approver's commands: login, status, done, requests, pending,
+approve, deny, ssh, config and api. They talk to the server over HTTP only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+__all__ = ["login", "status", "done", "requests_cmd", "pending", "approve", "deny", "ssh", "config", "api"]
+
+EXIT_REFUSED = 1
+EXIT_NOT_FOUND = 3
+EXIT_UNREACHABLE = 4
+
+
+def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--identity", "-i", help="Private key enrolled for API calls (default from config; ssh-agent if it holds it).")(f)
+    f = click.option("--user", "-u", help="Your jit-ssh user name (default from config or $JIT_SSH_USER).")(f)
+    f = click.option("--server", "-s", help="Server URL (default from config or $JIT_SSH_SERVER).")(f)
+    return f
+
+
+def _client(server: str | None, user: str | None, identity: str | None, *, signed: bool = True) -> Any:
+    from client.http import ApiClient
+    from client.settings import load_settings
+
+    settings = load_settings(server=server, user=user, identity=identity)
+    transport = click.get_current_context().meta.get("jit_ssh.transport")
+    signer = None
+    if signed:
+        from client.signing import signer_from_identity
+
+        def ask() -> bytes | None:
+            if not sys.stdin.isatty():
+                return None
+            return click.prompt("Passphrase for your key", hide_input=True, default="", show_default=False).encode() or None
+
+        signer = _signer(settings.identity, settings.use_agent, ask)
+    return ApiClient(
+        server=settings.need("server"),
+        user=settings.need("user") if signed else settings.user,
+        signer=signer,
+        transport=transport,
+        ca_bundle=settings.ca_bundle,
+        timeout=settings.timeout,
+    ), settings
+
+
+def _signer(identity: str | None, use_agent: bool, ask: Callable[[], bytes | None]) -> Any:
+    """ssh-agent when it runs and holds the key; else the key file itself."""
+    from client.signing import AgentError, signer_from_identity
+
+    can_file = bool(identity) and not identity.startswith("SHA256:") and Path(identity).is_file() \
+        and not identity.endswith(".pub")  # type: ignore[union-attr]
+    if use_agent and os.environ.get("SSH_AUTH_SOCK"):
+        try:
+            return signer_from_identity(identity, use_agent=True, passphrase=ask)
+        except AgentError:
+            if not can_file:
+                raise
+    return signer_from_identity(identity, use_agent=False if can_file or not use_agent else True, passphrase=ask)
+
+
+def _fail(message: str, code: int = EXIT_REFUSED) -> None:
+    click.echo(f"error: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def _duration_text(seconds: int) -> str:
+    from ca import format_duration
+
+    return format_duration(seconds)
+
+
+def _explain_api_error(e: Any) -> str:
+    code = getattr(e, "code", "")
+    if code == "clock_skew":
+        return f"clock skew too large: {e} (server and this machine disagree about the time)"
+    if code == "policy_denied":
+        reasons = e.body.get("reasons") if isinstance(getattr(e, "body", None), dict) else None
+        return f"refused by policy: {e}" + (f" ({'; '.join(reasons)})" if reasons else "")
+    return f"{e} [{code}]"
+
+
+# ----------------------------------------------------------------------------- login
+
+
+@click.command()
+@click.argument("target")
+@click.option("--for", "duration", help="How long, e.g. 30m, 1h (default: config default_duration, else the policy's default).")
+@click.option("--reason", "-r", default="", help="Why you need access (some policies require a ticket).")
+@click.option("--no-wait", is_flag=True, help="Return after submitting; pick the certificate up later with --resume.")
+@click.option("--resume", "resume_id", help="Pick up the certificate for an earlier request ID.")
+@click.option("--break-glass", is_flag=True, help="Self-approved emergency access (where policy allows; reviewed afterwards).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON result instead of prose.")
+@click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds between status checks.")
+@_connection_options
+def login(target: str, duration: str | None, reason: str, no_wait: bool, resume_id: str | None, break_glass: bool,
+          as_json: bool, poll: float, server: str | None, user: str | None, identity: str | None) -> None:
+    """Request access to TARGET and wait for approval; then get a certificate.
+
+    Makes a fresh Ed25519 key for this access in ~/.ssh/jit-ssh/, submits a
+    signed request, shows the approval URL and waits. On approval the
+    certificate is written beside the key, added to ssh-agent for exactly its
+    remaining validity, and ~/.ssh/jit-ssh/config gets a Host block for TARGET.
+
+    Exit codes: 0 certificate issued (or submitted, with --no-wait); 1 denied,
+    refused by policy, expired or cancelled; 4 server unreachable.
+    """
+    from client.access import new_key_pair
+
+    api_client, settings = _client(server, user, identity)
+    with api_client:
+        if resume_id:
+            req = api_client.get(f"/v1/requests/{resume_id}")
+        else:
+            body: dict[str, Any] = {"target": target, "reason": reason}
+            want = duration or settings.default_duration
+            if want:
+                body["duration"] = want
+            if break_glass:
+                body["break_glass"] = True
+            req = api_client.post("/v1/requests", body)
+            if not as_json:
+                click.echo(f"Request {req['id']} for {target} ({_duration_text(req['duration_seconds'])}): {req['state']}", err=True)
+                if req["state"] == "pending":
+                    click.echo(f"Approve at: {req['approval_url']}", err=True)
+        if no_wait and req["state"] == "pending":
+            if as_json:
+                click.echo(json.dumps({"request_id": req["id"], "state": req["state"], "approval_url": req["approval_url"]}))
+            else:
+                click.echo(f"Not waiting. Later: jit-ssh login {target} --resume {req['id']}", err=True)
+            return
+        req = _wait(api_client, req, poll=poll, quiet=as_json)
+        if req["state"] != "approved" and not (req["state"] == "issued" and resume_id):
+            _report_end(req, as_json)
+        key_path, pub = new_key_pair(target) if req["state"] == "approved" or not _have_key(target) else (_key_path(target), _pub(target))
+        cert = api_client.post(f"/v1/requests/{req['id']}/certificate", {"public_key": pub})
+        _install(target, req, cert, key_path, settings, as_json)
+
+
+def _key_path(target: str) -> Path:
+    from client.settings import keys_dir
+
+    return keys_dir() / target
+
+
+def _have_key(target: str) -> bool:
+    return _key_path(target).exists()
+
+
+def _pub(target: str) -> str:
+    return (_key_path(target).with_name(target + ".pub")).read_text().strip()
+
+
+def _wait(api_client: Any, req: dict[str, Any], *, poll: float, quiet: bool) -> dict[str, Any]:
+    """Poll until the request leaves 'pending', with a live status line; Ctrl-C offers to cancel."""
+    spinner = "|/-\\"
+    start = time.monotonic()
+    tty = sys.stderr.isatty() and not quiet
+    i = 0
+    delay = poll
+    while req["state"] == "pending":
+        try:
+            if tty:
+                got = sum(1 for a in req.get("approvals", []) if a["decision"] == "approve")
+                elapsed = int(time.monotonic() - start)
+                click.echo(f"\r{spinner[i % 4]} waiting for approval: {got}/{req['approvals_required']} approvals, "
+                           f"{elapsed // 60}:{elapsed % 60:02d} elapsed ", nl=False, err=True)
+                i += 1
+            time.sleep(delay)
+            req = api_client.get(f"/v1/requests/{req['id']}")
+        except KeyboardInterrupt:
+            if tty:
+                click.echo("", err=True)
+            if sys.stdin.isatty() and click.confirm("Cancel the request?", default=True, err=True):
+                api_client.post(f"/v1/requests/{req['id']}/cancel", {})
+                click.echo(f"Request {req['id']} cancelled.", err=True)
+            else:
+                click.echo(f"Left pending. Later: jit-ssh login {req['target']} --resume {req['id']}", err=True)
+            raise click.exceptions.Exit(130)
+    if tty:
+        click.echo("\r" + " " * 70 + "\r", nl=False, err=True)
+    return req
+
+
+def _report_end(req: dict[str, Any], as_json: bool) -> None:
+    state = req["state"]
+    if as_json:
+        click.echo(json.dumps({"request_id": req["id"], "state": state, "deny_reason": req.get("deny_reason")}))
+        raise click.exceptions.Exit(EXIT_REFUSED)
+    if state == "denied":
+        by = ", ".join(a["approver"] for a in req.get("approvals", []) if a["decision"] == "deny")
+        _fail(f"request {req['id']} was denied by {by or 'an approver'}: {req.get('deny_reason') or '(no reason given)'}")
+    if state == "expired":
+        _fail(f"request {req['id']} expired before it was approved or claimed")
+    _fail(f"request {req['id']} is {state}")
+
+
+def _install(target: str, req: dict[str, Any], cert: dict[str, Any], key_path: Path, settings: Any, as_json: bool) -> None:
+    from client.access import AccessRecord, agent_add, now_utc, save_access
+
+    login_user = None
+    principals = cert.get("principals") or []
+    if principals and "@" in principals[0]:
+        login_user = principals[0].split("@", 1)[0]
+    record = AccessRecord(
+        target=target, request_id=req["id"], serial=str(cert["serial"]), valid_after=cert["valid_after"],
+        valid_before=cert["valid_before"], principals=principals, login_user=login_user,
+        server=settings.server or "", key_path=str(key_path), cert_path=str(key_path) + "-cert.pub",
+    )
+    save_access(record, cert["certificate"])
+    left = record.seconds_left(now_utc())
+    in_agent = agent_add(str(key_path), left)
+    if as_json:
+        click.echo(json.dumps({"request_id": req["id"], "state": "issued", "serial": str(cert["serial"]),
+                               "valid_before": cert["valid_before"], "seconds_left": left, "key": str(key_path),
+                               "certificate": record.cert_path, "principals": principals, "agent": in_agent}))
+        return
+    click.echo(f"Access granted to {target} until {cert['valid_before']} ({_duration_text(left) if left else 'expired'}), serial {cert['serial']}.")
+    dest = f"{login_user}@{target}" if login_user else target
+    click.echo(f"  ssh -i {key_path} -o CertificateFile={record.cert_path} {dest}")
+    click.echo(f"  or: jit-ssh ssh {target}   (or `Include {key_path.parent}/config` in ~/.ssh/config, then: ssh {target})")
+    if in_agent:
+        click.echo(f"  Key and certificate are in ssh-agent for {_duration_text(left)}.")
+    click.echo("  End access early with: jit-ssh done " + req["id"])
+
+
+# ---------------------------------------------------------------------- status / done
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@_connection_options
+def status(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
+    """Your active certificates (target, principals, time left) and pending requests."""
+    from client.access import load_accesses, now_utc
+
+    now = now_utc()
+    local = [r for r in load_accesses() if r.seconds_left(now) > 0]
+    pending: list[dict[str, Any]] = []
+    try:
+        api_client, _ = _client(server, user, identity)
+        with api_client:
+            mine = api_client.get("/v1/requests", query={"mine": "1"})["requests"]
+        pending = [r for r in mine if r["state"] in ("pending", "approved")]
+        revoked = {r["id"] for r in mine if r["state"] in ("revoked", "ended")}
+        local = [r for r in local if r.request_id not in revoked]
+    except Exception as e:  # noqa: BLE001 - local status still helps when the server is away
+        if not as_json:
+            click.echo(f"(server not asked: {e})", err=True)
+    if as_json:
+        click.echo(json.dumps({
+            "active": [{"target": r.target, "request_id": r.request_id, "serial": r.serial, "principals": r.principals,
+                        "valid_before": r.valid_before, "seconds_left": r.seconds_left(now)} for r in local],
+            "pending": [{"request_id": r["id"], "target": r["target"], "state": r["state"],
+                         "approvals": sum(1 for a in r["approvals"] if a["decision"] == "approve"),
+                         "approvals_required": r["approvals_required"]} for r in pending],
+        }, indent=2))
+        return
+    if not local and not pending:
+        click.echo("No active access and no pending requests.")
+    for r in local:
+        click.echo(f"active   {r.target:<16} {','.join(r.principals):<28} {_duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  serial {r.serial}")
+    for r in pending:
+        got = sum(1 for a in r["approvals"] if a["decision"] == "approve")
+        click.echo(f"{r['state']:<8} {r['target']:<16} {got}/{r['approvals_required']} approvals  request {r['id']}")
+
+
+@click.command()
+@click.argument("request_id", required=False)
+@click.option("--reason", default="done", show_default=True, help="Recorded with the revocation.")
+@_connection_options
+def done(request_id: str | None, reason: str, server: str | None, user: str | None, identity: str | None) -> None:
+    """End access early: revoke the certificate, then remove key and certificate from agent and disk.
+
+    Without REQUEST_ID: every active access of yours on this machine.
+    """
+    from client.access import agent_remove, load_accesses, remove_access
+
+    records = load_accesses()
+    chosen = [r for r in records if request_id in (None, r.request_id, r.target)]
+    if not chosen:
+        _fail(f"no local access {'for ' + request_id if request_id else 'to end'}", EXIT_NOT_FOUND)
+    api_client, _ = _client(server, user, identity)
+    with api_client:
+        for r in chosen:
+            from client.http import ApiError
+
+            try:
+                api_client.post(f"/v1/certificates/{r.serial}/revoke", {"reason": reason})
+                click.echo(f"Revoked serial {r.serial} ({r.target}, request {r.request_id}).")
+            except ApiError as e:
+                if e.code != "not_found":
+                    raise
+                click.echo(f"Serial {r.serial} unknown to the server; removing it locally.", err=True)
+            agent_remove(r.key_path)
+            remove_access(r)
+    click.echo("Hosts refuse the certificate once they sync the KRL (jit-ssh host sync-krl).")
+
+
+# ---------------------------------------------------------------- requests / approvers
+
+
+def _request_line(r: dict[str, Any]) -> str:
+    got = sum(1 for a in r["approvals"] if a["decision"] == "approve")
+    reason = (r.get("reason") or "").replace("\n", " ")
+    if len(reason) > 40:
+        reason = reason[:39] + "…"
+    return (f"{r['id']}  {r['state']:<9} {r['requester']:<12} {r['target']:<14} {_duration_text(r['duration_seconds']):>7} "
+            f"{got}/{r['approvals_required']}  {r['created_at'][:19]}  {reason}")
+
+
+@click.command("requests")
+@click.option("--json", "as_json", is_flag=True)
+@_connection_options
+def requests_cmd(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
+    """Your request history."""
+    api_client, _ = _client(server, user, identity)
+    with api_client:
+        rows = api_client.get("/v1/requests", query={"mine": "1"})["requests"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(_request_line(r))
+    if not rows:
+        click.echo("No requests yet.")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@_connection_options
+def pending(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
+    """Requests waiting for your approval."""
+    api_client, _ = _client(server, user, identity)
+    with api_client:
+        rows = api_client.get("/v1/requests", query={"pending_for_me": "1"})["requests"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(_request_line(r))
+    if not rows:
+        click.echo("Nothing waits for you.")
+
+
+@click.command()
+@click.argument("request_id")
+@click.option("--comment", default="", help="Recorded with the approval.")
+@click.option("--for", "duration", help="Grant less than was asked (where the policy allows), e.g. 15m.")
+@_connection_options
+def approve(request_id: str, comment: str, duration: str | None, server: str | None, user: str | None, identity: str | None) -> None:
+    """Approve request REQUEST_ID."""
+    api_client, _ = _client(server, user, identity)
+    body: dict[str, Any] = {"comment": comment}
+    if duration:
+        body["duration"] = duration
+    with api_client:
+        r = api_client.post(f"/v1/requests/{request_id}/approve", body)
+    got = sum(1 for a in r["approvals"] if a["decision"] == "approve")
+    click.echo(f"Request {r['id']} ({r['requester']} -> {r['target']}): {r['state']}, {got}/{r['approvals_required']} approvals.")
+
+
+@click.command()
+@click.argument("request_id")
+@click.option("--reason", required=True, help="Why (shown to the requester).")
+@_connection_options
+def deny(request_id: str, reason: str, server: str | None, user: str | None, identity: str | None) -> None:
+    """Deny request REQUEST_ID."""
+    api_client, _ = _client(server, user, identity)
+    with api_client:
+        r = api_client.post(f"/v1/requests/{request_id}/deny", {"reason": reason})
+    click.echo(f"Request {r['id']} denied.")
+
+
+# ------------------------------------------------------------------------------ ssh
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("target")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--host", "host", help="Host to connect to (default: TARGET as a host name).")
+@click.option("--port", "-p", type=int, help="SSH port.")
+@click.option("--login-user", "-l", help="Remote account (default: from the certificate's principal).")
+@click.option("--for", "duration", help="Duration, if a new access is needed.")
+@click.option("--reason", "-r", default="", help="Reason, if a new access is needed.")
+@_connection_options
+@click.pass_context
+def ssh(ctx: click.Context, target: str, command: tuple[str, ...], host: str | None, port: int | None, login_user: str | None,
+        duration: str | None, reason: str, server: str | None, user: str | None, identity: str | None) -> None:
+    """Log in to TARGET if needed, then run OpenSSH with the certificate: jit-ssh ssh TARGET [-- COMMAND]."""
+    import shutil
+
+    from client.access import load_accesses, now_utc
+
+    def current() -> Any:
+        return next((r for r in load_accesses() if r.target == target and r.seconds_left(now_utc()) > 0), None)
+
+    record = current()
+    if record is None:
+        ctx.invoke(login, target=target, duration=duration, reason=reason, no_wait=False, resume_id=None,
+                   break_glass=False, as_json=False, poll=1.0, server=server, user=user, identity=identity)
+        record = current()
+        if record is None:
+            _fail("no certificate after login")
+    ssh_bin = shutil.which("ssh")
+    if not ssh_bin:
+        _fail("OpenSSH's ssh is not installed", EXIT_UNREACHABLE)
+    argv = [ssh_bin, "-i", record.key_path, "-o", f"CertificateFile={record.cert_path}", "-o", "IdentitiesOnly=yes"]
+    if port:
+        argv += ["-p", str(port)]
+    who = login_user or record.login_user
+    argv += [f"{who}@{host or target}" if who else (host or target)]
+    argv += list(command)
+    sys.stdout.flush()
+    os.execv(ssh_bin, argv)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@click.group()
+def config() -> None:
+    """Your client settings (~/.config/jit-ssh/config.toml)."""
+
+
+@config.command("init")
+@click.option("--server", prompt="jit-ssh server URL", help="e.g. https://jit.example.com")
+@click.option("--user", prompt="Your jit-ssh user name")
+@click.option("--identity", prompt="Your enrolled SSH key (private key file)", default=lambda: str(Path.home() / ".ssh" / "id_ed25519"))
+@click.option("--default-duration", default="30m", prompt="Default duration", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+def config_init(server: str, user: str, identity: str, default_duration: str, force: bool) -> None:
+    """Walk through the settings and write the config file."""
+    from ca import parse_duration
+    from client.http import check_server_url
+    from client.settings import config_path
+
+    check_server_url(server)
+    parse_duration(default_duration, field="default_duration")
+    path = config_path()
+    if path.exists() and not force:
+        _fail(f"{path} exists; use --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = (f'server = "{server}"\nuser = "{user}"\nidentity = "{identity}"\nuse_agent = true\n'
+            f'default_duration = "{default_duration}"\n')
+    path.write_text(text)
+    click.echo(f"Wrote {path}.")
+    pub = Path(identity + ".pub")
+    if pub.exists():
+        click.echo("Ask an admin to enrol your key:")
+        click.echo(f"  jit-ssh admin user add {user} --group engineers --ssh-key {pub}")
+
+
+@config.command("show")
+def config_show() -> None:
+    """Print the effective settings and where they came from."""
+    from dataclasses import asdict
+
+    from client.settings import load_settings
+
+    for k, v in asdict(load_settings()).items():
+        click.echo(f"{k} = {v!r}")
+
+
+# ------------------------------------------------------------------------------ api
+
+
+@click.command()
+@click.argument("method", type=click.Choice(["GET", "POST"], case_sensitive=False))
+@click.argument("path")
+@click.option("--data", "-d", help="JSON body for POST.")
+@_connection_options
+def api(method: str, path: str, data: str | None, server: str | None, user: str | None, identity: str | None) -> None:
+    """Make one signed API call and print the JSON answer (like `gh api`).
+
+    Example: jit-ssh api POST /v1/requests -d '{"target": "demo", "duration": "5m"}'
+    """
+    body = None
+    if data is not None:
+        try:
+            body = json.loads(data)
+        except ValueError:
+            raise click.BadParameter("not valid JSON", param_hint="--data") from None
+    api_client, _ = _client(server, user, identity)
+    split = path.split("?", 1)
+    query = dict(p.split("=", 1) for p in split[1].split("&") if "=" in p) if len(split) > 1 else None
+    with api_client:
+        result = api_client.request(method.upper(), split[0], json_body=body if method.upper() == "POST" else None, query=query)
+    click.echo(json.dumps(result, indent=2))
+
+
