@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import re
 import secrets
 import struct
 from dataclasses import dataclass
@@ -92,8 +93,14 @@ def new_serial() -> int:
     return secrets.randbelow(SERIAL_LIMIT - 1) + 1
 
 
+# Whitespace (as str.isspace() sees it), commas, C0 and C1 control characters.
+_BAD_PRINCIPAL_CHAR = re.compile(r"[\s,\x00-\x1f\x7f-\x9f]")
+# Printable ASCII without space.
+_KEY_ID = re.compile(r"[\x21-\x7e]+")
+
+
 def _has_bad_char(text: str) -> bool:
-    return any(c.isspace() or c == "," or ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+    return _BAD_PRINCIPAL_CHAR.search(text) is not None
 
 
 def validate_principals(principals: Iterable[str], *, field: str = "principals") -> tuple[str, ...]:
@@ -169,7 +176,7 @@ def validate_key_id(key_id: str, *, field: str = "key_id") -> str:
         raise InvalidKeyId(f"{field} is longer than {MAX_KEY_ID_LENGTH} characters", field=field)
     # sshd writes the key id into its log lines: control characters and
     # spaces would let a key id forge or split log entries.
-    if any(ord(c) < 0x21 or ord(c) >= 0x7F for c in key_id):
+    if not _KEY_ID.fullmatch(key_id):
         raise InvalidKeyId(f"{field} must be printable ASCII without spaces", field=field)
     return key_id
 
@@ -433,9 +440,16 @@ def issue_certificate(
         critical_options=crit_items,
         public_key=user_key,
         ca_public_key=ca.public,
-        signature_algorithm=_signature_algorithm(base64.b64decode(text.split()[1])),
+        signature_algorithm=_signing_algorithm(ca.public),
         openssh=text,
     )
+
+
+def _signing_algorithm(ca_key: PublicKey) -> str:
+    """What cryptography's builder signs with for this CA key (no need to parse it back out)."""
+    if ca_key.key_type == "ssh-rsa":
+        return "rsa-sha2-512"  # cryptography always signs RSA certificates with SHA-512
+    return ca_key.key_type
 
 
 def _load(text: str | bytes) -> SSHCertificate:
