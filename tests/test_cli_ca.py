@@ -258,3 +258,32 @@ def test_help_lists_groups_and_exit_codes(runner: CliRunner) -> None:
     for name in ("ca", "cert", "krl", "host", "policy"):
         assert f"  {name} " in r.output
     assert "Exit codes" in r.output
+
+
+def test_ca_sign_is_recorded_in_the_service_database(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from server import audit_chain as chain
+    from server.app import create_app
+    from server.config import load_config
+    from server.models import Certificate
+
+    app = create_app(load_config(None, {"JIT_SSH_DATA_DIR": str(data_dir)}), say=lambda m: None)
+    ext = app.extensions["jit_ssh"]
+    out = tmp_path / "bg-cert.pub"
+    r = _main("ca", "sign", str(_user_key(tmp_path)), "-n", "root@prod-db", "--for", "10m", "--key-id", "bg",
+              "--reason", "INC-7: primary down", "--serial", "99", "--out", str(out),
+              env={"JIT_SSH_DATA_DIR": str(data_dir)})
+    assert r.returncode == 0, r.stderr
+    with ext.service.sessions() as s:
+        row = s.execute(select(Certificate).where(Certificate.serial == 99)).scalar_one()
+        assert row.offline and row.request_id is None
+    events, cps = chain.parse_export(list(ext.export_audit(0)))
+    issued = [e for e in events if e.type == "certificate.issued"]
+    assert issued and issued[-1].data["offline"] is True and issued[-1].data["reason"] == "INC-7: primary down"
+    assert chain.verify_chain(events, cps, [ext.audit_public_key]).ok
+    # The revocation list covers it like any service-issued certificate.
+    admin_krl, _ = ext.service.krl()
+    from ca.krl import parse_krl
+
+    assert not parse_krl(admin_krl).cert_sections  # not revoked yet

@@ -115,6 +115,11 @@ def _read_text_file(path: str, what: str) -> str:
 @click.option("--backdate", default="0s", show_default=True, help="Clock-skew allowance, at most a tenth of --for.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the certificate here instead of stdout.")
 @click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False), help="The CA key's passphrase.")
+@click.option(
+    "--no-db",
+    is_flag=True,
+    help="Do not record in the service's database (only issuances.jsonl): for when the database is down.",
+)
 @click.pass_context
 def ca_sign(
     ctx: click.Context,
@@ -130,11 +135,14 @@ def ca_sign(
     backdate: str,
     out: str | None,
     passphrase_file: str | None,
+    no_db: bool,
 ) -> None:
     """Sign PUBKEY_FILE offline (break-glass): print the certificate, or write it to --out.
 
     The window is exactly --for long. Every signing is appended to
-    issuances.jsonl in the data directory with its reason.
+    issuances.jsonl in the data directory with its reason and, when the
+    service's database exists (or $JIT_SSH_DATABASE_URL is set), recorded
+    there with its audit event before the certificate is shown.
     """
     from ca import DEFAULT_EXTENSIONS, InvalidSerial, issue_certificate, parse_duration, parse_public_key
     from ca.keyring import load_keyring
@@ -166,6 +174,8 @@ def ca_sign(
         source_address=source_address,
     )
     _record_offline_issuance(data_dir, cert, reason=reason, now=now, backdate=bd)
+    if not no_db:
+        _record_in_database(data_dir, cert, reason=reason, backdate=bd)
     if out:
         write_file(out, cert.openssh + "\n", mode=0o644)
         click.echo(
@@ -175,6 +185,22 @@ def ca_sign(
         )
     else:
         click.echo(cert.openssh)
+
+
+def _record_in_database(data_dir: Path, cert: IssuedCertificate, *, reason: str, backdate: timedelta) -> None:
+    """Certificate row + audit event, committed before the certificate is shown (if there is a database)."""
+    if not (data_dir / "jit-ssh.sqlite3").exists() and not os.environ.get("JIT_SSH_DATABASE_URL"):
+        return
+    from dataclasses import replace
+
+    from server.app import create_app
+    from server.config import load_config
+    from server.offline import record_offline_issuance
+
+    env = dict(os.environ, JIT_SSH_DATA_DIR=str(data_dir))
+    app = create_app(replace(load_config(None, env), bootstrap=False), say=lambda m: None)
+    by = os.environ.get("SUDO_USER") or os.environ.get("USER") or "ca-sign"
+    record_offline_issuance(app.extensions["jit_ssh"].service, cert, reason=reason, by=f"ca-sign:{by}", backdate=backdate)
 
 
 def _record_offline_issuance(
