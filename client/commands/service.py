@@ -269,8 +269,9 @@ def audit_export(ctx: click.Context, config_path: str | None, since: int) -> Non
 @_config_option
 @click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--pubkey", type=click.Path(exists=True, dir_okay=False), help="The audit public key (audit_ed25519.pub).")
+@click.option("--partial", is_flag=True, help="FILE is an `export --since N`: do not expect it to start at event 1.")
 @click.pass_context
-def audit_verify(ctx: click.Context, config_path: str | None, file: str | None, pubkey: str | None) -> None:
+def audit_verify(ctx: click.Context, config_path: str | None, file: str | None, pubkey: str | None, partial: bool) -> None:
     """Verify an export FILE offline (or, with no FILE, the server's database).
 
     Exit 0 when the chain and its checkpoints verify; exit 1 naming the first
@@ -278,12 +279,10 @@ def audit_verify(ctx: click.Context, config_path: str | None, file: str | None, 
     """
     from server import audit_chain as chain
 
+    first = None if partial else 1
     if file is None:
         ext = _service(ctx, config_path)
-        lines = list(ext.export_audit(0))
-        keys = [ext.audit_public_key]
-        events, checkpoints = chain.parse_export(lines)
-        result = chain.verify_chain(events, checkpoints, keys)
+        result = chain.verify_export_lines(list(ext.export_audit(0)), [ext.audit_public_key], expect_first_id=first)
     else:
         if pubkey is None:
             cfg = _load(ctx, config_path)
@@ -292,11 +291,8 @@ def audit_verify(ctx: click.Context, config_path: str | None, file: str | None, 
                 raise click.UsageError("give the audit public key with --pubkey")
             pubkey = str(default)
         keys = chain.load_audit_public_keys(Path(pubkey).read_text())
-        if file == "-":
-            events, checkpoints = chain.parse_export(sys.stdin)
-            result = chain.verify_chain(events, checkpoints, keys)
-        else:
-            result = chain.verify_export_file(file, keys)
+        source: Any = sys.stdin.buffer if file == "-" else file
+        result = chain.verify_export_file(source, keys, expect_first_id=first)
     if result.ok:
         click.echo(f"audit log OK: {result.events_checked} events, {result.checkpoints_checked} checkpoints, head {result.head_id}")
         return
