@@ -124,11 +124,16 @@ def agent_add(key_path: str, seconds: int) -> bool:
 
 
 def agent_remove(key_path: str) -> None:
+    """Remove the key AND its certificate from ssh-agent.
+
+    Quirk: ``ssh-add -d FILE`` also deletes ``FILE-cert.pub``, so it must be
+    given the private key's path: given ``<key>.pub`` it looks for
+    ``<key>.pub-cert.pub`` and leaves the certificate in the agent.
+    """
     if not os.environ.get("SSH_AUTH_SOCK") or not shutil.which("ssh-add"):
         return
-    pub = key_path + ".pub"
-    if Path(pub).exists():
-        subprocess.run(["ssh-add", "-q", "-d", pub], capture_output=True, timeout=15)
+    if Path(key_path + ".pub").exists() or Path(key_path).exists():
+        subprocess.run(["ssh-add", "-q", "-d", key_path], capture_output=True, timeout=15)
 
 
 def now_utc() -> datetime:

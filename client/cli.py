@@ -54,7 +54,20 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+class _RootContext(click.Context):
+    """The root context; ``meta=`` seeds ``ctx.meta``, which every subcommand's
+    context shares. Tests inject ``{"jit_ssh.transport": httpx.MockTransport(...)}``
+    this way, through ``CliRunner.invoke(cli, args, meta=...)`` or ``main(args, meta=...)``."""
+
+    def __init__(self, *args: Any, meta: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if meta:
+            self._meta.update(meta)
+
+
 class _LazyGroup(click.Group):
+    context_class = _RootContext
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(_SUBCOMMANDS))
 
@@ -114,19 +127,26 @@ def _describe(e: Exception) -> str:
     if code == "clock_skew":
         return f"clock skew too large: {e} [clock_skew]"
     if code == "policy_denied":
+        # The server's detail usually spells the reasons out already
+        # ("request denied by policy: <reasons>"); add only what it left out.
         body = getattr(e, "body", None) or {}
         reasons = body.get("reasons") if isinstance(body, dict) else None
-        extra = f": {'; '.join(reasons)}" if reasons else ""
-        return f"refused by policy: {e}{extra} [policy_denied]"
+        text = str(e).removeprefix("request denied by policy: ")
+        missing = [r for r in reasons or () if isinstance(r, str) and r not in text]
+        extra = f": {'; '.join(missing)}" if missing else ""
+        return f"refused by policy: {text}{extra} [policy_denied]"
     return f"{e} [{code}]"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: one clear line on stderr for every expected error, never a traceback."""
+def main(argv: list[str] | None = None, *, meta: dict[str, Any] | None = None) -> None:
+    """Entry point: one clear line on stderr for every expected error, never a traceback.
+
+    ``meta`` seeds the click context's ``meta`` (tests inject an HTTP transport).
+    """
     from ca.errors import JitSshError
 
     try:
-        rv = cli.main(args=argv, prog_name="jit-ssh", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="jit-ssh", standalone_mode=False, meta=meta)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -80,16 +80,6 @@ def _duration_text(seconds: int) -> str:
     return format_duration(seconds)
 
 
-def _explain_api_error(e: Any) -> str:
-    code = getattr(e, "code", "")
-    if code == "clock_skew":
-        return f"clock skew too large: {e} (server and this machine disagree about the time)"
-    if code == "policy_denied":
-        reasons = e.body.get("reasons") if isinstance(getattr(e, "body", None), dict) else None
-        return f"refused by policy: {e}" + (f" ({'; '.join(reasons)})" if reasons else "")
-    return f"{e} [{code}]"
-
-
 # ----------------------------------------------------------------------------- login
 
 
@@ -121,6 +111,11 @@ def login(target: str, duration: str | None, reason: str, no_wait: bool, resume_
     with api_client:
         if resume_id:
             req = api_client.get(f"/v1/requests/{resume_id}")
+            if req["target"] != target:
+                # The key, certificate and ssh_config block are filed under
+                # TARGET: a mismatch would put another target's access there.
+                _fail(f"request {resume_id} is for target {req['target']!r}, not {target!r}: "
+                      f"jit-ssh login {req['target']} --resume {resume_id}")
         else:
             body: dict[str, Any] = {"target": target, "reason": reason}
             want = duration or settings.default_duration
@@ -393,11 +388,17 @@ def deny(request_id: str, reason: str, server: str | None, user: str | None, ide
 @click.option("--login-user", "-l", help="Remote account (default: from the certificate's principal).")
 @click.option("--for", "duration", help="Duration, if a new access is needed.")
 @click.option("--reason", "-r", default="", help="Reason, if a new access is needed.")
+@click.option("--ssh-option", "-o", "ssh_options", multiple=True, metavar="OPTION",
+              help="Passed to ssh as -o OPTION (repeatable), e.g. -o StrictHostKeyChecking=accept-new.")
 @_connection_options
 @click.pass_context
 def ssh(ctx: click.Context, target: str, command: tuple[str, ...], host: str | None, port: int | None, login_user: str | None,
-        duration: str | None, reason: str, server: str | None, user: str | None, identity: str | None) -> None:
-    """Log in to TARGET if needed, then run OpenSSH with the certificate: jit-ssh ssh TARGET [-- COMMAND]."""
+        duration: str | None, reason: str, ssh_options: tuple[str, ...], server: str | None, user: str | None,
+        identity: str | None) -> None:
+    """Log in to TARGET if needed, then run OpenSSH with the certificate: jit-ssh ssh TARGET [-- COMMAND].
+
+    ssh's exit status is this command's (255: ssh itself failed, e.g. the host refused the certificate).
+    """
     import shutil
 
     from client.access import load_accesses, now_utc
@@ -416,6 +417,8 @@ def ssh(ctx: click.Context, target: str, command: tuple[str, ...], host: str | N
     if not ssh_bin:
         _fail("OpenSSH's ssh is not installed", EXIT_UNREACHABLE)
     argv = [ssh_bin, "-i", record.key_path, "-o", f"CertificateFile={record.cert_path}", "-o", "IdentitiesOnly=yes"]
+    for option in ssh_options:
+        argv += ["-o", option]
     if port:
         argv += ["-p", str(port)]
     who = login_user or record.login_user
@@ -433,29 +436,58 @@ def config() -> None:
     """Your client settings (~/.config/jit-ssh/config.toml)."""
 
 
+def _interactive() -> bool:
+    """Whether someone can answer prompts (tests patch this)."""
+    return sys.stdin.isatty()
+
+
+def _toml_string(value: str) -> str:
+    # A JSON string literal is a valid TOML basic string (same escapes, \uXXXX
+    # for the rest): a quote or backslash in a path or name cannot break the file.
+    return json.dumps(value)
+
+
 @config.command("init")
-@click.option("--server", prompt="jit-ssh server URL", help="e.g. https://jit.example.com")
-@click.option("--user", prompt="Your jit-ssh user name")
-@click.option("--identity", prompt="Your enrolled SSH key (private key file)", default=lambda: str(Path.home() / ".ssh" / "id_ed25519"))
-@click.option("--default-duration", default="30m", prompt="Default duration", show_default=True)
+@click.option("--server", help="e.g. https://jit.example.com")
+@click.option("--user", help="Your jit-ssh user name.")
+@click.option("--identity", help="Your enrolled SSH private key file (default ~/.ssh/id_ed25519).")
+@click.option("--default-duration", help="Duration when login gets no --for (default 30m).")
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
-def config_init(server: str, user: str, identity: str, default_duration: str, force: bool) -> None:
-    """Walk through the settings and write the config file."""
+def config_init(server: str | None, user: str | None, identity: str | None, default_duration: str | None, force: bool) -> None:
+    """Walk through the settings and write the config file.
+
+    Asks for whatever the options leave out; without a terminal (scripts),
+    --server and --user are required and the rest take their defaults.
+    """
     from ca import parse_duration
     from client.http import check_server_url
     from client.settings import config_path
 
-    check_server_url(server)
-    parse_duration(default_duration, field="default_duration")
     path = config_path()
     if path.exists() and not force:
         _fail(f"{path} exists; use --force to replace it")
+    default_identity = str(Path.home() / ".ssh" / "id_ed25519")
+    if _interactive():
+        server = server or click.prompt("jit-ssh server URL")
+        user = user or click.prompt("Your jit-ssh user name")
+        identity = identity or click.prompt("Your enrolled SSH key (private key file)", default=default_identity)
+        default_duration = default_duration or click.prompt("Default duration", default="30m")
+    else:
+        missing = [flag for flag, value in (("--server", server), ("--user", user)) if not value]
+        if missing:
+            raise click.UsageError(f"no terminal to ask on: give {' and '.join(missing)}")
+    assert server and user
+    identity = identity or default_identity
+    default_duration = default_duration or "30m"
+    check_server_url(server)
+    parse_duration(default_duration, field="default_duration")
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = (f'server = "{server}"\nuser = "{user}"\nidentity = "{identity}"\nuse_agent = true\n'
-            f'default_duration = "{default_duration}"\n')
+    text = (f"server = {_toml_string(server)}\nuser = {_toml_string(user)}\nidentity = {_toml_string(identity)}\n"
+            f"use_agent = true\ndefault_duration = {_toml_string(default_duration)}\n")
     path.write_text(text)
     click.echo(f"Wrote {path}.")
-    pub = Path(identity + ".pub")
+    pub = Path(identity).expanduser()
+    pub = pub.with_name(pub.name + ".pub")
     if pub.exists():
         click.echo("Ask an admin to enrol your key:")
         click.echo(f"  jit-ssh admin user add {user} --group engineers --ssh-key {pub}")

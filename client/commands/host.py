@@ -176,8 +176,12 @@ def host_setup(
         except Exception:  # noqa: BLE001 - any unreadable KRL gets replaced
             krl_ok = False
     if not krl_ok:
-        now = utcnow()
-        files.append((krl_path, empty_krl(version=int(now.timestamp()), now=now), 0o644))
+        # Version 0: this placeholder revokes nothing, so any KRL from the server
+        # must supersede it. sync-krl refuses a KRL older than the one in place;
+        # stamped with this host's clock, the placeholder would keep the
+        # server's KRLs (and every revocation) out for as long as the host's
+        # clock runs ahead of the server's.
+        files.append((krl_path, empty_krl(version=0, now=utcnow()), 0o644))
 
     if dry_run:
         for path, data, mode in files:

@@ -352,6 +352,10 @@ class Sshd:
             data = krl.empty_krl(version=version, now=utcnow())
         _write_atomic(self.krl_path, data)
 
+    def config_text(self) -> str:
+        """The sshd_config for ``self.port`` (subclasses may configure sshd differently)."""
+        return _CONFIG.format(port=self.port, dir=self.dir, user=self.user)
+
     # -- process
 
     def start(self) -> None:
@@ -362,7 +366,7 @@ class Sshd:
         last_error = ""
         for _attempt in range(5):
             self.port = _free_port()
-            self.config.write_text(_CONFIG.format(port=self.port, dir=self.dir, user=self.user))
+            self.config.write_text(self.config_text())
             check = subprocess.run(
                 [self.tools.sshd, "-t", "-f", str(self.config)], capture_output=True, text=True, timeout=30
             )
