@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None, *, meta: dict[str, Any] | None = None) -
         sys.exit(e.exit_code)
     except JitSshError as e:
         click.echo(f"error: {_describe(e)}", err=True)
-        sys.exit(EXIT_UNREACHABLE if e.code == "server_unreachable" else EXIT_NOT_FOUND if e.code == "not_found" else EXIT_FAILED)
+        sys.exit(EXIT_UNREACHABLE if e.code in ("server_unreachable", "database_unavailable") else EXIT_NOT_FOUND if e.code == "not_found" else EXIT_FAILED)
     except OSError as e:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         click.echo(f"error: {e.strerror or e}{where}", err=True)

@@ -47,9 +47,12 @@ def _check_server_url(url: str) -> str:
     raise click.BadParameter("must be https:// (plain http only to localhost)", param_hint="--server")
 
 
-def _fetch(url: str) -> bytes:
+def _fetch(url: str, ca_bundle: str | None = None) -> bytes:
+    import ssl
+
+    context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
     try:
-        with urllib.request.urlopen(url, timeout=15) as resp:  # noqa: S310 (scheme checked above)
+        with urllib.request.urlopen(url, timeout=15, context=context) as resp:  # noqa: S310 (scheme checked above)
             data: bytes = resp.read(_MAX_DOWNLOAD + 1)
     except OSError as e:
         raise click.ClickException(f"could not fetch {url}: {e}") from None
@@ -86,6 +89,7 @@ def _find_sshd() -> str | None:
 @host.command("setup")
 @click.option("--ca-keys", type=click.Path(exists=True, dir_okay=False), help="A TrustedUserCAKeys file (jit-ssh ca show).")
 @click.option("--server", help="Fetch the CA keys from the jit-ssh server at this URL instead.")
+@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="CA bundle to verify the server's TLS certificate.")
 @click.option("--target", required=True, help="The policy target this host belongs to, e.g. prod-db.")
 @click.option("--login-user", "login_users", multiple=True, help="Local account certificates may log in as (repeatable; default from the server's policy).")
 @click.option("--principal", "principals", multiple=True, help="Principal the login users accept, e.g. root@prod-db (repeatable).")
@@ -94,6 +98,7 @@ def _find_sshd() -> str | None:
 def host_setup(
     ca_keys: str | None,
     server: str | None,
+    ca_bundle: str | None,
     target: str,
     login_users: tuple[str, ...],
     principals: tuple[str, ...],
@@ -116,12 +121,12 @@ def host_setup(
 
     if server:
         base = _check_server_url(server)
-        ca_text = _fetch(base + "/v1/ca.pub").decode("ascii", "replace")
+        ca_text = _fetch(base + "/v1/ca.pub", ca_bundle).decode("ascii", "replace")
         if not principals or not login_users:
             import json
 
             try:
-                listing = json.loads(_fetch(base + "/v1/targets"))
+                listing = json.loads(_fetch(base + "/v1/targets", ca_bundle))
                 known = {t["name"]: t for t in listing["targets"]}
             except (ValueError, KeyError, TypeError):
                 raise click.ClickException(f"{base}/v1/targets did not answer with a target list") from None
