@@ -314,21 +314,26 @@ def _request_line(r: dict[str, Any]) -> str:
             f"{got}/{r['approvals_required']}  {r['created_at'][:19]}  {reason}")
 
 
-@click.command("requests")
-@click.option("--json", "as_json", is_flag=True)
-@_connection_options
-def requests_cmd(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
-    """Your request history."""
+def _list_requests(query: dict[str, str], empty: str, as_json: bool, server: str | None, user: str | None,
+                   identity: str | None) -> None:
     api_client, _ = _client(server, user, identity)
     with api_client:
-        rows = api_client.get("/v1/requests", query={"mine": "1"})["requests"]
+        rows = api_client.get("/v1/requests", query=query)["requests"]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         click.echo(_request_line(r))
     if not rows:
-        click.echo("No requests yet.")
+        click.echo(empty)
+
+
+@click.command("requests")
+@click.option("--json", "as_json", is_flag=True)
+@_connection_options
+def requests_cmd(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
+    """Your request history."""
+    _list_requests({"mine": "1"}, "No requests yet.", as_json, server, user, identity)
 
 
 @click.command()
@@ -336,16 +341,7 @@ def requests_cmd(as_json: bool, server: str | None, user: str | None, identity: 
 @_connection_options
 def pending(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
     """Requests waiting for your approval."""
-    api_client, _ = _client(server, user, identity)
-    with api_client:
-        rows = api_client.get("/v1/requests", query={"pending_for_me": "1"})["requests"]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        click.echo(_request_line(r))
-    if not rows:
-        click.echo("Nothing waits for you.")
+    _list_requests({"pending_for_me": "1"}, "Nothing waits for you.", as_json, server, user, identity)
 
 
 @click.command()
