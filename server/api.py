@@ -40,6 +40,7 @@ def signed(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _body() -> dict[str, Any]:
+    """The JSON object in the body (``{}`` when there is none)."""
     if not request.data:
         return {}
     if not (request.mimetype == "application/json"):
@@ -50,7 +51,29 @@ def _body() -> dict[str, Any]:
         raise InvalidInput("the body is not valid JSON", field="body") from None
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
+    _check_unicode(data)
     return data
+
+
+def _check_unicode(data: Any) -> None:
+    # JSON may spell a lone surrogate ("\ud800") and json.loads decodes UTF-8 with
+    # 'surrogatepass': such a string is not text, and the database driver (or the
+    # audit log's canonical JSON) fails on it later. Refuse it here, as bad input.
+    # The depth is bounded: json.loads has already refused deeper nesting.
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput("the body holds a string that is not valid Unicode (a lone surrogate)",
+                                   field="body") from None
 
 
 def _duration(value: Any, name: str) -> timedelta | None:
@@ -178,7 +201,8 @@ def deny(request_id: str) -> Any:
 @api.post("/requests/<request_id>/cancel")
 @signed
 def cancel(request_id: str) -> Any:
-    _body()
+    if _body():
+        raise InvalidInput("cancel takes no fields", field="body")
     return _out(_svc().service.cancel(g.user, request_id))
 
 
@@ -255,7 +279,8 @@ def audit_export() -> Any:
     if not u.has_role(Role.ADMIN):
         raise Forbidden("the audit log is for admins", field="user")
     raw = request.args.get("since", "0")
-    if not raw.isdigit() or len(raw) > 18:
+    # isascii(): str.isdigit() is also true for '²' (int() refuses it) and '١' (int() reads it).
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise InvalidInput("since must be an event id", field="since")
     lines = _svc().export_audit(int(raw))
     return Response("".join(line if line.endswith("\n") else line + "\n" for line in lines), mimetype="application/x-ndjson")

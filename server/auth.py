@@ -48,8 +48,14 @@ def authenticate(
         return _authenticate(sessions, method, path, query, body, headers, now, max_clock_skew)
     except AuthFailed as e:
         if on_failure is not None:
-            on_failure(e, claimed if isinstance(claimed, str) and len(claimed) <= 64 else None)
+            # The audit log refuses an actor with control characters: pass on only a
+            # name that could be a user's, or the failure would go unrecorded.
+            on_failure(e, claimed if _plausible_user(claimed) else None)
         raise
+
+
+def _plausible_user(user: Any) -> bool:
+    return isinstance(user, str) and 0 < len(user) <= 64 and user.isprintable()
 
 
 def _authenticate(
@@ -72,9 +78,10 @@ def _authenticate(
             f"{rs.HEADER_SIGNATURE} are required",
             field="authorization",
         )
-    if len(user) > 64 or not user.isprintable():
+    if not _plausible_user(user):
         raise AuthFailed("the user header is malformed", field=rs.HEADER_USER)
-    if not ts.isdigit() or len(ts) > 12:
+    # isascii(): str.isdigit() is also true for '²' or '٣', which int() refuses or reads.
+    if not (ts.isascii() and ts.isdigit()) or len(ts) > 12:
         raise AuthFailed("the timestamp must be Unix seconds", field=rs.HEADER_TIMESTAMP)
     if not rs.NONCE_PATTERN.fullmatch(nonce):
         raise AuthFailed("the nonce must be 22 to 64 URL-safe characters", field=rs.HEADER_NONCE)

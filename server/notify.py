@@ -2,6 +2,10 @@
 
 A failing webhook is logged and retried a few times with backoff; it never
 blocks or fails the request, approval or issuance it reports.
+
+Values people typed (a reason, a comment) are escaped for Slack's mrkdwn
+(``&``, ``<``, ``>``): otherwise a reason such as ``<https://evil|approve here>``
+would put a link of the requester's choosing in front of the approvers.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import time
 from typing import Any
 
 import httpx
+
+from ca import format_duration
 
 __all__ = ["Notifier"]
 
@@ -28,12 +34,15 @@ _TEMPLATES = {
 
 
 class Notifier:
-    def __init__(self, url: str, *, base_url: str, retries: int = 3, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, base_url: str, retries: int = 3, timeout: float = 5.0, backoff: float = 1.0) -> None:
         self.url = url
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.timeout = timeout
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=10000)
+        #: Seconds before the first retry; doubled for each further one (at most 30 s).
+        self.backoff = backoff
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10000)
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jit-ssh-webhook", daemon=True)
         self._thread.start()
 
@@ -41,10 +50,11 @@ class Notifier:
         data = dict(payload)
         data["url"] = f"{self.base_url}/requests/{payload.get('request_id', '')}"
         duration = data.get("duration_seconds")
-        data.setdefault("duration", f"{duration}s" if duration is not None else "")
+        data.setdefault("duration", format_duration(duration) if isinstance(duration, int) else "")
+        shown = _Default({k: v if k == "url" else _mrkdwn(v) for k, v in data.items()})
         try:
-            text = _TEMPLATES.get(kind, kind + " {request_id}").format_map(_Default(data))
-        except (ValueError, IndexError):
+            text = _TEMPLATES.get(kind, kind + " {request_id}").format_map(shown)
+        except (ValueError, IndexError, KeyError, AttributeError):
             text = kind
         message = {"text": text, "event": kind, **{k: v for k, v in data.items() if isinstance(v, (str, int, bool))}}
         try:
@@ -56,23 +66,57 @@ class Notifier:
         with httpx.Client(timeout=self.timeout) as client:
             while True:
                 message = self._queue.get()
-                for attempt in range(self.retries):
-                    try:
-                        r = client.post(self.url, content=json.dumps(message), headers={"Content-Type": "application/json"})
-                        if r.status_code < 300:
-                            break
-                        log.warning("webhook answered %s for %s (attempt %d)", r.status_code, message["event"], attempt + 1)
-                    except httpx.HTTPError as e:
-                        log.warning("webhook failed for %s (attempt %d): %s", message["event"], attempt + 1, e)
-                    time.sleep(min(2**attempt, 30))
-                else:
-                    log.error("webhook gave up on %s after %d attempts", message["event"], self.retries)
+                if message is None:  # close()
+                    self._queue.task_done()
+                    return
+                try:
+                    if self._closed.is_set():
+                        log.error("webhook closed; dropped %s", message["event"])
+                    else:
+                        self._deliver(client, message)
+                except Exception:  # noqa: BLE001 - this thread must outlive any one message
+                    log.exception("webhook delivery of %s failed", message.get("event"))
+                finally:
+                    self._queue.task_done()
 
-    def flush(self, timeout: float = 5.0) -> None:
-        """Wait until the queue is empty (for tests and shutdown)."""
+    def _deliver(self, client: httpx.Client, message: dict[str, Any]) -> None:
+        body = json.dumps(message)
+        for attempt in range(self.retries):
+            if attempt and self._closed.wait(min(self.backoff * 2 ** (attempt - 1), 30)):
+                log.error("webhook closed; dropped %s", message["event"])
+                return
+            try:
+                r = client.post(self.url, content=body, headers={"Content-Type": "application/json"})
+                if r.status_code < 300:
+                    return
+                log.warning("webhook answered %s for %s (attempt %d)", r.status_code, message["event"], attempt + 1)
+            except (httpx.HTTPError, httpx.InvalidURL) as e:
+                log.warning("webhook failed for %s (attempt %d): %s", message["event"], attempt + 1, e)
+        log.error("webhook gave up on %s after %d attempts", message["event"], self.retries)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop sending: what is still queued is dropped (and logged)."""
+        self._closed.set()
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued message was delivered or given up on (for tests and
+        shutdown); False if that took longer than ``timeout``."""
         end = time.monotonic() + timeout
-        while not self._queue.empty() and time.monotonic() < end:
-            time.sleep(0.02)
+        while self._queue.unfinished_tasks and time.monotonic() < end:
+            time.sleep(0.01)
+        return not self._queue.unfinished_tasks
+
+
+def _mrkdwn(value: Any) -> Any:
+    # Slack's three control characters in message text; the rest is shown as written.
+    if isinstance(value, str):
+        return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return value
 
 
 class _Default(dict[str, Any]):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import policies
 from ca import (
+    InvalidDuration,
+    InvalidKey,
     IssuedCertificate,
     JitSshError,
     issue_certificate,
@@ -67,6 +70,13 @@ log = logging.getLogger("jit_ssh.service")
 
 MAX_REASON = 1000
 MAX_COMMENT = 1000
+
+# Request ids are secrets.token_hex(8); anything else cannot name a request, and
+# must not reach the database either (PostgreSQL refuses a NUL in a text parameter).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# A serial as the API spells it: decimal ASCII digits, nothing int() would also take
+# (a sign, '_', spaces, other scripts' digits).
+_SERIAL = re.compile(r"[0-9]{1,20}")
 
 
 class PolicyHolder:
@@ -143,6 +153,18 @@ def decision_to_dict(d: policies.Decision) -> dict[str, Any]:
     }
 
 
+def _has_control(value: str, allowed: str = "") -> bool:
+    """Control characters (but those ``allowed``), or a lone surrogate, which is not text
+    at all: neither the database driver nor the audit log's canonical JSON can encode it."""
+    if any((ord(c) < 0x20 and c not in allowed) or ord(c) == 0x7F for c in value):
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _text(value: Any, name: str, limit: int, *, required: bool = False) -> str:
     if value is None:
         value = ""
@@ -150,7 +172,7 @@ def _text(value: Any, name: str, limit: int, *, required: bool = False) -> str:
         raise InvalidInput(f"{name} must be a string", field=name)
     if len(value) > limit:
         raise InvalidInput(f"{name} is longer than {limit} characters", field=name)
-    if any((ord(c) < 0x20 and c not in "\t\n") or ord(c) == 0x7F for c in value):
+    if _has_control(value, "\t\n"):
         raise InvalidInput(f"{name} holds control characters", field=name)
     if required and not value.strip():
         raise InvalidInput(f"{name} is required", field=name)
@@ -180,7 +202,7 @@ class Service:
         return transaction(self.sessions)
 
     def _lock_request(self, s: Session, request_id: Any) -> AccessRequest:
-        if not isinstance(request_id, str) or not 1 <= len(request_id) <= 32:
+        if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
             raise NotFound("no such request", field="id")
         req = s.execute(
             select(AccessRequest).where(AccessRequest.id == request_id).with_for_update(of=AccessRequest)
@@ -189,8 +211,38 @@ class Service:
             raise NotFound(f"no request {request_id!r}", field="id")
         return req
 
+    @staticmethod
+    def _overdue(req: AccessRequest, now: datetime) -> bool:
+        """Whether :meth:`_refresh` would move ``req`` (judged on what was read)."""
+        if req.state == RequestState.PENDING.value:
+            return now >= req.pending_until
+        if req.state == RequestState.APPROVED.value:
+            return req.claim_until is not None and now >= req.claim_until
+        if req.state == RequestState.ISSUED.value:
+            return req.certificate is not None and now >= req.certificate.valid_before
+        return False
+
+    def _refresh_all(self, s: Session, rows: Sequence[AccessRequest], now: datetime) -> None:
+        """:meth:`_refresh` rows read without a lock (lists): lock the overdue ones first.
+
+        Without the lock, a list could write "expired" over a request that a
+        concurrent fetch had just moved to "issued" (PostgreSQL's UPDATE waits for
+        the fetch to commit, then overwrites it). Locked in id order, as the sweep
+        does, so two lists cannot deadlock.
+        """
+        overdue = sorted(r.id for r in rows if self._overdue(r, now))
+        if not overdue:
+            return
+        s.execute(
+            select(AccessRequest).where(AccessRequest.id.in_(overdue)).order_by(AccessRequest.id)
+            .with_for_update(of=AccessRequest).execution_options(populate_existing=True)
+        ).scalars().all()
+        for r in rows:
+            if r.id in overdue:
+                self._refresh(s, r, now)
+
     def _refresh(self, s: Session, req: AccessRequest, now: datetime) -> None:
-        """Move a request past its deadlines (checked on every read and write)."""
+        """Move a request past its deadlines (checked on every read and write), under its row lock."""
         if req.state == RequestState.PENDING.value and now >= req.pending_until:
             req.state = RequestState.EXPIRED.value
             self._record(s, "request.expired", now, request_id=req.id, data={"was": "pending"})
@@ -227,7 +279,7 @@ class Service:
     # ---- requests ------------------------------------------------------------------
 
     def submit(self, user: User, *, target: Any, duration: timedelta | None, reason: Any, break_glass: bool = False) -> AccessRequest:
-        if not isinstance(target, str) or not target or len(target) > 128:
+        if not isinstance(target, str) or not target or len(target) > 128 or _has_control(target):
             raise InvalidInput("target must be a target name", field="target")
         reason = _text(reason, "reason", MAX_REASON)
         now = self.now()
@@ -319,8 +371,7 @@ class Service:
                 if mine or not (me.has_role(Role.ADMIN)):
                     q = q.where(AccessRequest.requester_id == me.id)
                 rows = list(s.execute(q).scalars())
-                for r in rows:
-                    self._refresh(s, r, now)
+                self._refresh_all(s, rows, now)
                 return rows
             rows = list(
                 s.execute(
@@ -332,8 +383,8 @@ class Service:
             )
             out = []
             approver = policies.Approver(name=me.name, groups=frozenset(me.group_names))
+            self._refresh_all(s, rows, now)
             for r in rows:
-                self._refresh(s, r, now)
                 if r.state != RequestState.PENDING.value:
                     continue
                 if any(a.approver_id == me.id for a in r.approvals):
@@ -370,6 +421,12 @@ class Service:
                 raise Conflict(f"request {req.id} is {req.state}, not pending", field="id")
             if any(a.approver_id == me.id for a in req.approvals):
                 raise AlreadyDecided(f"{me.name!r} already decided on request {req.id}", field="id")
+            if approve and duration is not None and duration > timedelta(seconds=req.requested_seconds):
+                # Bad input, not a question of who approves: say which field and why.
+                raise InvalidDuration(
+                    f"approvers may shorten a request, never lengthen it ({req.requested_seconds} s was asked for)",
+                    field="duration",
+                )
             preq = self._policy_request(req, req.requester.group_names)
             check = policies.may_approve(
                 policy, preq, policies.Approver(name=me.name, groups=frozenset(me.group_names)), now,
@@ -427,6 +484,9 @@ class Service:
             if req.requester_id != me.id and not me.has_role(Role.ADMIN):
                 raise Forbidden("only the requester (or an admin) can cancel a request", field="id")
             self._refresh(s, req, now)
+            if req.state == RequestState.EXPIRED.value:
+                # As approve, deny and fetch say: 410, and the expiry just found is kept.
+                raise CommitThenRaise(RequestExpired(f"request {req.id} expired", field="id"))
             if req.state not in (RequestState.PENDING.value, RequestState.APPROVED.value):
                 raise Conflict(f"request {req.id} is {req.state}; only pending or approved requests can be cancelled", field="id")
             req.state = RequestState.CANCELLED.value
@@ -441,6 +501,9 @@ class Service:
     def fetch_certificate(self, user: User, request_id: Any, public_key: Any) -> CertificateResult:
         if not isinstance(public_key, str):
             raise InvalidInput("public_key must be an OpenSSH public key line", field="public_key")
+        if "\n" in public_key.strip() or "\r" in public_key.strip():
+            # parse_public_key would read a second key line as the first one's comment.
+            raise InvalidKey("public_key must be one line: one key", field="public_key")
         key = parse_public_key(public_key, field="public_key")
         for attempt in range(3):
             try:
@@ -531,28 +594,39 @@ class Service:
 
     def revoke(self, user: User, serial: Any, *, reason: Any = "") -> Revocation:
         reason = _text(reason, "reason", MAX_REASON)
-        try:
-            serial_no = int(serial)
-        except (TypeError, ValueError):
-            raise NotFound("no such certificate", field="serial") from None
+        if isinstance(serial, int) and not isinstance(serial, bool):
+            serial = str(serial)
+        if not isinstance(serial, str) or not _SERIAL.fullmatch(serial):
+            raise NotFound("no such certificate", field="serial")
+        serial_no = int(serial)
         if not 0 < serial_no < 2**63:
             raise NotFound("no such certificate", field="serial")
         now = self.now()
         with self._tx() as s:
-            cert = s.execute(select(Certificate).where(Certificate.serial == serial_no).with_for_update(of=Certificate)).scalar_one_or_none()
-            if cert is None:
+            request_id = s.execute(select(Certificate.request_id).where(Certificate.serial == serial_no)).first()
+            if request_id is None:
                 raise NotFound(f"no certificate with serial {serial_no}", field="serial")
+            # Lock in the order every writer uses (request, then certificate, then the
+            # audit head), so that the request's state cannot change under this one.
+            req = None
+            if request_id[0] is not None:
+                req = self._lock_request(s, request_id[0])
+            cert = s.execute(
+                select(Certificate).where(Certificate.serial == serial_no).with_for_update(of=Certificate)
+            ).scalar_one()
             me = s.get(User, user.id)
             assert me is not None
-            own = cert.request is not None and cert.request.requester_id == me.id
+            own = req is not None and req.requester_id == me.id
             if not (own or me.has_role(Role.APPROVER) or me.has_role(Role.ADMIN)):
                 raise Forbidden("only the requester, an approver or an admin can revoke a certificate", field="serial")
             if cert.revocation is not None:
                 return cert.revocation
+            if req is not None:
+                self._refresh(s, req, now)
             rev = Revocation(serial=cert.serial, revoked_at=now, revoked_by=me.name, reason=reason, valid_before=cert.valid_before)
             s.add(rev)
-            if cert.request is not None and cert.request.state in (RequestState.ISSUED.value, RequestState.ENDED.value):
-                cert.request.state = RequestState.REVOKED.value
+            if req is not None and req.state in (RequestState.ISSUED.value, RequestState.ENDED.value):
+                req.state = RequestState.REVOKED.value
             s.flush()
             self._record(
                 s, "certificate.revoked", now, actor=me.name, request_id=cert.request_id,
@@ -567,7 +641,7 @@ class Service:
             rows = s.execute(
                 select(AccessRequest).where(
                     AccessRequest.state.in_([RequestState.PENDING.value, RequestState.APPROVED.value, RequestState.ISSUED.value])
-                ).with_for_update(of=AccessRequest)
+                ).order_by(AccessRequest.id).with_for_update(of=AccessRequest)
             ).scalars().all()
             for r in rows:
                 before = r.state

@@ -108,11 +108,20 @@ class Caller:
         self.last_headers = h
         return h
 
-    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, query: str = "", **kw: Any) -> Any:
+    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, query: str = "",
+             headers: dict[str, str | None] | None = None, signed_path: str | None = None, **kw: Any) -> Any:
+        """Sign and send one call. ``headers`` are applied after signing (a ``None``
+        value removes that header); ``signed_path`` is the path the signature covers
+        when the URL is percent-encoded (the server verifies the decoded path)."""
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-        headers = self.headers(method, path, data, query, **kw)
+        h: dict[str, str] = self.headers(method, signed_path or path, data, query, **kw)
+        for name, value in (headers or {}).items():
+            if value is None:
+                h.pop(name, None)
+            else:
+                h[name] = value
         url = path + (f"?{query}" if query else "")
-        return self.client.open(url, method=method, data=data, headers=headers)
+        return self.client.open(url, method=method, data=data, headers=h)
 
     def get(self, path: str, query: str = "", **kw: Any) -> Any:
         return self.call("GET", path, query=query, **kw)
@@ -157,8 +166,8 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def app(tmp_path: Path, database_url: str, clock: Clock) -> Iterator[Any]:
+def build_app(tmp_path: Path, database_url: str, clock: Clock, **config: Any) -> Any:
+    """The test app: TEST_POLICY, a fresh data directory, and ``config`` overrides of ServerConfig."""
     from server.app import create_app
     from server.config import ServerConfig
     from server.db import is_sqlite, make_engine
@@ -167,11 +176,19 @@ def app(tmp_path: Path, database_url: str, clock: Clock) -> Iterator[Any]:
     policy = tmp_path / "policy.toml"
     policy.write_text(TEST_POLICY)
     if not is_sqlite(database_url):
-        upgrade(make_engine(database_url))
-    cfg = ServerConfig(data_dir=tmp_path / "data", database_url=database_url, policy_path=policy,
-                       base_url="https://jit.example.test", audit_checkpoint_every=5)
+        engine = make_engine(database_url)
+        upgrade(engine)
+        engine.dispose()
+    settings: dict[str, Any] = {"base_url": "https://jit.example.test", "audit_checkpoint_every": 5, **config}
+    cfg = ServerConfig(data_dir=tmp_path / "data", database_url=database_url, policy_path=policy, **settings)
     app = create_app(cfg, clock=clock, say=lambda m: None)
     app.testing = True
+    return app
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str, clock: Clock) -> Iterator[Any]:
+    app = build_app(tmp_path, database_url, clock)
     yield app
     app.extensions["jit_ssh.engine"].dispose()
 
@@ -221,3 +238,52 @@ def root(make_user: Any) -> Caller:
 
 def user_key_line() -> str:
     return public_key_from_crypto(ed25519.Ed25519PrivateKey.generate().public_key()).openssh
+
+
+# ---- checking that a call changed nothing ---------------------------------------------------
+
+_COUNTED = ("users", "ssh_keys", "requests", "approvals", "certificates", "revocations")
+
+
+def snapshot(app: Any) -> dict[str, Any]:
+    """What a refused call must leave alone: row counts, request states, the audit log."""
+    from sqlalchemy import text
+
+    engine = app.extensions["jit_ssh.engine"]
+    with engine.connect() as c:
+        counts = {t: c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in _COUNTED}
+        states = sorted(tuple(r) for r in c.execute(text("SELECT id, state, granted_seconds FROM requests")))
+        disabled = sorted(tuple(r) for r in c.execute(text("SELECT name, disabled FROM users")))
+        events = [tuple(r) for r in c.execute(text("SELECT id, type, actor, data FROM audit_events ORDER BY id"))]
+    return {"counts": counts, "states": states, "users": disabled, "events": events}
+
+
+def new_events(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[Any, ...]]:
+    assert after["events"][: len(before["events"])] == before["events"], "the audit log was rewritten"
+    return after["events"][len(before["events"]):]
+
+
+def assert_unchanged(before: dict[str, Any], after: dict[str, Any], *, allowed_events: tuple[str, ...] = ()) -> list[str]:
+    """Nothing changed but (at most) new audit events of the allowed types; returns their types."""
+    assert after["counts"] == before["counts"]
+    assert after["states"] == before["states"]
+    assert after["users"] == before["users"]
+    types = [e[1] for e in new_events(before, after)]
+    assert set(types) <= set(allowed_events), f"unexpected audit events {types}"
+    return types
+
+
+def assert_problem(resp: Any, status: int | tuple[int, ...], code: str | None = None) -> dict[str, Any]:
+    """An RFC 9457 problem with a stable code, and no traceback."""
+    statuses = (status,) if isinstance(status, int) else status
+    body = resp.get_data(as_text=True)
+    assert resp.status_code in statuses, (resp.status_code, body[:500])
+    assert resp.mimetype == "application/problem+json", (resp.mimetype, body[:200])
+    assert "Traceback" not in body and 'File "' not in body
+    problem = json.loads(body)
+    assert problem["status"] == resp.status_code
+    assert isinstance(problem["code"], str) and problem["code"]
+    assert problem["type"] == f"urn:jit-ssh:problem:{problem['code']}"
+    if code is not None:
+        assert problem["code"] == code, problem
+    return problem
