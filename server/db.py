@@ -9,10 +9,22 @@ Every state change runs in one transaction that first takes a lock:
   at BEGIN (instead of at the first write) means two transactions can never
   both read the old state and then both write: the second waits
   (busy_timeout) and then reads the first one's result.
+
+  Waiting is the weak spot: SQLite's busy handler polls, sleeping up to
+  100 ms between tries, so under load a writer can sleep long after the
+  lock was freed (p99 in the hundreds of ms). So writers first queue on
+  :class:`_WriteLock`, a thread lock plus an ``flock`` on a file beside the
+  database (shared by every process that opens it): a blocked ``flock``
+  wakes the moment the holder releases it, and BEGIN IMMEDIATE then never
+  meets a competitor.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,9 +50,50 @@ def is_sqlite(engine_or_url: Any) -> bool:
     return str(url).startswith("sqlite")
 
 
+class _WriteLock:
+    """Serialises SQLite write transactions across threads and processes, waking waiters at once."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        # Re-entrant, so a transaction opened inside another on the same
+        # thread (a bug, but not one that should hang) fails on SQLite's own
+        # busy timeout instead of deadlocking here.
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+        self._pid = 0
+
+    def acquire(self) -> None:
+        self._thread_lock.acquire()
+        self._depth += 1
+        if self._depth > 1:
+            return
+        try:
+            if self._fd is None or self._pid != os.getpid():
+                # One descriptor per process: flock locks belong to the open
+                # file description, which a forked worker must not share.
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                self._pid = os.getpid()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._depth -= 1
+            self._thread_lock.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            self._depth -= 1
+            if self._depth == 0 and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     if is_sqlite(url):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        database = engine.url.database
+        lock = _WriteLock(database + ".lock") if database and database != ":memory:" else None
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -59,8 +112,16 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         def _on_begin(conn: Any) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+        if lock is not None:
+            _WRITE_LOCKS[engine] = lock
+
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+
+
+# Engines are few and live as long as the app; a weak map keeps tests that
+# build many apps from holding on to theirs.
+_WRITE_LOCKS: "weakref.WeakKeyDictionary[Engine, _WriteLock]" = weakref.WeakKeyDictionary()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -70,6 +131,9 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction: commit on success, roll back on any exception."""
+    lock = _WRITE_LOCKS.get(factory.kw.get("bind"))  # type: ignore[arg-type]
+    if lock is not None:
+        lock.acquire()
     session = factory()
     try:
         session.begin()
@@ -85,3 +149,5 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
             session.commit()
     finally:
         session.close()
+        if lock is not None:
+            lock.release()
