@@ -31,6 +31,7 @@ from .migrate import upgrade
 from .models import AccessRequest, AuditEvent, Certificate, Revocation
 from .notify import Notifier
 from .services import PolicyHolder, Service
+from .web.setup import set_security_headers
 
 __all__ = ["create_app", "bootstrap", "JitSsh"]
 
@@ -135,6 +136,30 @@ def _problem(status: int, code: str, title: str, detail: str, field: str | None 
     return Response(json.dumps(body), status=status, mimetype="application/problem+json")
 
 
+def _init_web(app: Flask, config: ServerConfig) -> None:
+    """The approver's pages: cookie sessions and CSRF tokens for them, none for the signed /v1 API."""
+    from flask_wtf.csrf import CSRFProtect
+
+    from .api import api
+    from .web import SessionInterface, WebSettings, load_or_create_secret_key, web
+
+    app.secret_key = load_or_create_secret_key(config)
+    app.session_interface = SessionInterface()
+    app.config.update(
+        SESSION_COOKIE_NAME="jit_ssh_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # Secure when the configured URL is https; SessionInterface adds it for any https request.
+        SESSION_COOKIE_SECURE=config.base_url.lower().startswith("https://"),
+        # The server-side session has its own idle timeout; the token lives as long as the page.
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    app.extensions["jit_ssh.web"] = WebSettings()
+    csrf = CSRFProtect(app)
+    csrf.exempt(api)
+    app.register_blueprint(web)
+
+
 def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = None, say: Callable[[str], None] | None = None) -> Flask:
     clock = clock or _utcnow
     if config.bootstrap:
@@ -184,6 +209,7 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
     from .api import api
 
     app.register_blueprint(api)
+    _init_web(app, config)
 
     @app.before_request
     def _start() -> None:
@@ -196,7 +222,7 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
             ext.observe(request.url_rule.rule if request.url_rule else "unknown", time.perf_counter() - t0)
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Cache-Control", "no-store")
-        return resp
+        return set_security_headers(resp)
 
     @app.errorhandler(JitSshError)
     def _jit_error(e: JitSshError) -> Response:

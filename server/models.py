@@ -43,6 +43,8 @@ __all__ = [
     "AuditCheckpoint",
     "AuditHead",
     "Nonce",
+    "WebSession",
+    "LoginThrottle",
 ]
 
 
@@ -100,6 +102,8 @@ class User(Base):
     totp_secret: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
+    #: The last TOTP time step accepted: a code is never accepted twice (RFC 6238, 5.2).
+    totp_last_step: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     groups: Mapped[list["UserGroup"]] = relationship(cascade="all, delete-orphan", lazy="selectin")
@@ -271,6 +275,36 @@ class Nonce(Base):
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     key_fingerprint: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class WebSession(Base):
+    """A logged-in browser. The cookie holds a random id; this row holds its SHA-256,
+    so a database leak yields no usable session. Logging out deletes the row."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: Derived from the password hash and TOTP secret at login: changing either ends every session.
+    auth_stamp: Mapped[str] = mapped_column(String(64))
+
+
+class LoginThrottle(Base):
+    """Failed web logins for names that match no account, keyed by an HMAC of the name.
+
+    Accounts keep their count on the user row (``failed_logins``, ``locked_until``);
+    unknown names get the same slow-down and lockout from here, so the answers do
+    not tell whether an account exists.
+    """
+
+    __tablename__ = "login_throttle"
+
+    name_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 Index("ix_requests_requester_state", AccessRequest.requester_id, AccessRequest.state)

@@ -227,6 +227,29 @@ def user_set_password(ctx: click.Context, config_path: str | None, name: str, pa
     click.echo(f"password set for {name}")
 
 
+@user.command("totp")
+@_config_option
+@click.argument("name")
+@click.option("--disable", is_flag=True, help="Stop asking NAME for a code.")
+@click.pass_context
+def user_totp(ctx: click.Context, config_path: str | None, name: str, disable: bool) -> None:
+    """Ask NAME for a one-time code (TOTP) after the web password; prints a new secret.
+
+    Give the secret, or the otpauth:// URI (as a QR code: qrencode -t ansiutf8
+    'URI'), to NAME over a trusted channel for their authenticator app. Running
+    it again replaces the secret. Either way NAME's web sessions end.
+    """
+    from server.web.totp import provisioning_uri, set_totp
+
+    secret = set_totp(_service(ctx, config_path).service, name, enabled=not disable)
+    if secret is None:
+        click.echo(f"{name}'s web login no longer asks for a one-time code")
+        return
+    click.echo(f"{name}'s web login now asks for a one-time code after the password.")
+    click.echo(f"secret: {secret}")
+    click.echo(f"uri:    {provisioning_uri(secret, name)}")
+
+
 @user.command("set-groups")
 @_config_option
 @click.argument("name")

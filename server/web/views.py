@@ -1,0 +1,530 @@
+"""The pages. Views parse forms and render; ``server.services`` decides and writes.
+
+Every service error becomes a message on the page (with the error's HTTP
+status), never a 500. The buttons shown are a convenience: the service
+refuses a forged POST all the same (a requester's own request, an approver
+the policy does not name, a second decision by the same approver).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from functools import wraps
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException
+
+import policies
+from ca import format_duration, parse_duration
+from ca.errors import JitSshError
+
+from ..models import AccessRequest, RequestState, Role, User
+from . import auth, queries
+from .forms import ActionForm, ApproveForm, DenyForm, LoginForm, RevokeForm, TotpForm
+
+__all__ = ["web", "safe_next"]
+
+log = logging.getLogger("jit_ssh.web")
+
+web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/web/static")
+
+#: Shorter grants an approver may pick (where the policy lets approvers shorten).
+_SHORTER = (300, 600, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 12 * 3600)
+
+_EVENT_NAMES = {
+    "request.created": "Requested",
+    "request.approval": "Approval",
+    "request.approved": "Approved",
+    "request.denied": "Denied",
+    "request.cancelled": "Cancelled",
+    "request.expired": "Expired",
+    "request.ended": "Access ended",
+    "certificate.issued": "Certificate issued",
+    "certificate.fetched_again": "Certificate fetched again",
+    "certificate.revoked": "Certificate revoked",
+}
+
+
+# ---------------------------------------------------------------------------- plumbing
+
+
+def _ext() -> Any:
+    return current_app.extensions["jit_ssh"]
+
+
+def _settings() -> auth.WebSettings:
+    return current_app.extensions["jit_ssh.web"]
+
+
+def _secret() -> bytes:
+    key = current_app.secret_key
+    return key if isinstance(key, bytes) else str(key).encode()
+
+
+def safe_next(target: Any) -> str:
+    """``target`` if it is a path on this site, else ``/``: never an open redirect."""
+    if not isinstance(target, str) or not target or len(target) > 2000:
+        return "/"
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+
+
+def _text(value: Any) -> str:
+    # Browsers send CRLF line breaks from a textarea; the service accepts \n only.
+    return (value or "").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _is_approver(user: User) -> bool:
+    return user.has_role(Role.APPROVER)
+
+
+def _sees_everything(user: User) -> bool:
+    return user.has_role(Role.APPROVER) or user.has_role(Role.ADMIN)
+
+
+def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if g.get("user") is None:
+            # Back to this page after logging in (a GET), or to the page a form was on.
+            target = request.full_path if request.method == "GET" else request.form.get("next") or "/"
+            if target.endswith("?"):
+                target = target[:-1]
+            return redirect(url_for("web.login", next=safe_next(target)), 303)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+@web.before_request
+def _load_user() -> None:
+    g.user = None
+    if request.endpoint == "web.static":
+        return
+    sid = session.get("sid")
+    if sid is None:
+        return
+    user, why = auth.load_session(_ext(), _settings(), sid)
+    if user is None:
+        session.pop("sid", None)
+        if why == "idle":
+            minutes = int(_settings().idle_timeout.total_seconds() // 60)
+            flash(f"You were logged out after {minutes} minutes without activity.", "info")
+        elif why in ("max_age", "changed"):
+            flash("Your session has ended. Log in again.", "info")
+    g.user = user
+
+
+@web.app_template_filter("duration")
+def _duration_filter(seconds: Any) -> str:
+    if isinstance(seconds, timedelta):
+        seconds = seconds.total_seconds()
+    return format_duration(int(seconds or 0))
+
+
+@web.app_template_filter("relative")
+def _relative(seconds: float) -> str:
+    """A rough duration for 'ago' and 'in': 45s, 12 min, 3 h 5 min, 2 d."""
+    s = int(abs(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        h, m = divmod(s // 60, 60)
+        return f"{h} h {m} min" if m else f"{h} h"
+    return f"{s // 86400} d"
+
+
+@web.app_template_filter("ago")
+def _ago(seconds: float) -> str:
+    return "just now" if seconds < 10 else f"{_relative(seconds)} ago"
+
+
+@web.app_template_filter("utc")
+def _utc(t: datetime | None) -> str:
+    return "" if t is None else t.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@web.app_template_filter("short_utc")
+def _short_utc(t: datetime | None) -> str:
+    return "" if t is None else t.strftime("%H:%M UTC")
+
+
+@web.app_context_processor
+def _context() -> dict[str, Any]:
+    user = g.get("user")
+    return {
+        "current_user": user,
+        "is_approver": bool(user is not None and _is_approver(user)),
+        "action_form": ActionForm,
+    }
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def _error_page(status: int, message: str) -> tuple[str, int]:
+    return render_template("web/error.html", status=status, message=message), status
+
+
+@web.errorhandler(CSRFError)
+def _csrf_error(e: CSRFError) -> Any:
+    log.warning("refused a POST to %s: %s", request.path, e.description)
+    return _error_page(400, "This form was not accepted: it has expired or did not come from this site. "
+                            "Go back, reload the page and try again.")
+
+
+@web.errorhandler(JitSshError)
+def _jit_error(e: JitSshError) -> Any:
+    return _error_page(e.http_status, str(e))
+
+
+@web.errorhandler(HTTPException)
+def _http_error(e: HTTPException) -> Any:
+    if e.code is not None and e.code < 400:
+        return e
+    return _error_page(e.code or 500, e.description or e.name)
+
+
+@web.errorhandler(DBAPIError)
+def _db_error(e: DBAPIError) -> Any:
+    log.error("database error: %s", str(e).splitlines()[0][:300])
+    return _error_page(503, "The database is unavailable; nothing was changed. Try again in a moment.")
+
+
+@web.errorhandler(Exception)
+def _bug(e: Exception) -> Any:
+    log.exception("unhandled error on %s", request.path)
+    return _error_page(500, "An internal error occurred; it was logged.")
+
+
+# ---------------------------------------------------------------------------- login
+
+
+@web.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    form = LoginForm()
+    nxt = safe_next(request.values.get("next"))
+    if g.user is not None and request.method == "GET":
+        return redirect(nxt)
+    status = 200
+    if request.method == "POST":
+        if form.validate():
+            try:
+                result = auth.check_password(_ext(), _settings(), _secret(), form.username.data, form.password.data,
+                                             remote=request.remote_addr or "")
+            except auth.LoginFailed as e:
+                flash(str(e), "error")
+                status = 401
+            else:
+                # A fresh session: nothing from before the login (a planted
+                # cookie, an old CSRF token) carries over.
+                session.clear()
+                if isinstance(result, auth.PreAuth):
+                    session["pre_auth"] = {
+                        "uid": result.user_id,
+                        "token": result.token,
+                        "at": int(_ext().clock().timestamp()),
+                        "next": nxt,
+                    }
+                    return redirect(url_for("web.login_totp"), 303)
+                session["sid"] = result
+                return redirect(nxt, 303)
+        else:
+            flash("Enter your user name and password.", "error")
+            status = 400
+    form.next.data = nxt
+    form.password.data = ""
+    return render_template("web/login.html", form=form), status
+
+
+@web.route("/login/code", methods=["GET", "POST"])
+def login_totp() -> Any:
+    pre = session.get("pre_auth")
+    now = _ext().clock()
+    if not isinstance(pre, dict) or now.timestamp() - pre.get("at", 0) > _settings().totp_within.total_seconds():
+        session.pop("pre_auth", None)
+        flash("Log in with your password first.", "info")
+        return redirect(url_for("web.login"), 303)
+    form = TotpForm()
+    status = 200
+    if request.method == "POST":
+        if form.validate():
+            try:
+                sid = auth.check_totp(_ext(), _settings(), _secret(), pre.get("uid"), pre.get("token"), form.code.data,
+                                      remote=request.remote_addr or "")
+            except auth.LoginFailed as e:
+                flash(str(e), "error")
+                status = 401
+            else:
+                nxt = safe_next(pre.get("next"))
+                session.clear()
+                session["sid"] = sid
+                return redirect(nxt, 303)
+        else:
+            flash("Enter the 6-digit code.", "error")
+            status = 400
+    form.code.data = ""
+    return render_template("web/totp.html", form=form), status
+
+
+@web.post("/logout")
+def logout() -> Any:
+    auth.end_session(_ext(), session.get("sid"))
+    session.clear()
+    flash("You are logged out.", "info")
+    return redirect(url_for("web.login"), 303)
+
+
+# ---------------------------------------------------------------------------- pages
+
+
+def _summary(req: AccessRequest, now: datetime) -> dict[str, Any]:
+    decision = json.loads(req.decision)
+    approvals = [a for a in req.approvals if a.decision == "approve"]
+    return {
+        "id": req.id,
+        "state": req.state,
+        "requester": req.requester.name,
+        "target": req.target,
+        "principals": decision.get("principals") or [],
+        "reason": req.reason,
+        "requested_seconds": req.requested_seconds,
+        "granted_seconds": req.granted_seconds,
+        "created_at": req.created_at,
+        "age": (now - req.created_at).total_seconds(),
+        "pending_until": req.pending_until,
+        "expires_in": (req.pending_until - now).total_seconds(),
+        "approvals": len({a.approver_id for a in approvals}),
+        "required": req.approvals_required,
+        "break_glass": req.break_glass,
+        "auto_approved": req.auto_approved,
+    }
+
+
+@web.get("/")
+@login_required
+def index() -> Any:
+    user: User = g.user
+    if not _is_approver(user):
+        return redirect(url_for("web.mine"))
+    now = _ext().clock()
+    rows = _ext().service.list(user, pending_for_me=True)
+    return render_template("web/pending.html", items=[_summary(r, now) for r in rows], now=now)
+
+
+@web.get("/mine")
+@login_required
+def mine() -> Any:
+    now = _ext().clock()
+    rows = _ext().service.list(g.user, mine=True)
+    return render_template("web/mine.html", items=[_summary(r, now) for r in rows], now=now)
+
+
+@web.get("/active")
+@login_required
+def active() -> Any:
+    user: User = g.user
+    now = _ext().clock()
+    everyone = _sees_everything(user)
+    certs = queries.active_certificates(_ext().service.sessions, now, requester_id=None if everyone else user.id)
+    return render_template("web/active.html", certs=certs, now=now, everyone=everyone, revoke_form=RevokeForm())
+
+
+def _may_decide(user: User, req: AccessRequest, now: datetime) -> tuple[bool, str]:
+    """Whether to show the Approve and Deny forms, and if not, why (the service checks again on POST)."""
+    if req.requester_id == user.id:
+        return False, "This is your own request: another approver must decide."
+    if req.state != RequestState.PENDING.value:
+        return False, ""
+    if not _is_approver(user):
+        return False, "You are not an approver."
+    if any(a.approver_id == user.id for a in req.approvals):
+        return False, "You have already decided on this request."
+    preq = policies.AccessRequest(
+        requester=req.requester.name, target=req.target, duration=timedelta(seconds=req.requested_seconds),
+        reason=req.reason, requester_groups=frozenset(req.requester.group_names), break_glass=req.break_glass,
+        submitted_at=req.created_at,
+    )
+    check = policies.may_approve(_ext().service.policy.get(), preq,
+                                 policies.Approver(name=user.name, groups=frozenset(user.group_names)), now)
+    return check.allowed, "" if check.allowed else check.reason[:1].upper() + check.reason[1:] + "."
+
+
+def _duration_choices(req: AccessRequest, decision: dict[str, Any]) -> list[tuple[str, str]]:
+    asked = req.requested_seconds
+    choices = [("", f"{format_duration(asked)} (as asked)")]
+    if decision.get("approvers_may_shorten"):
+        choices += [(str(s), format_duration(s)) for s in reversed(_SHORTER) if s < asked]
+    return choices
+
+
+#: Audit data not worth a line on the page (it stays in the log and its export).
+_HIDDEN_KEYS = {"policy_version", "ca_fingerprint", "public_key_fingerprint", "key_id", "approvals", "required", "outcome",
+                "approvals_required", "auto", "break_glass"}
+
+
+def trail_details(event: queries.TrailEvent) -> list[tuple[str, str]]:
+    """An audit event's data as short (label, text) pairs; the template escapes both."""
+    data = event.data
+    out: list[tuple[str, str]] = []
+    if "approvals" in data and "required" in data:
+        out.append(("approvals", f"{data['approvals']} of {data['required']}"))
+    for key, value in data.items():
+        if key in _HIDDEN_KEYS or value is None or value == "" or value == []:
+            continue
+        label = key.replace("_", " ")
+        if key.endswith("_seconds") and isinstance(value, int):
+            label, text = label[: -len(" seconds")], format_duration(value)
+        elif isinstance(value, list):
+            text = ", ".join(str(v) for v in value)
+        elif isinstance(value, str):
+            text = value
+        else:
+            text = json.dumps(value)
+        out.append((label, text))
+    return out
+
+
+def _request_page(request_id: str, *, status: int = 200, approve_form: ApproveForm | None = None,
+                  deny_form: DenyForm | None = None) -> Any:
+    ext = _ext()
+    user: User = g.user
+    now = ext.clock()
+    req = ext.service.get(user, request_id)
+    decision = json.loads(req.decision)
+    may, why_not = _may_decide(user, req, now)
+    approve_form = approve_form or ApproveForm(formdata=None)
+    approve_form.duration.choices = _duration_choices(req, decision)
+    deny_form = deny_form or DenyForm(formdata=None)
+    cert = req.certificate
+    cert_active = cert is not None and cert.revocation is None and cert.valid_before > now
+    can_revoke = cert_active and (req.requester_id == user.id or _sees_everything(user))
+    rule = ext.service.policy.get().rule(req.rule or "")
+    return render_template(
+        "web/request.html",
+        r=_summary(req, now),
+        req=req,
+        decision=decision,
+        rule_description=rule.description if rule is not None else "",
+        own=req.requester_id == user.id,
+        may_decide=may,
+        why_not=why_not,
+        approve_form=approve_form,
+        deny_form=deny_form,
+        revoke_form=RevokeForm(formdata=None),
+        cancel=req.requester_id == user.id and req.state in (RequestState.PENDING.value, RequestState.APPROVED.value),
+        cert=cert,
+        cert_active=cert_active,
+        can_revoke=can_revoke,
+        trail=queries.audit_trail(ext.service.sessions, req.id),
+        event_names=_EVENT_NAMES,
+        trail_details=trail_details,
+        now=now,
+    ), status
+
+
+@web.get("/requests/<request_id>")
+@login_required
+def request_page(request_id: str) -> Any:
+    return _request_page(request_id)
+
+
+def _grant(value: Any) -> timedelta | None:
+    if not value:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+        return timedelta(seconds=int(value))
+    return parse_duration(value, field="duration")
+
+
+def _after_error(request_id: str, e: JitSshError, **forms: Any) -> Any:
+    flash(str(e), "error")
+    return _request_page(request_id, status=e.http_status, **forms)
+
+
+@web.post("/requests/<request_id>/approve")
+@login_required
+def approve(request_id: str) -> Any:
+    form = ApproveForm()
+    if not form.validate():
+        flash(next(iter(form.errors.values()))[0], "error")
+        return _request_page(request_id, status=400, approve_form=form)
+    try:
+        req = _ext().service.approve(g.user, request_id, comment=_text(form.comment.data), duration=_grant(form.duration.data))
+    except JitSshError as e:
+        return _after_error(request_id, e, approve_form=form)
+    if req.state == RequestState.APPROVED.value:
+        flash(f"Approved: {req.requester.name} can now get a certificate for {req.target} "
+              f"({format_duration(req.granted_seconds)}).", "ok")
+    else:
+        got = len({a.approver_id for a in req.approvals if a.decision == "approve"})
+        flash(f"Your approval is recorded: {got} of {req.approvals_required}.", "ok")
+    return redirect(url_for("web.request_page", request_id=req.id), 303)
+
+
+@web.post("/requests/<request_id>/deny")
+@login_required
+def deny(request_id: str) -> Any:
+    form = DenyForm()
+    if not form.validate():
+        flash(next(iter(form.errors.values()))[0], "error")
+        return _request_page(request_id, status=400, deny_form=form)
+    try:
+        req = _ext().service.deny(g.user, request_id, reason=_text(form.reason.data))
+    except JitSshError as e:
+        return _after_error(request_id, e, deny_form=form)
+    flash(f"Denied: {req.requester.name} sees your reason.", "ok")
+    return redirect(url_for("web.request_page", request_id=req.id), 303)
+
+
+@web.post("/requests/<request_id>/cancel")
+@login_required
+def cancel(request_id: str) -> Any:
+    try:
+        req = _ext().service.cancel(g.user, request_id)
+    except JitSshError as e:
+        return _after_error(request_id, e)
+    flash(f"Request {req.id} cancelled.", "ok")
+    return redirect(url_for("web.request_page", request_id=req.id), 303)
+
+
+@web.post("/certificates/<serial>/revoke")
+@login_required
+def revoke(serial: str) -> Any:
+    form = RevokeForm()
+    back = safe_next(form.next.data or url_for("web.active"))
+    if not form.validate():
+        flash(next(iter(form.errors.values()))[0], "error")
+        return redirect(back, 303)
+    try:
+        rev = _ext().service.revoke(g.user, serial, reason=_text(form.reason.data))
+    except JitSshError as e:
+        flash(str(e), "error")
+        return redirect(back, 303)
+    flash(f"Certificate {rev.serial} revoked. Hosts refuse it from their next revocation list sync.", "ok")
+    return redirect(back, 303)
+

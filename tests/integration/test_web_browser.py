@@ -1,0 +1,625 @@
+"""The approver's web form in a real browser against a real server.
+
+Debian's Chromium, driven by Playwright for Python, against ``jit-ssh serve``
+(gunicorn, one worker) in a subprocess with its own data directory, policy
+and users (made with ``jit-ssh admin user add``). Engineers are the installed
+``jit-ssh login`` command waiting for approval, or a small signed API client
+over HTTP (httpx).
+
+Screenshots of the pending list and a request page (desktop and phone sizes)
+go to ``test-results/``.
+
+Without Chromium or Playwright these tests skip and say why; under CI=true
+they fail instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import queue
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from ca import parse_certificate, public_key_from_crypto
+from ca import request_signing as rs
+from ca.krl import parse_krl
+from ca.sshsig import sign
+from server.web.totp import totp
+
+from ..conftest import IN_CI, require_tool
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+RESULTS = Path(__file__).resolve().parents[2] / "test-results"
+COMMAND_TIMEOUT = 30
+PASSWORD = {"bob": "bob's long web password", "carol": "carol's long web password",
+            "erin": "erin's long web password"}
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+POLICY = """\
+[targets.prod-db]
+description = "The production PostgreSQL primary and replicas."
+principals = ["root@prod-db", "postgres@prod-db"]
+login_users = ["root", "postgres"]
+
+[targets.payments]
+principals = ["deploy@payments"]
+login_users = ["deploy"]
+
+[[rules]]
+name = "prod-db-on-call"
+description = "Engineers reach the production database with one approver's OK."
+targets = ["prod-db"]
+groups = ["engineers"]
+max_duration = "2h"
+default_duration = "30m"
+approvals_required = 1
+approver_groups = ["approvers"]
+approvers_may_shorten = true
+reason_required = true
+pending_ttl = "30m"
+claim_window = "10m"
+
+[[rules]]
+name = "payments-two-approvals"
+description = "Payments needs two approvers."
+targets = ["payments"]
+groups = ["engineers"]
+max_duration = "1h"
+default_duration = "1h"
+approvals_required = 2
+approver_groups = ["approvers"]
+reason_required = true
+pending_ttl = "15m"
+force_command = "/usr/local/bin/payments-console"
+"""
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def _playwright() -> Any:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "playwright for Python is not installed (pip install -e '.[test]')"
+        if IN_CI:
+            pytest.fail(f"{reason}; it is required under CI=true", pytrace=False)
+        pytest.skip(reason)
+    return sync_playwright
+
+
+def _jit_ssh() -> str:
+    beside = Path(sys.executable).with_name("jit-ssh")
+    path = str(beside) if beside.exists() else shutil.which("jit-ssh")
+    if path is None:
+        if IN_CI:
+            pytest.fail("the jit-ssh command is not installed (pip install -e .)", pytrace=False)
+        pytest.skip("the jit-ssh command is not installed (pip install -e .)")
+    return path  # type: ignore[return-value]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """Nothing from the caller's jit-ssh settings, ssh-agent or XDG directories."""
+    keep = ("PATH", "LANG", "LC_ALL", "TZ")
+    return {**{k: os.environ[k] for k in keep if k in os.environ}, **extra}
+
+
+def _end(proc: subprocess.Popen[Any] | None) -> None:
+    """End a process we started (it leads its own process group), by its id."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+# --------------------------------------------------------------------------- people and the server
+
+
+@dataclass
+class Person:
+    name: str
+    key: ed25519.Ed25519PrivateKey
+    key_path: Path
+    home: Path
+
+    @property
+    def public_openssh(self) -> str:
+        return public_key_from_crypto(self.key.public_key()).openssh
+
+
+class Api:
+    """A signed API client over real HTTP (as ``tests/server/conftest.py``'s Caller signs)."""
+
+    def __init__(self, base_url: str, person: Person) -> None:
+        import httpx
+
+        self.person = person
+        self.http = httpx.Client(base_url=base_url, timeout=15)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = b"" if body is None else json.dumps(body).encode()
+        ts, nonce = int(time.time()), secrets.token_urlsafe(18)
+        msg = rs.signing_message(method=method, path=path, query="", body=data, timestamp=ts, nonce=nonce,
+                                 user=self.person.name)
+        headers = {rs.HEADER_USER: self.person.name, rs.HEADER_TIMESTAMP: str(ts), rs.HEADER_NONCE: nonce,
+                   rs.HEADER_SIGNATURE: base64.b64encode(sign(msg, namespace=rs.NAMESPACE, private_key=self.person.key)).decode()}
+        if data:
+            headers["Content-Type"] = "application/json"
+        return self.http.request(method, path, content=data, headers=headers)
+
+    def submit(self, target: str, duration: str, reason: str) -> dict[str, Any]:
+        r = self.call("POST", "/v1/requests", {"target": target, "duration": duration, "reason": reason})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def get(self, request_id: str) -> dict[str, Any]:
+        r = self.call("GET", f"/v1/requests/{request_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+class Server:
+    def __init__(self, root: Path, jit_ssh: str) -> None:
+        self.root = root
+        self.jit_ssh = jit_ssh
+        self.data_dir = root / "data"
+        self.policy = root / "policy.toml"
+        # gunicorn keeps a control socket under $HOME: one of its own.
+        self.home = root / "server-home"
+        self.log = root / "serve.log"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.people: dict[str, Person] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return _clean_env(HOME=str(self.home), JIT_SSH_DATA_DIR=str(self.data_dir), JIT_SSH_POLICY=str(self.policy),
+                          JIT_SSH_LOG_LEVEL="WARNING")
+
+    def admin(self, *args: str, stdin: str | None = None) -> str:
+        r = subprocess.run([self.jit_ssh, "admin", *args], env=self.env(), input=stdin, capture_output=True, text=True,
+                           timeout=COMMAND_TIMEOUT)
+        assert r.returncode == 0, f"jit-ssh admin {' '.join(args)}: {r.stderr}"
+        return r.stdout
+
+    def add_person(self, name: str, *options: str, password: str | None = None) -> Person:
+        key = ed25519.Ed25519PrivateKey.generate()
+        home = self.root / f"home-{name}"
+        (home / ".ssh").mkdir(parents=True, mode=0o700)
+        key_path = home / ".ssh" / "id_ed25519"
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                               serialization.NoEncryption()))
+        key_path.chmod(0o600)
+        person = Person(name=name, key=key, key_path=key_path, home=home)
+        key_path.with_suffix(".pub").write_text(person.public_openssh + "\n")
+        args = ["user", "add", name, *options, "--ssh-key", str(key_path.with_suffix(".pub"))]
+        if password is not None:
+            args.append("--password-stdin")
+        self.admin(*args, stdin=None if password is None else password + "\n")
+        self.people[name] = person
+        return person
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        for _attempt in range(3):
+            self.port = _free_port()
+            with open(self.log, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [self.jit_ssh, "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", "1"],
+                    env=self.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                )
+            if self._ready(30):
+                return
+            _end(self.proc)
+            if "Address already in use" not in self.log_text():
+                break
+        pytest.fail(f"jit-ssh serve did not start; its log:\n{self.log_text()}", pytrace=False)
+
+    def _ready(self, timeout: float) -> bool:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        return False
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-4000:]
+        except FileNotFoundError:
+            return ""
+
+    def api(self, name: str) -> Api:
+        return Api(self.url, self.people[name])
+
+
+class WaitingLogin:
+    """The installed ``jit-ssh login TARGET`` in a subprocess, waiting for an approver."""
+
+    def __init__(self, server: Server, person: Person, target: str, duration: str, reason: str) -> None:
+        env = _clean_env(HOME=str(person.home), JIT_SSH_SERVER=server.url, JIT_SSH_USER=person.name,
+                         JIT_SSH_IDENTITY=str(person.key_path))
+        self.person = person
+        self.target = target
+        self.proc = subprocess.Popen(
+            [server.jit_ssh, "login", target, "--for", duration, "--reason", reason, "--poll", "0.3"],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stderr: list[str] = []
+        self.stdout: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, True), daemon=True),
+                         threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, False), daemon=True)]
+        for t in self._readers:
+            t.start()
+
+    def _read(self, stream: Any, into: list[str], announce: bool) -> None:
+        for line in stream:
+            into.append(line)
+            if announce:
+                self.lines.put(line)
+
+    def approval_url(self, timeout: float = COMMAND_TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            m = re.search(r"Approve at: (\S+)", line)
+            if m:
+                return m.group(1)
+        pytest.fail(f"jit-ssh login printed no approval URL; stderr: {''.join(self.stderr)}", pytrace=False)
+
+    def finish(self, timeout: float = COMMAND_TIMEOUT) -> tuple[int, str, str]:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _end(self.proc)
+            pytest.fail(f"jit-ssh login did not finish; stderr: {''.join(self.stderr)}", pytrace=False)
+        for t in self._readers:
+            t.join(timeout=5)
+        return self.proc.returncode, "".join(self.stdout), "".join(self.stderr)
+
+    def stop(self) -> None:
+        _end(self.proc)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    jit_ssh = _jit_ssh()
+    s = Server(tmp_path_factory.mktemp("web-browser"), jit_ssh)
+    s.policy.write_text(POLICY)
+    s.add_person("alice", "--group", "engineers")
+    s.add_person("dave", "--group", "engineers")
+    s.add_person("bob", "--group", "approvers", "--role", "requester", "--role", "approver", password=PASSWORD["bob"])
+    # Carol approves, and also asks for access herself.
+    s.add_person("carol", "--group", "approvers", "--group", "engineers", "--role", "requester", "--role", "approver",
+                 password=PASSWORD["carol"])
+    s.start()
+    try:
+        yield s
+    finally:
+        _end(s.proc)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_playwright = _playwright()
+    chromium = require_tool("chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Session:
+    """One browser context (its own cookies) logged in as one approver."""
+
+    def __init__(self, browser: Any, server: Server, viewport: dict[str, int] = DESKTOP) -> None:
+        self.server = server
+        self.context = browser.new_context(base_url=server.url, viewport=viewport)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(15_000)
+        self.dialogs: list[str] = []
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+
+    def login(self, name: str, path: str = "/") -> None:
+        """Open ``path``; the server sends us through the login form and back."""
+        page = self.page
+        page.goto(path)
+        assert "/login" in page.url
+        page.fill("#username", name)
+        page.fill("#password", PASSWORD[name])
+        page.click("button:has-text('Log in')")
+        page.wait_for_load_state()
+        target = path if path.startswith("/") else path.replace(self.server.url, "")
+        assert page.url == self.server.url + target, page.url
+
+    def csrf_token(self) -> str:
+        return self.page.locator("form.logout input[name=csrf_token]").get_attribute("value") or ""
+
+    def shot(self, name: str) -> Path:
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / name
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def session(browser: Any, server: Server) -> Iterator[Session]:
+    s = Session(browser, server)
+    yield s
+    s.close()
+
+
+def _path(server: Server, url: str) -> str:
+    assert url.startswith(server.url + "/requests/"), url
+    return url[len(server.url):]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_login_failure_then_success_and_logout(session: Session, server: Server) -> None:
+    page = session.page
+    page.goto("/")
+    assert page.url.startswith(server.url + "/login")
+    page.fill("#username", "bob")
+    page.fill("#password", "not bob's password")
+    with page.expect_response(lambda r: r.url.endswith("/login") and r.request.method == "POST") as resp:
+        page.click("button:has-text('Log in')")
+    assert resp.value.status == 401
+    assert "Login failed" in page.locator(".flash-error").inner_text()
+    # The same answer for a name no account has.
+    page.fill("#username", "nobody-here")
+    page.fill("#password", "whatever it is")
+    page.click("button:has-text('Log in')")
+    assert "Login failed" in page.locator(".flash-error").inner_text()
+
+    session.login("bob")
+    assert page.locator("h1").inner_text().startswith("Pending for me")
+    cookie = next(c for c in session.context.cookies() if c["name"] == "jit_ssh_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    headers = page.request.get("/").headers
+    assert "script-src" not in headers["content-security-policy"] and "default-src 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+
+    page.click("button:has-text('Log out')")
+    assert page.url.startswith(server.url + "/login")
+    page.goto("/")
+    assert page.url.startswith(server.url + "/login")
+
+
+def test_pending_list_and_request_page_through_the_notification_link(browser: Any, server: Server) -> None:
+    alice, dave = server.api("alice"), server.api("dave")
+    first = alice.submit("prod-db", "45m", "INC-4711: replica lag on db-3; restart the replica and watch WAL replay")
+    dave.submit("payments", "1h", "INC-4712: refund batch stuck since 09:10, need the payments console")
+    alice.submit("prod-db", "15m", "Check autovacuum on the orders table (INC-4713)")
+
+    for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+        s = Session(browser, server, viewport)
+        try:
+            # The link from the notification, through the login form and back.
+            s.login("bob", _path(server, first["approval_url"]))
+            page = s.page
+            assert page.locator("h1").inner_text().replace("\n", " ").startswith("alice → prod-db for 45m")
+            assert "INC-4711: replica lag on db-3" in page.locator(".big-reason").inner_text()
+            facts = page.locator("dl.facts").first.inner_text().lower()
+            for text in ("root@prod-db", "postgres@prod-db", "45m asked", "asked", "expires in", "0/1", "prod-db-on-call"):
+                assert text in facts, (text, facts)
+            assert page.locator("button.approve-button").is_visible()
+            assert page.locator("button.deny-button").is_visible()
+            assert "Requested" in page.locator("ol.trail").inner_text()
+            s.shot(f"web-request-{label}.png")
+
+            page.click("nav >> text=Pending for me")
+            cards = page.locator("ul.cards > li")
+            assert cards.count() >= 3
+            # (inner_text applies the stylesheet's text-transform to the labels.)
+            text = page.locator("ul.cards").inner_text().lower()
+            for needle in ("alice", "dave", "prod-db", "payments", "root@prod-db", "deploy@payments", "45m", "1h",
+                           "inc-4712: refund batch stuck", "0/2", "0/1", "expires in", "asked"):
+                assert needle in text, (needle, text)
+            s.shot(f"web-pending-{label}.png")
+        finally:
+            s.close()
+
+
+def test_approve_and_the_waiting_client_gets_its_certificate(session: Session, server: Server) -> None:
+    alice = server.people["alice"]
+    waiting = WaitingLogin(server, alice, "prod-db", "20m", "INC-5001: failover drill")
+    try:
+        url = waiting.approval_url()
+        session.login("bob", _path(server, url))
+        page = session.page
+        page.select_option("#duration", label="15m")
+        page.fill("#comment", "ok, keep it short")
+        page.click("button.approve-button")
+        assert "Approved: alice can now get a certificate for prod-db (15m)" in page.locator(".flash-ok").inner_text()
+
+        rc, out, err = waiting.finish()
+        assert rc == 0, err
+        assert "Access granted to prod-db" in out
+        cert = parse_certificate((alice.home / ".ssh" / "jit-ssh" / "prod-db-cert.pub").read_text())
+        assert "by=bob" in cert.key_id
+        assert (cert.valid_before - cert.valid_after).total_seconds() == 15 * 60
+        assert set(cert.principals) == {"root@prod-db", "postgres@prod-db"}
+
+        page.reload()
+        assert "issued" in page.locator(".badge").text_content()
+        session.shot("web-request-issued-desktop.png")
+        trail = page.locator("ol.trail").inner_text()
+        assert "Approved" in trail and "Certificate issued" in trail and "ok, keep it short" in trail
+    finally:
+        waiting.stop()
+
+
+def test_deny_and_the_waiting_client_sees_the_reason(session: Session, server: Server) -> None:
+    waiting = WaitingLogin(server, server.people["alice"], "prod-db", "30m", "INC-5002: read the slow query log")
+    try:
+        url = waiting.approval_url()
+        session.login("bob", _path(server, url))
+        page = session.page
+        page.fill("#reason", "Use the read replica: prod-db-ro has the same logs")
+        page.click("button.deny-button")
+        assert "Denied" in page.locator(".flash-ok").inner_text()
+        assert "denied" in page.locator(".badge").text_content()
+
+        rc, _out, err = waiting.finish()
+        assert rc == 1
+        assert "denied by bob: Use the read replica: prod-db-ro has the same logs" in err
+    finally:
+        waiting.stop()
+
+
+def test_self_approval_is_blocked(session: Session, server: Server) -> None:
+    req = server.api("carol").submit("prod-db", "30m", "INC-5003: my own request")
+    session.login("carol", f"/requests/{req['id']}")
+    page = session.page
+    assert page.locator("button.approve-button").count() == 0
+    assert page.locator("button.deny-button").count() == 0
+    assert "This is your own request" in page.locator(".notice").inner_text()
+    # Nor is it in her pending list.
+    page.goto("/")
+    assert req["id"] not in page.content()
+
+    # A forged POST, with a valid CSRF token, is refused all the same.
+    resp = page.request.post(f"/requests/{req['id']}/approve", form={"csrf_token": session.csrf_token(), "comment": "me"})
+    assert resp.status == 403
+    assert "never approve or deny their own request" in resp.text()
+    assert server.api("carol").get(req["id"])["state"] == "pending"
+
+
+def test_a_post_without_the_csrf_token_is_refused(session: Session, server: Server) -> None:
+    req = server.api("dave").submit("prod-db", "30m", "INC-5004: csrf")
+    session.login("bob", f"/requests/{req['id']}")
+    page = session.page
+    # The real form, with its token taken out.
+    page.locator("form.approve input[name=csrf_token]").evaluate("e => e.remove()")
+    with page.expect_response(lambda r: r.url.endswith("/approve")) as resp:
+        page.click("button.approve-button")
+    assert resp.value.status == 400
+    assert "This form was not accepted" in page.locator(".flash-error").inner_text()
+    # And a hand-made POST with a wrong token.
+    assert page.request.post(f"/requests/{req['id']}/approve", form={"csrf_token": "forged"}).status == 400
+    assert server.api("dave").get(req["id"])["state"] == "pending"
+
+
+def test_a_script_in_a_reason_shows_as_text(session: Session, server: Server) -> None:
+    reason = ("INC-5005 <script>document.title='pwned';alert('pwned')</script>"
+              "<img src=x onerror=\"alert('img')\"><b>bold</b>")
+    req = server.api("alice").submit("prod-db", "30m", reason)
+    session.login("bob", f"/requests/{req['id']}")
+    page = session.page
+    assert page.locator(".big-reason").inner_text() == reason
+    assert page.locator(".big-reason b, .big-reason img, .big-reason script").count() == 0
+    assert "pwned" not in page.title()
+    page.goto("/")
+    card = page.locator("ul.cards > li", has_text="INC-5005")
+    assert reason in card.locator(".reason").inner_text()
+    assert page.locator("ul.cards img, ul.cards b").count() == 0
+    assert session.dialogs == []
+
+
+def test_revoke_on_active_access_puts_the_serial_in_the_krl(session: Session, server: Server) -> None:
+    alice = server.api("alice")
+    req = alice.submit("prod-db", "30m", "INC-5006: revoke me")
+    session.login("bob", f"/requests/{req['id']}")
+    page = session.page
+    page.click("button.approve-button")
+    assert page.locator(".flash-ok").is_visible()
+    key = ed25519.Ed25519PrivateKey.generate()
+    r = alice.call("POST", f"/v1/requests/{req['id']}/certificate",
+                   {"public_key": public_key_from_crypto(key.public_key()).openssh})
+    assert r.status_code == 200, r.text
+    serial = int(r.json()["serial"])
+
+    page.click("nav >> text=Active access")
+    card = page.locator("ul.cards > li", has_text=str(serial))
+    assert "alice" in card.inner_text() and "left" in card.inner_text()
+    session.shot("web-active-desktop.png")
+    card.locator("input[name=reason]").fill("drill over")
+    card.locator("button:has-text('Revoke')").click()
+    assert f"Certificate {serial} revoked" in page.locator(".flash-ok").inner_text()
+    assert page.locator("ul.cards > li", has_text=str(serial)).count() == 0
+
+    krl = parse_krl(alice.http.get("/v1/krl").content)
+    revoked = [(lo, hi) for section in krl.cert_sections for lo, hi in section.serial_ranges]
+    assert any(lo <= serial <= hi for lo, hi in revoked), revoked
+    assert alice.get(req["id"])["state"] == "revoked"
+
+
+def test_an_approver_with_totp_logs_in_with_a_code(session: Session, server: Server) -> None:
+    server.add_person("erin", "--group", "approvers", "--role", "approver", password=PASSWORD["erin"])
+    out = server.admin("user", "totp", "erin")
+    secret = re.search(r"secret: (\S+)", out).group(1)  # type: ignore[union-attr]
+    assert f"otpauth://totp/jit-ssh:erin?secret={secret}" in out
+    page = session.page
+    page.goto("/active")
+    page.fill("#username", "erin")
+    page.fill("#password", PASSWORD["erin"])
+    page.click("button:has-text('Log in')")
+    assert page.url == server.url + "/login/code"
+    now = datetime.now(timezone.utc)
+    valid = {totp(secret, now + timedelta(seconds=d)) for d in (-60, -30, 0, 30, 60)}
+    page.fill("#code", next(c for c in ("000000", "111111", "222222") if c not in valid))
+    page.click("button:has-text('Continue')")
+    assert "Login failed" in page.locator(".flash-error").inner_text()
+    page.fill("#code", totp(secret, datetime.now(timezone.utc)))
+    page.click("button:has-text('Continue')")
+    assert page.url == server.url + "/active"
+    assert page.locator(".me").inner_text() == "erin"
