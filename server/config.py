@@ -85,6 +85,7 @@ _ENV = {
     "JIT_SSH_BACKDATE": "backdate_seconds",
     "JIT_SSH_AUDIT_CHECKPOINT_EVERY": "audit_checkpoint_every",
     "JIT_SSH_CA_PASSPHRASE_FILE": "ca_passphrase_file",
+    "JIT_SSH_SECRET_KEY_FILE": "secret_key_file",
 }
 _TYPES = {f.name: f.type for f in fields(ServerConfig)}
 
