@@ -108,7 +108,8 @@ class User(Base):
 
     groups: Mapped[list["UserGroup"]] = relationship(cascade="all, delete-orphan", lazy="selectin")
     roles: Mapped[list["UserRole"]] = relationship(cascade="all, delete-orphan", lazy="selectin")
-    keys: Mapped[list["SshKey"]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    # Loaded only when asked for (admin listings): every signed call loads its user.
+    keys: Mapped[list["SshKey"]] = relationship(cascade="all, delete-orphan", lazy="select")
 
     @property
     def group_names(self) -> tuple[str, ...]:
