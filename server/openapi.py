@@ -11,8 +11,9 @@ _SIGNED = [{"sshsig": []}]
 
 
 def _op(summary: str, *, body: dict[str, Any] | None = None, ok: int = 200, schema: str = "Request",
-        signed: bool = True, params: list[dict[str, Any]] | None = None, errors: tuple[int, ...] = (400, 401, 403, 404, 409)) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {str(ok): {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}}}
+        signed: bool = True, params: list[dict[str, Any]] | None = None, errors: tuple[int, ...] = (400, 401, 403, 404, 409),
+        media: str = "application/json") -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {str(ok): {"description": "OK", "content": {media: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}}}
     for code in errors:
         op["responses"][str(code)] = _PROBLEM
     op["responses"]["503"] = _PROBLEM
@@ -48,7 +49,7 @@ def spec() -> dict[str, Any]:
             "/v1/ca.pub": {"get": {"summary": "Trusted CA keys (TrustedUserCAKeys text)", "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/v1/krl": {"get": {"summary": "The current KRL (PROTOCOL.krl)", "responses": {"200": {"description": "OK", "headers": {"ETag": {"schema": {"type": "string"}}}, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}, "304": {"description": "Not modified"}}}},
             "/v1/targets": {"get": {"summary": "Targets with principals and login users", "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-            "/v1/audit": {"get": _op("Audit export (admins), JSON lines", schema="AuditLines", params=[{"name": "since", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}])},
+            "/v1/audit": {"get": _op("Audit export (admins), JSON lines", schema="AuditLines", media="application/x-ndjson", params=[{"name": "since", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}])},
         },
         "components": {
             "securitySchemes": {"sshsig": {"type": "apiKey", "in": "header", "name": "X-Jit-Signature", "description": "SSHSIG over the canonical request; with X-Jit-User, X-Jit-Timestamp, X-Jit-Nonce."}},
