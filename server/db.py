@@ -116,7 +116,20 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             _WRITE_LOCKS[engine] = lock
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+    # A database that accepts connections but never answers must give a quick
+    # 503, not a worker hung until gunicorn kills it: bound connecting, and
+    # let the kernel give up on a peer that stopped acknowledging.
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        connect_args = {
+            "connect_timeout": 5,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 15000,
+        }
+    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, connect_args=connect_args)
 
 
 # Engines are few and live as long as the app; a weak map keeps tests that

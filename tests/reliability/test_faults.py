@@ -339,11 +339,6 @@ def test_database_flapping_under_load(tmp_path: Path) -> None:
             proxy.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG server/db.py make_engine: no connect_timeout for PostgreSQL, so a database that accepts "
-    "connections but never answers (a stuck host, a half-open network path) hangs every call, "
-    "/healthz included, until gunicorn kills the worker after 60 s; no 503 is ever sent. "
-    "Fix: create_engine(..., connect_args={'connect_timeout': 5}) for postgresql URLs"))
 def test_database_that_hangs_gets_a_fast_503(tmp_path: Path) -> None:
     """A database that stops answering must look like one that refuses: a 503 within
     seconds, not a call that hangs until a worker is killed."""
