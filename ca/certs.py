@@ -18,12 +18,10 @@ import secrets
 import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    PublicFormat,
     SSHCertificate,
     SSHCertificateBuilder,
     SSHCertificateType,

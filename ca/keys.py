@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from .errors import (
+    JitSshError,
     BadPassphrase,
     CAKeyError,
     CertificateGivenAsKey,
@@ -51,6 +52,8 @@ __all__ = [
     "generate_ca_key",
     "save_ca_key",
     "load_ca_key",
+    "load_private_key_file",
+    "write_new_file",
 ]
 
 #: A public key line longer than this is refused before any parsing. The
@@ -316,13 +319,13 @@ def save_ca_key(path: str | os.PathLike[str], private: CAPrivateKey, *, passphra
         raise FileExistsError(errno.EEXIST, "refusing to overwrite an existing CA public key", str(pub_path))
     # O_EXCL: a second `ca init` racing the first must not clobber a key
     # that may already have signed certificates.
-    _write_new(p, pem, 0o600)
-    _write_new(pub_path, (ca.public.openssh + "\n").encode("utf-8"), 0o644)
+    write_new_file(p, pem, 0o600)
+    write_new_file(pub_path, (ca.public.openssh + "\n").encode("utf-8"), 0o644)
     return ca
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` (never overwriting), write ``data`` durably, set ``mode``."""
+def write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` (never overwriting: ``O_EXCL``), write ``data`` durably, set ``mode``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.write(fd, data)
@@ -332,40 +335,56 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def load_ca_key(path: str | os.PathLike[str], *, passphrase: bytes | None = None) -> CAKey:
-    """Load a CA private key in OpenSSH format.
+
+
+def load_private_key_file(
+    path: str | os.PathLike[str],
+    *,
+    passphrase: bytes | None,
+    what: str,
+    field: str,
+    error: type[JitSshError] = CAKeyError,
+    passphrase_hint: str = "",
+) -> Any:
+    """Read an OpenSSH private key file the way every jit-ssh key is read.
 
     Refuses a file that group or others may read (:class:`InsecureKeyFile`),
-    an encrypted key without a passphrase (:class:`PassphraseRequired`) and a
-    wrong passphrase (:class:`BadPassphrase`).
+    an encrypted key without a passphrase (:class:`PassphraseRequired`), a
+    wrong passphrase (:class:`BadPassphrase`), and anything that is not an
+    OpenSSH private key (``error``). ``what`` names the key in messages.
     """
     p = Path(path)
-    st = p.stat()
-    if stat.S_IMODE(st.st_mode) & 0o077:
+    mode = stat.S_IMODE(p.stat().st_mode)
+    if mode & 0o077:
         raise InsecureKeyFile(
-            f"{p}: the CA private key is readable by group or others (mode "
-            f"{stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {p}",
-            field="ca_key",
+            f"{p}: the {what} private key is readable by group or others (mode {mode:04o}); run: chmod 600 {p}",
+            field=field,
         )
     data = p.read_bytes()
     try:
-        private = serialization.load_ssh_private_key(data, password=passphrase or None)
+        return serialization.load_ssh_private_key(data, password=passphrase or None)
     except TypeError:
         if not passphrase:
-            raise PassphraseRequired(
-                f"{p} is encrypted; give its passphrase (--passphrase-file or $JIT_SSH_CA_PASSPHRASE)",
-                field="passphrase",
-            ) from None
+            raise PassphraseRequired(f"{p} is encrypted; give its passphrase{passphrase_hint}", field="passphrase") from None
         # A passphrase for a key that has none: the key is still usable.
-        return load_ca_key(p, passphrase=None)
+        return load_private_key_file(p, passphrase=None, what=what, field=field, error=error)
     except ValueError as e:
         # cryptography reports a wrong passphrase as a "broken checksum": the
         # decrypted check-ints (PROTOCOL.key) do not match.
         if passphrase and "checksum" in str(e).lower():
             raise BadPassphrase(f"{p}: wrong passphrase", field="passphrase") from None
-        raise CAKeyError(f"{p} is not an OpenSSH private key: {e}", field="ca_key") from None
+        raise error(f"{p} is not an OpenSSH private key: {e}", field=field) from None
     except UnsupportedAlgorithm as e:
-        raise CAKeyError(f"{p}: {e}", field="ca_key") from None
+        raise error(f"{p}: {e}", field=field) from None
+
+
+def load_ca_key(path: str | os.PathLike[str], *, passphrase: bytes | None = None) -> CAKey:
+    """Load a CA private key in OpenSSH format (see :func:`load_private_key_file` for what is refused)."""
+    p = Path(path)
+    private = load_private_key_file(
+        p, passphrase=passphrase, what="CA", field="ca_key",
+        passphrase_hint=" (--passphrase-file or $JIT_SSH_CA_PASSPHRASE)",
+    )
     comment = ""
     pub_path = p.with_name(p.name + ".pub")
     if pub_path.exists():

@@ -9,7 +9,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from flask import Flask, Response, g, request

@@ -111,18 +111,17 @@ import io
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence, Union
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ca.errors import BadPassphrase, InsecureKeyFile, JitSshError, PassphraseRequired
-from ca.keys import fingerprint_of_blob, parse_public_key
+from ca.errors import JitSshError
+from ca.keys import fingerprint_of_blob, load_private_key_file, parse_public_key, write_new_file
 
 __all__ = [
     "GENESIS_HASH",
@@ -502,16 +501,6 @@ def audit_key_fingerprint(key: AuditKey) -> str:
     return fingerprint_of_blob(base64.b64decode(blob))
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    # O_EXCL: never overwrite an audit key; checkpoints already signed with
-    # it would become unverifiable once it is gone.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)  # the umask may have narrowed the .pub's 0644
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_audit_key(
@@ -536,8 +525,8 @@ def save_audit_key(
     )
     pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, enc)
     pub = audit_public_key_text(private_key, comment)
-    _write_new(p, pem, 0o600)
-    _write_new(pub_path, (pub + "\n").encode("ascii"), 0o644)
+    write_new_file(p, pem, 0o600)
+    write_new_file(pub_path, (pub + "\n").encode("ascii"), 0o644)
     return pub
 
 
@@ -546,27 +535,7 @@ def load_audit_key(path: str | os.PathLike[str], *, passphrase: bytes | None = N
     refuses a file group or others may read (:class:`InsecureKeyFile`), an
     encrypted key without passphrase, a wrong passphrase, and non-Ed25519 keys."""
     p = Path(path)
-    mode = stat.S_IMODE(p.stat().st_mode)
-    if mode & 0o077:
-        raise InsecureKeyFile(
-            f"{p}: the audit private key is readable by group or others (mode {mode:04o}); run: chmod 600 {p}",
-            field="audit_key",
-        )
-    data = p.read_bytes()
-    try:
-        key = serialization.load_ssh_private_key(data, password=passphrase or None)
-    except TypeError:
-        if not passphrase:
-            raise PassphraseRequired(f"{p} is encrypted; give its passphrase", field="passphrase") from None
-        return load_audit_key(p, passphrase=None)  # a passphrase for a key that has none
-    except ValueError as e:
-        # cryptography reports a wrong passphrase as a broken checksum of the
-        # decrypted check-ints (PROTOCOL.key).
-        if passphrase and "checksum" in str(e).lower():
-            raise BadPassphrase(f"{p}: wrong passphrase", field="passphrase") from None
-        raise AuditKeyError(f"{p} is not an OpenSSH private key: {e}", field="audit_key") from None
-    except UnsupportedAlgorithm as e:
-        raise AuditKeyError(f"{p}: {e}", field="audit_key") from None
+    key = load_private_key_file(p, passphrase=passphrase, what="audit", field="audit_key", error=AuditKeyError)
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise AuditKeyError(f"{p}: the audit key must be Ed25519, not {type(key).__name__}", field="audit_key")
     return key

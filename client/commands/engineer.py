@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,7 +34,6 @@ def _client(server: str | None, user: str | None, identity: str | None, *, signe
     transport = click.get_current_context().meta.get("jit_ssh.transport")
     signer = None
     if signed:
-        from client.signing import signer_from_identity
 
         def ask() -> bytes | None:
             if not sys.stdin.isatty():
