@@ -60,6 +60,8 @@ def serve(ctx: click.Context, config_path: str | None, bind: str, workers: int, 
     from server.migrate import upgrade
 
     logging.basicConfig(level=os.environ.get("JIT_SSH_LOG_LEVEL", "INFO"), format="%(message)s")
+    # Alembic narrates every migration step at INFO; the schema version is all that matters here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     cfg = _load(ctx, config_path)
     from datetime import datetime, timezone
 
