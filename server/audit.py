@@ -18,7 +18,7 @@ import logging
 from datetime import datetime
 from typing import Any, Iterator
 
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.orm import Session
 
 from . import audit_chain as chain
@@ -34,13 +34,40 @@ def _iso(t: datetime) -> str:
     return chain.format_at(t)
 
 
-def _head(session: Session) -> AuditHead:
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one_or_none()
-    if head is None:
-        head = AuditHead(id=1, last_id=0, last_hash=chain.GENESIS_HASH.hex())
-        session.add(head)
-        session.flush()
-    return head
+_EVENTS = AuditEvent.__table__
+_HEADS = AuditHead.__table__
+# Statements built once: building one costs about as much as running it.
+_INSERT_EVENT = insert(_EVENTS)
+_SELECT_HEAD = select(_HEADS.c.last_id, _HEADS.c.last_hash).where(_HEADS.c.id == 1).with_for_update()
+_UPDATE_HEAD = (
+    update(_HEADS).where(_HEADS.c.id == 1).values(last_id=bindparam("new_id"), last_hash=bindparam("new_hash"))
+)
+
+
+_HEAD_SEEN = "jit_ssh.audit.head"
+
+
+def _current_transaction(session: Session) -> Any:
+    return session.get_nested_transaction() or session.get_transaction()
+
+
+def _head(session: Session) -> tuple[int, str]:
+    """Lock the chain head (``FOR UPDATE``) and return its ``(last_id, last_hash)``.
+
+    Core statements on the session's connection: the head is never an ORM
+    object in any session, so nothing can hold a stale copy of it. A second
+    event in the same transaction (or savepoint) already holds the lock and
+    wrote the head itself: it reuses what :func:`record` remembered.
+    """
+    seen = session.info.get(_HEAD_SEEN)
+    if seen is not None and seen[0] is _current_transaction(session):
+        return seen[1], seen[2]
+    conn = session.connection()
+    row = conn.execute(_SELECT_HEAD).first()
+    if row is None:
+        conn.execute(insert(_HEADS).values(id=1, last_id=0, last_hash=chain.GENESIS_HASH.hex()))
+        return 0, chain.GENESIS_HASH.hex()
+    return row[0], row[1]
 
 
 def record(
@@ -53,44 +80,49 @@ def record(
     data: dict[str, Any] | None = None,
     signing_key: Any = None,
     checkpoint_every: int = 0,
-) -> AuditEvent:
+) -> chain.AuditEvent:
     """Append one event to the chain inside the caller's transaction."""
-    head = _head(session)
+    # The ORM's pending changes go first (the statements below bypass autoflush),
+    # so rows keep the order in which the caller made them.
+    session.flush()
+    last_id, last_hash = _head(session)
     ev = chain.make_event(
-        _prev_event(head),
-        id=head.last_id + 1,
+        _prev_event(last_id, last_hash),
+        id=last_id + 1,
         at=_iso(now),
         type=type,
         actor=actor,
         request_id=request_id,
         data=data or {},
     )
-    row = AuditEvent(
-        id=ev.id,
-        at=ev.at,
-        type=ev.type,
-        actor=ev.actor,
-        request_id=ev.request_id,
-        data=chain.canonical_json(ev.data).decode("utf-8"),
-        prev_hash=ev.prev_hash,
-        hash=ev.hash,
+    conn = session.connection()
+    conn.execute(
+        _INSERT_EVENT,
+        {
+            "id": ev.id,
+            "at": ev.at,
+            "type": ev.type,
+            "actor": ev.actor,
+            "request_id": ev.request_id,
+            "data": chain.canonical_json(ev.data).decode("utf-8"),
+            "prev_hash": ev.prev_hash,
+            "hash": ev.hash,
+        },
     )
-    session.add(row)
-    head.last_id = ev.id
-    head.last_hash = ev.hash
-    session.flush()
+    conn.execute(_UPDATE_HEAD, {"new_id": ev.id, "new_hash": ev.hash})
+    session.info[_HEAD_SEEN] = (_current_transaction(session), ev.id, ev.hash)
     session.info.setdefault(_PENDING, []).append(ev)
     if signing_key is not None and checkpoint_every and ev.id % checkpoint_every == 0:
         _store_checkpoint(session, chain.sign_checkpoint(signing_key, ev, _iso(now)))
-    return row
+    return ev
 
 
-def _prev_event(head: AuditHead) -> chain.AuditEvent | None:
-    if head.last_id == 0:
+def _prev_event(last_id: int, last_hash: str) -> chain.AuditEvent | None:
+    if last_id == 0:
         return None
     # make_event needs only the previous event's id and hash.
     return chain.AuditEvent(
-        id=head.last_id, at="", type="", actor=None, request_id=None, data={}, prev_hash="", hash=head.last_hash
+        id=last_id, at="", type="", actor=None, request_id=None, data={}, prev_hash="", hash=last_hash
     )
 
 
@@ -105,10 +137,10 @@ def _store_checkpoint(session: Session, cp: chain.Checkpoint) -> AuditCheckpoint
 
 def checkpoint(session: Session, signing_key: Any, now: datetime) -> chain.Checkpoint | None:
     """Sign the current chain head (on demand, e.g. before an export)."""
-    head = _head(session)
-    if head.last_id == 0:
+    last_id, _ = _head(session)
+    if last_id == 0:
         return None
-    last = session.get(AuditEvent, head.last_id)
+    last = session.get(AuditEvent, last_id)
     assert last is not None
     cp = chain.sign_checkpoint(signing_key, event_from_row(last), _iso(now))
     _store_checkpoint(session, cp)
@@ -156,6 +188,7 @@ def install_log_hook(session_factory: Any) -> None:
 
     @event.listens_for(session_factory, "after_commit")
     def _after_commit(session: Session) -> None:
+        session.info.pop(_HEAD_SEEN, None)
         for ev in session.info.pop(_PENDING, []):
             AUDIT_LOGGER.info(
                 json.dumps(
@@ -175,3 +208,4 @@ def install_log_hook(session_factory: Any) -> None:
     @event.listens_for(session_factory, "after_rollback")
     def _after_rollback(session: Session) -> None:
         session.info.pop(_PENDING, None)
+        session.info.pop(_HEAD_SEEN, None)

@@ -19,9 +19,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, lazyload, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 import policies
 from ca import (
@@ -65,6 +66,18 @@ from .models import (
 )
 
 __all__ = ["Service", "PolicyHolder", "CertificateResult"]
+
+# Statements built once (building one costs about as much as running it).
+# _LOCK_LEAN: a request loaded without its relationships; each loads (lazily, in
+# the same session and under the same row lock) only if read.
+_LOCK = select(AccessRequest).where(AccessRequest.id == bindparam("request_id")).with_for_update(of=AccessRequest)
+_REQUESTS = AccessRequest.__table__
+_INSERT_REQUEST = insert(_REQUESTS)
+_UPDATE_STATE = update(_REQUESTS).where(_REQUESTS.c.id == bindparam("request_id")).values(state=bindparam("new_state"))
+_INSERT_CERTIFICATE = insert(Certificate.__table__)
+_LOCK_LEAN = _LOCK.options(
+    lazyload(AccessRequest.requester), lazyload(AccessRequest.approvals), lazyload(AccessRequest.certificate)
+)
 
 log = logging.getLogger("jit_ssh.service")
 
@@ -213,12 +226,12 @@ class Service:
             return s.merge(user, load=False)
         return s.get(User, user.id)
 
-    def _lock_request(self, s: Session, request_id: Any) -> AccessRequest:
+    def _lock_request(self, s: Session, request_id: Any, *, lean: bool = False) -> AccessRequest:
+        """Lock the request's row. ``lean``: load no relationship up front (each
+        loads, under the lock, when first read), for callers that return no request."""
         if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
             raise NotFound("no such request", field="id")
-        req = s.execute(
-            select(AccessRequest).where(AccessRequest.id == request_id).with_for_update(of=AccessRequest)
-        ).scalar_one_or_none()
+        req = s.execute(_LOCK_LEAN if lean else _LOCK, {"request_id": request_id}).scalar_one_or_none()
         if req is None:
             raise NotFound(f"no request {request_id!r}", field="id")
         return req
@@ -319,7 +332,7 @@ class Service:
             assert decision.duration is not None
             seconds = int(decision.duration.total_seconds())
             auto = decision.outcome in (policies.Outcome.AUTO_APPROVED, policies.Outcome.BREAK_GLASS)
-            req = AccessRequest(
+            values = dict(
                 id=secrets.token_hex(8),
                 requester_id=me.id,
                 target=target,
@@ -337,9 +350,17 @@ class Service:
                 pending_until=now + (decision.pending_ttl or timedelta(hours=1)),
                 decided_at=now if auto else None,
                 claim_until=now + (decision.claim_window or timedelta(minutes=15)) if auto else None,
+                deny_reason=None,
             )
-            s.add(req)
+            # A Core insert of every column (the ORM's unit of work costs more than
+            # the statement), and the same values, not read back, for the response:
+            # a new request has no approvals and no certificate yet.
             s.flush()
+            s.connection().execute(_INSERT_REQUEST, values)
+            req = AccessRequest(**values)
+            req.requester = me
+            req.approvals = []
+            req.certificate = None
             self._record(
                 s, "request.created", now, actor=me.name, request_id=req.id,
                 data={
@@ -354,7 +375,6 @@ class Service:
                     s, "request.approved", now, actor=None if not req.break_glass else me.name, request_id=req.id,
                     data={"auto": True, "break_glass": req.break_glass, "duration_seconds": seconds},
                 )
-            s.refresh(req)
         self._notify("request.created", {"request_id": req.id, "requester": user.name, "target": target,
                                          "state": req.state, "reason": reason, "duration_seconds": seconds})
         return req
@@ -530,14 +550,16 @@ class Service:
         now = self.now()
         notify = None
         with self._tx() as s:
-            req = self._lock_request(s, request_id)
+            req = self._lock_request(s, request_id, lean=True)
             me = self._me(s, user)
             assert me is not None
             if req.requester_id != me.id:
                 raise Forbidden("only the requester can fetch this request's certificate", field="id")
             self._refresh(s, req, now)
-            cert = req.certificate
-            if req.state == RequestState.ISSUED.value and cert is not None:
+            # Only an issued request has a certificate (the row and the state change
+            # commit together): load it only then.
+            cert = req.certificate if req.state == RequestState.ISSUED.value else None
+            if cert is not None:
                 if cert.public_key_fingerprint != key.fingerprint:
                     raise KeyMismatch(
                         "this request's certificate was issued for another public key; one request, one key",
@@ -553,11 +575,12 @@ class Service:
             if req.state != RequestState.APPROVED.value:
                 raise Conflict(f"request {req.id} is {req.state}", field="id")
             decision = json.loads(req.decision)
-            approvers = sorted(a.approver.name for a in req.approvals if a.decision == "approve")
             if req.break_glass:
                 approvers = ["break-glass"]
             elif req.auto_approved:
                 approvers = ["auto"]
+            else:
+                approvers = sorted(a.approver.name for a in req.approvals if a.decision == "approve")
             duration = timedelta(seconds=req.granted_seconds)
             backdate = timedelta(seconds=min(self.backdate_seconds, req.granted_seconds // 10))
             issued: IssuedCertificate = issue_certificate(
@@ -572,22 +595,30 @@ class Service:
                 force_command=decision.get("force_command"),
                 source_address=decision.get("source_address") or None,
             )
-            row = Certificate(
-                serial=issued.serial,
-                request_id=req.id,
-                key_id=issued.key_id,
-                principals=_json(list(issued.principals)),
-                valid_after=issued.valid_after,
-                valid_before=issued.valid_before,
-                public_key_fingerprint=key.fingerprint,
-                ca_fingerprint=issued.ca_public_key.fingerprint,
-                certificate=issued.openssh,
-                issued_at=now,
-                backdate_seconds=int(backdate.total_seconds()),
-            )
-            s.add(row)
-            req.state = RequestState.ISSUED.value
+            # Core statements (the ORM's unit of work costs more than they do): the
+            # request becomes issued and its certificate row is written, in this
+            # transaction, under the request's row lock.
             s.flush()
+            conn = s.connection()
+            conn.execute(_UPDATE_STATE, {"request_id": req.id, "new_state": RequestState.ISSUED.value})
+            conn.execute(
+                _INSERT_CERTIFICATE,
+                {
+                    "serial": issued.serial,
+                    "request_id": req.id,
+                    "key_id": issued.key_id,
+                    "principals": _json(list(issued.principals)),
+                    "valid_after": issued.valid_after,
+                    "valid_before": issued.valid_before,
+                    "public_key_fingerprint": key.fingerprint,
+                    "ca_fingerprint": issued.ca_public_key.fingerprint,
+                    "certificate": issued.openssh,
+                    "issued_at": now,
+                    "backdate_seconds": int(backdate.total_seconds()),
+                    "offline": False,
+                },
+            )
+            set_committed_value(req, "state", RequestState.ISSUED.value)
             self._record(
                 s, "certificate.issued", now, actor=me.name, request_id=req.id,
                 data={
@@ -597,7 +628,15 @@ class Service:
                     "ca_fingerprint": issued.ca_public_key.fingerprint,
                 },
             )
-            result = _result(row, reissued=False)
+            result = CertificateResult(
+                certificate=issued.openssh,
+                serial=issued.serial,
+                valid_after=issued.valid_after,
+                valid_before=issued.valid_before,
+                principals=tuple(issued.principals),
+                key_id=issued.key_id,
+                reissued=False,
+            )
             notify = ("certificate.issued", {"request_id": req.id, "serial": issued.serial, "requester": me.name})
         # Only now, after the commit, does the certificate leave this function.
         if notify:
