@@ -17,14 +17,14 @@ from typing import Any, Callable, Mapping
 
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, contains_eager, sessionmaker
+from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 
 from ca import request_signing as rs
 from ca.sshsig import InvalidSignature, verify
 
 from .db import transaction
 from .errors import AuthFailed, BadSignature, ClockSkew, ReplayedNonce, UnknownKey, UserDisabled
-from .models import Nonce, SshKey, User
+from .models import Nonce, SshKey, User, UserGroup, UserRole
 
 __all__ = ["authenticate"]
 
@@ -32,14 +32,20 @@ _MAX_SIG_HEADER = 24 * 1024
 # Built once (building a statement costs about as much as running it).
 # The key's user with its groups and roles, in one round trip (outer joins;
 # a user has a handful of each).
+_USERS = User.__table__
+_KEYS = SshKey.__table__
+_GROUPS = UserGroup.__table__
+_ROLES = UserRole.__table__
 _ACCOUNT = (
-    select(User)
-    .join(SshKey, SshKey.user_id == User.id)
-    .outerjoin(User.groups)
-    .outerjoin(User.roles)
-    .where(SshKey.fingerprint == bindparam("fingerprint"), SshKey.removed_at.is_(None))
-    .options(contains_eager(User.groups), contains_eager(User.roles))
+    select(_USERS, _GROUPS.c.name.label("group_name"), _ROLES.c.role.label("role_name"))
+    .select_from(
+        _KEYS.join(_USERS, _USERS.c.id == _KEYS.c.user_id)
+        .outerjoin(_GROUPS, _GROUPS.c.user_id == _USERS.c.id)
+        .outerjoin(_ROLES, _ROLES.c.user_id == _USERS.c.id)
+    )
+    .where(_KEYS.c.fingerprint == bindparam("fingerprint"), _KEYS.c.removed_at.is_(None))
 )
+_USER_COLUMNS = tuple(c.key for c in _USERS.columns)
 # Core, on the session's connection: a replay hits the primary key.
 _INSERT_NONCE = insert(Nonce.__table__)
 
@@ -122,13 +128,14 @@ def _authenticate(
         raise BadSignature(f"bad signature: {e}", field=rs.HEADER_SIGNATURE) from None
 
     with transaction(sessions) as s:
-        account = s.execute(_ACCOUNT, {"fingerprint": signer.fingerprint}).unique().scalar_one_or_none()
-        if account is None or account.name != user:
+        conn = s.connection()
+        rows = conn.execute(_ACCOUNT, {"fingerprint": signer.fingerprint}).all()
+        if not rows or rows[0].name != user:
             raise UnknownKey(f"key {signer.fingerprint} is not enrolled for user {user!r}", field=rs.HEADER_SIGNATURE)
-        if account.disabled:
+        if rows[0].disabled:
             raise UserDisabled(f"user {user!r} is disabled", field=rs.HEADER_USER)
         try:
-            s.connection().execute(
+            conn.execute(
                 _INSERT_NONCE,
                 {"nonce": nonce, "key_fingerprint": signer.fingerprint, "expires_at": now + timedelta(seconds=2 * max_clock_skew)},
             )
@@ -138,6 +145,19 @@ def _authenticate(
         # About one call in 256 sweeps, so no one second makes every call wait on it.
         if secrets.randbelow(256) == 0:
             s.execute(delete(Nonce).where(Nonce.expires_at < now))
+    return _detached_user(rows)
+
+
+def _detached_user(rows: Any) -> User:
+    """The :class:`User` (with groups and roles) from the rows of ``_ACCOUNT``,
+    as if loaded by a session now closed: built from the row, without the
+    ORM's loading machinery (which costs more than the query)."""
+    first = rows[0]
+    account = User(**{k: getattr(first, k) for k in _USER_COLUMNS})
+    account.groups = [UserGroup(user_id=account.id, name=n) for n in sorted({r.group_name for r in rows} - {None})]
+    account.roles = [UserRole(user_id=account.id, role=n) for n in sorted({r.role_name for r in rows} - {None})]
+    for obj in (account, *account.groups, *account.roles):
+        make_transient_to_detached(obj)
     return account
 
 
