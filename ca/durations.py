@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 from .errors import InvalidDuration
 
@@ -64,6 +65,9 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
     return timedelta(seconds=seconds)
 
 
+# Pure and called for every policy decision's reasons: the few durations a
+# policy uses are formatted once.
+@lru_cache(maxsize=4096)
 def format_duration(value: timedelta | int) -> str:
     """The shortest canonical text for a duration: ``timedelta(seconds=5400)`` -> ``'1h30m'``."""
     seconds = int(value.total_seconds()) if isinstance(value, timedelta) else int(value)
