@@ -709,6 +709,11 @@ class Service:
             serials = sorted(
                 s.execute(select(Revocation.serial).where(Revocation.valid_before > now)).scalars()
             )
+            # The version comes from the database, not a replica's clock: it
+            # rises with every revocation whichever replica serves the KRL, so
+            # `host sync-krl` (which refuses a KRL older than the one in place)
+            # never mistakes a slow clock for an old list.
+            version = s.scalar(select(func.max(Revocation.id))) or 0
         ca_blobs = [k.public.blob for k in self.keyring.keys]
         h = hashlib.sha256()
         for b in ca_blobs:
@@ -716,8 +721,7 @@ class Service:
         for serial in serials:
             h.update(serial.to_bytes(8, "big"))
         etag = h.hexdigest()[:32]
-        data = build_krl(ca_keys=ca_blobs, serials=serials, version=int(now.timestamp()), now=now,
-                         comment="jit-ssh")
+        data = build_krl(ca_keys=ca_blobs, serials=serials, version=version, now=now, comment="jit-ssh")
         return data, etag
 
 
