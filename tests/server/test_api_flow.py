@@ -62,6 +62,8 @@ def test_request_approve_fetch_revoke(app: Any, alice: Caller, bob: Caller, cloc
     assert krl1.headers["ETag"] != krl0.headers["ETag"]
     parsed = parse_krl(krl1.data)
     assert parsed.is_revoked(info.serial, info.key_id, info.ca_public_key.blob)
+    # The version rises with the revocation (it comes from the database, not a clock).
+    assert parsed.version > parse_krl(krl0.data).version
     same = app.test_client().get("/v1/krl", headers={"If-None-Match": krl1.headers["ETag"]})
     assert same.status_code == 304
     assert alice.get(f"/v1/requests/{req['id']}").json["state"] == "revoked"
