@@ -13,11 +13,11 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ed25519, rsa
 
 from ca.keys import public_key_from_crypto
 from ca.sshsig import InvalidSignature, armor, sign_with, verify
@@ -36,18 +36,11 @@ from client.signing import (
 )
 
 from .conftest import require_tool
+from .support import KEY_SPECS
 
 NS = "jit-ssh-api@example.com"
 MSG = b"POST\n/v1/requests\n\n" + b"\x00\xff" * 100
 
-KEY_SPECS: dict[str, Callable[[], Any]] = {
-    "ed25519": ed25519.Ed25519PrivateKey.generate,
-    "p256": lambda: ec.generate_private_key(ec.SECP256R1()),
-    "p384": lambda: ec.generate_private_key(ec.SECP384R1()),
-    "p521": lambda: ec.generate_private_key(ec.SECP521R1()),
-    "rsa2048": lambda: rsa.generate_private_key(65537, 2048),
-    "rsa3072": lambda: rsa.generate_private_key(65537, 3072),
-}
 
 
 @pytest.fixture(scope="module")

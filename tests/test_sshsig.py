@@ -6,7 +6,7 @@ import hashlib
 import struct
 import subprocess
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,18 +30,11 @@ from ca.sshsig import (
 )
 
 from .conftest import require_tool
+from .support import KEY_SPECS
 
 NS = "jit-ssh-api@example.com"
 MSG = b"POST /v1/requests\n" + bytes(range(256))
 
-KEY_SPECS: dict[str, Callable[[], Any]] = {
-    "ed25519": ed25519.Ed25519PrivateKey.generate,
-    "p256": lambda: ec.generate_private_key(ec.SECP256R1()),
-    "p384": lambda: ec.generate_private_key(ec.SECP384R1()),
-    "p521": lambda: ec.generate_private_key(ec.SECP521R1()),
-    "rsa2048": lambda: rsa.generate_private_key(65537, 2048),
-    "rsa3072": lambda: rsa.generate_private_key(65537, 3072),
-}
 KEY_TYPES = {
     "ed25519": "ssh-ed25519",
     "p256": "ecdsa-sha2-nistp256",
