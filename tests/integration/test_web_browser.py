@@ -15,12 +15,10 @@ they fail instead.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import queue
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -39,12 +37,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ca import parse_certificate, public_key_from_crypto
-from ca import request_signing as rs
 from ca.krl import parse_krl
-from ca.sshsig import sign
 from server.web.totp import totp
 
 from ..conftest import IN_CI, require_tool
+from ..support import signed_headers
 
 pytestmark = pytest.mark.integration
 
@@ -172,13 +169,7 @@ class Api:
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = b"" if body is None else json.dumps(body).encode()
-        ts, nonce = int(time.time()), secrets.token_urlsafe(18)
-        msg = rs.signing_message(method=method, path=path, query="", body=data, timestamp=ts, nonce=nonce,
-                                 user=self.person.name)
-        headers = {rs.HEADER_USER: self.person.name, rs.HEADER_TIMESTAMP: str(ts), rs.HEADER_NONCE: nonce,
-                   rs.HEADER_SIGNATURE: base64.b64encode(sign(msg, namespace=rs.NAMESPACE, private_key=self.person.key)).decode()}
-        if data:
-            headers["Content-Type"] = "application/json"
+        headers = signed_headers(self.person.key, self.person.name, method, path, data)
         return self.http.request(method, path, content=data, headers=headers)
 
     def submit(self, target: str, duration: str, reason: str) -> dict[str, Any]:

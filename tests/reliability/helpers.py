@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from ca import public_key_from_crypto
 
 from ..conftest import IN_CI
+from ..support import signed_headers
 
 __all__ = [
     "PG_URL",
@@ -180,18 +181,8 @@ class Person:
     def call(self, url: str, method: str, path: str, body: Any = None, *, query: str = "",
              timeout: float = 10.0) -> httpx.Response:
         """One signed call, whatever the answer (no retries, no raising on 4xx/5xx)."""
-        import base64
-
-        from ca import request_signing as rs
-        from ca.sshsig import sign
-
         data = b"" if body is None else json.dumps(body).encode("utf-8")
-        ts, nonce = int(time.time()), secrets.token_urlsafe(18)
-        msg = rs.signing_message(method=method, path=path, query=query, body=data, timestamp=ts, nonce=nonce, user=self.name)
-        headers = {rs.HEADER_USER: self.name, rs.HEADER_TIMESTAMP: str(ts), rs.HEADER_NONCE: nonce,
-                   rs.HEADER_SIGNATURE: base64.b64encode(sign(msg, namespace=rs.NAMESPACE, private_key=self.key)).decode()}
-        if data:
-            headers["Content-Type"] = "application/json"
+        headers = signed_headers(self.key, self.name, method, path, data, query)
         return httpx.request(method, url + path + (f"?{query}" if query else ""), content=data or None,
                              headers=headers, timeout=timeout)
 

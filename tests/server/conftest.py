@@ -3,7 +3,6 @@ a controllable clock, users with enrolled keys, and a client that signs its call
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
@@ -16,10 +15,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ca import public_key_from_crypto
-from ca import request_signing as rs
-from ca.sshsig import sign
 
 from ..conftest import IN_CI
+from ..support import signed_headers
 
 PG_URL = os.environ.get("JIT_SSH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -97,14 +95,7 @@ class Caller:
     def headers(self, method: str, path: str, body: bytes, query: str = "", *, nonce: str | None = None,
                 ts: int | None = None, user: str | None = None) -> dict[str, str]:
         ts = int(self.clock().timestamp()) + self.skew if ts is None else ts
-        nonce = nonce or secrets.token_urlsafe(18)
-        user = user or self.name
-        msg = rs.signing_message(method=method, path=path, query=query, body=body, timestamp=ts, nonce=nonce, user=user)
-        sig = sign(msg, namespace=rs.NAMESPACE, private_key=self.key)
-        h = {rs.HEADER_USER: user, rs.HEADER_TIMESTAMP: str(ts), rs.HEADER_NONCE: nonce,
-             rs.HEADER_SIGNATURE: base64.b64encode(sig).decode()}
-        if body:
-            h["Content-Type"] = "application/json"
+        h = signed_headers(self.key, user or self.name, method, path, body, query, ts=ts, nonce=nonce)
         self.last_headers = h
         return h
 
