@@ -37,3 +37,13 @@ def signed_headers(key: Any, user: str, method: str, path: str, body: bytes = b"
     if body:
         headers["Content-Type"] = "application/json"
     return headers
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (a server started on it may still
+    lose a race for it: callers retry on "Address already in use")."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from ca import CAKey, IssuedCertificate, PublicKey, generate_ca_key, issue_certificate, public_key_from_crypto
 
+from ..support import free_port
+
 SSHD = "/usr/sbin/sshd"
 LOGIN_USER = "jitssh-test"
 #: The one principal the throwaway host accepts for LOGIN_USER.
@@ -250,12 +252,6 @@ def sign(ca: CAKey, tmp_path: Path) -> Callable[..., Signed]:
 # --------------------------------------------------------------------------- sshd
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     # sshd re-reads RevokedKeys on every authentication; replacing the file
     # atomically means it never sees a half-written KRL (which would make it
@@ -365,7 +361,7 @@ class Sshd:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         last_error = ""
         for _attempt in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             self.config.write_text(self.config_text())
             check = subprocess.run(
                 [self.tools.sshd, "-t", "-f", str(self.config)], capture_output=True, text=True, timeout=30

@@ -35,7 +35,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from .conftest import LOGIN_TIMEOUT, LOGIN_USER, Sshd, Tools, _free_port, skip_or_fail
+from ..support import free_port
+from .conftest import LOGIN_TIMEOUT, LOGIN_USER, Sshd, Tools, skip_or_fail
 
 #: The policy target the throwaway host belongs to.
 TARGET = "e2e"
@@ -160,7 +161,7 @@ class JitServer:
         self.home.mkdir(parents=True, exist_ok=True)
         self.policy.write_text(POLICY)
         for _attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             with open(self.log, "ab") as log:
                 self.proc = subprocess.Popen(
                     [self.jit_ssh, "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", "1"],
@@ -334,7 +335,7 @@ class HostSshd(Sshd):
                    "-f", str(self.dir / "ssh_host_ed25519_key")], _base_env()))
         # Written now so that host setup validates the real thing with `sshd -t`;
         # start() writes it again with the port it finally binds.
-        self.port = _free_port()
+        self.port = free_port()
         self.config.write_text(self.config_text())
 
     def setup_from(self, server: JitServer, target: str = TARGET) -> subprocess.CompletedProcess[str]:

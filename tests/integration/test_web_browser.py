@@ -21,7 +21,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,7 +40,7 @@ from ca.krl import parse_krl
 from server.web.totp import totp
 
 from ..conftest import IN_CI, require_tool
-from ..support import signed_headers
+from ..support import free_port, signed_headers
 
 pytestmark = pytest.mark.integration
 
@@ -115,12 +114,6 @@ def _jit_ssh() -> str:
             pytest.fail("the jit-ssh command is not installed (pip install -e .)", pytrace=False)
         pytest.skip("the jit-ssh command is not installed (pip install -e .)")
     return path  # type: ignore[return-value]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -230,7 +223,7 @@ class Server:
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             with open(self.log, "ab") as log:
                 self.proc = subprocess.Popen(
                     [self.jit_ssh, "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", "1"],

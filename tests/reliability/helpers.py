@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from ca import public_key_from_crypto
 
 from ..conftest import IN_CI
-from ..support import signed_headers
+from ..support import free_port, signed_headers
 
 __all__ = [
     "PG_URL",
@@ -100,12 +100,6 @@ claim_window = "15m"
 groups = ["oncall"]
 max_duration = "1h"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _jit_ssh() -> str:
