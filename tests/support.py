@@ -47,3 +47,29 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_ready(proc: Any, probe: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``probe()`` until it says yes (True), or ``proc`` exits or ``timeout`` seconds pass (False)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if probe():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def answers_healthz(url: str) -> bool:
+    """True when ``URL/healthz`` answers 200 (a refused connection, a timeout or an error status: False)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
+            return resp.status == 200
+    except (OSError, urllib.error.URLError):
+        return False

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from ca import CAKey, IssuedCertificate, PublicKey, generate_ca_key, issue_certificate, public_key_from_crypto
 
-from ..support import free_port
+from ..support import free_port, wait_ready
 
 SSHD = "/usr/sbin/sshd"
 LOGIN_USER = "jitssh-test"
@@ -389,20 +389,16 @@ class Sshd:
 
     def _wait_ready(self, timeout: float) -> bool:
         """True once the port accepts connections and answers with an SSH banner."""
-        deadline = time.monotonic() + timeout
         assert self.proc is not None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                    s.settimeout(2)
-                    if s.recv(64).startswith(b"SSH-2.0-"):
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        return False
+        return wait_ready(self.proc, self._answers_banner, timeout, interval=0.05)
+
+    def _answers_banner(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.settimeout(2)
+                return s.recv(64).startswith(b"SSH-2.0-")
+        except OSError:
+            return False
 
     def _children(self) -> list[int]:
         assert self.proc is not None

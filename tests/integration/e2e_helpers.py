@@ -24,8 +24,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ..support import free_port
+from ..support import answers_healthz, free_port, wait_ready
 from .conftest import LOGIN_TIMEOUT, LOGIN_USER, Sshd, Tools, skip_or_fail
 
 #: The policy target the throwaway host belongs to.
@@ -137,6 +135,11 @@ def check(result: subprocess.CompletedProcess[str], expect: int = 0) -> subproce
 class JitServer:
     """``jit-ssh serve`` in a subprocess, with its own data directory and policy."""
 
+    #: The server's HOME, under ``root``.
+    home_name = "home"
+    #: What ``start`` writes to the policy file.
+    policy_text = POLICY
+
     def __init__(self, root: Path, jit_ssh: str) -> None:
         self.root = root
         self.jit_ssh = jit_ssh
@@ -144,7 +147,7 @@ class JitServer:
         self.policy = root / "policy.toml"
         # gunicorn puts a control socket under $HOME: a HOME of its own keeps
         # two test servers (or a real one) from sharing it.
-        self.home = root / "home"
+        self.home = root / self.home_name
         self.log = root / "serve.log"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -159,7 +162,7 @@ class JitServer:
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.policy.write_text(POLICY)
+        self.policy.write_text(self.policy_text)
         for _attempt in range(3):
             self.port = free_port()
             with open(self.log, "ab") as log:
@@ -177,19 +180,8 @@ class JitServer:
         pytest.fail(f"jit-ssh serve did not start; its log:\n{_tail(self.log)}", pytrace=False)
 
     def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
         assert self.proc is not None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        return True
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.1)
-        return False
+        return wait_ready(self.proc, lambda: answers_healthz(self.url), timeout)
 
     def stop(self) -> None:
         end_process(self.proc, group=True)

@@ -16,13 +16,9 @@ they fail instead.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
-import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -40,7 +36,8 @@ from ca.krl import parse_krl
 from server.web.totp import totp
 
 from ..conftest import IN_CI, require_tool
-from ..support import free_port, signed_headers
+from ..support import signed_headers
+from .e2e_helpers import JitServer, _base_env, end_process, jit_ssh_command
 
 pytestmark = pytest.mark.integration
 
@@ -106,34 +103,9 @@ def _playwright() -> Any:
     return sync_playwright
 
 
-def _jit_ssh() -> str:
-    beside = Path(sys.executable).with_name("jit-ssh")
-    path = str(beside) if beside.exists() else shutil.which("jit-ssh")
-    if path is None:
-        if IN_CI:
-            pytest.fail("the jit-ssh command is not installed (pip install -e .)", pytrace=False)
-        pytest.skip("the jit-ssh command is not installed (pip install -e .)")
-    return path  # type: ignore[return-value]
-
-
 def _clean_env(**extra: str) -> dict[str, str]:
     """Nothing from the caller's jit-ssh settings, ssh-agent or XDG directories."""
-    keep = ("PATH", "LANG", "LC_ALL", "TZ")
-    return {**{k: os.environ[k] for k in keep if k in os.environ}, **extra}
-
-
-def _end(proc: subprocess.Popen[Any] | None) -> None:
-    """End a process we started (it leads its own process group), by its id."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
+    return {**_base_env(), **extra}
 
 
 # --------------------------------------------------------------------------- people and the server
@@ -176,28 +148,17 @@ class Api:
         return r.json()
 
 
-class Server:
+class Server(JitServer):
+    """``jit-ssh serve`` (the end-to-end tests' JitServer) with this module's policy and people."""
+
+    home_name = "server-home"
+    policy_text = POLICY
+
     def __init__(self, root: Path, jit_ssh: str) -> None:
-        self.root = root
-        self.jit_ssh = jit_ssh
-        self.data_dir = root / "data"
-        self.policy = root / "policy.toml"
-        # gunicorn keeps a control socket under $HOME: one of its own.
-        self.home = root / "server-home"
-        self.log = root / "serve.log"
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(root, jit_ssh)
         self.people: dict[str, Person] = {}
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def env(self) -> dict[str, str]:
-        return _clean_env(HOME=str(self.home), JIT_SSH_DATA_DIR=str(self.data_dir), JIT_SSH_POLICY=str(self.policy),
-                          JIT_SSH_LOG_LEVEL="WARNING")
-
-    def admin(self, *args: str, stdin: str | None = None) -> str:
+    def admin(self, *args: str, stdin: str | None = None) -> str:  # type: ignore[override]
         r = subprocess.run([self.jit_ssh, "admin", *args], env=self.env(), input=stdin, capture_output=True, text=True,
                            timeout=COMMAND_TIMEOUT)
         assert r.returncode == 0, f"jit-ssh admin {' '.join(args)}: {r.stderr}"
@@ -219,44 +180,6 @@ class Server:
         self.admin(*args, stdin=None if password is None else password + "\n")
         self.people[name] = person
         return person
-
-    def start(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(3):
-            self.port = free_port()
-            with open(self.log, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [self.jit_ssh, "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", "1"],
-                    env=self.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                )
-            if self._ready(30):
-                return
-            _end(self.proc)
-            if "Address already in use" not in self.log_text():
-                break
-        pytest.fail(f"jit-ssh serve did not start; its log:\n{self.log_text()}", pytrace=False)
-
-    def _ready(self, timeout: float) -> bool:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        assert self.proc is not None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        return False
-
-    def log_text(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-4000:]
-        except FileNotFoundError:
-            return ""
 
     def api(self, name: str) -> Api:
         return Api(self.url, self.people[name])
@@ -307,19 +230,19 @@ class WaitingLogin:
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _end(self.proc)
+            end_process(self.proc, group=True)
             pytest.fail(f"jit-ssh login did not finish; stderr: {''.join(self.stderr)}", pytrace=False)
         for t in self._readers:
             t.join(timeout=5)
         return self.proc.returncode, "".join(self.stdout), "".join(self.stderr)
 
     def stop(self) -> None:
-        _end(self.proc)
+        end_process(self.proc, group=True)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    jit_ssh = _jit_ssh()
+    jit_ssh = jit_ssh_command()
     s = Server(tmp_path_factory.mktemp("web-browser"), jit_ssh)
     s.policy.write_text(POLICY)
     s.add_person("alice", "--group", "engineers")
@@ -332,7 +255,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         yield s
     finally:
-        _end(s.proc)
+        end_process(s.proc, group=True)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from ca import public_key_from_crypto
 
 from ..conftest import IN_CI
-from ..support import free_port, signed_headers
+from ..support import answers_healthz, free_port, signed_headers, wait_ready
 
 __all__ = [
     "PG_URL",
@@ -223,16 +223,10 @@ class ServerProcess:
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jit-ssh serve exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        if wait_ready(self.proc, lambda: answers_healthz(self.url), timeout):
+            return self
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"jit-ssh serve exited with {self.proc.returncode}:\n{self.log_tail()}")
         self.kill9()
         raise RuntimeError(f"jit-ssh serve did not answer /healthz in {timeout} s:\n{self.log_tail()}")
 
