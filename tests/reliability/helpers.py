@@ -242,22 +242,26 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def _signal_group(self, sig: int) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
     def kill9(self) -> None:
         """SIGKILL the master and every worker at once, mid-request: a crash, not a shutdown."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self._signal_group(signal.SIGKILL)
         self.proc.wait(10)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             self._reap_group()
             return
+        self._signal_group(signal.SIGTERM)
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
             pass
@@ -266,10 +270,7 @@ class ServerProcess:
     def _reap_group(self) -> None:
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self._signal_group(signal.SIGKILL)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
