@@ -23,6 +23,18 @@ def require_tool(name: str) -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def ssh_keygen() -> str:
+    """Path of ssh-keygen; skipped when missing, except under CI=true where it must exist.
+    (tests/integration and test_krl_interop have their own.)"""
+    path = shutil.which("ssh-keygen")
+    if path is None:
+        if IN_CI:
+            pytest.fail("ssh-keygen is required when CI=true (install Debian's openssh-client)")
+        pytest.skip("ssh-keygen (OpenSSH) is not installed; interop checks need it")
+    return path
+
+
 @pytest.fixture
 def now() -> datetime:
     return datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)

@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import ipaddress
 import os
-import shutil
 import struct
 import subprocess
 from dataclasses import dataclass
@@ -123,16 +122,6 @@ def refused(cls: type[JitSshError], field: str, **overrides: Any) -> JitSshError
 
 
 # --------------------------------------------------------------------------- ssh-keygen
-
-
-@pytest.fixture(scope="session")
-def ssh_keygen() -> str:
-    path = shutil.which("ssh-keygen")
-    if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("ssh-keygen is required when CI=true (install Debian's openssh-client)")
-        pytest.skip("ssh-keygen (OpenSSH) is not installed; interop checks need it")
-    return path
 
 
 def run(*args: str | os.PathLike[str], check: bool = True) -> subprocess.CompletedProcess[str]:

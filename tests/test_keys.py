@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import functools
 import os
-import shutil
 import stat
 import struct
 import subprocess
@@ -46,17 +45,6 @@ from ca.keys import (
 )
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="session")
-def ssh_keygen() -> str:
-    """Path of ssh-keygen; skipped when missing, except under CI=true where it must exist."""
-    path = shutil.which("ssh-keygen")
-    if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("ssh-keygen is required when CI=true (install Debian's openssh-client)")
-        pytest.skip("ssh-keygen (OpenSSH) is not installed; interop checks need it")
-    return path
 
 
 def run(*args: str | os.PathLike[str]) -> str:
