@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+# tests/support.py holds shared assertions: let pytest explain their failures too.
+pytest.register_assert_rewrite("tests.support")
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

@@ -73,3 +73,13 @@ def answers_healthz(url: str) -> bool:
             return resp.status == 200
     except (OSError, urllib.error.URLError):
         return False
+
+
+def assert_refusal(err: Any, cls: type, field: str) -> Any:
+    """``err`` is exactly ``cls``, with its code and ``field`` named, in a one-line message."""
+    assert type(err) is cls, f"expected {cls.__name__}, got {type(err).__name__}: {err}"
+    assert err.code == cls.code
+    assert err.field == field
+    assert field in str(err), str(err)
+    assert "\n" not in str(err)
+    return err

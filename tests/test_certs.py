@@ -59,6 +59,8 @@ from ca.errors import (
 )
 from ca.keys import CAKey, PublicKey, generate_ca_key, parse_public_key, public_key_from_crypto
 
+from .support import assert_refusal
+
 NOW = datetime(2026, 11, 29, 10, 45, 12, 345678, tzinfo=timezone.utc)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -112,13 +114,7 @@ def refused(cls: type[JitSshError], field: str, **overrides: Any) -> JitSshError
     """issue_certificate refuses with exactly ``cls``, its code, and ``field`` named."""
     with pytest.raises(JitSshError) as info:
         issue(**overrides)
-    err = info.value
-    assert type(err) is cls, f"expected {cls.__name__}, got {type(err).__name__}: {err}"
-    assert err.code == cls.code
-    assert err.field == field
-    assert field in str(err), str(err)
-    assert "\n" not in str(err)
-    return err
+    return assert_refusal(info.value, cls, field)
 
 
 # --------------------------------------------------------------------------- ssh-keygen

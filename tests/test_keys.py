@@ -44,6 +44,8 @@ from ca.keys import (
     save_ca_key,
 )
 
+from .support import assert_refusal
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -115,13 +117,7 @@ def refused(cls: type[JitSshError], value: Any, *, field: str = "user_key", **kw
     """parse_public_key refuses ``value`` with exactly ``cls``, its code, and the field named."""
     with pytest.raises(JitSshError) as info:
         parse_public_key(value, field=field, **kw)
-    err = info.value
-    assert type(err) is cls, f"expected {cls.__name__}, got {type(err).__name__}: {err}"
-    assert err.code == cls.code
-    assert err.field == field
-    assert field in str(err), str(err)
-    assert "\n" not in str(err)
-    return err
+    return assert_refusal(info.value, cls, field)
 
 
 # --------------------------------------------------------------------------- accepted keys
