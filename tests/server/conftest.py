@@ -69,12 +69,19 @@ class Clock:
 
     def __init__(self) -> None:
         self.offset = timedelta(0)
+        self.frozen: datetime | None = None
 
     def __call__(self) -> datetime:
-        return datetime.now(timezone.utc) + self.offset
+        return (self.frozen or datetime.now(timezone.utc)) + self.offset
 
     def advance(self, **kw: float) -> None:
         self.offset += timedelta(**kw)
+
+    def freeze(self) -> None:
+        """Stop at the current whole second: tests that land exactly on a
+        deadline must not drift past it while they run (certificates count
+        whole seconds, so a window starts at the floor of the issuing moment)."""
+        self.frozen = datetime.now(timezone.utc).replace(microsecond=0)
 
 
 @dataclass

@@ -182,6 +182,7 @@ DEADLINES = [
 
 
 def test_deadlines(app: Any, machine: Machine, clock: Clock) -> None:
+    clock.freeze()
     wrong = []
     for state, delta, want in DEADLINES:
         rid = machine.make(state)
