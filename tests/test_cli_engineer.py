@@ -182,6 +182,10 @@ class FakeServer:
                   "principals": list(cert.principals), "valid_after": _iso(cert.valid_after),
                   "valid_before": _iso(cert.valid_before), "reissued": False}
         req["issued"], req["state"] = answer, "issued"
+        # What GET /v1/requests/<id> shows of it, as the real server does.
+        req["certificate"] = {"serial": answer["serial"], "key_id": cert.key_id, "valid_after": answer["valid_after"],
+                              "valid_before": answer["valid_before"], "principals": answer["principals"],
+                              "revoked": False}
         self.certs[str(cert.serial)] = {"request_id": req["id"], "revoked": False}
         return httpx.Response(200, json=answer)
 
@@ -547,8 +551,23 @@ def test_done_by_target_name_and_all(jit: Callable[..., Run], server: FakeServer
 def test_done_with_nothing_to_end_is_exit_3(jit: Callable[..., Run], server: FakeServer) -> None:
     r = jit("done")
     assert (r.code, r.stderr) == (EXIT_NOT_FOUND, "error: no local access to end\n")
-    assert jit("done", "nope").code == EXIT_NOT_FOUND
     assert server.calls == []
+    # An id with no local access is looked up on the server, which does not know it either.
+    r = jit("done", "nope")
+    assert r.code == EXIT_NOT_FOUND and "no request 'nope' on the server" in r.stderr
+    assert server.paths() == ["GET /v1/requests/nope"]
+
+
+def test_done_for_an_access_made_on_another_machine(jit: Callable[..., Run], server: FakeServer, home: Path) -> None:
+    jit("login", TARGET)
+    serial = json.loads((keys_dir(home) / f"{TARGET}.json").read_text())["serial"]
+    for p in keys_dir(home).iterdir():  # this machine never held the key
+        p.unlink()
+    r = jit("done", "0000000000000001")
+    assert r.code == EXIT_OK, r.stderr
+    assert f"Revoked serial {serial}" in r.stdout and "another machine" in r.stdout
+    assert server.paths()[-2:] == ["GET /v1/requests/0000000000000001", f"POST /v1/certificates/{serial}/revoke"]
+    assert server.certs[serial]["revoked"]
 
 
 def test_done_keeps_the_files_when_the_server_cannot_revoke(jit: Callable[..., Run], server: FakeServer,

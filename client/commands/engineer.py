@@ -280,8 +280,12 @@ def done(request_id: str | None, reason: str, server: str | None, user: str | No
 
     records = load_accesses()
     chosen = [r for r in records if request_id in (None, r.request_id, r.target)]
+    if not chosen and request_id:
+        # An access made on another machine: the server knows its serial.
+        _revoke_remote(request_id, reason, server, user, identity)
+        return
     if not chosen:
-        _fail(f"no local access {'for ' + request_id if request_id else 'to end'}", EXIT_NOT_FOUND)
+        _fail("no local access to end", EXIT_NOT_FOUND)
     api_client, _ = _client(server, user, identity)
     with api_client:
         for r in chosen:
@@ -296,6 +300,27 @@ def done(request_id: str | None, reason: str, server: str | None, user: str | No
                 click.echo(f"Serial {r.serial} unknown to the server; removing it locally.", err=True)
             agent_remove(r.key_path)
             remove_access(r)
+    click.echo("Hosts refuse the certificate once they sync the KRL (jit-ssh host sync-krl).")
+
+
+def _revoke_remote(request_id: str, reason: str, server: str | None, user: str | None, identity: str | None) -> None:
+    from client.http import ApiError
+
+    api_client, _ = _client(server, user, identity)
+    with api_client:
+        try:
+            req = api_client.get(f"/v1/requests/{request_id}")
+        except ApiError as e:
+            if e.code == "not_found":
+                _fail(f"no local access and no request {request_id!r} on the server", EXIT_NOT_FOUND)
+            raise
+        cert = req.get("certificate")
+        if not cert:
+            _fail(f"request {request_id} has no certificate (it is {req['state']}); "
+                  f"to withdraw a pending request: jit-ssh api POST /v1/requests/{request_id}/cancel", EXIT_NOT_FOUND)
+        api_client.post(f"/v1/certificates/{cert['serial']}/revoke", {"reason": reason})
+    click.echo(f"Revoked serial {cert['serial']} ({req['target']}, request {request_id}); "
+               "its key was made on another machine, so nothing was removed here.")
     click.echo("Hosts refuse the certificate once they sync the KRL (jit-ssh host sync-krl).")
 
 
