@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -29,7 +30,6 @@ from ca import (
     InvalidDuration,
     InvalidKey,
     IssuedCertificate,
-    JitSshError,
     issue_certificate,
     make_key_id,
     parse_public_key,
@@ -50,7 +50,6 @@ from .errors import (
     NotFound,
     RequestExpired,
     SelfApproval,
-    Unavailable,
 )
 from .models import (
     AccessRequest,
@@ -59,10 +58,7 @@ from .models import (
     RequestState,
     Revocation,
     Role,
-    SshKey,
     User,
-    UserGroup,
-    UserRole,
 )
 
 __all__ = ["Service", "PolicyHolder", "CertificateResult"]
@@ -219,9 +215,7 @@ class Service:
         """The caller in this session. The caller was loaded (with groups and
         roles) by authentication moments ago, in this same HTTP request: attach
         that copy instead of loading it again (three queries per call)."""
-        from sqlalchemy import inspect as _inspect
-
-        state = _inspect(user)
+        state = sa_inspect(user)
         if state.detached and "groups" in state.dict and "roles" in state.dict:
             return s.merge(user, load=False)
         return s.get(User, user.id)
