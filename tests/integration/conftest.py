@@ -127,6 +127,11 @@ def openssh(ssh_keygen: str) -> Tools:
     for tool in ("useradd", "usermod"):
         if shutil.which(tool) is None:
             skip_or_fail(f"{tool} is not installed: cannot create the test login user")
+    # Quirk: sshd (and `sshd -t`, which `host setup` runs) needs its privilege
+    # separation directory, /run/sshd on Debian, normally made by the systemd
+    # unit: without it every check fails with "Missing privilege separation
+    # directory". A new machine has no /run/sshd until something makes it.
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     return Tools(ssh=ssh, ssh_keygen=ssh_keygen)  # type: ignore[arg-type]
 
 
