@@ -201,7 +201,7 @@ def verify_issued(
     ]
     if differences:
         raise CertificateMismatch(
-            f"the certificate's {', '.join(differences)} differ from what the server's answer states",
+            f"the certificate and the server's answer disagree on {', '.join(differences)}",
             field="certificate",
         )
     if cert.valid_before <= cert.valid_after:
