@@ -300,9 +300,14 @@ def test_ssh_refuses_host_and_login_user_values_ssh_would_misread(
     home: Path, before: dict[str, bytes], execs: list[list[str]], capsys: pytest.CaptureFixture[str],
     args: list[str], message: str
 ) -> None:
-    r = jit("ssh", "other", *args, transport=httpx.WSGITransport(app=HostileServer()), capsys=capsys)
+    server = HostileServer()
+    r = jit("ssh", "other", *args, transport=httpx.WSGITransport(app=server), capsys=capsys)
     assert r.code == 1 and message in r.stderr, r.stderr
     assert execs == []
+    # Checked first: no login is made for a target without access either.
+    r = jit("ssh", TARGET, *args, transport=httpx.WSGITransport(app=server), capsys=capsys)
+    assert r.code == 1 and message in r.stderr, r.stderr
+    assert execs == [] and server.calls == []
 
 
 def test_ssh_never_uses_a_stale_record(home: Path, before: dict[str, bytes], execs: list[list[str]],

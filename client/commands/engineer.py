@@ -443,7 +443,17 @@ def ssh(ctx: click.Context, target: str, command: tuple[str, ...], host: str | N
     """
     import shutil
 
-    from client.access import load_accesses, now_utc
+    from ca.errors import JitSshError
+    from ca.names import check_hostname, check_login_user, check_target
+    from client.access import load_accesses, now_utc, ssh_path
+
+    # Checked before anything else (a login included): each value goes to ssh's argv.
+    try:
+        check_target(target, field="target")
+        wanted_user = check_login_user(login_user, field="--login-user") if login_user else None
+        dest_host = check_hostname(host, field="--host") if host else check_hostname(target, field="target")
+    except JitSshError as e:
+        _fail(f"{e} [{e.code}]")
 
     def current() -> Any:
         return next((r for r in load_accesses() if r.target == target and r.seconds_left(now_utc()) > 0), None)
@@ -458,13 +468,8 @@ def ssh(ctx: click.Context, target: str, command: tuple[str, ...], host: str | N
     ssh_bin = shutil.which("ssh")
     if not ssh_bin:
         _fail("OpenSSH's ssh is not installed", EXIT_UNREACHABLE)
-    from ca.errors import JitSshError
-    from ca.names import check_hostname, check_login_user
-    from client.access import ssh_path
-
+    who = wanted_user or record.login_user
     try:
-        who = check_login_user(login_user, field="--login-user") if login_user else record.login_user
-        dest_host = check_hostname(host, field="--host") if host else check_hostname(target, field="target")
         argv = [ssh_bin, "-i", ssh_path(record.key_path, quote=False), "-o", f"CertificateFile={ssh_path(record.cert_path)}",
                 "-o", "IdentitiesOnly=yes"]
     except JitSshError as e:
