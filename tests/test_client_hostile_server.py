@@ -449,3 +449,32 @@ def test_login_against_a_real_socket(serve: Callable[[Any], str], home: Path,
     r = jit("login", TARGET, "--server", serve(good), capsys=capsys)
     assert r.code == EXIT_OK, r.stderr
     assert (keys_dir(home) / f"{TARGET}-cert.pub").exists()
+
+
+def test_paths_with_spaces_and_percent_reach_ssh_as_they_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """ssh_config splits at spaces and expands %-tokens in IdentityFile: the paths are quoted and escaped."""
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        pytest.skip("OpenSSH's ssh is not installed")
+    odd = tmp_path / "my home %d"
+    odd.mkdir()
+    monkeypatch.setenv("HOME", str(odd))
+    identity = tmp_path / "id"
+    identity.write_bytes(_ed25519().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                   serialization.NoEncryption()))
+    os.chmod(identity, 0o600)
+    for name, value in (("JIT_SSH_USER", "alice"), ("JIT_SSH_IDENTITY", str(identity)),
+                        ("JIT_SSH_SERVER", "https://jit.example.com")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    assert jit("login", TARGET, transport=httpx.WSGITransport(app=HostileServer()), capsys=capsys).code == EXIT_OK
+    d = keys_dir(odd)
+    shown = subprocess.run([ssh, "-G", "-F", str(d / "config"), TARGET], capture_output=True, text=True, check=True).stdout
+    options = [line.split(" ", 1) for line in shown.splitlines() if " " in line]
+    # One token each, space included (quoted); ssh -G shows values before %-expansion,
+    # where "%%" is a literal "%" (ssh_config(5), TOKENS).
+    escaped = str(d).replace("%", "%%")
+    assert ["identityfile", f"{escaped}/{TARGET}"] in options
+    assert ["certificatefile", f"{escaped}/{TARGET}-cert.pub"] in options
+    assert ["user", "root"] in options

@@ -258,6 +258,7 @@ def sync_krl(server: str, out: str, max_age: str, ca_bundle: str | None, timeout
     from ca import parse_duration
     from ca.errors import JitSshError
     from ca.krl import MAX_KRL_SIZE, parse_krl
+    from client.http import ApiError
 
     base = _check_server_url(server)
     limit = parse_duration(max_age, field="--max-age").total_seconds()
@@ -291,6 +292,9 @@ def sync_krl(server: str, out: str, max_age: str, ca_bundle: str | None, timeout
         # and any answer but 200 or 304 an error.
         with _server_client(base, ca_bundle, timeout=timeout, retries=1) as api:
             resp = api.get("/v1/krl", signed=False, raw=True, headers=headers, also_ok=(304,), max_bytes=MAX_KRL_SIZE)
+    except ApiError as e:
+        stale_exit(f"{base}/v1/krl answered HTTP {e.status}")
+        return
     except JitSshError as e:
         stale_exit(f"could not fetch {base}/v1/krl: {e}")
         return
