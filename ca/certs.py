@@ -37,7 +37,7 @@ from .errors import (
     InvalidSourceAddress,
     UntrustedCertificate,
 )
-from .names import MAX_KEY_ID_LENGTH, MAX_PRINCIPAL_LENGTH, check_key_id, check_principal
+from .names import MAX_PRINCIPAL_LENGTH, check_key_id, check_principal
 from .keys import MAX_KEY_TEXT, CAKey, PublicKey, parse_public_key, public_key_from_crypto
 
 __all__ = [

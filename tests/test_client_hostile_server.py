@@ -23,7 +23,7 @@ import subprocess
 import threading
 import wsgiref.simple_server
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
