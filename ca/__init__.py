@@ -1,7 +1,7 @@
 """jit-ssh's CA core: a pure library (standard library and cryptography only).
 
 Keys (:mod:`ca.keys`), certificates (:mod:`ca.certs`), revocation lists
-(:mod:`ca.krl`), durations and the error tree (:mod:`ca.errors`). Nothing here
+(:mod:`ca.krl`), strict name checks (:mod:`ca.names`), durations and the error tree (:mod:`ca.errors`). Nothing here
 reads the clock, the environment or a database: ``now`` is always an argument.
 """
 
@@ -23,6 +23,7 @@ from .certs import (
 from .durations import format_duration, parse_duration
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
+from .names import check_hostname, check_key_id, check_login_user, check_principal, check_target
 from .keyring import Keyring, init_keyring, load_keyring
 from .keys import (
     CAKey,
@@ -53,6 +54,11 @@ __all__ = [
     "validate_principals",
     "validate_source_address",
     "verify_certificate",
+    "check_hostname",
+    "check_key_id",
+    "check_login_user",
+    "check_principal",
+    "check_target",
     "format_duration",
     "parse_duration",
     "Keyring",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import re
 import secrets
 import struct
 from dataclasses import dataclass
@@ -33,12 +32,12 @@ from .errors import (
     InvalidCriticalOption,
     InvalidDuration,
     InvalidExtension,
-    InvalidKeyId,
     InvalidPrincipal,
     InvalidSerial,
     InvalidSourceAddress,
     UntrustedCertificate,
 )
+from .names import MAX_PRINCIPAL_LENGTH, check_key_id, check_principal
 from .keys import MAX_KEY_TEXT, CAKey, PublicKey, parse_public_key, public_key_from_crypto
 
 __all__ = [
@@ -74,8 +73,6 @@ KNOWN_CRITICAL_OPTIONS = frozenset({"force-command", "source-address"})
 MAX_DURATION = timedelta(hours=24)
 # OpenSSH's own limit (SSHKEY_CERT_MAX_PRINCIPALS) is 256.
 MAX_PRINCIPALS = 256
-MAX_PRINCIPAL_LENGTH = 255
-MAX_KEY_ID_LENGTH = 1024
 MAX_SOURCE_ADDRESSES = 64
 MAX_FORCE_COMMAND = 4096
 #: Serials stay below 2**63 so they fit PostgreSQL's signed bigint.
@@ -91,22 +88,14 @@ def new_serial() -> int:
     return secrets.randbelow(SERIAL_LIMIT - 1) + 1
 
 
-# Whitespace (as str.isspace() sees it), commas, C0 and C1 control characters.
-_BAD_PRINCIPAL_CHAR = re.compile(r"[\s,\x00-\x1f\x7f-\x9f]")
-# Printable ASCII without space.
-_KEY_ID = re.compile(r"[\x21-\x7e]+")
-
-
-def _has_bad_char(text: str) -> bool:
-    return _BAD_PRINCIPAL_CHAR.search(text) is not None
-
-
 def validate_principals(principals: Iterable[str], *, field: str = "principals") -> tuple[str, ...]:
     """Check principals and return them as a tuple, in order, duplicates removed.
 
-    sshd matches principals against AuthorizedPrincipalsFile lines and splits
-    ``-n a,b`` on commas, so whitespace, commas and control characters would
-    make a principal mean something else on the host.
+    Each one goes through :func:`ca.names.check_principal`: sshd matches
+    principals against AuthorizedPrincipalsFile lines and splits ``-n a,b`` on
+    commas, and the client writes them into ssh_config, so whitespace, commas,
+    control characters or a leading ``-`` would make a principal mean
+    something else on the host or on the engineer's machine.
     """
     if isinstance(principals, (str, bytes)):
         raise InvalidPrincipal(f"{field} must be a list of names, not one string", field=field)
@@ -118,16 +107,10 @@ def validate_principals(principals: Iterable[str], *, field: str = "principals")
     for p in items:
         if not isinstance(p, str):
             raise InvalidPrincipal(f"{field}: each principal must be a string, got {type(p).__name__}", field=field)
-        if not p:
-            raise InvalidPrincipal(f"{field}: a principal is empty", field=field)
-        if len(p) > MAX_PRINCIPAL_LENGTH:
-            raise InvalidPrincipal(
-                f"{field}: principal {p[:32]!r}... is longer than {MAX_PRINCIPAL_LENGTH} characters", field=field
-            )
-        if _has_bad_char(p):
-            raise InvalidPrincipal(
-                f"{field}: principal {p!r} holds whitespace, a comma or a control character", field=field
-            )
+        try:
+            check_principal(p)
+        except InvalidPrincipal as e:
+            raise InvalidPrincipal(f"{field}: {e.message}", field=field) from None
         if p not in out:
             out.append(p)
         if len(out) > MAX_PRINCIPALS:
@@ -168,15 +151,8 @@ def validate_source_address(value: str | Sequence[str], *, field: str = "source-
 
 
 def validate_key_id(key_id: str, *, field: str = "key_id") -> str:
-    if not isinstance(key_id, str) or not key_id:
-        raise InvalidKeyId(f"{field} must be a non-empty string", field=field)
-    if len(key_id) > MAX_KEY_ID_LENGTH:
-        raise InvalidKeyId(f"{field} is longer than {MAX_KEY_ID_LENGTH} characters", field=field)
-    # sshd writes the key id into its log lines: control characters and
-    # spaces would let a key id forge or split log entries.
-    if not _KEY_ID.fullmatch(key_id):
-        raise InvalidKeyId(f"{field} must be printable ASCII without spaces", field=field)
-    return key_id
+    """See :func:`ca.names.check_key_id`."""
+    return check_key_id(key_id, field=field)
 
 
 def make_key_id(request_id: str, requester: str, approvers: Sequence[str] = ()) -> str:

@@ -11,6 +11,7 @@ names. The tree is small on purpose::
     │   ├── CertificateGivenAsKey   "certificate_as_key"     a *-cert-v01 blob where a key belongs
     │   └── KeyTooLarge             "key_too_large"          over 16 KiB
     ├── InvalidPrincipal            "invalid_principal"
+    ├── InvalidName                 "invalid_name"           a login user, target or host name (ca.names)
     ├── InvalidDuration             "invalid_duration"
     ├── InvalidKeyId                "invalid_key_id"
     ├── InvalidSerial               "invalid_serial"
@@ -36,6 +37,7 @@ __all__ = [
     "CertificateGivenAsKey",
     "KeyTooLarge",
     "InvalidPrincipal",
+    "InvalidName",
     "InvalidDuration",
     "InvalidKeyId",
     "InvalidSerial",
@@ -95,6 +97,12 @@ class KeyTooLarge(InvalidKey):
 
 class InvalidPrincipal(JitSshError):
     code = "invalid_principal"
+
+
+class InvalidName(JitSshError):
+    """A login user, target or host name that OpenSSH could read as something else."""
+
+    code = "invalid_name"
 
 
 class InvalidDuration(JitSshError):

@@ -7,14 +7,23 @@ Per target, under ``~/.ssh/jit-ssh/``:
 * ``<target>.json``: request id, serial, window, login user, server;
 * ``config``: an ssh_config with a ``Host <target>`` block per access, to
   ``Include`` from ``~/.ssh/config``.
+
+Nothing reaches ssh_config or ``ssh``'s argv unchecked: a certificate is
+saved only once :func:`client.verify.verify_issued` passed it, and every
+record read back from disk (it may be stale, from an older version, or
+edited) is checked again by :func:`check_record`; one that fails is skipped
+with a warning, never written into ssh_config nor used by ``jit-ssh ssh``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
+import unicodedata
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,9 +31,19 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from ca.errors import InvalidName, JitSshError
+from ca.names import check_login_user, check_principal, check_target
+
 from .settings import keys_dir
 
-__all__ = ["AccessRecord", "new_key_pair", "save_access", "load_accesses", "remove_access", "agent_add", "agent_remove", "write_ssh_config"]
+__all__ = ["AccessRecord", "InvalidRecord", "check_record", "ssh_path", "new_key_pair", "save_access", "load_accesses",
+           "remove_access", "agent_add", "agent_remove", "write_ssh_config"]
+
+
+class InvalidRecord(JitSshError):
+    """A stored access record (``<target>.json``) that fails the checks of what may reach ssh."""
+
+    code = "invalid_access_record"
 
 
 @dataclass(frozen=True)
@@ -45,10 +64,66 @@ class AccessRecord:
         return max(0, int((end - now).total_seconds()))
 
 
-def _safe_target(target: str) -> str:
-    if not target or "/" in target or target.startswith(".") or len(target) > 128:
-        raise ValueError(f"bad target name {target!r}")
-    return target
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SERIAL = re.compile(r"[0-9]{1,20}")
+# Characters a path may hold as it is in ssh_config or an -o option: anything
+# else gets the path double-quoted.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_./@+:-]+")
+
+
+def ssh_path(path: str | os.PathLike[str], *, quote: bool = True) -> str:
+    """A local file path as ssh_config (and ``ssh -o``, ``ssh -i``) must be given it.
+
+    ssh expands ``%`` tokens in IdentityFile and CertificateFile (so ``%`` is
+    written ``%%``), ``${VAR}`` and a leading ``~``, and splits arguments at
+    whitespace unless double-quoted; there is no escape for a quote or a
+    control character, so a path holding one is refused.
+    """
+    text = os.fspath(path)
+    if not os.path.isabs(text):
+        raise InvalidName(f"path {text!r} must be absolute for ssh", field="path")
+    bad = next((c for c in text if c in '"\\$' or ord(c) < 0x20 or ord(c) == 0x7F
+                or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise InvalidName(f"path {text!r} holds {bad!r}, which ssh cannot be given safely", field="path")
+    text = text.replace("%", "%%")
+    if quote and not _PLAIN_PATH.fullmatch(text):
+        return f'"{text}"'
+    return text
+
+
+def check_record(record: "AccessRecord", directory: Path) -> "AccessRecord":
+    """Check a stored record as if it had just come from the server; raise :class:`InvalidRecord` if it fails."""
+    try:
+        check_target(record.target, field="target")
+        if not isinstance(record.request_id, str) or not _REQUEST_ID.fullmatch(record.request_id):
+            raise InvalidName(f"request id {str(record.request_id)[:64]!r} is not valid", field="request_id")
+        if not isinstance(record.serial, str) or not _SERIAL.fullmatch(record.serial):
+            raise InvalidName(f"serial {str(record.serial)[:32]!r} is not a number", field="serial")
+        for name in ("valid_after", "valid_before"):
+            value = getattr(record, name)
+            if not isinstance(value, str) or len(value) > 40:
+                raise InvalidName(f"{name} is not a time", field=name)
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if not isinstance(record.principals, list) or not record.principals:
+            raise InvalidName("principals must be a non-empty list", field="principals")
+        for p in record.principals:
+            check_principal(p)
+        if record.login_user is not None:
+            check_login_user(record.login_user)
+        if not isinstance(record.server, str):
+            raise InvalidName("server must be text", field="server")
+        # The files are where this machine keeps them for that target, nowhere else.
+        key = directory / record.target
+        if record.key_path != str(key) or record.cert_path != f"{key}-cert.pub":
+            raise InvalidName(f"key or certificate path is not {key}[-cert.pub]", field="key_path")
+        ssh_path(key)
+        ssh_path(record.cert_path)
+    except JitSshError as e:
+        raise InvalidRecord(f"access record for {record.target!r}: {e}", field=e.field) from None
+    except (ValueError, TypeError) as e:
+        raise InvalidRecord(f"access record for {record.target!r}: {e}") from None
+    return record
 
 
 def new_key_pair(target: str, directory: Path | None = None) -> tuple[Path, str]:
@@ -56,7 +131,7 @@ def new_key_pair(target: str, directory: Path | None = None) -> tuple[Path, str]
     d = directory or keys_dir()
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(d, 0o700)
-    path = d / _safe_target(target)
+    path = d / check_target(target, field="target")
     key = ed25519.Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
     pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
@@ -76,20 +151,34 @@ def new_key_pair(target: str, directory: Path | None = None) -> tuple[Path, str]
 
 
 def save_access(record: AccessRecord, certificate: str) -> None:
+    """Write the (verified) certificate, the record and ssh_config, once the record passes :func:`check_record`."""
+    directory = Path(record.key_path).parent
+    check_record(record, directory)
     Path(record.cert_path).write_text(certificate.strip() + "\n")
     meta = Path(record.key_path).with_name(Path(record.key_path).name + ".json")
     meta.write_text(json.dumps(asdict(record), indent=2) + "\n")
-    write_ssh_config(Path(record.key_path).parent)
+    write_ssh_config(directory)
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
 
 
 def load_accesses(directory: Path | None = None) -> list[AccessRecord]:
+    """The stored records that pass :func:`check_record`; the others are skipped with a warning."""
     d = directory or keys_dir()
     out = []
     for p in sorted(d.glob("*.json")) if d.is_dir() else []:
         try:
-            out.append(AccessRecord(**json.loads(p.read_text())))
+            record = AccessRecord(**json.loads(p.read_text()))
         except (ValueError, TypeError):
             continue
+        try:
+            if p.name != f"{record.target}.json":
+                raise InvalidRecord(f"{p.name} holds the record of target {str(record.target)[:64]!r}")
+            out.append(check_record(record, d))
+        except InvalidRecord as e:
+            _warn(f"skipping {p}: {e}")
     return out
 
 
@@ -101,14 +190,20 @@ def remove_access(record: AccessRecord) -> None:
 
 
 def write_ssh_config(directory: Path) -> Path:
-    """``~/.ssh/jit-ssh/config``: ``Include ~/.ssh/jit-ssh/config`` from ``~/.ssh/config``."""
+    """``~/.ssh/jit-ssh/config``: ``Include ~/.ssh/jit-ssh/config`` from ``~/.ssh/config``.
+
+    Only records that pass :func:`check_record` are written, and every value
+    in it went through :mod:`ca.names` or :func:`ssh_path`.
+    """
+    where = ssh_path(directory / "config")
     lines = ["# Managed by jit-ssh: one block per active access. Include it from ~/.ssh/config:",
-             f"#   Include {directory}/config", ""]
+             f"#   Include {where}", ""]
     for r in load_accesses(directory):
         lines += [f"Host {r.target}"]
         if r.login_user:
             lines += [f"    User {r.login_user}"]
-        lines += [f"    IdentityFile {r.key_path}", f"    CertificateFile {r.cert_path}", "    IdentitiesOnly yes", ""]
+        lines += [f"    IdentityFile {ssh_path(r.key_path)}", f"    CertificateFile {ssh_path(r.cert_path)}",
+                  "    IdentitiesOnly yes", ""]
     path = directory / "config"
     path.write_text("\n".join(lines))
     return path

@@ -1,9 +1,19 @@
-"""Talking to the jit-ssh server: signed calls over httpx.
+"""Talking to the jit-ssh server: the CLI's one HTTP client, over httpx.
 
-The transport is injectable (``httpx.MockTransport`` in unit tests). Plain
-http is refused except to localhost: the certificate and the signed calls
-must not cross a network in clear. TLS is verified, against a custom CA
-bundle if one is configured.
+Every command that talks to a server goes through :class:`ApiClient`, so every
+call gets the same rules:
+
+* one URL check (:func:`check_server_url`): https, or plain http only to
+  localhost (the certificate and the signed calls must not cross a network
+  in clear); no credentials, query or fragment in the server URL;
+* TLS verified, against a custom CA bundle if one is configured;
+* no redirect is ever followed: a 3xx is an error naming where it pointed
+  (a redirect could lead to plain http, or to a host the URL check would
+  refuse, or to another server altogether);
+* only a 2xx answer is a result; anything else is an error, never ``{}``;
+* answers are read up to a size limit.
+
+The transport is injectable (``httpx.MockTransport`` in unit tests).
 """
 
 from __future__ import annotations
@@ -22,9 +32,12 @@ from ca.errors import JitSshError
 
 from .signing import Signer
 
-__all__ = ["ApiClient", "ApiError", "Unreachable", "InsecureServerURL", "check_server_url"]
+__all__ = ["ApiClient", "ApiError", "BadAnswer", "RedirectRefused", "Unreachable", "InsecureServerURL",
+           "check_server_url", "MAX_ANSWER_BYTES"]
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+#: The largest answer read by default (JSON, CA keys); callers may pass their own (the KRL).
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 class ApiError(JitSshError):
@@ -37,6 +50,18 @@ class ApiError(JitSshError):
         self.body = body or {}
 
 
+class BadAnswer(JitSshError):
+    """The server's answer is not what the call expects (no JSON object, empty, too large)."""
+
+    code = "bad_server_answer"
+
+
+class RedirectRefused(BadAnswer):
+    """The server answered with a redirect; jit-ssh never follows one."""
+
+    code = "redirect_refused"
+
+
 class Unreachable(JitSshError):
     code = "server_unreachable"
 
@@ -46,12 +71,24 @@ class InsecureServerURL(JitSshError):
 
 
 def check_server_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    """The one check of a server URL, for every command: ``https://HOST[:PORT][/PATH]``,
+    or ``http://`` to localhost only. Returns it without a trailing slash."""
+    if not isinstance(url, str) or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise InsecureServerURL(f"server URL {url!r} must be https://HOST[:PORT], without spaces or control characters",
+                                field="server")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise InsecureServerURL(f"server URL {url!r} is not a valid URL", field="server") from None
+    if parts.scheme not in ("https", "http") or not hostname:
         raise InsecureServerURL(f"server URL {url!r} must be https://HOST[:PORT]", field="server")
-    if parts.scheme == "http" and parts.hostname not in _LOCAL_HOSTS:
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise InsecureServerURL(f"server URL {url!r} must not hold credentials, a query or a fragment", field="server")
+    if parts.scheme == "http" and hostname not in _LOCAL_HOSTS:
         raise InsecureServerURL(
-            f"refusing plain http to {parts.hostname}: use https (plain http is allowed only to localhost)",
+            f"refusing plain http to {hostname}: use https (plain http is allowed only to localhost)",
             field="server",
         )
     return url.rstrip("/")
@@ -71,7 +108,7 @@ class ApiClient:
         self.server = check_server_url(self.server)
         verify: Any = self.ca_bundle if self.ca_bundle else True
         self._http = httpx.Client(base_url=self.server, transport=self.transport, verify=verify, timeout=self.timeout,
-                                  headers={"User-Agent": "jit-ssh-client/1"})
+                                  follow_redirects=False, headers={"User-Agent": "jit-ssh-client/1"})
 
     def close(self) -> None:
         self._http.close()
@@ -99,9 +136,16 @@ class ApiClient:
         }
 
     def request(self, method: str, path: str, *, json_body: Any = None, query: dict[str, str] | None = None,
-                signed: bool = True, raw: bool = False, headers: dict[str, str] | None = None) -> Any:
+                signed: bool = True, raw: bool = False, headers: dict[str, str] | None = None,
+                also_ok: tuple[int, ...] = (), max_bytes: int = MAX_ANSWER_BYTES) -> Any:
         """One call; retried with backoff only when the server could not be reached
-        (a fresh nonce and signature each time). Returns JSON (or the response if ``raw``)."""
+        (a fresh nonce and signature each time).
+
+        Returns the JSON object of a 2xx answer, or with ``raw`` the response
+        itself (its body read, at most ``max_bytes``). Any other status is an
+        error (:class:`ApiError`; :class:`RedirectRefused` for a 3xx), except
+        the statuses in ``also_ok`` (``raw`` only, e.g. 304 for a conditional GET).
+        """
         body = b"" if json_body is None else json.dumps(json_body).encode("utf-8")
         query_text = urllib.parse.urlencode(query or {})
         base_path = urllib.parse.urlsplit(self.server).path.rstrip("/")
@@ -114,7 +158,7 @@ class ApiClient:
             if signed:
                 h.update(self._signed_headers(method, full_path, query_text, body))
             try:
-                resp = self._http.request(method, path + (f"?{query_text}" if query_text else ""), content=body or None, headers=h)
+                resp = self._send(method, path + (f"?{query_text}" if query_text else ""), body, h, max_bytes)
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
                 last = e
                 if attempt + 1 < self.retries:
@@ -126,25 +170,66 @@ class ApiClient:
                 time.sleep(min(0.5 * 2**attempt, 4))
                 last = None
                 continue
-            return self._result(resp, raw)
+            return self._result(resp, raw, also_ok if raw else (), f"{self.server}{path}")
         raise Unreachable(f"cannot reach {self.server} after {self.retries} attempts: {last or 'service unavailable'}")
 
+    def _send(self, method: str, url: str, body: bytes, headers: dict[str, str], max_bytes: int) -> httpx.Response:
+        """Send, and read the answer's body up to ``max_bytes`` (never all of a huge answer into memory)."""
+        request = self._http.build_request(method, url, content=body or None, headers=headers)
+        resp = self._http.send(request, stream=True, follow_redirects=False)
+        try:
+            declared = resp.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise BadAnswer(f"{request.url}: answer of {declared} bytes is larger than {max_bytes}", field="server")
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise BadAnswer(f"{request.url}: answer larger than {max_bytes} bytes", field="server")
+                chunks.append(chunk)
+        finally:
+            resp.close()
+        # The body is decoded already: drop the headers that described the encoded one.
+        kept = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in ("content-encoding", "content-length",
+                                                                                    "transfer-encoding")]
+        return httpx.Response(resp.status_code, headers=kept, content=b"".join(chunks), request=request)
+
     @staticmethod
-    def _result(resp: httpx.Response, raw: bool) -> Any:
-        if resp.status_code >= 400:
+    def _result(resp: httpx.Response, raw: bool, also_ok: tuple[int, ...] = (), where: str = "the server") -> Any:
+        status = resp.status_code
+        if status in also_ok:
+            return resp
+        if 300 <= status < 400:
+            location = resp.headers.get("Location")
+            to = f" to {location[:200]!r}" if location else " (no Location)"
+            raise RedirectRefused(
+                f"{where} answered HTTP {status}, a redirect{to}; jit-ssh never follows redirects: "
+                "if that address is the right server, configure it as the server URL",
+                field="server",
+            )
+        if not 200 <= status < 300:
             try:
                 problem = resp.json()
             except ValueError:
                 problem = {}
             if not isinstance(problem, dict):
                 problem = {}
-            raise ApiError(resp.status_code, str(problem.get("code") or f"http_{resp.status_code}"),
-                           str(problem.get("detail") or resp.reason_phrase), problem.get("field"), problem)
+            raise ApiError(status, str(problem.get("code") or f"http_{status}"),
+                           str(problem.get("detail") or resp.reason_phrase or f"HTTP {status}"), problem.get("field"),
+                           problem)
         if raw:
             return resp
-        if resp.status_code == 204 or not resp.content:
-            return {}
-        return resp.json()
+        if not resp.content:
+            raise BadAnswer(f"{where} answered HTTP {status} with no body where a JSON object was expected",
+                            field="server")
+        try:
+            data = resp.json()
+        except ValueError:
+            raise BadAnswer(f"{where} answered HTTP {status} with a body that is not JSON", field="server") from None
+        if not isinstance(data, dict):
+            raise BadAnswer(f"{where} answered HTTP {status} with JSON that is not an object", field="server")
+        return data
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)

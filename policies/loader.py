@@ -23,14 +23,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ca.certs import (
     MAX_DURATION as CA_MAX_DURATION,
     MAX_FORCE_COMMAND,
-    MAX_PRINCIPAL_LENGTH,
     MAX_PRINCIPALS,
     MAX_SOURCE_ADDRESSES,
     validate_principals,
     validate_source_address,
 )
 from ca.durations import format_duration, parse_duration
-from ca.errors import InvalidDuration, InvalidPrincipal, InvalidSourceAddress
+from ca.errors import InvalidDuration, InvalidName, InvalidPrincipal, InvalidSourceAddress
+from ca.names import check_login_user, check_principal, check_target
 
 from . import _lines
 from .errors import PolicyError, PolicyProblem
@@ -81,12 +81,11 @@ _RULE_KEYS = (
 )
 _AUTO_KEYS = ("groups", "users", "max_duration", "hours", "days", "timezone")
 
-# Target and rule names appear on command lines (`jit-ssh login NAME`) and in key IDs.
+# Rule names appear in key IDs and messages. Target names, principals and login
+# users are checked by ca.names, the same functions the CA and the client use.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # User and group names as the service stores them.
 _PERSON = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,63}")
-# Accounts on a host: the portable POSIX user name set, as useradd accepts by default.
-_LOGIN_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _HOURS = re.compile(r"(\d{2}):(\d{2})-(\d{2}):(\d{2})")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_POSITION = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of document)\)\s*$")
@@ -168,22 +167,17 @@ def _type_name(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _text_problem(value: str, what: str) -> str | None:
-    """Why ``value`` is not a valid principal-like token (or ``None`` if it is)."""
-    if not value:
-        return f"{what} must not be empty"
-    if len(value) > MAX_PRINCIPAL_LENGTH:
-        return f"{what} is longer than {MAX_PRINCIPAL_LENGTH} characters"
-    for c in value:
-        if c == ",":
-            # OpenSSH joins principals with commas in AuthorizedPrincipalsCommand
-            # output and in `ssh-keygen -n`: one with a comma would split in two.
-            return f"{what} {value!r} must not contain a comma"
-        if c.isspace():
-            return f"{what} {value!r} must not contain whitespace"
-        if unicodedata.category(c) == "Cc":
-            return f"{what} {value!r} must not contain control characters"
-    return None
+def _name_problem(check: Callable[[str], str]) -> Callable[[str], str | None]:
+    """A :mod:`ca.names` check as the loader's "why not, or None" callback."""
+
+    def problem(value: str) -> str | None:
+        try:
+            check(value)
+        except (InvalidPrincipal, InvalidName) as e:
+            return e.message
+        return None
+
+    return problem
 
 
 class _Loader:
@@ -331,11 +325,9 @@ class _Loader:
         ok = True
         for name, body in table.items():
             path: _Path = ("targets", name)
-            if not _NAME.fullmatch(name):
-                self.problem(
-                    path,
-                    f"target name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-                )
+            why = _name_problem(check_target)(name)
+            if why:
+                self.problem(path, why)
                 ok = False
             if not isinstance(body, dict):
                 self.problem(path, f"must be a table, not {_type_name(body)}")
@@ -353,7 +345,7 @@ class _Loader:
         self.known_keys(body, _TARGET_KEYS, path)
         description = self.get(body, "description", path, str, "")
         principals = self.string_list(
-            body, "principals", path, lambda p: _text_problem(p, "principal"), required=True
+            body, "principals", path, _name_problem(check_principal), required=True
         )
         if principals is not None:
             if not principals:
@@ -367,12 +359,7 @@ class _Loader:
                 except InvalidPrincipal as e:
                     self.problem(path + ("principals",), e.message)
 
-        def login_problem(u: str) -> str | None:
-            if _LOGIN_USER.fullmatch(u):
-                return None
-            return f"login user {u!r} is not a valid user name (letters, digits, '_', '.', '-'; at most 32)"
-
-        login_users = self.string_list(body, "login_users", path, login_problem)
+        login_users = self.string_list(body, "login_users", path, _name_problem(check_login_user))
         if len(self.problems) > n:
             return None
         assert principals is not None and login_users is not None

@@ -338,13 +338,14 @@ def test_new_serial_range() -> None:
         assert new_serial() == 2**63 - 1
 
 
-# Text a principal may hold: no whitespace, commas or control characters.
-PRINCIPAL = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zs", "Zl", "Zp"), exclude_characters=","),
-    min_size=1,
-    max_size=40,
+# What a principal may be (ca.names.check_principal): LOGIN@TARGET or a plain name.
+PRINCIPAL = st.one_of(
+    st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,39}\Z"),
+    st.from_regex(r"\A[a-z_][a-z0-9_.-]{0,20}\$?@[A-Za-z0-9][A-Za-z0-9_.-]{0,18}\Z"),
 )
-KEY_ID = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=200)
+# Printable ASCII without spaces, not starting with '-' (ca.names.check_key_id).
+KEY_ID = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=200).filter(
+    lambda k: not k.startswith("-"))
 FORCE_COMMAND = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1, max_size=120
 ).filter(str.strip)
@@ -932,7 +933,7 @@ def test_ssh_keygen_listing_without_options(ssh_keygen: str, tmp_path: Path) -> 
 
 
 @given(
-    principals=st.lists(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=","), min_size=1, max_size=30), min_size=1, max_size=8),
+    principals=st.lists(PRINCIPAL, min_size=1, max_size=8),
     seconds=st.integers(1, 24 * 3600),
     serial=st.integers(1, 2**64 - 1),
     key_id=KEY_ID,

@@ -103,8 +103,10 @@ class FakeServer:
             if isinstance(outcome, BaseException):
                 raise outcome
             return outcome
-        me = self._caller(request)
         path = request.url.path
+        if request.method == "GET" and path == "/v1/ca.pub":  # unsigned, as on the real server
+            return httpx.Response(200, text=self.ca.public.openssh + "\n")
+        me = self._caller(request)
         if request.method == "POST" and path == "/v1/requests":
             return self._submit(me, body)
         if request.method == "GET" and path == "/v1/requests":
@@ -287,7 +289,9 @@ def test_login_auto_approved_installs_key_certificate_record_and_ssh_config(jit:
     assert record["serial"] == str(cert.serial) and record["login_user"] == "root"
     assert f"Host {TARGET}\n    User root\n    IdentityFile {key}\n    CertificateFile {cert_file}" in (d / "config").read_text()
     assert f"Access granted to {TARGET}" in r.stdout and f"jit-ssh done {record['request_id']}" in r.stdout
-    assert server.paths() == ["POST /v1/requests", f"POST /v1/requests/{record['request_id']}/certificate"]
+    # The certificate is checked against the CA keys the server publishes before anything is written.
+    assert server.paths() == ["POST /v1/requests", f"POST /v1/requests/{record['request_id']}/certificate",
+                              "GET /v1/ca.pub"]
     assert server.calls[0][2] == {"target": TARGET, "reason": "INC-1", "duration": "30m"}
 
 
@@ -669,7 +673,7 @@ def test_ssh_logs_in_if_needed_then_runs_openssh_with_the_certificate(
     assert r.code == EXIT_OK, r.stderr
     key = str(keys_dir(home) / TARGET)
     assert execs == [["/usr/bin/ssh", "-i", key, "-o", f"CertificateFile={key}-cert.pub", "-o", "IdentitiesOnly=yes",
-                      "-o", "StrictHostKeyChecking=accept-new", "-p", "2222", "root@10.0.0.5", "id", "-un"]]
+                      "-o", "StrictHostKeyChecking=accept-new", "-p", "2222", "--", "root@10.0.0.5", "id", "-un"]]
     # A second run reuses the access: no new request.
     jit("ssh", TARGET, "--login-user", "postgres")
     assert server.paths().count("POST /v1/requests") == 1

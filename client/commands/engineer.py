@@ -71,6 +71,13 @@ def _fail(message: str, code: int = EXIT_REFUSED) -> None:
     raise click.exceptions.Exit(code)
 
 
+def _iso(t: Any) -> str:
+    """A certificate time as the server writes it: ``2026-01-01T10:00:00Z``."""
+    from datetime import timezone
+
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _duration_text(seconds: int) -> str:
     from ca import format_duration
 
@@ -102,8 +109,10 @@ def login(target: str, duration: str | None, reason: str, no_wait: bool, resume_
     Exit codes: 0 certificate issued (or submitted, with --no-wait); 1 denied,
     refused by policy, expired or cancelled; 4 server unreachable.
     """
+    from ca.names import check_target
     from client.access import new_key_pair
 
+    check_target(target, field="target")
     api_client, settings = _client(server, user, identity)
     with api_client:
         if resume_id:
@@ -136,7 +145,8 @@ def login(target: str, duration: str | None, reason: str, no_wait: bool, resume_
             _report_end(req, as_json)
         key_path, pub = new_key_pair(target) if req["state"] == "approved" or not _have_key(target) else (_key_path(target), _pub(target))
         cert = api_client.post(f"/v1/requests/{req['id']}/certificate", {"public_key": pub})
-        _install(target, req, cert, key_path, settings, as_json)
+        verified = _verify(api_client, target, req, cert, pub)
+        _install(verified, key_path, settings, as_json)
 
 
 def _key_path(target: str) -> Path:
@@ -197,27 +207,41 @@ def _report_end(req: dict[str, Any], as_json: bool) -> None:
     _fail(f"request {req['id']} is {state}")
 
 
-def _install(target: str, req: dict[str, Any], cert: dict[str, Any], key_path: Path, settings: Any, as_json: bool) -> None:
+def _verify(api_client: Any, target: str, req: dict[str, Any], answer: dict[str, Any], pub: str) -> Any:
+    """The server's certificate, checked against the key just made and the CA keys it publishes;
+    on any mismatch one clear error, and nothing written (client.verify)."""
+    from ca.errors import JitSshError
+    from client.verify import describe_refusal, fetch_ca_keys, verify_issued
+
+    try:
+        return verify_issued(answer, public_key=pub, ca_keys=fetch_ca_keys(api_client), request=req, target=target)
+    except JitSshError as e:
+        if e.code in ("server_unreachable",):
+            raise
+        _fail(describe_refusal(e))
+
+
+def _install(verified: Any, key_path: Path, settings: Any, as_json: bool) -> None:
     from client.access import AccessRecord, agent_add, now_utc, save_access
 
-    login_user = None
-    principals = cert.get("principals") or []
-    if principals and "@" in principals[0]:
-        login_user = principals[0].split("@", 1)[0]
+    cert = verified.certificate
+    target, login_user, principals = verified.target, verified.login_user, list(cert.principals)
+    valid_before = _iso(cert.valid_before)
     record = AccessRecord(
-        target=target, request_id=req["id"], serial=str(cert["serial"]), valid_after=cert["valid_after"],
-        valid_before=cert["valid_before"], principals=principals, login_user=login_user,
+        target=target, request_id=verified.request_id, serial=str(cert.serial), valid_after=_iso(cert.valid_after),
+        valid_before=valid_before, principals=principals, login_user=login_user,
         server=settings.server or "", key_path=str(key_path), cert_path=str(key_path) + "-cert.pub",
     )
-    save_access(record, cert["certificate"])
+    save_access(record, verified.openssh)
+    req = {"id": verified.request_id}
     left = record.seconds_left(now_utc())
     in_agent = agent_add(str(key_path), left)
     if as_json:
-        click.echo(json.dumps({"request_id": req["id"], "state": "issued", "serial": str(cert["serial"]),
-                               "valid_before": cert["valid_before"], "seconds_left": left, "key": str(key_path),
+        click.echo(json.dumps({"request_id": req["id"], "state": "issued", "serial": str(cert.serial),
+                               "valid_before": valid_before, "seconds_left": left, "key": str(key_path),
                                "certificate": record.cert_path, "principals": principals, "agent": in_agent}))
         return
-    click.echo(f"Access granted to {target} until {cert['valid_before']} ({_duration_text(left) if left else 'expired'}), serial {cert['serial']}.")
+    click.echo(f"Access granted to {target} until {valid_before} ({_duration_text(left) if left else 'expired'}), serial {cert.serial}.")
     dest = f"{login_user}@{target}" if login_user else target
     click.echo(f"  ssh -i {key_path} -o CertificateFile={record.cert_path} {dest}")
     click.echo(f"  or: jit-ssh ssh {target}   (or `Include {key_path.parent}/config` in ~/.ssh/config, then: ssh {target})")
@@ -419,7 +443,17 @@ def ssh(ctx: click.Context, target: str, command: tuple[str, ...], host: str | N
     """
     import shutil
 
-    from client.access import load_accesses, now_utc
+    from ca.errors import JitSshError
+    from ca.names import check_hostname, check_login_user, check_target
+    from client.access import load_accesses, now_utc, ssh_path
+
+    # Checked before anything else (a login included): each value goes to ssh's argv.
+    try:
+        check_target(target, field="target")
+        wanted_user = check_login_user(login_user, field="--login-user") if login_user else None
+        dest_host = check_hostname(host, field="--host") if host else check_hostname(target, field="target")
+    except JitSshError as e:
+        _fail(f"{e} [{e.code}]")
 
     def current() -> Any:
         return next((r for r in load_accesses() if r.target == target and r.seconds_left(now_utc()) > 0), None)
@@ -434,13 +468,20 @@ def ssh(ctx: click.Context, target: str, command: tuple[str, ...], host: str | N
     ssh_bin = shutil.which("ssh")
     if not ssh_bin:
         _fail("OpenSSH's ssh is not installed", EXIT_UNREACHABLE)
-    argv = [ssh_bin, "-i", record.key_path, "-o", f"CertificateFile={record.cert_path}", "-o", "IdentitiesOnly=yes"]
+    who = wanted_user or record.login_user
+    try:
+        argv = [ssh_bin, "-i", ssh_path(record.key_path, quote=False), "-o", f"CertificateFile={ssh_path(record.cert_path)}",
+                "-o", "IdentitiesOnly=yes"]
+    except JitSshError as e:
+        _fail(f"{e} [{e.code}]")
     for option in ssh_options:
         argv += ["-o", option]
     if port:
         argv += ["-p", str(port)]
-    who = login_user or record.login_user
-    argv += [f"{who}@{host or target}" if who else (host or target)]
+    # "--" ends ssh's options: OpenSSH parses options again after the
+    # destination unless "--" came first, so a destination or a command
+    # word starting with '-' (-oProxyCommand=...) would be an option.
+    argv += ["--", f"{who}@{dest_host}" if who else dest_host]
     argv += list(command)
     sys.stdout.flush()
     os.execv(ssh_bin, argv)

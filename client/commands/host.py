@@ -17,9 +17,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import urllib.parse
-import urllib.request
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,7 +27,6 @@ from ._common import utcnow, write_file
 __all__ = ["host"]
 
 DROPIN_NAME = "60-jit-ssh.conf"
-_LOGIN_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$")
 _TARGET_LINE = re.compile(r"^# jit-ssh target: (\S+)$")
 _MAX_DOWNLOAD = 16 * 1024 * 1024
 
@@ -39,25 +37,26 @@ def host() -> None:
 
 
 def _check_server_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https":
-        return url.rstrip("/")
-    if parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1"):
-        return url.rstrip("/")
-    raise click.BadParameter("must be https:// (plain http only to localhost)", param_hint="--server")
+    """client.http's one URL check, reported as a bad --server value."""
+    from client.http import InsecureServerURL, check_server_url
 
-
-def _fetch(url: str, ca_bundle: str | None = None) -> bytes:
-    import ssl
-
-    context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
     try:
-        with urllib.request.urlopen(url, timeout=15, context=context) as resp:  # noqa: S310 (scheme checked above)
-            data: bytes = resp.read(_MAX_DOWNLOAD + 1)
-    except OSError as e:
-        raise click.ClickException(f"could not fetch {url}: {e}") from None
-    if len(data) > _MAX_DOWNLOAD:
-        raise click.ClickException(f"{url}: answer larger than {_MAX_DOWNLOAD} bytes")
+        return check_server_url(url)
+    except InsecureServerURL as e:
+        raise click.BadParameter(f"{e} (must be https://; plain http only to localhost)", param_hint="--server") from None
+
+
+def _server_client(base: str, ca_bundle: str | None, timeout: float = 15.0, retries: int = 3) -> Any:
+    """The CLI's one HTTP client (client.http.ApiClient): no redirects, TLS verified, size-limited answers."""
+    from client.http import ApiClient
+
+    transport = click.get_current_context().meta.get("jit_ssh.transport")
+    return ApiClient(server=base, transport=transport, ca_bundle=ca_bundle, timeout=timeout, retries=retries)
+
+
+def _fetch(base: str, path: str, ca_bundle: str | None = None) -> bytes:
+    with _server_client(base, ca_bundle) as api:
+        data: bytes = api.get(path, signed=False, raw=True, max_bytes=_MAX_DOWNLOAD).content
     return data
 
 
@@ -116,17 +115,22 @@ def host_setup(
 
     if bool(ca_keys) == bool(server):
         raise click.UsageError("give exactly one of --ca-keys FILE or --server URL")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", target):
-        raise click.BadParameter("letters, digits, '.', '_' and '-' only", param_hint="--target")
+    from ca.errors import InvalidName
+    from ca.names import check_login_user, check_target
+
+    try:
+        check_target(target, field="--target")
+    except InvalidName as e:
+        raise click.BadParameter(e.message, param_hint="--target") from None
 
     if server:
         base = _check_server_url(server)
-        ca_text = _fetch(base + "/v1/ca.pub", ca_bundle).decode("ascii", "replace")
+        ca_text = _fetch(base, "/v1/ca.pub", ca_bundle).decode("ascii", "replace")
         if not principals or not login_users:
             import json
 
             try:
-                listing = json.loads(_fetch(base + "/v1/targets", ca_bundle))
+                listing = json.loads(_fetch(base, "/v1/targets", ca_bundle))
                 known = {t["name"]: t for t in listing["targets"]}
             except (ValueError, KeyError, TypeError):
                 raise click.ClickException(f"{base}/v1/targets did not answer with a target list") from None
@@ -139,8 +143,10 @@ def host_setup(
     if not login_users:
         raise click.UsageError("give the login users with --login-user (or use --server to take them from the policy)")
     for user in login_users:
-        if not _LOGIN_USER.match(user):
-            raise click.BadParameter(f"{user!r} is not a valid login name", param_hint="--login-user")
+        try:
+            check_login_user(user, field="login user")
+        except InvalidName as e:
+            raise click.BadParameter(e.message, param_hint="--login-user") from None
     if not principals:
         raise click.UsageError("give the target's principals with --principal (e.g. --principal root@prod-db)")
     princ = validate_principals(principals, field="--principal")
@@ -249,10 +255,10 @@ def sync_krl(server: str, out: str, max_age: str, ca_bundle: str | None, timeout
     import json
     import time as _time
 
-    import httpx
-
     from ca import parse_duration
+    from ca.errors import JitSshError
     from ca.krl import MAX_KRL_SIZE, parse_krl
+    from client.http import ApiError
 
     base = _check_server_url(server)
     limit = parse_duration(max_age, field="--max-age").total_seconds()
@@ -282,9 +288,14 @@ def sync_krl(server: str, out: str, max_age: str, ca_bundle: str | None, timeout
         raise click.exceptions.Exit(0)
 
     try:
-        with httpx.Client(verify=ca_bundle or True, timeout=timeout) as http:
-            resp = http.get(base + "/v1/krl", headers=headers)
-    except httpx.HTTPError as e:
+        # The CLI's one HTTP client: no redirect followed, TLS verified, at most MAX_KRL_SIZE read,
+        # and any answer but 200 or 304 an error.
+        with _server_client(base, ca_bundle, timeout=timeout, retries=1) as api:
+            resp = api.get("/v1/krl", signed=False, raw=True, headers=headers, also_ok=(304,), max_bytes=MAX_KRL_SIZE)
+    except ApiError as e:
+        stale_exit(f"{base}/v1/krl answered HTTP {e.status}")
+        return
+    except JitSshError as e:
         stale_exit(f"could not fetch {base}/v1/krl: {e}")
         return
     if resp.status_code == 304:
