@@ -67,6 +67,7 @@ MAX_KEY_ID_LENGTH = 1024
 _LOGIN_USER = re.compile(r"[a-z_][a-z0-9_.-]*\$?")
 # Target names appear on command lines (`jit-ssh login NAME`), in file names
 # under ~/.ssh/jit-ssh and in ssh_config ``Host`` lines.
+_RESERVED_TARGET_ENDINGS = (".pub", ".json", "-cert")
 _TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # A principal without '@': a name (group-like principals such as "ops").
 _BARE_PRINCIPAL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?")
@@ -207,6 +208,17 @@ def check_target(value: str, *, field: str = "target name") -> str:
     if not _TARGET.fullmatch(value):
         raise InvalidName(
             f"{field} {_show(value)} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            field=field,
+        )
+    # The client files an access to target T under ~/.ssh/jit-ssh as T, T.pub,
+    # T-cert.pub and T.json, beside one ssh_config named "config". A target
+    # named "config", or T.pub, T.json or T-cert (whose .pub is T-cert.pub),
+    # would overwrite another target's files: `jit-ssh login config` would
+    # write a private key over the ssh_config.
+    if value == "config" or value.endswith(_RESERVED_TARGET_ENDINGS):
+        raise InvalidName(
+            f"{field} {_show(value)} is reserved: a target may not be named 'config' nor end in "
+            f"{', '.join(repr(e) for e in _RESERVED_TARGET_ENDINGS)} (the client names its files so)",
             field=field,
         )
     return value

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from ca.errors import JitSshError
 
 from .signing import Signer
 
-__all__ = ["ApiClient", "ApiError", "BadAnswer", "RedirectRefused", "Unreachable", "InsecureServerURL",
+__all__ = ["defang", "ApiClient", "ApiError", "BadAnswer", "RedirectRefused", "Unreachable", "InsecureServerURL",
            "check_server_url", "MAX_ANSWER_BYTES"]
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -68,6 +69,37 @@ class Unreachable(JitSshError):
 
 class InsecureServerURL(JitSshError):
     code = "insecure_server_url"
+
+
+def _escape_char(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def defang(value: Any) -> Any:
+    """The server's JSON with every string made safe to print on a terminal.
+
+    Reasons, comments, names and problem details reach the engineer's terminal.
+    A hostile server could send ESC sequences (move the cursor, rewrite what is
+    on screen, set the window title), a carriage return that overwrites the
+    line, or U+202E and other invisible format characters that reorder or hide
+    text. Each such character (C0 and C1 controls except newline and tab, DEL,
+    Unicode category Cf) becomes a visible escape such as ``\\x1b`` or
+    ``\\u202e``; every other character is kept. Values that are checked
+    strictly later (principals, key ids, certificates) then fail their checks,
+    as they should.
+    """
+    if isinstance(value, str):
+        if value.isprintable():
+            return value
+        return "".join(
+            _escape_char(c) if c not in "\n\t" and (unicodedata.category(c) in ("Cc", "Cf")) else c for c in value
+        )
+    if isinstance(value, dict):
+        return {defang(k): defang(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [defang(v) for v in value]
+    return value
 
 
 def check_server_url(url: str) -> str:
@@ -137,7 +169,7 @@ class ApiClient:
 
     def request(self, method: str, path: str, *, json_body: Any = None, query: dict[str, str] | None = None,
                 signed: bool = True, raw: bool = False, headers: dict[str, str] | None = None,
-                also_ok: tuple[int, ...] = (), max_bytes: int = MAX_ANSWER_BYTES) -> Any:
+                also_ok: tuple[int, ...] = (), max_bytes: int = MAX_ANSWER_BYTES, printable: bool = True) -> Any:
         """One call; retried with backoff only when the server could not be reached
         (a fresh nonce and signature each time).
 
@@ -145,6 +177,10 @@ class ApiClient:
         itself (its body read, at most ``max_bytes``). Any other status is an
         error (:class:`ApiError`; :class:`RedirectRefused` for a 3xx), except
         the statuses in ``also_ok`` (``raw`` only, e.g. 304 for a conditional GET).
+        With ``printable`` (the default) every string in the answer went
+        through :func:`defang`; ``printable=False`` keeps them as sent, for an
+        answer that a strict verifier checks value by value before anything of
+        it is printed or written (the issued certificate: :mod:`client.verify`).
         """
         body = b"" if json_body is None else json.dumps(json_body).encode("utf-8")
         query_text = urllib.parse.urlencode(query or {})
@@ -170,7 +206,7 @@ class ApiClient:
                 time.sleep(min(0.5 * 2**attempt, 4))
                 last = None
                 continue
-            return self._result(resp, raw, also_ok if raw else (), f"{self.server}{path}")
+            return self._result(resp, raw, also_ok if raw else (), f"{self.server}{path}", printable)
         raise Unreachable(f"cannot reach {self.server} after {self.retries} attempts: {last or 'service unavailable'}")
 
     def _send(self, method: str, url: str, body: bytes, headers: dict[str, str], max_bytes: int) -> httpx.Response:
@@ -196,7 +232,8 @@ class ApiClient:
         return httpx.Response(resp.status_code, headers=kept, content=b"".join(chunks), request=request)
 
     @staticmethod
-    def _result(resp: httpx.Response, raw: bool, also_ok: tuple[int, ...] = (), where: str = "the server") -> Any:
+    def _result(resp: httpx.Response, raw: bool, also_ok: tuple[int, ...] = (), where: str = "the server",
+                printable: bool = True) -> Any:
         status = resp.status_code
         if status in also_ok:
             return resp
@@ -215,6 +252,7 @@ class ApiClient:
                 problem = {}
             if not isinstance(problem, dict):
                 problem = {}
+            problem = defang(problem)
             raise ApiError(status, str(problem.get("code") or f"http_{status}"),
                            str(problem.get("detail") or resp.reason_phrase or f"HTTP {status}"), problem.get("field"),
                            problem)
@@ -229,7 +267,7 @@ class ApiClient:
             raise BadAnswer(f"{where} answered HTTP {status} with a body that is not JSON", field="server") from None
         if not isinstance(data, dict):
             raise BadAnswer(f"{where} answered HTTP {status} with JSON that is not an object", field="server")
-        return data
+        return defang(data) if printable else data
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)

@@ -478,3 +478,31 @@ def test_paths_with_spaces_and_percent_reach_ssh_as_they_are(tmp_path: Path, mon
     assert ["identityfile", f"{escaped}/{TARGET}"] in options
     assert ["certificatefile", f"{escaped}/{TARGET}-cert.pub"] in options
     assert ["user", "root"] in options
+
+
+# Text a hostile server sends to be printed: ESC sequences that rewrite the screen or set the
+# window title, a carriage return that overwrites the line, U+202E that reverses what follows.
+_TERMINAL_TRICKS = "\x1b[2J\x1b]0;owned\x07\rINC-1 \u202eevil\x9b31m"
+
+
+def _pending_answer(request: httpx.Request) -> httpx.Response:
+    if request.url.path == "/v1/requests":
+        row = {"id": "0000000000000009", "state": "pending", "requester": "mallory\x1b[8m", "target": "prod-db",
+               "duration_seconds": 600, "approvals_required": 1, "approvals": [],
+               "created_at": "2026-12-01T10:00:00Z", "reason": _TERMINAL_TRICKS}
+        return httpx.Response(200, json={"requests": [row]})
+    if request.url.path.endswith("/deny"):
+        return httpx.Response(409, json={"code": "conflict", "detail": "already decided" + _TERMINAL_TRICKS})
+    return httpx.Response(404, json={"code": "not_found", "detail": "no route"})
+
+
+@pytest.mark.parametrize("argv", [["pending"], ["requests"], ["deny", "0000000000000009", "--reason", "no"]])
+def test_server_text_never_reaches_the_terminal_as_control_characters(home: Path, capsys: pytest.CaptureFixture[str],
+                                                                      argv: list[str]) -> None:
+    r = jit(*argv, transport=httpx.MockTransport(_pending_answer), capsys=capsys)
+    printed = r.stdout + r.stderr
+    assert "prod-db" in printed or "already decided" in printed, printed
+    for c in printed:
+        assert c in "\n\t" or (c.isprintable() and c != "\u202e"), f"{c!r} reached the terminal: {printed!r}"
+    # What was hidden is shown as visible escapes, so an approver sees that something is odd.
+    assert "\\x1b" in printed

@@ -146,3 +146,20 @@ def test_key_id_refusals_name_the_field() -> None:
         with pytest.raises(InvalidKeyId) as info:
             check_key_id(bad, field="the server's key_id")
         assert info.value.field == "the server's key_id" and "the server's key_id" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", ["config", "web.pub", "web.json", "web-cert"])
+def test_target_names_that_would_overwrite_the_clients_files_are_refused(bad: str) -> None:
+    # The client keeps target T's access as T, T.pub, T-cert.pub and T.json beside one
+    # ssh_config named "config": `jit-ssh login config` would write a key over it.
+    text = POLICY.replace("[targets.web]", f"[targets.{_toml(bad)}]").replace('targets = ["web"]', f"targets = [{_toml(bad)}]")
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, source="p.toml")
+    assert any("reserved" in p.message for p in info.value.problems), info.value.problems
+    with pytest.raises(InvalidName, match="reserved"):
+        check_target(bad)
+
+
+@pytest.mark.parametrize("good", ["web", "configs", "pub", "web.pub1", "cert", "a-certs"])
+def test_target_names_near_the_reserved_ones_pass(good: str) -> None:
+    assert check_target(good) == good
