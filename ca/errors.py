@@ -20,6 +20,7 @@ names. The tree is small on purpose::
     ├── InvalidCertificate          "invalid_certificate"
     │   └── UntrustedCertificate    "untrusted_ca"           signed by a key we do not trust
     ├── InvalidKRL                  "invalid_krl"
+    │   └── UnacceptableKRL         "unacceptable_krl"       well formed, but not what jit-ssh emits
     └── CAKeyError                  "ca_key_error"
         ├── InsecureKeyFile         "insecure_key_file"      group/other may read the private key
         ├── PassphraseRequired      "passphrase_required"
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidCertificate",
     "UntrustedCertificate",
     "InvalidKRL",
+    "UnacceptableKRL",
     "CAKeyError",
     "InsecureKeyFile",
     "PassphraseRequired",
@@ -131,6 +133,12 @@ class UntrustedCertificate(InvalidCertificate):
 
 class InvalidKRL(JitSshError):
     code = "invalid_krl"
+
+
+class UnacceptableKRL(InvalidKRL):
+    """A KRL OpenSSH would load, that a host must still not install (see ``ca.krl.accept_krl``)."""
+
+    code = "unacceptable_krl"
 
 
 class CAKeyError(JitSshError):
