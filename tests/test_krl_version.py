@@ -76,3 +76,36 @@ def test_next_krl_version_passes_an_old_scheme_version(tmp_path: Path) -> None:
 def test_next_krl_version_recovers_from_garbage(tmp_path: Path) -> None:
     (tmp_path / "krl_version").write_text("not a number\n")
     assert next_krl_version(tmp_path, now=NOW) == krl_version_at(NOW)
+
+
+def test_krl_build_writes_a_krl_a_host_accepts_with_a_time_version(tmp_path: Path, data_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from ca.keyring import load_keyring
+    from ca.krl import accept_krl
+    from client.cli import cli
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["ca", "init"], catch_exceptions=False).exit_code == 0
+    out = tmp_path / "revoked.krl"
+    before = datetime.now(timezone.utc)
+    r = runner.invoke(cli, ["krl", "build", "--serial", "42", "--key-id", "jit-ssh:breakglass:alice", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    after = datetime.now(timezone.utc)
+    trusted = [k.public.blob for k in load_keyring(data_dir, private=False).keys]
+    krl = accept_krl(out.read_bytes(), trusted_ca_keys=trusted, now=after)
+    assert krl_version_at(before) <= krl.version <= krl_version_at(after)
+    # What `host setup` writes before the first sync passes too.
+    setup = runner.invoke(cli, ["host", "setup", "--ca-keys", str(_trusted_file(tmp_path, data_dir)),
+                                "--sshd-dir", str(tmp_path / "ssh"), "--target", "t", "--login-user", "root",
+                                "--principal", "root@t"])
+    assert setup.exit_code == 0, setup.output
+    accept_krl((tmp_path / "ssh" / "jit-ssh" / "revoked_keys.krl").read_bytes(), trusted_ca_keys=trusted, now=after)
+
+
+def _trusted_file(tmp_path: Path, data_dir: Path) -> Path:
+    from ca.keyring import load_keyring
+
+    path = tmp_path / "trusted_user_ca_keys"
+    path.write_text(load_keyring(data_dir, private=False).trusted_user_ca_keys())
+    return path
