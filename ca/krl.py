@@ -128,6 +128,7 @@ __all__ = [
     "empty_krl",
     "krl_version_at",
     "krl_version_time",
+    "krl_version_plausible",
 ]
 
 #: OpenSSH loads a KRL into one sshbuf, and sshbuf refuses to grow past
@@ -471,6 +472,18 @@ def krl_version_time(version: int) -> datetime | None:
         return _EPOCH + timedelta(microseconds=version)
     except OverflowError:
         return None
+
+
+def krl_version_plausible(version: int, *, now: datetime, max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW) -> bool:
+    """Whether ``version`` stands for a moment no later than ``now + max_clock_skew``.
+
+    A later one cannot come from a working server (its version is the newest
+    revocation time), and once installed it would make every later KRL look
+    older. A host judges its installed KRL by this too: a version that is no
+    longer plausible does not count as newer than the server's.
+    """
+    moment = krl_version_time(version)
+    return moment is not None and moment <= now + max_clock_skew
 
 
 def _header(version: int, now: datetime, comment: str) -> bytes:
@@ -864,9 +877,8 @@ def accept_krl(
             "(run jit-ssh host setup again)?",
             field="krl",
         )
-    moment = krl_version_time(krl.version)
-    limit = now + max_clock_skew
-    if moment is None or moment > limit:
+    if not krl_version_plausible(krl.version, now=now, max_clock_skew=max_clock_skew):
+        moment = krl_version_time(krl.version)
         when = "a time past the year 9999" if moment is None else f"{_iso_us(moment)}"
         raise UnacceptableKRL(
             f"refused KRL: its version {krl.version} stands for {when}, later than this host's clock "

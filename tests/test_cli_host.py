@@ -228,6 +228,18 @@ def test_an_installed_huge_version_no_longer_freezes_the_host(
     assert "implausible version" in r.stderr
 
 
+def test_an_installed_huge_version_in_a_foreign_krl_does_not_freeze_the_host_either(
+    runner: CliRunner, krl_server: FakeKRLServer, host_krl: Host
+) -> None:
+    # Both flaws at once: the version alone decides whether the installed KRL still counts.
+    host_krl.install(build_krl(ca_keys=[b""], serials=[1], public_keys=[h.public_key_pool()[1]],
+                               version=2**64 - 1, now=_now()))
+    krl_server.krl = _server_krl(host_krl)
+    r = _sync(runner, krl_server, host_krl)
+    assert r.exit_code == 0, r.output
+    assert host_krl.installed() == krl_server.krl
+
+
 def test_an_installed_krl_of_the_old_numbering_is_replaced_by_the_new(
     runner: CliRunner, krl_server: FakeKRLServer, host_krl: Host
 ) -> None:

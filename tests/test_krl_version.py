@@ -9,7 +9,7 @@ import pytest
 
 from ca.errors import InvalidKRL
 from ca.keyring import next_krl_version
-from ca.krl import DEFAULT_MAX_CLOCK_SKEW, krl_version_at, krl_version_time
+from ca.krl import DEFAULT_MAX_CLOCK_SKEW, krl_version_at, krl_version_plausible, krl_version_time
 
 NOW = datetime(2026, 11, 29, 10, 45, 0, 123456, tzinfo=timezone.utc)
 
@@ -41,6 +41,15 @@ def test_krl_version_at_refuses_naive_early_or_non_times(moment: object) -> None
     with pytest.raises(InvalidKRL) as info:
         krl_version_at(moment)  # type: ignore[arg-type]
     assert info.value.field == "version"
+
+
+def test_a_version_is_plausible_up_to_the_clock_plus_the_skew() -> None:
+    edge = krl_version_at(NOW + DEFAULT_MAX_CLOCK_SKEW)
+    assert krl_version_plausible(edge, now=NOW)
+    assert not krl_version_plausible(edge + 1, now=NOW)
+    assert krl_version_plausible(0, now=NOW) and krl_version_plausible(42, now=NOW)
+    assert not krl_version_plausible(2**64 - 1, now=NOW)
+    assert krl_version_plausible(edge + 1, now=NOW, max_clock_skew=DEFAULT_MAX_CLOCK_SKEW * 2)
 
 
 def test_next_krl_version_is_the_build_time_and_rises(tmp_path: Path) -> None:

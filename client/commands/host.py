@@ -298,7 +298,7 @@ def sync_krl(
     import httpx
 
     from ca import InvalidKRL, UnacceptableKRL, parse_duration
-    from ca.krl import MAX_KRL_SIZE, accept_krl, parse_krl
+    from ca.krl import MAX_KRL_SIZE, accept_krl, krl_version_plausible, parse_krl
 
     base = _check_server_url(server)
     limit = parse_duration(max_age, field="--max-age").total_seconds()
@@ -323,16 +323,17 @@ def sync_krl(
     comparable = current is not None
     use_etag = current is not None
     if current is not None:
+        if not krl_version_plausible(current.version, now=now, max_clock_skew=skew):
+            comparable = use_etag = False
+            click.echo(f"WARNING: the installed KRL at {target} has an implausible version "
+                       f"({_describe_version(current.version)}): it no longer counts as newer, "
+                       "and the server's KRL replaces it.", err=True)
         try:
             accept_krl(target.read_bytes(), trusted_ca_keys=trusted, now=now, max_clock_skew=skew)
         except UnacceptableKRL as e:
-            use_etag = False  # fetch in full: even an unchanged server KRL must replace this one
-            if e.field == "version":
-                comparable = False
-                click.echo(f"WARNING: the installed KRL at {target} has an implausible version "
-                           f"({_describe_version(current.version)}): it no longer counts as newer, "
-                           "and the server's KRL replaces it.", err=True)
-            else:
+            # Fetch in full: even an unchanged server KRL must replace this one.
+            use_etag = False
+            if e.field != "version":
                 click.echo(f"WARNING: the installed KRL at {target} is not one jit-ssh would write ({e}); "
                            "the server's KRL replaces it.", err=True)
     headers = {"User-Agent": "jit-ssh-sync-krl/1"}
