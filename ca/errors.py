@@ -21,6 +21,7 @@ names. The tree is small on purpose::
     ├── InvalidCertificate          "invalid_certificate"
     │   └── UntrustedCertificate    "untrusted_ca"           signed by a key we do not trust
     ├── InvalidKRL                  "invalid_krl"
+    │   └── UnacceptableKRL         "unacceptable_krl"       well formed, but not what jit-ssh emits
     └── CAKeyError                  "ca_key_error"
         ├── InsecureKeyFile         "insecure_key_file"      group/other may read the private key
         ├── PassphraseRequired      "passphrase_required"
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidCertificate",
     "UntrustedCertificate",
     "InvalidKRL",
+    "UnacceptableKRL",
     "CAKeyError",
     "InsecureKeyFile",
     "PassphraseRequired",
@@ -139,6 +141,12 @@ class UntrustedCertificate(InvalidCertificate):
 
 class InvalidKRL(JitSshError):
     code = "invalid_krl"
+
+
+class UnacceptableKRL(InvalidKRL):
+    """A KRL OpenSSH would load, that a host must still not install (see ``ca.krl.accept_krl``)."""
+
+    code = "unacceptable_krl"
 
 
 class CAKeyError(JitSshError):

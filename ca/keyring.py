@@ -121,17 +121,28 @@ def load_keyring(
 
 
 def next_krl_version(data_dir: str | os.PathLike[str], *, now: datetime) -> int:
-    """A KRL version higher than every one built from this data directory before.
+    """The version for a KRL built now from this data directory (``jit-ssh krl build``).
 
-    It starts from the Unix time so that versions also rise across data
-    directories restored from backup, and is bumped past the last one used.
+    The same scheme as the server's (``ca.krl.krl_version_at``): microseconds
+    since the epoch, so hosts compare both kinds, and a version after a backup
+    restore is again newer than anything built before. It is bumped past the
+    last one used here when the clock has stepped back a little (two builds in
+    one microsecond, an NTP correction). A last version further ahead than a
+    host would accept (``ca.krl.DEFAULT_MAX_CLOCK_SKEW``) came from a wrong
+    clock or a bug: following it would only give KRLs every host refuses as
+    implausible, so the clock wins. Versions of the old scheme (Unix seconds)
+    are far below any version now, so they are simply passed.
     """
+    from .krl import DEFAULT_MAX_CLOCK_SKEW, krl_version_at
+
     path = Path(data_dir) / "krl_version"
     try:
         last = int(path.read_text().strip())
     except (FileNotFoundError, ValueError):
         last = 0
-    version = max(last + 1, int(now.timestamp()))
+    current = krl_version_at(now)
+    plausible_until = krl_version_at(now + DEFAULT_MAX_CLOCK_SKEW)
+    version = max(last + 1, current) if last < plausible_until else current
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(f"{version}\n")
     os.replace(tmp, path)

@@ -56,6 +56,39 @@ Facts about OpenSSH 9.2's parser (``krl.c``) that shape this module:
   :data:`MAX_KRL_SIZE`.
 - Nothing marks the end of a KRL: one truncated at a section boundary is a
   valid KRL that revokes less. Check length or digest in transport.
+
+Versions (:func:`krl_version_at`). OpenSSH ignores ``krl_version``; jit-ssh's
+hosts use it to refuse a KRL older than the one installed. A version is a
+moment, in microseconds since the Unix epoch: the server's is the newest
+``revoked_at`` over every revocation row it holds (expired ones included, so
+dropping expired serials from the list never lowers it), read from the
+database, so every replica serves the same version for the same rows. Why a
+time and not a counter:
+
+- a counter (the highest revocation id, as before) is frozen by one huge
+  value: nothing can ever exceed it. A time has a plausible range: a host
+  refuses a version that lies beyond its own clock plus the allowed skew,
+  so no KRL can push it into the far future;
+- after the database is restored from an older backup, the version drops
+  (the host reports that loudly and keeps its KRL), and the next revocation,
+  stamped with the current time, is again newer than anything installed
+  before the restore, with no counter to repair;
+- revocation-id versions (small numbers) and the Unix-seconds versions
+  ``jit-ssh krl build`` wrote before (read as microseconds, about half an
+  hour after the epoch) are far below any version written now, so hosts move
+  to the new scheme on their own, with no flag day.
+
+What a host installs (:func:`accept_krl`): only what jit-ssh itself emits.
+Certificate sections that name a CA key, revoking serials (lists and ranges)
+or key ids. Everything else could hurt a host and is refused: explicit keys
+and SHA1/SHA256 fingerprints revoke keys jit-ssh never issued (a non-jit key,
+or the CA key itself, locking everyone out), a section without a CA key
+revokes certificates from *any* CA, and a bitmap is what makes OpenSSH's own
+reader fail. A section for a CA key the host does not trust is harmless
+(sshd refuses that CA's certificates anyway) and is allowed, so the KRL keeps
+reaching hosts while a new CA key is being rolled out; a KRL none of whose
+sections is for a trusted key is refused (wrong server, or a host whose
+trusted keys are out of date).
 """
 
 from __future__ import annotations
@@ -65,7 +98,7 @@ import hashlib
 import math
 import struct
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -80,21 +113,31 @@ from .errors import (
     InvalidKeyId,
     InvalidKRL,
     InvalidSerial,
+    UnacceptableKRL,
     UnsupportedKeyType,
 )
 
 __all__ = [
     "MAX_KRL_SIZE",
+    "DEFAULT_MAX_CLOCK_SKEW",
     "KRL",
     "KRLCertSection",
     "build_krl",
     "parse_krl",
+    "accept_krl",
     "empty_krl",
+    "krl_version_at",
+    "krl_version_time",
+    "krl_version_plausible",
 ]
 
 #: OpenSSH loads a KRL into one sshbuf, and sshbuf refuses to grow past
 #: ``SSHBUF_SIZE_MAX`` (128 MiB): a bigger file is unreadable to sshd.
 MAX_KRL_SIZE = 0x8000000
+
+#: How far ahead of a host's clock a KRL version may lie before the host calls
+#: it implausible (NTP-synced clocks differ by far less).
+DEFAULT_MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 _MAGIC = b"SSHKRL\n\0"
 _FORMAT_VERSION = 1
@@ -404,6 +447,45 @@ def empty_krl(*, version: int, now: datetime) -> bytes:
     return build_krl(ca_keys=(), version=version, now=now)
 
 
+def krl_version_at(moment: datetime) -> int:
+    """The KRL version for ``moment``: microseconds since the Unix epoch.
+
+    The server passes the newest revocation time it holds (see the module
+    docstring); ``jit-ssh krl build`` passes the time it builds at.
+    """
+    if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidKRL(f"moment must be a timezone-aware datetime, got {moment!r}", field="version")
+    # Integer division of timedeltas is exact: no float rounding of the microseconds.
+    micros = (moment - _EPOCH) // timedelta(microseconds=1)
+    if not 0 <= micros <= _U64_MAX:
+        raise InvalidKRL(f"moment {moment.isoformat()} is before 1970-01-01", field="version")
+    return micros
+
+
+def krl_version_time(version: int) -> datetime | None:
+    """The moment a KRL version stands for, or ``None`` past the year 9999.
+
+    Versions of the earlier schemes (revocation ids, Unix seconds) read as
+    moments in January 1970: old, never implausible.
+    """
+    try:
+        return _EPOCH + timedelta(microseconds=version)
+    except OverflowError:
+        return None
+
+
+def krl_version_plausible(version: int, *, now: datetime, max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW) -> bool:
+    """Whether ``version`` stands for a moment no later than ``now + max_clock_skew``.
+
+    A later one cannot come from a working server (its version is the newest
+    revocation time), and once installed it would make every later KRL look
+    older. A host judges its installed KRL by this too: a version that is no
+    longer plausible does not count as newer than the server's.
+    """
+    moment = krl_version_time(version)
+    return moment is not None and moment <= now + max_clock_skew
+
+
 def _header(version: int, now: datetime, comment: str) -> bytes:
     if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= _U64_MAX:
         raise InvalidKRL(f"version must be an integer in 0..2**64-1, got {version!r}", field="version")
@@ -704,6 +786,24 @@ class _CertAccumulator:
         self.key_ids: set[str] = set()
 
 
+class _HostCheck:
+    """What :func:`accept_krl` adds to the parser: refusals, where they occur."""
+
+    __slots__ = ("trusted",)
+
+    def __init__(self, trusted: frozenset[bytes]) -> None:
+        self.trusted = trusted
+
+    @staticmethod
+    def refuse(cur: _Cursor, message: str, at: int) -> UnacceptableKRL:
+        return UnacceptableKRL(f"refused KRL at byte {at} ({cur.where}): {message}", field="krl")
+
+    def trusted_among(self, blobs: Iterable[bytes], digest: Callable[[bytes], bytes] | None = None) -> bytes | None:
+        """A trusted CA key that ``blobs`` (key blobs, or digests of them) names, if any."""
+        wanted = {digest(k) if digest else k: k for k in self.trusted}
+        return next((wanted[b] for b in blobs if b in wanted), None)
+
+
 def parse_krl(data: bytes) -> KRL:
     """Parse and validate a whole KRL; raise :class:`InvalidKRL` on any flaw.
 
@@ -717,7 +817,80 @@ def parse_krl(data: bytes) -> KRL:
     section starts, it is a valid KRL that revokes less, for OpenSSH as for
     this parser. Whoever transports a KRL must check its length or digest
     before installing it; no parser can.
+
+    A host installing a KRL it was sent uses :func:`accept_krl` instead.
     """
+    return _parse(data, None)
+
+
+def accept_krl(
+    data: bytes,
+    *,
+    trusted_ca_keys: Iterable[bytes],
+    now: datetime,
+    max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
+) -> KRL:
+    """Parse ``data`` like :func:`parse_krl`, and accept it only if jit-ssh could have written it.
+
+    The check a host runs before it installs a KRL it was sent (``jit-ssh host
+    sync-krl``). ``trusted_ca_keys`` are the wire blobs of the CA keys this
+    host's sshd trusts, read from the host's own TrustedUserCAKeys file, never
+    from whoever sent the KRL. Accepted: certificate sections naming a CA key,
+    revoking serials (lists, ranges) and key ids. Refused, with
+    :class:`UnacceptableKRL` naming the byte and the reason:
+
+    - explicit-key, SHA1 and SHA256 fingerprint sections: they revoke plain
+      keys, a non-jit key or a CA key itself (the message says which);
+    - a certificate section without a CA key: it revokes certificates from
+      any CA, not only jit-ssh's;
+    - serial bitmaps (jit-ssh never writes them; see the module docstring),
+      empty key ids, non-empty reserved fields, header flags: anything
+      jit-ssh does not emit;
+    - a KRL with certificate sections, none of them for a trusted CA key
+      (it would revoke nothing here: wrong server, or stale trusted keys);
+      sections for other CA keys beside a trusted one are harmless and allowed
+      (a CA key being rolled out that this host does not trust yet);
+    - a version (:func:`krl_version_at`) later than ``now + max_clock_skew``
+      (``field="version"``): once installed, it would make the host refuse
+      every later KRL as older.
+
+    Structural flaws raise :class:`InvalidKRL`, as :func:`parse_krl` does;
+    :class:`UnacceptableKRL` is a subclass of it.
+    """
+    trusted: set[bytes] = set()
+    for blob in _blobs(trusted_ca_keys, "trusted_ca_keys"):
+        trusted.add(_check_public_key(blob, "trusted_ca_keys"))
+    if not trusted:
+        raise InvalidKRL("trusted_ca_keys is empty: a host that trusts no CA key needs no KRL", field="trusted_ca_keys")
+    if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
+        raise InvalidKRL(f"now must be a timezone-aware datetime, got {now!r}", field="now")
+    if not isinstance(max_clock_skew, timedelta) or max_clock_skew < timedelta(0):
+        raise InvalidKRL(f"max_clock_skew must be a timedelta >= 0, got {max_clock_skew!r}", field="max_clock_skew")
+
+    krl = _parse(data, _HostCheck(frozenset(trusted)))
+
+    if krl.cert_sections and not any(s.ca_key in trusted for s in krl.cert_sections):
+        named = ", ".join(_fingerprint(s.ca_key) for s in krl.cert_sections)
+        raise UnacceptableKRL(
+            f"refused KRL: none of its CA keys ({named}) is one this host trusts, so it would revoke "
+            "nothing here: is this the right server, or are the host's trusted CA keys out of date "
+            "(run jit-ssh host setup again)?",
+            field="krl",
+        )
+    if not krl_version_plausible(krl.version, now=now, max_clock_skew=max_clock_skew):
+        moment = krl_version_time(krl.version)
+        when = "a time past the year 9999" if moment is None else f"{_iso_us(moment)}"
+        raise UnacceptableKRL(
+            f"refused KRL: its version {krl.version} stands for {when}, later than this host's clock "
+            f"({_iso(now)}) plus the allowed clock skew ({int(max_clock_skew.total_seconds())} s). "
+            "Installed, it would make every later KRL look older and keep them all out. "
+            "Check this host's clock and the server's (NTP).",
+            field="version",
+        )
+    return krl
+
+
+def _parse(data: bytes, check: _HostCheck | None) -> KRL:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InvalidKRL(f"a KRL is bytes, got {type(data).__name__}", field="krl")
     data = bytes(data)
@@ -744,8 +917,14 @@ def parse_krl(data: bytes) -> KRL:
         generated_at = _EPOCH + timedelta(seconds=generated_date)
     except OverflowError:
         raise cur.fail(f"generated_date {generated_date} is beyond the year 9999", at=at) from None
-    cur.u64("flags")  # none are defined; OpenSSH ignores them too
-    cur.string("reserved")  # "currently ignored", says PROTOCOL.krl
+    at = cur.pos
+    flags = cur.u64("flags")  # none are defined; OpenSSH ignores them too
+    if check and flags:
+        raise check.refuse(cur, f"flags are 0x{flags:x}: none are defined, and jit-ssh writes 0", at)
+    at = cur.pos
+    reserved = cur.string("reserved")  # "currently ignored", says PROTOCOL.krl
+    if check and reserved:
+        raise check.refuse(cur, "the reserved field is not empty, as jit-ssh writes it", at)
     comment = cur.text("comment")
 
     by_ca: dict[bytes, _CertAccumulator] = {}
@@ -771,23 +950,36 @@ def parse_krl(data: bytes) -> KRL:
         start, end = cur.string_bounds("section body")
         body = _Cursor(data, start, end, cur.where)
         if kind == _SECTION_CERTIFICATES:
-            _parse_cert_section(body, by_ca)
+            _parse_cert_section(body, by_ca, check)
         elif kind == _SECTION_EXPLICIT_KEY:
+            blobs: list[bytes] = []
             while body.remaining():
                 key_at = body.pos
                 blob = body.string("public key")
                 problem = _key_blob_problem(blob)
                 if problem is not None:
                     raise body.fail(f"revoked key: {problem[1]}", at=key_at)
-                revoked_keys.add(blob)
+                blobs.append(blob)
+            if check:
+                ca = check.trusted_among(blobs)
+                raise check.refuse(cur, _plain_key_refusal("as a plain key", len(blobs), ca), section_at)
+            revoked_keys.update(blobs)
         else:
-            size, target = (32, sha256) if kind == _SECTION_FINGERPRINT_SHA256 else (20, sha1)
+            is_sha256 = kind == _SECTION_FINGERPRINT_SHA256
+            size, target = (32, sha256) if is_sha256 else (20, sha1)
+            digests: list[bytes] = []
             while body.remaining():
                 digest_at = body.pos
                 digest = body.string("fingerprint")
                 if len(digest) != size:
                     raise body.fail(f"fingerprint must be {size} bytes, got {len(digest)}", at=digest_at)
-                target.add(digest)
+                digests.append(digest)
+            if check:
+                algorithm = "sha256" if is_sha256 else "sha1"
+                ca = check.trusted_among(digests, lambda b: hashlib.new(algorithm, b).digest())
+                how = f"by its {'SHA-256' if is_sha256 else 'SHA-1'} fingerprint"
+                raise check.refuse(cur, _plain_key_refusal(how, len(digests), ca), section_at)
+            target.update(digests)
 
     # Like OpenSSH, a certificate section that revokes nothing leaves no trace.
     sections = tuple(
@@ -810,7 +1002,21 @@ def parse_krl(data: bytes) -> KRL:
     )
 
 
-def _parse_cert_section(cur: _Cursor, by_ca: dict[bytes, _CertAccumulator]) -> None:
+def _plain_key_refusal(how: str, count: int, trusted_ca: bytes | None) -> str:
+    if trusted_ca is not None:
+        return (
+            f"it revokes the trusted CA key {_fingerprint(trusted_ca)} itself ({how}): sshd would then "
+            "refuse every certificate that CA signed"
+        )
+    return (
+        f"it revokes {count} key(s) {how} whoever holds them, certificate or not: jit-ssh revokes "
+        "only certificates (by serial or key id), and such a KRL can lock out keys jit-ssh never issued"
+    )
+
+
+def _parse_cert_section(
+    cur: _Cursor, by_ca: dict[bytes, _CertAccumulator], check: _HostCheck | None = None
+) -> None:
     at = cur.pos
     ca_key = cur.string("CA key")
     # OpenSSH parses the CA key with sshkey_from_blob(); if that fails, the
@@ -819,7 +1025,17 @@ def _parse_cert_section(cur: _Cursor, by_ca: dict[bytes, _CertAccumulator]) -> N
         problem = _key_blob_problem(ca_key)
         if problem is not None:
             raise cur.fail(f"CA key: {problem[1]}", at=at)
-    cur.string("reserved")
+    elif check:
+        raise check.refuse(
+            cur,
+            "a certificate section without a CA key revokes matching certificates signed by ANY CA, "
+            "not only jit-ssh's; jit-ssh names the CA key in every section",
+            at,
+        )
+    at = cur.pos
+    reserved = cur.string("reserved")
+    if check and reserved:
+        raise check.refuse(cur, "the reserved field is not empty, as jit-ssh writes it", at)
     acc = by_ca.setdefault(ca_key, _CertAccumulator())
     section_where = cur.where
     index = 0
@@ -850,10 +1066,25 @@ def _parse_cert_section(cur: _Cursor, by_ca: dict[bytes, _CertAccumulator]) -> N
                 raise sub.fail(f"serial range {lo}-{hi} has lo > hi; OpenSSH rejects the whole KRL", at=start)
             acc.ranges.append((lo, hi))
         elif kind == _CERT_SERIAL_BITMAP:
-            acc.ranges.extend(_parse_bitmap(sub))
+            runs = _parse_bitmap(sub)
+            if check:
+                raise check.refuse(
+                    sub,
+                    "serial bitmaps are refused: jit-ssh writes serial lists and ranges only "
+                    "(OpenSSH's own writer emits bitmaps that sshd then cannot read, refusing every key)",
+                    sub_at,
+                )
+            acc.ranges.extend(runs)
         elif kind == _CERT_KEY_ID:
             while sub.remaining():
-                acc.key_ids.add(sub.text("key id"))
+                id_at = sub.pos
+                key_id = sub.text("key id")
+                if check and not key_id:
+                    raise check.refuse(
+                        sub, "an empty key id revokes every certificate issued without one; jit-ssh never writes it",
+                        id_at,
+                    )
+                acc.key_ids.add(key_id)
         elif kind == _CERT_EXTENSION:
             raise sub.fail(
                 "certificate extension subsections are refused: OpenSSH 9.2 rejects the whole KRL", at=sub_at
@@ -997,6 +1228,10 @@ def _fingerprint(blob: bytes) -> str:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso_us(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _escape(text: str) -> str:

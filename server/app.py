@@ -195,6 +195,7 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
         clock=clock,
         backdate_seconds=config.backdate_seconds,
         checkpoint_every=config.audit_checkpoint_every,
+        krl_clock_skew=config.krl_clock_skew,
         notify=notifier.send if notifier else None,
     )
 

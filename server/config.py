@@ -46,6 +46,9 @@ class ServerConfig:
     webhook_url: str | None = None
     #: Signed API calls older or newer than this are refused (seconds).
     max_clock_skew: int = 300
+    #: Hosts' clock skew allowance for revocation (seconds): a revoked serial stays in the
+    #: KRL until valid_before plus this, and KRL versions further ahead are implausible.
+    krl_clock_skew: int = 300
     #: Clock-skew allowance written into certificates (seconds); at most a tenth of a grant.
     backdate_seconds: int = 0
     #: A signed audit checkpoint every N events.
@@ -82,6 +85,7 @@ _ENV = {
     "JIT_SSH_BASE_URL": "base_url",
     "JIT_SSH_WEBHOOK_URL": "webhook_url",
     "JIT_SSH_MAX_CLOCK_SKEW": "max_clock_skew",
+    "JIT_SSH_KRL_CLOCK_SKEW": "krl_clock_skew",
     "JIT_SSH_BACKDATE": "backdate_seconds",
     "JIT_SSH_AUDIT_CHECKPOINT_EVERY": "audit_checkpoint_every",
     "JIT_SSH_CA_PASSPHRASE_FILE": "ca_passphrase_file",
@@ -136,6 +140,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     cfg = ServerConfig(data_dir=Path(data_dir), **values)
     if cfg.backdate_seconds < 0 or cfg.max_clock_skew <= 0 or cfg.audit_checkpoint_every <= 0:
         raise ConfigError("backdate_seconds must be >= 0; max_clock_skew and audit_checkpoint_every > 0")
+    if cfg.krl_clock_skew < 0:
+        raise ConfigError("krl_clock_skew must be >= 0", field="krl_clock_skew")
     return cfg
 
 

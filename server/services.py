@@ -35,7 +35,7 @@ from ca import (
     parse_public_key,
 )
 from ca.keyring import Keyring
-from ca.krl import build_krl
+from ca.krl import build_krl, krl_version_at
 
 from . import audit
 from .db import CommitThenRaise, transaction
@@ -197,6 +197,8 @@ class Service:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     backdate_seconds: int = 0
     checkpoint_every: int = 1000
+    #: Seconds a revoked serial stays in the KRL past its valid_before (hosts' clock skew).
+    krl_clock_skew: int = 300
     notify: Callable[[str, dict[str, Any]], None] | None = None
 
     # ---- helpers -----------------------------------------------------------------
@@ -697,19 +699,33 @@ class Service:
     # ---- KRL -------------------------------------------------------------------------
 
     def krl(self) -> tuple[bytes, str]:
-        """The current KRL and its ETag (which changes only when what it revokes changes)."""
+        """The current KRL and its ETag (which changes only when the KRL's content or version does).
+
+        A revoked serial stays listed until its certificate's ``valid_before``
+        plus ``krl_clock_skew``: a host whose clock lags still refuses it for as
+        long as its sshd could still think the certificate valid.
+
+        The version is the newest revocation time in the database, over every
+        revocation row (expired ones too, so that expiry never lowers it), in
+        microseconds (``ca.krl.krl_version_at``). All replicas read it from the
+        same rows, so they agree whichever one a host reaches; after a restore
+        from an older backup it drops (hosts report that and keep their KRL),
+        and the next revocation is again newer than anything before. Rows
+        stamped further ahead than ``krl_clock_skew`` (a replica with a wrong
+        clock) are left out of the version, never out of the list: hosts refuse
+        such versions, and one of them must not hold every host's KRL back.
+        """
         now = self.now()
+        skew = timedelta(seconds=self.krl_clock_skew)
         with self._tx() as s:
             serials = sorted(
-                s.execute(select(Revocation.serial).where(Revocation.valid_before > now)).scalars()
+                s.execute(select(Revocation.serial).where(Revocation.valid_before > now - skew)).scalars()
             )
-            # The version comes from the database, not a replica's clock: it
-            # rises with every revocation whichever replica serves the KRL, so
-            # `host sync-krl` (which refuses a KRL older than the one in place)
-            # never mistakes a slow clock for an old list.
-            version = s.scalar(select(func.max(Revocation.id))) or 0
+            newest = s.scalar(select(func.max(Revocation.revoked_at)).where(Revocation.revoked_at <= now + skew))
+        version = krl_version_at(newest) if newest is not None else 0
         ca_blobs = [k.public.blob for k in self.keyring.keys]
         h = hashlib.sha256()
+        h.update(version.to_bytes(8, "big"))
         for b in ca_blobs:
             h.update(len(b).to_bytes(4, "big") + b)
         for serial in serials:

@@ -35,6 +35,9 @@ __all__ = [
     "public_key_pool",
     "require_ssh_keygen",
     "query",
+    "raw_krl",
+    "raw_section",
+    "raw_cert_section",
 ]
 
 # Fixed, wide validity window: ssh-keygen -Q does not look at it, and fixed
@@ -51,6 +54,24 @@ def wire_blob(public_key: Any) -> bytes:
     """The SSH wire-format blob of a cryptography public key."""
     line = public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return base64.b64decode(line.split()[1])
+
+
+def raw_section(kind: int, body: bytes) -> bytes:
+    """A section or subsection: u8 type, string body."""
+    return struct.pack(">BI", kind, len(body)) + body
+
+
+def raw_cert_section(ca_blob: bytes, *subsections: bytes, reserved: bytes = b"") -> bytes:
+    """A certificate section (type 1) for ``ca_blob`` (b"" = any CA)."""
+    return raw_section(1, ssh_string(ca_blob) + ssh_string(reserved) + b"".join(subsections))
+
+
+def raw_krl(
+    *sections: bytes, version: int = 1, date: int = 0, flags: int = 0, reserved: bytes = b"", comment: bytes = b""
+) -> bytes:
+    """A KRL written by hand, for shapes ``ca.krl.build_krl`` refuses to write."""
+    head = b"SSHKRL\n\0" + struct.pack(">IQQQ", 1, version, date, flags)
+    return head + ssh_string(reserved) + ssh_string(comment) + b"".join(sections)
 
 
 @dataclass(frozen=True)

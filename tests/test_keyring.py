@@ -11,7 +11,7 @@ import pytest
 
 from ca.certs import issue_certificate, verify_certificate
 from ca.errors import CAKeyError, InsecureKeyFile, PassphraseRequired
-from ca.keyring import Keyring, ca_dir, init_keyring, load_keyring, next_krl_version
+from ca.keyring import Keyring, ca_dir, init_keyring, load_keyring
 from ca.keys import CAKey, load_public_keys, parse_public_key
 
 NOW = datetime(2026, 11, 29, 10, 45, 0, tzinfo=timezone.utc)
@@ -168,25 +168,6 @@ def test_keys_are_ca_keys(tmp_path: Path) -> None:
     init_keyring(tmp_path, now=NOW)
     ring = load_keyring(tmp_path)
     assert all(isinstance(k, CAKey) for k in ring.keys)
-
-
-def test_next_krl_version_rises(tmp_path: Path) -> None:
-    base = int(NOW.timestamp())
-    versions = [next_krl_version(tmp_path, now=NOW) for _ in range(5)]
-    assert versions[0] >= base
-    assert versions == sorted(set(versions))
-    assert all(b == a + 1 for a, b in zip(versions, versions[1:]))
-    # Time jumps ahead: the version follows it.
-    later = next_krl_version(tmp_path, now=NOW + timedelta(days=1))
-    assert later >= base + 86400
-    # Time goes back (a wrong clock, a restored VM): the version still rises.
-    assert next_krl_version(tmp_path, now=NOW - timedelta(days=365)) == later + 1
-    assert (tmp_path / "krl_version").read_text().strip() == str(later + 1)
-
-
-def test_next_krl_version_recovers_from_garbage(tmp_path: Path) -> None:
-    (tmp_path / "krl_version").write_text("not a number\n")
-    assert next_krl_version(tmp_path, now=NOW) == int(NOW.timestamp())
 
 
 @pytest.mark.parametrize("kind", [None, "dsa", 3])

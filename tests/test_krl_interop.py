@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ca.errors import InvalidKRL
-from ca.krl import build_krl, empty_krl, parse_krl
+from ca.krl import accept_krl, build_krl, empty_krl, krl_version_at, parse_krl
 
 try:
     import krl_helpers as h
@@ -81,6 +81,31 @@ def test_revoke_by_serial_in_a_range(ssh_keygen, tmp_path, ca) -> None:
     assert parse_krl(krl).cert_sections[0].serial_ranges == ((1000, 2000),)
     for serial, expected in [(999, False), (1000, True), (1500, True), (2000, True), (2001, False)]:
         assert revoked(tmp_path, krl, h.make_cert(ca, serial=serial)) is expected, serial
+
+
+@pytest.mark.parametrize(
+    "version", [krl_version_at(NOW), krl_version_at(datetime(9999, 12, 31, tzinfo=timezone.utc)), 2**64 - 1]
+)
+def test_microsecond_versions_are_read_by_ssh_keygen(ssh_keygen, tmp_path, ca, version) -> None:
+    # OpenSSH reads krl_version as a u64 and does not judge it: the new, much larger
+    # numbers change nothing for sshd. (Hosts judge them: see test_krl_accept.py.)
+    data = build_krl(ca_keys=[ca.blob], serials=[7], version=version, now=NOW)
+    assert revoked(tmp_path, data, h.make_cert(ca, serial=7)) is True
+    assert revoked(tmp_path, data, h.make_cert(ca, serial=8)) is False
+
+
+def test_what_hosts_accept_ssh_keygen_reads_the_same_way(ssh_keygen, tmp_path, ca, other_ca) -> None:
+    # The server's shape during a rotation: both CA keys, serials and a key id.
+    data = build_krl(ca_keys=[ca.blob, other_ca.blob], serials=[3, (10, 20)], key_ids=["gone"],
+                     version=krl_version_at(NOW), now=NOW)
+    krl = accept_krl(data, trusted_ca_keys=[ca.blob], now=NOW)
+    probes = [h.make_cert(c, serial=s, key_id=k) for c in (ca, other_ca) for s, k in ((3, "x"), (15, "x"), (4, "gone"), (4, "x"))]
+    paths = [cert_file(tmp_path, c, f"p{i}-cert.pub") for i, c in enumerate(probes)]
+    verdicts = h.query(write(tmp_path / "k.krl", data), *paths)
+    for i, (probe, path) in enumerate(zip(probes, paths)):
+        ca_blob = ca.blob if i < 4 else other_ca.blob
+        assert verdicts[str(path)] == krl.is_revoked(probe.serial, probe.key_id, ca_blob)
+    assert [verdicts[str(p)] for p in paths] == [True, True, True, False] * 2
 
 
 def test_serial_revocation_is_scoped_to_its_ca(ssh_keygen, tmp_path, ca, other_ca) -> None:

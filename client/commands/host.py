@@ -235,34 +235,83 @@ def host_setup(
         click.echo("not validated with sshd -t (no sshd or no sshd_config here).", err=True)
 
 
+#: sync-krl's exit codes beyond 0 (fresh) and the CLI's usual 1 and 2.
+EXIT_KRL_STALE = 4
+EXIT_KRL_OLDER = 5
+EXIT_KRL_REFUSED = 6
+
+
 @host.command("sync-krl")
 @click.option("--server", required=True, help="The jit-ssh server URL.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The RevokedKeys file sshd reads.")
 @click.option("--max-age", default="1h", show_default=True, help="Exit non-zero when the installed KRL is older than this.")
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="CA bundle to verify the server's TLS certificate.")
 @click.option("--timeout", type=float, default=15.0, show_default=True)
-def sync_krl(server: str, out: str, max_age: str, ca_bundle: str | None, timeout: float) -> None:
+@click.option(
+    "--trusted-ca-keys",
+    type=click.Path(dir_okay=False),
+    help="This host's TrustedUserCAKeys file: the KRL may revoke certificates of these CA keys only "
+    "(default: the file the jit-ssh drop-in names beside RevokedKeys OUT, else trusted_user_ca_keys beside OUT).",
+)
+@click.option(
+    "--max-clock-skew",
+    default="5m",
+    show_default=True,
+    help="A KRL version (a revocation time) further ahead of this host's clock is refused as implausible.",
+)
+@click.option(
+    "--accept-older",
+    is_flag=True,
+    help="Install the server's KRL even when it is older than the installed one, once you have checked "
+    "why (a server database restored from backup). Logged as a warning.",
+)
+def sync_krl(
+    server: str,
+    out: str,
+    max_age: str,
+    ca_bundle: str | None,
+    timeout: float,
+    trusted_ca_keys: str | None,
+    max_clock_skew: str,
+    accept_older: bool,
+) -> None:
     """Fetch the server's KRL and replace OUT atomically, if it is valid.
 
     Uses the ETag (nothing is downloaded when nothing changed), checks the
-    KRL's SHA-256 and its whole structure, and never installs a KRL older
-    than the one in place. On any failure the last good KRL stays, with a
-    warning. Exit 0 when OUT is fresh; 4 when it could not be refreshed for
-    longer than --max-age (a stale KRL may miss revocations).
-    Run it every minute from a systemd timer or cron.
+    KRL's SHA-256 and its whole structure, and installs only what jit-ssh
+    itself emits: certificate sections for this host's trusted CA keys,
+    revoking serials or key ids. A KRL that revokes plain keys, fingerprints,
+    a CA key itself or every CA's certificates is refused, and so is a version
+    from the future (beyond --max-clock-skew). It never installs a KRL older
+    than the one in place, unless --accept-older. On any failure the last good
+    KRL stays. Run it every minute from a systemd timer or cron.
+
+    \b
+    Exit codes:
+      0  OUT is fresh (installed, or unchanged);
+      4  OUT could not be refreshed for longer than --max-age, or is missing
+         (a stale KRL may miss revocations);
+      5  the server's KRL is older than the one in place, which is kept: was the
+         server's database restored from an older backup? Check, then run again
+         with --accept-older;
+      6  the server's KRL was refused (it revokes what jit-ssh never revokes, or
+         its version is implausible); the one in place is kept.
     """
     import hashlib
     import json
     import time as _time
 
-    from ca import parse_duration
+    from ca import InvalidKRL, UnacceptableKRL, parse_duration
     from ca.errors import JitSshError
-    from ca.krl import MAX_KRL_SIZE, parse_krl
+    from ca.krl import MAX_KRL_SIZE, accept_krl, krl_version_plausible, parse_krl
     from client.http import ApiError
 
     base = _check_server_url(server)
     limit = parse_duration(max_age, field="--max-age").total_seconds()
+    skew = parse_duration(max_clock_skew, field="--max-clock-skew")
     target = Path(out)
+    trusted = _trusted_ca_blobs(target, trusted_ca_keys)
+    now = utcnow()
     state_path = target.with_name(target.name + ".state.json")
     try:
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -274,8 +323,27 @@ def sync_krl(server: str, out: str, max_age: str, ca_bundle: str | None, timeout
             current = parse_krl(target.read_bytes())
         except Exception:  # noqa: BLE001 - a corrupt file in place is replaced by the next good one
             current = None
+    # Whether the installed KRL's version still means anything: one that lies
+    # in the future (an older jit-ssh's huge counter, a KRL from a wrong clock)
+    # would keep every later KRL out as "older", so it no longer counts.
+    comparable = current is not None
+    use_etag = current is not None
+    if current is not None:
+        if not krl_version_plausible(current.version, now=now, max_clock_skew=skew):
+            comparable = use_etag = False
+            click.echo(f"WARNING: the installed KRL at {target} has an implausible version "
+                       f"({_describe_version(current.version)}): it no longer counts as newer, "
+                       "and the server's KRL replaces it.", err=True)
+        try:
+            accept_krl(target.read_bytes(), trusted_ca_keys=trusted, now=now, max_clock_skew=skew)
+        except UnacceptableKRL as e:
+            # Fetch in full: even an unchanged server KRL must replace this one.
+            use_etag = False
+            if e.field != "version":
+                click.echo(f"WARNING: the installed KRL at {target} is not one jit-ssh would write ({e}); "
+                           "the server's KRL replaces it.", err=True)
     headers = {"User-Agent": "jit-ssh-sync-krl/1"}
-    if state.get("etag") and current is not None:
+    if state.get("etag") and use_etag:
         headers["If-None-Match"] = state["etag"]
 
     def stale_exit(reason: str) -> None:
@@ -283,7 +351,7 @@ def sync_krl(server: str, out: str, max_age: str, ca_bundle: str | None, timeout
         if current is None or age > limit:
             click.echo(f"WARNING: {reason}; the KRL at {target} is {'missing or corrupt' if current is None else f'{int(age)} s old'}"
                        f" (limit {int(limit)} s): revocations may be missed", err=True)
-            raise click.exceptions.Exit(4)
+            raise click.exceptions.Exit(EXIT_KRL_STALE)
         click.echo(f"warning: {reason}; keeping the last good KRL ({int(age)} s old)", err=True)
         raise click.exceptions.Exit(0)
 
@@ -313,17 +381,108 @@ def sync_krl(server: str, out: str, max_age: str, ca_bundle: str | None, timeout
     if want and hashlib.sha256(data).hexdigest() != want.lower():
         stale_exit("the KRL does not match its SHA-256 (cut short in transit?)")
     try:
-        new = parse_krl(data)
-    except Exception as e:  # noqa: BLE001
+        new = accept_krl(data, trusted_ca_keys=trusted, now=now, max_clock_skew=skew)
+    except UnacceptableKRL as e:
+        kept = f"version {current.version}" if current is not None else "missing or corrupt"
+        click.echo(f"ERROR: {base}/v1/krl: {e}\nThe KRL at {target} is unchanged ({kept}).", err=True)
+        raise click.exceptions.Exit(EXIT_KRL_REFUSED) from None
+    except InvalidKRL as e:
         stale_exit(f"the server sent an invalid KRL ({e})")
         return
-    if current is not None and new.version < current.version:
-        stale_exit(f"the server's KRL (version {new.version}) is older than the installed one ({current.version})")
+    if comparable and current is not None and new.version < current.version:
+        if not accept_older:
+            click.echo(
+                f"ERROR: the server's KRL ({_describe_version(new.version)}) is older than the installed one "
+                f"({_describe_version(current.version)}); keeping the installed KRL at {target}.\n"
+                "Was the server's database restored from an older backup, or is this the wrong server? "
+                "Revocations made after that backup may be lost on the server: check them and revoke again "
+                "what is missing. The server's next revocation is newer again and installs by itself; "
+                "to install the server's KRL now, run again with --accept-older.",
+                err=True,
+            )
+            raise click.exceptions.Exit(EXIT_KRL_OLDER)
+        click.echo(
+            f"WARNING: --accept-older: installing the server's KRL ({_describe_version(new.version)}) over a newer "
+            f"one ({_describe_version(current.version)}) at {target}; revocations only the replaced KRL held "
+            "are no longer enforced here.",
+            err=True,
+        )
+        state["accepted_older"] = {"from": current.version, "to": new.version, "at": _time.time()}
     target.parent.mkdir(parents=True, exist_ok=True)
     write_file(target, data, mode=0o644)
     state.update({"etag": resp.headers.get("ETag"), "synced_at": _time.time(), "version": new.version})
     _write_state(state_path, state)
     click.echo(f"{target}: installed KRL version {new.version} ({new.summary()})")
+    untrusted = [s for s in new.cert_sections if s.ca_key not in trusted]
+    if untrusted:
+        click.echo(f"note: the KRL also revokes certificates of {len(untrusted)} CA key(s) this host does not "
+                   "trust (no effect here; a new CA key being rolled out? run jit-ssh host setup again "
+                   "once it is published).", err=True)
+
+
+def _describe_version(version: int) -> str:
+    from datetime import datetime, timezone
+
+    from ca.krl import krl_version_time
+
+    moment = krl_version_time(version)
+    if moment is None:
+        return f"version {version}, a time past the year 9999"
+    if moment < datetime(2000, 1, 1, tzinfo=timezone.utc):
+        return f"version {version}, numbered by an older jit-ssh"
+    return f"version {version}, newest revocation at {moment.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+
+
+def _dropin_value(text: str, keyword: str) -> str | None:
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2 and parts[0].lower() == keyword.lower():
+            return parts[1].strip()
+    return None
+
+
+def _trusted_ca_keys_path(out: Path, explicit: str | None) -> Path:
+    """This host's TrustedUserCAKeys file, as host setup laid it out (see the module docstring).
+
+    Taken from the host, never from the server: the server's word on which CA
+    keys to trust is what the KRL check must not depend on.
+    """
+    if explicit:
+        return Path(explicit)
+    out_abs = out.absolute()
+    # host setup writes <sshd dir>/jit-ssh/revoked_keys.krl and the drop-in in
+    # <sshd dir>/sshd_config.d; Debian's sshd_config includes /etc/ssh's.
+    for sshd_dir in dict.fromkeys((out_abs.parent.parent, Path("/etc/ssh"))):
+        dropin = sshd_dir / "sshd_config.d" / DROPIN_NAME
+        try:
+            text = dropin.read_text("utf-8", "replace")
+        except OSError:
+            continue
+        revoked, trusted = _dropin_value(text, "RevokedKeys"), _dropin_value(text, "TrustedUserCAKeys")
+        if revoked and trusted and Path(revoked).absolute() == out_abs:
+            return Path(trusted)
+    beside = out_abs.with_name("trusted_user_ca_keys")
+    if beside.exists():
+        return beside
+    raise click.UsageError(
+        f"cannot find this host's trusted CA keys: no {DROPIN_NAME} names {out} as RevokedKeys and there is "
+        f"no {beside}; name the TrustedUserCAKeys file with --trusted-ca-keys"
+    )
+
+
+def _trusted_ca_blobs(out: Path, explicit: str | None) -> list[bytes]:
+    from ca import JitSshError, load_public_keys
+
+    path = _trusted_ca_keys_path(out, explicit)
+    try:
+        keys = load_public_keys(path.read_text("ascii"), field=str(path))
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.ClickException(f"cannot read this host's trusted CA keys from {path}: {e}") from None
+    except JitSshError as e:
+        raise click.ClickException(f"{path} is not a TrustedUserCAKeys file: {e}") from None
+    if not keys:
+        raise click.ClickException(f"{path} holds no CA key: nothing to check the KRL against")
+    return [k.blob for k in keys]
 
 
 def _write_state(path: Path, state: dict) -> None:  # type: ignore[type-arg]

@@ -42,7 +42,8 @@ def _serial_spec(text: str) -> int | tuple[int, int]:
     "key_files",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="A public key file to revoke outright, certificates or not (repeatable).",
+    help="A public key file to revoke outright, certificates or not (repeatable). For hosts that install "
+    "KRLs by hand only: `host sync-krl` refuses KRLs that revoke plain keys.",
 )
 @click.option("--comment", default="", help="Comment stored in the KRL.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the KRL.")
@@ -59,7 +60,8 @@ def krl_build(
 
     Serials and key IDs are revoked for every trusted CA key (so revocation
     holds across a key rotation). With nothing to revoke, the KRL is valid
-    and empty: what a host needs before it sets RevokedKeys.
+    and empty: what a host needs before it sets RevokedKeys. The version is
+    the build time in microseconds, the server's scheme, so hosts compare both.
     """
     from ca import parse_public_key
     from ca.keyring import load_keyring, next_krl_version
