@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from sqlalchemy import bindparam, delete, insert, select
@@ -26,7 +26,7 @@ from .db import transaction
 from .errors import AuthFailed, BadSignature, ClockSkew, ReplayedNonce, UnknownKey, UserDisabled
 from .models import Nonce, SshKey, User, UserGroup, UserRole
 
-__all__ = ["authenticate"]
+__all__ = ["authenticate", "nonce_expiry", "REPLICA_CLOCK_DRIFT"]
 
 _MAX_SIG_HEADER = 24 * 1024
 # Built once (building a statement costs about as much as running it).
@@ -48,6 +48,24 @@ _ACCOUNT = (
 _USER_COLUMNS = tuple(c.key for c in _USERS.columns)
 # Core, on the session's connection: a replay hits the primary key.
 _INSERT_NONCE = insert(Nonce.__table__)
+
+
+#: How far apart two replicas' clocks may be. A nonce is kept this much longer
+#: than its call can be accepted, because the replica that sweeps it may run
+#: ahead of the one that would accept its replay.
+REPLICA_CLOCK_DRIFT = timedelta(seconds=120)
+
+
+def nonce_expiry(timestamp: int, max_clock_skew: int) -> datetime:
+    """When a call's nonce may be forgotten: once the call itself can no longer be accepted.
+
+    The timestamp check compares whole seconds (``int(now)``), so a call stamped
+    ``t`` is accepted until just before ``t + max_clock_skew + 1``, whatever the
+    moment the server first saw it: a call stamped ``max_clock_skew`` ahead of
+    the server's clock stays acceptable for twice the skew. Counted from the
+    call's own timestamp, then, not from its arrival, plus the replicas' drift.
+    """
+    return datetime.fromtimestamp(timestamp + max_clock_skew + 1, timezone.utc) + REPLICA_CLOCK_DRIFT
 
 
 def authenticate(
@@ -137,12 +155,14 @@ def _authenticate(
         try:
             conn.execute(
                 _INSERT_NONCE,
-                {"nonce": nonce, "key_fingerprint": signer.fingerprint, "expires_at": now + timedelta(seconds=2 * max_clock_skew)},
+                {"nonce": nonce, "key_fingerprint": signer.fingerprint,
+                 "expires_at": nonce_expiry(int(ts), max_clock_skew)},
             )
         except IntegrityError:
             raise ReplayedNonce("this call was already made once (replayed nonce)", field=rs.HEADER_NONCE) from None
-        # Forget nonces that can no longer pass the timestamp check anyway.
-        # About one call in 256 sweeps, so no one second makes every call wait on it.
+        # Forget nonces whose call can no longer pass the timestamp check on any
+        # replica (see nonce_expiry). About one call in 256 sweeps, so no one
+        # second makes every call wait on it.
         if secrets.randbelow(256) == 0:
             s.execute(delete(Nonce).where(Nonce.expires_at < now))
     return _detached_user(rows)

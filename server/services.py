@@ -14,6 +14,7 @@ import logging
 import re
 import secrets
 import threading
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -162,27 +163,55 @@ def decision_to_dict(d: policies.Decision) -> dict[str, Any]:
     }
 
 
+# Characters that are not visible text: controls (C0 and C1), format characters
+# (Cf: bidi overrides and isolates U+202A-U+202E and U+2066-U+2069, zero-width
+# U+200B-U+200F, U+2060, U+FEFF, tag characters...), line and paragraph
+# separators, and lone surrogates. Shown to an approver, a bidi override
+# reorders what follows it ("INC-1234 \u202eevom" reads "INC-1234 move") and a
+# zero-width character hides a second text inside the first.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _invisible(value: str, allowed: str = "") -> str | None:
+    """The first character of ``value`` that is not visible text (but those ``allowed``), or None."""
+    if value.isascii():
+        # The common case, without a lookup per character.
+        for c in value:
+            if (c < " " or c == "\x7f") and c not in allowed:
+                return c
+        return None
+    for c in value:
+        if unicodedata.category(c) in _INVISIBLE_CATEGORIES and c not in allowed:
+            return c
+    return None
+
+
 def _has_control(value: str, allowed: str = "") -> bool:
-    """Control characters (but those ``allowed``), or a lone surrogate, which is not text
-    at all: neither the database driver nor the audit log's canonical JSON can encode it."""
-    if any((ord(c) < 0x20 and c not in allowed) or ord(c) == 0x7F for c in value):
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+    """Whether ``value`` holds a control or invisible format character (but those
+    ``allowed``), or a lone surrogate, which is not text at all: neither the database
+    driver nor the audit log's canonical JSON can encode it."""
+    return _invisible(value, allowed) is not None
 
 
 def _text(value: Any, name: str, limit: int, *, required: bool = False) -> str:
+    """THE check of free text people type (reasons and comments), for the API and the
+    web pages alike: a string, at most ``limit`` characters, visible text only (tabs
+    and newlines allowed; accents, CJK and emoji are text)."""
     if value is None:
         value = ""
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be a string", field=name)
     if len(value) > limit:
         raise InvalidInput(f"{name} is longer than {limit} characters", field=name)
-    if _has_control(value, "\t\n"):
-        raise InvalidInput(f"{name} holds control characters", field=name)
+    bad = _invisible(value, "\t\n")
+    if bad is not None:
+        if unicodedata.category(bad) in ("Cc", "Cs"):
+            raise InvalidInput(f"{name} holds control characters", field=name)
+        raise InvalidInput(
+            f"{name} holds invisible formatting characters (U+{ord(bad):04X}), which can disguise the text "
+            "shown to approvers; remove them",
+            field=name,
+        )
     if required and not value.strip():
         raise InvalidInput(f"{name} is required", field=name)
     return value
@@ -392,6 +421,10 @@ class Service:
         with self._tx() as s:
             me = self._me(s, user)
             assert me is not None
+            if pending_for_me and not mine and not me.has_role(Role.APPROVER):
+                # The list shows other people's reasons: only for those who may decide
+                # on them (an approver group in the policy is not enough without the role).
+                raise NotEligible(f"{me.name!r} does not have the approver role", field="pending_for_me")
             q = select(AccessRequest).order_by(AccessRequest.created_at.desc()).limit(limit)
             if mine or not pending_for_me:
                 if mine or not (me.has_role(Role.ADMIN)):
