@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import logging
 import secrets
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
@@ -22,11 +24,23 @@ from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 from ca import request_signing as rs
 from ca.sshsig import InvalidSignature, verify
 
+from . import audit
 from .db import transaction
 from .errors import AuthFailed, BadSignature, ClockSkew, ReplayedNonce, UnknownKey, UserDisabled
-from .models import Nonce, SshKey, User, UserGroup, UserRole
+from .models import AuthFailureCount, Nonce, SshKey, User, UserGroup, UserRole
 
-__all__ = ["authenticate", "nonce_expiry", "REPLICA_CLOCK_DRIFT"]
+__all__ = ["authenticate", "nonce_expiry", "REPLICA_CLOCK_DRIFT", "report_failure", "record_failure", "log_failure"]
+
+log = logging.getLogger("jit_ssh.auth")
+#: Every failed authentication, one JSON line each (for a SIEM).
+FAILURE_LOG = logging.getLogger("jit_ssh.auth.failed")
+#: Failed authentications are counted per window of this length...
+FAILURE_WINDOW = timedelta(minutes=5)
+#: ... and at most this many ``auth.failed`` audit events are written per window.
+MAX_FAILURE_EVENTS = 20
+#: Counter rows are kept this long.
+FAILURE_RETENTION = timedelta(days=30)
+_FAILURES = AuthFailureCount.__table__
 
 _MAX_SIG_HEADER = 24 * 1024
 # Built once (building a statement costs about as much as running it).
@@ -90,6 +104,94 @@ def authenticate(
             # name that could be a user's, or the failure would go unrecorded.
             on_failure(e, claimed if _plausible_user(claimed) else None)
         raise
+
+
+def report_failure(
+    sessions: sessionmaker[Session],
+    *,
+    now: datetime,
+    code: str,
+    claimed_user: str | None,
+    data: Mapping[str, Any],
+    signing_key: Any,
+    checkpoint_every: int,
+) -> None:
+    """Report one failed API authentication: a JSON line in the server log (always, for
+    a SIEM), then :func:`record_failure` in a transaction of its own. Never raises: a
+    database that cannot count the failure must not hide the failure itself."""
+    log_failure(now=now, code=code, claimed_user=claimed_user, data=data)
+    try:
+        with transaction(sessions) as s:
+            record_failure(s, now=now, code=code, claimed_user=claimed_user, data=data,
+                           signing_key=signing_key, checkpoint_every=checkpoint_every)
+    except Exception:  # noqa: BLE001 - never hide the auth failure behind an audit failure
+        log.exception("could not record an authentication failure")
+
+
+def log_failure(*, now: datetime, code: str, claimed_user: str | None, data: Mapping[str, Any]) -> None:
+    FAILURE_LOG.warning(json.dumps(
+        {"type": "auth.failed", "at": now.isoformat(), "code": code, "claimed_user": claimed_user, "data": dict(data)},
+        sort_keys=True, default=str,
+    ))
+
+
+def record_failure(
+    session: Session,
+    *,
+    now: datetime,
+    code: str,
+    claimed_user: str | None,
+    data: Mapping[str, Any],
+    signing_key: Any,
+    checkpoint_every: int,
+) -> int:
+    """Count one failed authentication in ``auth_failures``, in the caller's transaction;
+    return how many of its kind (claimed user and code) this window has seen.
+
+    Only the first of its kind in a window becomes an ``auth.failed`` audit event,
+    and at most :data:`MAX_FAILURE_EVENTS` per window in all: anyone can send failing
+    calls, and must not be able to grow the hash chain at will. The event's actor is
+    nobody (the caller proved no identity); the name the call claimed is
+    ``data.claimed_user``, a claim, never an actor.
+    """
+    window = datetime.fromtimestamp(
+        int(now.timestamp()) // int(FAILURE_WINDOW.total_seconds()) * int(FAILURE_WINDOW.total_seconds()), timezone.utc
+    )
+    claimed = claimed_user if _plausible_user(claimed_user) else None
+    n = _count(session, window, claimed or "", code, now)
+    if n == 1:
+        events = _count(session, window, "", "", now)
+        if events <= MAX_FAILURE_EVENTS:
+            audit.record(
+                session, type="auth.failed", now=now, actor=None,
+                data={**data, "code": code, "claimed_user": claimed, "window_start": window.isoformat(),
+                      "window_seconds": int(FAILURE_WINDOW.total_seconds()), "more_counted_in": "auth_failures"},
+                signing_key=signing_key, checkpoint_every=checkpoint_every,
+            )
+        elif events == MAX_FAILURE_EVENTS + 1:
+            log.warning("more than %d kinds of failed authentication since %s: the rest of this window is "
+                        "counted in auth_failures only, not in the audit log", MAX_FAILURE_EVENTS, window.isoformat())
+    if secrets.randbelow(256) == 0:
+        session.execute(delete(AuthFailureCount).where(AuthFailureCount.window_start < now - FAILURE_RETENTION))
+    return n
+
+
+def _count(session: Session, window: datetime, claimed: str, code: str, now: datetime) -> int:
+    """Add one to a counter row (made at 0 if missing); the new count. One statement,
+    so concurrent failures on several replicas each get their own number."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    stmt = upsert(_FAILURES).values(window_start=window, claimed_user=claimed, code=code, count=1,
+                                    first_at=now, last_at=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[_FAILURES.c.window_start, _FAILURES.c.claimed_user, _FAILURES.c.code],
+        set_={"count": _FAILURES.c.count + 1, "last_at": stmt.excluded.last_at},
+    ).returning(_FAILURES.c.count)
+    session.flush()
+    return int(session.connection().execute(stmt).scalar_one())
 
 
 def _plausible_user(user: Any) -> bool:
