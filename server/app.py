@@ -23,12 +23,13 @@ from ca.keyring import Keyring, init_keyring, load_keyring
 from . import audit
 from .audit_chain import generate_audit_key, load_audit_key, save_audit_key
 from .auth import authenticate, report_failure
-from .config import ServerConfig
+from .config import ConfigError, ServerConfig
 from .db import is_sqlite, make_engine, make_session_factory, transaction
 from .errors import AuthFailed, Unavailable
 from .migrate import upgrade
 from .models import AccessRequest, AuthFailureCount, Certificate, Revocation
 from .notify import Notifier
+from .proxy import TrustedProxies, parse_networks
 from .services import PolicyHolder, Service
 from .web.setup import set_security_headers
 
@@ -196,6 +197,12 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
     )
 
     app = Flask("jit_ssh")
+    # The client's address, scheme and host, believing X-Forwarded-* from trusted proxies only.
+    try:
+        proxies = parse_networks(config.trusted_proxies)
+    except ValueError as e:
+        raise ConfigError(str(e), field="trusted_proxies") from None
+    app.wsgi_app = TrustedProxies(app.wsgi_app, proxies)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     ext = JitSsh(config=config, service=service, keyring=keyring, audit_public_key=audit_key.public_key(), clock=clock)
