@@ -80,3 +80,36 @@ def test_a_failure_is_logged_even_when_it_cannot_be_counted(app: Any, alice: Cal
     r = alice.get("/v1/whoami", headers={rs.HEADER_SIGNATURE: BAD_SIGNATURE})
     assert r.status_code == 401 and r.json["code"] == "bad_signature"
     assert [x["claimed_user"] for x in _failure_lines(caplog)] == ["alice"]
+
+
+def test_migration_0004_matches_the_model_and_downgrades(database_url: str) -> None:
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import inspect
+
+    from server.db import make_engine
+    from server.migrate import alembic_config, upgrade
+    from server.models import Base
+
+    def diffs(conn: Any) -> list[Any]:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return [d for d in compare_metadata(ctx, Base.metadata) if "auth_failures" in repr(d)]
+
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert "auth_failures" in inspect(conn).get_table_names()
+            assert diffs(conn) == []
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0004-1")
+        with engine.connect() as conn:
+            assert "auth_failures" not in inspect(conn).get_table_names()
+        upgrade(engine)
+        with engine.connect() as conn:
+            assert diffs(conn) == []
+    finally:
+        engine.dispose()
