@@ -131,12 +131,8 @@ class Admin:
             return [_info(u) for u in s.execute(select(User).order_by(User.name)).scalars()]
 
     def set_disabled(self, name: str, disabled: bool = True) -> UserInfo:
-        now = self.service.now()
-        with transaction(self.service.sessions) as s:
-            u = self._user(s, name)
-            u.disabled = disabled
-            self._record(s, "user.disabled" if disabled else "user.enabled", now, {"user": name})
-            return _info(u)
+        # Through the service: disabling also ends the user's access (one transaction).
+        return _info(self.service.set_user_disabled(name, disabled, actor=self.actor))
 
     def enroll_key(self, name: str, public_key: str) -> UserInfo:
         key = parse_public_key(public_key, field="ssh_key")
@@ -150,18 +146,8 @@ class Admin:
             return _info(u)
 
     def remove_key(self, name: str, fingerprint: str) -> UserInfo:
-        now = self.service.now()
-        with transaction(self.service.sessions) as s:
-            u = self._user(s, name)
-            k = s.execute(select(SshKey).where(SshKey.user_id == u.id, SshKey.fingerprint == fingerprint,
-                                               SshKey.removed_at.is_(None))).scalar_one_or_none()
-            if k is None:
-                raise NotFound(f"user {name!r} has no enrolled key {fingerprint}", field="fingerprint")
-            k.removed_at = now
-            self._record(s, "user.key_removed", now, {"user": name, "fingerprint": fingerprint})
-            s.flush()
-            s.refresh(u)
-            return _info(u)
+        # Through the service: removing the last key also ends the user's access.
+        return _info(self.service.remove_key(name, fingerprint, actor=self.actor))
 
     def set_password(self, name: str, password: str) -> None:
         hashed = self._hash(password)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import logging
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from sqlalchemy import bindparam, delete, insert, select
@@ -22,11 +24,23 @@ from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 from ca import request_signing as rs
 from ca.sshsig import InvalidSignature, verify
 
+from . import audit
 from .db import transaction
 from .errors import AuthFailed, BadSignature, ClockSkew, ReplayedNonce, UnknownKey, UserDisabled
-from .models import Nonce, SshKey, User, UserGroup, UserRole
+from .models import AuthFailureCount, Nonce, SshKey, User, UserGroup, UserRole
 
-__all__ = ["authenticate"]
+__all__ = ["authenticate", "nonce_expiry", "REPLICA_CLOCK_DRIFT", "report_failure", "record_failure", "log_failure"]
+
+log = logging.getLogger("jit_ssh.auth")
+#: Every failed authentication, one JSON line each (for a SIEM).
+FAILURE_LOG = logging.getLogger("jit_ssh.auth.failed")
+#: Failed authentications are counted per window of this length...
+FAILURE_WINDOW = timedelta(minutes=5)
+#: ... and at most this many ``auth.failed`` audit events are written per window.
+MAX_FAILURE_EVENTS = 20
+#: Counter rows are kept this long.
+FAILURE_RETENTION = timedelta(days=30)
+_FAILURES = AuthFailureCount.__table__
 
 _MAX_SIG_HEADER = 24 * 1024
 # Built once (building a statement costs about as much as running it).
@@ -48,6 +62,24 @@ _ACCOUNT = (
 _USER_COLUMNS = tuple(c.key for c in _USERS.columns)
 # Core, on the session's connection: a replay hits the primary key.
 _INSERT_NONCE = insert(Nonce.__table__)
+
+
+#: How far apart two replicas' clocks may be. A nonce is kept this much longer
+#: than its call can be accepted, because the replica that sweeps it may run
+#: ahead of the one that would accept its replay.
+REPLICA_CLOCK_DRIFT = timedelta(seconds=120)
+
+
+def nonce_expiry(timestamp: int, max_clock_skew: int) -> datetime:
+    """When a call's nonce may be forgotten: once the call itself can no longer be accepted.
+
+    The timestamp check compares whole seconds (``int(now)``), so a call stamped
+    ``t`` is accepted until just before ``t + max_clock_skew + 1``, whatever the
+    moment the server first saw it: a call stamped ``max_clock_skew`` ahead of
+    the server's clock stays acceptable for twice the skew. Counted from the
+    call's own timestamp, then, not from its arrival, plus the replicas' drift.
+    """
+    return datetime.fromtimestamp(timestamp + max_clock_skew + 1, timezone.utc) + REPLICA_CLOCK_DRIFT
 
 
 def authenticate(
@@ -72,6 +104,94 @@ def authenticate(
             # name that could be a user's, or the failure would go unrecorded.
             on_failure(e, claimed if _plausible_user(claimed) else None)
         raise
+
+
+def report_failure(
+    sessions: sessionmaker[Session],
+    *,
+    now: datetime,
+    code: str,
+    claimed_user: str | None,
+    data: Mapping[str, Any],
+    signing_key: Any,
+    checkpoint_every: int,
+) -> None:
+    """Report one failed API authentication: a JSON line in the server log (always, for
+    a SIEM), then :func:`record_failure` in a transaction of its own. Never raises: a
+    database that cannot count the failure must not hide the failure itself."""
+    log_failure(now=now, code=code, claimed_user=claimed_user, data=data)
+    try:
+        with transaction(sessions) as s:
+            record_failure(s, now=now, code=code, claimed_user=claimed_user, data=data,
+                           signing_key=signing_key, checkpoint_every=checkpoint_every)
+    except Exception:  # noqa: BLE001 - never hide the auth failure behind an audit failure
+        log.exception("could not record an authentication failure")
+
+
+def log_failure(*, now: datetime, code: str, claimed_user: str | None, data: Mapping[str, Any]) -> None:
+    FAILURE_LOG.warning(json.dumps(
+        {"type": "auth.failed", "at": now.isoformat(), "code": code, "claimed_user": claimed_user, "data": dict(data)},
+        sort_keys=True, default=str,
+    ))
+
+
+def record_failure(
+    session: Session,
+    *,
+    now: datetime,
+    code: str,
+    claimed_user: str | None,
+    data: Mapping[str, Any],
+    signing_key: Any,
+    checkpoint_every: int,
+) -> int:
+    """Count one failed authentication in ``auth_failures``, in the caller's transaction;
+    return how many of its kind (claimed user and code) this window has seen.
+
+    Only the first of its kind in a window becomes an ``auth.failed`` audit event,
+    and at most :data:`MAX_FAILURE_EVENTS` per window in all: anyone can send failing
+    calls, and must not be able to grow the hash chain at will. The event's actor is
+    nobody (the caller proved no identity); the name the call claimed is
+    ``data.claimed_user``, a claim, never an actor.
+    """
+    window = datetime.fromtimestamp(
+        int(now.timestamp()) // int(FAILURE_WINDOW.total_seconds()) * int(FAILURE_WINDOW.total_seconds()), timezone.utc
+    )
+    claimed = claimed_user if _plausible_user(claimed_user) else None
+    n = _count(session, window, claimed or "", code, now)
+    if n == 1:
+        events = _count(session, window, "", "", now)
+        if events <= MAX_FAILURE_EVENTS:
+            audit.record(
+                session, type="auth.failed", now=now, actor=None,
+                data={**data, "code": code, "claimed_user": claimed, "window_start": window.isoformat(),
+                      "window_seconds": int(FAILURE_WINDOW.total_seconds()), "more_counted_in": "auth_failures"},
+                signing_key=signing_key, checkpoint_every=checkpoint_every,
+            )
+        elif events == MAX_FAILURE_EVENTS + 1:
+            log.warning("more than %d kinds of failed authentication since %s: the rest of this window is "
+                        "counted in auth_failures only, not in the audit log", MAX_FAILURE_EVENTS, window.isoformat())
+    if secrets.randbelow(256) == 0:
+        session.execute(delete(AuthFailureCount).where(AuthFailureCount.window_start < now - FAILURE_RETENTION))
+    return n
+
+
+def _count(session: Session, window: datetime, claimed: str, code: str, now: datetime) -> int:
+    """Add one to a counter row (made at 0 if missing); the new count. One statement,
+    so concurrent failures on several replicas each get their own number."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    stmt = upsert(_FAILURES).values(window_start=window, claimed_user=claimed, code=code, count=1,
+                                    first_at=now, last_at=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[_FAILURES.c.window_start, _FAILURES.c.claimed_user, _FAILURES.c.code],
+        set_={"count": _FAILURES.c.count + 1, "last_at": stmt.excluded.last_at},
+    ).returning(_FAILURES.c.count)
+    session.flush()
+    return int(session.connection().execute(stmt).scalar_one())
 
 
 def _plausible_user(user: Any) -> bool:
@@ -137,12 +257,14 @@ def _authenticate(
         try:
             conn.execute(
                 _INSERT_NONCE,
-                {"nonce": nonce, "key_fingerprint": signer.fingerprint, "expires_at": now + timedelta(seconds=2 * max_clock_skew)},
+                {"nonce": nonce, "key_fingerprint": signer.fingerprint,
+                 "expires_at": nonce_expiry(int(ts), max_clock_skew)},
             )
         except IntegrityError:
             raise ReplayedNonce("this call was already made once (replayed nonce)", field=rs.HEADER_NONCE) from None
-        # Forget nonces that can no longer pass the timestamp check anyway.
-        # About one call in 256 sweeps, so no one second makes every call wait on it.
+        # Forget nonces whose call can no longer pass the timestamp check on any
+        # replica (see nonce_expiry). About one call in 256 sweeps, so no one
+        # second makes every call wait on it.
         if secrets.randbelow(256) == 0:
             s.execute(delete(Nonce).where(Nonce.expires_at < now))
     return _detached_user(rows)

@@ -59,6 +59,9 @@ class ServerConfig:
     #: Create the data directory, keys, demo policy and SQLite database when missing.
     bootstrap: bool = True
     secret_key_file: Path | None = None
+    #: Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For/-Proto/-Host
+    #: headers are believed (see server.proxy); empty: nobody's.
+    trusted_proxies: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,11 +93,28 @@ _ENV = {
     "JIT_SSH_AUDIT_CHECKPOINT_EVERY": "audit_checkpoint_every",
     "JIT_SSH_CA_PASSPHRASE_FILE": "ca_passphrase_file",
     "JIT_SSH_SECRET_KEY_FILE": "secret_key_file",
+    # Comma-separated: JIT_SSH_TRUSTED_PROXIES="10.0.0.5,10.1.0.0/16".
+    "JIT_SSH_TRUSTED_PROXIES": "trusted_proxies",
 }
 _TYPES = {f.name: f.type for f in fields(ServerConfig)}
 
 
+def _proxies(value: Any, source: str) -> tuple[str, ...]:
+    from .proxy import parse_networks
+
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, list):
+        raise ConfigError(f"{source}: trusted_proxies must be a list of addresses or networks", field="trusted_proxies")
+    try:
+        return tuple(str(n) for n in parse_networks(value, field=f"{source}: trusted_proxies"))
+    except ValueError as e:
+        raise ConfigError(str(e), field="trusted_proxies") from None
+
+
 def _coerce(name: str, value: Any, source: str) -> Any:
+    if name == "trusted_proxies":
+        return _proxies(value, source)
     kind = str(_TYPES[name])
     if "int" in kind and "Path" not in kind:
         if isinstance(value, bool):

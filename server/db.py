@@ -22,6 +22,7 @@ Every state change runs in one transaction that first takes a lock:
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import weakref
@@ -34,6 +35,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["make_engine", "make_session_factory", "transaction", "is_sqlite", "CommitThenRaise"]
+
+log = logging.getLogger("jit_ssh.db")
 
 
 class CommitThenRaise(Exception):
@@ -89,10 +92,35 @@ class _WriteLock:
             self._thread_lock.release()
 
 
+def _create_private(database: str) -> None:
+    """Create the SQLite file (and its directory) readable by us alone, before SQLite does.
+
+    The database holds password hashes, TOTP secrets and the audit log. SQLite
+    would create the file with mode 0644 (less the umask), and it gives the
+    ``-wal`` and ``-shm`` files beside it the mode of the main file: so a main
+    file made 0600 here keeps all three private. (No umask juggling: the umask
+    is per process, and other threads may be creating files meanwhile.)
+    """
+    path = os.path.abspath(database)
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            log.warning("%s is readable by others (mode %o): chmod 600 it (and its -wal and -shm files)", path, mode)
+        return
+    os.close(fd)
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     if is_sqlite(url):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         database = engine.url.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            _create_private(database)
         lock = _WriteLock(database + ".lock") if database and database != ":memory:" else None
 
         @event.listens_for(engine, "connect")

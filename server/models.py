@@ -45,6 +45,7 @@ __all__ = [
     "Nonce",
     "WebSession",
     "LoginThrottle",
+    "AuthFailureCount",
 ]
 
 
@@ -306,6 +307,28 @@ class LoginThrottle(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AuthFailureCount(Base):
+    """Failed API authentications, counted per time window, claimed user and reason.
+
+    Anyone can send a failing call, naming any user: one audit event per call
+    would let anyone flood the hash chain and write events under a user's
+    name. So the chain gets an event for the first failure of each (window,
+    claimed user, code) only, and a bounded number per window; this table
+    counts them all (and every failure is one JSON line in the server log).
+    ``claimed_user`` is ``''`` when the call named no plausible user; the row
+    with ``claimed_user == code == ''`` counts the window's audit events.
+    """
+
+    __tablename__ = "auth_failures"
+
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    claimed_user: Mapped[str] = mapped_column(String(64), primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 Index("ix_requests_requester_state", AccessRequest.requester_id, AccessRequest.state)

@@ -14,6 +14,7 @@ import logging
 import re
 import secrets
 import threading
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -58,6 +59,7 @@ from .models import (
     RequestState,
     Revocation,
     Role,
+    SshKey,
     User,
 )
 
@@ -162,27 +164,55 @@ def decision_to_dict(d: policies.Decision) -> dict[str, Any]:
     }
 
 
+# Characters that are not visible text: controls (C0 and C1), format characters
+# (Cf: bidi overrides and isolates U+202A-U+202E and U+2066-U+2069, zero-width
+# U+200B-U+200F, U+2060, U+FEFF, tag characters...), line and paragraph
+# separators, and lone surrogates. Shown to an approver, a bidi override
+# reorders what follows it ("INC-1234 \u202eevom" reads "INC-1234 move") and a
+# zero-width character hides a second text inside the first.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _invisible(value: str, allowed: str = "") -> str | None:
+    """The first character of ``value`` that is not visible text (but those ``allowed``), or None."""
+    if value.isascii():
+        # The common case, without a lookup per character.
+        for c in value:
+            if (c < " " or c == "\x7f") and c not in allowed:
+                return c
+        return None
+    for c in value:
+        if unicodedata.category(c) in _INVISIBLE_CATEGORIES and c not in allowed:
+            return c
+    return None
+
+
 def _has_control(value: str, allowed: str = "") -> bool:
-    """Control characters (but those ``allowed``), or a lone surrogate, which is not text
-    at all: neither the database driver nor the audit log's canonical JSON can encode it."""
-    if any((ord(c) < 0x20 and c not in allowed) or ord(c) == 0x7F for c in value):
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+    """Whether ``value`` holds a control or invisible format character (but those
+    ``allowed``), or a lone surrogate, which is not text at all: neither the database
+    driver nor the audit log's canonical JSON can encode it."""
+    return _invisible(value, allowed) is not None
 
 
 def _text(value: Any, name: str, limit: int, *, required: bool = False) -> str:
+    """THE check of free text people type (reasons and comments), for the API and the
+    web pages alike: a string, at most ``limit`` characters, visible text only (tabs
+    and newlines allowed; accents, CJK and emoji are text)."""
     if value is None:
         value = ""
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be a string", field=name)
     if len(value) > limit:
         raise InvalidInput(f"{name} is longer than {limit} characters", field=name)
-    if _has_control(value, "\t\n"):
-        raise InvalidInput(f"{name} holds control characters", field=name)
+    bad = _invisible(value, "\t\n")
+    if bad is not None:
+        if unicodedata.category(bad) in ("Cc", "Cs"):
+            raise InvalidInput(f"{name} holds control characters", field=name)
+        raise InvalidInput(
+            f"{name} holds invisible formatting characters (U+{ord(bad):04X}), which can disguise the text "
+            "shown to approvers; remove them",
+            field=name,
+        )
     if required and not value.strip():
         raise InvalidInput(f"{name} is required", field=name)
     return value
@@ -297,6 +327,89 @@ class Service:
     def user_by_name(self, s: Session, name: str) -> User | None:
         return s.execute(select(User).where(User.name == name)).scalar_one_or_none()
 
+    def _lock_user(self, s: Session, name: Any) -> User:
+        u = s.execute(select(User).where(User.name == name).with_for_update(of=User)).scalar_one_or_none() \
+            if isinstance(name, str) else None
+        if u is None:
+            raise NotFound(f"no user {name!r}", field="name")
+        return u
+
+    @staticmethod
+    def _loaded(s: Session, u: User) -> User:
+        """``u`` as committed, with its keys, groups and roles loaded for use after the session."""
+        s.flush()
+        s.refresh(u)
+        _ = (u.keys, u.groups, u.roles)
+        return u
+
+    def set_user_disabled(self, name: Any, disabled: bool = True, *, actor: str) -> User:
+        """Disable (or enable) a user. Disabling also ends every access the user holds, in
+        the same transaction: unexpired certificates are revoked (the KRL lists them at
+        once) and pending or approved requests are cancelled, each with its audit event."""
+        now = self.now()
+        with self._tx() as s:
+            u = self._lock_user(s, name)
+            u.disabled = disabled
+            self._record(s, "user.disabled" if disabled else "user.enabled", now, actor=actor, data={"user": u.name})
+            if disabled:
+                self._end_access(s, u, now, actor=actor, why="user disabled")
+            return self._loaded(s, u)
+
+    def remove_key(self, name: Any, fingerprint: Any, *, actor: str) -> User:
+        """Remove one of a user's enrolled keys. With the last one gone the user can no
+        longer call the API, so their access ends as when disabled (same transaction)."""
+        now = self.now()
+        with self._tx() as s:
+            u = self._lock_user(s, name)
+            k = s.execute(select(SshKey).where(SshKey.user_id == u.id, SshKey.fingerprint == fingerprint,
+                                               SshKey.removed_at.is_(None))).scalar_one_or_none() \
+                if isinstance(fingerprint, str) else None
+            if k is None:
+                raise NotFound(f"user {u.name!r} has no enrolled key {fingerprint}", field="fingerprint")
+            k.removed_at = now
+            self._record(s, "user.key_removed", now, actor=actor, data={"user": u.name, "fingerprint": fingerprint})
+            s.flush()
+            left = s.scalar(select(func.count()).select_from(SshKey).where(SshKey.user_id == u.id,
+                                                                           SshKey.removed_at.is_(None)))
+            if not left:
+                self._end_access(s, u, now, actor=actor, why="last key removed")
+            return self._loaded(s, u)
+
+    def _end_access(self, s: Session, u: User, now: datetime, *, actor: str, why: str) -> None:
+        """Revoke ``u``'s unexpired certificates and cancel their open requests, in ``s``.
+
+        Locks in the order every writer uses: the requests (in id order, as the
+        sweep does), then each certificate, then the audit head (by recording).
+        """
+        rows = s.execute(
+            select(AccessRequest)
+            .where(AccessRequest.requester_id == u.id,
+                   AccessRequest.state.in_([RequestState.PENDING.value, RequestState.APPROVED.value,
+                                            RequestState.ISSUED.value]))
+            .order_by(AccessRequest.id).with_for_update(of=AccessRequest)
+            .execution_options(populate_existing=True)
+        ).scalars().all()
+        for req in rows:
+            self._refresh(s, req, now)
+            if req.state in (RequestState.PENDING.value, RequestState.APPROVED.value):
+                was = req.state
+                req.state = RequestState.CANCELLED.value
+                req.decided_at = now
+                self._record(s, "request.cancelled", now, actor=actor, request_id=req.id,
+                             data={"reason": why, "was": was, "user": u.name})
+            elif req.state == RequestState.ISSUED.value:
+                cert = s.execute(
+                    select(Certificate).where(Certificate.request_id == req.id).with_for_update(of=Certificate)
+                ).scalar_one()
+                req.state = RequestState.REVOKED.value
+                if cert.revocation is None:
+                    s.add(Revocation(serial=cert.serial, revoked_at=now, revoked_by=actor[:64], reason=why,
+                                     valid_before=cert.valid_before))
+                    s.flush()
+                    self._record(s, "certificate.revoked", now, actor=actor, request_id=req.id,
+                                 data={"serial": str(cert.serial), "reason": why, "key_id": cert.key_id,
+                                       "user": u.name})
+
     # ---- requests ------------------------------------------------------------------
 
     def submit(self, user: User, *, target: Any, duration: timedelta | None, reason: Any, break_glass: bool = False) -> AccessRequest:
@@ -394,6 +507,10 @@ class Service:
         with self._tx() as s:
             me = self._me(s, user)
             assert me is not None
+            if pending_for_me and not mine and not me.has_role(Role.APPROVER):
+                # The list shows other people's reasons: only for those who may decide
+                # on them (an approver group in the policy is not enough without the role).
+                raise NotEligible(f"{me.name!r} does not have the approver role", field="pending_for_me")
             q = select(AccessRequest).order_by(AccessRequest.created_at.desc()).limit(limit)
             if mine or not pending_for_me:
                 if mine or not (me.has_role(Role.ADMIN)):

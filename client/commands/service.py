@@ -83,6 +83,9 @@ def serve(ctx: click.Context, config_path: str | None, bind: str, workers: int, 
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
             self.cfg.set("accesslog", None)
+            # gunicorn believes X-Forwarded-Proto from these peers (by default: loopback):
+            # the same proxies as the app's own resolution (server.proxy), no others.
+            self.cfg.set("forwarded_allow_ips", ",".join(cfg.trusted_proxies))
             self.cfg.set("timeout", 60)
             self.cfg.set("graceful_timeout", 10)
 

@@ -37,6 +37,7 @@ from ca.errors import JitSshError
 
 from .. import audit
 from ..admin import MAX_PASSWORD, password_hasher
+from ..auth import log_failure, record_failure
 from ..db import CommitThenRaise, transaction
 from ..models import LoginThrottle, User, WebSession
 from . import totp as totp_mod
@@ -165,12 +166,16 @@ def _fail(s: Session, ext: Any, settings: WebSettings, counter: Any, user: User 
     if isinstance(counter, LoginThrottle):
         counter.updated_at = now
     svc = ext.service
-    audit.record(
-        s, type="auth.failed", now=now, actor=user.name if user is not None else None,
-        data={"via": "web", "stage": stage, "why": why, "failures": counter.failed_logins,
-              "locked": counter.locked_until is not None, "remote": remote[:64]},
-        signing_key=svc.audit_key, checkpoint_every=svc.checkpoint_every,
-    )
+    # As for the API (server.auth.record_failure): a log line each, counted, and an audit
+    # event for the first of its kind per window, under no actor (a failed login proves
+    # nobody's identity). The attempt that locks an account is a kind of its own.
+    claimed = user.name if user is not None else None  # never a typed name that matches no account
+    code = "web_lockout" if not locked and counter.locked_until is not None else f"web_{why}"
+    data = {"via": "web", "stage": stage, "why": why, "failures": counter.failed_logins,
+            "locked": counter.locked_until is not None, "remote": remote[:64]}
+    log_failure(now=now, code=code, claimed_user=claimed, data=data)
+    record_failure(s, now=now, code=code, claimed_user=claimed, data=data,
+                   signing_key=svc.audit_key, checkpoint_every=svc.checkpoint_every)
     return settings.max_delay if locked else settings.delay(counter.failed_logins)
 
 

@@ -145,7 +145,9 @@ def test_lists(app: Any, alice: Caller, bob: Caller, oncall: Caller) -> None:
     assert [r["id"] for r in mine] == [a]
     pending = bob.get("/v1/requests", query="pending_for_me=1").json["requests"]
     assert [r["id"] for r in pending] == [a]
-    assert alice.get("/v1/requests", query="pending_for_me=1").json["requests"] == []
+    # Others' pending requests (and their reasons) are for approvers only.
+    refused = alice.get("/v1/requests", query="pending_for_me=1")
+    assert refused.status_code == 403 and refused.json["code"] == "not_eligible"
 
 
 def test_public_endpoints(app: Any) -> None:

@@ -1,7 +1,8 @@
 """Who is calling: every way a signed call can fail, on SQLite and PostgreSQL.
 
-Each failure is a 401 with its own stable code, one ``auth.failed`` audit event
-naming that code, and no other change in the database. The signature format is
+Each failure is a 401 with its own stable code, counted in ``auth_failures``
+(the first of its kind in a time window is also an ``auth.failed`` audit event,
+naming no actor), and no other change in the database. The signature format is
 OpenSSH's own: ``ssh-keygen -Y sign`` signs calls the server accepts, and
 ``ssh-keygen -Y verify`` accepts the signatures our clients make.
 """
@@ -32,17 +33,34 @@ def _body(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
 
+def failure_count(app: Any, claimed: str | None, code: str) -> int:
+    """Failures counted for ``claimed`` (a user name, or None) and ``code``, over all windows."""
+    from sqlalchemy import text
+
+    with app.extensions["jit_ssh.engine"].connect() as c:
+        return int(c.execute(
+            text("SELECT coalesce(sum(count), 0) FROM auth_failures WHERE claimed_user = :u AND code = :c"),
+            {"u": claimed or "", "c": code},
+        ).scalar_one())
+
+
 def _refused(app: Any, send: Callable[[], Any], code: str, *, claimed: str | None = "alice", case: str = "") -> dict[str, Any]:
-    """Send the call; expect a 401 with ``code``, one auth.failed event and nothing else."""
+    """Send the call; expect a 401 with ``code``, the failure counted, and nothing else changed
+    but (for the first of its kind in the window) one auth.failed event, under no actor."""
     try:
         before = snapshot(app)
+        counted = failure_count(app, claimed, code)
         resp = send()
         problem = assert_problem(resp, 401, code)
         after = snapshot(app)
-        assert assert_unchanged(before, after, allowed_events=("auth.failed",)) == ["auth.failed"]
-        (_, _, actor, data), = new_events(before, after)
-        assert json.loads(data)["code"] == code
-        assert actor == claimed
+        assert failure_count(app, claimed, code) == counted + 1
+        types = assert_unchanged(before, after, allowed_events=("auth.failed",))
+        assert types == (["auth.failed"] if counted == 0 else [])
+        for _, _, actor, data in new_events(before, after):
+            assert json.loads(data)["code"] == code
+            assert json.loads(data)["claimed_user"] == claimed
+            # A claim is not an identity: the chain never names the user as the actor.
+            assert actor is None
     except AssertionError as e:
         if case:
             raise AssertionError(f"case {case!r}: {e}") from e

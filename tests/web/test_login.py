@@ -417,3 +417,19 @@ def test_the_secret_key_is_made_on_first_start_private_and_kept(app: Any, tmp_pa
     assert other != app.secret_key
     shared = tmp_path / "shared-key"
     assert load_or_create_secret_key(replace(cfg, secret_key_file=shared)) == shared.read_bytes().strip()
+
+
+def test_failed_logins_cannot_flood_the_audit_log_nor_write_under_the_users_name(
+        app: Any, approver: Any, browser: Any, clock: Any, slept: list[float]) -> None:
+    """Anyone can fail a login naming bob: the chain gets one event per kind of failure and
+    time window (the wrong password, the lockout, the attempts while locked), none with bob as actor."""
+    app.extensions["jit_ssh.web"].lock_after = 3
+    clock.freeze()
+    for _ in range(12):
+        assert browser().login("bob", "wrong password!").status_code == 401
+    events = _events(app, "auth.failed")
+    assert [(d["why"], d["locked"]) for _a, d in events] == [("wrong_password", False), ("wrong_password", True),
+                                                             ("locked", True)]
+    assert all(actor is None and d["claimed_user"] == "bob" for actor, d in events)
+    counted = _rows(app, "SELECT sum(count) FROM auth_failures WHERE claimed_user = 'bob'")[0][0]
+    assert counted == 12

@@ -362,3 +362,19 @@ def test_decisions_without_the_token_change_nothing(app: Any, bob_web: Browser, 
     resp = bob_web.post(f"/requests/{req['id']}/{action}", {"reason": "x"}, token=False)
     assert resp.status_code == 400 and "This form was not accepted" in bob_web.text(resp)
     assert _state(app, req["id"])[0] == "pending" and _counts(app) == before
+
+
+@pytest.mark.parametrize("ch", ["\u202e", "\u2066", "\u200b", "\ufeff"], ids=lambda c: f"U+{ord(c):04X}")
+def test_invisible_characters_in_the_forms_are_a_message_and_change_nothing(app: Any, bob_web: Browser,
+                                                                            requester: Any, ch: str) -> None:
+    """The pages' texts go through the service's one check: a bidi override or a zero-width
+    character could make a reason read otherwise than it does."""
+    req = _submit(requester, "demo")
+    page = f"/requests/{req['id']}"
+    for action, field in (("approve", "comment"), ("deny", "reason")):
+        resp = bob_web.post(f"{page}/{action}", {field: f"ok {ch}evom"}, page=page)
+        assert resp.status_code == 400, action
+        assert f"{field} holds invisible formatting characters (U+{ord(ch):04X})" in " ".join(
+            _flash(bob_web.text(resp), "error"))
+    assert _state(app, req["id"])[0] == "pending"
+    assert _counts(app) == (0, 0, 0)
