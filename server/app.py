@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import policies
 from ca import JitSshError
-from ca.keyring import Keyring, init_keyring, load_keyring
+from ca.keyring import Keyring, init_keyring
 
 from . import audit
 from .audit_chain import generate_audit_key, load_audit_key, save_audit_key
@@ -26,9 +26,11 @@ from .auth import authenticate
 from .config import ServerConfig
 from .db import is_sqlite, make_engine, make_session_factory, transaction
 from .errors import AuthFailed, Unavailable
+from .keystore import LiveKeyring, check_and_record
 from .migrate import upgrade
 from .models import AccessRequest, AuditEvent, Certificate, Revocation
 from .notify import Notifier
+from .offline import flush_pending
 from .services import PolicyHolder, Service
 from .web.setup import set_security_headers
 
@@ -65,7 +67,7 @@ class JitSsh:
 
     config: ServerConfig
     service: Service
-    keyring: Keyring
+    keyring: Keyring | LiveKeyring
     audit_public_key: Any
     clock: Callable[[], datetime]
     latency: dict[str, list[float]] = field(default_factory=dict)
@@ -174,8 +176,12 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
         passphrase = config.ca_passphrase_file.read_bytes().rstrip(b"\r\n")
     elif os.environ.get("JIT_SSH_CA_PASSPHRASE"):
         passphrase = os.environ["JIT_SSH_CA_PASSPHRASE"].encode()
-    keyring = load_keyring(config.data_dir, passphrase=passphrase)
     audit_key = load_audit_key(config.audit_key_path)
+    # The database says which keys every replica holds and which CA key signs:
+    # refuse to start with other ones (server/keystore.py).
+    recorded = check_and_record(sessions, config.data_dir, audit_key, now=clock(),
+                                checkpoint_every=config.audit_checkpoint_every, say=say or log.warning)
+    keyring = LiveKeyring(sessions, config.data_dir, recorded, passphrase=passphrase)
 
     def on_reload(new: policies.Policy, old: policies.Policy | None) -> None:
         with transaction(sessions) as s:
@@ -198,6 +204,9 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
         notify=notifier.send if notifier else None,
     )
 
+    # Break-glass certificates `ca sign --no-record` could not record at the time.
+    flush_pending(service, config.data_dir, say=say or log.warning)
+
     app = Flask("jit_ssh")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
@@ -213,6 +222,7 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
     @app.before_request
     def _start() -> None:
         g.t0 = time.perf_counter()
+        keyring.maybe_refresh()  # a `ca promote` on another machine reaches this replica
 
     @app.after_request
     def _headers(resp: Response) -> Response:

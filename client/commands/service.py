@@ -13,28 +13,30 @@ from typing import Any
 
 import click
 
-__all__ = ["serve", "db", "admin", "audit"]
+__all__ = ["serve", "db", "admin", "audit", "server_config", "config_option"]
 
-_config_option = click.option(
+config_option = _config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="JIT_SSH_CONFIG",
     help="Server configuration file (TOML; default $JIT_SSH_CONFIG).",
 )
 
 
-def _load(ctx: click.Context, config_path: str | None) -> Any:
-    from server.config import load_config
+def server_config(ctx: click.Context, config_path: str | None) -> Any:
+    """The server's configuration, resolved as every command resolves it
+    (server.config.resolve_config: flag > environment > TOML file > default)."""
+    from server.config import resolve_config
 
-    env = dict(os.environ)
-    root_dir = ctx.find_root().params.get("data_dir")
-    if root_dir:
-        env["JIT_SSH_DATA_DIR"] = root_dir
-    return load_config(config_path, env)
+    flag = ctx.meta.get("jit_ssh.data_dir") or ctx.find_root().params.get("data_dir")
+    return resolve_config(config_path, data_dir=flag, env=os.environ)
+
+
+_load = server_config
 
 
 def _service(ctx: click.Context, config_path: str | None) -> Any:
     from server.app import create_app
 
-    cfg = _load(ctx, config_path)
+    cfg = server_config(ctx, config_path)
     app = create_app(cfg, say=lambda m: click.echo(m, err=True))
     return app.extensions["jit_ssh"]
 
