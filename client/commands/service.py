@@ -76,6 +76,10 @@ def serve(ctx: click.Context, config_path: str | None, bind: str, workers: int, 
     from dataclasses import replace
 
     cfg = replace(cfg, bootstrap=False, base_url=cfg.base_url or f"http://{bind}")
+    # Once, before forking, as every worker will: a replica whose keys differ from the
+    # database's refuses here with one clear line (not a worker that fails to boot), and
+    # certificates `ca sign --no-record` left pending are recorded.
+    create_app(cfg, say=lambda m: click.echo(m, err=True)).extensions["jit_ssh.engine"].dispose()
     click.echo(f"jit-ssh serving on http://{bind} (data: {cfg.data_dir}, database: {cfg.resolved_database_url.split('@')[-1]})", err=True)
 
     class _App(BaseApplication):  # type: ignore[misc]

@@ -143,3 +143,25 @@ def test_rotation_is_staged_add_then_promote_then_retire(
     assert chain.verify_chain(events, cps, [ext.audit_public_key]).ok
     listing = run("ca", "list").output
     assert f"retired  {old}" in listing and f"signing  {new}" in listing
+
+
+def test_serve_with_other_keys_exits_naming_both_fingerprints(tmp_path: Path, database_url: str,
+                                                              clock: Clock) -> None:
+    import os
+    import subprocess
+    import sys
+
+    first = build_app(tmp_path, database_url, clock)
+    ca_fp, _ = _fingerprints(first)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JIT_SSH_")}
+    env.update(JIT_SSH_DATA_DIR=str(tmp_path / "r2"), JIT_SSH_DATABASE_URL=database_url,
+               JIT_SSH_POLICY=str(tmp_path / "policy.toml"))
+    r = subprocess.run([sys.executable, "-c", "from client.cli import main; main()", "serve", "--bind", "127.0.0.1:0"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "[replica_keys_differ]" in r.stderr and ca_fp in r.stderr
+    from ca.keys import parse_public_key
+
+    mine = parse_public_key(next((tmp_path / "r2" / "ca").glob("ca-*.pub")).read_text()).fingerprint
+    assert mine in r.stderr and "Traceback" not in r.stderr
+    first.extensions["jit_ssh.engine"].dispose()
