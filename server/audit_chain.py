@@ -1215,9 +1215,8 @@ def _file_items(lines: Iterable[bytes | str], *, check_fast: bool = False) -> It
                     last_hash, last_raw = hsh, digest
                     yield (int(digits), prev.decode("ascii"), hsh.decode("ascii"), True, n)
                     continue
-                # No match: the body may only have been reformatted (then its
-                # re-encoding matches), and its id is then the parsed one, so
-                # the line goes the slow way below.
+                # No match: the slow way below parses the line, refuses it
+                # unless it is canonical, and names the edit if it is.
         item = _parse_line(line, n)
         if item is None:
             continue

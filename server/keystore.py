@@ -14,7 +14,8 @@ that opens the database (``ca sign``, the admin commands), compares:
 
 Which CA key signs and which are trusted lives in the database, so that
 every replica agrees: :class:`LiveKeyring` reads it at start and again at
-most once a second (``maybe_refresh``, before each HTTP request), so a
+most once a second (``maybe_refresh``: a request older than that starts a
+re-read in a short-lived thread and does not wait for it), so a
 ``jit-ssh ca promote`` reaches running replicas without a restart. A replica
 that lacks the private half of a newly promoted key refuses to sign (503)
 until it has it, instead of signing with the old one.
@@ -221,6 +222,8 @@ class LiveKeyring:
         self.passphrase = passphrase
         self.max_age = max_age
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
         self._privates: dict[str, CAKey] = {}
         self._checked = time.monotonic()
         self._state = state
@@ -295,14 +298,30 @@ class LiveKeyring:
         _mirror(self.data_dir, state)
 
     def maybe_refresh(self, monotonic: float | None = None) -> None:
+        """Read the database's state again if it is older than ``max_age`` seconds,
+        in a short-lived thread: a request never waits for it (a database that
+        hangs must still give a quick 503, not two connect timeouts in a row)."""
         t = time.monotonic() if monotonic is None else monotonic
         if t - self._checked < self.max_age:
             return
-        self._checked = t
+        with self._start_lock:
+            if t - self._checked < self.max_age or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._checked = t
+            self._thread = threading.Thread(target=self._refresh_logged, name="jit-ssh-keyring", daemon=True)
+            self._thread.start()
+
+    def _refresh_logged(self) -> None:
         try:
             self.refresh()
-        except Exception as e:  # noqa: BLE001 - a database hiccup must not fail the request here
+        except Exception as e:  # noqa: BLE001 - the next request tries again; say why meanwhile
             log.error("could not read the CA key states from the database: %s", str(e).splitlines()[0][:300])
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for a refresh :meth:`maybe_refresh` started (tests)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
 
 # ---------------------------------------------------------------- rotation

@@ -55,11 +55,15 @@ def _open_database(ctx: click.Context, config_path: str | None, passphrase_file:
     if passphrase_file:
         cfg = replace(cfg, ca_passphrase_file=Path(passphrase_file))
     url = cfg.resolved_database_url
-    if is_sqlite(url) and not cfg.database_url and not (cfg.data_dir / "jit-ssh.sqlite3").exists():
-        raise NoDatabase(
-            f"no database at {cfg.data_dir / 'jit-ssh.sqlite3'} (and none configured: --config, $JIT_SSH_CONFIG "
-            "or $JIT_SSH_DATABASE_URL)"
-        )
+    if is_sqlite(url):
+        from sqlalchemy.engine import make_url
+
+        path = make_url(url).database
+        if not path or path == ":memory:" or not Path(path).exists():
+            raise NoDatabase(
+                f"no database at {path} (configure the server's with --config, $JIT_SSH_CONFIG or "
+                "$JIT_SSH_DATABASE_URL; `jit-ssh serve` creates the default one on first start)"
+            )
     app = create_app(replace(cfg, bootstrap=False), say=lambda m: click.echo(m, err=True))
     return app.extensions["jit_ssh"]
 
@@ -316,8 +320,10 @@ def ca_sign(
     shown and the exit status is non-zero. With --no-record the certificate
     is shown even so, and recorded as soon as possible: at once if the
     database answers, else from pending-records.jsonl in the data directory
-    by the next `jit-ssh serve` or admin command. Every signing is also
-    appended to issuances.jsonl in the data directory.
+    by the next `jit-ssh serve` or admin command. (--no-record covers a
+    database that cannot be reached; a data directory whose keys differ from
+    the database's is refused either way.) Every signing is also appended to
+    issuances.jsonl in the data directory.
     """
     from sqlalchemy.exc import DBAPIError
 

@@ -107,6 +107,10 @@ def test_rotation_is_staged_add_then_promote_then_retire(
     def run(*args: str) -> Any:
         r = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
         assert r.exit_code == 0, r.output
+        # Any request makes the running app read the key states again (max_age 0 here, a
+        # second in production), in the background; wait for that read to finish.
+        app.test_client().get("/v1/targets")
+        ext.keyring.join(30)
         return r
 
     added = run("ca", "add-key", "--type", "ecdsa")
