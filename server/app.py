@@ -26,7 +26,7 @@ from .auth import authenticate
 from .config import ServerConfig
 from .db import is_sqlite, make_engine, make_session_factory, transaction
 from .errors import AuthFailed, Unavailable
-from .keystore import LiveKeyring, check_and_record
+from .keystore import LiveKeyring, RecordedState, check_and_record
 from .migrate import upgrade
 from .models import AccessRequest, AuditEvent, Certificate, Revocation
 from .notify import Notifier
@@ -161,7 +161,12 @@ def _init_web(app: Flask, config: ServerConfig) -> None:
     app.register_blueprint(web)
 
 
-def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = None, say: Callable[[str], None] | None = None) -> Flask:
+def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = None, say: Callable[[str], None] | None = None,
+               recorded_keys: RecordedState | None = None) -> Flask:
+    """The app. ``recorded_keys``: the key states a caller has just checked
+    against the database for this data directory (``serve``, once before
+    forking): the workers then start without touching the database, as a
+    worker must boot even while the database is out of reach."""
     clock = clock or _utcnow
     if config.bootstrap:
         bootstrap(config, now=clock(), say=say or log.warning)
@@ -179,8 +184,8 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
     audit_key = load_audit_key(config.audit_key_path)
     # The database says which keys every replica holds and which CA key signs:
     # refuse to start with other ones (server/keystore.py).
-    recorded = check_and_record(sessions, config.data_dir, audit_key, now=clock(),
-                                checkpoint_every=config.audit_checkpoint_every, say=say or log.warning)
+    recorded = recorded_keys or check_and_record(sessions, config.data_dir, audit_key, now=clock(),
+                                                 checkpoint_every=config.audit_checkpoint_every, say=say or log.warning)
     keyring = LiveKeyring(sessions, config.data_dir, recorded, passphrase=passphrase)
 
     def on_reload(new: policies.Policy, old: policies.Policy | None) -> None:
@@ -205,7 +210,8 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
     )
 
     # Break-glass certificates `ca sign --no-record` could not record at the time.
-    flush_pending(service, config.data_dir, say=say or log.warning)
+    if recorded_keys is None:
+        flush_pending(service, config.data_dir, say=say or log.warning)
 
     app = Flask("jit_ssh")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes

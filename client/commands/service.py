@@ -79,7 +79,9 @@ def serve(ctx: click.Context, config_path: str | None, bind: str, workers: int, 
     # Once, before forking, as every worker will: a replica whose keys differ from the
     # database's refuses here with one clear line (not a worker that fails to boot), and
     # certificates `ca sign --no-record` left pending are recorded.
-    create_app(cfg, say=lambda m: click.echo(m, err=True)).extensions["jit_ssh.engine"].dispose()
+    checked = create_app(cfg, say=lambda m: click.echo(m, err=True))
+    checked.extensions["jit_ssh.engine"].dispose()
+    recorded = checked.extensions["jit_ssh"].keyring.state
     click.echo(f"jit-ssh serving on http://{bind} (data: {cfg.data_dir}, database: {cfg.resolved_database_url.split('@')[-1]})", err=True)
 
     class _App(BaseApplication):  # type: ignore[misc]
@@ -93,7 +95,8 @@ def serve(ctx: click.Context, config_path: str | None, bind: str, workers: int, 
             self.cfg.set("graceful_timeout", 10)
 
         def load(self) -> Any:
-            return create_app(cfg)
+            # Checked above; each worker then follows the database's key states on its own.
+            return create_app(cfg, recorded_keys=recorded)
 
     _App().run()
 
