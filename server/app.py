@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import policies
 from ca import JitSshError
-from ca.keyring import Keyring, init_keyring, load_keyring
+from ca.keyring import Keyring, init_keyring
 
 from . import audit
 from .audit_chain import generate_audit_key, load_audit_key, save_audit_key
@@ -26,10 +26,12 @@ from .auth import authenticate, report_failure
 from .config import ConfigError, ServerConfig
 from .db import is_sqlite, make_engine, make_session_factory, transaction
 from .errors import AuthFailed, Unavailable
+from .keystore import LiveKeyring, RecordedState, check_and_record
 from .migrate import upgrade
 from .models import AccessRequest, AuthFailureCount, Certificate, Revocation
 from .notify import Notifier
 from .proxy import TrustedProxies, parse_networks
+from .offline import flush_pending
 from .services import PolicyHolder, Service
 from .web.setup import set_security_headers
 
@@ -66,7 +68,7 @@ class JitSsh:
 
     config: ServerConfig
     service: Service
-    keyring: Keyring
+    keyring: Keyring | LiveKeyring
     audit_public_key: Any
     clock: Callable[[], datetime]
     latency: dict[str, list[float]] = field(default_factory=dict)
@@ -157,7 +159,12 @@ def _init_web(app: Flask, config: ServerConfig) -> None:
     app.register_blueprint(web)
 
 
-def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = None, say: Callable[[str], None] | None = None) -> Flask:
+def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = None, say: Callable[[str], None] | None = None,
+               recorded_keys: RecordedState | None = None) -> Flask:
+    """The app. ``recorded_keys``: the key states a caller has just checked
+    against the database for this data directory (``serve``, once before
+    forking): the workers then start without touching the database, as a
+    worker must boot even while the database is out of reach."""
     clock = clock or _utcnow
     if config.bootstrap:
         bootstrap(config, now=clock(), say=say or log.warning)
@@ -172,8 +179,12 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
         passphrase = config.ca_passphrase_file.read_bytes().rstrip(b"\r\n")
     elif os.environ.get("JIT_SSH_CA_PASSPHRASE"):
         passphrase = os.environ["JIT_SSH_CA_PASSPHRASE"].encode()
-    keyring = load_keyring(config.data_dir, passphrase=passphrase)
     audit_key = load_audit_key(config.audit_key_path)
+    # The database says which keys every replica holds and which CA key signs:
+    # refuse to start with other ones (server/keystore.py).
+    recorded = recorded_keys or check_and_record(sessions, config.data_dir, audit_key, now=clock(),
+                                                 checkpoint_every=config.audit_checkpoint_every, say=say or log.warning)
+    keyring = LiveKeyring(sessions, config.data_dir, recorded, passphrase=passphrase)
 
     def on_reload(new: policies.Policy, old: policies.Policy | None) -> None:
         with transaction(sessions) as s:
@@ -197,6 +208,10 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
         notify=notifier.send if notifier else None,
     )
 
+    # Break-glass certificates `ca sign --no-record` could not record at the time.
+    if recorded_keys is None:
+        flush_pending(service, config.data_dir, say=say or log.warning)
+
     app = Flask("jit_ssh")
     # The client's address, scheme and host, believing X-Forwarded-* from trusted proxies only.
     try:
@@ -218,6 +233,7 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
     @app.before_request
     def _start() -> None:
         g.t0 = time.perf_counter()
+        keyring.maybe_refresh()  # a `ca promote` on another machine reaches this replica
 
     @app.after_request
     def _headers(resp: Response) -> Response:

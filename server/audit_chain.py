@@ -83,8 +83,15 @@ right after the event it signs (:func:`export_lines`)::
 An event line is the two hashes followed by the body's own keys, so the body
 bytes are a literal slice of the line: the verifier hashes them without
 parsing or re-encoding JSON (that is what makes a million events fit in a few
-seconds). A line that was reformatted (``jq``) is still accepted: it is parsed
-and its body re-encoded. Checkpoint lines may stand anywhere (all at the end,
+seconds). Every line must be byte for byte what :func:`export_lines` writes:
+a line that is not (a duplicate key, which JSON parsers resolve to the last
+one while a reader sees the first; other key order, whitespace or escapes, as
+``jq`` writes) is refused as :class:`InvalidAuditExport` naming its line
+number. A line taken by the fast path needs no parsing for that: its bytes
+hash to its stored hash, and with ``public_keys`` the signed chain binds that
+hash to the server's own (canonical) body, so other bytes would be a SHA-256
+collision; without ``public_keys`` (nothing authenticated) those lines are
+parsed and compared too. Checkpoint lines may stand anywhere (all at the end,
 say): the streaming verifier keeps each event's 32-byte hash (32 MB per
 million events) to check a checkpoint that comes after later events.
 
@@ -670,18 +677,62 @@ def _parse_obj(obj: Any, n: int) -> AuditEvent | Checkpoint:
     )
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the LAST of two equal keys, while a reader (or grep)
+    # may see the first: one line, two meanings. Never accept that.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return obj
+
+
+def _canonical_line(item: AuditEvent | Checkpoint) -> bytes:
+    """The exact bytes :func:`export_lines` writes for ``item`` (no newline)."""
+    text = checkpoint_line(item) if type(item) is Checkpoint else event_line(item)  # type: ignore[arg-type]
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _parse_line(line: str | bytes, n: int) -> AuditEvent | Checkpoint | None:
+    """One export line, parsed, and refused unless it is byte for byte what
+    :func:`export_lines` writes for the event or checkpoint it parses to.
+
+    A line that means something other than what it shows (a duplicate key, of
+    which JSON parsers keep the last) or that can be written in more than one
+    way (key order, whitespace, escapes) is refused, naming the line: the
+    export is evidence, and evidence has one spelling.
+    """
     if len(line) > MAX_LINE_BYTES:
         raise InvalidAuditExport(f"longer than {MAX_LINE_BYTES} bytes", line=n)
     if not line.strip():
         return None
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as e:
+        raise InvalidAuditExport(f"duplicate key {str(e)[:64]!r}: not the canonical form of an export line",
+                                 line=n, field=str(e)[:64]) from None
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise InvalidAuditExport(f"not valid JSON ({e})", line=n) from None
     except RecursionError:
         raise InvalidAuditExport("nested too deeply", line=n) from None
-    return _parse_obj(obj, n)
+    item = _parse_obj(obj, n)
+    raw = line.encode("utf-8", "surrogatepass") if type(line) is str else line
+    if raw.endswith(b"\n"):
+        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+    if raw != _canonical_line(item):
+        raise InvalidAuditExport(
+            f"{obj['kind']} is not in canonical form (key order, whitespace or escapes differ from what "
+            "`jit-ssh audit export` writes); verify the export as it was written, not a reformatted copy",
+            line=n,
+        )
+    return item
 
 
 def iter_export(lines: Iterable[str | bytes]) -> Iterator[AuditEvent | Checkpoint]:
@@ -1119,7 +1170,10 @@ def verify_chain(
     return _run((_link_of(ev, None) for ev in events), v)
 
 
-def _file_items(lines: Iterable[bytes | str]) -> Iterator[_Link | tuple[Checkpoint, int | None]]:
+def _file_items(lines: Iterable[bytes | str], *, check_fast: bool = False) -> Iterator[_Link | tuple[Checkpoint, int | None]]:
+    """Export lines as links and checkpoints. ``check_fast``: also parse the
+    lines the fast path accepted, to refuse non-canonical ones (needed only
+    when no audit key authenticates the hashes; see the module docstring)."""
     sha256 = hashlib.sha256
     fromhex = bytes.fromhex
     prefix, mid = _EV_PREFIX, _MID
@@ -1156,12 +1210,13 @@ def _file_items(lines: Iterable[bytes | str]) -> Iterator[_Link | tuple[Checkpoi
                         raw = b""
                 digest = sha256(raw + b"{" + line[b0:end]).digest() if len(raw) == 32 else b""
                 if digest.hex().encode("ascii") == hsh:
+                    if check_fast:
+                        _parse_line(line, n)
                     last_hash, last_raw = hsh, digest
                     yield (int(digits), prev.decode("ascii"), hsh.decode("ascii"), True, n)
                     continue
-                # No match: the body may only have been reformatted (then its
-                # re-encoding matches), and its id is then the parsed one, so
-                # the line goes the slow way below.
+                # No match: the slow way below parses the line, refuses it
+                # unless it is canonical, and names the edit if it is.
         item = _parse_line(line, n)
         if item is None:
             continue
@@ -1193,7 +1248,7 @@ def verify_export_lines(
     v = _Verifier(public_keys, start_hash, expect_first_id, allow_unsigned_tail, keep_log=True)
     for cp in extra_checkpoints:
         v.pending.setdefault(cp.event_id, []).append((cp, None))
-    return _run(_file_items(lines), v)
+    return _run(_file_items(lines, check_fast=public_keys is None), v)
 
 
 def verify_export_file(

@@ -1,11 +1,14 @@
-"""Server configuration: a TOML file, then ``JIT_SSH_*`` environment variables.
+"""Server configuration, resolved ONE way for every command.
 
-Nothing reads the environment at import time: :func:`load_config` is called
-by ``jit-ssh serve`` / the app factory's caller, and tests build a
-:class:`ServerConfig` directly.
+Nothing reads the environment at import time: :func:`resolve_config` is
+called by ``jit-ssh serve``, ``ca sign``, the admin and audit commands and
+the WSGI entry point alike, and tests build a :class:`ServerConfig` directly.
 
-Precedence: defaults < TOML file (``--config`` or ``$JIT_SSH_CONFIG``) <
-environment variables.
+Precedence, per setting: a command-line flag (``--data-dir``) > a ``JIT_SSH_*``
+environment variable > the TOML file (``--config`` or ``$JIT_SSH_CONFIG``) >
+the default (the data directory, and SQLite inside it). A command that finds
+the database in a different place than ``serve`` would write certificates
+nobody can revoke and audit events nobody sees: so there is one resolver.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Mapping
 
 from ca.errors import JitSshError
 
-__all__ = ["ServerConfig", "ConfigError", "load_config", "default_data_dir"]
+__all__ = ["ServerConfig", "ConfigError", "resolve_config", "load_config", "default_data_dir"]
 
 
 class ConfigError(JitSshError):
@@ -136,10 +139,17 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     return value or None if name == "webhook_url" else value
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] = os.environ) -> ServerConfig:
-    """Defaults, then the TOML file (``path`` or ``$JIT_SSH_CONFIG``), then ``JIT_SSH_*`` variables."""
+def resolve_config(
+    config_path: str | os.PathLike[str] | None = None,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    database_url: str | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> ServerConfig:
+    """The configuration: flags (``data_dir``, ``database_url``) > ``JIT_SSH_*``
+    variables > the TOML file (``config_path`` or ``$JIT_SSH_CONFIG``) > defaults."""
     values: dict[str, Any] = {}
-    config_path = path or env.get("JIT_SSH_CONFIG")
+    config_path = config_path or env.get("JIT_SSH_CONFIG")
     if config_path:
         p = Path(config_path).expanduser()
         try:
@@ -156,13 +166,24 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     for var, name in _ENV.items():
         if env.get(var):
             values[name] = _coerce(name, env[var], var)
-    data_dir = values.pop("data_dir", None) or default_data_dir(env)
-    cfg = ServerConfig(data_dir=Path(data_dir), **values)
+    if data_dir:
+        values["data_dir"] = _coerce("data_dir", str(data_dir), "--data-dir")
+    if database_url:
+        values["database_url"] = _coerce("database_url", database_url, "--database-url")
+    # The data directory's default needs only XDG_DATA_HOME here:
+    # JIT_SSH_DATA_DIR was read above with the other variables.
+    found = values.pop("data_dir", None) or default_data_dir({k: v for k, v in env.items() if k != "JIT_SSH_DATA_DIR"})
+    cfg = ServerConfig(data_dir=Path(found), **values)
     if cfg.backdate_seconds < 0 or cfg.max_clock_skew <= 0 or cfg.audit_checkpoint_every <= 0:
         raise ConfigError("backdate_seconds must be >= 0; max_clock_skew and audit_checkpoint_every > 0")
     if cfg.krl_clock_skew < 0:
         raise ConfigError("krl_clock_skew must be >= 0", field="krl_clock_skew")
     return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] = os.environ) -> ServerConfig:
+    """:func:`resolve_config` without flags (kept for callers of the old name)."""
+    return resolve_config(path, env=env)
 
 
 def with_overrides(cfg: ServerConfig, **changes: Any) -> ServerConfig:

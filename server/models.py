@@ -46,6 +46,7 @@ __all__ = [
     "WebSession",
     "LoginThrottle",
     "AuthFailureCount",
+    "RecordedKey",
 ]
 
 
@@ -329,6 +330,28 @@ class AuthFailureCount(Base):
     count: Mapped[int] = mapped_column(BigInteger)
     first_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RecordedKey(Base):
+    """The keys every replica must hold, recorded by the first start.
+
+    ``purpose`` "ca": a CA key and its rotation state (``staged``: trusted and
+    published, not signing; ``signing``: the one signer; ``retired``). The
+    public key is kept, so that a replica publishes a staged key even before
+    its files reach that replica. ``purpose`` "audit": the audit (checkpoint)
+    key, ``state`` "signing". A replica whose keys differ refuses to start
+    (server/keystore.py).
+    """
+
+    __tablename__ = "recorded_keys"
+
+    purpose: Mapped[str] = mapped_column(String(8), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_type: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 Index("ix_requests_requester_state", AccessRequest.requester_id, AccessRequest.state)

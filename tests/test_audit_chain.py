@@ -728,19 +728,92 @@ def test_checkpoint_lines_may_stand_anywhere() -> None:
     expect(r, "rewritten", 11)  # earlier events' checkpoints are checked in id order
 
 
-def test_reformatted_export_lines_still_verify() -> None:
-    events, cps = build(15, every=5, data=lambda i: {"note": "zürich ✓", "n": i, "nested": {"id": i * 100}})
-    lines = []
-    for line in export_lines(events, cps):
-        obj = json.loads(line)
-        # jq-style: other key order, spaces, \u escapes.
-        lines.append(json.dumps(dict(reversed(list(obj.items()))), ensure_ascii=True, indent=None) + "\r\n")
-    r = verify_export_lines(lines, [PUB], expect_first_id=1)
-    assert r.ok, r.problem
-    # And an edit in a reformatted line is still named.
+def _respell(line: str, how: str) -> str:
+    """``line`` (one canonical export line) written another way that parses to the same event."""
+    body = line.rstrip("\n")
+    if how == "duplicate key":
+        # The parser keeps the last "actor"; a reader (or grep) sees "mallory".
+        return body.replace('"actor":', '"actor":"mallory","actor":', 1) + "\n"
+    if how == "duplicate kind":
+        return body.replace('{"kind":"event",', '{"kind":"event","kind":"event",', 1) + "\n"
+    if how == "reordered keys":
+        obj = json.loads(body)
+        return json.dumps(dict(reversed(list(obj.items()))), ensure_ascii=False, separators=(",", ":")) + "\n"
+    if how == "extra whitespace":
+        return body.replace('":', '": ', 1) + "\n"
+    if how == "trailing space":
+        return body + " \n"
+    if how == "ascii escapes":
+        return json.dumps(json.loads(body), ensure_ascii=True, separators=(",", ":")) + "\n"
+    if how == "escaped slash":
+        return body.replace("/", "\\/", 1) + "\n"
+    if how == "jq":
+        return json.dumps(json.loads(body), ensure_ascii=True) + "\r\n"
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["duplicate key", "duplicate kind", "reordered keys", "extra whitespace", "trailing space", "ascii escapes",
+     "escaped slash", "jq"],
+)
+@pytest.mark.parametrize("keys", [[PUB], None])
+def test_a_line_not_in_canonical_form_is_refused_naming_its_line(how: str, keys: Any) -> None:
+    events, cps = build(9, every=3, data=lambda i: {"note": "zürich ✓ a/b", "n": i, "nested": {"id": i * 100}})
+    lines = list(export_lines(events, cps))
+    assert verify_export_lines(lines, keys, expect_first_id=1).ok
+    n = next(i for i, line in enumerate(lines) if '"id":5,' in line) + 1  # a 1-based line number
+    bad = list(lines)
+    bad[n - 1] = _respell(lines[n - 1], how)
+    assert bad[n - 1] != lines[n - 1]
+    # It still parses to the very same event: a lenient verifier accepts it.
+    assert parse_export([lines[n - 1]])[0] == [json_event(bad[n - 1])]
+    with pytest.raises(InvalidAuditExport, match=f"^line {n}: ") as e:
+        verify_export_lines(bad, keys, expect_first_id=1)
+    assert e.value.line == n
+    if how.startswith("duplicate"):
+        assert "duplicate key" in str(e.value)
+    else:
+        assert "canonical form" in str(e.value)
+    with pytest.raises(InvalidAuditExport, match=f"^line {n}: "):
+        verify_export_file(io.BytesIO("".join(bad).encode("utf-8")), keys, expect_first_id=1)
+    with pytest.raises(InvalidAuditExport, match=f"^line {n}: "):
+        parse_export(bad)
+
+
+def json_event(line: str) -> AuditEvent:
+    obj = json.loads(line)
+    return AuditEvent(id=obj["id"], at=obj["at"], type=obj["type"], actor=obj["actor"], request_id=obj["request_id"],
+                      data=obj["data"], prev_hash=obj["prev_hash"], hash=obj["hash"])
+
+
+@pytest.mark.parametrize("how", ["reordered keys", "extra whitespace", "duplicate key"])
+def test_a_checkpoint_line_not_in_canonical_form_is_refused(how: str) -> None:
+    events, cps = build(6, every=3)
+    lines = list(export_lines(events, cps))
+    n = next(i for i, line in enumerate(lines) if line.startswith('{"kind":"checkpoint"')) + 1
+    body = lines[n - 1].rstrip("\n")
+    if how == "reordered keys":
+        obj = json.loads(body)
+        bad = json.dumps({"kind": "checkpoint", **dict(reversed([(k, v) for k, v in obj.items() if k != "kind"]))},
+                         separators=(",", ":"))
+    elif how == "extra whitespace":
+        bad = body.replace(",", ", ")
+    else:
+        bad = body.replace('"at":', '"at":"1999-01-01T00:00:00.000000Z","at":', 1)
+    lines[n - 1] = bad + "\n"
+    with pytest.raises(InvalidAuditExport, match=f"^line {n}: "):
+        verify_export_lines(lines, [PUB])
+
+
+def test_an_edit_in_a_canonical_line_is_still_named() -> None:
+    events, cps = build(15, every=5)
+    lines = list(export_lines(events, cps))
     obj = json.loads(lines[7])
-    obj["data"]["n"] = 0
-    lines[7] = json.dumps(obj) + "\n"
+    obj["data"] = {"n": 0}
+    # Written exactly as the server writes lines, so it is read as an edit, not refused as malformed.
+    lines[7] = '{"kind":"event","prev_hash":"%s","hash":"%s",%s\n' % (
+        obj["prev_hash"], obj["hash"], canonical_json({k: obj[k] for k in ("id", "at", "type", "actor", "request_id", "data")}).decode()[1:])
     expect(verify_export_lines(lines, [PUB]), "edited", obj["id"])
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -44,11 +45,22 @@ def _main(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )
 
 
+def _serve_once(data_dir: Path, **env: str) -> Any:
+    """What the first `jit-ssh serve` does to a data directory: the database, the audit key, the recorded keys."""
+    from server.app import create_app
+    from server.config import load_config
+
+    app = create_app(load_config(None, {"JIT_SSH_DATA_DIR": str(data_dir), **env}), say=lambda m: None)
+    app.extensions["jit_ssh.engine"].dispose()
+    return app.extensions["jit_ssh"]
+
+
 def test_init_show_sign_round_trip(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     r = _run(runner, "ca", "init")
     assert r.exit_code == 0, r.output
+    _serve_once(data_dir)
     key_files = sorted((data_dir / "ca").iterdir())
-    private = [p for p in key_files if not p.name.endswith(".pub")]
+    private = [p for p in key_files if p.name.startswith("ca-") and not p.name.endswith(".pub")]
     assert len(private) == 1
     assert stat.S_IMODE(private[0].stat().st_mode) == 0o600
     assert stat.S_IMODE((data_dir / "ca").stat().st_mode) == 0o700
@@ -87,7 +99,7 @@ def test_init_show_sign_round_trip(runner: CliRunner, data_dir: Path, tmp_path: 
 def test_sign_prints_certificate_to_stdout(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     _run(runner, "ca", "init", "--type", "ecdsa")
     r = _run(runner, "ca", "sign", str(_user_key(tmp_path)), "-n", "demo", "--for", "1h30m",
-             "--key-id", "k", "--reason", "r")
+             "--key-id", "k", "--reason", "r", "--no-record")
     assert r.exit_code == 0
     cert = parse_certificate(r.stdout.strip())
     assert cert.duration == timedelta(hours=1, minutes=30)
@@ -99,7 +111,7 @@ def test_ca_sign_window_in_ssh_keygen_is_exactly_two_minutes(runner: CliRunner, 
     _run(runner, "ca", "init", "--type", "rsa")
     out = tmp_path / "c-cert.pub"
     r = _run(runner, "ca", "sign", str(_user_key(tmp_path)), "-n", "demo", "--for", "2m",
-             "--key-id", "k", "--reason", "r", "--out", str(out))
+             "--key-id", "k", "--reason", "r", "--out", str(out), "--no-record")
     assert r.exit_code == 0
     listing = subprocess.run([keygen, "-L", "-f", str(out)], capture_output=True, text=True, check=True).stdout
     from datetime import datetime
@@ -111,16 +123,41 @@ def test_ca_sign_window_in_ssh_keygen_is_exactly_two_minutes(runner: CliRunner, 
     assert "rsa-sha2-512" in listing
 
 
-def test_rotation_keeps_old_key_trusted_and_signs_with_new(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+def test_rotation_is_staged_add_promote_retire(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+    # Was test_rotation_keeps_old_key_trusted_and_signs_with_new, on `ca init --rotate`, which
+    # switched the signer at once. Same intent, in stages: the new key is trusted first, signs
+    # only once promoted, and the old one is dropped only by retire.
     _run(runner, "ca", "init")
     again = _run(runner, "ca", "init")
-    assert again.exit_code != 0 and "--rotate" in again.output
-    assert _run(runner, "ca", "init", "--rotate", "--type", "ecdsa-p384").exit_code == 0
+    assert again.exit_code != 0 and "ca add-key" in again.output
+    rotate = _run(runner, "ca", "init", "--rotate")
+    assert rotate.exit_code == 2 and "ca add-key" in rotate.output and "ca promote" in rotate.output
+    _serve_once(data_dir)
+    old = _run(runner, "ca", "show").output.splitlines()[0].split()[1]
+
+    added = _run(runner, "ca", "add-key", "--type", "ecdsa-p384")
+    assert added.exit_code == 0, added.output
+    new = next(w for w in added.output.split() if w.startswith("SHA256:"))
     show = _run(runner, "ca", "show", "--no-fingerprints").output.splitlines()
     assert [line.split()[0] for line in show] == ["ssh-ed25519", "ecdsa-sha2-nistp384"]
-    r = _run(runner, "ca", "sign", str(_user_key(tmp_path)), "-n", "demo", "--for", "5m",
-             "--key-id", "k", "--reason", "r")
-    assert parse_certificate(r.stdout).ca_public_key.key_type == "ecdsa-sha2-nistp384"
+
+    def signer() -> str:
+        r = _run(runner, "ca", "sign", str(_user_key(tmp_path)), "-n", "demo", "--for", "5m", "--key-id", "k",
+                 "--reason", "r")
+        assert r.exit_code == 0, r.output
+        return parse_certificate(r.stdout).ca_public_key.fingerprint
+
+    assert signer() == old  # added: trusted and published, not signing
+    listing = _run(runner, "ca", "list").output
+    assert f"signing  {old}" in listing and f"staged   {new}" in listing
+
+    refused = _main("ca", "retire", old, env={"JIT_SSH_DATA_DIR": str(data_dir)})
+    assert refused.returncode == 1 and "[invalid_rotation]" in refused.stderr and "promote" in refused.stderr
+    assert _run(runner, "ca", "promote", new).exit_code == 0
+    assert signer() == new
+    assert _run(runner, "ca", "retire", old).exit_code == 0
+    assert [line.split()[0] for line in _run(runner, "ca", "show", "--no-fingerprints").output.splitlines()] == [
+        "ecdsa-sha2-nistp384"]
 
 
 def test_encrypted_ca_key_needs_its_passphrase(runner: CliRunner, data_dir: Path, tmp_path: Path,
@@ -129,7 +166,7 @@ def test_encrypted_ca_key_needs_its_passphrase(runner: CliRunner, data_dir: Path
     pw.write_text("correct horse battery staple\n")
     assert _run(runner, "ca", "init", "--passphrase-file", str(pw)).exit_code == 0
     pub = str(_user_key(tmp_path))
-    args = ["ca", "sign", pub, "-n", "demo", "--for", "5m", "--key-id", "k", "--reason", "r"]
+    args = ["ca", "sign", pub, "-n", "demo", "--for", "5m", "--key-id", "k", "--reason", "r", "--no-record"]
 
     no_pw = _main(*args, env={"JIT_SSH_DATA_DIR": str(data_dir)})
     assert no_pw.returncode == 1
@@ -147,10 +184,10 @@ def test_encrypted_ca_key_needs_its_passphrase(runner: CliRunner, data_dir: Path
 
 def test_group_readable_ca_key_is_refused(data_dir: Path, tmp_path: Path, runner: CliRunner) -> None:
     _run(runner, "ca", "init")
-    key = next(p for p in (data_dir / "ca").iterdir() if not p.name.endswith(".pub"))
+    key = next(p for p in (data_dir / "ca").iterdir() if p.name.startswith("ca-") and not p.name.endswith(".pub"))
     os.chmod(key, 0o640)
     r = _main("ca", "sign", str(_user_key(tmp_path)), "-n", "demo", "--for", "5m", "--key-id", "k",
-              "--reason", "r", env={"JIT_SSH_DATA_DIR": str(data_dir)})
+              "--reason", "r", "--no-record", env={"JIT_SSH_DATA_DIR": str(data_dir)})
     assert r.returncode == 1
     assert "insecure_key_file" in r.stderr and "chmod 600" in r.stderr
 
@@ -246,7 +283,7 @@ def test_krl_from_ssh_keygen_agrees(runner: CliRunner, data_dir: Path, tmp_path:
     revoked, kept = tmp_path / "r-cert.pub", tmp_path / "k-cert.pub"
     for path, serial in ((revoked, "77"), (kept, "78")):
         assert _run(runner, "ca", "sign", str(pub), "-n", "x", "--for", "5m", "--key-id", "k", "--reason", "r",
-                    "--serial", serial, "--out", str(path)).exit_code == 0
+                    "--serial", serial, "--out", str(path), "--no-record").exit_code == 0
     krl = tmp_path / "r.krl"
     assert _run(runner, "krl", "build", "--serial", "77", "--out", str(krl)).exit_code == 0
     assert subprocess.run([keygen, "-Q", "-f", str(krl), str(revoked)], capture_output=True).returncode == 1

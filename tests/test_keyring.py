@@ -11,7 +11,20 @@ import pytest
 
 from ca.certs import issue_certificate, verify_certificate
 from ca.errors import CAKeyError, InsecureKeyFile, PassphraseRequired
-from ca.keyring import Keyring, ca_dir, init_keyring, load_keyring
+from ca.keyring import (
+    STATE_FILE,
+    Keyring,
+    KeyState,
+    RotationError,
+    ca_dir,
+    init_keyring,
+    load_keyring,
+    local_states,
+    promote,
+    read_states,
+    retire,
+    write_states,
+)
 from ca.keys import CAKey, load_public_keys, parse_public_key
 
 NOW = datetime(2026, 11, 29, 10, 45, 0, tzinfo=timezone.utc)
@@ -54,19 +67,30 @@ def test_init_refuses_weak_rsa(tmp_path: Path) -> None:
     assert private_files(tmp_path) == []
 
 
-def test_rotation_trusts_both_and_newest_signs(tmp_path: Path) -> None:
+def _promote(data_dir: Path, key: CAKey) -> None:
+    write_states(data_dir, promote(local_states(data_dir), key.fingerprint))
+
+
+def test_an_added_key_is_trusted_but_signs_only_once_promoted(tmp_path: Path) -> None:
+    # Was test_rotation_trusts_both_and_newest_signs: a second key no longer
+    # signs at once (hosts would refuse its certificates); promote is explicit.
     old = init_keyring(tmp_path, now=NOW)
     new = init_keyring(tmp_path, now=NOW + timedelta(days=30), key_type="ecdsa")
     ring = load_keyring(tmp_path)
     assert [k.public for k in ring.keys] == [old.public, new.public]
-    assert ring.signing_key.public == new.public
+    assert ring.signing_key.public == old.public
+    assert read_states(tmp_path) == {old.fingerprint: KeyState.SIGNING, new.fingerprint: KeyState.STAGED}
     text = ring.trusted_user_ca_keys()
     assert text == old.public.openssh + "\n" + new.public.openssh + "\n"
     assert load_public_keys(text) == (old.public, new.public)
     # Only the signing key's private half is loaded.
-    assert ring.keys[0].private is None
+    assert ring.keys[1].private is None
     assert ring.signing_key.private is not None
 
+    _promote(tmp_path, new)
+    ring = load_keyring(tmp_path)
+    assert ring.signing_key.public == new.public
+    assert [k.public for k in ring.keys] == [old.public, new.public]
     # A certificate from the new key verifies against the whole ring, and one
     # from the old key (still in the field) does too.
     user = parse_public_key(old.public.openssh)  # any valid key will do as the user key
@@ -77,6 +101,32 @@ def test_rotation_trusts_both_and_newest_signs(tmp_path: Path) -> None:
     assert verify_certificate(cert, ring.keys).serial == cert.serial
     from_old = issue_certificate(old, user, principals=["root"], duration=timedelta(minutes=5), key_id="k", now=NOW)
     verify_certificate(from_old, ring.keys)
+
+    with pytest.raises(RotationError, match="signing key"):
+        retire(local_states(tmp_path), new.fingerprint)
+    write_states(tmp_path, retire(local_states(tmp_path), old.fingerprint))
+    ring = load_keyring(tmp_path)
+    assert [k.public for k in ring.keys] == [new.public]
+    assert ring.trusted_user_ca_keys() == new.public.openssh + "\n"
+    with pytest.raises(RotationError, match="retired"):
+        promote(local_states(tmp_path), old.fingerprint)
+
+
+def test_rotation_steps_refuse_what_would_break_trust() -> None:
+    states = {"SHA256:a": KeyState.SIGNING, "SHA256:b": KeyState.STAGED, "SHA256:c": KeyState.RETIRED}
+    for step, fp, match in [
+        (promote, "SHA256:a", "already signs"),
+        (promote, "SHA256:c", "retired"),
+        (promote, "SHA256:zz", "no CA key"),
+        (retire, "SHA256:a", "signing key"),
+        (retire, "SHA256:c", "already retired"),
+        (retire, "SHA256:zz", "no CA key"),
+    ]:
+        with pytest.raises(RotationError, match=match) as e:
+            step(states, fp)
+        assert e.value.code == "invalid_rotation" and e.value.field == "fingerprint"
+    assert promote(states, "SHA256:b") == {"SHA256:a": KeyState.STAGED, "SHA256:b": KeyState.SIGNING,
+                                           "SHA256:c": KeyState.RETIRED}
 
 
 @pytest.mark.parametrize(
@@ -99,6 +149,11 @@ def test_rotation_within_one_second(tmp_path: Path, types: list[str]) -> None:
         os.utime(key.path, (t, t))
     ring = load_keyring(tmp_path)
     assert [k.public for k in ring.keys] == [k.public for k in made]
+    assert ring.signing_key.public == made[0].public  # the first signs until one is promoted
+    # A data directory from before staged rotation (no keyring.json): the newest signs, as it did.
+    (ca_dir(tmp_path) / STATE_FILE).unlink()
+    ring = load_keyring(tmp_path)
+    assert [k.public for k in ring.keys] == [k.public for k in made]
     assert ring.signing_key.public == made[-1].public
 
 
@@ -108,15 +163,31 @@ def test_rotation_with_same_mtime(tmp_path: Path) -> None:
     for key in (a, b):
         assert key.path is not None
         os.utime(key.path, ns=(1, 1))
+    (ca_dir(tmp_path) / STATE_FILE).unlink()  # the legacy rule: the newest signs
     assert load_keyring(tmp_path, private=False).signing_key.public == b.public
 
 
-def test_rotation_with_passphrase_needs_only_newest(tmp_path: Path) -> None:
+def test_rotation_with_passphrase_needs_only_the_signer(tmp_path: Path) -> None:
     old = init_keyring(tmp_path, now=NOW, passphrase=b"old pass")
     new = init_keyring(tmp_path, now=NOW + timedelta(hours=1), passphrase=b"new pass")
+    assert load_keyring(tmp_path, passphrase=b"old pass").signing_key.public == old.public
+    _promote(tmp_path, new)
     ring = load_keyring(tmp_path, passphrase=b"new pass")
     assert ring.signing_key.public == new.public
     assert ring.keys[0].public == old.public
+
+
+def test_a_key_file_keyring_json_does_not_name_is_not_trusted(tmp_path: Path) -> None:
+    mine = init_keyring(tmp_path, now=NOW)
+    stranger = init_keyring(tmp_path / "other", now=NOW + timedelta(seconds=5))
+    assert stranger.path is not None
+    for suffix in ("", ".pub"):
+        src = stranger.path.with_name(stranger.path.name + suffix)
+        (ca_dir(tmp_path) / src.name).write_bytes(src.read_bytes())
+        os.chmod(ca_dir(tmp_path) / src.name, 0o600)
+    ring = load_keyring(tmp_path)
+    assert [k.public for k in ring.keys] == [mine.public]
+    assert ring.signing_key.public == mine.public
 
 
 def test_load_public_only_needs_no_passphrase(tmp_path: Path) -> None:

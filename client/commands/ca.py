@@ -7,11 +7,12 @@ import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._common import data_dir_option, get_data_dir, read_passphrase, utcnow, write_file
+from ._common import data_dir_option, read_passphrase, utcnow, write_file
+from .service import config_option
 
 if TYPE_CHECKING:
     from ca import IssuedCertificate
@@ -21,11 +22,65 @@ __all__ = ["ca"]
 
 @click.group()
 def ca() -> None:
-    """Create, show and use the CA keys in the data directory."""
+    """Create, show, rotate and use the CA keys in the data directory."""
+
+
+def _config(ctx: click.Context, config_path: str | None) -> Any:
+    from .service import server_config
+
+    return server_config(ctx, config_path)
+
+
+def _data_dir(ctx: click.Context, config_path: str | None) -> Path:
+    """The data directory, resolved as the server resolves it (flag > env > TOML > default)."""
+    return Path(_config(ctx, config_path).data_dir)
+
+
+class NoDatabase(Exception):
+    """The configuration names no database that exists (ca commands never create one)."""
+
+
+def _open_database(ctx: click.Context, config_path: str | None, passphrase_file: str | None = None) -> Any:
+    """The service (its database, audit key and recorded keyring), as `serve` opens it.
+
+    Refuses a default SQLite database that does not exist: creating an empty
+    one here would record into a database no server reads.
+    """
+    from dataclasses import replace
+
+    from server.app import create_app
+    from server.db import is_sqlite
+
+    cfg = _config(ctx, config_path)
+    if passphrase_file:
+        cfg = replace(cfg, ca_passphrase_file=Path(passphrase_file))
+    url = cfg.resolved_database_url
+    if is_sqlite(url):
+        from sqlalchemy.engine import make_url
+
+        path = make_url(url).database
+        if not path or path == ":memory:" or not Path(path).exists():
+            raise NoDatabase(
+                f"no database at {path} (configure the server's with --config, $JIT_SSH_CONFIG or "
+                "$JIT_SSH_DATABASE_URL; `jit-ssh serve` creates the default one on first start)"
+            )
+    app = create_app(replace(cfg, bootstrap=False), say=lambda m: click.echo(m, err=True))
+    return app.extensions["jit_ssh"]
+
+
+def _no_database_error(e: Exception) -> Any:
+    from server.errors import Unavailable
+
+    return Unavailable(f"{e}", field="database")
+
+
+def _by() -> str:
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
 
 
 @ca.command("init")
 @data_dir_option
+@config_option
 @click.option(
     "--type",
     "key_type",
@@ -40,21 +95,27 @@ def ca() -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Encrypt the private key with the passphrase in this file (or $JIT_SSH_CA_PASSPHRASE).",
 )
-@click.option("--rotate", is_flag=True, help="Add a new signing key although one exists (key rotation).")
+@click.option("--rotate", is_flag=True, hidden=True, help="Removed: see jit-ssh ca add-key.")
 @click.pass_context
-def ca_init(ctx: click.Context, key_type: str, bits: int | None, passphrase_file: str | None, rotate: bool) -> None:
-    """Create a CA key in the data directory.
+def ca_init(ctx: click.Context, config_path: str | None, key_type: str, bits: int | None,
+            passphrase_file: str | None, rotate: bool) -> None:
+    """Create the first CA key in the data directory (it signs).
 
-    With --rotate, a key is added next to the existing ones: every key stays
-    trusted (`jit-ssh ca show`), and the newest signs.
+    To rotate, use `jit-ssh ca add-key`, then `ca promote`, then `ca retire`.
     """
     from ca.keyring import ca_dir, init_keyring
 
-    data_dir = get_data_dir(ctx)
+    data_dir = _data_dir(ctx, config_path)
+    if rotate:
+        raise click.UsageError(
+            "ca init --rotate is gone: it switched the signer at once, and hosts refused the new certificates. "
+            "Rotate in stages: `jit-ssh ca add-key` (trusted and published, not signing), wait until every host "
+            "trusts it, `jit-ssh ca promote FINGERPRINT` (it signs), later `jit-ssh ca retire OLD_FINGERPRINT`"
+        )
     existing = [p for p in ca_dir(data_dir).glob("ca-*.pub")] if ca_dir(data_dir).is_dir() else []
-    if existing and not rotate:
+    if existing:
         raise click.ClickException(
-            f"{ca_dir(data_dir)} already holds a CA key; use --rotate to add a new signing key"
+            f"{ca_dir(data_dir)} already holds a CA key; to rotate, use jit-ssh ca add-key (then ca promote)"
         )
     if bits is not None and key_type != "rsa":
         raise click.BadParameter("--bits applies to --type rsa only", param_hint="--bits")
@@ -66,22 +127,131 @@ def ca_init(ctx: click.Context, key_type: str, bits: int | None, passphrase_file
 
 @ca.command("show")
 @data_dir_option
+@config_option
 @click.option("--fingerprints/--no-fingerprints", default=True, help="Print fingerprints as # comments.")
 @click.pass_context
-def ca_show(ctx: click.Context, fingerprints: bool) -> None:
+def ca_show(ctx: click.Context, config_path: str | None, fingerprints: bool) -> None:
     """Print the trusted CA public keys (a TrustedUserCAKeys file) and their fingerprints.
 
     The output is a valid TrustedUserCAKeys file as it is: fingerprints are
-    written as comments. The last key is the one that signs.
+    written as comments, with each key's role (signing, or staged: trusted
+    but not signing yet). Read from the data directory; `jit-ssh ca list`
+    shows what the service's database says.
     """
     from ca.keyring import load_keyring
 
-    ring = load_keyring(get_data_dir(ctx), private=False)
-    for i, key in enumerate(ring.keys):
+    ring = load_keyring(_data_dir(ctx, config_path), private=False)
+    for key in ring.keys:
         if fingerprints:
-            role = "signing" if i == len(ring.keys) - 1 else "trusted"
+            role = "signing" if key.fingerprint == ring.signing_key.fingerprint else "staged: trusted, not signing"
             click.echo(f"# {key.fingerprint} ({role})")
         click.echo(key.public.openssh)
+
+
+_passphrase_option = click.option(
+    "--passphrase-file", type=click.Path(exists=True, dir_okay=False),
+    help="The CA keys' passphrase (or $JIT_SSH_CA_PASSPHRASE, or the server's ca_passphrase_file).",
+)
+
+
+@ca.command("list")
+@data_dir_option
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def ca_list(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
+    """List the CA keys the service's database records, with their state, and the audit key."""
+    from ca.keyring import key_files
+    from server.keystore import list_keys
+
+    try:
+        ext = _open_database(ctx, config_path)
+    except NoDatabase as e:
+        raise _no_database_error(e) from None
+    here = {pub.fingerprint for _, pub in key_files(ext.config.data_dir)}
+    rows = [
+        {"purpose": r.purpose, "fingerprint": r.fingerprint, "key_type": r.key_type, "state": r.state,
+         "in_data_dir": r.fingerprint in here if r.purpose == "ca" else True,
+         "changed_at": r.changed_at.isoformat()}
+        for r in list_keys(ext.service.sessions)
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        where = "" if r["in_data_dir"] else "  (not in this data directory)"
+        click.echo(f"{r['purpose']:5} {r['state']:8} {r['fingerprint']} {r['key_type']}{where}")
+
+
+@ca.command("add-key")
+@data_dir_option
+@config_option
+@click.option(
+    "--type", "key_type", type=click.Choice(["ed25519", "ecdsa", "ecdsa-p384", "rsa"]), default="ed25519",
+    show_default=True, help="CA key type.",
+)
+@click.option("--bits", type=int, help="RSA key size (3072 to 8192; default 3072).")
+@_passphrase_option
+@click.pass_context
+def ca_add_key(ctx: click.Context, config_path: str | None, key_type: str, bits: int | None,
+               passphrase_file: str | None) -> None:
+    """Rotation, step 1: add a CA key that is trusted and published, but does not sign.
+
+    /v1/ca.pub and `host setup` hand it to hosts from now on. Copy the new
+    files in ca/ to every replica's data directory, re-run `host setup` (or
+    your configuration management) until every host trusts it, then
+    `jit-ssh ca promote FINGERPRINT`.
+    """
+    from server.keystore import add_key
+
+    if bits is not None and key_type != "rsa":
+        raise click.BadParameter("--bits applies to --type rsa only", param_hint="--bits")
+    try:
+        ext = _open_database(ctx, config_path, passphrase_file)
+    except NoDatabase as e:
+        raise _no_database_error(e) from None
+    key = add_key(ext.service, ext.keyring, now=utcnow(), by=f"ca:{_by()}", key_type=key_type, bits=bits,
+                  passphrase=read_passphrase(passphrase_file) or ext.keyring.passphrase)
+    click.echo(f"Added CA key {key.path} (staged: trusted and published, not signing)")
+    click.echo(f"  {key.public.key_type} {key.fingerprint}")
+    click.echo(f"Next: copy it to every replica's {key.path.parent if key.path else 'ca/'}, wait until every host "
+               f"trusts it, then: jit-ssh ca promote {key.fingerprint}")
+
+
+@ca.command("promote")
+@data_dir_option
+@config_option
+@click.argument("fingerprint")
+@_passphrase_option
+@click.pass_context
+def ca_promote(ctx: click.Context, config_path: str | None, fingerprint: str, passphrase_file: str | None) -> None:
+    """Rotation, step 2: the staged key FINGERPRINT signs from now on (the old one stays trusted)."""
+    from server.keystore import promote_key
+
+    try:
+        ext = _open_database(ctx, config_path, passphrase_file)
+    except NoDatabase as e:
+        raise _no_database_error(e) from None
+    state = promote_key(ext.service, ext.keyring, fingerprint, now=utcnow(), by=f"ca:{_by()}")
+    click.echo(f"CA key {state.signer} signs from now on; the previous signer stays trusted until "
+               "jit-ssh ca retire (after the longest certificate lifetime, at most 24 h)")
+
+
+@ca.command("retire")
+@data_dir_option
+@config_option
+@click.argument("fingerprint")
+@click.pass_context
+def ca_retire(ctx: click.Context, config_path: str | None, fingerprint: str) -> None:
+    """Rotation, step 3: stop trusting and publishing FINGERPRINT (never the signer)."""
+    from server.keystore import retire_key
+
+    try:
+        ext = _open_database(ctx, config_path)
+    except NoDatabase as e:
+        raise _no_database_error(e) from None
+    retire_key(ext.service, ext.keyring, fingerprint, now=utcnow(), by=f"ca:{_by()}")
+    click.echo(f"CA key {fingerprint} is retired: no longer in /v1/ca.pub; re-run host setup so hosts drop it")
 
 
 def _read_text_file(path: str, what: str) -> str:
@@ -98,6 +268,7 @@ def _read_text_file(path: str, what: str) -> str:
 
 @ca.command("sign")
 @data_dir_option
+@config_option
 @click.argument("pubkey_file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--principal", "-n", "principals", multiple=True, required=True, help="A principal (repeat for more).")
 @click.option("--for", "duration", required=True, help="Validity, e.g. 90s, 15m, 1h30m, 2h (max 24h).")
@@ -116,13 +287,15 @@ def _read_text_file(path: str, what: str) -> str:
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the certificate here instead of stdout.")
 @click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False), help="The CA key's passphrase.")
 @click.option(
-    "--no-db",
+    "--no-record",
     is_flag=True,
-    help="Do not record in the service's database (only issuances.jsonl): for when the database is down.",
+    help="Sign even when the database cannot record it now; it is recorded when the database next answers.",
 )
+@click.option("--no-db", "no_db", is_flag=True, hidden=True, help="Old name of --no-record.")
 @click.pass_context
 def ca_sign(
     ctx: click.Context,
+    config_path: str | None,
     pubkey_file: str,
     principals: tuple[str, ...],
     duration: str,
@@ -135,21 +308,35 @@ def ca_sign(
     backdate: str,
     out: str | None,
     passphrase_file: str | None,
+    no_record: bool,
     no_db: bool,
 ) -> None:
     """Sign PUBKEY_FILE offline (break-glass): print the certificate, or write it to --out.
 
-    The window is exactly --for long. Every signing is appended to
-    issuances.jsonl in the data directory with its reason and, when the
-    service's database exists (or $JIT_SSH_DATABASE_URL is set), recorded
-    there with its audit event before the certificate is shown.
+    The window is exactly --for long. The certificate row and its audit event
+    are committed in the service's database (found as `jit-ssh serve` finds
+    it: --config / $JIT_SSH_CONFIG, $JIT_SSH_DATABASE_URL, else the data
+    directory) before the certificate is shown; if that fails, nothing is
+    shown and the exit status is non-zero. With --no-record the certificate
+    is shown even so, and recorded as soon as possible: at once if the
+    database answers, else from pending-records.jsonl in the data directory
+    by the next `jit-ssh serve` or admin command. (--no-record covers a
+    database that cannot be reached; a data directory whose keys differ from
+    the database's is refused either way.) Every signing is also appended to
+    issuances.jsonl in the data directory.
     """
-    from ca import DEFAULT_EXTENSIONS, InvalidSerial, issue_certificate, parse_duration, parse_public_key
-    from ca.keyring import load_keyring
+    from sqlalchemy.exc import DBAPIError
 
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from ca import DEFAULT_EXTENSIONS, CAKey, InvalidSerial, issue_certificate, parse_duration, parse_public_key
+    from ca.keyring import load_keyring
+    from server.errors import Unavailable
+
+    no_record = no_record or no_db
     if not reason.strip():
         raise click.BadParameter("a reason is required", param_hint="--reason")
-    data_dir = get_data_dir(ctx)
+    data_dir = _data_dir(ctx, config_path)
     user_key = parse_public_key(_read_text_file(pubkey_file, "a public key"), field=f"public key {pubkey_file}")
     serial_no: int | None = None
     if serial is not None:
@@ -157,25 +344,57 @@ def ca_sign(
             serial_no = int(serial, 0)
         except ValueError:
             raise InvalidSerial(f"--serial {serial!r} is not a number", field="serial") from None
-    ring = load_keyring(data_dir, passphrase=read_passphrase(passphrase_file))
     bd = parse_duration(backdate, field="--backdate") if backdate.strip() not in ("0", "0s") else timedelta(0)
-    now = utcnow()
-    cert = issue_certificate(
-        ring.signing_key,
-        user_key,
-        principals=principals,
-        duration=parse_duration(duration, field="--for"),
-        key_id=key_id,
-        now=now,
-        backdate=bd,
-        serial=serial_no,
-        extensions=extensions or DEFAULT_EXTENSIONS,
-        force_command=force_command,
-        source_address=source_address,
+    by = f"ca-sign:{_by()}"
+    refusal = "nothing was signed; fix the database or its configuration, or sign with --no-record to record it later"
+
+    window = parse_duration(duration, field="--for")
+    sign_args: dict[str, Any] = dict(
+        principals=principals, duration=window, key_id=key_id, backdate=bd, serial=serial_no,
+        extensions=extensions or DEFAULT_EXTENSIONS, force_command=force_command, source_address=source_address,
     )
+    # Bad input is refused before the database is opened, by the very function
+    # that signs (with a throwaway key), and a missing CA says how to make one.
+    issue_certificate(CAKey.from_private(ed25519.Ed25519PrivateKey.generate()), user_key, now=utcnow(), **sign_args)
+    load_keyring(data_dir, private=False)
+
+    ext = None
+    unrecorded: str | None = None
+    try:
+        ext = _open_database(ctx, config_path, passphrase_file)
+    except (NoDatabase, DBAPIError) as e:
+        unrecorded = _first_line(e)
+        if not no_record:
+            raise Unavailable(f"the certificate could not be recorded: {unrecorded}; {refusal}", field="database") from None
+    if ext is not None:
+        # The signer is the one the database names (every replica agrees on it).
+        signer = ext.keyring.signing_key
+        data_dir = ext.config.data_dir
+    else:
+        # The database is out of reach: this data directory's copy of the key states.
+        signer = load_keyring(data_dir, passphrase=read_passphrase(passphrase_file)).signing_key
+    now = utcnow()
+    cert = issue_certificate(signer, user_key, now=now, **sign_args)
+    if ext is not None:
+        from server.offline import record_offline_issuance
+
+        try:
+            record_offline_issuance(ext.service, cert, reason=reason, by=by, backdate=bd, no_record=no_record)
+        except DBAPIError as e:
+            unrecorded = _first_line(e)
+            if not no_record:
+                raise Unavailable(f"the certificate could not be recorded: {unrecorded}; {refusal}",
+                                  field="database") from None
+    if unrecorded is not None:
+        from server.offline import write_pending
+
+        path = write_pending(data_dir, cert, reason=reason, by=by, backdate=bd, signed_at=now, error=unrecorded)
+        click.echo(
+            f"warning: serial {cert.serial} is NOT in the database yet ({unrecorded}). It waits in {path}, "
+            "and the next `jit-ssh serve` or admin command on this data directory records it in the audit log.",
+            err=True,
+        )
     _record_offline_issuance(data_dir, cert, reason=reason, now=now, backdate=bd)
-    if not no_db:
-        _record_in_database(data_dir, cert, reason=reason, backdate=bd)
     if out:
         write_file(out, cert.openssh + "\n", mode=0o644)
         click.echo(
@@ -187,20 +406,9 @@ def ca_sign(
         click.echo(cert.openssh)
 
 
-def _record_in_database(data_dir: Path, cert: IssuedCertificate, *, reason: str, backdate: timedelta) -> None:
-    """Certificate row + audit event, committed before the certificate is shown (if there is a database)."""
-    if not (data_dir / "jit-ssh.sqlite3").exists() and not os.environ.get("JIT_SSH_DATABASE_URL"):
-        return
-    from dataclasses import replace
-
-    from server.app import create_app
-    from server.config import load_config
-    from server.offline import record_offline_issuance
-
-    env = dict(os.environ, JIT_SSH_DATA_DIR=str(data_dir))
-    app = create_app(replace(load_config(None, env), bootstrap=False), say=lambda m: None)
-    by = os.environ.get("SUDO_USER") or os.environ.get("USER") or "ca-sign"
-    record_offline_issuance(app.extensions["jit_ssh"].service, cert, reason=reason, by=f"ca-sign:{by}", backdate=backdate)
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
 
 
 def _record_offline_issuance(

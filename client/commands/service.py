@@ -13,28 +13,30 @@ from typing import Any
 
 import click
 
-__all__ = ["serve", "db", "admin", "audit"]
+__all__ = ["serve", "db", "admin", "audit", "server_config", "config_option"]
 
-_config_option = click.option(
+config_option = _config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="JIT_SSH_CONFIG",
     help="Server configuration file (TOML; default $JIT_SSH_CONFIG).",
 )
 
 
-def _load(ctx: click.Context, config_path: str | None) -> Any:
-    from server.config import load_config
+def server_config(ctx: click.Context, config_path: str | None) -> Any:
+    """The server's configuration, resolved as every command resolves it
+    (server.config.resolve_config: flag > environment > TOML file > default)."""
+    from server.config import resolve_config
 
-    env = dict(os.environ)
-    root_dir = ctx.find_root().params.get("data_dir")
-    if root_dir:
-        env["JIT_SSH_DATA_DIR"] = root_dir
-    return load_config(config_path, env)
+    flag = ctx.meta.get("jit_ssh.data_dir") or ctx.find_root().params.get("data_dir")
+    return resolve_config(config_path, data_dir=flag, env=os.environ)
+
+
+_load = server_config
 
 
 def _service(ctx: click.Context, config_path: str | None) -> Any:
     from server.app import create_app
 
-    cfg = _load(ctx, config_path)
+    cfg = server_config(ctx, config_path)
     app = create_app(cfg, say=lambda m: click.echo(m, err=True))
     return app.extensions["jit_ssh"]
 
@@ -74,6 +76,12 @@ def serve(ctx: click.Context, config_path: str | None, bind: str, workers: int, 
     from dataclasses import replace
 
     cfg = replace(cfg, bootstrap=False, base_url=cfg.base_url or f"http://{bind}")
+    # Once, before forking, as every worker will: a replica whose keys differ from the
+    # database's refuses here with one clear line (not a worker that fails to boot), and
+    # certificates `ca sign --no-record` left pending are recorded.
+    checked = create_app(cfg, say=lambda m: click.echo(m, err=True))
+    checked.extensions["jit_ssh.engine"].dispose()
+    recorded = checked.extensions["jit_ssh"].keyring.state
     click.echo(f"jit-ssh serving on http://{bind} (data: {cfg.data_dir}, database: {cfg.resolved_database_url.split('@')[-1]})", err=True)
 
     class _App(BaseApplication):  # type: ignore[misc]
@@ -90,7 +98,8 @@ def serve(ctx: click.Context, config_path: str | None, bind: str, workers: int, 
             self.cfg.set("graceful_timeout", 10)
 
         def load(self) -> Any:
-            return create_app(cfg)
+            # Checked above; each worker then follows the database's key states on its own.
+            return create_app(cfg, recorded_keys=recorded)
 
     _App().run()
 
