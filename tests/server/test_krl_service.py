@@ -78,7 +78,11 @@ def test_the_clock_skew_is_a_setting(
         raise AssertionError("a negative krl_clock_skew was accepted")
     except ConfigError as e:
         assert e.field == "krl_clock_skew"
+    # A second replica on the same database: it must hold the same keys, or it refuses to start.
+    import shutil
+
     (tmp_path / "other").mkdir()
+    shutil.copytree(tmp_path / "data", tmp_path / "other" / "data", ignore=shutil.ignore_patterns("*.db*", "*.lock"))
     other = build_app(tmp_path / "other", database_url, clock, krl_clock_skew=3600)
     try:
         assert other.extensions["jit_ssh"].service.krl_clock_skew == 3600
