@@ -353,6 +353,34 @@ class Service:
             check["changes"] = changes
         return narrowed, check
 
+    def current_grant(self, req: AccessRequest) -> tuple[dict[str, Any], str | None]:
+        """What a request in flight would get under the current policy, for display; writes nothing.
+
+        Returns the decision (as :func:`decision_to_dict`) the next approval or
+        fetch would narrow it to, and a note when that differs from the stored
+        one (``None`` when unchanged, and for requests no longer in flight).
+        """
+        stored_dict = json.loads(req.decision)
+        if req.state not in (RequestState.PENDING.value, RequestState.APPROVED.value):
+            return stored_dict, None
+        approved = req.state == RequestState.APPROVED.value
+        preq = self._policy_request(req, req.requester.group_names)
+        stored = decision_from_dict(stored_dict, requester=preq.requester, target=req.target)
+        current = policies.redecide(self.policy.get(), preq, (req.decided_at if approved else None) or self.now())
+        try:
+            narrowed = policies.narrow(stored, current)
+            given = len({a.approver_id for a in req.approvals if a.decision == "approve"})
+            if approved and not (req.auto_approved or req.break_glass) and given < narrowed.approvals_required:
+                return stored_dict, (f"The policy changed: this request now needs {narrowed.approvals_required} "
+                                     "approvals; it will be refused when fetched.")
+            if approved and (req.auto_approved or req.break_glass) and narrowed.approvals_required:
+                return stored_dict, "The policy changed: this request now needs approval; it will be refused when fetched."
+        except policies.PolicyChanged as err:
+            return stored_dict, f"The current policy refuses this request ({err.code}): {err}"
+        if not policies.narrowing(stored, narrowed):
+            return stored_dict, None
+        return decision_to_dict(narrowed), "The policy changed since this request was made: shown is what can still be issued."
+
     def _notify(self, kind: str, payload: dict[str, Any]) -> None:
         if self.notify is not None:
             try:
