@@ -16,12 +16,27 @@ Errors (see :mod:`policies.errors`)::
     JitSshError                     (ca.errors)
     ├── PolicyError     "invalid_policy"   every problem in a policy file, each with file:line: field
     └── PolicyDenied    "policy_denied"    raise it from a denied Decision if you need an exception
+        └── PolicyChanged   "policy_changed"   a request in flight that the current policy refuses
+            (NoPrincipalsLeft, ForceCommandConflict, SourceAddressConflict, MoreApprovalsRequired)
+
+A request in flight (approved or fetched after the policy changed) is decided
+again with :func:`redecide` and granted what :func:`narrow` leaves of both
+decisions; :func:`narrowing` says what was taken away.
 """
 
 from __future__ import annotations
 
 from .decide import MAX_REASON_LENGTH, count_approvals, decide, may_approve
-from .errors import PolicyDenied, PolicyError, PolicyProblem
+from .errors import (
+    ForceCommandConflict,
+    MoreApprovalsRequired,
+    NoPrincipalsLeft,
+    PolicyChanged,
+    PolicyDenied,
+    PolicyError,
+    PolicyProblem,
+    SourceAddressConflict,
+)
 from .loader import demo_policy_path, load_demo_policy, load_policy, parse_policy
 from .model import (
     DEFAULT_EXTENSIONS,
@@ -37,6 +52,7 @@ from .model import (
     Target,
     TimeWindow,
 )
+from .narrow import narrow, narrowing, redecide
 
 __all__ = [
     # loading
@@ -48,6 +64,10 @@ __all__ = [
     "decide",
     "may_approve",
     "count_approvals",
+    # requests in flight
+    "redecide",
+    "narrow",
+    "narrowing",
     # values
     "Policy",
     "Target",
@@ -63,6 +83,11 @@ __all__ = [
     "PolicyError",
     "PolicyProblem",
     "PolicyDenied",
+    "PolicyChanged",
+    "NoPrincipalsLeft",
+    "ForceCommandConflict",
+    "SourceAddressConflict",
+    "MoreApprovalsRequired",
     # limits and constants
     "EXTENSIONS",
     "DEFAULT_EXTENSIONS",

@@ -10,6 +10,12 @@ want an exception for a refusal (an API handler, say) raise
     JitSshError                     (ca.errors)
     ├── PolicyError     code "invalid_policy"   unreadable, malformed or invalid policy file
     └── PolicyDenied    code "policy_denied"    403: the policy refuses this request
+        └── PolicyChanged           "policy_changed"           403: the policy changed while the
+            │                                                  request was in flight and now refuses it
+            ├── NoPrincipalsLeft        "no_principals_left"       no principal both versions allow
+            ├── ForceCommandConflict    "force_command_conflict"   the versions force different commands
+            ├── SourceAddressConflict   "source_address_conflict"  no source address both versions allow
+            └── MoreApprovalsRequired   "more_approvals_required"  the current policy needs more approvals
 """
 
 from __future__ import annotations
@@ -22,7 +28,16 @@ from ca.errors import JitSshError
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Decision
 
-__all__ = ["PolicyProblem", "PolicyError", "PolicyDenied"]
+__all__ = [
+    "PolicyProblem",
+    "PolicyError",
+    "PolicyDenied",
+    "PolicyChanged",
+    "NoPrincipalsLeft",
+    "ForceCommandConflict",
+    "SourceAddressConflict",
+    "MoreApprovalsRequired",
+]
 
 
 @dataclass(frozen=True)
@@ -78,3 +93,44 @@ class PolicyDenied(JitSshError):
         reasons = "; ".join(decision.reasons) or "denied by policy"
         super().__init__(f"request denied by policy: {reasons}")
         self.decision = decision
+
+
+class PolicyChanged(PolicyDenied):
+    """A request in flight can no longer be granted: the policy changed since it was decided.
+
+    Raised by :func:`policies.narrow` (and by the service at a fetch that lacks
+    approvals the current policy requires). ``decision`` is the *current*
+    decision (its reasons say why), ``stored`` the one made when the request was
+    submitted (or last narrowed).
+    """
+
+    code = "policy_changed"
+
+    def __init__(self, message: str, *, current: "Decision", stored: "Decision") -> None:
+        JitSshError.__init__(self, message)
+        self.decision = current
+        self.stored = stored
+
+
+class NoPrincipalsLeft(PolicyChanged):
+    """No principal is allowed by both the stored and the current decision."""
+
+    code = "no_principals_left"
+
+
+class ForceCommandConflict(PolicyChanged):
+    """The stored and the current decision force two different commands."""
+
+    code = "force_command_conflict"
+
+
+class SourceAddressConflict(PolicyChanged):
+    """The stored and the current decision restrict source addresses to disjoint sets."""
+
+    code = "source_address_conflict"
+
+
+class MoreApprovalsRequired(PolicyChanged):
+    """The current policy needs more approvals than the request was given."""
+
+    code = "more_approvals_required"

@@ -15,7 +15,7 @@ import re
 import secrets
 import threading
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -187,6 +187,33 @@ def _invisible(value: str, allowed: str = "") -> str | None:
     return None
 
 
+def decision_from_dict(d: dict[str, Any], *, requester: str, target: str) -> policies.Decision:
+    """The decision stored with a request (:func:`decision_to_dict`), as a value again."""
+
+    def seconds(value: Any) -> timedelta | None:
+        return None if value is None else timedelta(seconds=value)
+
+    return policies.Decision(
+        outcome=policies.Outcome(d["outcome"]),
+        reasons=tuple(d.get("reasons") or ()),
+        policy_version=d["policy_version"],
+        requester=requester,
+        target=target,
+        rule=d.get("rule"),
+        duration=seconds(d.get("duration_seconds")),
+        approvals_required=int(d.get("approvals_required") or 0),
+        approver_users=tuple(d.get("approver_users") or ()),
+        approver_groups=tuple(d.get("approver_groups") or ()),
+        principals=tuple(d.get("principals") or ()),
+        extensions=tuple(d.get("extensions") or ()),
+        force_command=d.get("force_command"),
+        source_address=tuple(d.get("source_address") or ()),
+        pending_ttl=seconds(d.get("pending_ttl_seconds")),
+        claim_window=seconds(d.get("claim_window_seconds")),
+        approvers_may_shorten=bool(d.get("approvers_may_shorten")),
+    )
+
+
 def _has_control(value: str, allowed: str = "") -> bool:
     """Whether ``value`` holds a control or invisible format character (but those
     ``allowed``), or a lone surrogate, which is not text at all: neither the database
@@ -314,6 +341,77 @@ class Service:
             break_glass=req.break_glass,
             submitted_at=req.created_at,
         )
+
+    def _recheck(
+        self, s: Session, req: AccessRequest, policy: policies.Policy, preq: policies.AccessRequest, now: datetime,
+        *, hop: str, actor: str, decided_at: datetime | None = None, approvals_given: int | None = None,
+    ) -> tuple[policies.Decision, dict[str, Any]]:
+        """Decide ``req`` again under ``policy`` (the current one) and narrow its stored decision.
+
+        Returns what both allow and the ``policy`` record for the audit event
+        (``unchanged`` or ``narrowed``, with what changed and both versions).
+        When nothing can be granted (the policy now refuses the request, no
+        principal or source address is left, two forced commands, or fewer
+        ``approvals_given`` than the current policy requires), the request ends
+        as denied, a ``request.refused`` event says why, and the refusal
+        (a :class:`policies.PolicyChanged`, 403) is raised after the commit.
+        ``decided_at``: judge the auto-approval window at the moment the request
+        was approved, not at the fetch.
+        """
+        stored = decision_from_dict(json.loads(req.decision), requester=preq.requester, target=req.target)
+        current = policies.redecide(policy, preq, decided_at or now)
+        versions = {"stored_policy_version": stored.policy_version, "current_policy_version": current.policy_version}
+        try:
+            narrowed = policies.narrow(stored, current)
+            if approvals_given is not None and approvals_given < narrowed.approvals_required:
+                raise policies.MoreApprovalsRequired(
+                    f"the policy changed: this request now needs {narrowed.approvals_required} approval(s) and was "
+                    f"given {approvals_given}; it is not issued, ask again",
+                    current=current, stored=stored,
+                )
+        except policies.PolicyChanged as err:
+            req.state = RequestState.DENIED.value
+            req.decided_at = now
+            req.deny_reason = f"refused by the current policy ({err.code}): {err}"[:MAX_REASON]
+            check = {"result": "refused", "code": err.code, "reasons": list(current.reasons), **versions}
+            self._record(
+                s, "request.refused", now, actor=actor, request_id=req.id,
+                data={"at": hop, "target": req.target, "reasons": [str(err)], "policy": check},
+            )
+            raise CommitThenRaise(err) from None
+        changes = policies.narrowing(stored, narrowed)
+        check = {"result": "narrowed" if changes else "unchanged", **versions}
+        if changes:
+            check["changes"] = changes
+        return narrowed, check
+
+    def current_grant(self, req: AccessRequest) -> tuple[dict[str, Any], str | None]:
+        """What a request in flight would get under the current policy, for display; writes nothing.
+
+        Returns the decision (as :func:`decision_to_dict`) the next approval or
+        fetch would narrow it to, and a note when that differs from the stored
+        one (``None`` when unchanged, and for requests no longer in flight).
+        """
+        stored_dict = json.loads(req.decision)
+        if req.state not in (RequestState.PENDING.value, RequestState.APPROVED.value):
+            return stored_dict, None
+        approved = req.state == RequestState.APPROVED.value
+        preq = self._policy_request(req, req.requester.group_names)
+        stored = decision_from_dict(stored_dict, requester=preq.requester, target=req.target)
+        current = policies.redecide(self.policy.get(), preq, (req.decided_at if approved else None) or self.now())
+        try:
+            narrowed = policies.narrow(stored, current)
+            given = len({a.approver_id for a in req.approvals if a.decision == "approve"})
+            if approved and not (req.auto_approved or req.break_glass) and given < narrowed.approvals_required:
+                return stored_dict, (f"The policy changed: this request now needs {narrowed.approvals_required} "
+                                     "approvals; it will be refused when fetched.")
+            if approved and (req.auto_approved or req.break_glass) and narrowed.approvals_required:
+                return stored_dict, "The policy changed: this request now needs approval; it will be refused when fetched."
+        except policies.PolicyChanged as err:
+            return stored_dict, f"The current policy refuses this request ({err.code}): {err}"
+        if not policies.narrowing(stored, narrowed):
+            return stored_dict, None
+        return decision_to_dict(narrowed), "The policy changed since this request was made: shown is what can still be issued."
 
     def _notify(self, kind: str, payload: dict[str, Any]) -> None:
         if self.notify is not None:
@@ -482,7 +580,10 @@ class Service:
             if auto:
                 self._record(
                     s, "request.approved", now, actor=None if not req.break_glass else me.name, request_id=req.id,
-                    data={"auto": True, "break_glass": req.break_glass, "duration_seconds": seconds},
+                    data={"auto": True, "break_glass": req.break_glass, "duration_seconds": seconds,
+                          # Decided just now: nothing to narrow.
+                          "policy": {"result": "unchanged", "stored_policy_version": decision.policy_version,
+                                     "current_policy_version": decision.policy_version}},
                 )
         self._notify("request.created", {"request_id": req.id, "requester": user.name, "target": target,
                                          "state": req.state, "reason": reason, "duration_seconds": seconds})
@@ -573,9 +674,14 @@ class Service:
                     field="duration",
                 )
             preq = self._policy_request(req, req.requester.group_names)
+            # Decided again under the current policy: what it no longer allows is
+            # dropped now, so approvers approve (and see) what can still be issued.
+            narrowed, policy_check = self._recheck(s, req, policy, preq, now, hop="approval", actor=me.name)
+            assert narrowed.duration is not None
             check = policies.may_approve(
-                policy, preq, policies.Approver(name=me.name, groups=frozenset(me.group_names)), now,
-                duration=duration if approve else None,
+                policy, replace(preq, duration=narrowed.duration),
+                policies.Approver(name=me.name, groups=frozenset(me.group_names)), now,
+                duration=min(duration, narrowed.duration) if (approve and duration is not None) else None,
             )
             if not check.allowed:
                 raise NotEligible(check.reason, field="id")
@@ -595,23 +701,28 @@ class Service:
                 self._record(s, "request.denied", now, actor=me.name, request_id=req.id, data={"reason": text})
                 notify = ("request.denied", {"request_id": req.id, "by": me.name, "reason": text})
             else:
+                if policy_check["result"] == "narrowed":
+                    # The request now carries the narrowed decision: the API and the
+                    # approver pages show it, and the fetch narrows it again.
+                    req.decision = _json(decision_to_dict(narrowed))
+                    req.approvals_required = narrowed.approvals_required
                 approvals = [a for a in req.approvals if a.decision == "approve"]
                 self._record(
                     s, "request.approval", now, actor=me.name, request_id=req.id,
                     data={"comment": text, "duration_seconds": None if duration is None else int(duration.total_seconds()),
-                          "approvals": len(approvals), "required": req.approvals_required},
+                          "approvals": len(approvals), "required": req.approvals_required, "policy": policy_check},
                 )
                 if len({a.approver_id for a in approvals}) >= req.approvals_required:
                     shortened = [a.shortened_seconds for a in approvals if a.shortened_seconds]
-                    req.granted_seconds = min([req.requested_seconds, *shortened])
+                    req.granted_seconds = min([req.requested_seconds, int(narrowed.duration.total_seconds()), *shortened])
                     req.state = RequestState.APPROVED.value
                     req.decided_at = now
-                    decision = json.loads(req.decision)
-                    claim = decision.get("claim_window_seconds") or 900
+                    claim = int(narrowed.claim_window.total_seconds()) if narrowed.claim_window else 900
                     req.claim_until = now + timedelta(seconds=claim)
                     self._record(
                         s, "request.approved", now, actor=me.name, request_id=req.id,
-                        data={"by": sorted(a.approver.name for a in approvals), "duration_seconds": req.granted_seconds},
+                        data={"by": sorted(a.approver.name for a in approvals), "duration_seconds": req.granted_seconds,
+                              "policy": policy_check},
                     )
                     notify = ("request.approved", {"request_id": req.id, "by": me.name})
             s.flush()
@@ -661,6 +772,8 @@ class Service:
 
     def _fetch_once(self, user: User, request_id: Any, key: Any) -> CertificateResult:
         now = self.now()
+        # Read before the transaction: a reload records its own audit event.
+        policy = self.policy.get()
         notify = None
         with self._tx() as s:
             req = self._lock_request(s, request_id, lean=True)
@@ -687,26 +800,43 @@ class Service:
                 raise CommitThenRaise(RequestExpired(f"request {req.id} expired", field="id"))
             if req.state != RequestState.APPROVED.value:
                 raise Conflict(f"request {req.id} is {req.state}", field="id")
-            decision = json.loads(req.decision)
             if req.break_glass:
                 approvers = ["break-glass"]
             elif req.auto_approved:
                 approvers = ["auto"]
             else:
                 approvers = sorted(a.approver.name for a in req.approvals if a.decision == "approve")
-            duration = timedelta(seconds=req.granted_seconds)
-            backdate = timedelta(seconds=min(self.backdate_seconds, req.granted_seconds // 10))
+            # Decided again under the current policy (and the requester's groups now):
+            # the certificate carries what both this and the stored decision allow.
+            # The auto-approval window is judged when the request was approved.
+            preq = policies.AccessRequest(
+                requester=me.name, target=req.target, duration=timedelta(seconds=req.requested_seconds),
+                reason=req.reason, requester_groups=frozenset(me.group_names), break_glass=req.break_glass,
+                submitted_at=req.created_at,
+            )
+            given = 0 if (req.break_glass or req.auto_approved) else len(approvers)
+            decision, policy_check = self._recheck(
+                s, req, policy, preq, now, hop="fetch", actor=me.name, decided_at=req.decided_at,
+                approvals_given=given,
+            )
+            assert decision.duration is not None
+            seconds = min(req.granted_seconds, int(decision.duration.total_seconds()))
+            if policy_check["result"] == "narrowed":
+                req.decision = _json(decision_to_dict(decision))
+                req.granted_seconds = seconds
+            duration = timedelta(seconds=seconds)
+            backdate = timedelta(seconds=min(self.backdate_seconds, seconds // 10))
             issued: IssuedCertificate = issue_certificate(
                 self.keyring.signing_key,
                 key,
-                principals=decision["principals"],
+                principals=decision.principals,
                 duration=duration,
                 key_id=make_key_id(req.id, me.name, approvers),
                 now=now,
                 backdate=backdate,
-                extensions=decision["extensions"],
-                force_command=decision.get("force_command"),
-                source_address=decision.get("source_address") or None,
+                extensions=decision.extensions,
+                force_command=decision.force_command,
+                source_address=decision.source_address or None,
             )
             # Core statements (the ORM's unit of work costs more than they do): the
             # request becomes issued and its certificate row is written, in this
@@ -738,7 +868,7 @@ class Service:
                     "serial": str(issued.serial), "key_id": issued.key_id, "principals": list(issued.principals),
                     "valid_after": issued.valid_after.isoformat(), "valid_before": issued.valid_before.isoformat(),
                     "backdate_seconds": int(backdate.total_seconds()), "public_key_fingerprint": key.fingerprint,
-                    "ca_fingerprint": issued.ca_public_key.fingerprint,
+                    "ca_fingerprint": issued.ca_public_key.fingerprint, "policy": policy_check,
                 },
             )
             result = CertificateResult(

@@ -415,7 +415,9 @@ def _request_page(request_id: str, *, status: int = 200, approve_form: ApproveFo
     user: User = g.user
     now = ext.clock()
     req = ext.service.get(user, request_id)
-    decision = json.loads(req.decision)
+    # Under the current policy: what an approval or fetch would narrow the request to.
+    decision, policy_note = ext.service.current_grant(req)
+    summary = {**_summary(req, now), "principals": decision.get("principals") or []}
     may, why_not = _may_decide(user, req, now)
     approve_form = approve_form or ApproveForm(formdata=None)
     approve_form.duration.choices = _duration_choices(req, decision)
@@ -426,9 +428,10 @@ def _request_page(request_id: str, *, status: int = 200, approve_form: ApproveFo
     rule = ext.service.policy.get().rule(req.rule or "")
     return render_template(
         "web/request.html",
-        r=_summary(req, now),
+        r=summary,
         req=req,
         decision=decision,
+        policy_note=policy_note,
         rule_description=rule.description if rule is not None else "",
         own=req.requester_id == user.id,
         may_decide=may,
