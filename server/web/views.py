@@ -55,6 +55,7 @@ _EVENT_NAMES = {
     "request.cancelled": "Cancelled",
     "request.expired": "Expired",
     "request.ended": "Access ended",
+    "request.refused": "Refused by the current policy",
     "certificate.issued": "Certificate issued",
     "certificate.fetched_again": "Certificate fetched again",
     "certificate.revoked": "Certificate revoked",
