@@ -214,7 +214,8 @@ def ca_add_key(ctx: click.Context, config_path: str | None, key_type: str, bits:
                   passphrase=read_passphrase(passphrase_file) or ext.keyring.passphrase)
     click.echo(f"Added CA key {key.path} (staged: trusted and published, not signing)")
     click.echo(f"  {key.public.key_type} {key.fingerprint}")
-    click.echo(f"Next: copy it to every replica's {key.path.parent if key.path else 'ca/'}, wait until every host "
+    click.echo(f"Next: copy it to every replica's {key.path.parent if key.path else 'ca/'}, re-run "
+               "`jit-ssh host setup` on every host (or your configuration management) until every host "
                f"trusts it, then: jit-ssh ca promote {key.fingerprint}")
 
 
