@@ -125,6 +125,8 @@ __all__ = [
     "build_krl",
     "parse_krl",
     "accept_krl",
+    "restrict_krl",
+    "MAX_HOST_SERIAL_RUN",
     "empty_krl",
     "krl_version_at",
     "krl_version_time",
@@ -138,6 +140,12 @@ MAX_KRL_SIZE = 0x8000000
 #: How far ahead of a host's clock a KRL version may lie before the host calls
 #: it implausible (NTP-synced clocks differ by far less).
 DEFAULT_MAX_CLOCK_SKEW = timedelta(minutes=5)
+#: The widest run of consecutive serials a host accepts in one KRL section
+#: (:func:`accept_krl`). Serials are random 64-bit numbers, so two revoked
+#: certificates almost never have neighbouring serials; an admin's
+#: ``jit-ssh krl build`` range may be wider, but a KRL sent to hosts that
+#: revokes (1, 2**64-1) would lock every jit-ssh user out.
+MAX_HOST_SERIAL_RUN = 65536
 
 _MAGIC = b"SSHKRL\n\0"
 _FORMAT_VERSION = 1
@@ -848,8 +856,11 @@ def accept_krl(
       jit-ssh does not emit;
     - a KRL with certificate sections, none of them for a trusted CA key
       (it would revoke nothing here: wrong server, or stale trusted keys);
-      sections for other CA keys beside a trusted one are harmless and allowed
-      (a CA key being rolled out that this host does not trust yet);
+      sections for other CA keys beside a trusted one pass here (a CA key
+      being rolled out that this host does not trust yet), and the host
+      installs the KRL without them (:func:`restrict_krl`);
+    - a run of more than :data:`MAX_HOST_SERIAL_RUN` consecutive serials: a
+      lockout of every certificate of that CA, not a revocation;
     - a version (:func:`krl_version_at`) later than ``now + max_clock_skew``
       (``field="version"``): once installed, it would make the host refuse
       every later KRL as older.
@@ -877,6 +888,16 @@ def accept_krl(
             "(run jit-ssh host setup again)?",
             field="krl",
         )
+    for section in krl.cert_sections:
+        for lo, hi in section.serial_ranges:
+            if hi - lo + 1 > MAX_HOST_SERIAL_RUN:
+                raise UnacceptableKRL(
+                    f"refused KRL: it revokes serials {lo}-{hi} of CA key {_fingerprint(section.ca_key)}, "
+                    f"{hi - lo + 1} serials in one run. jit-ssh's serials are random 64-bit numbers, so the "
+                    f"KRLs it writes hold single serials (and runs of at most {MAX_HOST_SERIAL_RUN}); a run "
+                    "this wide would revoke every certificate of that CA: a lockout, not a revocation",
+                    field="krl",
+                )
     if not krl_version_plausible(krl.version, now=now, max_clock_skew=max_clock_skew):
         moment = krl_version_time(krl.version)
         when = "a time past the year 9999" if moment is None else f"{_iso_us(moment)}"
@@ -888,6 +909,37 @@ def accept_krl(
             field="version",
         )
     return krl
+
+
+def restrict_krl(krl: KRL, *, trusted_ca_keys: Iterable[bytes]) -> bytes:
+    """The KRL a host installs: ``krl`` (as :func:`accept_krl` returned it) with
+    only the certificate sections for ``trusted_ca_keys``, written by this module.
+
+    The server's KRL repeats its sections for every CA key it publishes,
+    including one being rolled out that this host does not trust yet. Such a
+    section is no use here, and it is not harmless either: sshd may trust other
+    CA keys through another file or a ``Match`` block, whose certificates a
+    hostile server could then revoke. So the host keeps the sections for the
+    CA keys in its own TrustedUserCAKeys file and drops the rest; the version,
+    date and comment stay. Raises :class:`InvalidKRL` if no section is left
+    while there were some (``accept_krl`` has already refused that).
+    """
+    trusted = {_check_public_key(b, "trusted_ca_keys") for b in _blobs(trusted_ca_keys, "trusted_ca_keys")}
+    if krl.revoked_keys or krl.revoked_sha256 or krl.revoked_sha1:
+        raise InvalidKRL("restrict_krl takes a KRL accept_krl passed: it revokes plain keys", field="krl")
+    out = [_header(krl.version, krl.generated_at, krl.comment)]
+    for section in krl.cert_sections:
+        if section.ca_key not in trusted:
+            continue
+        subsections = _serial_subsections(list(section.serial_ranges))
+        if section.key_ids:
+            ids = _normalize_key_ids(section.key_ids)
+            subsections.append(_section(_CERT_KEY_ID, b"".join(_string(i) for i in ids)))
+        if subsections:
+            out.append(_section(_SECTION_CERTIFICATES, _string(section.ca_key) + _string(b"") + b"".join(subsections)))
+    if krl.cert_sections and len(out) == 1:
+        raise InvalidKRL("none of the KRL's sections is for a trusted CA key", field="krl")
+    return b"".join(out)
 
 
 def _parse(data: bytes, check: _HostCheck | None) -> KRL:

@@ -19,6 +19,7 @@ The transport is injectable (``httpx.MockTransport`` in unit tests).
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 import unicodedata
@@ -33,7 +34,7 @@ from ca.errors import JitSshError
 
 from .signing import Signer
 
-__all__ = ["defang", "ApiClient", "ApiError", "BadAnswer", "RedirectRefused", "Unreachable", "InsecureServerURL",
+__all__ = ["defang", "check_api_path", "InvalidApiPath", "ApiClient", "ApiError", "BadAnswer", "RedirectRefused", "Unreachable", "InsecureServerURL",
            "check_server_url", "MAX_ANSWER_BYTES"]
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -100,6 +101,29 @@ def defang(value: Any) -> Any:
     if isinstance(value, list):
         return [defang(v) for v in value]
     return value
+
+
+# An API path: segments of letters, digits, '_', '-' and '.', none starting with
+# '.', so neither "." nor ".." (which httpx would resolve: "/v1/requests/../../x"
+# goes out as "/x"), no '?' or '#' that would start a query or fragment, no
+# '%' escapes. Request ids and serials from the server's answers are put into
+# paths: this is the one check every call goes through, whoever built the path.
+_API_PATH = re.compile(r"(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+")
+
+
+class InvalidApiPath(JitSshError):
+    code = "invalid_api_path"
+
+
+def check_api_path(path: str) -> str:
+    """``path`` if it is a plain API path (``/v1/requests/ID/certificate``), else :class:`InvalidApiPath`."""
+    if not isinstance(path, str) or len(path) > 512 or not _API_PATH.fullmatch(path):
+        raise InvalidApiPath(
+            f"refusing to call {str(path)[:80]!r}: an API path is /-separated letters, digits, '_', '-' and '.' "
+            "(no '..', '?', '#', '%' or spaces); a request id or serial the server sent may be malformed",
+            field="path",
+        )
+    return path
 
 
 def check_server_url(url: str) -> str:
@@ -182,6 +206,7 @@ class ApiClient:
         answer that a strict verifier checks value by value before anything of
         it is printed or written (the issued certificate: :mod:`client.verify`).
         """
+        check_api_path(path)
         body = b"" if json_body is None else json.dumps(json_body).encode("utf-8")
         query_text = urllib.parse.urlencode(query or {})
         base_path = urllib.parse.urlsplit(self.server).path.rstrip("/")

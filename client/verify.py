@@ -30,7 +30,8 @@ from ca.errors import InvalidCertificate, JitSshError
 from ca.keys import PublicKey, load_public_keys, parse_public_key
 from ca.names import check_key_id, check_login_user, check_principal, check_target
 
-__all__ = ["CertificateMismatch", "IssueAnswer", "VerifiedCertificate", "check_request_id", "fetch_ca_keys",
+__all__ = ["CertificateMismatch", "IssueAnswer", "VerifiedCertificate", "check_request_answer", "check_request_list",
+           "check_request_id", "fetch_ca_keys",
            "parse_issue_answer", "verify_issued"]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -123,6 +124,62 @@ def check_request_id(value: Any, *, field: str = "request id") -> str:
     if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
         raise _BadField(f"{field} {str(value)[:64]!r} must be 1-64 letters, digits, '_' or '-'", field=field)
     return value
+
+
+_REQUEST_STATES = frozenset({"pending", "approved", "issued", "denied", "cancelled", "expired", "revoked", "ended"})
+
+
+def _answer_error(message: str, field: str) -> JitSshError:
+    from client.http import BadAnswer
+
+    return BadAnswer(f"the server's answer is malformed: {message}", field=field)
+
+
+def check_request_answer(answer: Any) -> dict[str, Any]:
+    """A request as the server describes it (``GET /v1/requests/ID``, a row of a
+    list, the answer to submit, approve, deny), checked field by field before
+    any command reads it: the id goes into URL paths, the rest onto the screen.
+    Returns ``answer`` itself; raises :class:`client.http.BadAnswer` naming the field.
+    """
+    if not isinstance(answer, dict):
+        raise _answer_error(f"a request must be a JSON object, not {type(answer).__name__}", "request")
+    check_request_id(answer.get("id"), field="request id")
+    state = answer.get("state")
+    if state not in _REQUEST_STATES:
+        raise _answer_error(f"request state {str(state)[:32]!r} is not one jit-ssh knows", "state")
+    for name in ("target", "requester", "reason", "created_at", "approval_url", "deny_reason"):
+        value = answer.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _answer_error(f"{name} must be a string, not {type(value).__name__}", name)
+    if not isinstance(answer.get("target"), str):
+        raise _answer_error("the request names no target", "target")
+    for name in ("duration_seconds", "approvals_required"):
+        value = answer.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _answer_error(f"{name} must be a whole number >= 0, not {value!r:.32}", name)
+    approvals = answer.setdefault("approvals", [])
+    if not isinstance(approvals, list) or not all(
+        isinstance(a, dict) and isinstance(a.get("decision"), str) and isinstance(a.get("approver", ""), str)
+        for a in approvals
+    ):
+        raise _answer_error("approvals must be a list of {decision, approver} objects", "approvals")
+    certificate = answer.get("certificate")
+    if certificate is not None:
+        if not isinstance(certificate, dict):
+            raise _answer_error("certificate must be an object", "certificate")
+        serial = certificate.get("serial")
+        if isinstance(serial, int) and not isinstance(serial, bool):
+            serial = str(serial)
+        certificate["serial"] = str(_serial(serial))
+    return answer
+
+
+def check_request_list(answer: Any) -> list[dict[str, Any]]:
+    """The ``requests`` of a ``GET /v1/requests`` answer, each checked by :func:`check_request_answer`."""
+    rows = answer.get("requests") if isinstance(answer, dict) else None
+    if not isinstance(rows, list):
+        raise _answer_error("'requests' must be a list", "requests")
+    return [check_request_answer(r) for r in rows]
 
 
 def parse_issue_answer(answer: Any) -> IssueAnswer:

@@ -383,8 +383,40 @@ def test_a_section_for_a_ca_key_being_rolled_out_does_not_stop_the_krl(
                                version=krl_version_at(_now()), now=_now())
     r = _sync(runner, krl_server, host_krl)
     assert r.exit_code == 0, r.output
-    assert host_krl.installed() == krl_server.krl
+    # Installed without the section for the key this host does not trust: sshd may trust
+    # other CA keys elsewhere, whose certificates a server's KRL must not revoke.
+    sent, installed = parse_krl(krl_server.krl), parse_krl(host_krl.installed())
+    assert [s.ca_key for s in installed.cert_sections] == [host_krl.ca_blob]
+    assert installed.cert_sections[0].revokes_serial(7)
+    assert (installed.version, installed.generated_at) == (sent.version, sent.generated_at)
     assert "does not trust" in r.stderr
+
+
+def test_a_krl_section_for_a_ca_key_this_host_does_not_trust_never_reaches_sshd(
+    runner: CliRunner, krl_server: FakeKRLServer, host_krl: Host
+) -> None:
+    # sshd might trust another CA (another TrustedUserCAKeys in a Match block): a KRL
+    # from the jit-ssh server must not be able to revoke that CA's certificates.
+    other_ca = h.public_key_pool()[2]
+    krl_server.krl = build_krl(ca_keys=[host_krl.ca_blob, other_ca], serials=[5, 9],
+                               version=krl_version_at(_now()), now=_now())
+    r = _sync(runner, krl_server, host_krl)
+    assert r.exit_code == 0, r.output
+    installed = parse_krl(host_krl.installed())
+    assert [s.ca_key for s in installed.cert_sections] == [host_krl.ca_blob]
+    assert installed.cert_sections[0].revokes_serial(5) and installed.cert_sections[0].revokes_serial(9)
+
+
+def test_a_krl_revoking_a_whole_serial_range_is_refused_as_a_lockout(
+    runner: CliRunner, krl_server: FakeKRLServer, host_krl: Host
+) -> None:
+    before = host_krl.installed()
+    krl_server.krl = build_krl(ca_keys=[host_krl.ca_blob], serials=[(1, 2**64 - 1)],
+                               version=krl_version_at(_now()), now=_now())
+    r = _sync(runner, krl_server, host_krl)
+    assert r.exit_code == 6, r.output
+    assert "lockout" in r.stderr
+    assert host_krl.installed() == before
 
 
 def test_a_foreign_krl_in_place_is_replaced_even_when_the_server_says_unchanged(

@@ -506,3 +506,49 @@ def test_server_text_never_reaches_the_terminal_as_control_characters(home: Path
         assert c in "\n\t" or (c.isprintable() and c != "\u202e"), f"{c!r} reached the terminal: {printed!r}"
     # What was hidden is shown as visible escapes, so an approver sees that something is odd.
     assert "\\x1b" in printed
+
+
+def _submit_answer(answer: Any, calls: list[str]) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.raw_path.decode()}")
+        if request.method == "POST" and request.url.path == "/v1/requests":
+            return httpx.Response(201, json=answer)
+        return httpx.Response(404, json={"code": "not_found", "detail": "no route"})
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize("answer, fragment", [
+    # The request id goes into the next URL paths: ".." would climb to another endpoint,
+    # "?" or "#" would start a query; the signed certificate POST must never go there.
+    ({"id": "../../v1/admin/users/bob/disable", "state": "approved", "target": "prod-db"}, "request id"),
+    ({"id": "abc?x=1#", "state": "approved", "target": "prod-db"}, "request id"),
+    ({}, "request id"),
+    ({"id": "0000000000000001", "state": "pending", "target": "prod-db", "approvals": [1]}, "approvals"),
+    ({"id": "0000000000000001", "state": "owned", "target": "prod-db"}, "state"),
+    ({"id": "0000000000000001", "state": "pending", "target": "prod-db", "duration_seconds": "30m"}, "duration_seconds"),
+    ({"id": "0000000000000001", "state": "pending", "target": ["prod-db"]}, "target"),
+])
+def test_a_malformed_request_answer_is_a_clear_error_and_no_call_follows(
+        home: Path, capsys: pytest.CaptureFixture[str], answer: dict[str, Any], fragment: str) -> None:
+    calls: list[str] = []
+    r = jit("login", TARGET, "--for", "30m", transport=_submit_answer(answer, calls), capsys=capsys)
+    assert r.code == 1, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and fragment in last, r.stderr
+    assert calls == ["POST /v1/requests"], calls
+    assert not keys_dir(home).exists() or not any(keys_dir(home).glob("*-cert.pub"))
+
+
+@pytest.mark.parametrize("path", ["/v1/requests/../../v1/admin", "/v1/requests/a?b=1", "/v1/requests/a#b",
+                                  "/v1/requests/%2e%2e/x", "/v1/requests/a b", "v1/requests", "/v1/requests/.x"])
+def test_the_one_client_refuses_paths_that_would_mean_another_endpoint(path: str) -> None:
+    from client.http import InvalidApiPath
+
+    sent: list[str] = []
+    transport = httpx.MockTransport(lambda request: sent.append(str(request.url)) or httpx.Response(200, json={}))
+    with ApiClient(server="https://jit.example.com", transport=transport) as api:
+        with pytest.raises(InvalidApiPath):
+            api.get(path, signed=False)
+    assert sent == []

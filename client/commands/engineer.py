@@ -116,7 +116,7 @@ def login(target: str, duration: str | None, reason: str, no_wait: bool, resume_
     api_client, settings = _client(server, user, identity)
     with api_client:
         if resume_id:
-            req = api_client.get(f"/v1/requests/{resume_id}")
+            req = _checked(api_client.get(f"/v1/requests/{resume_id}"))
             if req["target"] != target:
                 # The key, certificate and ssh_config block are filed under
                 # TARGET: a mismatch would put another target's access there.
@@ -129,7 +129,7 @@ def login(target: str, duration: str | None, reason: str, no_wait: bool, resume_
                 body["duration"] = want
             if break_glass:
                 body["break_glass"] = True
-            req = api_client.post("/v1/requests", body)
+            req = _checked(api_client.post("/v1/requests", body))
             if not as_json:
                 click.echo(f"Request {req['id']} for {target} ({_duration_text(req['duration_seconds'])}): {req['state']}", err=True)
                 if req["state"] == "pending":
@@ -148,6 +148,19 @@ def login(target: str, duration: str | None, reason: str, no_wait: bool, resume_
         cert = api_client.post(f"/v1/requests/{req['id']}/certificate", {"public_key": pub}, printable=False)
         verified = _verify(api_client, target, req, cert, pub)
         _install(verified, key_path, settings, as_json)
+
+
+def _checked(answer: Any) -> dict[str, Any]:
+    """A request answer, checked field by field before it is read (client.verify)."""
+    from client.verify import check_request_answer
+
+    return check_request_answer(answer)
+
+
+def _checked_list(answer: Any) -> list[dict[str, Any]]:
+    from client.verify import check_request_list
+
+    return check_request_list(answer)
 
 
 def _key_path(target: str) -> Path:
@@ -180,7 +193,7 @@ def _wait(api_client: Any, req: dict[str, Any], *, poll: float, quiet: bool) -> 
                            f"{elapsed // 60}:{elapsed % 60:02d} elapsed ", nl=False, err=True)
                 i += 1
             time.sleep(delay)
-            req = api_client.get(f"/v1/requests/{req['id']}")
+            req = _checked(api_client.get(f"/v1/requests/{req['id']}"))
         except KeyboardInterrupt:
             if tty:
                 click.echo("", err=True)
@@ -267,7 +280,7 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
     try:
         api_client, _ = _client(server, user, identity)
         with api_client:
-            mine = api_client.get("/v1/requests", query={"mine": "1"})["requests"]
+            mine = _checked_list(api_client.get("/v1/requests", query={"mine": "1"}))
         pending = [r for r in mine if r["state"] in ("pending", "approved")]
         revoked = {r["id"] for r in mine if r["state"] in ("revoked", "ended")}
         local = [r for r in local if r.request_id not in revoked]
@@ -334,7 +347,7 @@ def _revoke_remote(request_id: str, reason: str, server: str | None, user: str |
     api_client, _ = _client(server, user, identity)
     with api_client:
         try:
-            req = api_client.get(f"/v1/requests/{request_id}")
+            req = _checked(api_client.get(f"/v1/requests/{request_id}"))
         except ApiError as e:
             if e.code == "not_found":
                 _fail(f"no local access and no request {request_id!r} on the server", EXIT_NOT_FOUND)
@@ -365,7 +378,7 @@ def _list_requests(query: dict[str, str], empty: str, as_json: bool, server: str
                    identity: str | None) -> None:
     api_client, _ = _client(server, user, identity)
     with api_client:
-        rows = api_client.get("/v1/requests", query=query)["requests"]
+        rows = _checked_list(api_client.get("/v1/requests", query=query))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -403,7 +416,7 @@ def approve(request_id: str, comment: str, duration: str | None, server: str | N
     if duration:
         body["duration"] = duration
     with api_client:
-        r = api_client.post(f"/v1/requests/{request_id}/approve", body)
+        r = _checked(api_client.post(f"/v1/requests/{request_id}/approve", body))
     got = sum(1 for a in r["approvals"] if a["decision"] == "approve")
     click.echo(f"Request {r['id']} ({r['requester']} -> {r['target']}): {r['state']}, {got}/{r['approvals_required']} approvals.")
 
@@ -416,7 +429,7 @@ def deny(request_id: str, reason: str, server: str | None, user: str | None, ide
     """Deny request REQUEST_ID."""
     api_client, _ = _client(server, user, identity)
     with api_client:
-        r = api_client.post(f"/v1/requests/{request_id}/deny", {"reason": reason})
+        r = _checked(api_client.post(f"/v1/requests/{request_id}/deny", {"reason": reason}))
     click.echo(f"Request {r['id']} denied.")
 
 

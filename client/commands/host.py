@@ -303,7 +303,7 @@ def sync_krl(
 
     from ca import InvalidKRL, UnacceptableKRL, parse_duration
     from ca.errors import JitSshError
-    from ca.krl import MAX_KRL_SIZE, accept_krl, krl_version_plausible, parse_krl
+    from ca.krl import MAX_KRL_SIZE, accept_krl, krl_version_plausible, parse_krl, restrict_krl
     from client.http import ApiError
 
     base = _check_server_url(server)
@@ -408,16 +408,21 @@ def sync_krl(
             err=True,
         )
         state["accepted_older"] = {"from": current.version, "to": new.version, "at": _time.time()}
+    # Only the sections for the CA keys this host trusts reach sshd: another
+    # CA that sshd trusts through some other file must not be revocable by
+    # whoever serves this KRL (ca.krl.restrict_krl).
+    installed = restrict_krl(new, trusted_ca_keys=trusted)
+    kept = parse_krl(installed)
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_file(target, data, mode=0o644)
+    write_file(target, installed, mode=0o644)
     state.update({"etag": resp.headers.get("ETag"), "synced_at": _time.time(), "version": new.version})
     _write_state(state_path, state)
-    click.echo(f"{target}: installed KRL version {new.version} ({new.summary()})")
+    click.echo(f"{target}: installed KRL version {new.version} ({kept.summary()})")
     untrusted = [s for s in new.cert_sections if s.ca_key not in trusted]
     if untrusted:
-        click.echo(f"note: the KRL also revokes certificates of {len(untrusted)} CA key(s) this host does not "
-                   "trust (no effect here; a new CA key being rolled out? run jit-ssh host setup again "
-                   "once it is published).", err=True)
+        click.echo(f"note: left out the KRL's sections for {len(untrusted)} CA key(s) this host does not "
+                   "trust (a new CA key being rolled out? run jit-ssh host setup again once it is published).",
+                   err=True)
 
 
 def _describe_version(version: int) -> str:
