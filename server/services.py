@@ -29,6 +29,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 import policies
 from ca import (
     InvalidDuration,
+    format_duration,
     InvalidKey,
     IssuedCertificate,
     issue_certificate,
@@ -341,6 +342,31 @@ class Service:
             break_glass=req.break_glass,
             submitted_at=req.created_at,
         )
+
+    @staticmethod
+    def _counted_approvers(
+        req: AccessRequest, policy: policies.Policy, preq: policies.AccessRequest, duration: timedelta
+    ) -> list[str]:
+        """The approvers whose approval of ``req`` still counts, by name, sorted.
+
+        An approval counts only while its approver is enabled, still has the
+        approver role and is still an approver of the request's rule under the
+        CURRENT policy (judged at the moment they approved, so the pending time
+        does not count against them). An approval by someone since disabled,
+        stripped of the role or moved out of the approver groups no longer
+        makes up the quorum, neither when the last approval arrives nor at fetch.
+        """
+        names: set[str] = set()
+        for a in req.approvals:
+            if a.decision != "approve":
+                continue
+            who = a.approver
+            if who.disabled or not who.has_role(Role.APPROVER):
+                continue
+            approver = policies.Approver(name=who.name, groups=frozenset(who.group_names))
+            if policies.may_approve(policy, replace(preq, duration=duration), approver, a.created_at).allowed:
+                names.add(who.name)
+        return sorted(names)
 
     def _recheck(
         self, s: Session, req: AccessRequest, policy: policies.Policy, preq: policies.AccessRequest, now: datetime,
@@ -707,12 +733,14 @@ class Service:
                     req.decision = _json(decision_to_dict(narrowed))
                     req.approvals_required = narrowed.approvals_required
                 approvals = [a for a in req.approvals if a.decision == "approve"]
+                counted = self._counted_approvers(req, policy, preq, narrowed.duration)
                 self._record(
                     s, "request.approval", now, actor=me.name, request_id=req.id,
                     data={"comment": text, "duration_seconds": None if duration is None else int(duration.total_seconds()),
-                          "approvals": len(approvals), "required": req.approvals_required, "policy": policy_check},
+                          "approvals": len(counted), "required": req.approvals_required, "policy": policy_check},
                 )
-                if len({a.approver_id for a in approvals}) >= req.approvals_required:
+                if len(counted) >= req.approvals_required:
+                    approvals = [a for a in approvals if a.approver.name in counted]
                     shortened = [a.shortened_seconds for a in approvals if a.shortened_seconds]
                     req.granted_seconds = min([req.requested_seconds, int(narrowed.duration.total_seconds()), *shortened])
                     req.state = RequestState.APPROVED.value
@@ -805,7 +833,7 @@ class Service:
             elif req.auto_approved:
                 approvers = ["auto"]
             else:
-                approvers = sorted(a.approver.name for a in req.approvals if a.decision == "approve")
+                approvers = []  # counted below, under the current policy
             # Decided again under the current policy (and the requester's groups now):
             # the certificate carries what both this and the stored decision allow.
             # The auto-approval window is judged when the request was approved.
@@ -814,12 +842,31 @@ class Service:
                 reason=req.reason, requester_groups=frozenset(me.group_names), break_glass=req.break_glass,
                 submitted_at=req.created_at,
             )
+            if not (req.break_glass or req.auto_approved):
+                # Only approvals that still count under the current policy make up
+                # the quorum (and name the approvers in the key id).
+                granted = timedelta(seconds=req.granted_seconds)
+                # Judged for what can still be issued: a grant over the current
+                # maximum is cut to it below, and must not void every approval.
+                current = policies.redecide(policy, replace(preq, duration=granted), req.decided_at or now)
+                counted_for = min(granted, current.duration) if current.allowed and current.duration else granted
+                approvers = self._counted_approvers(req, policy, preq, counted_for)
             given = 0 if (req.break_glass or req.auto_approved) else len(approvers)
             decision, policy_check = self._recheck(
                 s, req, policy, preq, now, hop="fetch", actor=me.name, decided_at=req.decided_at,
                 approvals_given=given,
             )
             assert decision.duration is not None
+            if (decision.claim_window is not None and req.decided_at is not None
+                    and now >= req.decided_at + decision.claim_window):
+                # The current policy's claim window is shorter than the one the
+                # request was approved under, and it has passed.
+                req.state = RequestState.EXPIRED.value
+                self._record(s, "request.expired", now, request_id=req.id,
+                             data={"was": "approved", "policy": "claim window shortened"})
+                raise CommitThenRaise(RequestExpired(
+                    f"request {req.id} was approved more than {format_duration(decision.claim_window)} ago, "
+                    "the current policy's claim window; ask again", field="id"))
             seconds = min(req.granted_seconds, int(decision.duration.total_seconds()))
             if policy_check["result"] == "narrowed":
                 req.decision = _json(decision_to_dict(decision))

@@ -343,3 +343,67 @@ def test_the_audit_chain_still_verifies(prod: Any, alice: Caller, bob: Caller, r
     assert result.ok, result.problem
     assert result.signed_through == events[-1].id  # the export signs its head
     assert {"request.refused", "certificate.issued"} <= {e.type for e in events}
+
+
+# ---- approvals are counted under the current policy, not as they were given
+
+
+def _only_dba_approves(policy: str) -> str:
+    return policy.replace('approver_groups = ["approvers"]', 'approver_groups = ["dba"]')
+
+
+def test_an_approval_by_someone_the_policy_no_longer_lists_does_not_count_at_fetch(
+    app: Any, alice: Caller, bob: Caller
+) -> None:
+    _set_policy(app, _policy())
+    rid = _submit(alice)
+    assert _approve(bob, rid).json["state"] == "approved"
+    _set_policy(app, _only_dba_approves(_policy()))
+    r = _fetch(alice, rid)
+    assert r.status_code == 403, r.json
+    assert r.json["code"] == "more_approvals_required"
+    assert alice.get(f"/v1/requests/{rid}").json["state"] == "denied"
+
+
+def test_a_stale_approval_does_not_make_up_the_quorum(app: Any, alice: Caller, bob: Caller, make_user: Any) -> None:
+    _set_policy(app, _policy(approvals=2))
+    rid = _submit(alice)
+    assert _approve(bob, rid).json["state"] == "pending"
+    dave = make_user("dave", ("dba",), ("requester", "approver"))
+    _set_policy(app, _only_dba_approves(_policy(approvals=2)))
+    r = _approve(dave, rid)
+    assert r.status_code == 200, r.json
+    assert r.json["state"] == "pending"  # bob's approval no longer counts: 1 of 2
+    assert _fetch(alice, rid).status_code != 200
+
+
+def test_an_approval_by_a_since_disabled_approver_does_not_count(app: Any, alice: Caller, bob: Caller) -> None:
+    _set_policy(app, _policy())
+    rid = _submit(alice)
+    assert _approve(bob, rid).json["state"] == "approved"
+    app.extensions["jit_ssh"].service.set_user_disabled("bob", True, actor="root")
+    r = _fetch(alice, rid)
+    assert r.status_code == 403, r.json
+    assert r.json["code"] == "more_approvals_required"
+
+
+def test_a_shortened_claim_window_reaches_an_approved_request(app: Any, alice: Caller, bob: Caller, clock: Any) -> None:
+    _set_policy(app, _policy())
+    rid = _submit(alice)
+    assert _approve(bob, rid).json["state"] == "approved"
+    _set_policy(app, _policy().replace('claim_window = "7d"', 'claim_window = "5m"'))
+    clock.advance(days=2)
+    r = _fetch(alice, rid)
+    assert r.status_code == 410, r.json
+    assert r.json["code"] == "request_expired"
+    assert alice.get(f"/v1/requests/{rid}").json["state"] == "expired"
+
+
+def test_approvals_that_still_count_issue_as_before(app: Any, alice: Caller, bob: Caller) -> None:
+    _set_policy(app, _policy())
+    rid = _submit(alice)
+    assert _approve(bob, rid).json["state"] == "approved"
+    _set_policy(app, _policy(comment="an unrelated edit"))
+    r = _fetch(alice, rid)
+    assert r.status_code == 200, r.json
+    assert ":by=bob" in r.json["key_id"]
