@@ -158,10 +158,18 @@ def record_failure(
         int(now.timestamp()) // int(FAILURE_WINDOW.total_seconds()) * int(FAILURE_WINDOW.total_seconds()), timezone.utc
     )
     claimed = claimed_user if _plausible_user(claimed_user) else None
+    # Only a name that is an account gets a counter and an event of its own: a
+    # made-up name per call would otherwise grow the table at will, and use up
+    # the window's events so that an attack on a real account went unaudited.
+    # Failures claiming no account are counted together under "".
+    if claimed is not None and session.execute(select(User.id).where(User.name == claimed)).first() is None:
+        claimed = None
     n = _count(session, window, claimed or "", code, now)
     if n == 1:
         events = _count(session, window, "", "", now)
-        if events <= MAX_FAILURE_EVENTS:
+        # Per real account and code, the first failure of a window is always
+        # audited (bounded by the accounts there are); the cap bounds the rest.
+        if claimed is not None or events <= MAX_FAILURE_EVENTS:
             audit.record(
                 session, type="auth.failed", now=now, actor=None,
                 data={**data, "code": code, "claimed_user": claimed, "window_start": window.isoformat(),
