@@ -171,7 +171,16 @@ def decision_to_dict(d: policies.Decision) -> dict[str, Any]:
 # separators, and lone surrogates. Shown to an approver, a bidi override
 # reorders what follows it ("INC-1234 \u202eevom" reads "INC-1234 move") and a
 # zero-width character hides a second text inside the first.
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp", "Cn", "Co"})
+# Characters of visible categories that show nothing: Hangul fillers, the
+# Braille blank, the combining grapheme joiner, Khmer inherent vowels,
+# Mongolian variation selectors and the supplementary variation selectors
+# (U+E0100-U+E01EF, which can carry a whole hidden text). The emoji variation
+# selector U+FE0F stays allowed: emoji use it.
+_BLANK_CHARACTERS = frozenset(
+    {"\u034f", "\u115f", "\u1160", "\u17b4", "\u17b5", "\u180b", "\u180c", "\u180d", "\u180f", "\u2800",
+     "\u3164", "\uffa0"}
+) | frozenset(chr(c) for c in range(0xE0100, 0xE01F0))
 
 
 def _invisible(value: str, allowed: str = "") -> str | None:
@@ -183,7 +192,7 @@ def _invisible(value: str, allowed: str = "") -> str | None:
                 return c
         return None
     for c in value:
-        if unicodedata.category(c) in _INVISIBLE_CATEGORIES and c not in allowed:
+        if (unicodedata.category(c) in _INVISIBLE_CATEGORIES or c in _BLANK_CHARACTERS) and c not in allowed:
             return c
     return None
 

@@ -103,6 +103,9 @@ INVISIBLE = [
     "\u200b", "\u200c", "\u200d", "\u200e", "\u200f",  # zero-width and direction marks
     "\u2060", "\ufeff", "\u00ad", "\U000e0041",  # word joiner, BOM, soft hyphen, a tag character
     "\u2028", "\u2029", "\x85", "\x9b",  # line/paragraph separators, C1 controls
+    # Blanks of visible categories: Hangul fillers, Braille blank, combining grapheme joiner,
+    # a supplementary variation selector (they can carry hidden text); unassigned, private use.
+    "\u3164", "\u115f", "\uffa0", "\u2800", "\u034f", "\U000e0100", "\u2065", "\ue000",
 ]
 VISIBLE = "Café naïve — 中文 日本語 한국어 עברית العربية 🚀 👍🏽 ❤️ tab\there"
 # Comments and deny reasons may have several lines (a request's reason is one line: policies).
