@@ -35,6 +35,7 @@ from ca.errors import InvalidName, JitSshError
 from ca.names import check_login_user, check_principal, check_target
 
 from .settings import keys_dir
+from .verify import check_request_id, check_serial
 
 __all__ = ["AccessRecord", "InvalidRecord", "check_record", "ssh_path", "new_key_pair", "save_access", "load_accesses",
            "remove_access", "agent_add", "agent_remove", "write_ssh_config"]
@@ -64,8 +65,6 @@ class AccessRecord:
         return max(0, int((end - now).total_seconds()))
 
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_SERIAL = re.compile(r"[0-9]{1,20}")
 # Characters a path may hold as it is in ssh_config or an -o option: anything
 # else gets the path double-quoted.
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_./@+:-]+")
@@ -96,10 +95,9 @@ def check_record(record: "AccessRecord", directory: Path) -> "AccessRecord":
     """Check a stored record as if it had just come from the server; raise :class:`InvalidRecord` if it fails."""
     try:
         check_target(record.target, field="target")
-        if not isinstance(record.request_id, str) or not _REQUEST_ID.fullmatch(record.request_id):
-            raise InvalidName(f"request id {str(record.request_id)[:64]!r} is not valid", field="request_id")
-        if not isinstance(record.serial, str) or not _SERIAL.fullmatch(record.serial):
-            raise InvalidName(f"serial {str(record.serial)[:32]!r} is not a number", field="serial")
+        # The same checks as for the server's answer the record was made from.
+        check_request_id(record.request_id, field="request_id")
+        check_serial(record.serial)
         for name in ("valid_after", "valid_before"):
             value = getattr(record, name)
             if not isinstance(value, str) or len(value) > 40:

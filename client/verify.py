@@ -31,7 +31,7 @@ from ca.keys import PublicKey, load_public_keys, parse_public_key
 from ca.names import check_key_id, check_login_user, check_principal, check_target
 
 __all__ = ["CertificateMismatch", "IssueAnswer", "VerifiedCertificate", "check_request_answer", "check_request_list",
-           "check_request_id", "fetch_ca_keys",
+           "check_request_id", "check_serial", "fetch_ca_keys",
            "parse_issue_answer", "verify_issued"]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -92,7 +92,8 @@ def _field(answer: Mapping[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-def _serial(value: Any) -> int:
+def check_serial(value: Any) -> int:
+    """A certificate serial as the API writes it: a decimal string of 1 to 2**64-1."""
     if not isinstance(value, str) or not _SERIAL.fullmatch(value) or not 0 < int(value) < 2**64:
         raise _BadField(f"the server's serial {str(value)[:32]!r} is not a number between 1 and 2**64-1", field="serial")
     return int(value)
@@ -170,7 +171,7 @@ def check_request_answer(answer: Any) -> dict[str, Any]:
         serial = certificate.get("serial")
         if isinstance(serial, int) and not isinstance(serial, bool):
             serial = str(serial)
-        certificate["serial"] = str(_serial(serial))
+        certificate["serial"] = str(check_serial(serial))
     return answer
 
 
@@ -188,7 +189,7 @@ def parse_issue_answer(answer: Any) -> IssueAnswer:
         raise _BadField("the server's certificate answer is not a JSON object", field="certificate")
     return IssueAnswer(
         certificate=_field(answer, "certificate", str),
-        serial=_serial(answer.get("serial")),
+        serial=check_serial(answer.get("serial")),
         key_id=check_key_id(answer.get("key_id"), field="the server's key_id"),  # type: ignore[arg-type]
         principals=_principals(answer.get("principals")),
         valid_after=_time(answer.get("valid_after"), "valid_after"),

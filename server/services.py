@@ -341,9 +341,11 @@ class Service:
             req.state = RequestState.ENDED.value
             self._record(s, "request.ended", now, request_id=req.id, data={"serial": str(req.certificate.serial)})
 
-    def _policy_request(self, req: AccessRequest, groups: Iterable[str]) -> policies.AccessRequest:
+    def _policy_request(self, req: AccessRequest, groups: Iterable[str], *, requester: str | None = None) -> policies.AccessRequest:
+        """``req`` as the policy sees it. ``requester``: the requester's name when the
+        caller has it already (the fetch, which loads no relationship it need not)."""
         return policies.AccessRequest(
-            requester=req.requester.name,
+            requester=requester if requester is not None else req.requester.name,
             target=req.target,
             duration=timedelta(seconds=req.requested_seconds),
             reason=req.reason,
@@ -846,11 +848,7 @@ class Service:
             # Decided again under the current policy (and the requester's groups now):
             # the certificate carries what both this and the stored decision allow.
             # The auto-approval window is judged when the request was approved.
-            preq = policies.AccessRequest(
-                requester=me.name, target=req.target, duration=timedelta(seconds=req.requested_seconds),
-                reason=req.reason, requester_groups=frozenset(me.group_names), break_glass=req.break_glass,
-                submitted_at=req.created_at,
-            )
+            preq = self._policy_request(req, me.group_names, requester=me.name)
             if not (req.break_glass or req.auto_approved):
                 # Only approvals that still count under the current policy make up
                 # the quorum (and name the approvers in the key id).
