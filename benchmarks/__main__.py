@@ -13,8 +13,9 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import audit_bench, cli_bench, http_bench, issuance, krl_bench
 
@@ -35,17 +36,27 @@ def _table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(str(line[i])) for line in lines) for i in range(4)]
     out = []
     for n, line in enumerate(lines):
-        out.append("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
+        out.append("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False)).rstrip())
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, not the figures)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smaller sizes (a smoke run, not the figures)"
+    )
     p.add_argument("--only", nargs="*", choices=sorted(SUITES), help="run only these suites")
-    p.add_argument("--json", default=str(Path(__file__).with_name("results.json")), help="where to write the JSON results")
+    p.add_argument(
+        "--json",
+        default=str(Path(__file__).with_name("results.json")),
+        help="where to write the JSON results",
+    )
     args = p.parse_args(argv)
     rows: list[dict[str, Any]] = []
     started = time.time()
@@ -55,11 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         try:
             rows.extend(fn(args.quick))
-        except Exception as e:  # noqa: BLE001 - one suite failing must not hide the others
-            rows.append({"figure": f"{name}: FAILED", "measured": f"{type(e).__name__}: {e}", "suite": name})
+        except Exception as e:
+            rows.append(
+                {"figure": f"{name}: FAILED", "measured": f"{type(e).__name__}: {e}", "suite": name}
+            )
     print(_table(rows))
-    meta = {"python": sys.version.split()[0], "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
-            "quick": args.quick, "seconds": round(time.time() - started, 1)}
+    meta = {
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "cpus": __import__("os").cpu_count(),
+        "quick": args.quick,
+        "seconds": round(time.time() - started, 1),
+    }
     Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.json} ({meta['seconds']} s)", file=sys.stderr)
     return 0

@@ -70,7 +70,11 @@ def jit_ssh() -> str:
 def start(*, users: int, database: str = "sqlite", workers: int = 2, threads: int = 4) -> Server:
     tmp = Path(tempfile.mkdtemp(prefix="jit-bench-"))
     (tmp / "policy.toml").write_text(BENCH_POLICY)
-    env = env_with(JIT_SSH_DATA_DIR=str(tmp / "data"), JIT_SSH_POLICY=str(tmp / "policy.toml"), JIT_SSH_LOG_LEVEL="WARNING")
+    env = env_with(
+        JIT_SSH_DATA_DIR=str(tmp / "data"),
+        JIT_SSH_POLICY=str(tmp / "policy.toml"),
+        JIT_SSH_LOG_LEVEL="WARNING",
+    )
     schema = None
     if database == "postgresql":
         from sqlalchemy import create_engine, text
@@ -80,7 +84,9 @@ def start(*, users: int, database: str = "sqlite", workers: int = 2, threads: in
         with e.begin() as c:
             c.execute(text(f"CREATE SCHEMA {schema}"))
         e.dispose()
-        env["JIT_SSH_DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+        env["JIT_SSH_DATABASE_URL"] = (
+            f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+        )
         subprocess.run([jit_ssh(), "db", "upgrade"], env=env, check=True, capture_output=True)
     # Enrol the users in-process (one app, many users) rather than one CLI process each.
     from server.admin import Admin
@@ -93,21 +99,42 @@ def start(*, users: int, database: str = "sqlite", workers: int = 2, threads: in
     for i in range(users):
         key = ed25519.Ed25519PrivateKey.generate()
         path = tmp / f"user{i}"
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
         os.chmod(path, 0o600)
-        pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        pub = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+        )
         admin.add_user(f"user{i}", groups=["oncall"], ssh_keys=[pub])
         made.append((f"user{i}", path))
     app.extensions["jit_ssh.engine"].dispose()
     port = free_port()
-    proc = subprocess.Popen([jit_ssh(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "wb"))
+    proc = subprocess.Popen(
+        [
+            jit_ssh(),
+            "serve",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "serve.log", "wb"),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/healthz")
     except Exception:
         proc.kill()
-        raise RuntimeError((tmp / "serve.log").read_text()[-2000:])
+        raise RuntimeError((tmp / "serve.log").read_text()[-2000:]) from None
     return Server(url=url, proc=proc, tmp=tmp, users=made, env=env, schema=schema)
-
-

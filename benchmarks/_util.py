@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def rate(fn: Callable[[], object], *, seconds: float = 2.0, min_n: int = 50) -> float:

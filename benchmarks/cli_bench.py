@@ -26,19 +26,34 @@ def run(quick: bool) -> list[dict[str, Any]]:
     n = 3 if quick else 10
     bare = _time([sys.executable, "-c", "pass"], dict(os.environ), n)
     helps = _time([jit_ssh(), "--help"], dict(os.environ), n)
-    rows = [{"figure": "jit-ssh --help start-up", "measured": f"{pct([h * 1000 for h in helps], 50):.0f} ms (median)",
-             "reference": f"python -c pass {pct([b * 1000 for b in bare], 50):.0f} ms", "verdict": "goal < 150 ms",
-             "help_ms": pct([h * 1000 for h in helps], 50)}]
+    rows = [
+        {
+            "figure": "jit-ssh --help start-up",
+            "measured": f"{pct([h * 1000 for h in helps], 50):.0f} ms (median)",
+            "reference": f"python -c pass {pct([b * 1000 for b in bare], 50):.0f} ms",
+            "verdict": "goal < 150 ms",
+            "help_ms": pct([h * 1000 for h in helps], 50),
+        }
+    ]
     srv = start(users=1, workers=2, threads=4)
     try:
         user, key = srv.users[0]
         with tempfile.TemporaryDirectory() as home:
-            env = env_with(HOME=home, JIT_SSH_SERVER=srv.url, JIT_SSH_USER=user, JIT_SSH_IDENTITY=str(key))
+            env = env_with(
+                HOME=home, JIT_SSH_SERVER=srv.url, JIT_SSH_USER=user, JIT_SSH_IDENTITY=str(key)
+            )
             env.pop("SSH_AUTH_SOCK", None)
             logins = _time([jit_ssh(), "login", "demo", "--for", "5m", "--json"], env, n)
         ms = [x * 1000 for x in logins]
-        rows.append({"figure": "jit-ssh login (auto-approved, local server)", "measured": f"{pct(ms, 50):.0f} ms (median), max {max(ms):.0f} ms",
-                     "reference": "", "verdict": "goal < 300 ms", "login_ms": pct(ms, 50)})
+        rows.append(
+            {
+                "figure": "jit-ssh login (auto-approved, local server)",
+                "measured": f"{pct(ms, 50):.0f} ms (median), max {max(ms):.0f} ms",
+                "reference": "",
+                "verdict": "goal < 300 ms",
+                "login_ms": pct(ms, 50),
+            }
+        )
     finally:
         srv.stop()
     return rows

@@ -23,7 +23,6 @@ from .certs import (
 from .durations import format_duration, parse_duration
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
-from .names import check_hostname, check_key_id, check_login_user, check_principal, check_target
 from .keyring import Keyring, init_keyring, load_keyring
 from .keys import (
     CAKey,
@@ -38,6 +37,7 @@ from .keys import (
     public_key_from_crypto,
     save_ca_key,
 )
+from .names import check_hostname, check_key_id, check_login_user, check_principal, check_target
 
 __all__ = [
     *_errors_all,

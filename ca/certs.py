@@ -15,9 +15,9 @@ import base64
 import ipaddress
 import secrets
 import struct
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import (
@@ -35,10 +35,10 @@ from .errors import (
     InvalidPrincipal,
     InvalidSerial,
     InvalidSourceAddress,
-    UntrustedCertificate,
+    UntrustedCA,
 )
-from .names import MAX_PRINCIPAL_LENGTH, check_key_id, check_principal
 from .keys import MAX_KEY_TEXT, CAKey, PublicKey, parse_public_key, public_key_from_crypto
+from .names import MAX_PRINCIPAL_LENGTH, check_key_id, check_principal
 
 __all__ = [
     "DEFAULT_EXTENSIONS",
@@ -78,7 +78,7 @@ MAX_FORCE_COMMAND = 4096
 #: Serials stay below 2**63 so they fit PostgreSQL's signed bigint.
 SERIAL_LIMIT = 2**63
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # VALID_CIDR_CHARS in OpenSSH's addr.c.
 _SSHD_CIDR_CHARS = frozenset("0123456789abcdefABCDEF.:/")
 
@@ -102,11 +102,15 @@ def validate_principals(principals: Iterable[str], *, field: str = "principals")
     try:
         items = iter(principals)
     except TypeError:
-        raise InvalidPrincipal(f"{field} must be a list of names, not {type(principals).__name__}", field=field) from None
+        raise InvalidPrincipal(
+            f"{field} must be a list of names, not {type(principals).__name__}", field=field
+        ) from None
     out: list[str] = []
     for p in items:
         if not isinstance(p, str):
-            raise InvalidPrincipal(f"{field}: each principal must be a string, got {type(p).__name__}", field=field)
+            raise InvalidPrincipal(
+                f"{field}: each principal must be a string, got {type(p).__name__}", field=field
+            )
         try:
             check_principal(p)
         except InvalidPrincipal as e:
@@ -130,7 +134,9 @@ def validate_source_address(value: str | Sequence[str], *, field: str = "source-
     else:
         raise InvalidSourceAddress(f"{field} must be a list of CIDRs", field=field)
     if not items or len(items) > MAX_SOURCE_ADDRESSES:
-        raise InvalidSourceAddress(f"{field} must list 1 to {MAX_SOURCE_ADDRESSES} CIDRs", field=field)
+        raise InvalidSourceAddress(
+            f"{field} must list 1 to {MAX_SOURCE_ADDRESSES} CIDRs", field=field
+        )
     nets = []
     for item in items:
         if not isinstance(item, str) or not item:
@@ -140,13 +146,16 @@ def validate_source_address(value: str | Sequence[str], *, field: str = "source-
         # ipaddress accepts more: an IPv6 zone id ("fe80::%eth0/64").
         if not set(item) <= _SSHD_CIDR_CHARS:
             raise InvalidSourceAddress(
-                f"{field}: {item[:64]!r} is not a valid CIDR for sshd (e.g. 10.0.0.0/8)", field=field
+                f"{field}: {item[:64]!r} is not a valid CIDR for sshd (e.g. 10.0.0.0/8)",
+                field=field,
             )
         try:
             # strict: "10.0.0.1/8" is refused, so what the admin wrote is what sshd enforces.
             nets.append(str(ipaddress.ip_network(item, strict=True)))
         except ValueError:
-            raise InvalidSourceAddress(f"{field}: {item[:64]!r} is not a valid CIDR (e.g. 10.0.0.0/8)", field=field) from None
+            raise InvalidSourceAddress(
+                f"{field}: {item[:64]!r} is not a valid CIDR (e.g. 10.0.0.0/8)", field=field
+            ) from None
     return ",".join(nets)
 
 
@@ -190,10 +199,13 @@ def _check_critical(options: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
             out[name] = validate_source_address(value)
         else:
             if not isinstance(value, str) or not value.strip():
-                raise InvalidCriticalOption("force-command must be a non-empty command", field="force-command")
+                raise InvalidCriticalOption(
+                    "force-command must be a non-empty command", field="force-command"
+                )
             if len(value) > MAX_FORCE_COMMAND or any(ord(c) < 0x20 and c != "\t" for c in value):
                 raise InvalidCriticalOption(
-                    f"force-command must be one line of at most {MAX_FORCE_COMMAND} characters", field="force-command"
+                    f"force-command must be one line of at most {MAX_FORCE_COMMAND} characters",
+                    field="force-command",
                 )
             out[name] = value
     return tuple(sorted(out.items()))
@@ -292,7 +304,7 @@ class IssuedCertificate:
             f"        Public key: {_label(self.public_key)}-CERT {self.public_key.fingerprint}\n"
             f"        Signing CA: {_label(self.ca_public_key)} {self.ca_public_key.fingerprint}"
             f" (using {self.signature_algorithm})\n"
-            f"        Key ID: \"{self.key_id}\"\n"
+            f'        Key ID: "{self.key_id}"\n'
             f"        Serial: {self.serial}\n"
             f"        Valid: from {_fmt(self.valid_after)} to {_fmt(self.valid_before)}"
             f" ({int(self.duration.total_seconds())} s)\n"
@@ -310,7 +322,7 @@ def _label(key: PublicKey) -> str:
 
 
 def _fmt(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _to_ts(name: str, t: datetime) -> int:
@@ -327,11 +339,14 @@ def _check_duration(duration: timedelta, max_duration: timedelta) -> int:
         raise InvalidDuration("duration must be a whole number of seconds", field="duration")
     seconds = int(duration.total_seconds())
     if seconds <= 0:
-        raise InvalidDuration(f"duration must be longer than 0 seconds, got {seconds}", field="duration")
+        raise InvalidDuration(
+            f"duration must be longer than 0 seconds, got {seconds}", field="duration"
+        )
     cap = min(max_duration, MAX_DURATION)
     if duration > cap:
         raise InvalidDuration(
-            f"duration {seconds} s is over the maximum of {int(cap.total_seconds())} s", field="duration"
+            f"duration {seconds} s is over the maximum of {int(cap.total_seconds())} s",
+            field="duration",
         )
     return seconds
 
@@ -365,7 +380,9 @@ def issue_certificate(
     princ = validate_principals(principals)
     seconds = _check_duration(duration, max_duration)
     if not isinstance(backdate, timedelta) or backdate < timedelta(0) or backdate.microseconds:
-        raise InvalidDuration("backdate must be a non-negative whole number of seconds", field="backdate")
+        raise InvalidDuration(
+            "backdate must be a non-negative whole number of seconds", field="backdate"
+        )
     if backdate * 10 > duration:
         raise InvalidDuration(
             f"backdate {int(backdate.total_seconds())} s is more than a tenth of the duration ({seconds} s)",
@@ -431,7 +448,9 @@ def _load(text: str | bytes) -> SSHCertificate:
         try:
             text = text.encode("ascii")
         except UnicodeEncodeError:
-            raise InvalidCertificate("certificate must be ASCII text", field="certificate") from None
+            raise InvalidCertificate(
+                "certificate must be ASCII text", field="certificate"
+            ) from None
     if not isinstance(text, (bytes, bytearray)):
         raise InvalidCertificate("certificate must be text", field="certificate")
     if len(text) > MAX_KEY_TEXT:
@@ -447,13 +466,17 @@ def _load(text: str | bytes) -> SSHCertificate:
     except errors as e:
         raise InvalidCertificate(f"not an OpenSSH certificate: {e}", field="certificate") from None
     if not isinstance(ident, SSHCertificate):
-        raise InvalidCertificate("this is a plain public key, not a certificate", field="certificate")
+        raise InvalidCertificate(
+            "this is a plain public key, not a certificate", field="certificate"
+        )
     try:
         # cryptography decodes the signature key only when asked: do it here,
         # so a malformed one is an InvalidCertificate, not a stray ValueError.
         ident.signature_key()
     except errors as e:
-        raise InvalidCertificate(f"certificate's signing key is malformed: {e}", field="certificate") from None
+        raise InvalidCertificate(
+            f"certificate's signing key is malformed: {e}", field="certificate"
+        ) from None
     return ident
 
 
@@ -501,12 +524,12 @@ def verify_certificate(
     info = _from_crypto(cert)
     blobs = {(k.public if isinstance(k, CAKey) else k).blob for k in trusted}
     if info.ca_public_key.blob not in blobs:
-        raise UntrustedCertificate(
+        raise UntrustedCA(
             f"certificate was signed by {info.ca_public_key.fingerprint}, which is not a trusted CA key",
             field="certificate",
         )
     try:
         cert.verify_cert_signature()
     except (InvalidSignature, ValueError, UnsupportedAlgorithm, TypeError, NotImplementedError):
-        raise UntrustedCertificate("certificate signature does not verify", field="certificate") from None
+        raise UntrustedCA("certificate signature does not verify", field="certificate") from None
     return info

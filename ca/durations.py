@@ -34,7 +34,9 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
         raise InvalidDuration(f"{field} must be a string like '15m' or '1h30m'", field=field)
     s = text.strip().lower()
     if not s or len(s) > _MAX_TEXT:
-        raise InvalidDuration(f"{field} must be a duration like '90s', '15m' or '1h30m'", field=field)
+        raise InvalidDuration(
+            f"{field} must be a duration like '90s', '15m' or '1h30m'", field=field
+        )
     if _DIGITS.fullmatch(s):
         seconds = int(s)
     else:

@@ -5,10 +5,10 @@ responses and by the CLI) and, where one input was at fault, the ``field`` it
 names. The tree is small on purpose::
 
     JitSshError
-    ├── InvalidKey                  code "invalid_key"       malformed, truncated, non-base64
+    ├── InvalidKeyError                  code "invalid_key"       malformed, truncated, non-base64
     │   ├── UnsupportedKeyType      "unsupported_key_type"   DSA, unknown types, sk-* keys
     │   ├── WeakKey                 "weak_key"               RSA below the minimum size
-    │   ├── CertificateGivenAsKey   "certificate_as_key"     a *-cert-v01 blob where a key belongs
+    │   ├── CertificateAsKey   "certificate_as_key"     a *-cert-v01 blob where a key belongs
     │   └── KeyTooLarge             "key_too_large"          over 16 KiB
     ├── InvalidPrincipal            "invalid_principal"
     ├── InvalidName                 "invalid_name"           a login user, target or host name (ca.names)
@@ -19,7 +19,7 @@ names. The tree is small on purpose::
     ├── InvalidCriticalOption       "invalid_critical_option"
     │   └── InvalidSourceAddress    "invalid_source_address"
     ├── InvalidCertificate          "invalid_certificate"
-    │   └── UntrustedCertificate    "untrusted_ca"           signed by a key we do not trust
+    │   └── UntrustedCA    "untrusted_ca"           signed by a key we do not trust
     ├── InvalidKRL                  "invalid_krl"
     │   └── UnacceptableKRL         "unacceptable_krl"       well formed, but not what jit-ssh emits
     └── CAKeyError                  "ca_key_error"
@@ -32,10 +32,10 @@ from __future__ import annotations
 
 __all__ = [
     "JitSshError",
-    "InvalidKey",
+    "InvalidKeyError",
     "UnsupportedKeyType",
     "WeakKey",
-    "CertificateGivenAsKey",
+    "CertificateAsKey",
     "KeyTooLarge",
     "InvalidPrincipal",
     "InvalidName",
@@ -46,7 +46,7 @@ __all__ = [
     "InvalidCriticalOption",
     "InvalidSourceAddress",
     "InvalidCertificate",
-    "UntrustedCertificate",
+    "UntrustedCA",
     "InvalidKRL",
     "UnacceptableKRL",
     "CAKeyError",
@@ -76,23 +76,23 @@ class JitSshError(Exception):
         return self.message
 
 
-class InvalidKey(JitSshError):
+class InvalidKeyError(JitSshError):
     code = "invalid_key"
 
 
-class UnsupportedKeyType(InvalidKey):
+class UnsupportedKeyType(InvalidKeyError):
     code = "unsupported_key_type"
 
 
-class WeakKey(InvalidKey):
+class WeakKey(InvalidKeyError):
     code = "weak_key"
 
 
-class CertificateGivenAsKey(InvalidKey):
+class CertificateAsKey(InvalidKeyError):
     code = "certificate_as_key"
 
 
-class KeyTooLarge(InvalidKey):
+class KeyTooLarge(InvalidKeyError):
     code = "key_too_large"
     http_status = 413
 
@@ -135,7 +135,7 @@ class InvalidCertificate(JitSshError):
     code = "invalid_certificate"
 
 
-class UntrustedCertificate(InvalidCertificate):
+class UntrustedCA(InvalidCertificate):
     code = "untrusted_ca"
 
 

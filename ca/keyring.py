@@ -37,10 +37,10 @@ import enum
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Mapping
 
 from .errors import CAKeyError
 from .keys import (
@@ -57,7 +57,7 @@ from .keys import (
 __all__ = [
     "Keyring",
     "KeyState",
-    "RotationError",
+    "InvalidRotation",
     "init_keyring",
     "load_keyring",
     "ca_dir",
@@ -79,7 +79,7 @@ _NAME = re.compile(
 STATE_FILE = "keyring.json"
 
 
-class KeyState(str, enum.Enum):
+class KeyState(enum.StrEnum):
     STAGED = "staged"
     SIGNING = "signing"
     RETIRED = "retired"
@@ -88,7 +88,7 @@ class KeyState(str, enum.Enum):
         return self.value
 
 
-class RotationError(CAKeyError):
+class InvalidRotation(CAKeyError):
     """A rotation step that would break trust (promote a retired key, retire the signer, ...)."""
 
     code = "invalid_rotation"
@@ -119,6 +119,7 @@ def _key_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     found = [p for p in directory.iterdir() if _NAME.match(p.name)]
+
     # Newest last: by the creation time in the name, then by the sequence
     # number init_keyring gives keys made within one second (a rotation
     # scripted right after init). mtime alone cannot order those: file
@@ -161,7 +162,9 @@ def read_states(data_dir: str | os.PathLike[str]) -> dict[str, KeyState] | None:
     try:
         states = {str(fp): KeyState(v) for fp, v in keys.items()}
     except ValueError:
-        raise CAKeyError(f"{path}: a state must be one of staged, signing, retired", field="data_dir") from None
+        raise CAKeyError(
+            f"{path}: a state must be one of staged, signing, retired", field="data_dir"
+        ) from None
     _check_one_signer(states, str(path))
     return states
 
@@ -172,7 +175,10 @@ def write_states(data_dir: str | os.PathLike[str], states: Mapping[str, KeyState
     directory = ca_dir(data_dir)
     path = directory / STATE_FILE
     tmp = directory / f".{STATE_FILE}.tmp-{os.getpid()}"
-    data = json.dumps({"keys": {fp: str(KeyState(st)) for fp, st in sorted(states.items())}}, indent=1) + "\n"
+    data = (
+        json.dumps({"keys": {fp: str(KeyState(st)) for fp, st in sorted(states.items())}}, indent=1)
+        + "\n"
+    )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data.encode("utf-8"))
@@ -185,7 +191,9 @@ def write_states(data_dir: str | os.PathLike[str], states: Mapping[str, KeyState
 def _check_one_signer(states: Mapping[str, KeyState], where: str) -> None:
     signers = [fp for fp, st in states.items() if st is KeyState.SIGNING]
     if states and len(signers) != 1:
-        raise CAKeyError(f"{where}: exactly one key must be signing, not {len(signers)}", field="data_dir")
+        raise CAKeyError(
+            f"{where}: exactly one key must be signing, not {len(signers)}", field="data_dir"
+        )
 
 
 def legacy_states(files: list[tuple[Path, PublicKey]]) -> dict[str, KeyState]:
@@ -228,11 +236,13 @@ def init_keyring(
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
     before = local_states(data_dir)
-    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     # The sequence number counts keys of every type made in the same second,
     # so the newest key sorts last whatever its type (see _key_files).
     taken = [
-        m for p in directory.iterdir() if (m := _NAME.match(p.name.removesuffix(".pub"))) and m.group(1) == stamp
+        m
+        for p in directory.iterdir()
+        if (m := _NAME.match(p.name.removesuffix(".pub"))) and m.group(1) == stamp
     ]
     n = max((int(m.group(3) or 1) for m in taken), default=0) + 1
     name = f"ca-{stamp}-{kind.value}" if n == 1 else f"ca-{stamp}-{kind.value}-{n}"
@@ -243,7 +253,9 @@ def init_keyring(
     key = save_ca_key(directory / name, private, passphrase=passphrase, comment=f"jit-ssh-{name}")
     if record:
         signer = any(st is KeyState.SIGNING for st in before.values())
-        write_states(data_dir, {**before, key.fingerprint: KeyState.STAGED if signer else KeyState.SIGNING})
+        write_states(
+            data_dir, {**before, key.fingerprint: KeyState.STAGED if signer else KeyState.SIGNING}
+        )
     return key
 
 
@@ -252,11 +264,14 @@ def promote(states: Mapping[str, KeyState], fingerprint: str) -> dict[str, KeySt
     old signer stays trusted (staged) for the certificates it issued."""
     current = states.get(fingerprint)
     if current is None:
-        raise RotationError(f"no CA key {fingerprint} (see jit-ssh ca list)", field="fingerprint")
+        raise InvalidRotation(f"no CA key {fingerprint} (see jit-ssh ca list)", field="fingerprint")
     if current is KeyState.SIGNING:
-        raise RotationError(f"{fingerprint} already signs", field="fingerprint")
+        raise InvalidRotation(f"{fingerprint} already signs", field="fingerprint")
     if current is KeyState.RETIRED:
-        raise RotationError(f"{fingerprint} is retired: hosts no longer trust it; add a new key", field="fingerprint")
+        raise InvalidRotation(
+            f"{fingerprint} is retired: hosts no longer trust it; add a new key",
+            field="fingerprint",
+        )
     out = {fp: (KeyState.STAGED if st is KeyState.SIGNING else st) for fp, st in states.items()}
     out[fingerprint] = KeyState.SIGNING
     return out
@@ -266,13 +281,14 @@ def retire(states: Mapping[str, KeyState], fingerprint: str) -> dict[str, KeySta
     """The state after ``fingerprint`` is no longer trusted nor published. Never the signer."""
     current = states.get(fingerprint)
     if current is None:
-        raise RotationError(f"no CA key {fingerprint} (see jit-ssh ca list)", field="fingerprint")
+        raise InvalidRotation(f"no CA key {fingerprint} (see jit-ssh ca list)", field="fingerprint")
     if current is KeyState.SIGNING:
-        raise RotationError(
-            f"{fingerprint} is the signing key: promote another key first (jit-ssh ca promote)", field="fingerprint"
+        raise InvalidRotation(
+            f"{fingerprint} is the signing key: promote another key first (jit-ssh ca promote)",
+            field="fingerprint",
         )
     if current is KeyState.RETIRED:
-        raise RotationError(f"{fingerprint} is already retired", field="fingerprint")
+        raise InvalidRotation(f"{fingerprint} is already retired", field="fingerprint")
     return {**states, fingerprint: KeyState.RETIRED}
 
 
@@ -284,7 +300,9 @@ def load_private_key_for(
         if pub.fingerprint == fingerprint:
             key = load_ca_key(path, passphrase=passphrase)
             if key.public != pub:
-                raise CAKeyError(f"{path} and {path.name}.pub are not one key pair", field="data_dir")
+                raise CAKeyError(
+                    f"{path} and {path.name}.pub are not one key pair", field="data_dir"
+                )
             return key
     raise CAKeyError(
         f"the private key of CA key {fingerprint} is not in {ca_dir(data_dir)}", field="data_dir"
@@ -313,7 +331,9 @@ def load_keyring(
     if states is None:
         states = local_states(data_dir)
     if not files or not states:
-        raise CAKeyError(f"no CA key in {directory}; create one with: jit-ssh ca init", field="data_dir")
+        raise CAKeyError(
+            f"no CA key in {directory}; create one with: jit-ssh ca init", field="data_dir"
+        )
     by_fp = {pub.fingerprint: (path, pub) for path, pub in files}
     extra = dict(public_keys or {})
     signer_fp = next((fp for fp, st in states.items() if st is KeyState.SIGNING), None)

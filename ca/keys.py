@@ -17,21 +17,22 @@ import hashlib
 import os
 import stat
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from .errors import (
-    JitSshError,
     BadPassphrase,
     CAKeyError,
-    CertificateGivenAsKey,
+    CertificateAsKey,
     InsecureKeyFile,
-    InvalidKey,
+    InvalidKeyError,
+    JitSshError,
     KeyTooLarge,
     PassphraseRequired,
     UnsupportedKeyType,
@@ -62,7 +63,7 @@ MAX_KEY_TEXT = 16 * 1024
 MIN_USER_RSA_BITS = 2048
 MIN_CA_RSA_BITS = 3072
 
-CAPrivateKey = Union[ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+CAPrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 _USER_KEY_TYPES = frozenset(
     {
@@ -145,10 +146,10 @@ def parse_public_key(
     """Parse one OpenSSH public key line (``type base64 [comment]``).
 
     Refuses, each with its own error naming ``field``: text over 16 KiB
-    (:class:`KeyTooLarge`), certificates (:class:`CertificateGivenAsKey`), DSA,
+    (:class:`KeyTooLarge`), certificates (:class:`CertificateAsKey`), DSA,
     security-key and unknown types (:class:`UnsupportedKeyType`), RSA under
     ``min_rsa_bits`` (:class:`WeakKey`), and anything malformed, truncated or
-    not base64 (:class:`InvalidKey`).
+    not base64 (:class:`InvalidKeyError`).
     """
     if isinstance(text, str):
         if len(text) > MAX_KEY_TEXT:
@@ -156,29 +157,31 @@ def parse_public_key(
         try:
             data = text.encode("ascii")
         except UnicodeEncodeError:
-            raise InvalidKey(f"{field} must be ASCII text ('type base64 comment')", field=field) from None
+            raise InvalidKeyError(
+                f"{field} must be ASCII text ('type base64 comment')", field=field
+            ) from None
     elif isinstance(text, (bytes, bytearray)):
         if len(text) > MAX_KEY_TEXT:
             raise KeyTooLarge(f"{field} is larger than {MAX_KEY_TEXT // 1024} KiB", field=field)
         data = bytes(text)
     else:
-        raise InvalidKey(f"{field} must be a string, not {type(text).__name__}", field=field)
+        raise InvalidKeyError(f"{field} must be a string, not {type(text).__name__}", field=field)
 
     parts = data.strip().split(None, 2)
     if not parts:
-        raise InvalidKey(f"{field} is empty", field=field)
+        raise InvalidKeyError(f"{field} is empty", field=field)
     if len(parts) < 2:
-        raise InvalidKey(f"{field} must look like 'ssh-ed25519 AAAA... comment'", field=field)
+        raise InvalidKeyError(f"{field} must look like 'ssh-ed25519 AAAA... comment'", field=field)
     try:
         key_type = parts[0].decode("ascii")
         comment = parts[2].decode("ascii").strip() if len(parts) > 2 else ""
     except UnicodeDecodeError:
-        raise InvalidKey(f"{field} must be ASCII text", field=field) from None
+        raise InvalidKeyError(f"{field} must be ASCII text", field=field) from None
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in comment):
-        raise InvalidKey(f"{field} comment holds control characters", field=field)
+        raise InvalidKeyError(f"{field} comment holds control characters", field=field)
 
     if key_type.endswith("-cert-v01@openssh.com"):
-        raise CertificateGivenAsKey(
+        raise CertificateAsKey(
             f"{field} is a certificate ({key_type}); give the plain public key (the .pub file, "
             "not -cert.pub)",
             field=field,
@@ -202,13 +205,13 @@ def parse_public_key(
     try:
         blob = base64.b64decode(parts[1], validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidKey(f"{field}: the key data is not valid base64", field=field) from None
+        raise InvalidKeyError(f"{field}: the key data is not valid base64", field=field) from None
     try:
         inner_type = _read_string(blob, 0)[0]
     except ValueError:
-        raise InvalidKey(f"{field}: the key data is truncated", field=field) from None
+        raise InvalidKeyError(f"{field}: the key data is truncated", field=field) from None
     if inner_type != parts[0]:
-        raise InvalidKey(
+        raise InvalidKeyError(
             f"{field}: the key data says {inner_type[:64]!r} but the line says {key_type!r}",
             field=field,
         )
@@ -218,11 +221,15 @@ def parse_public_key(
     # not in uncompressed form (first byte other than 0x04); OpenSSH only
     # writes uncompressed points, so such a blob is simply malformed.
     except (ValueError, UnsupportedAlgorithm, TypeError, NotImplementedError):
-        raise InvalidKey(f"{field}: the key data is malformed or truncated", field=field) from None
+        raise InvalidKeyError(
+            f"{field}: the key data is malformed or truncated", field=field
+        ) from None
     # Re-encoding must give back the same blob: this rejects trailing bytes
     # and non-canonical encodings that a lenient parser would let through.
     if _wire_blob(key) != blob:
-        raise InvalidKey(f"{field}: the key data has trailing or non-canonical bytes", field=field)
+        raise InvalidKeyError(
+            f"{field}: the key data has trailing or non-canonical bytes", field=field
+        )
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < min_rsa_bits:
         raise WeakKey(
             f"{field}: RSA keys must have at least {min_rsa_bits} bits, this one has {key.key_size}",
@@ -231,14 +238,14 @@ def parse_public_key(
     return PublicKey(key_type=key_type, blob=blob, comment=comment, key=key)
 
 
-class CAKeyType(str, enum.Enum):
+class CAKeyType(enum.StrEnum):
     ED25519 = "ed25519"
     ECDSA_P256 = "ecdsa-p256"
     ECDSA_P384 = "ecdsa-p384"
     RSA = "rsa"
 
     @classmethod
-    def parse(cls, text: str) -> "CAKeyType":
+    def parse(cls, text: str) -> CAKeyType:
         aliases = {"ecdsa": "ecdsa-p256", "ecdsa256": "ecdsa-p256", "ecdsa384": "ecdsa-p384"}
         if not isinstance(text, str):
             raise CAKeyError(f"key type must be a string, not {type(text).__name__}", field="type")
@@ -249,7 +256,9 @@ class CAKeyType(str, enum.Enum):
             raise CAKeyError(f"key type {text!r} is not one of {allowed}", field="type") from None
 
 
-def generate_ca_key(key_type: CAKeyType | str = CAKeyType.ED25519, *, bits: int | None = None) -> CAPrivateKey:
+def generate_ca_key(
+    key_type: CAKeyType | str = CAKeyType.ED25519, *, bits: int | None = None
+) -> CAPrivateKey:
     """A new CA private key: Ed25519 (default), ECDSA P-256/P-384, or RSA >= 3072 bits."""
     # Always parse (a CAKeyType is a str too): anything else, None included,
     # must not fall through to the RSA branch below.
@@ -262,7 +271,10 @@ def generate_ca_key(key_type: CAKeyType | str = CAKeyType.ED25519, *, bits: int 
         return ec.generate_private_key(ec.SECP384R1())
     size = bits or MIN_CA_RSA_BITS
     if size < MIN_CA_RSA_BITS or size > 8192:
-        raise WeakKey(f"bits: an RSA CA key must have {MIN_CA_RSA_BITS} to 8192 bits, got {size}", field="bits")
+        raise WeakKey(
+            f"bits: an RSA CA key must have {MIN_CA_RSA_BITS} to 8192 bits, got {size}",
+            field="bits",
+        )
     return rsa.generate_private_key(public_exponent=65537, key_size=size)
 
 
@@ -279,9 +291,13 @@ class CAKey:
         return self.public.fingerprint
 
     @classmethod
-    def from_private(cls, private: CAPrivateKey, *, comment: str = "", path: Path | None = None) -> "CAKey":
+    def from_private(
+        cls, private: CAPrivateKey, *, comment: str = "", path: Path | None = None
+    ) -> CAKey:
         _check_ca_private(private)
-        return cls(public=public_key_from_crypto(private.public_key(), comment), private=private, path=path)
+        return cls(
+            public=public_key_from_crypto(private.public_key(), comment), private=private, path=path
+        )
 
 
 def _check_ca_private(private: Any) -> None:
@@ -300,23 +316,34 @@ def _check_ca_private(private: Any) -> None:
         )
 
 
-def save_ca_key(path: str | os.PathLike[str], private: CAPrivateKey, *, passphrase: bytes | None = None,
-                comment: str = "") -> CAKey:
+def save_ca_key(
+    path: str | os.PathLike[str],
+    private: CAPrivateKey,
+    *,
+    passphrase: bytes | None = None,
+    comment: str = "",
+) -> CAKey:
     """Write ``private`` to ``path`` (OpenSSH format, mode 0600, never overwriting)
     and its public half to ``path.pub``. Encrypted when ``passphrase`` is given."""
     _check_ca_private(private)
     p = Path(path)
     enc: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
     )
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, enc)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, enc
+    )
     ca = CAKey.from_private(private, comment=comment, path=p)
     pub_path = p.with_name(p.name + ".pub")
     # Neither half is ever overwritten: a stale .pub left beside a new private
     # key (or replaced under an old one) would put the wrong key in
     # TrustedUserCAKeys. Check the .pub before the private key is written.
     if pub_path.exists():
-        raise FileExistsError(errno.EEXIST, "refusing to overwrite an existing CA public key", str(pub_path))
+        raise FileExistsError(
+            errno.EEXIST, "refusing to overwrite an existing CA public key", str(pub_path)
+        )
     # O_EXCL: a second `ca init` racing the first must not clobber a key
     # that may already have signed certificates.
     write_new_file(p, pem, 0o600)
@@ -333,8 +360,6 @@ def write_new_file(path: Path, data: bytes, mode: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
 
 
 def load_private_key_file(
@@ -365,7 +390,9 @@ def load_private_key_file(
         return serialization.load_ssh_private_key(data, password=passphrase or None)
     except TypeError:
         if not passphrase:
-            raise PassphraseRequired(f"{p} is encrypted; give its passphrase{passphrase_hint}", field="passphrase") from None
+            raise PassphraseRequired(
+                f"{p} is encrypted; give its passphrase{passphrase_hint}", field="passphrase"
+            ) from None
         # A passphrase for a key that has none: the key is still usable.
         return load_private_key_file(p, passphrase=None, what=what, field=field, error=error)
     except ValueError as e:
@@ -382,7 +409,10 @@ def load_ca_key(path: str | os.PathLike[str], *, passphrase: bytes | None = None
     """Load a CA private key in OpenSSH format (see :func:`load_private_key_file` for what is refused)."""
     p = Path(path)
     private = load_private_key_file(
-        p, passphrase=passphrase, what="CA", field="ca_key",
+        p,
+        passphrase=passphrase,
+        what="CA",
+        field="ca_key",
         passphrase_hint=" (--passphrase-file or $JIT_SSH_CA_PASSPHRASE)",
     )
     comment = ""
@@ -400,7 +430,9 @@ def load_public_keys(text: str, *, field: str = "ca_keys") -> tuple[PublicKey, .
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        keys.append(parse_public_key(line, field=f"{field} line {n}", min_rsa_bits=MIN_USER_RSA_BITS))
+        keys.append(
+            parse_public_key(line, field=f"{field} line {n}", min_rsa_bits=MIN_USER_RSA_BITS)
+        )
     return tuple(keys)
 
 

@@ -100,7 +100,7 @@ import struct
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -108,8 +108,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import (
-    CertificateGivenAsKey,
-    InvalidKey,
+    CertificateAsKey,
+    InvalidKeyError,
     InvalidKeyId,
     InvalidKRL,
     InvalidSerial,
@@ -150,7 +150,7 @@ MAX_HOST_SERIAL_RUN = 65536
 _MAGIC = b"SSHKRL\n\0"
 _FORMAT_VERSION = 1
 _U64_MAX = 2**64 - 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _SECTION_CERTIFICATES = 1
 _SECTION_EXPLICIT_KEY = 2
@@ -326,7 +326,9 @@ class KRL:
         and the any-CA sections are checked by key id and serial.
         """
         if isinstance(serial, bool) or not isinstance(serial, int) or not 0 <= serial <= _U64_MAX:
-            raise InvalidSerial(f"serial must be an integer in 0..2**64-1, got {serial!r}", field="serial")
+            raise InvalidSerial(
+                f"serial must be an integer in 0..2**64-1, got {serial!r}", field="serial"
+            )
         if public_key_blob is not None and self._key_revoked(public_key_blob):
             return True
         if self._key_revoked(ca_key_blob):
@@ -408,15 +410,19 @@ def build_krl(
     blobs) are revoked whoever signed them. ``version`` must rise with every
     KRL the caller builds; ``generated_date`` is ``now``.
 
-    Raises :class:`InvalidSerial`, :class:`InvalidKeyId`, :class:`InvalidKey`
+    Raises :class:`InvalidSerial`, :class:`InvalidKeyId`, :class:`InvalidKeyError`
     (and its subclasses) or :class:`InvalidKRL`, naming the argument at fault.
     """
     header = _header(version, now, comment)
     cas = _normalize_ca_keys(ca_keys)
     runs = _normalize_serials(serials)
     ids = _normalize_key_ids(key_ids)
-    keys = sorted({_check_public_key(blob, "public_keys") for blob in _blobs(public_keys, "public_keys")})
-    digests = sorted(set(_check_sha256(d) for d in _blobs(sha256_fingerprints, "sha256_fingerprints")))
+    keys = sorted(
+        {_check_public_key(blob, "public_keys") for blob in _blobs(public_keys, "public_keys")}
+    )
+    digests = sorted(
+        set(_check_sha256(d) for d in _blobs(sha256_fingerprints, "sha256_fingerprints"))
+    )
     if (runs or ids) and not cas:
         raise InvalidKRL(
             "ca_keys is empty, but certificates can only be revoked for a CA key "
@@ -431,7 +437,9 @@ def build_krl(
             subsections.append(_section(_CERT_KEY_ID, b"".join(_string(i) for i in ids)))
         revocations = b"".join(subsections)
         for ca_key in cas:
-            out.append(_section(_SECTION_CERTIFICATES, _string(ca_key) + _string(b"") + revocations))
+            out.append(
+                _section(_SECTION_CERTIFICATES, _string(ca_key) + _string(b"") + revocations)
+            )
     if keys:
         out.append(_section(_SECTION_EXPLICIT_KEY, b"".join(_string(k) for k in keys)))
     if digests:
@@ -462,7 +470,9 @@ def krl_version_at(moment: datetime) -> int:
     docstring); ``jit-ssh krl build`` passes the time it builds at.
     """
     if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
-        raise InvalidKRL(f"moment must be a timezone-aware datetime, got {moment!r}", field="version")
+        raise InvalidKRL(
+            f"moment must be a timezone-aware datetime, got {moment!r}", field="version"
+        )
     # Integer division of timedeltas is exact: no float rounding of the microseconds.
     micros = (moment - _EPOCH) // timedelta(microseconds=1)
     if not 0 <= micros <= _U64_MAX:
@@ -482,7 +492,9 @@ def krl_version_time(version: int) -> datetime | None:
         return None
 
 
-def krl_version_plausible(version: int, *, now: datetime, max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW) -> bool:
+def krl_version_plausible(
+    version: int, *, now: datetime, max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
+) -> bool:
     """Whether ``version`` stands for a moment no later than ``now + max_clock_skew``.
 
     A later one cannot come from a working server (its version is the newest
@@ -496,7 +508,9 @@ def krl_version_plausible(version: int, *, now: datetime, max_clock_skew: timede
 
 def _header(version: int, now: datetime, comment: str) -> bytes:
     if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= _U64_MAX:
-        raise InvalidKRL(f"version must be an integer in 0..2**64-1, got {version!r}", field="version")
+        raise InvalidKRL(
+            f"version must be an integer in 0..2**64-1, got {version!r}", field="version"
+        )
     if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
         raise InvalidKRL(f"now must be a timezone-aware datetime, got {now!r}", field="now")
     seconds = math.floor((now - _EPOCH).total_seconds())
@@ -507,7 +521,9 @@ def _header(version: int, now: datetime, comment: str) -> bytes:
     try:
         comment_bytes = comment.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidKRL(f"comment is not encodable as UTF-8: {exc.reason}", field="comment") from None
+        raise InvalidKRL(
+            f"comment is not encodable as UTF-8: {exc.reason}", field="comment"
+        ) from None
     # OpenSSH reads the comment with sshbuf_get_cstring(), which refuses NULs.
     if b"\0" in comment_bytes:
         raise InvalidKRL("comment must not contain NUL characters", field="comment")
@@ -522,13 +538,15 @@ def _header(version: int, now: datetime, comment: str) -> bytes:
 def _blobs(values: Iterable[bytes], field: str) -> Iterable[bytes]:
     # A lone bytes object is iterable (as ints): almost always a caller's slip.
     if isinstance(values, (bytes, bytearray, memoryview, str)):
-        raise InvalidKey(
+        raise InvalidKeyError(
             f"{field} must be a collection of byte strings, not a single {type(values).__name__}",
             field=field,
         )
     for value in values:
         if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise InvalidKey(f"{field} must hold byte strings, got {type(value).__name__}", field=field)
+            raise InvalidKeyError(
+                f"{field} must hold byte strings, got {type(value).__name__}", field=field
+            )
         yield bytes(value)
 
 
@@ -558,9 +576,13 @@ def _normalize_serials(serials: Iterable[int | tuple[int, int]]) -> list[tuple[i
             lo, hi = item
             for value in (lo, hi):
                 if type(value) is not int or not 0 < value <= _U64_MAX:
-                    raise InvalidSerial(f"range {item!r}: " + _bad_serial_message(value), field="serials")
+                    raise InvalidSerial(
+                        f"range {item!r}: " + _bad_serial_message(value), field="serials"
+                    )
             if lo > hi:
-                raise InvalidSerial(f"range {item!r}: lo must not be greater than hi", field="serials")
+                raise InvalidSerial(
+                    f"range {item!r}: lo must not be greater than hi", field="serials"
+                )
             ranges.append((lo, hi))
         else:
             raise InvalidSerial(
@@ -575,17 +597,23 @@ def _bad_serial_message(value: object) -> str:
     if value == 0:
         # OpenSSH's "no serial": ssh_krl_revoke_cert_by_serial() refuses it,
         # and a KRL holding it makes sshd refuse every key.
-        return "serial 0 cannot be revoked (OpenSSH treats it as 'no serial' and refuses such a KRL)"
+        return (
+            "serial 0 cannot be revoked (OpenSSH treats it as 'no serial' and refuses such a KRL)"
+        )
     return f"serial {value} is out of range: OpenSSH serials are 1..2**64-1"
 
 
 def _normalize_key_ids(key_ids: Iterable[str]) -> list[bytes]:
     if isinstance(key_ids, (str, bytes)):
-        raise InvalidKeyId("key_ids must be a collection of strings, not a single string", field="key_ids")
+        raise InvalidKeyId(
+            "key_ids must be a collection of strings, not a single string", field="key_ids"
+        )
     encoded: set[bytes] = set()
     for key_id in key_ids:
         if not isinstance(key_id, str):
-            raise InvalidKeyId(f"key_ids must hold strings, got {type(key_id).__name__}", field="key_ids")
+            raise InvalidKeyId(
+                f"key_ids must hold strings, got {type(key_id).__name__}", field="key_ids"
+            )
         if not key_id:
             # An empty key id would revoke every certificate issued without one.
             raise InvalidKeyId("key_ids must not contain an empty key id", field="key_ids")
@@ -597,7 +625,9 @@ def _normalize_key_ids(key_ids: Iterable[str]) -> list[bytes]:
             ) from None
         # Key ids are read with sshbuf_get_cstring(), which refuses NULs.
         if b"\0" in raw:
-            raise InvalidKeyId(f"key id {key_id!r} must not contain NUL characters", field="key_ids")
+            raise InvalidKeyId(
+                f"key id {key_id!r} must not contain NUL characters", field="key_ids"
+            )
         encoded.add(raw)
     # OpenSSH keeps key ids in strcmp() order, which is byte order.
     return sorted(encoded)
@@ -607,14 +637,14 @@ def _check_public_key(blob: bytes, field: str) -> bytes:
     problem = _key_blob_problem(blob)
     if problem is not None:
         kind, message = problem
-        error = {"cert": CertificateGivenAsKey, "type": UnsupportedKeyType}.get(kind, InvalidKey)
+        error = {"cert": CertificateAsKey, "type": UnsupportedKeyType}.get(kind, InvalidKeyError)
         raise error(f"{field}: {message}", field=field)
     return blob
 
 
 def _check_sha256(digest: bytes) -> bytes:
     if len(digest) != 32:
-        raise InvalidKey(
+        raise InvalidKeyError(
             f"sha256_fingerprints: a SHA256 digest is 32 raw bytes, got {len(digest)}",
             field="sha256_fingerprints",
         )
@@ -662,7 +692,7 @@ def _serial_subsections(runs: list[tuple[int, int]]) -> list[bytes]:
     as_range = _plan_ranges(runs)
     out: list[bytes] = []
     pending: list[int] = []
-    for (lo, hi), is_range in zip(runs, as_range):
+    for (lo, hi), is_range in zip(runs, as_range, strict=False):
         if is_range:
             if pending:
                 out.append(_section(_CERT_SERIAL_LIST, struct.pack(f">{len(pending)}Q", *pending)))
@@ -806,7 +836,9 @@ class _HostCheck:
     def refuse(cur: _Cursor, message: str, at: int) -> UnacceptableKRL:
         return UnacceptableKRL(f"refused KRL at byte {at} ({cur.where}): {message}", field="krl")
 
-    def trusted_among(self, blobs: Iterable[bytes], digest: Callable[[bytes], bytes] | None = None) -> bytes | None:
+    def trusted_among(
+        self, blobs: Iterable[bytes], digest: Callable[[bytes], bytes] | None = None
+    ) -> bytes | None:
         """A trusted CA key that ``blobs`` (key blobs, or digests of them) names, if any."""
         wanted = {digest(k) if digest else k: k for k in self.trusted}
         return next((wanted[b] for b in blobs if b in wanted), None)
@@ -872,11 +904,17 @@ def accept_krl(
     for blob in _blobs(trusted_ca_keys, "trusted_ca_keys"):
         trusted.add(_check_public_key(blob, "trusted_ca_keys"))
     if not trusted:
-        raise InvalidKRL("trusted_ca_keys is empty: a host that trusts no CA key needs no KRL", field="trusted_ca_keys")
+        raise InvalidKRL(
+            "trusted_ca_keys is empty: a host that trusts no CA key needs no KRL",
+            field="trusted_ca_keys",
+        )
     if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
         raise InvalidKRL(f"now must be a timezone-aware datetime, got {now!r}", field="now")
     if not isinstance(max_clock_skew, timedelta) or max_clock_skew < timedelta(0):
-        raise InvalidKRL(f"max_clock_skew must be a timedelta >= 0, got {max_clock_skew!r}", field="max_clock_skew")
+        raise InvalidKRL(
+            f"max_clock_skew must be a timedelta >= 0, got {max_clock_skew!r}",
+            field="max_clock_skew",
+        )
 
     krl = _parse(data, _HostCheck(frozenset(trusted)))
 
@@ -924,9 +962,13 @@ def restrict_krl(krl: KRL, *, trusted_ca_keys: Iterable[bytes]) -> bytes:
     date and comment stay. Raises :class:`InvalidKRL` if no section is left
     while there were some (``accept_krl`` has already refused that).
     """
-    trusted = {_check_public_key(b, "trusted_ca_keys") for b in _blobs(trusted_ca_keys, "trusted_ca_keys")}
+    trusted = {
+        _check_public_key(b, "trusted_ca_keys") for b in _blobs(trusted_ca_keys, "trusted_ca_keys")
+    }
     if krl.revoked_keys or krl.revoked_sha256 or krl.revoked_sha1:
-        raise InvalidKRL("restrict_krl takes a KRL accept_krl passed: it revokes plain keys", field="krl")
+        raise InvalidKRL(
+            "restrict_krl takes a KRL accept_krl passed: it revokes plain keys", field="krl"
+        )
     out = [_header(krl.version, krl.generated_at, krl.comment)]
     for section in krl.cert_sections:
         if section.ca_key not in trusted:
@@ -936,7 +978,12 @@ def restrict_krl(krl: KRL, *, trusted_ca_keys: Iterable[bytes]) -> bytes:
             ids = _normalize_key_ids(section.key_ids)
             subsections.append(_section(_CERT_KEY_ID, b"".join(_string(i) for i in ids)))
         if subsections:
-            out.append(_section(_SECTION_CERTIFICATES, _string(section.ca_key) + _string(b"") + b"".join(subsections)))
+            out.append(
+                _section(
+                    _SECTION_CERTIFICATES,
+                    _string(section.ca_key) + _string(b"") + b"".join(subsections),
+                )
+            )
     if krl.cert_sections and len(out) == 1:
         raise InvalidKRL("none of the KRL's sections is for a trusted CA key", field="krl")
     return b"".join(out)
@@ -955,7 +1002,8 @@ def _parse(data: bytes, check: _HostCheck | None) -> KRL:
         # sshd would not even see a KRL here: it falls back to reading the
         # file as a list of public keys.
         raise InvalidKRL(
-            f"invalid KRL at byte 0 (header): bad magic {data[:8]!r}, expected {_MAGIC!r}", field="krl"
+            f"invalid KRL at byte 0 (header): bad magic {data[:8]!r}, expected {_MAGIC!r}",
+            field="krl",
         )
     cur = _Cursor(data, len(_MAGIC), len(data), "header")
     at = cur.pos
@@ -972,7 +1020,9 @@ def _parse(data: bytes, check: _HostCheck | None) -> KRL:
     at = cur.pos
     flags = cur.u64("flags")  # none are defined; OpenSSH ignores them too
     if check and flags:
-        raise check.refuse(cur, f"flags are 0x{flags:x}: none are defined, and jit-ssh writes 0", at)
+        raise check.refuse(
+            cur, f"flags are 0x{flags:x}: none are defined, and jit-ssh writes 0", at
+        )
     at = cur.pos
     reserved = cur.string("reserved")  # "currently ignored", says PROTOCOL.krl
     if check and reserved:
@@ -993,12 +1043,17 @@ def _parse(data: bytes, check: _HostCheck | None) -> KRL:
         cur.where = f"{name} section #{index} at byte {section_at}"
         if kind == _SECTION_SIGNATURE:
             raise cur.fail(
-                "signature sections are refused: jit-ssh neither signs nor verifies KRLs", at=section_at
+                "signature sections are refused: jit-ssh neither signs nor verifies KRLs",
+                at=section_at,
             )
         if kind == _SECTION_EXTENSION:
-            raise cur.fail("extension sections are refused: OpenSSH 9.2 rejects the whole KRL", at=section_at)
+            raise cur.fail(
+                "extension sections are refused: OpenSSH 9.2 rejects the whole KRL", at=section_at
+            )
         if kind not in _SECTION_NAMES:
-            raise cur.fail(f"unknown section type {kind}; OpenSSH 9.2 rejects the whole KRL", at=section_at)
+            raise cur.fail(
+                f"unknown section type {kind}; OpenSSH 9.2 rejects the whole KRL", at=section_at
+            )
         start, end = cur.string_bounds("section body")
         body = _Cursor(data, start, end, cur.where)
         if kind == _SECTION_CERTIFICATES:
@@ -1014,7 +1069,9 @@ def _parse(data: bytes, check: _HostCheck | None) -> KRL:
                 blobs.append(blob)
             if check:
                 ca = check.trusted_among(blobs)
-                raise check.refuse(cur, _plain_key_refusal("as a plain key", len(blobs), ca), section_at)
+                raise check.refuse(
+                    cur, _plain_key_refusal("as a plain key", len(blobs), ca), section_at
+                )
             revoked_keys.update(blobs)
         else:
             is_sha256 = kind == _SECTION_FINGERPRINT_SHA256
@@ -1024,11 +1081,13 @@ def _parse(data: bytes, check: _HostCheck | None) -> KRL:
                 digest_at = body.pos
                 digest = body.string("fingerprint")
                 if len(digest) != size:
-                    raise body.fail(f"fingerprint must be {size} bytes, got {len(digest)}", at=digest_at)
+                    raise body.fail(
+                        f"fingerprint must be {size} bytes, got {len(digest)}", at=digest_at
+                    )
                 digests.append(digest)
             if check:
                 algorithm = "sha256" if is_sha256 else "sha1"
-                ca = check.trusted_among(digests, lambda b: hashlib.new(algorithm, b).digest())
+                ca = check.trusted_among(digests, lambda b, a=algorithm: hashlib.new(a, b).digest())
                 how = f"by its {'SHA-256' if is_sha256 else 'SHA-1'} fingerprint"
                 raise check.refuse(cur, _plain_key_refusal(how, len(digests), ca), section_at)
             target.update(digests)
@@ -1099,23 +1158,31 @@ def _parse_cert_section(
         start, end = cur.string_bounds("subsection body")
         length = end - start
         sub_name = _SUBSECTION_NAMES.get(kind, f"type 0x{kind:02x}")
-        sub = _Cursor(cur.data, start, end, f"{section_where}, {sub_name} subsection at byte {sub_at}")
+        sub = _Cursor(
+            cur.data, start, end, f"{section_where}, {sub_name} subsection at byte {sub_at}"
+        )
         if kind == _CERT_SERIAL_LIST:
             if length % 8:
                 raise sub.fail(f"serial list length {length} is not a multiple of 8", at=sub_at)
             serials = struct.unpack_from(f">{length // 8}Q", cur.data, start)
             if 0 in serials:
                 zero_at = start + 8 * serials.index(0)
-                raise sub.fail("serial 0 in a serial list; OpenSSH rejects the whole KRL", at=zero_at)
+                raise sub.fail(
+                    "serial 0 in a serial list; OpenSSH rejects the whole KRL", at=zero_at
+                )
             acc.singles.extend(serials)
         elif kind == _CERT_SERIAL_RANGE:
             if length != 16:
                 raise sub.fail(f"serial range must be 16 bytes (lo, hi), got {length}", at=sub_at)
             lo, hi = struct.unpack_from(">QQ", cur.data, start)
             if lo == 0:
-                raise sub.fail(f"serial range {lo}-{hi} starts at 0; OpenSSH rejects the whole KRL", at=start)
+                raise sub.fail(
+                    f"serial range {lo}-{hi} starts at 0; OpenSSH rejects the whole KRL", at=start
+                )
             if lo > hi:
-                raise sub.fail(f"serial range {lo}-{hi} has lo > hi; OpenSSH rejects the whole KRL", at=start)
+                raise sub.fail(
+                    f"serial range {lo}-{hi} has lo > hi; OpenSSH rejects the whole KRL", at=start
+                )
             acc.ranges.append((lo, hi))
         elif kind == _CERT_SERIAL_BITMAP:
             runs = _parse_bitmap(sub)
@@ -1133,13 +1200,15 @@ def _parse_cert_section(
                 key_id = sub.text("key id")
                 if check and not key_id:
                     raise check.refuse(
-                        sub, "an empty key id revokes every certificate issued without one; jit-ssh never writes it",
+                        sub,
+                        "an empty key id revokes every certificate issued without one; jit-ssh never writes it",
                         id_at,
                     )
                 acc.key_ids.add(key_id)
         elif kind == _CERT_EXTENSION:
             raise sub.fail(
-                "certificate extension subsections are refused: OpenSSH 9.2 rejects the whole KRL", at=sub_at
+                "certificate extension subsections are refused: OpenSSH 9.2 rejects the whole KRL",
+                at=sub_at,
             )
         else:
             raise sub.fail(
@@ -1238,7 +1307,7 @@ def _key_blob_problem(blob: bytes) -> tuple[str, str] | None:
         return "bad", f"{key_type} key blob has a bad length prefix or trailing bytes"
     if len(fields) - 1 != len(layout):
         return "bad", f"{key_type} key blob has {len(fields) - 1} fields, expected {len(layout)}"
-    for spec, value in zip(layout, fields[1:]):
+    for spec, value in zip(layout, fields[1:], strict=False):
         if spec == "ed25519" and len(value) != 32:
             return "bad", f"{key_type} public key is {len(value)} bytes, expected 32"
         if spec == "mpint" and (not value or value[0] & 0x80):
@@ -1279,14 +1348,16 @@ def _fingerprint(blob: bytes) -> str:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _iso_us(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _escape(text: str) -> str:
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )

@@ -141,7 +141,9 @@ def _login_user_problem(value: str) -> str | None:
         return "it must not start with '-': ssh would read it as an option"
     why = _char_problem(value, _LOGIN_USER_CHARS)
     if why:
-        if any("A" <= c <= "Z" for c in value) and not _char_problem(value.lower(), _LOGIN_USER_CHARS):
+        if any("A" <= c <= "Z" for c in value) and not _char_problem(
+            value.lower(), _LOGIN_USER_CHARS
+        ):
             return "upper case is not allowed"
         return f"it {why}"
     if not _LOGIN_USER.fullmatch(value):
@@ -170,7 +172,9 @@ def check_principal(value: str, *, field: str = "principal") -> str:
     """
     value = _need_text(value, field, InvalidPrincipal)
     if len(value) > MAX_PRINCIPAL_LENGTH:
-        raise InvalidPrincipal(f"{field} {_show(value)} is longer than {MAX_PRINCIPAL_LENGTH} characters", field=field)
+        raise InvalidPrincipal(
+            f"{field} {_show(value)} is longer than {MAX_PRINCIPAL_LENGTH} characters", field=field
+        )
     if value.startswith("-"):
         raise InvalidPrincipal(
             f"{field} {_show(value)} must not start with '-': ssh and ssh-keygen would read it as an option",
@@ -180,13 +184,16 @@ def check_principal(value: str, *, field: str = "principal") -> str:
     if why:
         raise InvalidPrincipal(f"{field} {_show(value)} {why}", field=field)
     if value.count("@") > 1:
-        raise InvalidPrincipal(f"{field} {_show(value)} must hold at most one '@' (LOGIN@TARGET)", field=field)
+        raise InvalidPrincipal(
+            f"{field} {_show(value)} must hold at most one '@' (LOGIN@TARGET)", field=field
+        )
     if "@" in value:
         login, scope = value.split("@")
         why = _login_user_problem(login) if login else "it is empty"
         if why:
             raise InvalidPrincipal(
-                f"{field} {_show(value)}: the user name before '@' is not valid ({why})", field=field
+                f"{field} {_show(value)}: the user name before '@' is not valid ({why})",
+                field=field,
             )
         if not _SCOPE.fullmatch(scope):
             raise InvalidPrincipal(
@@ -232,16 +239,25 @@ def check_hostname(value: str, *, field: str = "host") -> str:
     """
     value = _need_text(value, field, InvalidName)
     if len(value) > MAX_HOSTNAME_LENGTH:
-        raise InvalidName(f"{field} {_show(value)} is longer than {MAX_HOSTNAME_LENGTH} characters", field=field)
+        raise InvalidName(
+            f"{field} {_show(value)} is longer than {MAX_HOSTNAME_LENGTH} characters", field=field
+        )
     if value.startswith("-"):
-        raise InvalidName(f"{field} {_show(value)} must not start with '-': ssh would read it as an option", field=field)
+        raise InvalidName(
+            f"{field} {_show(value)} must not start with '-': ssh would read it as an option",
+            field=field,
+        )
     if ":" in value and set(value) <= frozenset("0123456789abcdefABCDEF:."):
         try:
             ipaddress.IPv6Address(value)
             return value
         except ValueError:
-            raise InvalidName(f"{field} {_show(value)} is not a valid IPv6 address", field=field) from None
-    why = _char_problem(value, frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"))
+            raise InvalidName(
+                f"{field} {_show(value)} is not a valid IPv6 address", field=field
+            ) from None
+    why = _char_problem(
+        value, frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+    )
     if why:
         raise InvalidName(f"{field} {_show(value)} {why}", field=field)
     labels = value[:-1].split(".") if value.endswith(".") else value.split(".")
@@ -265,7 +281,9 @@ def check_key_id(value: str, *, field: str = "key_id") -> str:
     if len(value) > MAX_KEY_ID_LENGTH:
         raise InvalidKeyId(f"{field} is longer than {MAX_KEY_ID_LENGTH} characters", field=field)
     if not _KEY_ID.fullmatch(value):
-        raise InvalidKeyId(f"{field} {_show(value)} must be printable ASCII without spaces", field=field)
+        raise InvalidKeyId(
+            f"{field} {_show(value)} must be printable ASCII without spaces", field=field
+        )
     if value.startswith("-"):
         raise InvalidKeyId(f"{field} {_show(value)} must not start with '-'", field=field)
     return value

@@ -48,9 +48,17 @@ HEADER_SIGNATURE = "X-Jit-Signature"
 NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{22,64}")
 
 
-def signing_message(*, method: str, path: str, query: str, body: bytes, timestamp: int, nonce: str, user: str) -> bytes:
+def signing_message(
+    *, method: str, path: str, query: str, body: bytes, timestamp: int, nonce: str, user: str
+) -> bytes:
     """The exact bytes a client signs and a server verifies."""
-    for name, value in (("method", method), ("path", path), ("query", query), ("nonce", nonce), ("user", user)):
+    for name, value in (
+        ("method", method),
+        ("path", path),
+        ("query", query),
+        ("nonce", nonce),
+        ("user", user),
+    ):
         if "\n" in value or "\r" in value:
             raise ValueError(f"{name} must not contain a newline")
     lines = [

@@ -23,9 +23,9 @@ keys.
 Errors::
 
     JitSshError
-    └── InvalidSignature    code "invalid_signature", HTTP 401
+    └── InvalidSignatureError    code "invalid_signature", HTTP 401
 
-:func:`verify` and :func:`dearmor` raise nothing but :class:`InvalidSignature`
+:func:`verify` and :func:`dearmor` raise nothing but :class:`InvalidSignatureError`
 for bad input, whatever the bytes. Mistakes by the *caller* (an empty
 namespace, an unknown hash algorithm asked for when signing, a message that is
 not bytes) raise ``ValueError``/``TypeError`` as usual.
@@ -37,19 +37,29 @@ import base64
 import binascii
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Final
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
-from .errors import InvalidKey, JitSshError, UnsupportedKeyType, WeakKey
-from .keys import MIN_USER_RSA_BITS, PublicKey, fingerprint_of_blob, parse_public_key, public_key_from_crypto
+from .errors import InvalidKeyError, JitSshError, UnsupportedKeyType, WeakKey
+from .keys import (
+    MIN_USER_RSA_BITS,
+    PublicKey,
+    fingerprint_of_blob,
+    parse_public_key,
+    public_key_from_crypto,
+)
 
 __all__ = [
-    "InvalidSignature",
+    "InvalidSignatureError",
     "VerifiedSignature",
     "HASH_ALGORITHMS",
     "MAX_SIGNATURE_SIZE",
@@ -63,7 +73,7 @@ __all__ = [
 ]
 
 
-class InvalidSignature(JitSshError):
+class InvalidSignatureError(JitSshError):
     """A signature that is malformed, for another namespace, or does not verify."""
 
     code = "invalid_signature"
@@ -93,8 +103,11 @@ _ECDSA_HASHES: Final[dict[str, type[hashes.HashAlgorithm]]] = {
     "ecdsa-sha2-nistp384": hashes.SHA384,
     "ecdsa-sha2-nistp521": hashes.SHA512,
 }
-_ECDSA_CURVE_NAMES: Final = {"secp256r1": "ecdsa-sha2-nistp256", "secp384r1": "ecdsa-sha2-nistp384",
-                             "secp521r1": "ecdsa-sha2-nistp521"}
+_ECDSA_CURVE_NAMES: Final = {
+    "secp256r1": "ecdsa-sha2-nistp256",
+    "secp384r1": "ecdsa-sha2-nistp384",
+    "secp521r1": "ecdsa-sha2-nistp521",
+}
 _RSA_HASHES: Final[dict[str, type[hashes.HashAlgorithm]]] = {
     "rsa-sha2-256": hashes.SHA256,
     "rsa-sha2-512": hashes.SHA512,
@@ -139,7 +152,7 @@ def _mpint(n: int) -> bytes:
 
 
 class _Reader:
-    """Reads SSH wire fields from a bytes object; every failure is InvalidSignature."""
+    """Reads SSH wire fields from a bytes object; every failure is InvalidSignatureError."""
 
     def __init__(self, data: bytes, what: str) -> None:
         self._data = data
@@ -148,7 +161,9 @@ class _Reader:
 
     def take(self, n: int, field: str) -> bytes:
         if n > len(self._data) - self._pos:
-            raise InvalidSignature(f"{self._what} is truncated (in its {field})", field="signature")
+            raise InvalidSignatureError(
+                f"{self._what} is truncated (in its {field})", field="signature"
+            )
         out = self._data[self._pos : self._pos + n]
         self._pos += n
         return out
@@ -165,7 +180,9 @@ class _Reader:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise InvalidSignature(f"{self._what}: the {field} is not UTF-8 text", field="signature") from None
+            raise InvalidSignatureError(
+                f"{self._what}: the {field} is not UTF-8 text", field="signature"
+            ) from None
 
     def mpint(self, field: str) -> int:
         raw = self.string(field)
@@ -173,16 +190,19 @@ class _Reader:
         # zero bytes; we refuse both, as no OpenSSH or cryptography signer
         # writes them and a second encoding of one value is only malleability.
         if raw and raw[0] & 0x80:
-            raise InvalidSignature(f"{self._what}: the {field} is negative", field="signature")
+            raise InvalidSignatureError(f"{self._what}: the {field} is negative", field="signature")
         if raw[:1] == b"\x00" and (len(raw) == 1 or not raw[1] & 0x80):
-            raise InvalidSignature(f"{self._what}: the {field} has a superfluous leading zero byte",
-                                   field="signature")
+            raise InvalidSignatureError(
+                f"{self._what}: the {field} has a superfluous leading zero byte", field="signature"
+            )
         return int.from_bytes(raw, "big")
 
     def end(self) -> None:
         extra = len(self._data) - self._pos
         if extra:
-            raise InvalidSignature(f"{self._what} has {extra} trailing byte(s)", field="signature")
+            raise InvalidSignatureError(
+                f"{self._what} has {extra} trailing byte(s)", field="signature"
+            )
 
 
 def _show(value: str, limit: int = 64) -> str:
@@ -232,7 +252,9 @@ def sshsig_signed_data(message: bytes, *, namespace: str, hash_alg: str = "sha51
 # --- signing ----------------------------------------------------------------
 
 
-def _assemble(public_key_blob: bytes, namespace: bytes, hash_alg: str, ssh_signature: bytes) -> bytes:
+def _assemble(
+    public_key_blob: bytes, namespace: bytes, hash_alg: str, ssh_signature: bytes
+) -> bytes:
     return (
         _MAGIC
         + struct.pack(">I", _VERSION)
@@ -273,14 +295,17 @@ def sign_with(
     blob = _assemble(bytes(public_key_blob), ns, alg, bytes(raw))
     try:
         verify(message, blob, namespace=namespace)
-    except InvalidSignature as e:
-        raise InvalidSignature(f"the signer returned an unusable signature: {e}", field="signature") from None
+    except InvalidSignatureError as e:
+        raise InvalidSignatureError(
+            f"the signer returned an unusable signature: {e}", field="signature"
+        ) from None
     return blob
 
 
 def _raw_signer(private_key: Any) -> tuple[PublicKey, Callable[[bytes], bytes]]:
     """The key's public half and a function giving SSH signature blobs."""
     if isinstance(private_key, ed25519.Ed25519PrivateKey):
+
         def raw(data: bytes) -> bytes:
             return _string(b"ssh-ed25519") + _string(private_key.sign(data))
 
@@ -330,7 +355,9 @@ def sign(message: bytes, *, namespace: str, private_key: Any, hash_alg: str = "s
     other keys.
     """
     public, raw = _raw_signer(private_key)
-    return sign_with(message, namespace=namespace, public_key_blob=public.blob, sign_raw=raw, hash_alg=hash_alg)
+    return sign_with(
+        message, namespace=namespace, public_key_blob=public.blob, sign_raw=raw, hash_alg=hash_alg
+    )
 
 
 # --- armor ------------------------------------------------------------------
@@ -344,34 +371,45 @@ def armor(blob: bytes) -> str:
 
 
 def dearmor(text: str | bytes) -> bytes:
-    """The binary blob inside an armored signature; :class:`InvalidSignature` if malformed."""
+    """The binary blob inside an armored signature; :class:`InvalidSignatureError` if malformed."""
     if isinstance(text, (bytes, bytearray)):
         if len(text) > MAX_ARMORED_SIZE:
-            raise InvalidSignature(f"armored signature is larger than {MAX_ARMORED_SIZE // 1024} KiB",
-                                   field="signature")
+            raise InvalidSignatureError(
+                f"armored signature is larger than {MAX_ARMORED_SIZE // 1024} KiB",
+                field="signature",
+            )
         try:
             text = bytes(text).decode("ascii")
         except UnicodeDecodeError:
-            raise InvalidSignature("armored signature is not ASCII text", field="signature") from None
+            raise InvalidSignatureError(
+                "armored signature is not ASCII text", field="signature"
+            ) from None
     elif not isinstance(text, str):
-        raise InvalidSignature(f"armored signature must be text, not {type(text).__name__}", field="signature")
+        raise InvalidSignatureError(
+            f"armored signature must be text, not {type(text).__name__}", field="signature"
+        )
     if len(text) > MAX_ARMORED_SIZE:
-        raise InvalidSignature(f"armored signature is larger than {MAX_ARMORED_SIZE // 1024} KiB",
-                               field="signature")
+        raise InvalidSignatureError(
+            f"armored signature is larger than {MAX_ARMORED_SIZE // 1024} KiB", field="signature"
+        )
     # Tolerate CRLF (a .sig file that went through Windows) and surrounding
     # blank lines; nothing else may sit outside the header and footer.
     lines = text.replace("\r\n", "\n").strip().split("\n")
     if not lines or lines[0] != _BEGIN:
-        raise InvalidSignature(f"armored signature must start with {_BEGIN!r}", field="signature")
+        raise InvalidSignatureError(
+            f"armored signature must start with {_BEGIN!r}", field="signature"
+        )
     if len(lines) < 2 or lines[-1] != _END:
-        raise InvalidSignature(f"armored signature must end with {_END!r}", field="signature")
+        raise InvalidSignatureError(f"armored signature must end with {_END!r}", field="signature")
     body = "".join(line.strip() for line in lines[1:-1])
     if not body:
-        raise InvalidSignature("armored signature is empty", field="signature")
+        raise InvalidSignatureError("armored signature is empty", field="signature")
     try:
         blob = base64.b64decode(body.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise InvalidSignature("armored signature is not valid base64", field="signature") from None
+        raise InvalidSignatureError(
+            "armored signature is not valid base64", field="signature"
+        ) from None
     return blob
 
 
@@ -390,13 +428,16 @@ class _Parsed:
 def _parse(blob: bytes) -> _Parsed:
     r = _Reader(blob, "signature")
     if r.take(len(_MAGIC), "magic") != _MAGIC:
-        raise InvalidSignature("not an SSH signature (it does not start with 'SSHSIG')", field="signature")
+        raise InvalidSignatureError(
+            "not an SSH signature (it does not start with 'SSHSIG')", field="signature"
+        )
     version = r.uint32("version")
     if version != _VERSION:
         # PROTOCOL.sshsig: "Verifiers MUST reject signatures with versions
         # greater than those they support."
-        raise InvalidSignature(f"unsupported SSH signature version {version} (only 1 is known)",
-                               field="signature")
+        raise InvalidSignatureError(
+            f"unsupported SSH signature version {version} (only 1 is known)", field="signature"
+        )
     public_key_blob = r.string("public key")
     namespace = r.text("namespace")
     reserved = r.string("reserved field")
@@ -408,10 +449,13 @@ def _parse(blob: bytes) -> _Parsed:
         # OpenSSH does, but it is not covered by the signature (the signed
         # data always carries it empty): accepting it would let anyone make
         # endless distinct blobs from one signature.
-        raise InvalidSignature("the signature's reserved field is not empty", field="signature")
+        raise InvalidSignatureError(
+            "the signature's reserved field is not empty", field="signature"
+        )
     if hash_alg not in HASH_ALGORITHMS:
-        raise InvalidSignature(
-            f"hash algorithm {_show(hash_alg)} is not allowed (only sha256 and sha512)", field="signature"
+        raise InvalidSignatureError(
+            f"hash algorithm {_show(hash_alg)} is not allowed (only sha256 and sha512)",
+            field="signature",
         )
     sr = _Reader(inner, "signature's inner signature")
     sig_alg = sr.text("algorithm")
@@ -424,10 +468,12 @@ def _load_public(blob: bytes) -> PublicKey:
     """The signer's key, through the same strict parser as enrolled keys."""
     try:
         key_type = _Reader(blob, "signature's public key").text("key type")
-    except InvalidSignature:
-        raise InvalidSignature("the signature's public key is malformed", field="signature") from None
+    except InvalidSignatureError:
+        raise InvalidSignatureError(
+            "the signature's public key is malformed", field="signature"
+        ) from None
     if key_type not in _KEY_TYPES:
-        raise InvalidSignature(
+        raise InvalidSignatureError(
             f"the signature's public key type {_show(key_type)} is not accepted "
             "(ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa)",
             field="signature",
@@ -435,26 +481,28 @@ def _load_public(blob: bytes) -> PublicKey:
     line = f"{key_type} {base64.b64encode(blob).decode('ascii')}"
     try:
         return parse_public_key(line, field="signature public key", min_rsa_bits=MIN_USER_RSA_BITS)
-    except InvalidKey as e:
-        raise InvalidSignature(f"the signature's public key is refused: {e}", field="signature") from None
+    except InvalidKeyError as e:
+        raise InvalidSignatureError(
+            f"the signature's public key is refused: {e}", field="signature"
+        ) from None
 
 
 def _check_algorithm(key_type: str, sig_alg: str) -> None:
     if key_type == "ssh-rsa":
         if sig_alg == "ssh-rsa":
-            raise InvalidSignature(
+            raise InvalidSignatureError(
                 "signature algorithm 'ssh-rsa' (RSA with SHA-1) is refused; sign with rsa-sha2-512 "
                 "(an ssh-agent that ignores the SHA-2 request is older than OpenSSH 7.2)",
                 field="signature",
             )
         if sig_alg not in _RSA_HASHES:
-            raise InvalidSignature(
+            raise InvalidSignatureError(
                 f"signature algorithm {_show(sig_alg)} does not fit an ssh-rsa key "
                 "(rsa-sha2-256 or rsa-sha2-512)",
                 field="signature",
             )
     elif sig_alg != key_type:
-        raise InvalidSignature(
+        raise InvalidSignatureError(
             f"signature algorithm {_show(sig_alg)} does not fit a {key_type} key", field="signature"
         )
 
@@ -464,7 +512,9 @@ def _verify_raw(public: PublicKey, sig_alg: str, sig: bytes, data: bytes) -> Non
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
             if len(sig) != 64:
-                raise InvalidSignature(f"an Ed25519 signature is 64 bytes, not {len(sig)}", field="signature")
+                raise InvalidSignatureError(
+                    f"an Ed25519 signature is 64 bytes, not {len(sig)}", field="signature"
+                )
             key.verify(sig, data)
         elif isinstance(key, ec.EllipticCurvePublicKey):
             r_ = _Reader(sig, "ECDSA signature")
@@ -472,22 +522,28 @@ def _verify_raw(public: PublicKey, sig_alg: str, sig: bytes, data: bytes) -> Non
             r_.end()
             limit = key.curve.key_size
             if not (0 < r and 0 < s and r.bit_length() <= limit and s.bit_length() <= limit):
-                raise InvalidSignature("the ECDSA signature's r or s is out of range", field="signature")
+                raise InvalidSignatureError(
+                    "the ECDSA signature's r or s is out of range", field="signature"
+                )
             key.verify(encode_dss_signature(r, s), data, ec.ECDSA(_ECDSA_HASHES[public.key_type]()))
         elif isinstance(key, rsa.RSAPublicKey):
             size = (key.key_size + 7) // 8
             if len(sig) > size:
-                raise InvalidSignature(f"the RSA signature is longer than the key ({len(sig)} > {size} bytes)",
-                                       field="signature")
+                raise InvalidSignatureError(
+                    f"the RSA signature is longer than the key ({len(sig)} > {size} bytes)",
+                    field="signature",
+                )
             # OpenSSH (ssh_rsa_verify) left-pads a short signature, as some
             # signers drop leading zero bytes (about 1 in 256 signatures);
             # do the same so those verify here as they do in sshd.
             sig = sig.rjust(size, b"\x00")
             key.verify(sig, data, padding.PKCS1v15(), _RSA_HASHES[sig_alg]())
         else:  # parse_public_key only yields the three kinds above
-            raise InvalidSignature(f"cannot verify a {public.key_type} signature", field="signature")
+            raise InvalidSignatureError(
+                f"cannot verify a {public.key_type} signature", field="signature"
+            )
     except _CryptoInvalidSignature:
-        raise InvalidSignature(
+        raise InvalidSignatureError(
             f"the signature does not verify (made by {public.fingerprint}, for another message, "
             "or altered)",
             field="signature",
@@ -501,7 +557,7 @@ def verify(message: bytes, signature: bytes, *, namespace: str) -> VerifiedSigna
     expected namespace, hash sha256/sha512, a signature algorithm that fits
     the key (never ``ssh-rsa`` SHA-1), RSA keys of 2048 bits or more, a blob
     of at most :data:`MAX_SIGNATURE_SIZE` bytes. Every failure is an
-    :class:`InvalidSignature` saying what is wrong.
+    :class:`InvalidSignatureError` saying what is wrong.
 
     The answer names the signing key; checking that the key is enrolled (and
     its user enabled) is the caller's job.
@@ -509,19 +565,24 @@ def verify(message: bytes, signature: bytes, *, namespace: str) -> VerifiedSigna
     ns = _check_namespace(namespace)
     msg = _check_message(message)
     if isinstance(signature, str):
-        raise InvalidSignature("signature must be bytes; an armored signature needs dearmor() first",
-                               field="signature")
+        raise InvalidSignatureError(
+            "signature must be bytes; an armored signature needs dearmor() first", field="signature"
+        )
     if not isinstance(signature, (bytes, bytearray, memoryview)):
-        raise InvalidSignature(f"signature must be bytes, not {type(signature).__name__}", field="signature")
+        raise InvalidSignatureError(
+            f"signature must be bytes, not {type(signature).__name__}", field="signature"
+        )
     blob = bytes(signature)
     if len(blob) > MAX_SIGNATURE_SIZE:
-        raise InvalidSignature(
-            f"signature is {len(blob)} bytes; the limit is {MAX_SIGNATURE_SIZE // 1024} KiB", field="signature"
+        raise InvalidSignatureError(
+            f"signature is {len(blob)} bytes; the limit is {MAX_SIGNATURE_SIZE // 1024} KiB",
+            field="signature",
         )
     parsed = _parse(blob)
     if parsed.namespace.encode("utf-8") != ns:
-        raise InvalidSignature(
-            f"signature is for namespace {_show(parsed.namespace)}, expected {namespace!r}", field="signature"
+        raise InvalidSignatureError(
+            f"signature is for namespace {_show(parsed.namespace)}, expected {namespace!r}",
+            field="signature",
         )
     public = _load_public(parsed.public_key_blob)
     _check_algorithm(public.key_type, parsed.sig_alg)

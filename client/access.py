@@ -25,7 +25,7 @@ import subprocess
 import sys
 import unicodedata
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -37,11 +37,22 @@ from ca.names import check_login_user, check_principal, check_target
 from .settings import keys_dir
 from .verify import check_request_id, check_serial
 
-__all__ = ["AccessRecord", "InvalidRecord", "check_record", "ssh_path", "new_key_pair", "save_access", "load_accesses",
-           "remove_access", "agent_add", "agent_remove", "write_ssh_config"]
+__all__ = [
+    "AccessRecord",
+    "InvalidAccessRecord",
+    "check_record",
+    "ssh_path",
+    "new_key_pair",
+    "save_access",
+    "load_accesses",
+    "remove_access",
+    "agent_add",
+    "agent_remove",
+    "write_ssh_config",
+]
 
 
-class InvalidRecord(JitSshError):
+class InvalidAccessRecord(JitSshError):
     """A stored access record (``<target>.json``) that fails the checks of what may reach ssh."""
 
     code = "invalid_access_record"
@@ -81,18 +92,29 @@ def ssh_path(path: str | os.PathLike[str], *, quote: bool = True) -> str:
     text = os.fspath(path)
     if not os.path.isabs(text):
         raise InvalidName(f"path {text!r} must be absolute for ssh", field="path")
-    bad = next((c for c in text if c in '"\\$' or ord(c) < 0x20 or ord(c) == 0x7F
-                or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    bad = next(
+        (
+            c
+            for c in text
+            if c in '"\\$'
+            or ord(c) < 0x20
+            or ord(c) == 0x7F
+            or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
+        ),
+        None,
+    )
     if bad is not None:
-        raise InvalidName(f"path {text!r} holds {bad!r}, which ssh cannot be given safely", field="path")
+        raise InvalidName(
+            f"path {text!r} holds {bad!r}, which ssh cannot be given safely", field="path"
+        )
     text = text.replace("%", "%%")
     if quote and not _PLAIN_PATH.fullmatch(text):
         return f'"{text}"'
     return text
 
 
-def check_record(record: "AccessRecord", directory: Path) -> "AccessRecord":
-    """Check a stored record as if it had just come from the server; raise :class:`InvalidRecord` if it fails."""
+def check_record(record: AccessRecord, directory: Path) -> AccessRecord:
+    """Check a stored record as if it had just come from the server; raise :class:`InvalidAccessRecord` if it fails."""
     try:
         check_target(record.target, field="target")
         # The same checks as for the server's answer the record was made from.
@@ -118,9 +140,11 @@ def check_record(record: "AccessRecord", directory: Path) -> "AccessRecord":
         ssh_path(key)
         ssh_path(record.cert_path)
     except JitSshError as e:
-        raise InvalidRecord(f"access record for {record.target!r}: {e}", field=e.field) from None
+        raise InvalidAccessRecord(
+            f"access record for {record.target!r}: {e}", field=e.field
+        ) from None
     except (ValueError, TypeError) as e:
-        raise InvalidRecord(f"access record for {record.target!r}: {e}") from None
+        raise InvalidAccessRecord(f"access record for {record.target!r}: {e}") from None
     return record
 
 
@@ -131,8 +155,16 @@ def new_key_pair(target: str, directory: Path | None = None) -> tuple[Path, str]
     os.chmod(d, 0o700)
     path = d / check_target(target, field="target")
     key = ed25519.Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
-    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    pub = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     pub += f" jit-ssh-{target}"
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -173,16 +205,23 @@ def load_accesses(directory: Path | None = None) -> list[AccessRecord]:
             continue
         try:
             if p.name != f"{record.target}.json":
-                raise InvalidRecord(f"{p.name} holds the record of target {str(record.target)[:64]!r}")
+                raise InvalidAccessRecord(
+                    f"{p.name} holds the record of target {str(record.target)[:64]!r}"
+                )
             out.append(check_record(record, d))
-        except InvalidRecord as e:
+        except InvalidAccessRecord as e:
             _warn(f"skipping {p}: {e}")
     return out
 
 
 def remove_access(record: AccessRecord) -> None:
     key = Path(record.key_path)
-    for p in (key, key.with_name(key.name + ".pub"), Path(record.cert_path), key.with_name(key.name + ".json")):
+    for p in (
+        key,
+        key.with_name(key.name + ".pub"),
+        Path(record.cert_path),
+        key.with_name(key.name + ".json"),
+    ):
         p.unlink(missing_ok=True)
     write_ssh_config(key.parent)
 
@@ -194,14 +233,21 @@ def write_ssh_config(directory: Path) -> Path:
     in it went through :mod:`ca.names` or :func:`ssh_path`.
     """
     where = ssh_path(directory / "config")
-    lines = ["# Managed by jit-ssh: one block per active access. Include it from ~/.ssh/config:",
-             f"#   Include {where}", ""]
+    lines = [
+        "# Managed by jit-ssh: one block per active access. Include it from ~/.ssh/config:",
+        f"#   Include {where}",
+        "",
+    ]
     for r in load_accesses(directory):
         lines += [f"Host {r.target}"]
         if r.login_user:
             lines += [f"    User {r.login_user}"]
-        lines += [f"    IdentityFile {ssh_path(r.key_path)}", f"    CertificateFile {ssh_path(r.cert_path)}",
-                  "    IdentitiesOnly yes", ""]
+        lines += [
+            f"    IdentityFile {ssh_path(r.key_path)}",
+            f"    CertificateFile {ssh_path(r.cert_path)}",
+            "    IdentitiesOnly yes",
+            "",
+        ]
     path = directory / "config"
     path.write_text("\n".join(lines))
     return path
@@ -211,7 +257,9 @@ def agent_add(key_path: str, seconds: int) -> bool:
     """Add key and certificate to ssh-agent for ``seconds`` (ssh-add -t). False if no agent runs."""
     if not os.environ.get("SSH_AUTH_SOCK") or not shutil.which("ssh-add") or seconds <= 0:
         return False
-    r = subprocess.run(["ssh-add", "-q", "-t", str(seconds), key_path], capture_output=True, text=True, timeout=15)
+    r = subprocess.run(
+        ["ssh-add", "-q", "-t", str(seconds), key_path], capture_output=True, text=True, timeout=15
+    )
     return r.returncode == 0
 
 
@@ -229,7 +277,7 @@ def agent_remove(key_path: str) -> None:
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 __all__.append("now_utc")

@@ -21,7 +21,15 @@ from typing import Any
 
 import click
 
-__all__ = ["main", "cli", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_NOT_FOUND", "EXIT_UNREACHABLE"]
+__all__ = [
+    "main",
+    "cli",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_NOT_FOUND",
+    "EXIT_UNREACHABLE",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -36,8 +44,16 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "cert": ("client.commands.cert", "cert", "Inspect and verify OpenSSH certificates."),
     "krl": ("client.commands.krl", "krl", "Build and inspect OpenSSH key revocation lists."),
     "host": ("client.commands.host", "host", "Set up a host's sshd to trust the CA."),
-    "policy": ("client.commands.policy", "policy", "Check policy files and explain their decisions."),
-    "login": ("client.commands.engineer", "login", "Request access to a target and get a certificate."),
+    "policy": (
+        "client.commands.policy",
+        "policy",
+        "Check policy files and explain their decisions.",
+    ),
+    "login": (
+        "client.commands.engineer",
+        "login",
+        "Request access to a target and get a certificate.",
+    ),
     "status": ("client.commands.engineer", "status", "Your active access and pending requests."),
     "done": ("client.commands.engineer", "done", "End access early (revoke, remove the key)."),
     "requests": ("client.commands.engineer", "requests_cmd", "Your request history."),
@@ -49,7 +65,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "api": ("client.commands.engineer", "api", "Make one signed API call (for scripts)."),
     "serve": ("client.commands.service", "serve", "Run the CA service (gunicorn)."),
     "db": ("client.commands.service", "db", "Database schema management."),
-    "admin": ("client.commands.service", "admin", "Manage users, keys and passwords on the server."),
+    "admin": (
+        "client.commands.service",
+        "admin",
+        "Manage users, keys and passwords on the server.",
+    ),
     "audit": ("client.commands.service", "audit", "Export and verify the audit log."),
 }
 
@@ -95,7 +115,7 @@ class Config:
         self._data_dir = data_dir
 
     @property
-    def data_dir(self) -> "Any":
+    def data_dir(self) -> Any:
         from .config import resolve_data_dir
 
         return resolve_data_dir(self._data_dir)
@@ -157,7 +177,13 @@ def main(argv: list[str] | None = None, *, meta: dict[str, Any] | None = None) -
         sys.exit(e.exit_code)
     except JitSshError as e:
         click.echo(f"error: {_describe(e)}", err=True)
-        sys.exit(EXIT_UNREACHABLE if e.code in ("server_unreachable", "database_unavailable") else EXIT_NOT_FOUND if e.code == "not_found" else EXIT_FAILED)
+        sys.exit(
+            EXIT_UNREACHABLE
+            if e.code in ("server_unreachable", "database_unavailable")
+            else EXIT_NOT_FOUND
+            if e.code == "not_found"
+            else EXIT_FAILED
+        )
     except OSError as e:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         click.echo(f"error: {e.strerror or e}{where}", err=True)

@@ -34,8 +34,19 @@ from ca.errors import JitSshError
 
 from .signing import Signer
 
-__all__ = ["defang", "check_api_path", "InvalidApiPath", "ApiClient", "ApiError", "BadAnswer", "RedirectRefused", "Unreachable", "InsecureServerURL",
-           "check_server_url", "MAX_ANSWER_BYTES"]
+__all__ = [
+    "defang",
+    "check_api_path",
+    "InvalidApiPath",
+    "ApiClient",
+    "ApiError",
+    "BadServerAnswer",
+    "RedirectRefused",
+    "ServerUnreachable",
+    "InsecureServerURL",
+    "check_server_url",
+    "MAX_ANSWER_BYTES",
+]
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 #: The largest answer read by default (JSON, CA keys); callers may pass their own (the KRL).
@@ -45,26 +56,33 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 class ApiError(JitSshError):
     """The server answered with a problem (RFC 9457); ``code`` is the server's code."""
 
-    def __init__(self, status: int, code: str, detail: str, field: str | None = None, body: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        field: str | None = None,
+        body: dict[str, Any] | None = None,
+    ):
         super().__init__(detail, field=field)
         self.status = status
         self.code = code  # type: ignore[misc]
         self.body = body or {}
 
 
-class BadAnswer(JitSshError):
+class BadServerAnswer(JitSshError):
     """The server's answer is not what the call expects (no JSON object, empty, too large)."""
 
     code = "bad_server_answer"
 
 
-class RedirectRefused(BadAnswer):
+class RedirectRefused(BadServerAnswer):
     """The server answered with a redirect; jit-ssh never follows one."""
 
     code = "redirect_refused"
 
 
-class Unreachable(JitSshError):
+class ServerUnreachable(JitSshError):
     code = "server_unreachable"
 
 
@@ -94,7 +112,8 @@ def defang(value: Any) -> Any:
         if value.isprintable():
             return value
         return "".join(
-            _escape_char(c) if c not in "\n\t" and (unicodedata.category(c) in ("Cc", "Cf")) else c for c in value
+            _escape_char(c) if c not in "\n\t" and (unicodedata.category(c) in ("Cc", "Cf")) else c
+            for c in value
         )
     if isinstance(value, dict):
         return {defang(k): defang(v) for k, v in value.items()}
@@ -130,8 +149,10 @@ def check_server_url(url: str) -> str:
     """The one check of a server URL, for every command: ``https://HOST[:PORT][/PATH]``,
     or ``http://`` to localhost only. Returns it without a trailing slash."""
     if not isinstance(url, str) or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
-        raise InsecureServerURL(f"server URL {url!r} must be https://HOST[:PORT], without spaces or control characters",
-                                field="server")
+        raise InsecureServerURL(
+            f"server URL {url!r} must be https://HOST[:PORT], without spaces or control characters",
+            field="server",
+        )
     try:
         parts = urllib.parse.urlsplit(url)
         hostname = parts.hostname
@@ -141,7 +162,9 @@ def check_server_url(url: str) -> str:
     if parts.scheme not in ("https", "http") or not hostname:
         raise InsecureServerURL(f"server URL {url!r} must be https://HOST[:PORT]", field="server")
     if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
-        raise InsecureServerURL(f"server URL {url!r} must not hold credentials, a query or a fragment", field="server")
+        raise InsecureServerURL(
+            f"server URL {url!r} must not hold credentials, a query or a fragment", field="server"
+        )
     if parts.scheme == "http" and hostname not in _LOCAL_HOSTS:
         raise InsecureServerURL(
             f"refusing plain http to {hostname}: use https (plain http is allowed only to localhost)",
@@ -163,13 +186,19 @@ class ApiClient:
     def __post_init__(self) -> None:
         self.server = check_server_url(self.server)
         verify: Any = self.ca_bundle if self.ca_bundle else True
-        self._http = httpx.Client(base_url=self.server, transport=self.transport, verify=verify, timeout=self.timeout,
-                                  follow_redirects=False, headers={"User-Agent": "jit-ssh-client/1"})
+        self._http = httpx.Client(
+            base_url=self.server,
+            transport=self.transport,
+            verify=verify,
+            timeout=self.timeout,
+            follow_redirects=False,
+            headers={"User-Agent": "jit-ssh-client/1"},
+        )
 
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "ApiClient":
+    def __enter__(self) -> ApiClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -179,10 +208,20 @@ class ApiClient:
         import base64
 
         if self.signer is None or not self.user:
-            raise JitSshError("no identity to sign the call with (configure user and identity)", field="identity")
+            raise JitSshError(
+                "no identity to sign the call with (configure user and identity)", field="identity"
+            )
         ts = int(time.time())
         nonce = secrets.token_urlsafe(18)
-        msg = rs.signing_message(method=method, path=path, query=query, body=body, timestamp=ts, nonce=nonce, user=self.user)
+        msg = rs.signing_message(
+            method=method,
+            path=path,
+            query=query,
+            body=body,
+            timestamp=ts,
+            nonce=nonce,
+            user=self.user,
+        )
         sig = self.signer.sign(msg, namespace=rs.NAMESPACE)
         return {
             rs.HEADER_USER: self.user,
@@ -191,9 +230,20 @@ class ApiClient:
             rs.HEADER_SIGNATURE: base64.b64encode(sig).decode("ascii"),
         }
 
-    def request(self, method: str, path: str, *, json_body: Any = None, query: dict[str, str] | None = None,
-                signed: bool = True, raw: bool = False, headers: dict[str, str] | None = None,
-                also_ok: tuple[int, ...] = (), max_bytes: int = MAX_ANSWER_BYTES, printable: bool = True) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        query: dict[str, str] | None = None,
+        signed: bool = True,
+        raw: bool = False,
+        headers: dict[str, str] | None = None,
+        also_ok: tuple[int, ...] = (),
+        max_bytes: int = MAX_ANSWER_BYTES,
+        printable: bool = True,
+    ) -> Any:
         """One call; retried with backoff only when the server could not be reached
         (a fresh nonce and signature each time).
 
@@ -219,46 +269,69 @@ class ApiClient:
             if signed:
                 h.update(self._signed_headers(method, full_path, query_text, body))
             try:
-                resp = self._send(method, path + (f"?{query_text}" if query_text else ""), body, h, max_bytes)
+                resp = self._send(
+                    method, path + (f"?{query_text}" if query_text else ""), body, h, max_bytes
+                )
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
                 last = e
                 if attempt + 1 < self.retries:
                     time.sleep(min(0.5 * 2**attempt, 4))
                 continue
             except httpx.HTTPError as e:
-                raise Unreachable(f"{self.server}: {e}") from None
+                raise ServerUnreachable(f"{self.server}: {e}") from None
             if resp.status_code == 503 and attempt + 1 < self.retries:
                 time.sleep(min(0.5 * 2**attempt, 4))
                 last = None
                 continue
-            return self._result(resp, raw, also_ok if raw else (), f"{self.server}{path}", printable)
-        raise Unreachable(f"cannot reach {self.server} after {self.retries} attempts: {last or 'service unavailable'}")
+            return self._result(
+                resp, raw, also_ok if raw else (), f"{self.server}{path}", printable
+            )
+        raise ServerUnreachable(
+            f"cannot reach {self.server} after {self.retries} attempts: {last or 'service unavailable'}"
+        )
 
-    def _send(self, method: str, url: str, body: bytes, headers: dict[str, str], max_bytes: int) -> httpx.Response:
+    def _send(
+        self, method: str, url: str, body: bytes, headers: dict[str, str], max_bytes: int
+    ) -> httpx.Response:
         """Send, and read the answer's body up to ``max_bytes`` (never all of a huge answer into memory)."""
         request = self._http.build_request(method, url, content=body or None, headers=headers)
         resp = self._http.send(request, stream=True, follow_redirects=False)
         try:
             declared = resp.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > max_bytes:
-                raise BadAnswer(f"{request.url}: answer of {declared} bytes is larger than {max_bytes}", field="server")
+                raise BadServerAnswer(
+                    f"{request.url}: answer of {declared} bytes is larger than {max_bytes}",
+                    field="server",
+                )
             chunks: list[bytes] = []
             size = 0
             for chunk in resp.iter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise BadAnswer(f"{request.url}: answer larger than {max_bytes} bytes", field="server")
+                    raise BadServerAnswer(
+                        f"{request.url}: answer larger than {max_bytes} bytes", field="server"
+                    )
                 chunks.append(chunk)
         finally:
             resp.close()
         # The body is decoded already: drop the headers that described the encoded one.
-        kept = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in ("content-encoding", "content-length",
-                                                                                    "transfer-encoding")]
-        return httpx.Response(resp.status_code, headers=kept, content=b"".join(chunks), request=request)
+        kept = [
+            (k, v)
+            for k, v in resp.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            resp.status_code, headers=kept, content=b"".join(chunks), request=request
+        )
 
     @staticmethod
-    def _result(resp: httpx.Response, raw: bool, also_ok: tuple[int, ...] = (), where: str = "the server",
-                printable: bool = True) -> Any:
+    def _result(
+        resp: httpx.Response,
+        raw: bool,
+        also_ok: tuple[int, ...] = (),
+        where: str = "the server",
+        printable: bool = True,
+    ) -> Any:
         status = resp.status_code
         if status in also_ok:
             return resp
@@ -278,20 +351,30 @@ class ApiClient:
             if not isinstance(problem, dict):
                 problem = {}
             problem = defang(problem)
-            raise ApiError(status, str(problem.get("code") or f"http_{status}"),
-                           str(problem.get("detail") or resp.reason_phrase or f"HTTP {status}"), problem.get("field"),
-                           problem)
+            raise ApiError(
+                status,
+                str(problem.get("code") or f"http_{status}"),
+                str(problem.get("detail") or resp.reason_phrase or f"HTTP {status}"),
+                problem.get("field"),
+                problem,
+            )
         if raw:
             return resp
         if not resp.content:
-            raise BadAnswer(f"{where} answered HTTP {status} with no body where a JSON object was expected",
-                            field="server")
+            raise BadServerAnswer(
+                f"{where} answered HTTP {status} with no body where a JSON object was expected",
+                field="server",
+            )
         try:
             data = resp.json()
         except ValueError:
-            raise BadAnswer(f"{where} answered HTTP {status} with a body that is not JSON", field="server") from None
+            raise BadServerAnswer(
+                f"{where} answered HTTP {status} with a body that is not JSON", field="server"
+            ) from None
         if not isinstance(data, dict):
-            raise BadAnswer(f"{where} answered HTTP {status} with JSON that is not an object", field="server")
+            raise BadServerAnswer(
+                f"{where} answered HTTP {status} with JSON that is not an object", field="server"
+            )
         return defang(data) if printable else data
 
     def get(self, path: str, **kw: Any) -> Any:

@@ -16,21 +16,33 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ca.errors import JitSshError
 
-__all__ = ["ClientSettings", "SettingsError", "load_settings", "config_path", "keys_dir", "state_dir"]
+__all__ = [
+    "ClientSettings",
+    "InvalidSettings",
+    "load_settings",
+    "config_path",
+    "keys_dir",
+    "state_dir",
+]
 
 
-class SettingsError(JitSshError):
+class InvalidSettings(JitSshError):
     code = "invalid_settings"
 
 
 def config_path(env: Mapping[str, str] = os.environ) -> Path:
-    base = Path(env["XDG_CONFIG_HOME"]).expanduser() if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+    base = (
+        Path(env["XDG_CONFIG_HOME"]).expanduser()
+        if env.get("XDG_CONFIG_HOME")
+        else Path.home() / ".config"
+    )
     return base / "jit-ssh" / "config.toml"
 
 
@@ -40,7 +52,11 @@ def keys_dir() -> Path:
 
 
 def state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    base = Path(env["XDG_STATE_HOME"]).expanduser() if env.get("XDG_STATE_HOME") else Path.home() / ".local" / "state"
+    base = (
+        Path(env["XDG_STATE_HOME"]).expanduser()
+        if env.get("XDG_STATE_HOME")
+        else Path.home() / ".local" / "state"
+    )
     return base / "jit-ssh"
 
 
@@ -58,15 +74,21 @@ class ClientSettings:
     def need(self, name: str) -> str:
         value = getattr(self, name)
         if not value:
-            flag = {"server": "--server or $JIT_SSH_SERVER", "user": "--user or $JIT_SSH_USER"}.get(name, name)
-            raise SettingsError(f"no {name} configured: run `jit-ssh config init`, or give {flag}", field=name)
+            flag = {"server": "--server or $JIT_SSH_SERVER", "user": "--user or $JIT_SSH_USER"}.get(
+                name, name
+            )
+            raise InvalidSettings(
+                f"no {name} configured: run `jit-ssh config init`, or give {flag}", field=name
+            )
         return str(value)
 
 
 _KEYS = {f.name for f in fields(ClientSettings)} - {"source"}
 
 
-def load_settings(path: Path | None = None, env: Mapping[str, str] = os.environ, **flags: Any) -> ClientSettings:
+def load_settings(
+    path: Path | None = None, env: Mapping[str, str] = os.environ, **flags: Any
+) -> ClientSettings:
     p = path or config_path(env)
     values: dict[str, Any] = {}
     source = "defaults"
@@ -74,19 +96,25 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] = os.environ,
         try:
             data = tomllib.loads(p.read_text("utf-8"))
         except tomllib.TOMLDecodeError as e:
-            raise SettingsError(f"{p}: {e}", field="config") from None
+            raise InvalidSettings(f"{p}: {e}", field="config") from None
         unknown = set(data) - _KEYS
         if unknown:
-            raise SettingsError(f"{p}: unknown setting(s) {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+            raise InvalidSettings(
+                f"{p}: unknown setting(s) {', '.join(sorted(unknown))}", field=sorted(unknown)[0]
+            )
         for k, v in data.items():
             expected = bool if k == "use_agent" else float if k == "timeout" else str
             if expected is float and isinstance(v, int) and not isinstance(v, bool):
                 v = float(v)
             if not isinstance(v, expected):
-                raise SettingsError(f"{p}: {k} must be a {expected.__name__}", field=k)
+                raise InvalidSettings(f"{p}: {k} must be a {expected.__name__}", field=k)
             values[k] = v
         source = str(p)
-    for var, key in (("JIT_SSH_SERVER", "server"), ("JIT_SSH_USER", "user"), ("JIT_SSH_IDENTITY", "identity")):
+    for var, key in (
+        ("JIT_SSH_SERVER", "server"),
+        ("JIT_SSH_USER", "user"),
+        ("JIT_SSH_IDENTITY", "identity"),
+    ):
         if env.get(var):
             values[key] = env[var]
     for k, v in flags.items():

@@ -28,14 +28,15 @@ import socket
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from ca.errors import InvalidKey, JitSshError
+from ca.errors import InvalidKeyError, JitSshError
 from ca.keys import fingerprint_of_blob, parse_public_key
 from ca.sshsig import sign as _sshsig_sign
 from ca.sshsig import sign_with as _sshsig_sign_with
@@ -125,20 +126,29 @@ class KeyFileSigner:
     path: Path | None = None
 
     @classmethod
-    def from_private_key(cls, private_key: Any, *, path: Path | None = None) -> "KeyFileSigner":
+    def from_private_key(cls, private_key: Any, *, path: Path | None = None) -> KeyFileSigner:
         try:
             blob = private_key.public_key().public_bytes(
                 serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
             )
             public = parse_public_key(blob, field="identity")
-        except (AttributeError, TypeError, ValueError, InvalidKey) as e:
+        except (AttributeError, TypeError, ValueError, InvalidKeyError) as e:
             where = f"{path}: " if path else ""
-            raise KeyFileError(f"{where}cannot sign API requests with this key: {e}", field="identity") from None
-        return cls(private_key=private_key, public_key_blob=public.blob, fingerprint=public.fingerprint,
-                   key_type=public.key_type, path=path)
+            raise KeyFileError(
+                f"{where}cannot sign API requests with this key: {e}", field="identity"
+            ) from None
+        return cls(
+            private_key=private_key,
+            public_key_blob=public.blob,
+            fingerprint=public.fingerprint,
+            key_type=public.key_type,
+            path=path,
+        )
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str], passphrase: bytes | None = None) -> "KeyFileSigner":
+    def from_path(
+        cls, path: str | os.PathLike[str], passphrase: bytes | None = None
+    ) -> KeyFileSigner:
         """Load an OpenSSH private key file (``~/.ssh/id_ed25519``; ``~`` is expanded).
 
         Raises :class:`KeyFileError` for a missing or unreadable file, a file
@@ -154,23 +164,31 @@ class KeyFileSigner:
         except IsADirectoryError:
             raise KeyFileError(f"{p} is a directory, not a key file", field="identity") from None
         except OSError as e:
-            raise KeyFileError(f"{p}: cannot read the key file: {e.strerror or e}", field="identity") from None
+            raise KeyFileError(
+                f"{p}: cannot read the key file: {e.strerror or e}", field="identity"
+            ) from None
         if p.suffix == ".pub" or data.lstrip().startswith((b"ssh-", b"ecdsa-", b"sk-")):
-            raise KeyFileError(f"{p} is a public key; give the private key file (without .pub)", field="identity")
+            raise KeyFileError(
+                f"{p} is a public key; give the private key file (without .pub)", field="identity"
+            )
         try:
             private = serialization.load_ssh_private_key(data, password=passphrase or None)
         except TypeError:
             # cryptography raises TypeError both for "encrypted, no password"
             # and "password given, key not encrypted".
             if not passphrase:
-                raise KeyPassphraseRequired(f"{p} is encrypted; a passphrase is needed", field="passphrase") from None
+                raise KeyPassphraseRequired(
+                    f"{p} is encrypted; a passphrase is needed", field="passphrase"
+                ) from None
             private = _load_unencrypted(p, data)
         except ValueError as e:
             # A wrong passphrase shows up as a broken checksum: the decrypted
             # check-ints of PROTOCOL.key do not match.
             if passphrase and "checksum" in str(e).lower():
                 raise KeyBadPassphrase(f"{p}: wrong passphrase", field="passphrase") from None
-            raise KeyFileError(f"{p} is not an OpenSSH private key ({e})", field="identity") from None
+            raise KeyFileError(
+                f"{p} is not an OpenSSH private key ({e})", field="identity"
+            ) from None
         except UnsupportedAlgorithm as e:
             raise KeyFileError(f"{p}: unsupported key type ({e})", field="identity") from None
         return cls.from_private_key(private, path=p)
@@ -222,7 +240,7 @@ def _agent_socket() -> str:
     return path
 
 
-def _describe(key: "AgentKey") -> str:
+def _describe(key: AgentKey) -> str:
     comment = f" {key.comment}" if getattr(key, "comment", "") else ""
     return f"{fingerprint_of_blob(key.blob)} ({key.name}{comment})"
 
@@ -236,7 +254,7 @@ class AgentSigner:
     serialised.
     """
 
-    def __init__(self, agent: "Agent", key: "AgentKey") -> None:
+    def __init__(self, agent: Agent, key: AgentKey) -> None:
         self._agent = agent
         self._key = key
         self._lock = threading.Lock()
@@ -252,7 +270,7 @@ class AgentSigner:
     @classmethod
     def connect(
         cls, *, public_key: bytes | str | None = None, fingerprint: str | None = None
-    ) -> "AgentSigner":
+    ) -> AgentSigner:
         """Connect to ``$SSH_AUTH_SOCK`` and pick a key.
 
         ``public_key`` (a wire blob, or an ``authorized_keys``-style line) or
@@ -266,7 +284,7 @@ class AgentSigner:
             if isinstance(public_key, str):
                 try:
                     want_blob = parse_public_key(public_key, field="identity").blob
-                except InvalidKey as e:
+                except InvalidKeyError as e:
                     raise SignerError(str(e), field="identity") from None
             else:
                 want_blob = bytes(public_key)
@@ -278,7 +296,9 @@ class AgentSigner:
         try:
             agent = Agent()
         except (SSHException, OSError) as e:
-            raise AgentUnavailable(f"the ssh-agent at {path} did not answer: {e}", field="agent") from None
+            raise AgentUnavailable(
+                f"the ssh-agent at {path} did not answer: {e}", field="agent"
+            ) from None
         try:
             key = cls._pick(agent.get_keys(), want_blob, fingerprint)
         except BaseException:
@@ -287,11 +307,14 @@ class AgentSigner:
         return cls(agent, key)
 
     @staticmethod
-    def _pick(keys: tuple["AgentKey", ...], want_blob: bytes | None, fingerprint: str | None) -> "AgentKey":
+    def _pick(
+        keys: tuple[AgentKey, ...], want_blob: bytes | None, fingerprint: str | None
+    ) -> AgentKey:
         if not keys:
             # A locked agent (`ssh-add -x`) also lists no keys.
-            raise AgentKeyNotFound("the ssh-agent holds no keys (add one with ssh-add; is it locked?)",
-                                   field="agent")
+            raise AgentKeyNotFound(
+                "the ssh-agent holds no keys (add one with ssh-add; is it locked?)", field="agent"
+            )
         if want_blob is not None or fingerprint is not None:
             for k in keys:
                 blob = bytes(k.blob)
@@ -305,19 +328,25 @@ class AgentSigner:
                             field="identity",
                         )
                     return k
-            wanted = fingerprint if fingerprint is not None else fingerprint_of_blob(want_blob or b"")
+            wanted = (
+                fingerprint if fingerprint is not None else fingerprint_of_blob(want_blob or b"")
+            )
             held = ", ".join(_describe(k) for k in keys)
             raise AgentKeyNotFound(
-                f"key {wanted} is not in the ssh-agent (it holds: {held}); add it with ssh-add", field="identity"
+                f"key {wanted} is not in the ssh-agent (it holds: {held}); add it with ssh-add",
+                field="identity",
             )
         usable = [k for k in keys if k.name in _SIGNING_KEY_TYPES]
         if not usable:
             held = ", ".join(_describe(k) for k in keys)
-            raise AgentKeyNotFound(f"the ssh-agent holds no key that can sign ({held})", field="agent")
+            raise AgentKeyNotFound(
+                f"the ssh-agent holds no key that can sign ({held})", field="agent"
+            )
         if len(usable) > 1:
             held = ", ".join(_describe(k) for k in usable)
             raise AgentKeyNotFound(
-                f"the ssh-agent holds {len(usable)} keys ({held}); say which with --identity", field="identity"
+                f"the ssh-agent holds {len(usable)} keys ({held}); say which with --identity",
+                field="identity",
             )
         return usable[0]
 
@@ -339,7 +368,9 @@ class AgentSigner:
                 raw = self._key.sign_ssh_data(data, algorithm=algorithm)
         except SSHException as e:
             if "lost ssh-agent" in str(e):
-                raise AgentUnavailable("the ssh-agent went away while signing", field="agent") from None
+                raise AgentUnavailable(
+                    "the ssh-agent went away while signing", field="agent"
+                ) from None
             # SSH_AGENT_FAILURE: the key was removed meanwhile, the agent is
             # locked, or a confirmation (ssh-add -c) was declined.
             raise AgentError(
@@ -348,12 +379,17 @@ class AgentSigner:
                 field="agent",
             ) from None
         except OSError as e:
-            raise AgentUnavailable(f"lost the ssh-agent while signing: {e.strerror or e}", field="agent") from None
+            raise AgentUnavailable(
+                f"lost the ssh-agent while signing: {e.strerror or e}", field="agent"
+            ) from None
         return bytes(raw)
 
     def sign(self, message: bytes, *, namespace: str) -> bytes:
         return _sshsig_sign_with(
-            message, namespace=namespace, public_key_blob=self.public_key_blob, sign_raw=self._sign_raw
+            message,
+            namespace=namespace,
+            public_key_blob=self.public_key_blob,
+            sign_raw=self._sign_raw,
         )
 
     def close(self) -> None:
@@ -361,7 +397,7 @@ class AgentSigner:
             self._closed = True
             self._agent.close()
 
-    def __enter__(self) -> "AgentSigner":
+    def __enter__(self) -> AgentSigner:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -388,7 +424,7 @@ def _public_blob_for_identity(identity: str) -> bytes:
         if data.lstrip().startswith((b"ssh-", b"ecdsa-", b"sk-")):
             try:
                 return parse_public_key(data.strip().split(b"\n", 1)[0], field="identity").blob
-            except InvalidKey as e:
+            except InvalidKeyError as e:
                 raise KeyFileError(f"{c}: {e}", field="identity") from None
         blob = _public_blob_from_private_file(data)
         if blob is not None:
@@ -445,8 +481,10 @@ def signer_from_identity(
             return AgentSigner.connect(fingerprint=identity)
         return AgentSigner.connect(public_key=_public_blob_for_identity(identity))
     if identity is None:
-        raise SignerError("no key to sign with: give a private key file (--identity) or use ssh-agent",
-                          field="identity")
+        raise SignerError(
+            "no key to sign with: give a private key file (--identity) or use ssh-agent",
+            field="identity",
+        )
     try:
         return KeyFileSigner.from_path(identity)
     except KeyPassphraseRequired:

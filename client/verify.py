@@ -21,18 +21,28 @@ It refuses the certificate unless:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ca.certs import IssuedCertificate, verify_certificate
 from ca.errors import InvalidCertificate, JitSshError
 from ca.keys import PublicKey, load_public_keys, parse_public_key
 from ca.names import check_key_id, check_login_user, check_principal, check_target
 
-__all__ = ["CertificateMismatch", "IssueAnswer", "VerifiedCertificate", "check_request_answer", "check_request_list",
-           "check_request_id", "check_serial", "fetch_ca_keys",
-           "parse_issue_answer", "verify_issued"]
+__all__ = [
+    "CertificateMismatch",
+    "IssueAnswer",
+    "VerifiedCertificate",
+    "check_request_answer",
+    "check_request_list",
+    "check_request_id",
+    "check_serial",
+    "fetch_ca_keys",
+    "parse_issue_answer",
+    "verify_issued",
+]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SERIAL = re.compile(r"[0-9]{1,20}")
@@ -88,14 +98,19 @@ class VerifiedCertificate:
 def _field(answer: Mapping[str, Any], name: str, kind: type) -> Any:
     value = answer.get(name)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise _BadField(f"the server's answer has no valid {name!r} ({kind.__name__} expected)", field=name)
+        raise _BadField(
+            f"the server's answer has no valid {name!r} ({kind.__name__} expected)", field=name
+        )
     return value
 
 
 def check_serial(value: Any) -> int:
     """A certificate serial as the API writes it: a decimal string of 1 to 2**64-1."""
     if not isinstance(value, str) or not _SERIAL.fullmatch(value) or not 0 < int(value) < 2**64:
-        raise _BadField(f"the server's serial {str(value)[:32]!r} is not a number between 1 and 2**64-1", field="serial")
+        raise _BadField(
+            f"the server's serial {str(value)[:32]!r} is not a number between 1 and 2**64-1",
+            field="serial",
+        )
     return int(value)
 
 
@@ -105,7 +120,9 @@ def _time(value: Any, name: str) -> datetime:
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _BadField(f"the server's {name} {value[:40]!r} is not an ISO 8601 time", field=name) from None
+        raise _BadField(
+            f"the server's {name} {value[:40]!r} is not an ISO 8601 time", field=name
+        ) from None
     if t.tzinfo is None or t.utcoffset() is None:
         raise _BadField(f"the server's {name} {value!r} has no time zone", field=name)
     return t
@@ -113,7 +130,10 @@ def _time(value: Any, name: str) -> datetime:
 
 def _principals(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or len(value) > _MAX_PRINCIPALS:
-        raise _BadField(f"the server's principals must be a list of 1 to {_MAX_PRINCIPALS} names", field="principals")
+        raise _BadField(
+            f"the server's principals must be a list of 1 to {_MAX_PRINCIPALS} names",
+            field="principals",
+        )
     out = tuple(check_principal(p, field="the server's principal") for p in value)
     if len(set(out)) != len(out):
         raise _BadField("the server's principals list a name twice", field="principals")
@@ -123,17 +143,21 @@ def _principals(value: Any) -> tuple[str, ...]:
 def check_request_id(value: Any, *, field: str = "request id") -> str:
     """A request id as the server makes them: letters, digits, '_' and '-', at most 64."""
     if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
-        raise _BadField(f"{field} {str(value)[:64]!r} must be 1-64 letters, digits, '_' or '-'", field=field)
+        raise _BadField(
+            f"{field} {str(value)[:64]!r} must be 1-64 letters, digits, '_' or '-'", field=field
+        )
     return value
 
 
-_REQUEST_STATES = frozenset({"pending", "approved", "issued", "denied", "cancelled", "expired", "revoked", "ended"})
+_REQUEST_STATES = frozenset(
+    {"pending", "approved", "issued", "denied", "cancelled", "expired", "revoked", "ended"}
+)
 
 
 def _answer_error(message: str, field: str) -> JitSshError:
-    from client.http import BadAnswer
+    from client.http import BadServerAnswer
 
-    return BadAnswer(f"the server's answer is malformed: {message}", field=field)
+    return BadServerAnswer(f"the server's answer is malformed: {message}", field=field)
 
 
 def check_request_answer(answer: Any) -> dict[str, Any]:
@@ -143,7 +167,9 @@ def check_request_answer(answer: Any) -> dict[str, Any]:
     Returns ``answer`` itself; raises :class:`client.http.BadAnswer` naming the field.
     """
     if not isinstance(answer, dict):
-        raise _answer_error(f"a request must be a JSON object, not {type(answer).__name__}", "request")
+        raise _answer_error(
+            f"a request must be a JSON object, not {type(answer).__name__}", "request"
+        )
     check_request_id(answer.get("id"), field="request id")
     state = answer.get("state")
     if state not in _REQUEST_STATES:
@@ -160,7 +186,9 @@ def check_request_answer(answer: Any) -> dict[str, Any]:
             raise _answer_error(f"{name} must be a whole number >= 0, not {value!r:.32}", name)
     approvals = answer.setdefault("approvals", [])
     if not isinstance(approvals, list) or not all(
-        isinstance(a, dict) and isinstance(a.get("decision"), str) and isinstance(a.get("approver", ""), str)
+        isinstance(a, dict)
+        and isinstance(a.get("decision"), str)
+        and isinstance(a.get("approver", ""), str)
         for a in approvals
     ):
         raise _answer_error("approvals must be a list of {decision, approver} objects", "approvals")
@@ -204,7 +232,9 @@ def fetch_ca_keys(api: Any) -> tuple[PublicKey, ...]:
     try:
         text = resp.content.decode("ascii")
     except UnicodeDecodeError:
-        raise _BadField("the server's CA keys (/v1/ca.pub) are not ASCII text", field="ca_keys") from None
+        raise _BadField(
+            "the server's CA keys (/v1/ca.pub) are not ASCII text", field="ca_keys"
+        ) from None
     keys = load_public_keys(text, field="the server's CA keys")
     if not keys:
         raise _BadField("the server publishes no CA key (/v1/ca.pub is empty)", field="ca_keys")
@@ -234,12 +264,18 @@ def verify_issued(
             field="target",
         )
     stated = parse_issue_answer(answer)
-    key = parse_public_key(public_key, field="public key") if isinstance(public_key, str) else public_key
+    key = (
+        parse_public_key(public_key, field="public key")
+        if isinstance(public_key, str)
+        else public_key
+    )
     # Trust and signature first: nothing else in a certificate means anything
     # before we know which key signed it.
     cert = verify_certificate(stated.certificate, ca_keys)
     if cert.cert_type != "user":
-        raise CertificateMismatch("the server sent a host certificate, not a user certificate", field="certificate")
+        raise CertificateMismatch(
+            "the server sent a host certificate, not a user certificate", field="certificate"
+        )
     if cert.public_key != key:
         raise CertificateMismatch(
             f"the certificate certifies {cert.public_key.fingerprint}, not the key made for this access "
@@ -268,7 +304,9 @@ def verify_issued(
     first = cert.principals[0]
     if "@" in first:
         login_user = check_login_user(first.split("@", 1)[0], field="the certificate's login user")
-    return VerifiedCertificate(certificate=cert, request_id=request_id, target=target, login_user=login_user)
+    return VerifiedCertificate(
+        certificate=cert, request_id=request_id, target=target, login_user=login_user
+    )
 
 
 def describe_refusal(e: JitSshError) -> str:

@@ -14,7 +14,7 @@ reading the policy file you name. The file format is TOML and is described in
 Errors (see :mod:`policies.errors`)::
 
     JitSshError                     (ca.errors)
-    ├── PolicyError     "invalid_policy"   every problem in a policy file, each with file:line: field
+    ├── InvalidPolicy     "invalid_policy"   every problem in a policy file, each with file:line: field
     └── PolicyDenied    "policy_denied"    raise it from a denied Decision if you need an exception
         └── PolicyChanged   "policy_changed"   a request in flight that the current policy refuses
             (NoPrincipalsLeft, ForceCommandConflict, SourceAddressConflict, MoreApprovalsRequired)
@@ -29,11 +29,11 @@ from __future__ import annotations
 from .decide import MAX_REASON_LENGTH, count_approvals, decide, may_approve
 from .errors import (
     ForceCommandConflict,
+    InvalidPolicy,
     MoreApprovalsRequired,
     NoPrincipalsLeft,
     PolicyChanged,
     PolicyDenied,
-    PolicyError,
     PolicyProblem,
     SourceAddressConflict,
 )
@@ -80,7 +80,7 @@ __all__ = [
     "Outcome",
     "ApprovalCheck",
     # errors
-    "PolicyError",
+    "InvalidPolicy",
     "PolicyProblem",
     "PolicyDenied",
     "PolicyChanged",

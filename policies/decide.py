@@ -31,10 +31,16 @@ def _check_now(now: datetime) -> None:
 
 def _who(request: AccessRequest) -> str:
     groups = ", ".join(sorted(request.requester_groups))
-    return f"{request.requester!r} (groups: {groups})" if groups else f"{request.requester!r} (no groups)"
+    return (
+        f"{request.requester!r} (groups: {groups})"
+        if groups
+        else f"{request.requester!r} (no groups)"
+    )
 
 
-def _member(name: str, groups: frozenset[str], users: frozenset[str], of_groups: frozenset[str]) -> str | None:
+def _member(
+    name: str, groups: frozenset[str], users: frozenset[str], of_groups: frozenset[str]
+) -> str | None:
     """How ``name`` with ``groups`` is named by ``users``/``of_groups``, or ``None``."""
     if name in users:
         return f"user {name!r}"
@@ -52,7 +58,9 @@ def _list(kind: str, names: Iterable[str]) -> str:
 
 
 def _approvers(rule: Rule) -> str:
-    parts = [p for p in (_list("group", rule.approver_groups), _list("user", rule.approver_users)) if p]
+    parts = [
+        p for p in (_list("group", rule.approver_groups), _list("user", rule.approver_users)) if p
+    ]
     return " or ".join(parts)
 
 
@@ -109,7 +117,9 @@ def decide(policy: Policy, request: AccessRequest, now: datetime) -> Decision:
     found = _matching_rule(policy, request)
     if found is None:
         kind = "break-glass rule" if request.break_glass else "rule"
-        return deny(f"no {kind} lets {_who(request)} request target {target.name!r}; denied by default")
+        return deny(
+            f"no {kind} lets {_who(request)} request target {target.name!r}; denied by default"
+        )
     rule, how = found
     matched = f"rule {rule.name!r} applies: it names {how} and target {target.name!r}"
 
@@ -143,7 +153,9 @@ def decide(policy: Policy, request: AccessRequest, now: datetime) -> Decision:
         if auto is not None:
             auto_how = _member(request.requester, request.requester_groups, auto.users, auto.groups)
             if auto_how is None:
-                names = " or ".join(p for p in (_list("group", auto.groups), _list("user", auto.users)) if p)
+                names = " or ".join(
+                    p for p in (_list("group", auto.groups), _list("user", auto.users)) if p
+                )
                 reasons.append(f"not auto-approved: only {names} may be")
             elif duration > auto.max_duration:
                 reasons.append(
@@ -151,11 +163,15 @@ def decide(policy: Policy, request: AccessRequest, now: datetime) -> Decision:
                     f"maximum of {format_duration(auto.max_duration)}"
                 )
             elif auto.window is not None and not auto.window.contains(now):
-                reasons.append(f"not auto-approved: outside the auto-approval window ({auto.window.describe()})")
+                reasons.append(
+                    f"not auto-approved: outside the auto-approval window ({auto.window.describe()})"
+                )
             else:
                 outcome = Outcome.AUTO_APPROVED
                 cap = format_duration(auto.max_duration)
-                reasons.append(f"auto-approved: {auto_how}, {format_duration(duration)} is within {cap}")
+                reasons.append(
+                    f"auto-approved: {auto_how}, {format_duration(duration)} is within {cap}"
+                )
         if outcome is Outcome.NEEDS_APPROVAL:
             approvals = rule.approvals_required
             plural = "s" if approvals > 1 else ""
@@ -199,34 +215,47 @@ def may_approve(
     """
     decision = decide(policy, request, now)
     if not decision.allowed:
-        return ApprovalCheck(False, "the policy does not allow this request: " + "; ".join(decision.reasons))
+        return ApprovalCheck(
+            False, "the policy does not allow this request: " + "; ".join(decision.reasons)
+        )
     rule = policy.rule(decision.rule or "")
     assert rule is not None
     if rule.break_glass:
-        return ApprovalCheck(False, "a break-glass request is self-approved; it is reviewed afterwards instead")
+        return ApprovalCheck(
+            False, "a break-glass request is self-approved; it is reviewed afterwards instead"
+        )
     if approver.name == request.requester:
         return ApprovalCheck(False, "requesters may never approve their own request")
     how = _member(approver.name, approver.groups, rule.approver_users, rule.approver_groups)
     if how is None:
-        return ApprovalCheck(False, f"{approver.name!r} is not an approver for rule {rule.name!r} ({_approvers(rule)})")
+        return ApprovalCheck(
+            False,
+            f"{approver.name!r} is not an approver for rule {rule.name!r} ({_approvers(rule)})",
+        )
     if request.submitted_at is not None:
         _check_now(request.submitted_at)
         if now >= request.submitted_at + rule.pending_ttl:
             return ApprovalCheck(
-                False, f"the request expired: it was pending longer than {format_duration(rule.pending_ttl)}"
+                False,
+                f"the request expired: it was pending longer than {format_duration(rule.pending_ttl)}",
             )
     if duration is not None:
         asked = decision.duration
         assert asked is not None
         seconds = duration.total_seconds()
         if seconds < 1 or seconds != int(seconds):
-            return ApprovalCheck(False, "the approved duration must be a whole number of seconds, at least 1s")
+            return ApprovalCheck(
+                False, "the approved duration must be a whole number of seconds, at least 1s"
+            )
         if duration > asked:
             return ApprovalCheck(
-                False, f"approvers may shorten a request, never lengthen it ({format_duration(asked)} was asked for)"
+                False,
+                f"approvers may shorten a request, never lengthen it ({format_duration(asked)} was asked for)",
             )
         if duration < asked and not rule.approvers_may_shorten:
-            return ApprovalCheck(False, f"rule {rule.name!r} does not let approvers shorten the duration")
+            return ApprovalCheck(
+                False, f"rule {rule.name!r} does not let approvers shorten the duration"
+            )
     return ApprovalCheck(True, f"{approver.name!r} may approve as {how} of rule {rule.name!r}")
 
 

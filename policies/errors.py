@@ -1,6 +1,6 @@
 """Errors raised by the policy library.
 
-A policy that cannot be loaded raises :class:`PolicyError`, which carries every
+A policy that cannot be loaded raises :class:`InvalidPolicy`, which carries every
 problem found (not just the first), each naming the file, the line where known
 and the field. A request the policy refuses is *not* an error: :func:`decide`
 returns a :class:`~policies.Decision` whose ``reasons`` say why. Callers that
@@ -8,7 +8,7 @@ want an exception for a refusal (an API handler, say) raise
 :class:`PolicyDenied` from that decision::
 
     JitSshError                     (ca.errors)
-    ├── PolicyError     code "invalid_policy"   unreadable, malformed or invalid policy file
+    ├── InvalidPolicy     code "invalid_policy"   unreadable, malformed or invalid policy file
     └── PolicyDenied    code "policy_denied"    403: the policy refuses this request
         └── PolicyChanged           "policy_changed"           403: the policy changed while the
             │                                                  request was in flight and now refuses it
@@ -20,8 +20,9 @@ want an exception for a refusal (an API handler, say) raise
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from ca.errors import JitSshError
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "PolicyProblem",
-    "PolicyError",
+    "InvalidPolicy",
     "PolicyDenied",
     "PolicyChanged",
     "NoPrincipalsLeft",
@@ -61,7 +62,7 @@ class PolicyProblem:
         return f"{where}: {self.message}"
 
 
-class PolicyError(JitSshError):
+class InvalidPolicy(JitSshError):
     """The policy file could not be read, parsed or validated.
 
     ``problems`` lists everything found; ``file``, ``line`` and ``field`` repeat
@@ -73,7 +74,7 @@ class PolicyError(JitSshError):
     def __init__(self, problems: Iterable[PolicyProblem]) -> None:
         self.problems: tuple[PolicyProblem, ...] = tuple(problems)
         if not self.problems:
-            raise ValueError("PolicyError needs at least one problem")
+            raise ValueError("InvalidPolicy needs at least one problem")
         first = self.problems[0]
         message = str(first)
         if len(self.problems) > 1:
@@ -89,7 +90,7 @@ class PolicyDenied(JitSshError):
     code = "policy_denied"
     http_status = 403
 
-    def __init__(self, decision: "Decision") -> None:
+    def __init__(self, decision: Decision) -> None:
         reasons = "; ".join(decision.reasons) or "denied by policy"
         super().__init__(f"request denied by policy: {reasons}")
         self.decision = decision
@@ -106,7 +107,7 @@ class PolicyChanged(PolicyDenied):
 
     code = "policy_changed"
 
-    def __init__(self, message: str, *, current: "Decision", stored: "Decision") -> None:
+    def __init__(self, message: str, *, current: Decision, stored: Decision) -> None:
         JitSshError.__init__(self, message)
         self.decision = current
         self.stored = stored

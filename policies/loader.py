@@ -14,14 +14,17 @@ import os
 import re
 import tomllib
 import unicodedata
+from collections.abc import Callable
 from datetime import time, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ca.certs import (
     MAX_DURATION as CA_MAX_DURATION,
+)
+from ca.certs import (
     MAX_FORCE_COMMAND,
     MAX_PRINCIPALS,
     MAX_SOURCE_ADDRESSES,
@@ -33,7 +36,7 @@ from ca.errors import InvalidDuration, InvalidName, InvalidPrincipal, InvalidSou
 from ca.names import check_login_user, check_principal, check_target
 
 from . import _lines
-from .errors import PolicyError, PolicyProblem
+from .errors import InvalidPolicy, PolicyProblem
 from .model import (
     DEFAULT_EXTENSIONS,
     EXTENSIONS,
@@ -109,9 +112,13 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
         with open(name, "rb") as f:
             data = f.read(_MAX_FILE_BYTES + 1)
     except OSError as e:
-        raise PolicyError([PolicyProblem(name, None, None, f"cannot read the file: {e.strerror or e}")]) from None
+        raise InvalidPolicy(
+            [PolicyProblem(name, None, None, f"cannot read the file: {e.strerror or e}")]
+        ) from None
     if len(data) > _MAX_FILE_BYTES:
-        raise PolicyError([PolicyProblem(name, None, None, f"file is larger than {_MAX_FILE_BYTES} bytes")])
+        raise InvalidPolicy(
+            [PolicyProblem(name, None, None, f"file is larger than {_MAX_FILE_BYTES} bytes")]
+        )
     return _parse_bytes(data, name)
 
 
@@ -136,7 +143,7 @@ def _parse_bytes(data: bytes, name: str) -> Policy:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise PolicyError([PolicyProblem(name, line, None, "file is not valid UTF-8")]) from None
+        raise InvalidPolicy([PolicyProblem(name, line, None, "file is not valid UTF-8")]) from None
     return _Loader(text, name).load()
 
 
@@ -199,7 +206,11 @@ class _Loader:
         for key in table:
             if key not in allowed:
                 hint = difflib.get_close_matches(key, allowed, n=1)
-                suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {', '.join(allowed)}"
+                suggestion = (
+                    f"; did you mean {hint[0]!r}?"
+                    if hint
+                    else f"; known keys: {', '.join(allowed)}"
+                )
                 self.problem(path + (key,), f"unknown key {key!r}{suggestion}")
 
     def get(
@@ -219,7 +230,13 @@ class _Loader:
             return default
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if not ok:
-            want = {str: "a string", bool: "true or false", int: "an integer", list: "an array", dict: "a table"}[kind]
+            want = {
+                str: "a string",
+                bool: "true or false",
+                int: "an integer",
+                list: "an array",
+                dict: "a table",
+            }[kind]
             self.problem(path + (key,), f"must be {want}, not {_type_name(value)}")
             return None
         return value
@@ -298,7 +315,9 @@ class _Loader:
                 else:
                     line = max(1, self.text.count("\n") + (0 if self.text.endswith("\n") else 1))
                     msg += " (at end of file)"
-            raise PolicyError([PolicyProblem(self.source, line, None, f"not valid TOML: {msg}")]) from None
+            raise InvalidPolicy(
+                [PolicyProblem(self.source, line, None, f"not valid TOML: {msg}")]
+            ) from None
         self.lines = _lines.key_lines(self.text)
 
         self.known_keys(data, _TOP_KEYS, ())
@@ -310,7 +329,7 @@ class _Loader:
         rules = self.rules(data, set(declared) if isinstance(declared, dict) and declared else None)
         if self.problems:
             # In file order, as a reader fixes them; problems without a line first.
-            raise PolicyError(sorted(self.problems, key=lambda p: p.line or 0))
+            raise InvalidPolicy(sorted(self.problems, key=lambda p: p.line or 0))
         assert targets is not None and rules is not None
         return Policy(targets=targets, rules=rules, description=description, source=self.source)
 
@@ -349,9 +368,15 @@ class _Loader:
         )
         if principals is not None:
             if not principals:
-                self.problem(path + ("principals",), "must list at least one principal, such as 'root@prod-db'")
+                self.problem(
+                    path + ("principals",),
+                    "must list at least one principal, such as 'root@prod-db'",
+                )
             elif len(principals) > MAX_PRINCIPALS:
-                self.problem(path + ("principals",), f"lists {len(principals)} principals; at most {MAX_PRINCIPALS} fit one certificate")
+                self.problem(
+                    path + ("principals",),
+                    f"lists {len(principals)} principals; at most {MAX_PRINCIPALS} fit one certificate",
+                )
             else:
                 # The CA's own check has the last word, should it ever grow stricter.
                 try:
@@ -373,10 +398,15 @@ class _Loader:
     def rules(self, data: dict[str, Any], target_names: set[str] | None) -> tuple[Rule, ...] | None:
         value = data.get("rules", [])
         if isinstance(value, dict):
-            self.problem(("rules",), "must be an array of tables: write each rule under its own [[rules]] header")
+            self.problem(
+                ("rules",),
+                "must be an array of tables: write each rule under its own [[rules]] header",
+            )
             return None
         if not isinstance(value, list):
-            self.problem(("rules",), f"must be an array of tables ([[rules]]), not {_type_name(value)}")
+            self.problem(
+                ("rules",), f"must be an array of tables ([[rules]]), not {_type_name(value)}"
+            )
             return None
         out: list[Rule] = []
         names: set[str] = set()
@@ -390,7 +420,10 @@ class _Loader:
             name = body.get("name")
             if isinstance(name, str):
                 if name in names:
-                    self.problem(path + ("name",), f"another rule is already named {name!r}; rule names must be unique")
+                    self.problem(
+                        path + ("name",),
+                        f"another rule is already named {name!r}; rule names must be unique",
+                    )
                     ok = False
                 names.add(name)
             rule = self.rule(body, path, target_names)
@@ -420,13 +453,17 @@ class _Loader:
                 for i, t in enumerate(targets):
                     if t not in target_names:
                         known = ", ".join(sorted(target_names))
-                        self.problem(path + ("targets", i), f"no target named {t!r} (targets: {known})")
+                        self.problem(
+                            path + ("targets", i), f"no target named {t!r} (targets: {known})"
+                        )
 
         def person(kind: str) -> Callable[[str], str | None]:
             def check(value: str) -> str | None:
                 if _PERSON.fullmatch(value):
                     return None
-                return f"{kind} name {value!r} must be 1-64 letters, digits, '_', '.', '@', '+' or '-'"
+                return (
+                    f"{kind} name {value!r} must be 1-64 letters, digits, '_', '.', '@', '+' or '-'"
+                )
 
             return check
 
@@ -437,7 +474,11 @@ class _Loader:
 
         max_duration = self.duration(body, "max_duration", path)
         default_duration = self.duration(body, "default_duration", path, None)
-        if max_duration is not None and default_duration is not None and default_duration > max_duration:
+        if (
+            max_duration is not None
+            and default_duration is not None
+            and default_duration > max_duration
+        ):
             self.problem(path + ("default_duration",), "must not be longer than max_duration")
 
         break_glass = self.get(body, "break_glass", path, bool, False)
@@ -453,9 +494,13 @@ class _Loader:
             # that a reviewer might believe in, so they are refused.
             for key in ("approvals_required", "approver_users", "approver_groups", "auto_approve"):
                 if key in body:
-                    self.problem(path + (key,), "a break-glass rule is self-approved; remove this key")
+                    self.problem(
+                        path + (key,), "a break-glass rule is self-approved; remove this key"
+                    )
             if reason_required is False:
-                self.problem(path + ("reason_required",), "a break-glass rule always requires a reason")
+                self.problem(
+                    path + ("reason_required",), "a break-glass rule always requires a reason"
+                )
             approvals = 0
         else:
             if approvals is not None and not 1 <= approvals <= _MAX_APPROVALS:
@@ -465,14 +510,24 @@ class _Loader:
                 )
             if approver_users is not None and approver_groups is not None:
                 if not approver_users and not approver_groups:
-                    self.problem(path, "names no approvers: list approver_users or approver_groups (or set break_glass = true)")
-                elif not approver_groups and approvals is not None and len(approver_users) < approvals:
+                    self.problem(
+                        path,
+                        "names no approvers: list approver_users or approver_groups (or set break_glass = true)",
+                    )
+                elif (
+                    not approver_groups
+                    and approvals is not None
+                    and len(approver_users) < approvals
+                ):
                     self.problem(
                         path + ("approvals_required",),
                         f"needs {approvals} distinct approvers but approver_users lists only {len(approver_users)}",
                     )
         if pattern is not None and reason_required is False:
-            self.problem(path + ("reason_required",), "is false, but reason_pattern is set: a pattern needs a reason to check")
+            self.problem(
+                path + ("reason_required",),
+                "is false, but reason_pattern is set: a pattern needs a reason to check",
+            )
 
         wait = {"limit": _MAX_WAIT, "limit_why": "the longest a request may wait"}
         pending_ttl = self.duration(body, "pending_ttl", path, DEFAULT_PENDING_TTL, **wait)
@@ -482,7 +537,11 @@ class _Loader:
             if e in EXTENSIONS:
                 return None
             hint = difflib.get_close_matches(e, sorted(EXTENSIONS), n=1)
-            more = f"; did you mean {hint[0]!r}?" if hint else f"; allowed: {', '.join(sorted(EXTENSIONS))}"
+            more = (
+                f"; did you mean {hint[0]!r}?"
+                if hint
+                else f"; allowed: {', '.join(sorted(EXTENSIONS))}"
+            )
             return f"unknown extension {e!r}{more}"
 
         extensions = self.string_list(body, "extensions", path, extension_problem)
@@ -492,11 +551,19 @@ class _Loader:
         force_command = self.get(body, "force_command", path, str, None)
         if force_command is not None:
             if not force_command.strip():
-                self.problem(path + ("force_command",), "must not be empty; leave it out to allow any command")
+                self.problem(
+                    path + ("force_command",),
+                    "must not be empty; leave it out to allow any command",
+                )
             elif any(unicodedata.category(c) == "Cc" for c in force_command):
-                self.problem(path + ("force_command",), "must not contain control characters such as newlines")
+                self.problem(
+                    path + ("force_command",),
+                    "must not contain control characters such as newlines",
+                )
             elif len(force_command) > MAX_FORCE_COMMAND:
-                self.problem(path + ("force_command",), f"is longer than {MAX_FORCE_COMMAND} characters")
+                self.problem(
+                    path + ("force_command",), f"is longer than {MAX_FORCE_COMMAND} characters"
+                )
 
         source_address = self.source_address(body, path)
         may_shorten = self.get(body, "approvers_may_shorten", path, bool, True)
@@ -505,7 +572,11 @@ class _Loader:
             return None
         assert name is not None and targets is not None and users is not None and groups is not None
         assert max_duration is not None and approvals is not None and extensions is not None
-        assert approver_users is not None and approver_groups is not None and source_address is not None
+        assert (
+            approver_users is not None
+            and approver_groups is not None
+            and source_address is not None
+        )
         assert pending_ttl is not None and claim_window is not None
         return Rule(
             name=name,
@@ -536,13 +607,17 @@ class _Loader:
         if text is None:
             return None
         if not text:
-            self.problem(path + ("reason_pattern",), "must not be empty; leave it out to accept any reason")
+            self.problem(
+                path + ("reason_pattern",), "must not be empty; leave it out to accept any reason"
+            )
             return None
         try:
             return re.compile(text)
         except re.error as e:
             where = f" at position {e.pos}" if e.pos is not None else ""
-            self.problem(path + ("reason_pattern",), f"is not a valid regular expression: {e.msg}{where}")
+            self.problem(
+                path + ("reason_pattern",), f"is not a valid regular expression: {e.msg}{where}"
+            )
             return None
 
     def source_address(self, body: dict[str, Any], path: _Path) -> tuple[str, ...] | None:
@@ -552,23 +627,33 @@ class _Loader:
         if value is None:
             return None
         if not value:
-            self.problem(path + ("source_address",), "must list at least one address or CIDR; leave it out to allow any")
+            self.problem(
+                path + ("source_address",),
+                "must list at least one address or CIDR; leave it out to allow any",
+            )
             return None
         if len(value) > MAX_SOURCE_ADDRESSES:
-            self.problem(path + ("source_address",), f"lists {len(value)} entries; the CA takes at most {MAX_SOURCE_ADDRESSES}")
+            self.problem(
+                path + ("source_address",),
+                f"lists {len(value)} entries; the CA takes at most {MAX_SOURCE_ADDRESSES}",
+            )
             return None
         out: list[str] = []
         ok = True
         for i, item in enumerate(value):
             if not isinstance(item, str):
-                self.problem(path + ("source_address", i), f"must be a string, not {_type_name(item)}")
+                self.problem(
+                    path + ("source_address", i), f"must be a string, not {_type_name(item)}"
+                )
                 ok = False
                 continue
             try:
                 # strict: "10.0.0.1/8" is more likely a typo than a wish for 10.0.0.0/8.
                 network = ipaddress.ip_network(item.strip(), strict=True)
             except ValueError as e:
-                self.problem(path + ("source_address", i), f"{item!r} is not an address or CIDR: {e}")
+                self.problem(
+                    path + ("source_address", i), f"{item!r} is not an address or CIDR: {e}"
+                )
                 ok = False
                 continue
             if str(network) in out:
@@ -598,7 +683,11 @@ class _Loader:
         self.known_keys(table, _AUTO_KEYS, path)
 
         def person(value: str) -> str | None:
-            return None if _PERSON.fullmatch(value) else f"name {value!r} must be 1-64 letters, digits, '_', '.', '@', '+' or '-'"
+            return (
+                None
+                if _PERSON.fullmatch(value)
+                else f"name {value!r} must be 1-64 letters, digits, '_', '.', '@', '+' or '-'"
+            )
 
         groups = self.string_list(table, "groups", path, person)
         users = self.string_list(table, "users", path, person)
@@ -606,12 +695,19 @@ class _Loader:
             self.problem(path, "names nobody: list the groups (or users) that are auto-approved")
         max_duration = self.duration(table, "max_duration", path)
         if max_duration is not None and rule_max is not None and max_duration > rule_max:
-            self.problem(path + ("max_duration",), "must not be longer than the rule's max_duration")
+            self.problem(
+                path + ("max_duration",), "must not be longer than the rule's max_duration"
+            )
         window = self.window(table, path)
         if len(self.problems) > n:
             return None
         assert groups is not None and users is not None and max_duration is not None
-        return AutoApproval(max_duration=max_duration, groups=frozenset(groups), users=frozenset(users), window=window)
+        return AutoApproval(
+            max_duration=max_duration,
+            groups=frozenset(groups),
+            users=frozenset(users),
+            window=window,
+        )
 
     def window(self, table: dict[str, Any], path: _Path) -> TimeWindow | None:
         hours = self.get(table, "hours", path, str, None)
@@ -632,7 +728,9 @@ class _Loader:
                 if h1 > 23 or m1 > 59 or h2 > 24 or m2 > 59 or (h2 == 24 and m2):
                     self.problem(path + ("hours",), bad)
                 elif (h1, m1) == (h2 % 24, m2):
-                    self.problem(path + ("hours",), "is an empty range; leave hours out to allow all day")
+                    self.problem(
+                        path + ("hours",), "is an empty range; leave hours out to allow all day"
+                    )
                 else:
                     start, end = time(h1, m1), time(h2 % 24, m2)
         days: tuple[int, ...] = tuple(range(7))
@@ -641,11 +739,16 @@ class _Loader:
             for i, d in enumerate(days_list):
                 day = _DAYS.get(d.lower()) if isinstance(d, str) else None
                 if day is None:
-                    self.problem(path + ("days", i), f"{d!r} is not a day; use mon, tue, wed, thu, fri, sat or sun")
+                    self.problem(
+                        path + ("days", i),
+                        f"{d!r} is not a day; use mon, tue, wed, thu, fri, sat or sun",
+                    )
                 else:
                     picked.add(day)
             if not days_list:
-                self.problem(path + ("days",), "must name at least one day; leave it out to allow every day")
+                self.problem(
+                    path + ("days",), "must name at least one day; leave it out to allow every day"
+                )
             days = tuple(sorted(picked))
         zone = "UTC"
         if tz is not None:
@@ -653,10 +756,16 @@ class _Loader:
                 ZoneInfo(tz)
                 zone = tz
             except (ZoneInfoNotFoundError, ValueError, OSError):
-                self.problem(path + ("timezone",), f"unknown time zone {tz!r}; use an IANA name such as 'Europe/Berlin'")
+                self.problem(
+                    path + ("timezone",),
+                    f"unknown time zone {tz!r}; use an IANA name such as 'Europe/Berlin'",
+                )
         return TimeWindow(start=start, end=end, timezone=zone, days=days)
 
 
 _DAYS = {name: i for i, name in enumerate(WEEKDAYS)} | {
-    name: i for i, name in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"))
+    name: i
+    for i, name in enumerate(
+        ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    )
 }

@@ -107,7 +107,8 @@ def _reduce(networks: list[_Network]) -> tuple[str, ...]:
     halves stay two entries, so a list that did not change compares equal)."""
     unique = [n for i, n in enumerate(networks) if n not in networks[:i]]
     return tuple(
-        str(n) for n in unique
+        str(n)
+        for n in unique
         if not any(m != n and m.version == n.version and n.subnet_of(m) for m in unique)  # type: ignore[arg-type]
     )
 
@@ -137,14 +138,16 @@ def narrow(stored: Decision, current: Decision) -> Decision:
         reasons = "; ".join(current.reasons) or "denied by policy"
         raise PolicyChanged(
             f"the policy changed since the request was decided and no longer allows it: {reasons}",
-            current=current, stored=stored,
+            current=current,
+            stored=stored,
         )
     principals = tuple(p for p in stored.principals if p in current.principals)
     if not principals:
         raise NoPrincipalsLeft(
             f"the policy changed: none of the principals granted before ({', '.join(stored.principals)}) "
             f"is granted now ({', '.join(current.principals) or 'none'})",
-            current=current, stored=stored,
+            current=current,
+            stored=stored,
         )
     force_command = stored.force_command
     if current.force_command is not None:
@@ -152,7 +155,8 @@ def narrow(stored: Decision, current: Decision) -> Decision:
             raise ForceCommandConflict(
                 f"the policy changed: the request was granted the forced command {force_command!r}, "
                 f"the current policy forces {current.force_command!r}; refused rather than pick one",
-                current=current, stored=stored,
+                current=current,
+                stored=stored,
             )
         force_command = current.force_command
     sources = _intersect_sources(stored.source_address, current.source_address)
@@ -160,7 +164,8 @@ def narrow(stored: Decision, current: Decision) -> Decision:
         raise SourceAddressConflict(
             f"the policy changed: no source address is allowed both before ({', '.join(stored.source_address)}) "
             f"and now ({', '.join(current.source_address)})",
-            current=current, stored=stored,
+            current=current,
+            stored=stored,
         )
     approvals = max(stored.approvals_required, current.approvals_required)
     return replace(
@@ -207,7 +212,10 @@ def narrowing(before: Decision, after: Decision) -> dict[str, Any]:
     changed("duration_seconds", _seconds(before.duration), _seconds(after.duration))
     changed("force_command", before.force_command, after.force_command)
     if set(before.source_address) != set(after.source_address):
-        out["source_address"] = {"from": list(before.source_address), "to": list(after.source_address)}
+        out["source_address"] = {
+            "from": list(before.source_address),
+            "to": list(after.source_address),
+        }
     changed("approvals_required", before.approvals_required, after.approvals_required)
     changed("outcome", before.outcome.value, after.outcome.value)
     changed("pending_ttl_seconds", _seconds(before.pending_ttl), _seconds(after.pending_ttl))

@@ -6,9 +6,10 @@ Used by ``jit-ssh admin ...``. Every change is one transaction with its audit ev
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from argon2 import PasswordHasher
 from sqlalchemy import select
@@ -17,7 +18,7 @@ from ca import parse_public_key
 
 from . import audit
 from .db import transaction
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import InvalidInput, InvalidState, NotFound
 from .models import Role, SshKey, User, UserGroup, UserRole
 from .services import Service
 
@@ -36,7 +37,10 @@ def password_hasher() -> PasswordHasher:
 
 def validate_user_name(name: Any, field: str = "name") -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidInput(f"{field} must be 1-64 letters, digits or _ . @ + - (not starting with a symbol)", field=field)
+        raise InvalidInput(
+            f"{field} must be 1-64 letters, digits or _ . @ + - (not starting with a symbol)",
+            field=field,
+        )
     return name
 
 
@@ -52,8 +56,15 @@ class UserInfo:
 
 def _info(u: User) -> UserInfo:
     return UserInfo(
-        name=u.name, disabled=u.disabled, groups=u.group_names, roles=u.role_names,
-        keys=tuple(f"{k.key_type} {k.fingerprint} {k.comment}".strip() for k in u.keys if k.removed_at is None),
+        name=u.name,
+        disabled=u.disabled,
+        groups=u.group_names,
+        roles=u.role_names,
+        keys=tuple(
+            f"{k.key_type} {k.fingerprint} {k.comment}".strip()
+            for k in u.keys
+            if k.removed_at is None
+        ),
         has_password=u.password_hash is not None,
     )
 
@@ -64,17 +75,33 @@ class Admin:
         self.actor = actor
 
     def _record(self, s: Any, type: str, now: datetime, data: dict[str, Any]) -> None:
-        audit.record(s, type=type, now=now, actor=self.actor, data=data,
-                     signing_key=self.service.audit_key, checkpoint_every=self.service.checkpoint_every)
+        audit.record(
+            s,
+            type=type,
+            now=now,
+            actor=self.actor,
+            data=data,
+            signing_key=self.service.audit_key,
+            checkpoint_every=self.service.checkpoint_every,
+        )
 
     def _user(self, s: Any, name: str) -> User:
-        u = s.execute(select(User).where(User.name == name).with_for_update(of=User)).scalar_one_or_none()
+        u = s.execute(
+            select(User).where(User.name == name).with_for_update(of=User)
+        ).scalar_one_or_none()
         if u is None:
             raise NotFound(f"no user {name!r}", field="name")
         return u
 
-    def add_user(self, name: str, *, groups: Sequence[str] = (), roles: Sequence[str] = (),
-                 ssh_keys: Sequence[str] = (), password: str | None = None) -> UserInfo:
+    def add_user(
+        self,
+        name: str,
+        *,
+        groups: Sequence[str] = (),
+        roles: Sequence[str] = (),
+        ssh_keys: Sequence[str] = (),
+        password: str | None = None,
+    ) -> UserInfo:
         validate_user_name(name)
         groups = [self._group(g) for g in groups]
         role_values = [self._role(r) for r in (roles or [Role.REQUESTER.value])]
@@ -83,34 +110,58 @@ class Admin:
         now = self.service.now()
         with transaction(self.service.sessions) as s:
             if s.execute(select(User).where(User.name == name)).scalar_one_or_none() is not None:
-                raise Conflict(f"user {name!r} already exists", field="name")
-            u = User(name=name, disabled=False, password_hash=hashed, created_at=now, failed_logins=0)
+                raise InvalidState(f"user {name!r} already exists", field="name")
+            u = User(
+                name=name, disabled=False, password_hash=hashed, created_at=now, failed_logins=0
+            )
             u.groups = [UserGroup(name=g) for g in dict.fromkeys(groups)]
             u.roles = [UserRole(role=r) for r in dict.fromkeys(role_values)]
             s.add(u)
             s.flush()
             for k in parsed:
                 self._add_key(s, u, k, now)
-            self._record(s, "user.added", now, {"user": name, "groups": sorted(set(groups)), "roles": sorted(set(role_values)),
-                                                "keys": [k.fingerprint for k in parsed], "password": hashed is not None})
+            self._record(
+                s,
+                "user.added",
+                now,
+                {
+                    "user": name,
+                    "groups": sorted(set(groups)),
+                    "roles": sorted(set(role_values)),
+                    "keys": [k.fingerprint for k in parsed],
+                    "password": hashed is not None,
+                },
+            )
             s.flush()
             s.refresh(u)
             return _info(u)
 
     def _add_key(self, s: Any, u: User, key: Any, now: datetime) -> None:
-        existing = s.execute(select(SshKey).where(SshKey.fingerprint == key.fingerprint)).scalar_one_or_none()
+        existing = s.execute(
+            select(SshKey).where(SshKey.fingerprint == key.fingerprint)
+        ).scalar_one_or_none()
         if existing is not None:
             if existing.user_id == u.id and existing.removed_at is not None:
                 existing.removed_at = None
                 return
-            raise Conflict(f"key {key.fingerprint} is already enrolled", field="ssh_key")
-        s.add(SshKey(user_id=u.id, fingerprint=key.fingerprint, key_type=key.key_type, public_key=key.openssh,
-                     comment=key.comment[:255], created_at=now))
+            raise InvalidState(f"key {key.fingerprint} is already enrolled", field="ssh_key")
+        s.add(
+            SshKey(
+                user_id=u.id,
+                fingerprint=key.fingerprint,
+                key_type=key.key_type,
+                public_key=key.openssh,
+                comment=key.comment[:255],
+                created_at=now,
+            )
+        )
 
     @staticmethod
     def _group(g: str) -> str:
         if not isinstance(g, str) or not _GROUP.fullmatch(g):
-            raise InvalidInput(f"group {g!r} must be letters, digits, '.', '_' or '-'", field="group")
+            raise InvalidInput(
+                f"group {g!r} must be letters, digits, '.', '_' or '-'", field="group"
+            )
         return g
 
     @staticmethod
@@ -118,12 +169,17 @@ class Admin:
         try:
             return Role(r).value
         except ValueError:
-            raise InvalidInput(f"role {r!r} is not one of requester, approver, admin", field="role") from None
+            raise InvalidInput(
+                f"role {r!r} is not one of requester, approver, admin", field="role"
+            ) from None
 
     @staticmethod
     def _hash(password: str) -> str:
         if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-            raise InvalidInput(f"a password must have {MIN_PASSWORD} to {MAX_PASSWORD} characters", field="password")
+            raise InvalidInput(
+                f"a password must have {MIN_PASSWORD} to {MAX_PASSWORD} characters",
+                field="password",
+            )
         return password_hasher().hash(password)
 
     def list_users(self) -> list[UserInfo]:
@@ -140,7 +196,9 @@ class Admin:
         with transaction(self.service.sessions) as s:
             u = self._user(s, name)
             self._add_key(s, u, key, now)
-            self._record(s, "user.key_enrolled", now, {"user": name, "fingerprint": key.fingerprint})
+            self._record(
+                s, "user.key_enrolled", now, {"user": name, "fingerprint": key.fingerprint}
+            )
             s.flush()
             s.refresh(u)
             return _info(u)
@@ -159,7 +217,9 @@ class Admin:
             u.locked_until = None
             self._record(s, "user.password_set", now, {"user": name})
 
-    def set_groups(self, name: str, groups: Iterable[str], roles: Iterable[str] | None = None) -> UserInfo:
+    def set_groups(
+        self, name: str, groups: Iterable[str], roles: Iterable[str] | None = None
+    ) -> UserInfo:
         gs = [self._group(g) for g in groups]
         now = self.service.now()
         with transaction(self.service.sessions) as s:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
 
@@ -72,8 +73,10 @@ def _check_unicode(data: Any) -> None:
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                raise InvalidInput("the body holds a string that is not valid Unicode (a lone surrogate)",
-                                   field="body") from None
+                raise InvalidInput(
+                    "the body holds a string that is not valid Unicode (a lone surrogate)",
+                    field="body",
+                ) from None
 
 
 def _duration(value: Any, name: str) -> timedelta | None:
@@ -148,15 +151,20 @@ def create_request() -> Any:
     body = _body()
     unknown = set(body) - {"target", "duration", "reason", "break_glass"}
     if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))[:200]}", field=sorted(unknown)[0][:64])
+        raise InvalidInput(
+            f"unknown field(s): {', '.join(sorted(unknown))[:200]}", field=sorted(unknown)[0][:64]
+        )
     if "target" not in body:
         raise InvalidInput("target is required", field="target")
     bg = body.get("break_glass", False)
     if not isinstance(bg, bool):
         raise InvalidInput("break_glass must be true or false", field="break_glass")
     req = _svc().service.submit(
-        g.user, target=body["target"], duration=_duration(body.get("duration"), "duration"),
-        reason=body.get("reason", ""), break_glass=bg,
+        g.user,
+        target=body["target"],
+        duration=_duration(body.get("duration"), "duration"),
+        reason=body.get("reason", ""),
+        break_glass=bg,
     )
     return _out(req, 201)
 
@@ -184,7 +192,10 @@ def approve(request_id: str) -> Any:
     if set(body) - {"comment", "duration"}:
         raise InvalidInput("approve takes only comment and duration", field="body")
     req = _svc().service.approve(
-        g.user, request_id, comment=body.get("comment", ""), duration=_duration(body.get("duration"), "duration")
+        g.user,
+        request_id,
+        comment=body.get("comment", ""),
+        duration=_duration(body.get("duration"), "duration"),
     )
     return _out(req)
 
@@ -233,7 +244,11 @@ def revoke(serial: str) -> Any:
     if set(body) - {"reason"}:
         raise InvalidInput("revoke takes only reason", field="body")
     rev = _svc().service.revoke(g.user, serial, reason=body.get("reason", ""))
-    return {"serial": str(rev.serial), "revoked_at": _iso(rev.revoked_at), "revoked_by": rev.revoked_by}
+    return {
+        "serial": str(rev.serial),
+        "revoked_at": _iso(rev.revoked_at),
+        "revoked_by": rev.revoked_by,
+    }
 
 
 @api.get("/whoami")
@@ -256,8 +271,15 @@ def krl() -> Any:
     # The digest lets a host refuse a KRL cut short in transit: a KRL truncated
     # at a section boundary still parses (the format has no length or end
     # marker) and would silently revoke less.
-    return Response(data, mimetype="application/octet-stream",
-                    headers={"ETag": f'"{etag}"', "Cache-Control": "no-cache", "X-KRL-SHA256": hashlib.sha256(data).hexdigest()})
+    return Response(
+        data,
+        mimetype="application/octet-stream",
+        headers={
+            "ETag": f'"{etag}"',
+            "Cache-Control": "no-cache",
+            "X-KRL-SHA256": hashlib.sha256(data).hexdigest(),
+        },
+    )
 
 
 @api.get("/targets")
@@ -266,7 +288,12 @@ def targets() -> Any:
     return {
         "policy_version": policy.version,
         "targets": [
-            {"name": t.name, "description": t.description, "principals": list(t.principals), "login_users": list(t.login_users)}
+            {
+                "name": t.name,
+                "description": t.description,
+                "principals": list(t.principals),
+                "login_users": list(t.login_users),
+            }
             for t in policy.targets
         ],
     }
@@ -283,7 +310,10 @@ def audit_export() -> Any:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise InvalidInput("since must be an event id", field="since")
     lines = _svc().export_audit(int(raw))
-    return Response("".join(line if line.endswith("\n") else line + "\n" for line in lines), mimetype="application/x-ndjson")
+    return Response(
+        "".join(line if line.endswith("\n") else line + "\n" for line in lines),
+        mimetype="application/x-ndjson",
+    )
 
 
 @api.get("/openapi.json")
@@ -291,5 +321,3 @@ def openapi() -> Any:
     from .openapi import spec
 
     return spec()
-
-

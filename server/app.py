@@ -7,9 +7,10 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from flask import Flask, Response, g, request
 from sqlalchemy import func, select, text
@@ -23,15 +24,15 @@ from ca.keyring import Keyring, init_keyring
 from . import audit
 from .audit_chain import generate_audit_key, load_audit_key, save_audit_key
 from .auth import authenticate, report_failure
-from .config import ConfigError, ServerConfig
+from .config import InvalidConfig, ServerConfig
 from .db import is_sqlite, make_engine, make_session_factory, transaction
-from .errors import AuthFailed, Unavailable
+from .errors import AuthFailed, DatabaseUnavailable
 from .keystore import LiveKeyring, RecordedState, check_and_record
 from .migrate import upgrade
 from .models import AccessRequest, AuthFailureCount, Certificate, Revocation
 from .notify import Notifier
-from .proxy import TrustedProxies, parse_networks
 from .offline import flush_pending
+from .proxy import TrustedProxies, parse_networks
 from .services import PolicyHolder, Service
 from .web.setup import set_security_headers
 
@@ -41,10 +42,12 @@ log = logging.getLogger("jit_ssh.server")
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-def bootstrap(config: ServerConfig, *, now: datetime, say: Callable[[str], None] = log.warning) -> None:
+def bootstrap(
+    config: ServerConfig, *, now: datetime, say: Callable[[str], None] = log.warning
+) -> None:
     """First start: create what is missing in the data directory, and say so."""
     d = config.data_dir
     if not d.exists():
@@ -59,7 +62,9 @@ def bootstrap(config: ServerConfig, *, now: datetime, say: Callable[[str], None]
         say(f"created audit signing key {config.audit_key_path}")
     if config.policy_path is None and not config.resolved_policy_path.exists():
         shutil.copyfile(policies.demo_policy_path(), config.resolved_policy_path)
-        say(f"created demo policy {config.resolved_policy_path} (edit it; `jit-ssh policy check` validates it)")
+        say(
+            f"created demo policy {config.resolved_policy_path} (edit it; `jit-ssh policy check` validates it)"
+        )
 
 
 @dataclass
@@ -84,9 +89,13 @@ class JitSsh:
         def failed(err: AuthFailed, claimed: str | None) -> None:
             # Counted, and audited once per kind and time window (see record_failure).
             report_failure(
-                self.service.sessions, now=self.clock(), code=err.code, claimed_user=claimed,
+                self.service.sessions,
+                now=self.clock(),
+                code=err.code,
+                claimed_user=claimed,
                 data={"path": req.path[:200], "remote": (req.remote_addr or "")[:64]},
-                signing_key=self.service.audit_key, checkpoint_every=self.service.checkpoint_every,
+                signing_key=self.service.audit_key,
+                checkpoint_every=self.service.checkpoint_every,
             )
 
         return authenticate(
@@ -123,9 +132,21 @@ class JitSsh:
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-def _problem(status: int, code: str, title: str, detail: str, field: str | None = None,
-             extra: dict[str, Any] | None = None) -> Response:
-    body: dict[str, Any] = {"type": f"urn:jit-ssh:problem:{code}", "title": title, "status": status, "detail": detail, "code": code}
+def _problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    field: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": f"urn:jit-ssh:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
     if field:
         body["field"] = field
     if extra:
@@ -159,8 +180,13 @@ def _init_web(app: Flask, config: ServerConfig) -> None:
     app.register_blueprint(web)
 
 
-def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = None, say: Callable[[str], None] | None = None,
-               recorded_keys: RecordedState | None = None) -> Flask:
+def create_app(
+    config: ServerConfig,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    say: Callable[[str], None] | None = None,
+    recorded_keys: RecordedState | None = None,
+) -> Flask:
     """The app. ``recorded_keys``: the key states a caller has just checked
     against the database for this data directory (``serve``, once before
     forking): the workers then start without touching the database, as a
@@ -182,20 +208,37 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
     audit_key = load_audit_key(config.audit_key_path)
     # The database says which keys every replica holds and which CA key signs:
     # refuse to start with other ones (server/keystore.py).
-    recorded = recorded_keys or check_and_record(sessions, config.data_dir, audit_key, now=clock(),
-                                                 checkpoint_every=config.audit_checkpoint_every, say=say or log.warning)
+    recorded = recorded_keys or check_and_record(
+        sessions,
+        config.data_dir,
+        audit_key,
+        now=clock(),
+        checkpoint_every=config.audit_checkpoint_every,
+        say=say or log.warning,
+    )
     keyring = LiveKeyring(sessions, config.data_dir, recorded, passphrase=passphrase)
 
     def on_reload(new: policies.Policy, old: policies.Policy | None) -> None:
         with transaction(sessions) as s:
             audit.record(
-                s, type="policy.reloaded", now=clock(),
-                data={"path": str(config.resolved_policy_path), "version": new.version, "previous": old.version if old else None},
-                signing_key=audit_key, checkpoint_every=config.audit_checkpoint_every,
+                s,
+                type="policy.reloaded",
+                now=clock(),
+                data={
+                    "path": str(config.resolved_policy_path),
+                    "version": new.version,
+                    "previous": old.version if old else None,
+                },
+                signing_key=audit_key,
+                checkpoint_every=config.audit_checkpoint_every,
             )
 
     holder = PolicyHolder(config.resolved_policy_path, on_reload=on_reload)
-    notifier = Notifier(config.webhook_url, base_url=config.base_url or "http://127.0.0.1:8022") if config.webhook_url else None
+    notifier = (
+        Notifier(config.webhook_url, base_url=config.base_url or "http://127.0.0.1:8022")
+        if config.webhook_url
+        else None
+    )
     service = Service(
         sessions=sessions,
         keyring=keyring,
@@ -217,11 +260,17 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
     try:
         proxies = parse_networks(config.trusted_proxies)
     except ValueError as e:
-        raise ConfigError(str(e), field="trusted_proxies") from None
+        raise InvalidConfig(str(e), field="trusted_proxies") from None
     app.wsgi_app = TrustedProxies(app.wsgi_app, proxies)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
-    ext = JitSsh(config=config, service=service, keyring=keyring, audit_public_key=audit_key.public_key(), clock=clock)
+    ext = JitSsh(
+        config=config,
+        service=service,
+        keyring=keyring,
+        audit_public_key=audit_key.public_key(),
+        clock=clock,
+    )
     app.extensions["jit_ssh"] = ext
     app.extensions["jit_ssh.engine"] = engine
 
@@ -239,7 +288,9 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
     def _headers(resp: Response) -> Response:
         t0 = getattr(g, "t0", None)
         if t0 is not None:
-            ext.observe(request.url_rule.rule if request.url_rule else "unknown", time.perf_counter() - t0)
+            ext.observe(
+                request.url_rule.rule if request.url_rule else "unknown", time.perf_counter() - t0
+            )
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Cache-Control", "no-store")
         return set_security_headers(resp)
@@ -252,32 +303,55 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(e: RequestEntityTooLarge) -> Response:
-        return _problem(413, "body_too_large", "BodyTooLarge", f"the body is larger than {config.max_body_bytes} bytes")
+        return _problem(
+            413,
+            "body_too_large",
+            "BodyTooLarge",
+            f"the body is larger than {config.max_body_bytes} bytes",
+        )
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}.get(e.code or 500, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}.get(
+            e.code or 500, "http_error"
+        )
         return _problem(e.code or 500, code, e.name, e.description or e.name)
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)
     def _db_down(e: Exception) -> Response:
         log.error("database error: %s", str(e).splitlines()[0][:300])
-        return _problem(503, Unavailable.code, "Unavailable", "the database is unavailable; nothing was changed, try again")
+        return _problem(
+            503,
+            DatabaseUnavailable.code,
+            "DatabaseUnavailable",
+            "the database is unavailable; nothing was changed, try again",
+        )
 
     @app.errorhandler(Exception)
     def _bug(e: Exception) -> Response:
         log.exception("unhandled error")
-        return _problem(500, "internal_error", "InternalError", "an internal error occurred; it was logged")
+        return _problem(
+            500, "internal_error", "InternalError", "an internal error occurred; it was logged"
+        )
 
     @app.get("/healthz")
     def healthz() -> Any:
         try:
             with engine.connect() as c:
                 c.execute(text("SELECT 1"))
-        except Exception as e:  # noqa: BLE001
-            return _problem(503, Unavailable.code, "Unavailable", f"database check failed: {type(e).__name__}")
-        return {"status": "ok", "policy_version": holder.get().version, "ca": keyring.signing_key.fingerprint}
+        except Exception as e:
+            return _problem(
+                503,
+                DatabaseUnavailable.code,
+                "DatabaseUnavailable",
+                f"database check failed: {type(e).__name__}",
+            )
+        return {
+            "status": "ok",
+            "policy_version": holder.get().version,
+            "ca": keyring.signing_key.fingerprint,
+        }
 
     @app.get("/metrics")
     def metrics() -> Any:
@@ -285,17 +359,27 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
         with transaction(sessions) as s:
             lines.append("# HELP jit_ssh_requests Access requests by state.")
             lines.append("# TYPE jit_ssh_requests gauge")
-            for state, n in s.execute(select(AccessRequest.state, func.count()).group_by(AccessRequest.state)):
+            for state, n in s.execute(
+                select(AccessRequest.state, func.count()).group_by(AccessRequest.state)
+            ):
                 lines.append(f'jit_ssh_requests{{state="{state}"}} {n}')
             lines.append("# HELP jit_ssh_certificates_issued_total Certificates issued.")
             lines.append("# TYPE jit_ssh_certificates_issued_total counter")
-            lines.append(f"jit_ssh_certificates_issued_total {s.scalar(select(func.count()).select_from(Certificate))}")
+            lines.append(
+                f"jit_ssh_certificates_issued_total {s.scalar(select(func.count()).select_from(Certificate))}"
+            )
             lines.append("# HELP jit_ssh_revocations_total Certificates revoked.")
             lines.append("# TYPE jit_ssh_revocations_total counter")
-            lines.append(f"jit_ssh_revocations_total {s.scalar(select(func.count()).select_from(Revocation))}")
+            lines.append(
+                f"jit_ssh_revocations_total {s.scalar(select(func.count()).select_from(Revocation))}"
+            )
             lines.append("# HELP jit_ssh_auth_failures_total Failed API authentications.")
             lines.append("# TYPE jit_ssh_auth_failures_total counter")
-            n = s.scalar(select(func.coalesce(func.sum(AuthFailureCount.count), 0)).where(AuthFailureCount.code != ""))
+            n = s.scalar(
+                select(func.coalesce(func.sum(AuthFailureCount.count), 0)).where(
+                    AuthFailureCount.code != ""
+                )
+            )
             lines.append(f"jit_ssh_auth_failures_total {n}")
         lines.append("# HELP jit_ssh_http_request_duration_seconds Request latency (this worker).")
         lines.append("# TYPE jit_ssh_http_request_duration_seconds histogram")
@@ -303,12 +387,18 @@ def create_app(config: ServerConfig, *, clock: Callable[[], datetime] | None = N
             for endpoint, b in sorted(ext.latency.items()):
                 lbl = endpoint.replace('"', "")
                 for i, le in enumerate(_BUCKETS):
-                    lines.append(f'jit_ssh_http_request_duration_seconds_bucket{{endpoint="{lbl}",le="{le}"}} {b[2 + i]}')
-                lines.append(f'jit_ssh_http_request_duration_seconds_bucket{{endpoint="{lbl}",le="+Inf"}} {b[0]}')
-                lines.append(f'jit_ssh_http_request_duration_seconds_sum{{endpoint="{lbl}"}} {b[1]:.6f}')
-                lines.append(f'jit_ssh_http_request_duration_seconds_count{{endpoint="{lbl}"}} {b[0]}')
+                    lines.append(
+                        f'jit_ssh_http_request_duration_seconds_bucket{{endpoint="{lbl}",le="{le}"}} {b[2 + i]}'
+                    )
+                lines.append(
+                    f'jit_ssh_http_request_duration_seconds_bucket{{endpoint="{lbl}",le="+Inf"}} {b[0]}'
+                )
+                lines.append(
+                    f'jit_ssh_http_request_duration_seconds_sum{{endpoint="{lbl}"}} {b[1]:.6f}'
+                )
+                lines.append(
+                    f'jit_ssh_http_request_duration_seconds_count{{endpoint="{lbl}"}} {b[0]}'
+                )
         return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
 
     return app
-
-

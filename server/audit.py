@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.orm import Session
@@ -38,9 +39,13 @@ _EVENTS = AuditEvent.__table__
 _HEADS = AuditHead.__table__
 # Statements built once: building one costs about as much as running it.
 _INSERT_EVENT = insert(_EVENTS)
-_SELECT_HEAD = select(_HEADS.c.last_id, _HEADS.c.last_hash).where(_HEADS.c.id == 1).with_for_update()
+_SELECT_HEAD = (
+    select(_HEADS.c.last_id, _HEADS.c.last_hash).where(_HEADS.c.id == 1).with_for_update()
+)
 _UPDATE_HEAD = (
-    update(_HEADS).where(_HEADS.c.id == 1).values(last_id=bindparam("new_id"), last_hash=bindparam("new_hash"))
+    update(_HEADS)
+    .where(_HEADS.c.id == 1)
+    .values(last_id=bindparam("new_id"), last_hash=bindparam("new_hash"))
 )
 
 
@@ -122,13 +127,24 @@ def _prev_event(last_id: int, last_hash: str) -> chain.AuditEvent | None:
         return None
     # make_event needs only the previous event's id and hash.
     return chain.AuditEvent(
-        id=last_id, at="", type="", actor=None, request_id=None, data={}, prev_hash="", hash=last_hash
+        id=last_id,
+        at="",
+        type="",
+        actor=None,
+        request_id=None,
+        data={},
+        prev_hash="",
+        hash=last_hash,
     )
 
 
 def _store_checkpoint(session: Session, cp: chain.Checkpoint) -> AuditCheckpoint:
     row = AuditCheckpoint(
-        event_id=cp.event_id, head_hash=cp.head_hash, at=cp.at, key_fingerprint=cp.key_fingerprint, signature=cp.signature
+        event_id=cp.event_id,
+        head_hash=cp.head_hash,
+        at=cp.at,
+        key_fingerprint=cp.key_fingerprint,
+        signature=cp.signature,
     )
     session.add(row)
     session.flush()
@@ -165,19 +181,29 @@ def export(session: Session, since: int = 0, batch: int = 5000) -> Iterator[str]
     events: list[chain.AuditEvent] = []
     last = since
     while True:
-        rows = session.execute(
-            select(AuditEvent).where(AuditEvent.id > last).order_by(AuditEvent.id).limit(batch)
-        ).scalars().all()
+        rows = (
+            session.execute(
+                select(AuditEvent).where(AuditEvent.id > last).order_by(AuditEvent.id).limit(batch)
+            )
+            .scalars()
+            .all()
+        )
         if not rows:
             break
         events.extend(event_from_row(r) for r in rows)
         last = rows[-1].id
     cps = [
         chain.Checkpoint(
-            event_id=c.event_id, head_hash=c.head_hash, at=c.at, key_fingerprint=c.key_fingerprint, signature=c.signature
+            event_id=c.event_id,
+            head_hash=c.head_hash,
+            at=c.at,
+            key_fingerprint=c.key_fingerprint,
+            signature=c.signature,
         )
         for c in session.execute(
-            select(AuditCheckpoint).where(AuditCheckpoint.event_id > since).order_by(AuditCheckpoint.event_id)
+            select(AuditCheckpoint)
+            .where(AuditCheckpoint.event_id > since)
+            .order_by(AuditCheckpoint.event_id)
         ).scalars()
     ]
     yield from chain.export_lines(events, cps)

@@ -118,10 +118,11 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence, Union
+from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -192,7 +193,9 @@ _TYPE = re.compile(r"[a-z][a-z0-9_.\-]{0,63}\Z")
 _AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
 _BODY_KEYS = frozenset({"id", "at", "type", "actor", "request_id", "data"})
 _EVENT_KEYS = _BODY_KEYS | {"kind", "prev_hash", "hash"}
-_CHECKPOINT_KEYS = frozenset({"kind", "event_id", "head_hash", "at", "key_fingerprint", "signature"})
+_CHECKPOINT_KEYS = frozenset(
+    {"kind", "event_id", "head_hash", "at", "key_fingerprint", "signature"}
+)
 
 
 # --------------------------------------------------------------------- errors
@@ -239,7 +242,9 @@ def _check_json(obj: Any, path: str, depth: int) -> None:
             raise InvalidAuditEvent(f"{path}: nested deeper than {_MAX_DEPTH} levels", field=path)
         for k, v in obj.items():
             if type(k) is not str:
-                raise InvalidAuditEvent(f"{path}: keys must be strings, not {type(k).__name__} ({k!r})", field=path)
+                raise InvalidAuditEvent(
+                    f"{path}: keys must be strings, not {type(k).__name__} ({k!r})", field=path
+                )
             _check_json(v, f"{path}.{k}", depth + 1)
         return
     if t is list:
@@ -251,9 +256,13 @@ def _check_json(obj: Any, path: str, depth: int) -> None:
     if t is float:
         # Floats have no single canonical text across languages (1e16 vs
         # 10000000000000000.0), and NaN/inf are not JSON at all.
-        raise InvalidAuditEvent(f"{path}: floats are not allowed (got {obj!r}); use an int or a string", field=path)
+        raise InvalidAuditEvent(
+            f"{path}: floats are not allowed (got {obj!r}); use an int or a string", field=path
+        )
     if isinstance(obj, datetime):
-        raise InvalidAuditEvent(f"{path}: a datetime must be given as an ISO string (format_at)", field=path)
+        raise InvalidAuditEvent(
+            f"{path}: a datetime must be given as an ISO string (format_at)", field=path
+        )
     raise InvalidAuditEvent(
         f"{path}: {t.__name__} is not allowed; only str, int, bool, None, list and dict", field=path
     )
@@ -272,10 +281,14 @@ def canonical_json(obj: Any) -> bytes:
     """
     _check_json(obj, "$", 0)
     try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidAuditEvent("$: a string holds a lone surrogate (not valid Unicode)", field="$") from None
+        raise InvalidAuditEvent(
+            "$: a string holds a lone surrogate (not valid Unicode)", field="$"
+        ) from None
     except ValueError as e:  # an int over sys.get_int_max_str_digits()
         raise InvalidAuditEvent(f"$: {e}", field="$") from None
 
@@ -291,7 +304,7 @@ def format_at(dt: datetime) -> str:
     """A timezone-aware datetime as the audit log writes it: UTC, microseconds, ``Z``."""
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise InvalidAuditEvent("at: the time must be timezone-aware (UTC)", field="at")
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _check_at(at: Any, field: str = "at") -> str:
@@ -303,7 +316,9 @@ def _check_at(at: Any, field: str = "at") -> str:
     try:
         datetime.fromisoformat(at.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidAuditEvent(f"{field}: {at!r} is not a real date and time", field=field) from None
+        raise InvalidAuditEvent(
+            f"{field}: {at!r} is not a real date and time", field=field
+        ) from None
     return at
 
 
@@ -311,7 +326,9 @@ def _check_name(value: Any, field: str) -> str | None:
     if value is None:
         return None
     if type(value) is not str or not value or len(value) > _MAX_NAME:
-        raise InvalidAuditEvent(f"{field}: must be null or a string of 1 to {_MAX_NAME} characters", field=field)
+        raise InvalidAuditEvent(
+            f"{field}: must be null or a string of 1 to {_MAX_NAME} characters", field=field
+        )
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise InvalidAuditEvent(f"{field}: must not hold control characters", field=field)
     return value
@@ -378,7 +395,9 @@ def make_event(
         prev_hex = GENESIS_HEX
     else:
         if id != prev.id + 1:
-            raise InvalidAuditEvent(f"id: must be {prev.id + 1} (the previous event's id + 1), got {id}", field="id")
+            raise InvalidAuditEvent(
+                f"id: must be {prev.id + 1} (the previous event's id + 1), got {id}", field="id"
+            )
         if builtins.type(prev.hash) is not str or not _HEX64.match(prev.hash):
             raise InvalidAuditEvent("prev.hash: must be 64 lowercase hex digits", field="prev.hash")
         prev_hex = prev.hash
@@ -391,19 +410,32 @@ def make_event(
     _check_name(actor, "actor")
     _check_name(request_id, "request_id")
     if not isinstance(data, Mapping):
-        raise InvalidAuditEvent(f"data: must be a dict, not {builtins.type(data).__name__}", field="data")
+        raise InvalidAuditEvent(
+            f"data: must be a dict, not {builtins.type(data).__name__}", field="data"
+        )
     plain = dict(data)
     _check_json(plain, "data", 1)
-    body = canonical_json({"id": id, "at": at, "type": type, "actor": actor, "request_id": request_id, "data": plain})
+    body = canonical_json(
+        {"id": id, "at": at, "type": type, "actor": actor, "request_id": request_id, "data": plain}
+    )
     if len(body) > MAX_BODY_BYTES:
-        raise InvalidAuditEvent(f"data: the event is {len(body)} bytes, over {MAX_BODY_BYTES}", field="data")
+        raise InvalidAuditEvent(
+            f"data: the event is {len(body)} bytes, over {MAX_BODY_BYTES}", field="data"
+        )
     # The event keeps a private deep copy (decoded from the very bytes that
     # were hashed), so a caller mutating its dict later cannot make the
     # stored event disagree with its hash.
     own_data = json.loads(body)["data"]
     digest = hashlib.sha256(bytes.fromhex(prev_hex) + body).hexdigest()
     return AuditEvent(
-        id=id, at=at, type=type, actor=actor, request_id=request_id, data=own_data, prev_hash=prev_hex, hash=digest
+        id=id,
+        at=at,
+        type=type,
+        actor=actor,
+        request_id=request_id,
+        data=own_data,
+        prev_hash=prev_hex,
+        hash=digest,
     )
 
 
@@ -426,15 +458,21 @@ class Checkpoint:
 
 def checkpoint_payload(event_id: int, head_hash: str, at: str) -> bytes:
     """The exact bytes a checkpoint signs."""
-    return canonical_json({"domain": CHECKPOINT_DOMAIN, "event_id": event_id, "head_hash": head_hash, "at": at})
+    return canonical_json(
+        {"domain": CHECKPOINT_DOMAIN, "event_id": event_id, "head_hash": head_hash, "at": at}
+    )
 
 
-def sign_checkpoint(private_key: ed25519.Ed25519PrivateKey, event: AuditEvent, at: str) -> Checkpoint:
+def sign_checkpoint(
+    private_key: ed25519.Ed25519PrivateKey, event: AuditEvent, at: str
+) -> Checkpoint:
     """Sign the chain head ``event`` (the newest event the database holds) at time ``at``."""
     if not isinstance(private_key, ed25519.Ed25519PrivateKey):
         raise AuditKeyError("the audit key must be an Ed25519 private key", field="audit_key")
     if type(event.id) is not int or event.id < 1:
-        raise InvalidAuditEvent(f"event.id: must be a positive int, got {event.id!r}", field="event.id")
+        raise InvalidAuditEvent(
+            f"event.id: must be a positive int, got {event.id!r}", field="event.id"
+        )
     if type(event.hash) is not str or not _HEX64.match(event.hash):
         raise InvalidAuditEvent("event.hash: must be 64 lowercase hex digits", field="event.hash")
     _check_at(at)
@@ -479,7 +517,7 @@ def verify_checkpoint(cp: Checkpoint, public_key: ed25519.Ed25519PublicKey) -> b
 
 # ------------------------------------------------------------------ audit key
 
-AuditKey = Union[ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey]
+AuditKey = ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey
 
 
 def generate_audit_key() -> ed25519.Ed25519PrivateKey:
@@ -493,21 +531,29 @@ def _public(key: AuditKey) -> ed25519.Ed25519PublicKey:
         return key.public_key()
     if isinstance(key, ed25519.Ed25519PublicKey):
         return key
-    raise AuditKeyError(f"the audit key must be Ed25519, not {type(key).__name__}", field="audit_key")
+    raise AuditKeyError(
+        f"the audit key must be Ed25519, not {type(key).__name__}", field="audit_key"
+    )
 
 
 def audit_public_key_text(key: AuditKey, comment: str = "") -> str:
     """The public half as one OpenSSH line (``ssh-ed25519 AAAA... comment``), no newline."""
-    line = _public(key).public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    line = (
+        _public(key)
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     return f"{line} {comment}" if comment else line
 
 
 def audit_key_fingerprint(key: AuditKey) -> str:
     """``SHA256:...`` as ``ssh-keygen -l`` prints it; what a checkpoint names its key by."""
-    blob = _public(key).public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1]
+    blob = (
+        _public(key)
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .split()[1]
+    )
     return fingerprint_of_blob(base64.b64decode(blob))
-
-
 
 
 def save_audit_key(
@@ -526,25 +572,37 @@ def save_audit_key(
     # Check the .pub first: a stale one beside a new key would make every
     # checkpoint fail against the key an auditor was given.
     if pub_path.exists():
-        raise FileExistsError(errno.EEXIST, "refusing to overwrite an existing audit public key", str(pub_path))
+        raise FileExistsError(
+            errno.EEXIST, "refusing to overwrite an existing audit public key", str(pub_path)
+        )
     enc: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
     )
-    pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, enc)
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, enc
+    )
     pub = audit_public_key_text(private_key, comment)
     write_new_file(p, pem, 0o600)
     write_new_file(pub_path, (pub + "\n").encode("ascii"), 0o644)
     return pub
 
 
-def load_audit_key(path: str | os.PathLike[str], *, passphrase: bytes | None = None) -> ed25519.Ed25519PrivateKey:
+def load_audit_key(
+    path: str | os.PathLike[str], *, passphrase: bytes | None = None
+) -> ed25519.Ed25519PrivateKey:
     """Load the audit private key (OpenSSH format), as ``ca.keys.load_ca_key`` does:
     refuses a file group or others may read (:class:`InsecureKeyFile`), an
     encrypted key without passphrase, a wrong passphrase, and non-Ed25519 keys."""
     p = Path(path)
-    key = load_private_key_file(p, passphrase=passphrase, what="audit", field="audit_key", error=AuditKeyError)
+    key = load_private_key_file(
+        p, passphrase=passphrase, what="audit", field="audit_key", error=AuditKeyError
+    )
     if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise AuditKeyError(f"{p}: the audit key must be Ed25519, not {type(key).__name__}", field="audit_key")
+        raise AuditKeyError(
+            f"{p}: the audit key must be Ed25519, not {type(key).__name__}", field="audit_key"
+        )
     return key
 
 
@@ -557,7 +615,9 @@ def load_audit_public_keys(text: str) -> list[ed25519.Ed25519PublicKey]:
             continue
         pub = parse_public_key(line, field=f"audit key line {n}")
         if pub.key_type != "ssh-ed25519":
-            raise AuditKeyError(f"audit key line {n}: must be ssh-ed25519, not {pub.key_type}", field="pubkey")
+            raise AuditKeyError(
+                f"audit key line {n}: must be ssh-ed25519, not {pub.key_type}", field="pubkey"
+            )
         keys.append(pub.key)
     return keys
 
@@ -603,7 +663,10 @@ def checkpoint_line(cp: Checkpoint) -> str:
         "key_fingerprint": cp.key_fingerprint,
         "signature": cp.signature,
     }
-    return '{"kind":"checkpoint",' + json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)[1:]
+    return (
+        '{"kind":"checkpoint",'
+        + json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)[1:]
+    )
 
 
 def export_lines(events: Iterable[AuditEvent], checkpoints: Iterable[Checkpoint]) -> Iterator[str]:
@@ -638,13 +701,18 @@ def _parse_obj(obj: Any, n: int) -> AuditEvent | Checkpoint:
     elif kind == "checkpoint":
         expected = _CHECKPOINT_KEYS
     else:
-        raise InvalidAuditExport(f'"kind" must be "event" or "checkpoint", got {str(kind)[:40]!r}', line=n, field="kind")
+        raise InvalidAuditExport(
+            f'"kind" must be "event" or "checkpoint", got {str(kind)[:40]!r}', line=n, field="kind"
+        )
     keys = set(obj)
     if keys != expected:
         missing, extra = sorted(expected - keys), sorted(keys - expected)
         what = "; ".join(
             part
-            for part in (f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(extra)}" if extra else "")
+            for part in (
+                f"missing {', '.join(missing)}" if missing else "",
+                f"unknown {', '.join(extra)}" if extra else "",
+            )
             if part
         )
         raise InvalidAuditExport(f"{kind}: {what}", line=n, field=(missing or extra)[0])
@@ -653,7 +721,9 @@ def _parse_obj(obj: Any, n: int) -> AuditEvent | Checkpoint:
         v = obj[name]
         if type(v) not in types:
             names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise InvalidAuditExport(f"{kind}: {name} must be {names}, got {type(v).__name__}", line=n, field=name)
+            raise InvalidAuditExport(
+                f"{kind}: {name} must be {names}, got {type(v).__name__}", line=n, field=name
+            )
         return v
 
     str_or_none = (str, type(None))
@@ -716,8 +786,11 @@ def _parse_line(line: str | bytes, n: int) -> AuditEvent | Checkpoint | None:
     try:
         obj = json.loads(line, object_pairs_hook=_no_duplicates)
     except _DuplicateKey as e:
-        raise InvalidAuditExport(f"duplicate key {str(e)[:64]!r}: not the canonical form of an export line",
-                                 line=n, field=str(e)[:64]) from None
+        raise InvalidAuditExport(
+            f"duplicate key {str(e)[:64]!r}: not the canonical form of an export line",
+            line=n,
+            field=str(e)[:64],
+        ) from None
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise InvalidAuditExport(f"not valid JSON ({e})", line=n) from None
     except RecursionError:
@@ -759,7 +832,7 @@ def parse_export(lines: Iterable[str | bytes]) -> tuple[list[AuditEvent], list[C
 # ---------------------------------------------------------------------- verify
 
 
-class ProblemKind(str, enum.Enum):
+class ProblemKind(enum.StrEnum):
     EDITED = "edited"
     DELETED = "deleted"
     INSERTED = "inserted"
@@ -854,7 +927,13 @@ class _Verifier:
     # -- problems
 
     def fail(
-        self, event_id: int, kind: ProblemKind, message: str, *, until: int | None = None, line: int | None = None
+        self,
+        event_id: int,
+        kind: ProblemKind,
+        message: str,
+        *,
+        until: int | None = None,
+        line: int | None = None,
     ) -> None:
         if self.problem is None:
             self.problem = Problem(event_id, kind, message, until, line)
@@ -884,18 +963,28 @@ class _Verifier:
         eid = cp.event_id
         key = self.keys.get(cp.key_fingerprint)
         if key is None:
-            self.fail(eid, ProblemKind.BAD_CHECKPOINT,
-                      f"the checkpoint of event {eid} is signed by an unknown key "
-                      f"{str(cp.key_fingerprint)[:80]} (give every audit public key, old ones too)", line=line)
+            self.fail(
+                eid,
+                ProblemKind.BAD_CHECKPOINT,
+                f"the checkpoint of event {eid} is signed by an unknown key "
+                f"{str(cp.key_fingerprint)[:80]} (give every audit public key, old ones too)",
+                line=line,
+            )
             return False
         if not _signature_ok(cp, key):
-            self.fail(eid, ProblemKind.BAD_CHECKPOINT,
-                      f"the checkpoint of event {eid} has a signature that does not verify "
-                      f"under {cp.key_fingerprint}", line=line)
+            self.fail(
+                eid,
+                ProblemKind.BAD_CHECKPOINT,
+                f"the checkpoint of event {eid} has a signature that does not verify "
+                f"under {cp.key_fingerprint}",
+                line=line,
+            )
             return False
         return True
 
-    def _check_cp(self, cp: Checkpoint, line: int | None, actual: str | None, *, start: bool = False) -> None:
+    def _check_cp(
+        self, cp: Checkpoint, line: int | None, actual: str | None, *, start: bool = False
+    ) -> None:
         if not self._authentic(cp, line):
             return
         eid = cp.event_id
@@ -903,13 +992,19 @@ class _Verifier:
         if cp.head_hash != actual:
             assert self.first_id is not None
             if start:
-                self.fail(self.first_id, ProblemKind.REWRITTEN,
-                          f"a checkpoint signed at {cp.at} says event {eid} had hash {str(cp.head_hash)[:64]}, "
-                          f"but event {self.first_id} links to {actual}: the events were rewritten", line=line)
+                self.fail(
+                    self.first_id,
+                    ProblemKind.REWRITTEN,
+                    f"a checkpoint signed at {cp.at} says event {eid} had hash {str(cp.head_hash)[:64]}, "
+                    f"but event {self.first_id} links to {actual}: the events were rewritten",
+                    line=line,
+                )
                 return
             # Checkpoints of earlier events read so far (held back, see
             # add_checkpoint) may narrow the range: check them first.
-            earlier = sorted((c for c in self.late if c[0].event_id < eid), key=lambda c: c[0].event_id)
+            earlier = sorted(
+                (c for c in self.late if c[0].event_id < eid), key=lambda c: c[0].event_id
+            )
             if earlier:
                 self.late = [c for c in self.late if c[0].event_id >= eid]
                 for c, cline in earlier:
@@ -918,11 +1013,15 @@ class _Verifier:
                         return
             i = bisect.bisect_left(self.good, eid)
             since = self.good[i - 1] + 1 if i else self.first_id
-            self.fail(since, ProblemKind.REWRITTEN,
-                      f"the checkpoint of event {eid} signed at {cp.at} says its hash was "
-                      f"{str(cp.head_hash)[:64]}, but the chain has {actual}: events were rewritten and their "
-                      f"hashes recomputed, starting somewhere in events {since}..{eid}",
-                      until=eid, line=line)
+            self.fail(
+                since,
+                ProblemKind.REWRITTEN,
+                f"the checkpoint of event {eid} signed at {cp.at} says its hash was "
+                f"{str(cp.head_hash)[:64]}, but the chain has {actual}: events were rewritten and their "
+                f"hashes recomputed, starting somewhere in events {since}..{eid}",
+                until=eid,
+                line=line,
+            )
             return
         bisect.insort(self.good, eid)
         if self.keys is not None and (self.signed_through is None or eid > self.signed_through):
@@ -935,12 +1034,21 @@ class _Verifier:
         self.first_id = eid
         if self.expect_first_id is not None and eid != self.expect_first_id:
             if eid > self.expect_first_id:
-                self.fail(self.expect_first_id, ProblemKind.DELETED,
-                          f"the export should start at event {self.expect_first_id} but starts at {eid}: "
-                          f"events {self.expect_first_id}..{eid - 1} are missing", until=eid - 1, line=line)
+                self.fail(
+                    self.expect_first_id,
+                    ProblemKind.DELETED,
+                    f"the export should start at event {self.expect_first_id} but starts at {eid}: "
+                    f"events {self.expect_first_id}..{eid - 1} are missing",
+                    until=eid - 1,
+                    line=line,
+                )
             else:
-                self.fail(eid, ProblemKind.INSERTED,
-                          f"the export should start at event {self.expect_first_id} but starts at {eid}", line=line)
+                self.fail(
+                    eid,
+                    ProblemKind.INSERTED,
+                    f"the export should start at event {self.expect_first_id} but starts at {eid}",
+                    line=line,
+                )
             return
         if self.start_hex is not None:
             self.start_prev = self.start_hex
@@ -962,27 +1070,47 @@ class _Verifier:
     def bad_link(self, eid: int, prev: str, body_ok: bool, line: int | None) -> None:
         if eid == self.first_id:
             if self.start_hex is not None:
-                self.fail(eid, ProblemKind.REWRITTEN,
-                          f"event {eid} links to {prev[:64]}, not to the expected start {self.start_hex}: "
-                          "the chain before it, or this event, was rewritten", line=line)
+                self.fail(
+                    eid,
+                    ProblemKind.REWRITTEN,
+                    f"event {eid} links to {prev[:64]}, not to the expected start {self.start_hex}: "
+                    "the chain before it, or this event, was rewritten",
+                    line=line,
+                )
             else:
-                self.fail(eid, ProblemKind.EDITED,
-                          f"event {eid} links to {prev[:64]}, not to {self.start_prev}", line=line)
+                self.fail(
+                    eid,
+                    ProblemKind.EDITED,
+                    f"event {eid} links to {prev[:64]}, not to {self.start_prev}",
+                    line=line,
+                )
         elif prev == self.last_prev:
             # The event before this one was spliced in: this one still links
             # to the event before that.
-            self.fail(eid - 1, ProblemKind.INSERTED,
-                      f"event {eid - 1} was inserted: event {eid} links to event {eid - 2}'s hash", line=line)
+            self.fail(
+                eid - 1,
+                ProblemKind.INSERTED,
+                f"event {eid - 1} was inserted: event {eid} links to event {eid - 2}'s hash",
+                line=line,
+            )
         elif body_ok:
             # This event is intact, so the previous one was rewritten and its
             # hash recomputed on its own.
-            self.fail(eid - 1, ProblemKind.EDITED,
-                      f"event {eid - 1} was changed and its hash recomputed: event {eid} links to {prev[:64]}, "
-                      f"but event {eid - 1} now hashes to {self.last_hash}", line=line)
+            self.fail(
+                eid - 1,
+                ProblemKind.EDITED,
+                f"event {eid - 1} was changed and its hash recomputed: event {eid} links to {prev[:64]}, "
+                f"but event {eid - 1} now hashes to {self.last_hash}",
+                line=line,
+            )
         else:
-            self.fail(eid, ProblemKind.EDITED,
-                      f"event {eid} does not link to event {eid - 1} and its body does not match its hash "
-                      "(edited, or events before it deleted and the rest renumbered)", line=line)
+            self.fail(
+                eid,
+                ProblemKind.EDITED,
+                f"event {eid} does not link to event {eid - 1} and its body does not match its hash "
+                "(edited, or events before it deleted and the rest renumbered)",
+                line=line,
+            )
 
     def accept(self, eid: int, prev: str, hsh: str, line: int | None) -> None:
         self.events += 1
@@ -996,35 +1124,60 @@ class _Verifier:
             for cp, cline in cps:
                 self._check_cp(cp, cline, hsh)
 
-    def classify_order(self, expected: int, got: int, rest: Iterator[int], line: int | None) -> None:
+    def classify_order(
+        self, expected: int, got: int, rest: Iterator[int], line: int | None
+    ) -> None:
         """An id out of sequence. Which tampering it is depends on what comes later."""
         if got < expected:
             # Any permutation first shows a *larger* id than expected, so a
             # smaller one here is an id we have already seen: a duplicate.
             assert self.first_id is not None
-            where = "a second time" if got >= self.first_id else f"before the export's start ({self.first_id})"
-            self.fail(got, ProblemKind.INSERTED, f"event {got} appears {where}, after event {expected - 1}", line=line)
+            where = (
+                "a second time"
+                if got >= self.first_id
+                else f"before the export's start ({self.first_id})"
+            )
+            self.fail(
+                got,
+                ProblemKind.INSERTED,
+                f"event {got} appears {where}, after event {expected - 1}",
+                line=line,
+            )
             return
         seen_missing: int | None = None
         for later in rest:
             if later == got:
-                self.fail(got, ProblemKind.INSERTED,
-                          f"an extra event with id {got} appears between events {expected - 1} and {expected}",
-                          line=line)
+                self.fail(
+                    got,
+                    ProblemKind.INSERTED,
+                    f"an extra event with id {got} appears between events {expected - 1} and {expected}",
+                    line=line,
+                )
                 return
             if seen_missing is None and expected <= later < got:
                 seen_missing = later
         if seen_missing is not None:
-            self.fail(expected, ProblemKind.REORDERED,
-                      f"event {expected} is out of order: event {got} appears before it", line=line)
+            self.fail(
+                expected,
+                ProblemKind.REORDERED,
+                f"event {expected} is out of order: event {got} appears before it",
+                line=line,
+            )
         else:
-            self.fail(expected, ProblemKind.DELETED,
-                      f"events {expected}..{got - 1} are missing (event {got} follows event {expected - 1})"
-                      if got - 1 > expected else f"event {expected} is missing (event {got} follows event {expected - 1})",
-                      until=got - 1, line=line)
+            self.fail(
+                expected,
+                ProblemKind.DELETED,
+                f"events {expected}..{got - 1} are missing (event {got} follows event {expected - 1})"
+                if got - 1 > expected
+                else f"event {expected} is missing (event {got} follows event {expected - 1})",
+                until=got - 1,
+                line=line,
+            )
 
     def _check_late(self, cp: Checkpoint, line: int | None) -> None:
-        assert self.log is not None and self.first_id is not None  # only a streamed file holds checkpoints back
+        assert (
+            self.log is not None and self.first_id is not None
+        )  # only a streamed file holds checkpoints back
         i = (cp.event_id - self.first_id) * 32
         self._check_cp(cp, line, self.log[i : i + 32].hex())
 
@@ -1042,11 +1195,18 @@ class _Verifier:
             cp, cline = self.pending[cid][0]
             if self._authentic(cp, cline):
                 start = self.head_id + 1 if self.head_id is not None else cid
-                end_text = (f"the export ends at event {self.head_id}" if self.head_id is not None
-                            else "the export has no events")
-                self.fail(start, ProblemKind.DELETED,
-                          f"a checkpoint signs event {cid} but {end_text}: events {start}..{cid} are missing",
-                          until=cid, line=cline)
+                end_text = (
+                    f"the export ends at event {self.head_id}"
+                    if self.head_id is not None
+                    else "the export has no events"
+                )
+                self.fail(
+                    start,
+                    ProblemKind.DELETED,
+                    f"a checkpoint signs event {cid} but {end_text}: events {start}..{cid} are missing",
+                    until=cid,
+                    line=cline,
+                )
         if (
             self.problem is None
             and self.keys is not None
@@ -1056,9 +1216,13 @@ class _Verifier:
         ):
             assert self.first_id is not None
             start = max(self.first_id, (self.signed_through or 0) + 1)
-            self.fail(start, ProblemKind.UNSIGNED_TAIL,
-                      f"events {start}..{self.head_id} are not covered by a signed checkpoint "
-                      "(export again: the server signs the head on export)", until=self.head_id)
+            self.fail(
+                start,
+                ProblemKind.UNSIGNED_TAIL,
+                f"events {start}..{self.head_id} are not covered by a signed checkpoint "
+                "(export again: the server signs the head on export)",
+                until=self.head_id,
+            )
         return VerifyResult(
             ok=self.problem is None,
             events_checked=self.events,
@@ -1072,7 +1236,7 @@ class _Verifier:
 
 
 # An event as the verifier sees it: id, prev_hash hex, hash hex, body hash ok, line number.
-_Link = tuple[int, str, str, bool, Union[int, None]]
+_Link = tuple[int, str, str, bool, int | None]
 
 
 def _ids_after(items: Iterator[_Link | tuple[Checkpoint, int | None]]) -> Iterator[int]:
@@ -1102,8 +1266,12 @@ def _run(items: Iterator[_Link | tuple[Checkpoint, int | None]], v: _Verifier) -
             elif not body_ok and prev == v.last_hash:
                 # It links where event `expected` belongs but does not hash:
                 # that event, with its id changed, not a moved one.
-                v.fail(expected, ProblemKind.EDITED,
-                       f"event {expected} was edited: its id was changed to {eid}", line=line)
+                v.fail(
+                    expected,
+                    ProblemKind.EDITED,
+                    f"event {expected} was edited: its id was changed to {eid}",
+                    line=line,
+                )
                 break
             else:
                 v.classify_order(expected, eid, _ids_after(items), line)
@@ -1112,8 +1280,12 @@ def _run(items: Iterator[_Link | tuple[Checkpoint, int | None]], v: _Verifier) -
             v.bad_link(eid, prev, body_ok, line)
             break
         if not body_ok:
-            v.fail(eid, ProblemKind.EDITED,
-                   f"event {eid} was edited: its contents do not hash to its stored hash", line=line)
+            v.fail(
+                eid,
+                ProblemKind.EDITED,
+                f"event {eid} was edited: its contents do not hash to its stored hash",
+                line=line,
+            )
             break
         v.accept(eid, prev, hsh, line)
         if v.problem is not None:
@@ -1134,8 +1306,13 @@ def _link_of(ev: AuditEvent, line: int | None) -> _Link:
         # text the server never hashed, so the comparison fails on its own;
         # skipping the walk halves the cost per event.
         try:
-            body = json.dumps(ev.body_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                              allow_nan=False).encode("utf-8")
+            body = json.dumps(
+                ev.body_dict(),
+                sort_keys=True,
+                separators=(",", ":"),
+                ensure_ascii=False,
+                allow_nan=False,
+            ).encode("utf-8")
         except (TypeError, ValueError):  # unsortable keys, NaN, lone surrogates, huge ints
             body = None
         ok = body is not None and hashlib.sha256(bytes.fromhex(prev) + body).hexdigest() == hsh
@@ -1170,7 +1347,9 @@ def verify_chain(
     return _run((_link_of(ev, None) for ev in events), v)
 
 
-def _file_items(lines: Iterable[bytes | str], *, check_fast: bool = False) -> Iterator[_Link | tuple[Checkpoint, int | None]]:
+def _file_items(
+    lines: Iterable[bytes | str], *, check_fast: bool = False
+) -> Iterator[_Link | tuple[Checkpoint, int | None]]:
     """Export lines as links and checkpoints. ``check_fast``: also parse the
     lines the fast path accepted, to refuse non-canonical ones (needed only
     when no audit key authenticates the hashes; see the module docstring)."""
@@ -1192,13 +1371,22 @@ def _file_items(lines: Iterable[bytes | str], *, check_fast: bool = False) -> It
         # slice, so it is hashed as it stands; its id is the last top-level
         # "id" key (canonical order puts only request_id and type after it,
         # and their string values cannot hold an unescaped quote).
-        if line.startswith(prefix) and line[p1:h0] == mid and line[h1:b0] == b'",' and line[end - 1 : end] == b"}":
+        if (
+            line.startswith(prefix)
+            and line[p1:h0] == mid
+            and line[h1:b0] == b'",'
+            and line[end - 1 : end] == b"}"
+        ):
             prev = line[p0:p1]
             hsh = line[h0:h1]
             j = line.rfind(b',"id":', b0, end)
             k = line.find(b",", j + 6, end) if j >= 0 else -1
             digits = line[j + 6 : k]
-            if 0 < len(digits) <= 19 and digits.isdigit() and (digits[:1] != b"0" or len(digits) == 1):
+            if (
+                0 < len(digits) <= 19
+                and digits.isdigit()
+                and (digits[:1] != b"0" or len(digits) == 1)
+            ):
                 # The link check will want prev == the previous hash: reuse
                 # its raw bytes rather than decoding hex again.
                 if prev == last_hash:
@@ -1267,7 +1455,9 @@ def verify_export_file(
     def run(f: BinaryIO) -> VerifyResult:
         # readline with a limit, so one hostile endless line cannot take all
         # memory; a line cut at the limit is then refused as too long.
-        sentinel: Any = "" if isinstance(f, io.TextIOBase) else b""  # sys.stdin rather than its .buffer
+        sentinel: Any = (
+            "" if isinstance(f, io.TextIOBase) else b""
+        )  # sys.stdin rather than its .buffer
         lines = iter(lambda: f.readline(MAX_LINE_BYTES + 1), sentinel)
         return verify_export_lines(
             lines,

@@ -14,22 +14,30 @@ import binascii
 import json
 import logging
 import secrets
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 
 from ca import request_signing as rs
-from ca.sshsig import InvalidSignature, verify
+from ca.sshsig import InvalidSignatureError, verify
 
 from . import audit
 from .db import transaction
 from .errors import AuthFailed, BadSignature, ClockSkew, ReplayedNonce, UnknownKey, UserDisabled
 from .models import AuthFailureCount, Nonce, SshKey, User, UserGroup, UserRole
 
-__all__ = ["authenticate", "nonce_expiry", "REPLICA_CLOCK_DRIFT", "report_failure", "record_failure", "log_failure"]
+__all__ = [
+    "authenticate",
+    "nonce_expiry",
+    "REPLICA_CLOCK_DRIFT",
+    "report_failure",
+    "record_failure",
+    "log_failure",
+]
 
 log = logging.getLogger("jit_ssh.auth")
 #: Every failed authentication, one JSON line each (for a SIEM).
@@ -79,7 +87,7 @@ def nonce_expiry(timestamp: int, max_clock_skew: int) -> datetime:
     the server's clock stays acceptable for twice the skew. Counted from the
     call's own timestamp, then, not from its arrival, plus the replicas' drift.
     """
-    return datetime.fromtimestamp(timestamp + max_clock_skew + 1, timezone.utc) + REPLICA_CLOCK_DRIFT
+    return datetime.fromtimestamp(timestamp + max_clock_skew + 1, UTC) + REPLICA_CLOCK_DRIFT
 
 
 def authenticate(
@@ -122,17 +130,35 @@ def report_failure(
     log_failure(now=now, code=code, claimed_user=claimed_user, data=data)
     try:
         with transaction(sessions) as s:
-            record_failure(s, now=now, code=code, claimed_user=claimed_user, data=data,
-                           signing_key=signing_key, checkpoint_every=checkpoint_every)
-    except Exception:  # noqa: BLE001 - never hide the auth failure behind an audit failure
+            record_failure(
+                s,
+                now=now,
+                code=code,
+                claimed_user=claimed_user,
+                data=data,
+                signing_key=signing_key,
+                checkpoint_every=checkpoint_every,
+            )
+    except Exception:
         log.exception("could not record an authentication failure")
 
 
-def log_failure(*, now: datetime, code: str, claimed_user: str | None, data: Mapping[str, Any]) -> None:
-    FAILURE_LOG.warning(json.dumps(
-        {"type": "auth.failed", "at": now.isoformat(), "code": code, "claimed_user": claimed_user, "data": dict(data)},
-        sort_keys=True, default=str,
-    ))
+def log_failure(
+    *, now: datetime, code: str, claimed_user: str | None, data: Mapping[str, Any]
+) -> None:
+    FAILURE_LOG.warning(
+        json.dumps(
+            {
+                "type": "auth.failed",
+                "at": now.isoformat(),
+                "code": code,
+                "claimed_user": claimed_user,
+                "data": dict(data),
+            },
+            sort_keys=True,
+            default=str,
+        )
+    )
 
 
 def record_failure(
@@ -155,14 +181,20 @@ def record_failure(
     ``data.claimed_user``, a claim, never an actor.
     """
     window = datetime.fromtimestamp(
-        int(now.timestamp()) // int(FAILURE_WINDOW.total_seconds()) * int(FAILURE_WINDOW.total_seconds()), timezone.utc
+        int(now.timestamp())
+        // int(FAILURE_WINDOW.total_seconds())
+        * int(FAILURE_WINDOW.total_seconds()),
+        UTC,
     )
     claimed = claimed_user if _plausible_user(claimed_user) else None
     # Only a name that is an account gets a counter and an event of its own: a
     # made-up name per call would otherwise grow the table at will, and use up
     # the window's events so that an attack on a real account went unaudited.
     # Failures claiming no account are counted together under "".
-    if claimed is not None and session.execute(select(User.id).where(User.name == claimed)).first() is None:
+    if (
+        claimed is not None
+        and session.execute(select(User.id).where(User.name == claimed)).first() is None
+    ):
         claimed = None
     n = _count(session, window, claimed or "", code, now)
     if n == 1:
@@ -171,16 +203,32 @@ def record_failure(
         # audited (bounded by the accounts there are); the cap bounds the rest.
         if claimed is not None or events <= MAX_FAILURE_EVENTS:
             audit.record(
-                session, type="auth.failed", now=now, actor=None,
-                data={**data, "code": code, "claimed_user": claimed, "window_start": window.isoformat(),
-                      "window_seconds": int(FAILURE_WINDOW.total_seconds()), "more_counted_in": "auth_failures"},
-                signing_key=signing_key, checkpoint_every=checkpoint_every,
+                session,
+                type="auth.failed",
+                now=now,
+                actor=None,
+                data={
+                    **data,
+                    "code": code,
+                    "claimed_user": claimed,
+                    "window_start": window.isoformat(),
+                    "window_seconds": int(FAILURE_WINDOW.total_seconds()),
+                    "more_counted_in": "auth_failures",
+                },
+                signing_key=signing_key,
+                checkpoint_every=checkpoint_every,
             )
         elif events == MAX_FAILURE_EVENTS + 1:
-            log.warning("more than %d kinds of failed authentication since %s: the rest of this window is "
-                        "counted in auth_failures only, not in the audit log", MAX_FAILURE_EVENTS, window.isoformat())
+            log.warning(
+                "more than %d kinds of failed authentication since %s: the rest of this window is "
+                "counted in auth_failures only, not in the audit log",
+                MAX_FAILURE_EVENTS,
+                window.isoformat(),
+            )
     if secrets.randbelow(256) == 0:
-        session.execute(delete(AuthFailureCount).where(AuthFailureCount.window_start < now - FAILURE_RETENTION))
+        session.execute(
+            delete(AuthFailureCount).where(AuthFailureCount.window_start < now - FAILURE_RETENTION)
+        )
     return n
 
 
@@ -192,8 +240,9 @@ def _count(session: Session, window: datetime, claimed: str, code: str, now: dat
         from sqlalchemy.dialects.postgresql import insert as upsert
     else:
         from sqlalchemy.dialects.sqlite import insert as upsert
-    stmt = upsert(_FAILURES).values(window_start=window, claimed_user=claimed, code=code, count=1,
-                                    first_at=now, last_at=now)
+    stmt = upsert(_FAILURES).values(
+        window_start=window, claimed_user=claimed, code=code, count=1, first_at=now, last_at=now
+    )
     stmt = stmt.on_conflict_do_update(
         index_elements=[_FAILURES.c.window_start, _FAILURES.c.claimed_user, _FAILURES.c.code],
         set_={"count": _FAILURES.c.count + 1, "last_at": stmt.excluded.last_at},
@@ -247,29 +296,45 @@ def _authenticate(
     except (binascii.Error, ValueError):
         raise BadSignature("the signature is not base64", field=rs.HEADER_SIGNATURE) from None
     try:
-        message = rs.signing_message(method=method, path=path, query=query, body=body, timestamp=int(ts), nonce=nonce, user=user)
+        message = rs.signing_message(
+            method=method,
+            path=path,
+            query=query,
+            body=body,
+            timestamp=int(ts),
+            nonce=nonce,
+            user=user,
+        )
     except ValueError:
         raise AuthFailed("the call cannot be signed as sent", field="authorization") from None
     try:
         signer = verify(message, blob, namespace=rs.NAMESPACE)
-    except InvalidSignature as e:
+    except InvalidSignatureError as e:
         raise BadSignature(f"bad signature: {e}", field=rs.HEADER_SIGNATURE) from None
 
     with transaction(sessions) as s:
         conn = s.connection()
         rows = conn.execute(_ACCOUNT, {"fingerprint": signer.fingerprint}).all()
         if not rows or rows[0].name != user:
-            raise UnknownKey(f"key {signer.fingerprint} is not enrolled for user {user!r}", field=rs.HEADER_SIGNATURE)
+            raise UnknownKey(
+                f"key {signer.fingerprint} is not enrolled for user {user!r}",
+                field=rs.HEADER_SIGNATURE,
+            )
         if rows[0].disabled:
             raise UserDisabled(f"user {user!r} is disabled", field=rs.HEADER_USER)
         try:
             conn.execute(
                 _INSERT_NONCE,
-                {"nonce": nonce, "key_fingerprint": signer.fingerprint,
-                 "expires_at": nonce_expiry(int(ts), max_clock_skew)},
+                {
+                    "nonce": nonce,
+                    "key_fingerprint": signer.fingerprint,
+                    "expires_at": nonce_expiry(int(ts), max_clock_skew),
+                },
             )
         except IntegrityError:
-            raise ReplayedNonce("this call was already made once (replayed nonce)", field=rs.HEADER_NONCE) from None
+            raise ReplayedNonce(
+                "this call was already made once (replayed nonce)", field=rs.HEADER_NONCE
+            ) from None
         # Forget nonces whose call can no longer pass the timestamp check on any
         # replica (see nonce_expiry). About one call in 256 sweeps, so no one
         # second makes every call wait on it.
@@ -284,10 +349,12 @@ def _detached_user(rows: Any) -> User:
     ORM's loading machinery (which costs more than the query)."""
     first = rows[0]
     account = User(**{k: getattr(first, k) for k in _USER_COLUMNS})
-    account.groups = [UserGroup(user_id=account.id, name=n) for n in sorted({r.group_name for r in rows} - {None})]
-    account.roles = [UserRole(user_id=account.id, role=n) for n in sorted({r.role_name for r in rows} - {None})]
+    account.groups = [
+        UserGroup(user_id=account.id, name=n) for n in sorted({r.group_name for r in rows} - {None})
+    ]
+    account.roles = [
+        UserRole(user_id=account.id, role=n) for n in sorted({r.role_name for r in rows} - {None})
+    ]
     for obj in (account, *account.groups, *account.roles):
         make_transient_to_detached(obj)
     return account
-
-

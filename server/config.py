@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ca.errors import JitSshError
 
-__all__ = ["ServerConfig", "ConfigError", "resolve_config", "load_config", "default_data_dir"]
+__all__ = ["ServerConfig", "InvalidConfig", "resolve_config", "load_config", "default_data_dir"]
 
 
-class ConfigError(JitSshError):
+class InvalidConfig(JitSshError):
     code = "invalid_config"
     http_status = 500
 
@@ -108,11 +109,14 @@ def _proxies(value: Any, source: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v for v in value.split(",") if v.strip()]
     if not isinstance(value, list):
-        raise ConfigError(f"{source}: trusted_proxies must be a list of addresses or networks", field="trusted_proxies")
+        raise InvalidConfig(
+            f"{source}: trusted_proxies must be a list of addresses or networks",
+            field="trusted_proxies",
+        )
     try:
         return tuple(str(n) for n in parse_networks(value, field=f"{source}: trusted_proxies"))
     except ValueError as e:
-        raise ConfigError(str(e), field="trusted_proxies") from None
+        raise InvalidConfig(str(e), field="trusted_proxies") from None
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -121,21 +125,23 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     kind = str(_TYPES[name])
     if "int" in kind and "Path" not in kind:
         if isinstance(value, bool):
-            raise ConfigError(f"{source}: {name} must be an integer", field=name)
+            raise InvalidConfig(f"{source}: {name} must be an integer", field=name)
         try:
             return int(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{source}: {name} must be an integer, got {value!r}", field=name) from None
+            raise InvalidConfig(
+                f"{source}: {name} must be an integer, got {value!r}", field=name
+            ) from None
     if "bool" in kind:
         if isinstance(value, bool):
             return value
         return str(value).lower() in ("1", "true", "yes", "on")
     if "Path" in kind:
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{source}: {name} must be a path", field=name)
+            raise InvalidConfig(f"{source}: {name} must be a path", field=name)
         return Path(value).expanduser()
     if not isinstance(value, str):
-        raise ConfigError(f"{source}: {name} must be a string", field=name)
+        raise InvalidConfig(f"{source}: {name} must be a string", field=name)
     return value or None if name == "webhook_url" else value
 
 
@@ -155,13 +161,15 @@ def resolve_config(
         try:
             data = tomllib.loads(p.read_text("utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"{p}: no such configuration file", field="config") from None
+            raise InvalidConfig(f"{p}: no such configuration file", field="config") from None
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: {e}", field="config") from None
+            raise InvalidConfig(f"{p}: {e}", field="config") from None
         known = set(_TYPES) - {"extra"}
         for key, value in data.items():
             if key not in known:
-                raise ConfigError(f"{p}: unknown setting {key!r} (known: {', '.join(sorted(known))})", field=key)
+                raise InvalidConfig(
+                    f"{p}: unknown setting {key!r} (known: {', '.join(sorted(known))})", field=key
+                )
             values[key] = _coerce(key, value, str(p))
     for var, name in _ENV.items():
         if env.get(var):
@@ -172,16 +180,22 @@ def resolve_config(
         values["database_url"] = _coerce("database_url", database_url, "--database-url")
     # The data directory's default needs only XDG_DATA_HOME here:
     # JIT_SSH_DATA_DIR was read above with the other variables.
-    found = values.pop("data_dir", None) or default_data_dir({k: v for k, v in env.items() if k != "JIT_SSH_DATA_DIR"})
+    found = values.pop("data_dir", None) or default_data_dir(
+        {k: v for k, v in env.items() if k != "JIT_SSH_DATA_DIR"}
+    )
     cfg = ServerConfig(data_dir=Path(found), **values)
     if cfg.backdate_seconds < 0 or cfg.max_clock_skew <= 0 or cfg.audit_checkpoint_every <= 0:
-        raise ConfigError("backdate_seconds must be >= 0; max_clock_skew and audit_checkpoint_every > 0")
+        raise InvalidConfig(
+            "backdate_seconds must be >= 0; max_clock_skew and audit_checkpoint_every > 0"
+        )
     if cfg.krl_clock_skew < 0:
-        raise ConfigError("krl_clock_skew must be >= 0", field="krl_clock_skew")
+        raise InvalidConfig("krl_clock_skew must be >= 0", field="krl_clock_skew")
     return cfg
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] = os.environ) -> ServerConfig:
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] = os.environ
+) -> ServerConfig:
     """:func:`resolve_config` without flags (kept for callers of the old name)."""
     return resolve_config(path, env=env)
 

@@ -110,7 +110,11 @@ def _create_private(database: str) -> None:
     except FileExistsError:
         mode = os.stat(path).st_mode & 0o777
         if mode & 0o077:
-            log.warning("%s is readable by others (mode %o): chmod 600 it (and its -wal and -shm files)", path, mode)
+            log.warning(
+                "%s is readable by others (mode %o): chmod 600 it (and its -wal and -shm files)",
+                path,
+                mode,
+            )
         return
     os.close(fd)
 
@@ -157,12 +161,14 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             "keepalives_count": 3,
             "tcp_user_timeout": 15000,
         }
-    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, connect_args=connect_args)
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, connect_args=connect_args
+    )
 
 
 # Engines are few and live as long as the app; a weak map keeps tests that
 # build many apps from holding on to theirs.
-_WRITE_LOCKS: "weakref.WeakKeyDictionary[Engine, _WriteLock]" = weakref.WeakKeyDictionary()
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, _WriteLock] = weakref.WeakKeyDictionary()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

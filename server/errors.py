@@ -1,26 +1,26 @@
 """Errors of the service, on top of the CA core's tree (``ca.errors``)::
 
-    JitSshError
-    ├── (ca.errors: InvalidKey, InvalidPrincipal, InvalidDuration, ...)   400
-    ├── (policies: PolicyError 500 at load, PolicyDenied 403)
-    ├── InvalidInput        "invalid_input"        400  a field of the body is missing or wrong
-    ├── BodyTooLarge        "body_too_large"       413
-    ├── AuthFailed          "auth_failed"          401  (subclasses say why)
-    │   ├── UnknownKey      "unknown_key"
-    │   ├── BadSignature    "bad_signature"
-    │   ├── ClockSkew       "clock_skew"
-    │   ├── ReplayedNonce   "replayed_nonce"
-    │   └── UserDisabled    "user_disabled"
-    ├── Forbidden           "forbidden"            403
-    │   ├── SelfApproval    "self_approval"
-    │   └── NotEligible     "not_eligible"
-    ├── NotFound            "not_found"            404
-    ├── Conflict            "invalid_state"        409
-    │   ├── NotApproved     "not_approved"
-    │   ├── AlreadyDecided  "already_decided"
-    │   └── KeyMismatch     "key_mismatch"
-    ├── RequestExpired      "request_expired"      410
-    └── Unavailable         "database_unavailable" 503
+JitSshError
+├── (ca.errors: InvalidKeyError, InvalidPrincipal, InvalidDuration, ...)   400
+├── (policies: InvalidPolicy 500 at load, PolicyDenied 403)
+├── InvalidInput        "invalid_input"        400  a field of the body is missing or wrong
+├── BodyTooLarge        "body_too_large"       413
+├── AuthFailed          "auth_failed"          401  (subclasses say why)
+│   ├── UnknownKey      "unknown_key"
+│   ├── BadSignature    "bad_signature"
+│   ├── ClockSkew       "clock_skew"
+│   ├── ReplayedNonce   "replayed_nonce"
+│   └── UserDisabled    "user_disabled"
+├── Forbidden           "forbidden"            403
+│   ├── SelfApproval    "self_approval"
+│   └── NotEligible     "not_eligible"
+├── NotFound            "not_found"            404
+├── InvalidState            "invalid_state"        409
+│   ├── NotApproved     "not_approved"
+│   ├── AlreadyDecided  "already_decided"
+│   └── KeyMismatch     "key_mismatch"
+├── RequestExpired      "request_expired"      410
+└── DatabaseUnavailable         "database_unavailable" 503
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ __all__ = [
     "SelfApproval",
     "NotEligible",
     "NotFound",
-    "Conflict",
+    "InvalidState",
     "NotApproved",
     "AlreadyDecided",
     "KeyMismatch",
     "RequestExpired",
-    "Unavailable",
+    "DatabaseUnavailable",
 ]
 
 
@@ -101,20 +101,20 @@ class NotFound(JitSshError):
     http_status = 404
 
 
-class Conflict(JitSshError):
+class InvalidState(JitSshError):
     code = "invalid_state"
     http_status = 409
 
 
-class NotApproved(Conflict):
+class NotApproved(InvalidState):
     code = "not_approved"
 
 
-class AlreadyDecided(Conflict):
+class AlreadyDecided(InvalidState):
     code = "already_decided"
 
 
-class KeyMismatch(Conflict):
+class KeyMismatch(InvalidState):
     code = "key_mismatch"
 
 
@@ -123,6 +123,6 @@ class RequestExpired(JitSshError):
     http_status = 410
 
 
-class Unavailable(JitSshError):
+class DatabaseUnavailable(JitSshError):
     code = "database_unavailable"
     http_status = 503

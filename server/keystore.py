@@ -29,7 +29,7 @@ Errors::
     JitSshError
     ├── ReplicaKeysDiffer   "replica_keys_differ"  500  refuse to start
     └── CAKeyError (ca.errors)
-        └── RotationError   "invalid_rotation"     409  (ca.keyring)
+        └── InvalidRotation   "invalid_rotation"     409  (ca.keyring)
 """
 
 from __future__ import annotations
@@ -107,12 +107,18 @@ def _lock(s: Session) -> None:
 
 
 def _read(s: Session) -> tuple[RecordedState, list[RecordedKey]]:
-    rows = list(s.execute(select(RecordedKey).order_by(RecordedKey.created_at, RecordedKey.fingerprint)).scalars())
+    rows = list(
+        s.execute(
+            select(RecordedKey).order_by(RecordedKey.created_at, RecordedKey.fingerprint)
+        ).scalars()
+    )
     ca_rows = [r for r in rows if r.purpose == CA]
     state = RecordedState(
         states={r.fingerprint: KeyState(r.state) for r in ca_rows},
-        public_keys={r.fingerprint: parse_public_key(r.public_key, field="recorded_keys", min_rsa_bits=3072)
-                     for r in ca_rows},
+        public_keys={
+            r.fingerprint: parse_public_key(r.public_key, field="recorded_keys", min_rsa_bits=3072)
+            for r in ca_rows
+        },
     )
     return state, [r for r in rows if r.purpose == AUDIT]
 
@@ -135,7 +141,9 @@ def check_and_record(
     files = kr.key_files(data_dir)
     local = kr.local_states(data_dir)
     file_pubs = {pub.fingerprint: pub for _, pub in files}
-    trusted_here = [fp for fp, st in local.items() if st is not KeyState.RETIRED and fp in file_pubs]
+    trusted_here = [
+        fp for fp, st in local.items() if st is not KeyState.RETIRED and fp in file_pubs
+    ]
     local_signer = next((fp for fp, st in local.items() if st is KeyState.SIGNING), None)
     audit_fp = audit_key_fingerprint(audit_key)
     where = kr.ca_dir(data_dir)
@@ -145,13 +153,27 @@ def check_and_record(
         recorded: dict[str, Any] = {}
         if not state.states:
             if local_signer is None or local_signer not in file_pubs:
-                raise CAKeyError(f"no signing CA key in {where}; create one with: jit-ssh ca init", field="data_dir")
+                raise CAKeyError(
+                    f"no signing CA key in {where}; create one with: jit-ssh ca init",
+                    field="data_dir",
+                )
             for fp in trusted_here:
                 pub = file_pubs[fp]
-                s.add(RecordedKey(purpose=CA, fingerprint=fp, key_type=pub.key_type, public_key=pub.openssh,
-                                  state=str(local[fp]), created_at=now, changed_at=now))
+                s.add(
+                    RecordedKey(
+                        purpose=CA,
+                        fingerprint=fp,
+                        key_type=pub.key_type,
+                        public_key=pub.openssh,
+                        state=str(local[fp]),
+                        created_at=now,
+                        changed_at=now,
+                    )
+                )
             recorded["ca"] = [{"fingerprint": fp, "state": str(local[fp])} for fp in trusted_here]
-            state = RecordedState({fp: local[fp] for fp in trusted_here}, {fp: file_pubs[fp] for fp in trusted_here})
+            state = RecordedState(
+                {fp: local[fp] for fp in trusted_here}, {fp: file_pubs[fp] for fp in trusted_here}
+            )
         else:
             signer = state.signer
             unknown = [fp for fp in trusted_here if fp not in state.states]
@@ -168,15 +190,24 @@ def check_and_record(
                 )
             if problems:
                 raise ReplicaKeysDiffer(
-                    "this replica's CA keys differ from the ones the database recorded: " + "; ".join(problems)
+                    "this replica's CA keys differ from the ones the database recorded: "
+                    + "; ".join(problems)
                     + ". Refusing to start: it would sign certificates hosts do not trust. Give every replica "
                     "the same ca/ directory (or point this one at its own database)",
                     field="data_dir",
                 )
         if not audit_rows:
-            s.add(RecordedKey(purpose=AUDIT, fingerprint=audit_fp, key_type="ssh-ed25519",
-                              public_key=audit_public_key_text(audit_key), state=str(KeyState.SIGNING),
-                              created_at=now, changed_at=now))
+            s.add(
+                RecordedKey(
+                    purpose=AUDIT,
+                    fingerprint=audit_fp,
+                    key_type="ssh-ed25519",
+                    public_key=audit_public_key_text(audit_key),
+                    state=str(KeyState.SIGNING),
+                    created_at=now,
+                    changed_at=now,
+                )
+            )
             recorded["audit"] = audit_fp
         elif audit_fp not in {r.fingerprint for r in audit_rows}:
             theirs = ", ".join(r.fingerprint for r in audit_rows)
@@ -188,11 +219,20 @@ def check_and_record(
             )
         if recorded:
             s.flush()
-            audit.record(s, type="keys.recorded", now=now, actor="jit-ssh", data=recorded,
-                         signing_key=audit_key, checkpoint_every=checkpoint_every)
+            audit.record(
+                s,
+                type="keys.recorded",
+                now=now,
+                actor="jit-ssh",
+                data=recorded,
+                signing_key=audit_key,
+                checkpoint_every=checkpoint_every,
+            )
     if recorded:
-        say(f"recorded this data directory's keys in the database: {', '.join(trusted_here) or '-'}"
-            f"{'; audit ' + audit_fp if 'audit' in recorded else ''}")
+        say(
+            f"recorded this data directory's keys in the database: {', '.join(trusted_here) or '-'}"
+            f"{'; audit ' + audit_fp if 'audit' in recorded else ''}"
+        )
     _mirror(data_dir, state, say=say)
     return state
 
@@ -204,7 +244,9 @@ def _mirror(data_dir: Path, state: RecordedState, *, say: Any = log.warning) -> 
         if kr.read_states(data_dir) != mine:
             kr.write_states(data_dir, mine)
     except (OSError, CAKeyError) as e:
-        say(f"could not update {kr.ca_dir(data_dir) / kr.STATE_FILE} to the database's key states: {e}")
+        say(
+            f"could not update {kr.ca_dir(data_dir) / kr.STATE_FILE} to the database's key states: {e}"
+        )
 
 
 class LiveKeyring:
@@ -215,8 +257,15 @@ class LiveKeyring:
     once from the data directory.
     """
 
-    def __init__(self, sessions: sessionmaker[Session], data_dir: Path, state: RecordedState, *,
-                 passphrase: bytes | None = None, max_age: float = 1.0) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        data_dir: Path,
+        state: RecordedState,
+        *,
+        passphrase: bytes | None = None,
+        max_age: float = 1.0,
+    ) -> None:
         self.sessions = sessions
         self.data_dir = data_dir
         self.passphrase = passphrase
@@ -237,7 +286,9 @@ class LiveKeyring:
         signing = self._privates.get(signer_fp)
         if signing is None:
             try:
-                signing = kr.load_private_key_for(self.data_dir, signer_fp, passphrase=self.passphrase)
+                signing = kr.load_private_key_for(
+                    self.data_dir, signer_fp, passphrase=self.passphrase
+                )
                 self._privates[signer_fp] = signing
             except CAKeyError as e:
                 if type(e) is not CAKeyError:  # a passphrase or file-mode problem: say exactly that
@@ -293,7 +344,9 @@ class LiveKeyring:
             if error is not None:
                 log.error("%s", error)
             elif state.signer != self._state.signer:
-                log.warning("CA key %s signs from now on (was %s)", state.signer, self._state.signer)
+                log.warning(
+                    "CA key %s signs from now on (was %s)", state.signer, self._state.signer
+                )
             self._state, self._ring, self._error = state, ring, error
         _mirror(self.data_dir, state)
 
@@ -305,17 +358,24 @@ class LiveKeyring:
         if t - self._checked < self.max_age:
             return
         with self._start_lock:
-            if t - self._checked < self.max_age or (self._thread is not None and self._thread.is_alive()):
+            if t - self._checked < self.max_age or (
+                self._thread is not None and self._thread.is_alive()
+            ):
                 return
             self._checked = t
-            self._thread = threading.Thread(target=self._refresh_logged, name="jit-ssh-keyring", daemon=True)
+            self._thread = threading.Thread(
+                target=self._refresh_logged, name="jit-ssh-keyring", daemon=True
+            )
             self._thread.start()
 
     def _refresh_logged(self) -> None:
         try:
             self.refresh()
-        except Exception as e:  # noqa: BLE001 - the next request tries again; say why meanwhile
-            log.error("could not read the CA key states from the database: %s", str(e).splitlines()[0][:300])
+        except Exception as e:
+            log.error(
+                "could not read the CA key states from the database: %s",
+                str(e).splitlines()[0][:300],
+            )
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for a refresh :meth:`maybe_refresh` started (tests)."""
@@ -327,30 +387,69 @@ class LiveKeyring:
 # ---------------------------------------------------------------- rotation
 
 
-def _record(service: Any, s: Session, type: str, now: datetime, by: str, data: dict[str, Any]) -> None:
-    audit.record(s, type=type, now=now, actor=by[:64], data=data, signing_key=service.audit_key,
-                 checkpoint_every=service.checkpoint_every)
+def _record(
+    service: Any, s: Session, type: str, now: datetime, by: str, data: dict[str, Any]
+) -> None:
+    audit.record(
+        s,
+        type=type,
+        now=now,
+        actor=by[:64],
+        data=data,
+        signing_key=service.audit_key,
+        checkpoint_every=service.checkpoint_every,
+    )
 
 
 def _ca_rows(s: Session) -> dict[str, RecordedKey]:
-    return {r.fingerprint: r for r in s.execute(select(RecordedKey).where(RecordedKey.purpose == CA)).scalars()}
+    return {
+        r.fingerprint: r
+        for r in s.execute(select(RecordedKey).where(RecordedKey.purpose == CA)).scalars()
+    }
 
 
-def add_key(service: Any, keyring: LiveKeyring, *, now: datetime, by: str, key_type: str = "ed25519",
-            bits: int | None = None, passphrase: bytes | None = None) -> CAKey:
+def add_key(
+    service: Any,
+    keyring: LiveKeyring,
+    *,
+    now: datetime,
+    by: str,
+    key_type: str = "ed25519",
+    bits: int | None = None,
+    passphrase: bytes | None = None,
+) -> CAKey:
     """Create a CA key in the data directory and record it *staged*: trusted and
     published from now on, signing nothing until :func:`promote_key`."""
-    key = kr.init_keyring(keyring.data_dir, now=now, key_type=key_type, bits=bits, passphrase=passphrase,
-                          record=False)
+    key = kr.init_keyring(
+        keyring.data_dir, now=now, key_type=key_type, bits=bits, passphrase=passphrase, record=False
+    )
     try:
         with transaction(service.sessions) as s:
             _lock(s)
-            s.add(RecordedKey(purpose=CA, fingerprint=key.fingerprint, key_type=key.public.key_type,
-                              public_key=key.public.openssh, state=str(KeyState.STAGED), created_at=now,
-                              changed_at=now))
+            s.add(
+                RecordedKey(
+                    purpose=CA,
+                    fingerprint=key.fingerprint,
+                    key_type=key.public.key_type,
+                    public_key=key.public.openssh,
+                    state=str(KeyState.STAGED),
+                    created_at=now,
+                    changed_at=now,
+                )
+            )
             s.flush()
-            _record(service, s, "ca.key_added", now, by,
-                    {"fingerprint": key.fingerprint, "key_type": key.public.key_type, "state": "staged"})
+            _record(
+                service,
+                s,
+                "ca.key_added",
+                now,
+                by,
+                {
+                    "fingerprint": key.fingerprint,
+                    "key_type": key.public.key_type,
+                    "state": "staged",
+                },
+            )
     except BaseException:
         assert key.path is not None
         for p in (key.path, key.path.with_name(key.path.name + ".pub")):
@@ -360,8 +459,16 @@ def add_key(service: Any, keyring: LiveKeyring, *, now: datetime, by: str, key_t
     return key
 
 
-def _change(service: Any, keyring: LiveKeyring, fingerprint: str, *, now: datetime, by: str,
-            step: Any, event: str) -> RecordedState:
+def _change(
+    service: Any,
+    keyring: LiveKeyring,
+    fingerprint: str,
+    *,
+    now: datetime,
+    by: str,
+    step: Any,
+    event: str,
+) -> RecordedState:
     with transaction(service.sessions) as s:
         _lock(s)
         rows = _ca_rows(s)
@@ -377,25 +484,46 @@ def _change(service: Any, keyring: LiveKeyring, fingerprint: str, *, now: dateti
                 rows[fp].changed_at = now
         s.flush()
         previous = next(fp for fp, st in before.items() if st is KeyState.SIGNING)
-        _record(service, s, event, now, by, {"fingerprint": fingerprint, "signing_before": previous,
-                                             "signing_after": next(fp for fp, st in after.items()
-                                                                   if st is KeyState.SIGNING)})
+        _record(
+            service,
+            s,
+            event,
+            now,
+            by,
+            {
+                "fingerprint": fingerprint,
+                "signing_before": previous,
+                "signing_after": next(fp for fp, st in after.items() if st is KeyState.SIGNING),
+            },
+        )
     keyring.refresh()
     return keyring.state
 
 
-def promote_key(service: Any, keyring: LiveKeyring, fingerprint: str, *, now: datetime, by: str) -> RecordedState:
+def promote_key(
+    service: Any, keyring: LiveKeyring, fingerprint: str, *, now: datetime, by: str
+) -> RecordedState:
     """Make a staged key the signer (explicitly, once hosts trust it); the old signer stays trusted."""
-    return _change(service, keyring, fingerprint, now=now, by=by, step=kr.promote, event="ca.key_promoted")
+    return _change(
+        service, keyring, fingerprint, now=now, by=by, step=kr.promote, event="ca.key_promoted"
+    )
 
 
-def retire_key(service: Any, keyring: LiveKeyring, fingerprint: str, *, now: datetime, by: str) -> RecordedState:
+def retire_key(
+    service: Any, keyring: LiveKeyring, fingerprint: str, *, now: datetime, by: str
+) -> RecordedState:
     """Stop trusting and publishing a key (never the signer)."""
-    return _change(service, keyring, fingerprint, now=now, by=by, step=kr.retire, event="ca.key_retired")
+    return _change(
+        service, keyring, fingerprint, now=now, by=by, step=kr.retire, event="ca.key_retired"
+    )
 
 
 def list_keys(sessions: sessionmaker[Session]) -> list[RecordedKey]:
     with transaction(sessions) as s:
-        return list(s.execute(select(RecordedKey).order_by(RecordedKey.purpose, RecordedKey.created_at,
-                                                           RecordedKey.fingerprint)).scalars())
-
+        return list(
+            s.execute(
+                select(RecordedKey).order_by(
+                    RecordedKey.purpose, RecordedKey.created_at, RecordedKey.fingerprint
+                )
+            ).scalars()
+        )

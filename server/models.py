@@ -9,8 +9,8 @@ integers: PostgreSQL's bigint is signed.
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -56,30 +56,30 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: Optional[datetime], dialect: Any) -> Optional[datetime]:
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         # SQLite has no time zones: store naive UTC.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: Optional[datetime], dialect: Any) -> Optional[datetime]:
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     REQUESTER = "requester"
     APPROVER = "approver"
     ADMIN = "admin"
 
 
-class RequestState(str, enum.Enum):
+class RequestState(enum.StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
     DENIED = "denied"
@@ -100,18 +100,18 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    password_hash: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)
-    totp_secret: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: The last TOTP time step accepted: a code is never accepted twice (RFC 6238, 5.2).
-    totp_last_step: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    groups: Mapped[list["UserGroup"]] = relationship(cascade="all, delete-orphan", lazy="selectin")
-    roles: Mapped[list["UserRole"]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    groups: Mapped[list[UserGroup]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    roles: Mapped[list[UserRole]] = relationship(cascade="all, delete-orphan", lazy="selectin")
     # Loaded only when asked for (admin listings): every signed call loads its user.
-    keys: Mapped[list["SshKey"]] = relationship(cascade="all, delete-orphan", lazy="select")
+    keys: Mapped[list[SshKey]] = relationship(cascade="all, delete-orphan", lazy="select")
 
     @property
     def group_names(self) -> tuple[str, ...]:
@@ -128,14 +128,18 @@ class User(Base):
 class UserGroup(Base):
     __tablename__ = "user_groups"
 
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class UserRole(Base):
     __tablename__ = "user_roles"
 
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
     role: Mapped[str] = mapped_column(String(16), primary_key=True)
 
 
@@ -151,7 +155,7 @@ class SshKey(Base):
     public_key: Mapped[str] = mapped_column(Text)
     comment: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    removed_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class AccessRequest(Base):
@@ -165,22 +169,24 @@ class AccessRequest(Base):
     granted_seconds: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), index=True)
     policy_version: Mapped[str] = mapped_column(String(64))
-    rule: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
+    rule: Mapped[str | None] = mapped_column(String(128), nullable=True)
     decision: Mapped[str] = mapped_column(Text)  # canonical JSON of the policy decision
     approvals_required: Mapped[int] = mapped_column(Integer, default=0)
     auto_approved: Mapped[bool] = mapped_column(Boolean, default=False)
     break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     pending_until: Mapped[datetime] = mapped_column(UTCDateTime)
-    decided_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
-    claim_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
-    deny_reason: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    claim_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deny_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     requester: Mapped[User] = relationship(lazy="joined", innerjoin=True)
-    approvals: Mapped[list["Approval"]] = relationship(
+    approvals: Mapped[list[Approval]] = relationship(
         lazy="selectin", order_by="Approval.id", back_populates="request"
     )
-    certificate: Mapped[Optional["Certificate"]] = relationship(lazy="selectin", back_populates="request")
+    certificate: Mapped[Certificate | None] = relationship(
+        lazy="selectin", back_populates="request"
+    )
 
 
 class Approval(Base):
@@ -194,7 +200,7 @@ class Approval(Base):
     approver_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     decision: Mapped[str] = mapped_column(String(8))  # "approve" | "deny"
     comment: Mapped[str] = mapped_column(Text, default="")
-    shortened_seconds: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    shortened_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     request: Mapped[AccessRequest] = relationship(back_populates="approvals")
@@ -206,7 +212,9 @@ class Certificate(Base):
 
     serial: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     # Unique: one approved request yields at most one certificate.
-    request_id: Mapped[Optional[str]] = mapped_column(ForeignKey("requests.id"), unique=True, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(
+        ForeignKey("requests.id"), unique=True, nullable=True
+    )
     key_id: Mapped[str] = mapped_column(Text)
     principals: Mapped[str] = mapped_column(Text)  # JSON list
     valid_after: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -218,8 +226,8 @@ class Certificate(Base):
     backdate_seconds: Mapped[int] = mapped_column(Integer, default=0)
     offline: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    request: Mapped[Optional[AccessRequest]] = relationship(back_populates="certificate")
-    revocation: Mapped[Optional["Revocation"]] = relationship(lazy="selectin")
+    request: Mapped[AccessRequest | None] = relationship(back_populates="certificate")
+    revocation: Mapped[Revocation | None] = relationship(lazy="selectin")
 
 
 class Revocation(Base):
@@ -239,11 +247,13 @@ class AuditEvent(Base):
 
     __tablename__ = "audit_events"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
     at: Mapped[str] = mapped_column(String(40))
     type: Mapped[str] = mapped_column(String(64), index=True)
-    actor: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
-    request_id: Mapped[Optional[str]] = mapped_column(String(32), nullable=True, index=True)
+    actor: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     data: Mapped[str] = mapped_column(Text)  # canonical JSON of the event's data
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
@@ -306,7 +316,7 @@ class LoginThrottle(Base):
 
     name_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime, nullable=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 

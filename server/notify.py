@@ -34,7 +34,15 @@ _TEMPLATES = {
 
 
 class Notifier:
-    def __init__(self, url: str, *, base_url: str, retries: int = 3, timeout: float = 5.0, backoff: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        base_url: str,
+        retries: int = 3,
+        timeout: float = 5.0,
+        backoff: float = 1.0,
+    ) -> None:
         self.url = url
         self.base_url = base_url.rstrip("/")
         self.retries = retries
@@ -56,7 +64,11 @@ class Notifier:
             text = _TEMPLATES.get(kind, kind + " {request_id}").format_map(shown)
         except (ValueError, IndexError, KeyError, AttributeError):
             text = kind
-        message = {"text": text, "event": kind, **{k: v for k, v in data.items() if isinstance(v, (str, int, bool))}}
+        message = {
+            "text": text,
+            "event": kind,
+            **{k: v for k, v in data.items() if isinstance(v, (str, int, bool))},
+        }
         try:
             self._queue.put_nowait(message)
         except queue.Full:
@@ -74,7 +86,7 @@ class Notifier:
                         log.error("webhook closed; dropped %s", message["event"])
                     else:
                         self._deliver(client, message)
-                except Exception:  # noqa: BLE001 - this thread must outlive any one message
+                except Exception:
                     log.exception("webhook delivery of %s failed", message.get("event"))
                 finally:
                     self._queue.task_done()
@@ -86,12 +98,21 @@ class Notifier:
                 log.error("webhook closed; dropped %s", message["event"])
                 return
             try:
-                r = client.post(self.url, content=body, headers={"Content-Type": "application/json"})
+                r = client.post(
+                    self.url, content=body, headers={"Content-Type": "application/json"}
+                )
                 if r.status_code < 300:
                     return
-                log.warning("webhook answered %s for %s (attempt %d)", r.status_code, message["event"], attempt + 1)
+                log.warning(
+                    "webhook answered %s for %s (attempt %d)",
+                    r.status_code,
+                    message["event"],
+                    attempt + 1,
+                )
             except (httpx.HTTPError, httpx.InvalidURL) as e:
-                log.warning("webhook failed for %s (attempt %d): %s", message["event"], attempt + 1, e)
+                log.warning(
+                    "webhook failed for %s (attempt %d): %s", message["event"], attempt + 1, e
+                )
         log.error("webhook gave up on %s after %d attempts", message["event"], self.retries)
 
     def close(self, timeout: float = 1.0) -> None:

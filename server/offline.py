@@ -23,9 +23,10 @@ import fcntl
 import json
 import logging
 import os
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ca import IssuedCertificate, parse_certificate
 
@@ -79,11 +80,18 @@ def record_offline_issuance(
         )
         s.flush()
         data: dict[str, Any] = {
-            "offline": True, "reason": reason, "serial": str(cert.serial), "key_id": cert.key_id,
-            "principals": list(cert.principals), "valid_after": cert.valid_after.isoformat(),
-            "valid_before": cert.valid_before.isoformat(), "backdate_seconds": int(backdate.total_seconds()),
-            "public_key_fingerprint": cert.public_key.fingerprint, "ca_fingerprint": cert.ca_public_key.fingerprint,
-            "critical_options": dict(cert.critical_options), "extensions": list(cert.extensions),
+            "offline": True,
+            "reason": reason,
+            "serial": str(cert.serial),
+            "key_id": cert.key_id,
+            "principals": list(cert.principals),
+            "valid_after": cert.valid_after.isoformat(),
+            "valid_before": cert.valid_before.isoformat(),
+            "backdate_seconds": int(backdate.total_seconds()),
+            "public_key_fingerprint": cert.public_key.fingerprint,
+            "ca_fingerprint": cert.ca_public_key.fingerprint,
+            "critical_options": dict(cert.critical_options),
+            "extensions": list(cert.extensions),
         }
         if no_record:
             data["no_record"] = True
@@ -91,8 +99,13 @@ def record_offline_issuance(
             data["recorded_late"] = True
             data["signed_at"] = signed_at.isoformat()
         audit.record(
-            s, type="certificate.issued", now=now, actor=by[:64], data=data,
-            signing_key=service.audit_key, checkpoint_every=service.checkpoint_every,
+            s,
+            type="certificate.issued",
+            now=now,
+            actor=by[:64],
+            data=data,
+            signing_key=service.audit_key,
+            checkpoint_every=service.checkpoint_every,
         )
     return True
 
@@ -107,7 +120,7 @@ class _Locked:
     def __init__(self, data_dir: Path) -> None:
         self.path = _pending_path(data_dir).with_name(PENDING_FILE + ".lock")
 
-    def __enter__(self) -> "_Locked":
+    def __enter__(self) -> _Locked:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
@@ -118,13 +131,23 @@ class _Locked:
 
 
 def write_pending(
-    data_dir: Path, cert: IssuedCertificate, *, reason: str, by: str, backdate: timedelta, signed_at: datetime,
+    data_dir: Path,
+    cert: IssuedCertificate,
+    *,
+    reason: str,
+    by: str,
+    backdate: timedelta,
+    signed_at: datetime,
     error: str,
 ) -> Path:
     """Append a certificate that could not be recorded now; durable before it is shown."""
     entry = {
-        "certificate": cert.openssh, "reason": reason, "by": by, "backdate_seconds": int(backdate.total_seconds()),
-        "signed_at": signed_at.isoformat(), "error": error[:500],
+        "certificate": cert.openssh,
+        "reason": reason,
+        "by": by,
+        "backdate_seconds": int(backdate.total_seconds()),
+        "signed_at": signed_at.isoformat(),
+        "error": error[:500],
     }
     path = _pending_path(data_dir)
     with _Locked(data_dir):
@@ -137,7 +160,9 @@ def write_pending(
     return path
 
 
-def flush_pending(service: Service, data_dir: Path, *, say: Callable[[str], None] = log.warning) -> int:
+def flush_pending(
+    service: Service, data_dir: Path, *, say: Callable[[str], None] = log.warning
+) -> int:
     """Record every pending certificate in the chain; keep in the file only those that failed."""
     path = _pending_path(data_dir)
     if not path.exists():
@@ -156,12 +181,16 @@ def flush_pending(service: Service, data_dir: Path, *, say: Callable[[str], None
                 entry = json.loads(line)
                 cert = parse_certificate(entry["certificate"])
                 record_offline_issuance(
-                    service, cert, reason=str(entry["reason"]), by=str(entry["by"]),
-                    backdate=timedelta(seconds=int(entry["backdate_seconds"])), no_record=True,
+                    service,
+                    cert,
+                    reason=str(entry["reason"]),
+                    by=str(entry["by"]),
+                    backdate=timedelta(seconds=int(entry["backdate_seconds"])),
+                    no_record=True,
                     signed_at=datetime.fromisoformat(entry["signed_at"]),
                 )
                 done += 1
-            except Exception as e:  # noqa: BLE001 - keep it for the next try, and say so
+            except Exception as e:
                 log.error("could not record a pending break-glass certificate from %s: %s", path, e)
                 keep.append(line)
         tmp = path.with_name(f".{PENDING_FILE}.tmp-{os.getpid()}")

@@ -10,10 +10,26 @@ _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _SIGNED = [{"sshsig": []}]
 
 
-def _op(summary: str, *, body: dict[str, Any] | None = None, ok: int = 200, schema: str = "Request",
-        signed: bool = True, params: list[dict[str, Any]] | None = None, errors: tuple[int, ...] = (400, 401, 403, 404, 409),
-        media: str = "application/json") -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {str(ok): {"description": "OK", "content": {media: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}}}
+def _op(
+    summary: str,
+    *,
+    body: dict[str, Any] | None = None,
+    ok: int = 200,
+    schema: str = "Request",
+    signed: bool = True,
+    params: list[dict[str, Any]] | None = None,
+    errors: tuple[int, ...] = (400, 401, 403, 404, 409),
+    media: str = "application/json",
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            str(ok): {
+                "description": "OK",
+                "content": {media: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+            }
+        },
+    }
     for code in errors:
         op["responses"][str(code)] = _PROBLEM
     op["responses"]["503"] = _PROBLEM
@@ -26,41 +42,276 @@ def _op(summary: str, *, body: dict[str, Any] | None = None, ok: int = 200, sche
     return op
 
 
-_ID = [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 32}}]
+_ID = [
+    {
+        "name": "request_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "maxLength": 32},
+    }
+]
 _DURATION = {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "example": "30m"}]}
 
 
 def spec() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
-        "info": {"title": "jit-ssh", "version": "1", "description": "Just-in-time SSH certificates. Calls are signed with an enrolled SSH key (SSHSIG, namespace jit-ssh-api); see ca/request_signing.py."},
+        "info": {
+            "title": "jit-ssh",
+            "version": "1",
+            "description": "Just-in-time SSH certificates. Calls are signed with an enrolled SSH key (SSHSIG, namespace jit-ssh-api); see ca/request_signing.py.",
+        },
         "paths": {
             "/v1/requests": {
-                "post": _op("Request access", ok=201, body={"type": "object", "required": ["target"], "additionalProperties": False, "properties": {"target": {"type": "string", "maxLength": 128}, "duration": _DURATION, "reason": {"type": "string", "maxLength": 1000}, "break_glass": {"type": "boolean"}}}),
-                "get": _op("List requests", schema="RequestList", params=[{"name": "mine", "in": "query", "schema": {"type": "string", "enum": ["1", "true"]}}, {"name": "pending_for_me", "in": "query", "schema": {"type": "string", "enum": ["1", "true"]}}]),
+                "post": _op(
+                    "Request access",
+                    ok=201,
+                    body={
+                        "type": "object",
+                        "required": ["target"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "target": {"type": "string", "maxLength": 128},
+                            "duration": _DURATION,
+                            "reason": {"type": "string", "maxLength": 1000},
+                            "break_glass": {"type": "boolean"},
+                        },
+                    },
+                ),
+                "get": _op(
+                    "List requests",
+                    schema="RequestList",
+                    params=[
+                        {
+                            "name": "mine",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["1", "true"]},
+                        },
+                        {
+                            "name": "pending_for_me",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["1", "true"]},
+                        },
+                    ],
+                ),
             },
             "/v1/requests/{request_id}": {"get": _op("A request", params=_ID)},
-            "/v1/requests/{request_id}/approve": {"post": _op("Approve", params=_ID, body={"type": "object", "additionalProperties": False, "properties": {"comment": {"type": "string", "maxLength": 1000}, "duration": _DURATION}})},
-            "/v1/requests/{request_id}/deny": {"post": _op("Deny", params=_ID, body={"type": "object", "required": ["reason"], "additionalProperties": False, "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 1000}}})},
+            "/v1/requests/{request_id}/approve": {
+                "post": _op(
+                    "Approve",
+                    params=_ID,
+                    body={
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "comment": {"type": "string", "maxLength": 1000},
+                            "duration": _DURATION,
+                        },
+                    },
+                )
+            },
+            "/v1/requests/{request_id}/deny": {
+                "post": _op(
+                    "Deny",
+                    params=_ID,
+                    body={
+                        "type": "object",
+                        "required": ["reason"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "reason": {"type": "string", "minLength": 1, "maxLength": 1000}
+                        },
+                    },
+                )
+            },
             "/v1/requests/{request_id}/cancel": {"post": _op("Cancel", params=_ID)},
-            "/v1/requests/{request_id}/certificate": {"post": _op("Fetch the certificate", params=_ID, schema="Certificate", errors=(400, 401, 403, 404, 409, 410, 413), body={"type": "object", "required": ["public_key"], "additionalProperties": False, "properties": {"public_key": {"type": "string", "maxLength": 16384}}})},
-            "/v1/certificates/{serial}/revoke": {"post": _op("Revoke a certificate", schema="Revocation", params=[{"name": "serial", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}}], body={"type": "object", "additionalProperties": False, "properties": {"reason": {"type": "string", "maxLength": 1000}}})},
+            "/v1/requests/{request_id}/certificate": {
+                "post": _op(
+                    "Fetch the certificate",
+                    params=_ID,
+                    schema="Certificate",
+                    errors=(400, 401, 403, 404, 409, 410, 413),
+                    body={
+                        "type": "object",
+                        "required": ["public_key"],
+                        "additionalProperties": False,
+                        "properties": {"public_key": {"type": "string", "maxLength": 16384}},
+                    },
+                )
+            },
+            "/v1/certificates/{serial}/revoke": {
+                "post": _op(
+                    "Revoke a certificate",
+                    schema="Revocation",
+                    params=[
+                        {
+                            "name": "serial",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+                        }
+                    ],
+                    body={
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"reason": {"type": "string", "maxLength": 1000}},
+                    },
+                )
+            },
             "/v1/whoami": {"get": _op("Who am I", schema="WhoAmI")},
-            "/v1/ca.pub": {"get": {"summary": "Trusted CA keys (TrustedUserCAKeys text)", "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-            "/v1/krl": {"get": {"summary": "The current KRL (PROTOCOL.krl)", "responses": {"200": {"description": "OK", "headers": {"ETag": {"schema": {"type": "string"}}}, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}, "304": {"description": "Not modified"}}}},
-            "/v1/targets": {"get": {"summary": "Targets with principals and login users", "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-            "/v1/audit": {"get": _op("Audit export (admins), JSON lines", schema="AuditLines", media="application/x-ndjson", params=[{"name": "since", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}])},
+            "/v1/ca.pub": {
+                "get": {
+                    "summary": "Trusted CA keys (TrustedUserCAKeys text)",
+                    "responses": {
+                        "200": {
+                            "description": "OK",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/v1/krl": {
+                "get": {
+                    "summary": "The current KRL (PROTOCOL.krl)",
+                    "responses": {
+                        "200": {
+                            "description": "OK",
+                            "headers": {"ETag": {"schema": {"type": "string"}}},
+                            "content": {
+                                "application/octet-stream": {
+                                    "schema": {"type": "string", "format": "binary"}
+                                }
+                            },
+                        },
+                        "304": {"description": "Not modified"},
+                    },
+                }
+            },
+            "/v1/targets": {
+                "get": {
+                    "summary": "Targets with principals and login users",
+                    "responses": {
+                        "200": {
+                            "description": "OK",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+            "/v1/audit": {
+                "get": _op(
+                    "Audit export (admins), JSON lines",
+                    schema="AuditLines",
+                    media="application/x-ndjson",
+                    params=[
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        }
+                    ],
+                )
+            },
         },
         "components": {
-            "securitySchemes": {"sshsig": {"type": "apiKey", "in": "header", "name": "X-Jit-Signature", "description": "SSHSIG over the canonical request; with X-Jit-User, X-Jit-Timestamp, X-Jit-Nonce."}},
-            "responses": {"Problem": {"description": "RFC 9457 problem", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}},
+            "securitySchemes": {
+                "sshsig": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Jit-Signature",
+                    "description": "SSHSIG over the canonical request; with X-Jit-User, X-Jit-Timestamp, X-Jit-Nonce.",
+                }
+            },
+            "responses": {
+                "Problem": {
+                    "description": "RFC 9457 problem",
+                    "content": {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}
+                        }
+                    },
+                }
+            },
             "schemas": {
-                "Problem": {"type": "object", "required": ["type", "title", "status", "code"], "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "code": {"type": "string"}, "field": {"type": "string"}}},
-                "Request": {"type": "object", "required": ["id", "state", "requester", "target"], "properties": {"id": {"type": "string"}, "state": {"type": "string", "enum": ["pending", "approved", "denied", "expired", "cancelled", "issued", "revoked", "ended"]}, "requester": {"type": "string"}, "target": {"type": "string"}, "reason": {"type": "string"}, "duration_seconds": {"type": "integer"}, "approvals_required": {"type": "integer"}, "approvals": {"type": "array"}, "principals": {"type": "array", "items": {"type": "string"}}, "certificate": {"type": ["object", "null"]}, "approval_url": {"type": "string"}}},
-                "RequestList": {"type": "object", "properties": {"requests": {"type": "array", "items": {"$ref": "#/components/schemas/Request"}}}},
-                "Certificate": {"type": "object", "required": ["certificate", "serial"], "properties": {"certificate": {"type": "string"}, "serial": {"type": "string"}, "key_id": {"type": "string"}, "principals": {"type": "array", "items": {"type": "string"}}, "valid_after": {"type": "string"}, "valid_before": {"type": "string"}, "reissued": {"type": "boolean"}}},
-                "Revocation": {"type": "object", "properties": {"serial": {"type": "string"}, "revoked_at": {"type": "string"}, "revoked_by": {"type": "string"}}},
-                "WhoAmI": {"type": "object", "properties": {"user": {"type": "string"}, "groups": {"type": "array"}, "roles": {"type": "array"}}},
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "code"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "code": {"type": "string"},
+                        "field": {"type": "string"},
+                    },
+                },
+                "Request": {
+                    "type": "object",
+                    "required": ["id", "state", "requester", "target"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "state": {
+                            "type": "string",
+                            "enum": [
+                                "pending",
+                                "approved",
+                                "denied",
+                                "expired",
+                                "cancelled",
+                                "issued",
+                                "revoked",
+                                "ended",
+                            ],
+                        },
+                        "requester": {"type": "string"},
+                        "target": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "duration_seconds": {"type": "integer"},
+                        "approvals_required": {"type": "integer"},
+                        "approvals": {"type": "array"},
+                        "principals": {"type": "array", "items": {"type": "string"}},
+                        "certificate": {"type": ["object", "null"]},
+                        "approval_url": {"type": "string"},
+                    },
+                },
+                "RequestList": {
+                    "type": "object",
+                    "properties": {
+                        "requests": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Request"},
+                        }
+                    },
+                },
+                "Certificate": {
+                    "type": "object",
+                    "required": ["certificate", "serial"],
+                    "properties": {
+                        "certificate": {"type": "string"},
+                        "serial": {"type": "string"},
+                        "key_id": {"type": "string"},
+                        "principals": {"type": "array", "items": {"type": "string"}},
+                        "valid_after": {"type": "string"},
+                        "valid_before": {"type": "string"},
+                        "reissued": {"type": "boolean"},
+                    },
+                },
+                "Revocation": {
+                    "type": "object",
+                    "properties": {
+                        "serial": {"type": "string"},
+                        "revoked_at": {"type": "string"},
+                        "revoked_by": {"type": "string"},
+                    },
+                },
+                "WhoAmI": {
+                    "type": "object",
+                    "properties": {
+                        "user": {"type": "string"},
+                        "groups": {"type": "array"},
+                        "roles": {"type": "array"},
+                    },
+                },
                 "AuditLines": {"type": "string"},
             },
         },

@@ -24,18 +24,26 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 __all__ = ["Network", "parse_networks", "resolve_forwarded", "TrustedProxies"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT",
-            "HTTP_X_FORWARDED_PREFIX", "HTTP_FORWARDED")
+_HEADERS = (
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PORT",
+    "HTTP_X_FORWARDED_PREFIX",
+    "HTTP_FORWARDED",
+)
 # A host as a proxy forwards it: a name or IPv4 address, or a bracketed IPv6 one, and a port.
-_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+)
 _MAX_ENTRIES = 32
 
 
@@ -48,7 +56,9 @@ def parse_networks(values: Iterable[str], *, field: str = "trusted_proxies") -> 
         try:
             out.append(ipaddress.ip_network(v.strip(), strict=False))
         except ValueError:
-            raise ValueError(f"{field}: {v!r} is not an IP address or network (e.g. 10.0.0.5 or 10.1.0.0/16)") from None
+            raise ValueError(
+                f"{field}: {v!r} is not an IP address or network (e.g. 10.0.0.5 or 10.1.0.0/16)"
+            ) from None
     return tuple(out)
 
 
@@ -56,7 +66,7 @@ def _address(text: str) -> Address | None:
     """An address as it appears in X-Forwarded-For (some proxies add a port), or None."""
     text = text.strip()
     if text.startswith("[") and "]" in text:
-        text = text[1:text.index("]")]
+        text = text[1 : text.index("]")]
     elif text.count(":") == 1:
         text = text.split(":", 1)[0]
     try:

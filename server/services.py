@@ -15,10 +15,11 @@ import re
 import secrets
 import threading
 import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy import inspect as sa_inspect
@@ -29,9 +30,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 import policies
 from ca import (
     InvalidDuration,
-    format_duration,
-    InvalidKey,
+    InvalidKeyError,
     IssuedCertificate,
+    format_duration,
     issue_certificate,
     make_key_id,
     parse_public_key,
@@ -43,9 +44,9 @@ from . import audit
 from .db import CommitThenRaise, transaction
 from .errors import (
     AlreadyDecided,
-    Conflict,
     Forbidden,
     InvalidInput,
+    InvalidState,
     KeyMismatch,
     NotApproved,
     NotEligible,
@@ -69,13 +70,23 @@ __all__ = ["Service", "PolicyHolder", "CertificateResult"]
 # Statements built once (building one costs about as much as running it).
 # _LOCK_LEAN: a request loaded without its relationships; each loads (lazily, in
 # the same session and under the same row lock) only if read.
-_LOCK = select(AccessRequest).where(AccessRequest.id == bindparam("request_id")).with_for_update(of=AccessRequest)
+_LOCK = (
+    select(AccessRequest)
+    .where(AccessRequest.id == bindparam("request_id"))
+    .with_for_update(of=AccessRequest)
+)
 _REQUESTS = AccessRequest.__table__
 _INSERT_REQUEST = insert(_REQUESTS)
-_UPDATE_STATE = update(_REQUESTS).where(_REQUESTS.c.id == bindparam("request_id")).values(state=bindparam("new_state"))
+_UPDATE_STATE = (
+    update(_REQUESTS)
+    .where(_REQUESTS.c.id == bindparam("request_id"))
+    .values(state=bindparam("new_state"))
+)
 _INSERT_CERTIFICATE = insert(Certificate.__table__)
 _LOCK_LEAN = _LOCK.options(
-    lazyload(AccessRequest.requester), lazyload(AccessRequest.approvals), lazyload(AccessRequest.certificate)
+    lazyload(AccessRequest.requester),
+    lazyload(AccessRequest.approvals),
+    lazyload(AccessRequest.certificate),
 )
 
 log = logging.getLogger("jit_ssh.service")
@@ -94,7 +105,12 @@ _SERIAL = re.compile(r"[0-9]{1,20}")
 class PolicyHolder:
     """The current policy, reloaded when its file changes (checked at most once a second)."""
 
-    def __init__(self, path: Path, *, on_reload: Callable[[policies.Policy, policies.Policy | None], None] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_reload: Callable[[policies.Policy, policies.Policy | None], None] | None = None,
+    ):
         self.path = path
         self._lock = threading.Lock()
         self._mtime: int | None = None
@@ -122,9 +138,14 @@ class PolicyHolder:
             try:
                 if self.path.stat().st_mtime_ns != self._mtime:
                     self.reload()
-            except (OSError, policies.PolicyError) as e:
+            except (OSError, policies.InvalidPolicy) as e:
                 # Keep serving the last good policy; say so loudly.
-                log.error("policy %s not reloaded, keeping version %s: %s", self.path, self._policy and self._policy.version[:12], e)
+                log.error(
+                    "policy %s not reloaded, keeping version %s: %s",
+                    self.path,
+                    self._policy and self._policy.version[:12],
+                    e,
+                )
         assert self._policy is not None
         return self._policy
 
@@ -159,8 +180,12 @@ def decision_to_dict(d: policies.Decision) -> dict[str, Any]:
         "extensions": list(d.extensions),
         "force_command": d.force_command,
         "source_address": list(d.source_address),
-        "pending_ttl_seconds": None if d.pending_ttl is None else int(d.pending_ttl.total_seconds()),
-        "claim_window_seconds": None if d.claim_window is None else int(d.claim_window.total_seconds()),
+        "pending_ttl_seconds": None
+        if d.pending_ttl is None
+        else int(d.pending_ttl.total_seconds()),
+        "claim_window_seconds": None
+        if d.claim_window is None
+        else int(d.claim_window.total_seconds()),
         "approvers_may_shorten": d.approvers_may_shorten,
     }
 
@@ -178,8 +203,20 @@ _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp", "Cn", "Co"})
 # (U+E0100-U+E01EF, which can carry a whole hidden text). The emoji variation
 # selector U+FE0F stays allowed: emoji use it.
 _BLANK_CHARACTERS = frozenset(
-    {"\u034f", "\u115f", "\u1160", "\u17b4", "\u17b5", "\u180b", "\u180c", "\u180d", "\u180f", "\u2800",
-     "\u3164", "\uffa0"}
+    {
+        "\u034f",
+        "\u115f",
+        "\u1160",
+        "\u17b4",
+        "\u17b5",
+        "\u180b",
+        "\u180c",
+        "\u180d",
+        "\u180f",
+        "\u2800",
+        "\u3164",
+        "\uffa0",
+    }
 ) | frozenset(chr(c) for c in range(0xE0100, 0xE01F0))
 
 
@@ -192,7 +229,9 @@ def _invisible(value: str, allowed: str = "") -> str | None:
                 return c
         return None
     for c in value:
-        if (unicodedata.category(c) in _INVISIBLE_CATEGORIES or c in _BLANK_CHARACTERS) and c not in allowed:
+        if (
+            unicodedata.category(c) in _INVISIBLE_CATEGORIES or c in _BLANK_CHARACTERS
+        ) and c not in allowed:
             return c
     return None
 
@@ -261,7 +300,7 @@ class Service:
     keyring: Keyring
     policy: PolicyHolder
     audit_key: Any
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     backdate_seconds: int = 0
     checkpoint_every: int = 1000
     #: Seconds a revoked serial stays in the KRL past its valid_before (hosts' clock skew).
@@ -274,7 +313,14 @@ class Service:
         return self.clock()
 
     def _record(self, s: Session, type: str, now: datetime, **kw: Any) -> None:
-        audit.record(s, type=type, now=now, signing_key=self.audit_key, checkpoint_every=self.checkpoint_every, **kw)
+        audit.record(
+            s,
+            type=type,
+            now=now,
+            signing_key=self.audit_key,
+            checkpoint_every=self.checkpoint_every,
+            **kw,
+        )
 
     def _tx(self) -> Any:
         return transaction(self.sessions)
@@ -294,7 +340,9 @@ class Service:
         loads, under the lock, when first read), for callers that return no request."""
         if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
             raise NotFound("no such request", field="id")
-        req = s.execute(_LOCK_LEAN if lean else _LOCK, {"request_id": request_id}).scalar_one_or_none()
+        req = s.execute(
+            _LOCK_LEAN if lean else _LOCK, {"request_id": request_id}
+        ).scalar_one_or_none()
         if req is None:
             raise NotFound(f"no request {request_id!r}", field="id")
         return req
@@ -322,8 +370,11 @@ class Service:
         if not overdue:
             return
         s.execute(
-            select(AccessRequest).where(AccessRequest.id.in_(overdue)).order_by(AccessRequest.id)
-            .with_for_update(of=AccessRequest).execution_options(populate_existing=True)
+            select(AccessRequest)
+            .where(AccessRequest.id.in_(overdue))
+            .order_by(AccessRequest.id)
+            .with_for_update(of=AccessRequest)
+            .execution_options(populate_existing=True)
         ).scalars().all()
         for r in rows:
             if r.id in overdue:
@@ -334,14 +385,30 @@ class Service:
         if req.state == RequestState.PENDING.value and now >= req.pending_until:
             req.state = RequestState.EXPIRED.value
             self._record(s, "request.expired", now, request_id=req.id, data={"was": "pending"})
-        elif req.state == RequestState.APPROVED.value and req.claim_until is not None and now >= req.claim_until:
+        elif (
+            req.state == RequestState.APPROVED.value
+            and req.claim_until is not None
+            and now >= req.claim_until
+        ):
             req.state = RequestState.EXPIRED.value
             self._record(s, "request.expired", now, request_id=req.id, data={"was": "approved"})
-        elif req.state == RequestState.ISSUED.value and req.certificate is not None and now >= req.certificate.valid_before:
+        elif (
+            req.state == RequestState.ISSUED.value
+            and req.certificate is not None
+            and now >= req.certificate.valid_before
+        ):
             req.state = RequestState.ENDED.value
-            self._record(s, "request.ended", now, request_id=req.id, data={"serial": str(req.certificate.serial)})
+            self._record(
+                s,
+                "request.ended",
+                now,
+                request_id=req.id,
+                data={"serial": str(req.certificate.serial)},
+            )
 
-    def _policy_request(self, req: AccessRequest, groups: Iterable[str], *, requester: str | None = None) -> policies.AccessRequest:
+    def _policy_request(
+        self, req: AccessRequest, groups: Iterable[str], *, requester: str | None = None
+    ) -> policies.AccessRequest:
         """``req`` as the policy sees it. ``requester``: the requester's name when the
         caller has it already (the fetch, which loads no relationship it need not)."""
         return policies.AccessRequest(
@@ -356,7 +423,10 @@ class Service:
 
     @staticmethod
     def _counted_approvers(
-        req: AccessRequest, policy: policies.Policy, preq: policies.AccessRequest, duration: timedelta
+        req: AccessRequest,
+        policy: policies.Policy,
+        preq: policies.AccessRequest,
+        duration: timedelta,
     ) -> list[str]:
         """The approvers whose approval of ``req`` still counts, by name, sorted.
 
@@ -375,13 +445,24 @@ class Service:
             if who.disabled or not who.has_role(Role.APPROVER):
                 continue
             approver = policies.Approver(name=who.name, groups=frozenset(who.group_names))
-            if policies.may_approve(policy, replace(preq, duration=duration), approver, a.created_at).allowed:
+            if policies.may_approve(
+                policy, replace(preq, duration=duration), approver, a.created_at
+            ).allowed:
                 names.add(who.name)
         return sorted(names)
 
     def _recheck(
-        self, s: Session, req: AccessRequest, policy: policies.Policy, preq: policies.AccessRequest, now: datetime,
-        *, hop: str, actor: str, decided_at: datetime | None = None, approvals_given: int | None = None,
+        self,
+        s: Session,
+        req: AccessRequest,
+        policy: policies.Policy,
+        preq: policies.AccessRequest,
+        now: datetime,
+        *,
+        hop: str,
+        actor: str,
+        decided_at: datetime | None = None,
+        approvals_given: int | None = None,
     ) -> tuple[policies.Decision, dict[str, Any]]:
         """Decide ``req`` again under ``policy`` (the current one) and narrow its stored decision.
 
@@ -395,24 +476,39 @@ class Service:
         ``decided_at``: judge the auto-approval window at the moment the request
         was approved, not at the fetch.
         """
-        stored = decision_from_dict(json.loads(req.decision), requester=preq.requester, target=req.target)
+        stored = decision_from_dict(
+            json.loads(req.decision), requester=preq.requester, target=req.target
+        )
         current = policies.redecide(policy, preq, decided_at or now)
-        versions = {"stored_policy_version": stored.policy_version, "current_policy_version": current.policy_version}
+        versions = {
+            "stored_policy_version": stored.policy_version,
+            "current_policy_version": current.policy_version,
+        }
         try:
             narrowed = policies.narrow(stored, current)
             if approvals_given is not None and approvals_given < narrowed.approvals_required:
                 raise policies.MoreApprovalsRequired(
                     f"the policy changed: this request now needs {narrowed.approvals_required} approval(s) and was "
                     f"given {approvals_given}; it is not issued, ask again",
-                    current=current, stored=stored,
+                    current=current,
+                    stored=stored,
                 )
         except policies.PolicyChanged as err:
             req.state = RequestState.DENIED.value
             req.decided_at = now
             req.deny_reason = f"refused by the current policy ({err.code}): {err}"[:MAX_REASON]
-            check = {"result": "refused", "code": err.code, "reasons": list(current.reasons), **versions}
+            check = {
+                "result": "refused",
+                "code": err.code,
+                "reasons": list(current.reasons),
+                **versions,
+            }
             self._record(
-                s, "request.refused", now, actor=actor, request_id=req.id,
+                s,
+                "request.refused",
+                now,
+                actor=actor,
+                request_id=req.id,
                 data={"at": hop, "target": req.target, "reasons": [str(err)], "policy": check},
             )
             raise CommitThenRaise(err) from None
@@ -435,26 +531,39 @@ class Service:
         approved = req.state == RequestState.APPROVED.value
         preq = self._policy_request(req, req.requester.group_names)
         stored = decision_from_dict(stored_dict, requester=preq.requester, target=req.target)
-        current = policies.redecide(self.policy.get(), preq, (req.decided_at if approved else None) or self.now())
+        current = policies.redecide(
+            self.policy.get(), preq, (req.decided_at if approved else None) or self.now()
+        )
         try:
             narrowed = policies.narrow(stored, current)
             given = len({a.approver_id for a in req.approvals if a.decision == "approve"})
-            if approved and not (req.auto_approved or req.break_glass) and given < narrowed.approvals_required:
-                return stored_dict, (f"The policy changed: this request now needs {narrowed.approvals_required} "
-                                     "approvals; it will be refused when fetched.")
+            if (
+                approved
+                and not (req.auto_approved or req.break_glass)
+                and given < narrowed.approvals_required
+            ):
+                return stored_dict, (
+                    f"The policy changed: this request now needs {narrowed.approvals_required} "
+                    "approvals; it will be refused when fetched."
+                )
             if approved and (req.auto_approved or req.break_glass) and narrowed.approvals_required:
-                return stored_dict, "The policy changed: this request now needs approval; it will be refused when fetched."
+                return (
+                    stored_dict,
+                    "The policy changed: this request now needs approval; it will be refused when fetched.",
+                )
         except policies.PolicyChanged as err:
             return stored_dict, f"The current policy refuses this request ({err.code}): {err}"
         if not policies.narrowing(stored, narrowed):
             return stored_dict, None
-        return decision_to_dict(narrowed), "The policy changed since this request was made: shown is what can still be issued."
+        return decision_to_dict(
+            narrowed
+        ), "The policy changed since this request was made: shown is what can still be issued."
 
     def _notify(self, kind: str, payload: dict[str, Any]) -> None:
         if self.notify is not None:
             try:
                 self.notify(kind, payload)
-            except Exception:  # noqa: BLE001 - a webhook never fails an issuance
+            except Exception:
                 log.exception("notification %s failed", kind)
 
     # ---- users ---------------------------------------------------------------------
@@ -463,8 +572,13 @@ class Service:
         return s.execute(select(User).where(User.name == name)).scalar_one_or_none()
 
     def _lock_user(self, s: Session, name: Any) -> User:
-        u = s.execute(select(User).where(User.name == name).with_for_update(of=User)).scalar_one_or_none() \
-            if isinstance(name, str) else None
+        u = (
+            s.execute(
+                select(User).where(User.name == name).with_for_update(of=User)
+            ).scalar_one_or_none()
+            if isinstance(name, str)
+            else None
+        )
         if u is None:
             raise NotFound(f"no user {name!r}", field="name")
         return u
@@ -485,7 +599,13 @@ class Service:
         with self._tx() as s:
             u = self._lock_user(s, name)
             u.disabled = disabled
-            self._record(s, "user.disabled" if disabled else "user.enabled", now, actor=actor, data={"user": u.name})
+            self._record(
+                s,
+                "user.disabled" if disabled else "user.enabled",
+                now,
+                actor=actor,
+                data={"user": u.name},
+            )
             if disabled:
                 self._end_access(s, u, now, actor=actor, why="user disabled")
             return self._loaded(s, u)
@@ -496,16 +616,35 @@ class Service:
         now = self.now()
         with self._tx() as s:
             u = self._lock_user(s, name)
-            k = s.execute(select(SshKey).where(SshKey.user_id == u.id, SshKey.fingerprint == fingerprint,
-                                               SshKey.removed_at.is_(None))).scalar_one_or_none() \
-                if isinstance(fingerprint, str) else None
+            k = (
+                s.execute(
+                    select(SshKey).where(
+                        SshKey.user_id == u.id,
+                        SshKey.fingerprint == fingerprint,
+                        SshKey.removed_at.is_(None),
+                    )
+                ).scalar_one_or_none()
+                if isinstance(fingerprint, str)
+                else None
+            )
             if k is None:
-                raise NotFound(f"user {u.name!r} has no enrolled key {fingerprint}", field="fingerprint")
+                raise NotFound(
+                    f"user {u.name!r} has no enrolled key {fingerprint}", field="fingerprint"
+                )
             k.removed_at = now
-            self._record(s, "user.key_removed", now, actor=actor, data={"user": u.name, "fingerprint": fingerprint})
+            self._record(
+                s,
+                "user.key_removed",
+                now,
+                actor=actor,
+                data={"user": u.name, "fingerprint": fingerprint},
+            )
             s.flush()
-            left = s.scalar(select(func.count()).select_from(SshKey).where(SshKey.user_id == u.id,
-                                                                           SshKey.removed_at.is_(None)))
+            left = s.scalar(
+                select(func.count())
+                .select_from(SshKey)
+                .where(SshKey.user_id == u.id, SshKey.removed_at.is_(None))
+            )
             if not left:
                 self._end_access(s, u, now, actor=actor, why="last key removed")
             return self._loaded(s, u)
@@ -516,38 +655,83 @@ class Service:
         Locks in the order every writer uses: the requests (in id order, as the
         sweep does), then each certificate, then the audit head (by recording).
         """
-        rows = s.execute(
-            select(AccessRequest)
-            .where(AccessRequest.requester_id == u.id,
-                   AccessRequest.state.in_([RequestState.PENDING.value, RequestState.APPROVED.value,
-                                            RequestState.ISSUED.value]))
-            .order_by(AccessRequest.id).with_for_update(of=AccessRequest)
-            .execution_options(populate_existing=True)
-        ).scalars().all()
+        rows = (
+            s.execute(
+                select(AccessRequest)
+                .where(
+                    AccessRequest.requester_id == u.id,
+                    AccessRequest.state.in_(
+                        [
+                            RequestState.PENDING.value,
+                            RequestState.APPROVED.value,
+                            RequestState.ISSUED.value,
+                        ]
+                    ),
+                )
+                .order_by(AccessRequest.id)
+                .with_for_update(of=AccessRequest)
+                .execution_options(populate_existing=True)
+            )
+            .scalars()
+            .all()
+        )
         for req in rows:
             self._refresh(s, req, now)
             if req.state in (RequestState.PENDING.value, RequestState.APPROVED.value):
                 was = req.state
                 req.state = RequestState.CANCELLED.value
                 req.decided_at = now
-                self._record(s, "request.cancelled", now, actor=actor, request_id=req.id,
-                             data={"reason": why, "was": was, "user": u.name})
+                self._record(
+                    s,
+                    "request.cancelled",
+                    now,
+                    actor=actor,
+                    request_id=req.id,
+                    data={"reason": why, "was": was, "user": u.name},
+                )
             elif req.state == RequestState.ISSUED.value:
                 cert = s.execute(
-                    select(Certificate).where(Certificate.request_id == req.id).with_for_update(of=Certificate)
+                    select(Certificate)
+                    .where(Certificate.request_id == req.id)
+                    .with_for_update(of=Certificate)
                 ).scalar_one()
                 req.state = RequestState.REVOKED.value
                 if cert.revocation is None:
-                    s.add(Revocation(serial=cert.serial, revoked_at=now, revoked_by=actor[:64], reason=why,
-                                     valid_before=cert.valid_before))
+                    s.add(
+                        Revocation(
+                            serial=cert.serial,
+                            revoked_at=now,
+                            revoked_by=actor[:64],
+                            reason=why,
+                            valid_before=cert.valid_before,
+                        )
+                    )
                     s.flush()
-                    self._record(s, "certificate.revoked", now, actor=actor, request_id=req.id,
-                                 data={"serial": str(cert.serial), "reason": why, "key_id": cert.key_id,
-                                       "user": u.name})
+                    self._record(
+                        s,
+                        "certificate.revoked",
+                        now,
+                        actor=actor,
+                        request_id=req.id,
+                        data={
+                            "serial": str(cert.serial),
+                            "reason": why,
+                            "key_id": cert.key_id,
+                            "user": u.name,
+                        },
+                    )
 
     # ---- requests ------------------------------------------------------------------
 
-    def submit(self, user: User, *, target: Any, duration: timedelta | None, reason: Any, break_glass: bool = False) -> AccessRequest:
+    def submit(
+        self,
+        user: User,
+        *,
+        target: Any,
+        duration: timedelta | None,
+        reason: Any,
+        break_glass: bool = False,
+    ) -> AccessRequest:
         if not isinstance(target, str) or not target or len(target) > 128 or _has_control(target):
             raise InvalidInput("target must be a target name", field="target")
         reason = _text(reason, "reason", MAX_REASON)
@@ -568,14 +752,24 @@ class Service:
             decision = policies.decide(policy, preq, now)
             if not decision.allowed:
                 self._record(
-                    s, "request.refused", now, actor=me.name,
-                    data={"target": target, "reasons": list(decision.reasons), "policy_version": policy.version},
+                    s,
+                    "request.refused",
+                    now,
+                    actor=me.name,
+                    data={
+                        "target": target,
+                        "reasons": list(decision.reasons),
+                        "policy_version": policy.version,
+                    },
                 )
                 # The refusal is recorded, then reported: commit before raising.
                 raise CommitThenRaise(policies.PolicyDenied(decision))
             assert decision.duration is not None
             seconds = int(decision.duration.total_seconds())
-            auto = decision.outcome in (policies.Outcome.AUTO_APPROVED, policies.Outcome.BREAK_GLASS)
+            auto = decision.outcome in (
+                policies.Outcome.AUTO_APPROVED,
+                policies.Outcome.BREAK_GLASS,
+            )
             values = dict(
                 id=secrets.token_hex(8),
                 requester_id=me.id,
@@ -593,7 +787,9 @@ class Service:
                 created_at=now,
                 pending_until=now + (decision.pending_ttl or timedelta(hours=1)),
                 decided_at=now if auto else None,
-                claim_until=now + (decision.claim_window or timedelta(minutes=15)) if auto else None,
+                claim_until=now + (decision.claim_window or timedelta(minutes=15))
+                if auto
+                else None,
                 deny_reason=None,
             )
             # A Core insert of every column (the ORM's unit of work costs more than
@@ -606,24 +802,51 @@ class Service:
             req.approvals = []
             req.certificate = None
             self._record(
-                s, "request.created", now, actor=me.name, request_id=req.id,
+                s,
+                "request.created",
+                now,
+                actor=me.name,
+                request_id=req.id,
                 data={
-                    "target": target, "duration_seconds": seconds, "reason": reason,
-                    "rule": decision.rule, "outcome": decision.outcome.value,
+                    "target": target,
+                    "duration_seconds": seconds,
+                    "reason": reason,
+                    "rule": decision.rule,
+                    "outcome": decision.outcome.value,
                     "policy_version": decision.policy_version,
                     "approvals_required": decision.approvals_required,
                 },
             )
             if auto:
                 self._record(
-                    s, "request.approved", now, actor=None if not req.break_glass else me.name, request_id=req.id,
-                    data={"auto": True, "break_glass": req.break_glass, "duration_seconds": seconds,
-                          # Decided just now: nothing to narrow.
-                          "policy": {"result": "unchanged", "stored_policy_version": decision.policy_version,
-                                     "current_policy_version": decision.policy_version}},
+                    s,
+                    "request.approved",
+                    now,
+                    actor=None if not req.break_glass else me.name,
+                    request_id=req.id,
+                    data={
+                        "auto": True,
+                        "break_glass": req.break_glass,
+                        "duration_seconds": seconds,
+                        # Decided just now: nothing to narrow.
+                        "policy": {
+                            "result": "unchanged",
+                            "stored_policy_version": decision.policy_version,
+                            "current_policy_version": decision.policy_version,
+                        },
+                    },
                 )
-        self._notify("request.created", {"request_id": req.id, "requester": user.name, "target": target,
-                                         "state": req.state, "reason": reason, "duration_seconds": seconds})
+        self._notify(
+            "request.created",
+            {
+                "request_id": req.id,
+                "requester": user.name,
+                "target": target,
+                "state": req.state,
+                "reason": reason,
+                "duration_seconds": seconds,
+            },
+        )
         return req
 
     def get(self, user: User, request_id: Any) -> AccessRequest:
@@ -632,14 +855,18 @@ class Service:
             req = self._lock_request(s, request_id)
             me = self._me(s, user)
             assert me is not None
-            if req.requester_id != me.id and not (me.has_role(Role.APPROVER) or me.has_role(Role.ADMIN)):
+            if req.requester_id != me.id and not (
+                me.has_role(Role.APPROVER) or me.has_role(Role.ADMIN)
+            ):
                 raise NotFound(f"no request {request_id!r}", field="id")
             self._refresh(s, req, now)
             s.flush()
             s.refresh(req)
             return req
 
-    def list(self, user: User, *, mine: bool = False, pending_for_me: bool = False, limit: int = 100) -> list[AccessRequest]:
+    def list(
+        self, user: User, *, mine: bool = False, pending_for_me: bool = False, limit: int = 100
+    ) -> list[AccessRequest]:
         now = self.now()
         policy = self.policy.get()
         with self._tx() as s:
@@ -648,7 +875,9 @@ class Service:
             if pending_for_me and not mine and not me.has_role(Role.APPROVER):
                 # The list shows other people's reasons: only for those who may decide
                 # on them (an approver group in the policy is not enough without the role).
-                raise NotEligible(f"{me.name!r} does not have the approver role", field="pending_for_me")
+                raise NotEligible(
+                    f"{me.name!r} does not have the approver role", field="pending_for_me"
+                )
             q = select(AccessRequest).order_by(AccessRequest.created_at.desc()).limit(limit)
             if mine or not pending_for_me:
                 if mine or not (me.has_role(Role.ADMIN)):
@@ -659,7 +888,10 @@ class Service:
             rows = list(
                 s.execute(
                     select(AccessRequest)
-                    .where(AccessRequest.state == RequestState.PENDING.value, AccessRequest.requester_id != me.id)
+                    .where(
+                        AccessRequest.state == RequestState.PENDING.value,
+                        AccessRequest.requester_id != me.id,
+                    )
                     .order_by(AccessRequest.created_at)
                     .limit(500)
                 ).scalars()
@@ -673,11 +905,15 @@ class Service:
                 if any(a.approver_id == me.id for a in r.approvals):
                     continue
                 groups = r.requester.group_names
-                if policies.may_approve(policy, self._policy_request(r, groups), approver, now).allowed:
+                if policies.may_approve(
+                    policy, self._policy_request(r, groups), approver, now
+                ).allowed:
                     out.append(r)
             return out[:limit]
 
-    def approve(self, user: User, request_id: Any, *, comment: Any = "", duration: timedelta | None = None) -> AccessRequest:
+    def approve(
+        self, user: User, request_id: Any, *, comment: Any = "", duration: timedelta | None = None
+    ) -> AccessRequest:
         comment = _text(comment, "comment", MAX_COMMENT)
         return self._decide(user, request_id, approve=True, text=comment, duration=duration)
 
@@ -685,7 +921,9 @@ class Service:
         reason = _text(reason, "reason", MAX_REASON, required=True)
         return self._decide(user, request_id, approve=False, text=reason, duration=None)
 
-    def _decide(self, user: User, request_id: Any, *, approve: bool, text: str, duration: timedelta | None) -> AccessRequest:
+    def _decide(
+        self, user: User, request_id: Any, *, approve: bool, text: str, duration: timedelta | None
+    ) -> AccessRequest:
         now = self.now()
         policy = self.policy.get()
         notify: tuple[str, dict[str, Any]] | None = None
@@ -695,16 +933,24 @@ class Service:
             assert me is not None
             self._refresh(s, req, now)
             if req.requester_id == me.id:
-                raise SelfApproval("requesters can never approve or deny their own request", field="id")
+                raise SelfApproval(
+                    "requesters can never approve or deny their own request", field="id"
+                )
             if not me.has_role(Role.APPROVER):
                 raise NotEligible(f"{me.name!r} does not have the approver role", field="id")
             if req.state == RequestState.EXPIRED.value:
-                raise CommitThenRaise(RequestExpired(f"request {req.id} expired before it was decided", field="id"))
+                raise CommitThenRaise(
+                    RequestExpired(f"request {req.id} expired before it was decided", field="id")
+                )
             if req.state != RequestState.PENDING.value:
-                raise Conflict(f"request {req.id} is {req.state}, not pending", field="id")
+                raise InvalidState(f"request {req.id} is {req.state}, not pending", field="id")
             if any(a.approver_id == me.id for a in req.approvals):
                 raise AlreadyDecided(f"{me.name!r} already decided on request {req.id}", field="id")
-            if approve and duration is not None and duration > timedelta(seconds=req.requested_seconds):
+            if (
+                approve
+                and duration is not None
+                and duration > timedelta(seconds=req.requested_seconds)
+            ):
                 # Bad input, not a question of who approves: say which field and why.
                 raise InvalidDuration(
                     f"approvers may shorten a request, never lengthen it ({req.requested_seconds} s was asked for)",
@@ -713,19 +959,30 @@ class Service:
             preq = self._policy_request(req, req.requester.group_names)
             # Decided again under the current policy: what it no longer allows is
             # dropped now, so approvers approve (and see) what can still be issued.
-            narrowed, policy_check = self._recheck(s, req, policy, preq, now, hop="approval", actor=me.name)
+            narrowed, policy_check = self._recheck(
+                s, req, policy, preq, now, hop="approval", actor=me.name
+            )
             assert narrowed.duration is not None
             check = policies.may_approve(
-                policy, replace(preq, duration=narrowed.duration),
-                policies.Approver(name=me.name, groups=frozenset(me.group_names)), now,
-                duration=min(duration, narrowed.duration) if (approve and duration is not None) else None,
+                policy,
+                replace(preq, duration=narrowed.duration),
+                policies.Approver(name=me.name, groups=frozenset(me.group_names)),
+                now,
+                duration=min(duration, narrowed.duration)
+                if (approve and duration is not None)
+                else None,
             )
             if not check.allowed:
                 raise NotEligible(check.reason, field="id")
             s.add(
                 Approval(
-                    request_id=req.id, approver_id=me.id, decision="approve" if approve else "deny", comment=text,
-                    shortened_seconds=int(duration.total_seconds()) if (duration is not None and approve) else None,
+                    request_id=req.id,
+                    approver_id=me.id,
+                    decision="approve" if approve else "deny",
+                    comment=text,
+                    shortened_seconds=int(duration.total_seconds())
+                    if (duration is not None and approve)
+                    else None,
                     created_at=now,
                 )
             )
@@ -735,7 +992,14 @@ class Service:
                 req.state = RequestState.DENIED.value
                 req.decided_at = now
                 req.deny_reason = text
-                self._record(s, "request.denied", now, actor=me.name, request_id=req.id, data={"reason": text})
+                self._record(
+                    s,
+                    "request.denied",
+                    now,
+                    actor=me.name,
+                    request_id=req.id,
+                    data={"reason": text},
+                )
                 notify = ("request.denied", {"request_id": req.id, "by": me.name, "reason": text})
             else:
                 if policy_check["result"] == "narrowed":
@@ -746,22 +1010,44 @@ class Service:
                 approvals = [a for a in req.approvals if a.decision == "approve"]
                 counted = self._counted_approvers(req, policy, preq, narrowed.duration)
                 self._record(
-                    s, "request.approval", now, actor=me.name, request_id=req.id,
-                    data={"comment": text, "duration_seconds": None if duration is None else int(duration.total_seconds()),
-                          "approvals": len(counted), "required": req.approvals_required, "policy": policy_check},
+                    s,
+                    "request.approval",
+                    now,
+                    actor=me.name,
+                    request_id=req.id,
+                    data={
+                        "comment": text,
+                        "duration_seconds": None
+                        if duration is None
+                        else int(duration.total_seconds()),
+                        "approvals": len(counted),
+                        "required": req.approvals_required,
+                        "policy": policy_check,
+                    },
                 )
                 if len(counted) >= req.approvals_required:
                     approvals = [a for a in approvals if a.approver.name in counted]
                     shortened = [a.shortened_seconds for a in approvals if a.shortened_seconds]
-                    req.granted_seconds = min([req.requested_seconds, int(narrowed.duration.total_seconds()), *shortened])
+                    req.granted_seconds = min(
+                        [req.requested_seconds, int(narrowed.duration.total_seconds()), *shortened]
+                    )
                     req.state = RequestState.APPROVED.value
                     req.decided_at = now
-                    claim = int(narrowed.claim_window.total_seconds()) if narrowed.claim_window else 900
+                    claim = (
+                        int(narrowed.claim_window.total_seconds()) if narrowed.claim_window else 900
+                    )
                     req.claim_until = now + timedelta(seconds=claim)
                     self._record(
-                        s, "request.approved", now, actor=me.name, request_id=req.id,
-                        data={"by": sorted(a.approver.name for a in approvals), "duration_seconds": req.granted_seconds,
-                              "policy": policy_check},
+                        s,
+                        "request.approved",
+                        now,
+                        actor=me.name,
+                        request_id=req.id,
+                        data={
+                            "by": sorted(a.approver.name for a in approvals),
+                            "duration_seconds": req.granted_seconds,
+                            "policy": policy_check,
+                        },
                     )
                     notify = ("request.approved", {"request_id": req.id, "by": me.name})
             s.flush()
@@ -783,7 +1069,10 @@ class Service:
                 # As approve, deny and fetch say: 410, and the expiry just found is kept.
                 raise CommitThenRaise(RequestExpired(f"request {req.id} expired", field="id"))
             if req.state not in (RequestState.PENDING.value, RequestState.APPROVED.value):
-                raise Conflict(f"request {req.id} is {req.state}; only pending or approved requests can be cancelled", field="id")
+                raise InvalidState(
+                    f"request {req.id} is {req.state}; only pending or approved requests can be cancelled",
+                    field="id",
+                )
             req.state = RequestState.CANCELLED.value
             req.decided_at = now
             self._record(s, "request.cancelled", now, actor=me.name, request_id=req.id)
@@ -798,7 +1087,7 @@ class Service:
             raise InvalidInput("public_key must be an OpenSSH public key line", field="public_key")
         if "\n" in public_key.strip() or "\r" in public_key.strip():
             # parse_public_key would read a second key line as the first one's comment.
-            raise InvalidKey("public_key must be one line: one key", field="public_key")
+            raise InvalidKeyError("public_key must be one line: one key", field="public_key")
         key = parse_public_key(public_key, field="public_key")
         for attempt in range(3):
             try:
@@ -819,7 +1108,9 @@ class Service:
             me = self._me(s, user)
             assert me is not None
             if req.requester_id != me.id:
-                raise Forbidden("only the requester can fetch this request's certificate", field="id")
+                raise Forbidden(
+                    "only the requester can fetch this request's certificate", field="id"
+                )
             self._refresh(s, req, now)
             # Only an issued request has a certificate (the row and the state change
             # commit together): load it only then.
@@ -830,15 +1121,21 @@ class Service:
                         "this request's certificate was issued for another public key; one request, one key",
                         field="public_key",
                     )
-                self._record(s, "certificate.fetched_again", now, actor=me.name, request_id=req.id,
-                             data={"serial": str(cert.serial)})
+                self._record(
+                    s,
+                    "certificate.fetched_again",
+                    now,
+                    actor=me.name,
+                    request_id=req.id,
+                    data={"serial": str(cert.serial)},
+                )
                 return _result(cert, reissued=True)
             if req.state == RequestState.PENDING.value:
                 raise NotApproved(f"request {req.id} is still pending approval", field="id")
             if req.state == RequestState.EXPIRED.value:
                 raise CommitThenRaise(RequestExpired(f"request {req.id} expired", field="id"))
             if req.state != RequestState.APPROVED.value:
-                raise Conflict(f"request {req.id} is {req.state}", field="id")
+                raise InvalidState(f"request {req.id} is {req.state}", field="id")
             if req.break_glass:
                 approvers = ["break-glass"]
             elif req.auto_approved:
@@ -855,25 +1152,50 @@ class Service:
                 granted = timedelta(seconds=req.granted_seconds)
                 # Judged for what can still be issued: a grant over the current
                 # maximum is cut to it below, and must not void every approval.
-                current = policies.redecide(policy, replace(preq, duration=granted), req.decided_at or now)
-                counted_for = min(granted, current.duration) if current.allowed and current.duration else granted
+                current = policies.redecide(
+                    policy, replace(preq, duration=granted), req.decided_at or now
+                )
+                counted_for = (
+                    min(granted, current.duration)
+                    if current.allowed and current.duration
+                    else granted
+                )
                 approvers = self._counted_approvers(req, policy, preq, counted_for)
             given = 0 if (req.break_glass or req.auto_approved) else len(approvers)
             decision, policy_check = self._recheck(
-                s, req, policy, preq, now, hop="fetch", actor=me.name, decided_at=req.decided_at,
+                s,
+                req,
+                policy,
+                preq,
+                now,
+                hop="fetch",
+                actor=me.name,
+                decided_at=req.decided_at,
                 approvals_given=given,
             )
             assert decision.duration is not None
-            if (decision.claim_window is not None and req.decided_at is not None
-                    and now >= req.decided_at + decision.claim_window):
+            if (
+                decision.claim_window is not None
+                and req.decided_at is not None
+                and now >= req.decided_at + decision.claim_window
+            ):
                 # The current policy's claim window is shorter than the one the
                 # request was approved under, and it has passed.
                 req.state = RequestState.EXPIRED.value
-                self._record(s, "request.expired", now, request_id=req.id,
-                             data={"was": "approved", "policy": "claim window shortened"})
-                raise CommitThenRaise(RequestExpired(
-                    f"request {req.id} was approved more than {format_duration(decision.claim_window)} ago, "
-                    "the current policy's claim window; ask again", field="id"))
+                self._record(
+                    s,
+                    "request.expired",
+                    now,
+                    request_id=req.id,
+                    data={"was": "approved", "policy": "claim window shortened"},
+                )
+                raise CommitThenRaise(
+                    RequestExpired(
+                        f"request {req.id} was approved more than {format_duration(decision.claim_window)} ago, "
+                        "the current policy's claim window; ask again",
+                        field="id",
+                    )
+                )
             seconds = min(req.granted_seconds, int(decision.duration.total_seconds()))
             if policy_check["result"] == "narrowed":
                 req.decision = _json(decision_to_dict(decision))
@@ -897,7 +1219,9 @@ class Service:
             # transaction, under the request's row lock.
             s.flush()
             conn = s.connection()
-            conn.execute(_UPDATE_STATE, {"request_id": req.id, "new_state": RequestState.ISSUED.value})
+            conn.execute(
+                _UPDATE_STATE, {"request_id": req.id, "new_state": RequestState.ISSUED.value}
+            )
             conn.execute(
                 _INSERT_CERTIFICATE,
                 {
@@ -917,12 +1241,21 @@ class Service:
             )
             set_committed_value(req, "state", RequestState.ISSUED.value)
             self._record(
-                s, "certificate.issued", now, actor=me.name, request_id=req.id,
+                s,
+                "certificate.issued",
+                now,
+                actor=me.name,
+                request_id=req.id,
                 data={
-                    "serial": str(issued.serial), "key_id": issued.key_id, "principals": list(issued.principals),
-                    "valid_after": issued.valid_after.isoformat(), "valid_before": issued.valid_before.isoformat(),
-                    "backdate_seconds": int(backdate.total_seconds()), "public_key_fingerprint": key.fingerprint,
-                    "ca_fingerprint": issued.ca_public_key.fingerprint, "policy": policy_check,
+                    "serial": str(issued.serial),
+                    "key_id": issued.key_id,
+                    "principals": list(issued.principals),
+                    "valid_after": issued.valid_after.isoformat(),
+                    "valid_before": issued.valid_before.isoformat(),
+                    "backdate_seconds": int(backdate.total_seconds()),
+                    "public_key_fingerprint": key.fingerprint,
+                    "ca_fingerprint": issued.ca_public_key.fingerprint,
+                    "policy": policy_check,
                 },
             )
             result = CertificateResult(
@@ -934,7 +1267,10 @@ class Service:
                 key_id=issued.key_id,
                 reissued=False,
             )
-            notify = ("certificate.issued", {"request_id": req.id, "serial": issued.serial, "requester": me.name})
+            notify = (
+                "certificate.issued",
+                {"request_id": req.id, "serial": issued.serial, "requester": me.name},
+            )
         # Only now, after the commit, does the certificate leave this function.
         if notify:
             self._notify(*notify)
@@ -951,7 +1287,9 @@ class Service:
             raise NotFound("no such certificate", field="serial")
         now = self.now()
         with self._tx() as s:
-            request_id = s.execute(select(Certificate.request_id).where(Certificate.serial == serial_no)).first()
+            request_id = s.execute(
+                select(Certificate.request_id).where(Certificate.serial == serial_no)
+            ).first()
             if request_id is None:
                 raise NotFound(f"no certificate with serial {serial_no}", field="serial")
             # Lock in the order every writer uses (request, then certificate, then the
@@ -960,24 +1298,42 @@ class Service:
             if request_id[0] is not None:
                 req = self._lock_request(s, request_id[0])
             cert = s.execute(
-                select(Certificate).where(Certificate.serial == serial_no).with_for_update(of=Certificate)
+                select(Certificate)
+                .where(Certificate.serial == serial_no)
+                .with_for_update(of=Certificate)
             ).scalar_one()
             me = self._me(s, user)
             assert me is not None
             own = req is not None and req.requester_id == me.id
             if not (own or me.has_role(Role.APPROVER) or me.has_role(Role.ADMIN)):
-                raise Forbidden("only the requester, an approver or an admin can revoke a certificate", field="serial")
+                raise Forbidden(
+                    "only the requester, an approver or an admin can revoke a certificate",
+                    field="serial",
+                )
             if cert.revocation is not None:
                 return cert.revocation
             if req is not None:
                 self._refresh(s, req, now)
-            rev = Revocation(serial=cert.serial, revoked_at=now, revoked_by=me.name, reason=reason, valid_before=cert.valid_before)
+            rev = Revocation(
+                serial=cert.serial,
+                revoked_at=now,
+                revoked_by=me.name,
+                reason=reason,
+                valid_before=cert.valid_before,
+            )
             s.add(rev)
-            if req is not None and req.state in (RequestState.ISSUED.value, RequestState.ENDED.value):
+            if req is not None and req.state in (
+                RequestState.ISSUED.value,
+                RequestState.ENDED.value,
+            ):
                 req.state = RequestState.REVOKED.value
             s.flush()
             self._record(
-                s, "certificate.revoked", now, actor=me.name, request_id=cert.request_id,
+                s,
+                "certificate.revoked",
+                now,
+                actor=me.name,
+                request_id=cert.request_id,
                 data={"serial": str(cert.serial), "reason": reason, "key_id": cert.key_id},
             )
             return rev
@@ -986,11 +1342,24 @@ class Service:
         now = self.now()
         n = 0
         with self._tx() as s:
-            rows = s.execute(
-                select(AccessRequest).where(
-                    AccessRequest.state.in_([RequestState.PENDING.value, RequestState.APPROVED.value, RequestState.ISSUED.value])
-                ).order_by(AccessRequest.id).with_for_update(of=AccessRequest)
-            ).scalars().all()
+            rows = (
+                s.execute(
+                    select(AccessRequest)
+                    .where(
+                        AccessRequest.state.in_(
+                            [
+                                RequestState.PENDING.value,
+                                RequestState.APPROVED.value,
+                                RequestState.ISSUED.value,
+                            ]
+                        )
+                    )
+                    .order_by(AccessRequest.id)
+                    .with_for_update(of=AccessRequest)
+                )
+                .scalars()
+                .all()
+            )
             for r in rows:
                 before = r.state
                 self._refresh(s, r, now)
@@ -1020,9 +1389,13 @@ class Service:
         skew = timedelta(seconds=self.krl_clock_skew)
         with self._tx() as s:
             serials = sorted(
-                s.execute(select(Revocation.serial).where(Revocation.valid_before > now - skew)).scalars()
+                s.execute(
+                    select(Revocation.serial).where(Revocation.valid_before > now - skew)
+                ).scalars()
             )
-            newest = s.scalar(select(func.max(Revocation.revoked_at)).where(Revocation.revoked_at <= now + skew))
+            newest = s.scalar(
+                select(func.max(Revocation.revoked_at)).where(Revocation.revoked_at <= now + skew)
+            )
         version = krl_version_at(newest) if newest is not None else 0
         ca_blobs = [k.public.blob for k in self.keyring.keys]
         h = hashlib.sha256()
@@ -1032,7 +1405,9 @@ class Service:
         for serial in serials:
             h.update(serial.to_bytes(8, "big"))
         etag = h.hexdigest()[:32]
-        data = build_krl(ca_keys=ca_blobs, serials=serials, version=version, now=now, comment="jit-ssh")
+        data = build_krl(
+            ca_keys=ca_blobs, serials=serials, version=version, now=now, comment="jit-ssh"
+        )
         return data, etag
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,9 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 def require_tool(name: str) -> str:
     """The tool's path; skip when it is missing, but fail under CI=true (never a silent skip there)."""
-    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if Path(p).exists()), None)
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if Path(p).exists()), None
+    )
     if path is None:
         if IN_CI:
             pytest.fail(f"{name} is required under CI=true but is not installed")
@@ -40,7 +42,7 @@ def ssh_keygen() -> str:
 
 @pytest.fixture
 def now() -> datetime:
-    return datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
+    return datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture

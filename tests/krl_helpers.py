@@ -52,7 +52,9 @@ def ssh_string(data: bytes) -> bytes:
 
 def wire_blob(public_key: Any) -> bytes:
     """The SSH wire-format blob of a cryptography public key."""
-    line = public_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    line = public_key.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
     return base64.b64decode(line.split()[1])
 
 
@@ -67,7 +69,12 @@ def raw_cert_section(ca_blob: bytes, *subsections: bytes, reserved: bytes = b"")
 
 
 def raw_krl(
-    *sections: bytes, version: int = 1, date: int = 0, flags: int = 0, reserved: bytes = b"", comment: bytes = b""
+    *sections: bytes,
+    version: int = 1,
+    date: int = 0,
+    flags: int = 0,
+    reserved: bytes = b"",
+    comment: bytes = b"",
 ) -> bytes:
     """A KRL written by hand, for shapes ``ca.krl.build_krl`` refuses to write."""
     head = b"SSHKRL\n\0" + struct.pack(">IQQQ", 1, version, date, flags)
@@ -144,7 +151,7 @@ def make_cert(
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rsa_key(bits: int) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
@@ -157,8 +164,10 @@ def sk_ed25519_blob(seed: int = 1) -> bytes:
 
 
 def sk_ecdsa_blob() -> bytes:
-    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     )
     return (
         ssh_string(b"sk-ecdsa-sha2-nistp256@openssh.com")
@@ -194,7 +203,9 @@ def require_ssh_keygen() -> str:
     """Path of ssh-keygen; skip if missing, but fail when CI=true."""
     path = shutil.which("ssh-keygen")
     if path is None:
-        reason = "ssh-keygen (OpenSSH) is not installed, so KRL interop with OpenSSH cannot be checked"
+        reason = (
+            "ssh-keygen (OpenSSH) is not installed, so KRL interop with OpenSSH cannot be checked"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason + " (CI=true: interop tests must run)")
         pytest.skip(reason)

@@ -18,8 +18,17 @@ KEY_SPECS: dict[str, Callable[[], Any]] = {
 }
 
 
-def signed_headers(key: Any, user: str, method: str, path: str, body: bytes = b"", query: str = "", *,
-                   ts: int | None = None, nonce: str | None = None) -> dict[str, str]:
+def signed_headers(
+    key: Any,
+    user: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    query: str = "",
+    *,
+    ts: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
     """The headers of an API call signed as ``user`` with ``key`` (as jit-ssh's client signs):
     now and a fresh nonce unless given, and a JSON content type when there is a body."""
     import base64
@@ -31,9 +40,17 @@ def signed_headers(key: Any, user: str, method: str, path: str, body: bytes = b"
 
     ts = int(time.time()) if ts is None else ts
     nonce = nonce or secrets.token_urlsafe(18)
-    msg = rs.signing_message(method=method, path=path, query=query, body=body, timestamp=ts, nonce=nonce, user=user)
-    headers = {rs.HEADER_USER: user, rs.HEADER_TIMESTAMP: str(ts), rs.HEADER_NONCE: nonce,
-               rs.HEADER_SIGNATURE: base64.b64encode(sign(msg, namespace=rs.NAMESPACE, private_key=key)).decode()}
+    msg = rs.signing_message(
+        method=method, path=path, query=query, body=body, timestamp=ts, nonce=nonce, user=user
+    )
+    headers = {
+        rs.HEADER_USER: user,
+        rs.HEADER_TIMESTAMP: str(ts),
+        rs.HEADER_NONCE: nonce,
+        rs.HEADER_SIGNATURE: base64.b64encode(
+            sign(msg, namespace=rs.NAMESPACE, private_key=key)
+        ).decode(),
+    }
     if body:
         headers["Content-Type"] = "application/json"
     return headers

@@ -12,9 +12,10 @@ import math
 import os
 import stat
 import subprocess
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -60,7 +61,7 @@ from server.audit_chain import (
 )
 from tests.conftest import require_tool
 
-T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 KEY = generate_audit_key()
 PUB = KEY.public_key()
 OTHER_KEY = generate_audit_key()
@@ -72,15 +73,28 @@ def at(i: int) -> str:
     return format_at(T0 + timedelta(seconds=i))
 
 
-def build(n: int, *, every: int = 10, key: ed25519.Ed25519PrivateKey = KEY, head: bool = True,
-          data: Callable[[int], dict[str, Any]] | None = None) -> tuple[list[AuditEvent], list[Checkpoint]]:
+def build(
+    n: int,
+    *,
+    every: int = 10,
+    key: ed25519.Ed25519PrivateKey = KEY,
+    head: bool = True,
+    data: Callable[[int], dict[str, Any]] | None = None,
+) -> tuple[list[AuditEvent], list[Checkpoint]]:
     """n events; a checkpoint every ``every`` events and (``head``) one of the last, as the server does on export."""
     events: list[AuditEvent] = []
     cps: list[Checkpoint] = []
     prev = None
     for i in range(1, n + 1):
-        prev = make_event(prev, id=i, at=at(i), type="request.created", actor=f"user{i % 3}",
-                          request_id=f"r{i}", data=data(i) if data else {"n": i, "who": ["alice", "bob"]})
+        prev = make_event(
+            prev,
+            id=i,
+            at=at(i),
+            type="request.created",
+            actor=f"user{i % 3}",
+            request_id=f"r{i}",
+            data=data(i) if data else {"n": i, "who": ["alice", "bob"]},
+        )
         events.append(prev)
         if every and i % every == 0:
             cps.append(sign_checkpoint(key, prev, at(i)))
@@ -89,13 +103,23 @@ def build(n: int, *, every: int = 10, key: ed25519.Ed25519PrivateKey = KEY, head
     return events, cps
 
 
-def rehash_from(events: list[AuditEvent], k: int, new_data: dict[str, Any] | None = None) -> list[AuditEvent]:
+def rehash_from(
+    events: list[AuditEvent], k: int, new_data: dict[str, Any] | None = None
+) -> list[AuditEvent]:
     """An attacker's consistent rewrite: event k changed, every hash from k on recomputed."""
     out = events[: k - 1]
     prev = out[-1] if out else None
     for ev in events[k - 1 :]:
         data = new_data if (ev.id == k and new_data is not None) else ev.data
-        prev = make_event(prev, id=ev.id, at=ev.at, type=ev.type, actor=ev.actor, request_id=ev.request_id, data=data)
+        prev = make_event(
+            prev,
+            id=ev.id,
+            at=ev.at,
+            type=ev.type,
+            actor=ev.actor,
+            request_id=ev.request_id,
+            data=data,
+        )
         out.append(prev)
     return out
 
@@ -106,11 +130,15 @@ def rehash_one(ev: AuditEvent, **changes: Any) -> AuditEvent:
     return dataclasses.replace(ev, hash=chain_hash(bytes.fromhex(ev.prev_hash), ev.body()).hex())
 
 
-def via_objects(events: list[AuditEvent], cps: list[Checkpoint], keys: Any = (PUB,), **kw: Any) -> VerifyResult:
+def via_objects(
+    events: list[AuditEvent], cps: list[Checkpoint], keys: Any = (PUB,), **kw: Any
+) -> VerifyResult:
     return verify_chain(events, cps, list(keys) if keys is not None else None, **kw)
 
 
-def via_file(events: list[AuditEvent], cps: list[Checkpoint], keys: Any = (PUB,), **kw: Any) -> VerifyResult:
+def via_file(
+    events: list[AuditEvent], cps: list[Checkpoint], keys: Any = (PUB,), **kw: Any
+) -> VerifyResult:
     data = "".join(export_lines(events, cps)).encode("utf-8")
     return verify_export_file(io.BytesIO(data), list(keys) if keys is not None else None, **kw)
 
@@ -128,8 +156,8 @@ def expect(result: VerifyResult, kind: str, event_id: int) -> None:
 
 
 def test_canonical_json_golden_bytes() -> None:
-    assert canonical_json({"b": [1, True, None], "a": "é\n\"", "c": {}}) == (
-        '{"a":"é\\n\\"","b":[1,true,null],"c":{}}'.encode("utf-8")
+    assert canonical_json({"b": [1, True, None], "a": 'é\n"', "c": {}}) == (
+        '{"a":"é\\n\\"","b":[1,true,null],"c":{}}'.encode()
     )
 
 
@@ -182,7 +210,9 @@ def test_canonical_json_refuses_deep_nesting() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -212,18 +242,27 @@ def test_genesis_and_chain_hash() -> None:
 
 
 def test_event_body_and_hash_golden() -> None:
-    ev = make_event(None, id=1, at="2026-11-29T12:00:00.000000Z", type="request.created", actor="alice",
-                    request_id="r1", data={"b": 1, "a": "é"})
+    ev = make_event(
+        None,
+        id=1,
+        at="2026-11-29T12:00:00.000000Z",
+        type="request.created",
+        actor="alice",
+        request_id="r1",
+        data={"b": 1, "a": "é"},
+    )
     body = (
         '{"actor":"alice","at":"2026-11-29T12:00:00.000000Z","data":{"a":"é","b":1},"id":1,'
         '"request_id":"r1","type":"request.created"}'
-    ).encode("utf-8")
+    ).encode()
     assert ev.body() == body
     assert ev.prev_hash == GENESIS_HEX
     assert ev.hash == hashlib.sha256(GENESIS_HASH + body).hexdigest()
     # Pinned: a change to the body format would silently break every stored chain.
     assert ev.hash == "cc34afaba563b608dbe2a0e59cebcb32217f46f1bf454b62cbbfcf72e787ec24"
-    nxt = make_event(ev, id=2, at=at(1), type="request.approved", actor="bob", request_id="r1", data={})
+    nxt = make_event(
+        ev, id=2, at=at(1), type="request.approved", actor="bob", request_id="r1", data={}
+    )
     assert nxt.prev_hash == ev.hash
     assert nxt.hash == chain_hash(bytes.fromhex(ev.hash), nxt.body()).hex()
 
@@ -260,11 +299,15 @@ def test_make_event_ids_must_be_consecutive() -> None:
     ],
 )
 def test_make_event_validates_and_names_the_field(field: str, value: Any) -> None:
-    kw: dict[str, Any] = dict(id=1, at=at(0), type="request.created", actor="alice", request_id="r1", data={})
+    kw: dict[str, Any] = dict(
+        id=1, at=at(0), type="request.created", actor="alice", request_id="r1", data={}
+    )
     kw[field] = value
     with pytest.raises(InvalidAuditEvent) as e:
         make_event(None, **kw)
-    assert e.value.field is not None and e.value.field.startswith(field)  # "data.f": the path inside data
+    assert e.value.field is not None and e.value.field.startswith(
+        field
+    )  # "data.f": the path inside data
     assert isinstance(e.value, JitSshError) and e.value.code == "invalid_audit_event"
 
 
@@ -277,7 +320,7 @@ def test_make_event_keeps_its_own_copy_of_data() -> None:
 
 
 def test_format_at() -> None:
-    assert format_at(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)) == "2026-01-02T03:04:05.000006Z"
+    assert format_at(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == "2026-01-02T03:04:05.000006Z"
     cet = timezone(timedelta(hours=1))
     assert format_at(datetime(2026, 1, 2, 4, 4, 5, tzinfo=cet)) == "2026-01-02T03:04:05.000000Z"
     with pytest.raises(InvalidAuditEvent):
@@ -291,11 +334,19 @@ def test_checkpoint_sign_and_verify() -> None:
     events, _ = build(3, every=0, head=False)
     cp = sign_checkpoint(KEY, events[-1], at(9))
     assert (cp.event_id, cp.head_hash, cp.at) == (3, events[-1].hash, at(9))
-    assert cp.key_fingerprint == audit_key_fingerprint(PUB) and cp.key_fingerprint.startswith("SHA256:")
+    assert cp.key_fingerprint == audit_key_fingerprint(PUB) and cp.key_fingerprint.startswith(
+        "SHA256:"
+    )
     assert verify_checkpoint(cp, PUB)
     assert not verify_checkpoint(cp, OTHER_KEY.public_key())
-    for change in ({"event_id": 2}, {"head_hash": events[0].hash}, {"at": at(10)}, {"signature": "AAAA"},
-                   {"signature": "not base64!"}, {"key_fingerprint": audit_key_fingerprint(OTHER_KEY)}):
+    for change in (
+        {"event_id": 2},
+        {"head_hash": events[0].hash},
+        {"at": at(10)},
+        {"signature": "AAAA"},
+        {"signature": "not base64!"},
+        {"key_fingerprint": audit_key_fingerprint(OTHER_KEY)},
+    ):
         assert not verify_checkpoint(dataclasses.replace(cp, **change), PUB), change
     # The domain tag is inside what is signed.
     payload = checkpoint_payload(3, events[-1].hash, at(9))
@@ -306,7 +357,9 @@ def test_checkpoint_sign_and_verify() -> None:
 def test_sign_checkpoint_refuses_a_non_ed25519_key() -> None:
     events, _ = build(1, every=0, head=False)
     with pytest.raises(AuditKeyError):
-        sign_checkpoint(rsa.generate_private_key(public_exponent=65537, key_size=2048), events[0], at(1))  # type: ignore[arg-type]
+        sign_checkpoint(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048), events[0], at(1)
+        )  # type: ignore[arg-type]
 
 
 def test_audit_key_save_and_load(tmp_path: Path) -> None:
@@ -347,12 +400,19 @@ def test_audit_key_passphrase(tmp_path: Path) -> None:
 def test_audit_key_must_be_ed25519(tmp_path: Path) -> None:
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     path = tmp_path / "rsa"
-    path.write_bytes(rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                           serialization.NoEncryption()))
+    path.write_bytes(
+        rsa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
     os.chmod(path, 0o600)
     with pytest.raises(AuditKeyError, match="Ed25519"):
         load_audit_key(path)
-    line = rsa_key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    line = rsa_key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
     with pytest.raises(AuditKeyError, match="line 1"):
         load_audit_public_keys(line.decode())
     with pytest.raises(AuditKeyError):
@@ -364,9 +424,13 @@ def test_audit_key_files_are_openssh_format(tmp_path: Path) -> None:
     key = generate_audit_key()
     path = tmp_path / "audit"
     save_audit_key(path, key)
-    out = subprocess.run([ssh_keygen, "-l", "-f", str(path) + ".pub"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [ssh_keygen, "-l", "-f", str(path) + ".pub"], capture_output=True, text=True, check=True
+    )
     assert audit_key_fingerprint(key) in out.stdout
-    out = subprocess.run([ssh_keygen, "-y", "-f", str(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [ssh_keygen, "-y", "-f", str(path)], capture_output=True, text=True, check=True
+    )
     assert out.stdout.split()[:2] == audit_public_key_text(key).split()[:2]
 
 
@@ -390,7 +454,9 @@ def test_export_round_trip() -> None:
 def test_event_line_holds_the_body_verbatim() -> None:
     events, _ = build(2, every=0, head=False)
     line = event_line(events[1])
-    assert line.startswith('{"kind":"event","prev_hash":"' + events[1].prev_hash + '","hash":"' + events[1].hash + '",')
+    assert line.startswith(
+        '{"kind":"event","prev_hash":"' + events[1].prev_hash + '","hash":"' + events[1].hash + '",'
+    )
     assert ("{" + line.split('"hash":"')[1][66:]).encode() == events[1].body()
     obj = json.loads(line)
     assert obj.pop("kind") == "event"
@@ -420,12 +486,18 @@ def test_export_places_checkpoints_around_the_events() -> None:
         ("[1, 2]", "line 2: expected a JSON object"),
         ('{"kind": "header"}', 'line 2: "kind" must be'),
         ('{"kind": "checkpoint", "event_id": 1}', "line 2: checkpoint: missing at"),
-        ('{"kind":"checkpoint","at":"x","event_id":"1","head_hash":"h","key_fingerprint":"f","signature":"s"}',
-         "line 2: checkpoint: event_id must be int, got str"),
-        ('{"kind":"checkpoint","at":"x","event_id":true,"head_hash":"h","key_fingerprint":"f","signature":"s"}',
-         "event_id must be int, got bool"),
-        ('{"kind":"checkpoint","at":"x","event_id":1,"head_hash":"h","key_fingerprint":"f","signature":"s","x":1}',
-         "unknown x"),
+        (
+            '{"kind":"checkpoint","at":"x","event_id":"1","head_hash":"h","key_fingerprint":"f","signature":"s"}',
+            "line 2: checkpoint: event_id must be int, got str",
+        ),
+        (
+            '{"kind":"checkpoint","at":"x","event_id":true,"head_hash":"h","key_fingerprint":"f","signature":"s"}',
+            "event_id must be int, got bool",
+        ),
+        (
+            '{"kind":"checkpoint","at":"x","event_id":1,"head_hash":"h","key_fingerprint":"f","signature":"s","x":1}',
+            "unknown x",
+        ),
         ("\xff", "line 2"),
     ],
 )
@@ -437,7 +509,10 @@ def test_parse_export_names_the_bad_line(line: str, match: str) -> None:
     assert e.value.line == 2 and e.value.code == "invalid_audit_export"
     # The streaming verifier reports the same line.
     with pytest.raises(InvalidAuditExport, match="line 2"):
-        verify_export_lines([good.encode(), line.encode("utf-8", "surrogateescape") if line != "\xff" else b"\xff"], None)
+        verify_export_lines(
+            [good.encode(), line.encode("utf-8", "surrogateescape") if line != "\xff" else b"\xff"],
+            None,
+        )
 
 
 def test_parse_export_event_field_types() -> None:
@@ -526,9 +601,19 @@ def test_edited_event_is_named(verify: Callable[..., VerifyResult]) -> None:
 
 
 @pytest.mark.parametrize("verify", VERIFIERS)
-@pytest.mark.parametrize("field,value", [("actor", "mallory"), ("at", at(1000)), ("type", "request.denied"),
-                                         ("request_id", None), ("id", 17)])
-def test_every_body_field_is_covered(verify: Callable[..., VerifyResult], field: str, value: Any) -> None:
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("actor", "mallory"),
+        ("at", at(1000)),
+        ("type", "request.denied"),
+        ("request_id", None),
+        ("id", 17),
+    ],
+)
+def test_every_body_field_is_covered(
+    verify: Callable[..., VerifyResult], field: str, value: Any
+) -> None:
     events, cps = build(30)
     events[17] = dataclasses.replace(events[17], **{field: value})  # event 18
     r = verify(events, cps)
@@ -537,14 +622,18 @@ def test_every_body_field_is_covered(verify: Callable[..., VerifyResult], field:
 
 
 @pytest.mark.parametrize("verify", VERIFIERS)
-def test_edited_event_with_its_hash_recomputed_is_named(verify: Callable[..., VerifyResult]) -> None:
+def test_edited_event_with_its_hash_recomputed_is_named(
+    verify: Callable[..., VerifyResult],
+) -> None:
     events, cps = build(30)
     events[11] = rehash_one(events[11], data={"n": -1})
     expect(verify(events, cps), "edited", 12)
 
 
 @pytest.mark.parametrize("verify", VERIFIERS)
-def test_last_event_edited_and_rehashed_is_caught_by_the_head_checkpoint(verify: Callable[..., VerifyResult]) -> None:
+def test_last_event_edited_and_rehashed_is_caught_by_the_head_checkpoint(
+    verify: Callable[..., VerifyResult],
+) -> None:
     events, cps = build(25)  # checkpoints at 10, 20 and the head, 25
     events[-1] = rehash_one(events[-1], data={"n": -1})
     r = verify(events, cps)
@@ -572,7 +661,9 @@ def test_deleted_and_renumbered_is_caught(verify: Callable[..., VerifyResult]) -
 
 
 @pytest.mark.parametrize("verify", VERIFIERS)
-def test_deleted_tail_is_caught_by_the_checkpoint_past_the_end(verify: Callable[..., VerifyResult]) -> None:
+def test_deleted_tail_is_caught_by_the_checkpoint_past_the_end(
+    verify: Callable[..., VerifyResult],
+) -> None:
     events, cps = build(30)
     r = verify(events[:27], cps)
     expect(r, "deleted", 28)
@@ -597,16 +688,34 @@ def test_deleted_first_event(verify: Callable[..., VerifyResult]) -> None:
 @pytest.mark.parametrize("verify", VERIFIERS)
 def test_inserted_duplicate_is_named(verify: Callable[..., VerifyResult]) -> None:
     events, cps = build(30)
-    fake = make_event(events[5], id=7, at=at(7), type="request.approved", actor="mallory", request_id="r7", data={})
+    fake = make_event(
+        events[5],
+        id=7,
+        at=at(7),
+        type="request.approved",
+        actor="mallory",
+        request_id="r7",
+        data={},
+    )
     expect(verify(events[:6] + [fake] + events[6:], cps), "inserted", 7)  # before the real 7
     expect(verify(events[:7] + [fake] + events[7:], cps), "inserted", 7)  # after it
-    expect(verify(events[:3] + [events[20]] + events[3:], cps), "inserted", 21)  # a copy of a later event
+    expect(
+        verify(events[:3] + [events[20]] + events[3:], cps), "inserted", 21
+    )  # a copy of a later event
 
 
 @pytest.mark.parametrize("verify", VERIFIERS)
 def test_inserted_and_renumbered_is_named(verify: Callable[..., VerifyResult]) -> None:
     events, cps = build(30)
-    fake = make_event(events[5], id=7, at=at(7), type="request.approved", actor="mallory", request_id="r7", data={})
+    fake = make_event(
+        events[5],
+        id=7,
+        at=at(7),
+        type="request.approved",
+        actor="mallory",
+        request_id="r7",
+        data={},
+    )
     tampered = events[:6] + [fake] + [dataclasses.replace(ev, id=ev.id + 1) for ev in events[6:]]
     expect(verify(tampered, cps), "inserted", 7)
 
@@ -627,7 +736,9 @@ def test_reordered_events_are_named(verify: Callable[..., VerifyResult]) -> None
 
 @pytest.mark.parametrize("verify", VERIFIERS)
 @pytest.mark.parametrize("k", [1, 9, 10, 11, 17, 30])
-def test_rewritten_chain_is_caught_by_a_checkpoint(verify: Callable[..., VerifyResult], k: int) -> None:
+def test_rewritten_chain_is_caught_by_a_checkpoint(
+    verify: Callable[..., VerifyResult], k: int
+) -> None:
     events, cps = build(30)  # checkpoints at 10, 20, 30
     tampered = rehash_from(events, k, {"n": "rewritten"})
     # Link by link the rewritten chain is perfect ...
@@ -646,11 +757,16 @@ def test_rewritten_chain_is_caught_by_a_checkpoint(verify: Callable[..., VerifyR
 def test_rewritten_chain_re_signed_with_another_key(verify: Callable[..., VerifyResult]) -> None:
     events, cps = build(30)
     tampered = rehash_from(events, 12, {"n": "rewritten"})
-    forged = [c if c.event_id < 12 else sign_checkpoint(OTHER_KEY, tampered[c.event_id - 1], c.at) for c in cps]
+    forged = [
+        c if c.event_id < 12 else sign_checkpoint(OTHER_KEY, tampered[c.event_id - 1], c.at)
+        for c in cps
+    ]
     r = verify(tampered, forged)
     expect(r, "bad_checkpoint", 20)
     assert r.problem is not None and "unknown key" in r.problem.message
-    assert verify(tampered, forged, keys=[PUB, OTHER_KEY.public_key()]).ok  # if you trust that key, it is fine
+    assert verify(
+        tampered, forged, keys=[PUB, OTHER_KEY.public_key()]
+    ).ok  # if you trust that key, it is fine
 
 
 @pytest.mark.parametrize("verify", VERIFIERS)
@@ -658,20 +774,27 @@ def test_forged_checkpoint_signature(verify: Callable[..., VerifyResult]) -> Non
     events, cps = build(30)
     tampered = rehash_from(events, 12, {"n": "rewritten"})
     # Same key fingerprint, heads updated to the rewritten chain, signatures cannot be.
-    forged = [c if c.event_id < 12 else dataclasses.replace(c, head_hash=tampered[c.event_id - 1].hash) for c in cps]
+    forged = [
+        c if c.event_id < 12 else dataclasses.replace(c, head_hash=tampered[c.event_id - 1].hash)
+        for c in cps
+    ]
     r = verify(tampered, forged)
     expect(r, "bad_checkpoint", 20)
     assert r.problem is not None and "does not verify" in r.problem.message
     sig = bytearray(__import__("base64").b64decode(cps[0].signature))
     sig[0] ^= 1
-    flipped = dataclasses.replace(cps[0], signature=__import__("base64").b64encode(bytes(sig)).decode())
+    flipped = dataclasses.replace(
+        cps[0], signature=__import__("base64").b64encode(bytes(sig)).decode()
+    )
     expect(verify(events, [flipped, *cps[1:]]), "bad_checkpoint", 10)
     garbage = dataclasses.replace(cps[0], signature="%%%")
     expect(verify(events, [garbage, *cps[1:]]), "bad_checkpoint", 10)
 
 
 @pytest.mark.parametrize("verify", VERIFIERS)
-def test_forged_checkpoint_past_the_end_is_a_bad_checkpoint(verify: Callable[..., VerifyResult]) -> None:
+def test_forged_checkpoint_past_the_end_is_a_bad_checkpoint(
+    verify: Callable[..., VerifyResult],
+) -> None:
     events, cps = build(20)
     fake = dataclasses.replace(cps[-1], event_id=25, head_hash="ab" * 32)
     expect(verify(events, [*cps, fake]), "bad_checkpoint", 25)
@@ -687,7 +810,15 @@ def test_unsigned_tail(verify: Callable[..., VerifyResult]) -> None:
     assert r.ok and r.signed_through == 20 and r.head_id == 25
     # An event appended by someone else is exactly such a tail.
     events, cps = build(20)
-    extra = make_event(events[-1], id=21, at=at(21), type="request.approved", actor="mallory", request_id="r", data={})
+    extra = make_event(
+        events[-1],
+        id=21,
+        at=at(21),
+        type="request.approved",
+        actor="mallory",
+        request_id="r",
+        data={},
+    )
     expect(verify([*events, extra], cps), "unsigned_tail", 21)
     expect(verify(events, []), "unsigned_tail", 1)
 
@@ -709,8 +840,12 @@ def test_checkpoint_lines_may_stand_anywhere() -> None:
     events, cps = build(30)
     event_lines = [event_line(e) + "\n" for e in events]
     cp_lines = [checkpoint_line(c) + "\n" for c in cps]
-    for lines in (event_lines + cp_lines, cp_lines + event_lines, cp_lines[::-1] + event_lines,
-                  event_lines[:15] + cp_lines + event_lines[15:]):
+    for lines in (
+        event_lines + cp_lines,
+        cp_lines + event_lines,
+        cp_lines[::-1] + event_lines,
+        event_lines[:15] + cp_lines + event_lines[15:],
+    ):
         r = verify_export_lines(lines, [PUB], expect_first_id=1)
         assert r.ok and r.checkpoints_checked == 3, r.problem
     # Checked late, a stale checkpoint still catches the rewrite, and names the same range.
@@ -724,7 +859,9 @@ def test_checkpoint_lines_may_stand_anywhere() -> None:
     r = verify_export_lines([event_line(e) + "\n" for e in tampered] + cp_lines[::-1], [PUB])
     assert r.problem is not None and r.problem.kind == "rewritten"
     assert r.problem.event_id <= 14 <= (r.problem.until_id or 0)
-    r = verify_export_lines([event_line(e) + "\n" for e in tampered] + [cp_lines[1], cp_lines[0], cp_lines[2]], [PUB])
+    r = verify_export_lines(
+        [event_line(e) + "\n" for e in tampered] + [cp_lines[1], cp_lines[0], cp_lines[2]], [PUB]
+    )
     expect(r, "rewritten", 11)  # earlier events' checkpoints are checked in id order
 
 
@@ -738,7 +875,10 @@ def _respell(line: str, how: str) -> str:
         return body.replace('{"kind":"event",', '{"kind":"event","kind":"event",', 1) + "\n"
     if how == "reordered keys":
         obj = json.loads(body)
-        return json.dumps(dict(reversed(list(obj.items()))), ensure_ascii=False, separators=(",", ":")) + "\n"
+        return (
+            json.dumps(dict(reversed(list(obj.items()))), ensure_ascii=False, separators=(",", ":"))
+            + "\n"
+        )
     if how == "extra whitespace":
         return body.replace('":', '": ', 1) + "\n"
     if how == "trailing space":
@@ -754,12 +894,22 @@ def _respell(line: str, how: str) -> str:
 
 @pytest.mark.parametrize(
     "how",
-    ["duplicate key", "duplicate kind", "reordered keys", "extra whitespace", "trailing space", "ascii escapes",
-     "escaped slash", "jq"],
+    [
+        "duplicate key",
+        "duplicate kind",
+        "reordered keys",
+        "extra whitespace",
+        "trailing space",
+        "ascii escapes",
+        "escaped slash",
+        "jq",
+    ],
 )
 @pytest.mark.parametrize("keys", [[PUB], None])
 def test_a_line_not_in_canonical_form_is_refused_naming_its_line(how: str, keys: Any) -> None:
-    events, cps = build(9, every=3, data=lambda i: {"note": "zürich ✓ a/b", "n": i, "nested": {"id": i * 100}})
+    events, cps = build(
+        9, every=3, data=lambda i: {"note": "zürich ✓ a/b", "n": i, "nested": {"id": i * 100}}
+    )
     lines = list(export_lines(events, cps))
     assert verify_export_lines(lines, keys, expect_first_id=1).ok
     n = next(i for i, line in enumerate(lines) if '"id":5,' in line) + 1  # a 1-based line number
@@ -783,8 +933,16 @@ def test_a_line_not_in_canonical_form_is_refused_naming_its_line(how: str, keys:
 
 def json_event(line: str) -> AuditEvent:
     obj = json.loads(line)
-    return AuditEvent(id=obj["id"], at=obj["at"], type=obj["type"], actor=obj["actor"], request_id=obj["request_id"],
-                      data=obj["data"], prev_hash=obj["prev_hash"], hash=obj["hash"])
+    return AuditEvent(
+        id=obj["id"],
+        at=obj["at"],
+        type=obj["type"],
+        actor=obj["actor"],
+        request_id=obj["request_id"],
+        data=obj["data"],
+        prev_hash=obj["prev_hash"],
+        hash=obj["hash"],
+    )
 
 
 @pytest.mark.parametrize("how", ["reordered keys", "extra whitespace", "duplicate key"])
@@ -795,8 +953,13 @@ def test_a_checkpoint_line_not_in_canonical_form_is_refused(how: str) -> None:
     body = lines[n - 1].rstrip("\n")
     if how == "reordered keys":
         obj = json.loads(body)
-        bad = json.dumps({"kind": "checkpoint", **dict(reversed([(k, v) for k, v in obj.items() if k != "kind"]))},
-                         separators=(",", ":"))
+        bad = json.dumps(
+            {
+                "kind": "checkpoint",
+                **dict(reversed([(k, v) for k, v in obj.items() if k != "kind"])),
+            },
+            separators=(",", ":"),
+        )
     elif how == "extra whitespace":
         bad = body.replace(",", ", ")
     else:
@@ -812,13 +975,20 @@ def test_an_edit_in_a_canonical_line_is_still_named() -> None:
     obj = json.loads(lines[7])
     obj["data"] = {"n": 0}
     # Written exactly as the server writes lines, so it is read as an edit, not refused as malformed.
-    lines[7] = '{"kind":"event","prev_hash":"%s","hash":"%s",%s\n' % (
-        obj["prev_hash"], obj["hash"], canonical_json({k: obj[k] for k in ("id", "at", "type", "actor", "request_id", "data")}).decode()[1:])
+    lines[7] = '{{"kind":"event","prev_hash":"{}","hash":"{}",{}\n'.format(
+        obj["prev_hash"],
+        obj["hash"],
+        canonical_json(
+            {k: obj[k] for k in ("id", "at", "type", "actor", "request_id", "data")}
+        ).decode()[1:],
+    )
     expect(verify_export_lines(lines, [PUB]), "edited", obj["id"])
 
 
 def test_nested_id_keys_do_not_confuse_the_fast_path() -> None:
-    events, cps = build(12, every=4, data=lambda i: {"id": 10**6 - i, "list": [{"id": 5}], "zz": {"id": 7}})
+    events, cps = build(
+        12, every=4, data=lambda i: {"id": 10**6 - i, "list": [{"id": 5}], "zz": {"id": 7}}
+    )
     assert via_file(events, cps).ok
     swapped = list(events)
     swapped[2], swapped[3] = swapped[3], swapped[2]
@@ -868,12 +1038,26 @@ def test_iter_export_is_lazy() -> None:
 # --------------------------------------------------------------------------- properties
 
 TAMPERINGS = [
-    "edit", "edit_rehash", "delete", "delete_renumber", "insert_dup", "insert_renumber", "swap",
-    "rewrite", "truncate", "forge_sig", "forge_head", "drop_checkpoints", "append", "other_key",
+    "edit",
+    "edit_rehash",
+    "delete",
+    "delete_renumber",
+    "insert_dup",
+    "insert_renumber",
+    "swap",
+    "rewrite",
+    "truncate",
+    "forge_sig",
+    "forge_head",
+    "drop_checkpoints",
+    "append",
+    "other_key",
 ]
 
 
-def tamper(events: list[AuditEvent], cps: list[Checkpoint], how: str, draw: Any) -> tuple[list[AuditEvent], list[Checkpoint]]:
+def tamper(
+    events: list[AuditEvent], cps: list[Checkpoint], how: str, draw: Any
+) -> tuple[list[AuditEvent], list[Checkpoint]]:
     n = len(events)
     ev = list(events)
     k = draw(st.integers(1, n))
@@ -887,11 +1071,15 @@ def tamper(events: list[AuditEvent], cps: list[Checkpoint], how: str, draw: Any)
         ev = ev[: k - 1] + [dataclasses.replace(e, id=e.id - 1) for e in ev[k:]]
     elif how == "insert_dup":
         prev = ev[k - 2] if k > 1 else None
-        fake = make_event(prev, id=k, at=at(k), type="request.approved", actor="mallory", request_id=None, data={})
+        fake = make_event(
+            prev, id=k, at=at(k), type="request.approved", actor="mallory", request_id=None, data={}
+        )
         ev.insert(draw(st.sampled_from([k - 1, k])), fake)
     elif how == "insert_renumber":
         prev = ev[k - 2] if k > 1 else None
-        fake = make_event(prev, id=k, at=at(k), type="request.approved", actor="mallory", request_id=None, data={})
+        fake = make_event(
+            prev, id=k, at=at(k), type="request.approved", actor="mallory", request_id=None, data={}
+        )
         ev = ev[: k - 1] + [fake] + [dataclasses.replace(e, id=e.id + 1) for e in ev[k - 1 :]]
     elif how == "swap":
         assume(n >= 2)
@@ -904,44 +1092,86 @@ def tamper(events: list[AuditEvent], cps: list[Checkpoint], how: str, draw: Any)
     elif how == "forge_sig":
         i = draw(st.integers(0, len(cps) - 1))
         cps = list(cps)
-        cps[i] = dataclasses.replace(cps[i], signature=sign_checkpoint(OTHER_KEY, events[cps[i].event_id - 1], cps[i].at).signature)
+        cps[i] = dataclasses.replace(
+            cps[i],
+            signature=sign_checkpoint(OTHER_KEY, events[cps[i].event_id - 1], cps[i].at).signature,
+        )
     elif how == "forge_head":
         # Rewrite from k and point every later checkpoint at the new heads (the signatures cannot follow).
         ev = rehash_from(ev, k, {"tampered": True})
-        cps = [c if c.event_id < k else dataclasses.replace(c, head_hash=ev[c.event_id - 1].hash) for c in cps]
+        cps = [
+            c if c.event_id < k else dataclasses.replace(c, head_hash=ev[c.event_id - 1].hash)
+            for c in cps
+        ]
     elif how == "drop_checkpoints":
         cps = []
     elif how == "append":
-        ev.append(make_event(ev[-1], id=n + 1, at=at(n + 1), type="request.approved", actor="mallory",
-                             request_id=None, data={}))
+        ev.append(
+            make_event(
+                ev[-1],
+                id=n + 1,
+                at=at(n + 1),
+                type="request.approved",
+                actor="mallory",
+                request_id=None,
+                data={},
+            )
+        )
     elif how == "other_key":
         ev = rehash_from(ev, k, {"tampered": True})
-        cps = [c if c.event_id < k else sign_checkpoint(OTHER_KEY, ev[c.event_id - 1], c.at) for c in cps]
+        cps = [
+            c if c.event_id < k else sign_checkpoint(OTHER_KEY, ev[c.event_id - 1], c.at)
+            for c in cps
+        ]
     return ev, cps
 
 
 @st.composite
 def chains(draw: Any) -> tuple[list[AuditEvent], list[Checkpoint]]:
     n = draw(st.integers(1, 25))
-    payloads = draw(st.lists(st.dictionaries(st.sampled_from(["a", "id", "n", "é"]), json_values, max_size=3),
-                             min_size=n, max_size=n))
+    payloads = draw(
+        st.lists(
+            st.dictionaries(st.sampled_from(["a", "id", "n", "é"]), json_values, max_size=3),
+            min_size=n,
+            max_size=n,
+        )
+    )
     events: list[AuditEvent] = []
     prev = None
     for i in range(1, n + 1):
         try:
-            prev = make_event(prev, id=i, at=at(i), type="request.created", actor=None, request_id=f"r{i}",
-                              data=payloads[i - 1])
+            prev = make_event(
+                prev,
+                id=i,
+                at=at(i),
+                type="request.created",
+                actor=None,
+                request_id=f"r{i}",
+                data=payloads[i - 1],
+            )
         except InvalidAuditEvent:  # a lone surrogate drawn
-            prev = make_event(prev, id=i, at=at(i), type="request.created", actor=None, request_id=f"r{i}", data={})
+            prev = make_event(
+                prev,
+                id=i,
+                at=at(i),
+                type="request.created",
+                actor=None,
+                request_id=f"r{i}",
+                data={},
+            )
         events.append(prev)
-    marks = sorted(set(draw(st.lists(st.integers(1, n), max_size=4))) | {n})  # the head is always signed
+    marks = sorted(
+        set(draw(st.lists(st.integers(1, n), max_size=4))) | {n}
+    )  # the head is always signed
     cps = [sign_checkpoint(KEY, events[m - 1], at(m)) for m in marks]
     return events, cps
 
 
 @given(chains())
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_property_untouched_chain_always_verifies(chain: tuple[list[AuditEvent], list[Checkpoint]]) -> None:
+def test_property_untouched_chain_always_verifies(
+    chain: tuple[list[AuditEvent], list[Checkpoint]],
+) -> None:
     events, cps = chain
     for verify in (via_objects, via_file):
         r = verify(events, cps, expect_first_id=1)
@@ -951,8 +1181,9 @@ def test_property_untouched_chain_always_verifies(chain: tuple[list[AuditEvent],
 
 @given(chains(), st.sampled_from(TAMPERINGS), st.data())
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_property_a_tampered_chain_never_verifies(chain: tuple[list[AuditEvent], list[Checkpoint]], how: str,
-                                                  data: st.DataObject) -> None:
+def test_property_a_tampered_chain_never_verifies(
+    chain: tuple[list[AuditEvent], list[Checkpoint]], how: str, data: st.DataObject
+) -> None:
     events, cps = chain
     ev, cp = tamper(events, cps, how, data.draw)
     assume((ev, cp) != (events, cps))
@@ -962,15 +1193,20 @@ def test_property_a_tampered_chain_never_verifies(chain: tuple[list[AuditEvent],
     assert not b.ok, (how, b)
     # Both entry points tell the same story.
     assert a.problem is not None and b.problem is not None
-    assert (a.problem.kind, a.problem.event_id) == (b.problem.kind, b.problem.event_id), (how, a.problem, b.problem)
+    assert (a.problem.kind, a.problem.event_id) == (b.problem.kind, b.problem.event_id), (
+        how,
+        a.problem,
+        b.problem,
+    )
     if how in ("edit",):
         assert a.problem.kind == ProblemKind.EDITED
 
 
 @given(chains(), st.integers(1, 25), st.data())
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_property_single_edit_names_exactly_that_event(chain: tuple[list[AuditEvent], list[Checkpoint]], k: int,
-                                                       data: st.DataObject) -> None:
+def test_property_single_edit_names_exactly_that_event(
+    chain: tuple[list[AuditEvent], list[Checkpoint]], k: int, data: st.DataObject
+) -> None:
     events, cps = chain
     assume(k <= len(events))
     ev = list(events)

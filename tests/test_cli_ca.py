@@ -24,7 +24,9 @@ from .conftest import require_tool
 
 def _user_key(tmp_path: Path, name: str = "id_ed25519") -> Path:
     key = ed25519.Ed25519PrivateKey.generate()
-    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
     path = tmp_path / f"{name}.pub"
     path.write_bytes(pub + b" alice@laptop\n")
     return path
@@ -50,7 +52,9 @@ def _serve_once(data_dir: Path, **env: str) -> Any:
     from server.app import create_app
     from server.config import load_config
 
-    app = create_app(load_config(None, {"JIT_SSH_DATA_DIR": str(data_dir), **env}), say=lambda m: None)
+    app = create_app(
+        load_config(None, {"JIT_SSH_DATA_DIR": str(data_dir), **env}), say=lambda m: None
+    )
     app.extensions["jit_ssh.engine"].dispose()
     return app.extensions["jit_ssh"]
 
@@ -74,9 +78,28 @@ def test_init_show_sign_round_trip(runner: CliRunner, data_dir: Path, tmp_path: 
     pub = _user_key(tmp_path)
     out = tmp_path / "id_ed25519-cert.pub"
     r = _run(
-        runner, "ca", "sign", str(pub), "--principal", "root@prod-db", "--principal", "deploy@prod-db",
-        "--for", "2m", "--key-id", "breakglass-alice", "--reason", "INC-1: db down", "--out", str(out),
-        "--force-command", "uptime", "--source-address", "10.0.0.0/8,192.168.1.0/24", "--serial", "4711",
+        runner,
+        "ca",
+        "sign",
+        str(pub),
+        "--principal",
+        "root@prod-db",
+        "--principal",
+        "deploy@prod-db",
+        "--for",
+        "2m",
+        "--key-id",
+        "breakglass-alice",
+        "--reason",
+        "INC-1: db down",
+        "--out",
+        str(out),
+        "--force-command",
+        "uptime",
+        "--source-address",
+        "10.0.0.0/8,192.168.1.0/24",
+        "--serial",
+        "4711",
     )
     assert r.exit_code == 0, r.output
     cert = parse_certificate(out.read_text())
@@ -96,24 +119,58 @@ def test_init_show_sign_round_trip(runner: CliRunner, data_dir: Path, tmp_path: 
     assert "Serial: 4711" in inspect.output and "Verified" in inspect.output
 
 
-def test_sign_prints_certificate_to_stdout(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+def test_sign_prints_certificate_to_stdout(
+    runner: CliRunner, data_dir: Path, tmp_path: Path
+) -> None:
     _run(runner, "ca", "init", "--type", "ecdsa")
-    r = _run(runner, "ca", "sign", str(_user_key(tmp_path)), "-n", "demo", "--for", "1h30m",
-             "--key-id", "k", "--reason", "r", "--no-record")
+    r = _run(
+        runner,
+        "ca",
+        "sign",
+        str(_user_key(tmp_path)),
+        "-n",
+        "demo",
+        "--for",
+        "1h30m",
+        "--key-id",
+        "k",
+        "--reason",
+        "r",
+        "--no-record",
+    )
     assert r.exit_code == 0
     cert = parse_certificate(r.stdout.strip())
     assert cert.duration == timedelta(hours=1, minutes=30)
     assert cert.ca_public_key.key_type == "ecdsa-sha2-nistp256"
 
 
-def test_ca_sign_window_in_ssh_keygen_is_exactly_two_minutes(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+def test_ca_sign_window_in_ssh_keygen_is_exactly_two_minutes(
+    runner: CliRunner, data_dir: Path, tmp_path: Path
+) -> None:
     keygen = require_tool("ssh-keygen")
     _run(runner, "ca", "init", "--type", "rsa")
     out = tmp_path / "c-cert.pub"
-    r = _run(runner, "ca", "sign", str(_user_key(tmp_path)), "-n", "demo", "--for", "2m",
-             "--key-id", "k", "--reason", "r", "--out", str(out), "--no-record")
+    r = _run(
+        runner,
+        "ca",
+        "sign",
+        str(_user_key(tmp_path)),
+        "-n",
+        "demo",
+        "--for",
+        "2m",
+        "--key-id",
+        "k",
+        "--reason",
+        "r",
+        "--out",
+        str(out),
+        "--no-record",
+    )
     assert r.exit_code == 0
-    listing = subprocess.run([keygen, "-L", "-f", str(out)], capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        [keygen, "-L", "-f", str(out)], capture_output=True, text=True, check=True
+    ).stdout
     from datetime import datetime
 
     valid = next(line for line in listing.splitlines() if "Valid:" in line).split()
@@ -123,7 +180,9 @@ def test_ca_sign_window_in_ssh_keygen_is_exactly_two_minutes(runner: CliRunner, 
     assert "rsa-sha2-512" in listing
 
 
-def test_rotation_is_staged_add_promote_retire(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+def test_rotation_is_staged_add_promote_retire(
+    runner: CliRunner, data_dir: Path, tmp_path: Path
+) -> None:
     # Was test_rotation_keeps_old_key_trusted_and_signs_with_new, on `ca init --rotate`, which
     # switched the signer at once. Same intent, in stages: the new key is trusted first, signs
     # only once promoted, and the old one is dropped only by retire.
@@ -142,8 +201,20 @@ def test_rotation_is_staged_add_promote_retire(runner: CliRunner, data_dir: Path
     assert [line.split()[0] for line in show] == ["ssh-ed25519", "ecdsa-sha2-nistp384"]
 
     def signer() -> str:
-        r = _run(runner, "ca", "sign", str(_user_key(tmp_path)), "-n", "demo", "--for", "5m", "--key-id", "k",
-                 "--reason", "r")
+        r = _run(
+            runner,
+            "ca",
+            "sign",
+            str(_user_key(tmp_path)),
+            "-n",
+            "demo",
+            "--for",
+            "5m",
+            "--key-id",
+            "k",
+            "--reason",
+            "r",
+        )
         assert r.exit_code == 0, r.output
         return parse_certificate(r.stdout).ca_public_key.fingerprint
 
@@ -152,21 +223,41 @@ def test_rotation_is_staged_add_promote_retire(runner: CliRunner, data_dir: Path
     assert f"signing  {old}" in listing and f"staged   {new}" in listing
 
     refused = _main("ca", "retire", old, env={"JIT_SSH_DATA_DIR": str(data_dir)})
-    assert refused.returncode == 1 and "[invalid_rotation]" in refused.stderr and "promote" in refused.stderr
+    assert (
+        refused.returncode == 1
+        and "[invalid_rotation]" in refused.stderr
+        and "promote" in refused.stderr
+    )
     assert _run(runner, "ca", "promote", new).exit_code == 0
     assert signer() == new
     assert _run(runner, "ca", "retire", old).exit_code == 0
-    assert [line.split()[0] for line in _run(runner, "ca", "show", "--no-fingerprints").output.splitlines()] == [
-        "ecdsa-sha2-nistp384"]
+    assert [
+        line.split()[0]
+        for line in _run(runner, "ca", "show", "--no-fingerprints").output.splitlines()
+    ] == ["ecdsa-sha2-nistp384"]
 
 
-def test_encrypted_ca_key_needs_its_passphrase(runner: CliRunner, data_dir: Path, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_encrypted_ca_key_needs_its_passphrase(
+    runner: CliRunner, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pw = tmp_path / "pw"
     pw.write_text("correct horse battery staple\n")
     assert _run(runner, "ca", "init", "--passphrase-file", str(pw)).exit_code == 0
     pub = str(_user_key(tmp_path))
-    args = ["ca", "sign", pub, "-n", "demo", "--for", "5m", "--key-id", "k", "--reason", "r", "--no-record"]
+    args = [
+        "ca",
+        "sign",
+        pub,
+        "-n",
+        "demo",
+        "--for",
+        "5m",
+        "--key-id",
+        "k",
+        "--reason",
+        "r",
+        "--no-record",
+    ]
 
     no_pw = _main(*args, env={"JIT_SSH_DATA_DIR": str(data_dir)})
     assert no_pw.returncode == 1
@@ -177,17 +268,42 @@ def test_encrypted_ca_key_needs_its_passphrase(runner: CliRunner, data_dir: Path
     bad = _main(*args, "--passphrase-file", str(wrong), env={"JIT_SSH_DATA_DIR": str(data_dir)})
     assert bad.returncode == 1 and "bad_passphrase" in bad.stderr
 
-    ok = _main(*args, env={"JIT_SSH_DATA_DIR": str(data_dir), "JIT_SSH_CA_PASSPHRASE": "correct horse battery staple"})
+    ok = _main(
+        *args,
+        env={
+            "JIT_SSH_DATA_DIR": str(data_dir),
+            "JIT_SSH_CA_PASSPHRASE": "correct horse battery staple",
+        },
+    )
     assert ok.returncode == 0, ok.stderr
     assert parse_certificate(ok.stdout).principals == ("demo",)
 
 
-def test_group_readable_ca_key_is_refused(data_dir: Path, tmp_path: Path, runner: CliRunner) -> None:
+def test_group_readable_ca_key_is_refused(
+    data_dir: Path, tmp_path: Path, runner: CliRunner
+) -> None:
     _run(runner, "ca", "init")
-    key = next(p for p in (data_dir / "ca").iterdir() if p.name.startswith("ca-") and not p.name.endswith(".pub"))
+    key = next(
+        p
+        for p in (data_dir / "ca").iterdir()
+        if p.name.startswith("ca-") and not p.name.endswith(".pub")
+    )
     os.chmod(key, 0o640)
-    r = _main("ca", "sign", str(_user_key(tmp_path)), "-n", "demo", "--for", "5m", "--key-id", "k",
-              "--reason", "r", "--no-record", env={"JIT_SSH_DATA_DIR": str(data_dir)})
+    r = _main(
+        "ca",
+        "sign",
+        str(_user_key(tmp_path)),
+        "-n",
+        "demo",
+        "--for",
+        "5m",
+        "--key-id",
+        "k",
+        "--reason",
+        "r",
+        "--no-record",
+        env={"JIT_SSH_DATA_DIR": str(data_dir)},
+    )
     assert r.returncode == 1
     assert "insecure_key_file" in r.stderr and "chmod 600" in r.stderr
 
@@ -209,8 +325,9 @@ def test_group_readable_ca_key_is_refused(data_dir: Path, tmp_path: Path, runner
         (["-n", "x", "--backdate", "1m"], "invalid_duration"),
     ],
 )
-def test_bad_sign_input_is_one_line_with_its_code(data_dir: Path, tmp_path: Path, runner: CliRunner,
-                                                  extra: list[str], code: str) -> None:
+def test_bad_sign_input_is_one_line_with_its_code(
+    data_dir: Path, tmp_path: Path, runner: CliRunner, extra: list[str], code: str
+) -> None:
     _run(runner, "ca", "init")
     args = ["ca", "sign", str(_user_key(tmp_path)), "--key-id", "k", "--reason", "r"]
     if "--for" not in extra:
@@ -230,22 +347,50 @@ def test_bad_sign_input_is_one_line_with_its_code(data_dir: Path, tmp_path: Path
         ("", "invalid_key"),
     ],
 )
-def test_bad_public_key_file(data_dir: Path, tmp_path: Path, runner: CliRunner, content: str, code: str) -> None:
+def test_bad_public_key_file(
+    data_dir: Path, tmp_path: Path, runner: CliRunner, content: str, code: str
+) -> None:
     _run(runner, "ca", "init")
     pub = tmp_path / "bad.pub"
     pub.write_text(content)
-    r = _main("ca", "sign", str(pub), "-n", "x", "--for", "5m", "--key-id", "k", "--reason", "r",
-              env={"JIT_SSH_DATA_DIR": str(data_dir)})
+    r = _main(
+        "ca",
+        "sign",
+        str(pub),
+        "-n",
+        "x",
+        "--for",
+        "5m",
+        "--key-id",
+        "k",
+        "--reason",
+        "r",
+        env={"JIT_SSH_DATA_DIR": str(data_dir)},
+    )
     assert r.returncode == 1 and f"[{code}]" in r.stderr
 
 
 def test_sign_without_ca_tells_how_to_make_one(data_dir: Path, tmp_path: Path) -> None:
-    r = _main("ca", "sign", str(_user_key(tmp_path)), "-n", "x", "--for", "5m", "--key-id", "k",
-              "--reason", "r", env={"JIT_SSH_DATA_DIR": str(data_dir)})
+    r = _main(
+        "ca",
+        "sign",
+        str(_user_key(tmp_path)),
+        "-n",
+        "x",
+        "--for",
+        "5m",
+        "--key-id",
+        "k",
+        "--reason",
+        "r",
+        env={"JIT_SSH_DATA_DIR": str(data_dir)},
+    )
     assert r.returncode == 1 and "jit-ssh ca init" in r.stderr
 
 
-def test_data_dir_option_on_the_subcommand(runner: CliRunner, tmp_path: Path, data_dir: Path) -> None:
+def test_data_dir_option_on_the_subcommand(
+    runner: CliRunner, tmp_path: Path, data_dir: Path
+) -> None:
     other = tmp_path / "elsewhere"
     assert _run(runner, "ca", "init", "--data-dir", str(other)).exit_code == 0
     assert (other / "ca").is_dir() and not data_dir.exists()
@@ -255,7 +400,19 @@ def test_data_dir_option_on_the_subcommand(runner: CliRunner, tmp_path: Path, da
 def test_krl_build_and_inspect(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     _run(runner, "ca", "init")
     out = tmp_path / "revoked.krl"
-    r = _run(runner, "krl", "build", "--serial", "42", "--serial", "100-200", "--key-id", "bad-id", "--out", str(out))
+    r = _run(
+        runner,
+        "krl",
+        "build",
+        "--serial",
+        "42",
+        "--serial",
+        "100-200",
+        "--key-id",
+        "bad-id",
+        "--out",
+        str(out),
+    )
     assert r.exit_code == 0, r.output
     from ca.krl import parse_krl
 
@@ -282,12 +439,38 @@ def test_krl_from_ssh_keygen_agrees(runner: CliRunner, data_dir: Path, tmp_path:
     pub = _user_key(tmp_path)
     revoked, kept = tmp_path / "r-cert.pub", tmp_path / "k-cert.pub"
     for path, serial in ((revoked, "77"), (kept, "78")):
-        assert _run(runner, "ca", "sign", str(pub), "-n", "x", "--for", "5m", "--key-id", "k", "--reason", "r",
-                    "--serial", serial, "--out", str(path), "--no-record").exit_code == 0
+        assert (
+            _run(
+                runner,
+                "ca",
+                "sign",
+                str(pub),
+                "-n",
+                "x",
+                "--for",
+                "5m",
+                "--key-id",
+                "k",
+                "--reason",
+                "r",
+                "--serial",
+                serial,
+                "--out",
+                str(path),
+                "--no-record",
+            ).exit_code
+            == 0
+        )
     krl = tmp_path / "r.krl"
     assert _run(runner, "krl", "build", "--serial", "77", "--out", str(krl)).exit_code == 0
-    assert subprocess.run([keygen, "-Q", "-f", str(krl), str(revoked)], capture_output=True).returncode == 1
-    assert subprocess.run([keygen, "-Q", "-f", str(krl), str(kept)], capture_output=True).returncode == 0
+    assert (
+        subprocess.run([keygen, "-Q", "-f", str(krl), str(revoked)], capture_output=True).returncode
+        == 1
+    )
+    assert (
+        subprocess.run([keygen, "-Q", "-f", str(krl), str(kept)], capture_output=True).returncode
+        == 0
+    )
 
 
 def test_help_lists_groups_and_exit_codes(runner: CliRunner) -> None:
@@ -297,7 +480,9 @@ def test_help_lists_groups_and_exit_codes(runner: CliRunner) -> None:
     assert "Exit codes" in r.output
 
 
-def test_ca_sign_is_recorded_in_the_service_database(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+def test_ca_sign_is_recorded_in_the_service_database(
+    runner: CliRunner, data_dir: Path, tmp_path: Path
+) -> None:
     from sqlalchemy import select
 
     from server import audit_chain as chain
@@ -308,16 +493,35 @@ def test_ca_sign_is_recorded_in_the_service_database(runner: CliRunner, data_dir
     app = create_app(load_config(None, {"JIT_SSH_DATA_DIR": str(data_dir)}), say=lambda m: None)
     ext = app.extensions["jit_ssh"]
     out = tmp_path / "bg-cert.pub"
-    r = _main("ca", "sign", str(_user_key(tmp_path)), "-n", "root@prod-db", "--for", "10m", "--key-id", "bg",
-              "--reason", "INC-7: primary down", "--serial", "99", "--out", str(out),
-              env={"JIT_SSH_DATA_DIR": str(data_dir)})
+    r = _main(
+        "ca",
+        "sign",
+        str(_user_key(tmp_path)),
+        "-n",
+        "root@prod-db",
+        "--for",
+        "10m",
+        "--key-id",
+        "bg",
+        "--reason",
+        "INC-7: primary down",
+        "--serial",
+        "99",
+        "--out",
+        str(out),
+        env={"JIT_SSH_DATA_DIR": str(data_dir)},
+    )
     assert r.returncode == 0, r.stderr
     with ext.service.sessions() as s:
         row = s.execute(select(Certificate).where(Certificate.serial == 99)).scalar_one()
         assert row.offline and row.request_id is None
     events, cps = chain.parse_export(list(ext.export_audit(0)))
     issued = [e for e in events if e.type == "certificate.issued"]
-    assert issued and issued[-1].data["offline"] is True and issued[-1].data["reason"] == "INC-7: primary down"
+    assert (
+        issued
+        and issued[-1].data["offline"] is True
+        and issued[-1].data["reason"] == "INC-7: primary down"
+    )
     assert chain.verify_chain(events, cps, [ext.audit_public_key]).ok
     # The revocation list covers it like any service-issued certificate.
     admin_krl, _ = ext.service.krl()

@@ -17,10 +17,11 @@ import os
 import re
 import stat
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -28,9 +29,16 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ca import CAKey, generate_ca_key, issue_certificate, make_key_id, parse_certificate, parse_public_key
+from ca import (
+    CAKey,
+    generate_ca_key,
+    issue_certificate,
+    make_key_id,
+    parse_certificate,
+    parse_public_key,
+    sshsig,
+)
 from ca import request_signing as rs
-from ca import sshsig
 from client import http as client_http
 from client.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, cli, main
 from client.commands import engineer
@@ -44,7 +52,7 @@ PRINCIPAL = f"root@{TARGET}"
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(t: datetime) -> str:
@@ -52,8 +60,16 @@ def _iso(t: datetime) -> str:
 
 
 def _problem(status: int, code: str, detail: str, **extra: Any) -> httpx.Response:
-    return httpx.Response(status, json={"type": f"urn:jit-ssh:problem:{code}", "status": status, "code": code,
-                                        "detail": detail, **extra})
+    return httpx.Response(
+        status,
+        json={
+            "type": f"urn:jit-ssh:problem:{code}",
+            "status": status,
+            "code": code,
+            "detail": detail,
+            **extra,
+        },
+    )
 
 
 @dataclass
@@ -72,7 +88,9 @@ class FakeServer:
     script: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     fail: dict[str, Any] = field(default_factory=dict)
     requests: dict[str, dict[str, Any]] = field(default_factory=dict)
-    certs: dict[str, dict[str, Any]] = field(default_factory=dict)  # serial -> {request_id, revoked}
+    certs: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # serial -> {request_id, revoked}
     calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     nonces: list[str] = field(default_factory=list)
     approvers: set[str] = field(default_factory=lambda: {"bob"})
@@ -85,11 +103,20 @@ class FakeServer:
     def _caller(self, request: httpx.Request) -> str:
         h = request.headers
         message = rs.signing_message(
-            method=request.method, path=request.url.path, query=request.url.query.decode(),
-            body=request.content, timestamp=int(h[rs.HEADER_TIMESTAMP]), nonce=h[rs.HEADER_NONCE], user=h[rs.HEADER_USER],
+            method=request.method,
+            path=request.url.path,
+            query=request.url.query.decode(),
+            body=request.content,
+            timestamp=int(h[rs.HEADER_TIMESTAMP]),
+            nonce=h[rs.HEADER_NONCE],
+            user=h[rs.HEADER_USER],
         )
-        signed_by = sshsig.verify(message, base64.b64decode(h[rs.HEADER_SIGNATURE]), namespace=rs.NAMESPACE)
-        assert signed_by.fingerprint == self.users[h[rs.HEADER_USER]], "signed with a key not enrolled for the user"
+        signed_by = sshsig.verify(
+            message, base64.b64decode(h[rs.HEADER_SIGNATURE]), namespace=rs.NAMESPACE
+        )
+        assert signed_by.fingerprint == self.users[h[rs.HEADER_USER]], (
+            "signed with a key not enrolled for the user"
+        )
         assert abs(int(h[rs.HEADER_TIMESTAMP]) - _now().timestamp()) < 60
         self.nonces.append(h[rs.HEADER_NONCE])
         return h[rs.HEADER_USER]
@@ -97,7 +124,13 @@ class FakeServer:
     def handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else {}
         key = f"{request.method} {request.url.path}"
-        self.calls.append((request.method, request.url.path + (f"?{request.url.query.decode()}" if request.url.query else ""), body))
+        self.calls.append(
+            (
+                request.method,
+                request.url.path + (f"?{request.url.query.decode()}" if request.url.query else ""),
+                body,
+            )
+        )
         if key in self.fail:
             outcome = self.fail[key]
             if isinstance(outcome, BaseException):
@@ -112,7 +145,11 @@ class FakeServer:
         if request.method == "GET" and path == "/v1/requests":
             q = urllib.parse.parse_qs(request.url.query.decode())
             if q.get("pending_for_me"):
-                rows = [r for r in self.requests.values() if r["state"] == "pending" and r["requester"] != me]
+                rows = [
+                    r
+                    for r in self.requests.values()
+                    if r["state"] == "pending" and r["requester"] != me
+                ]
             else:
                 rows = [r for r in self.requests.values() if r["requester"] == me]
             return httpx.Response(200, json={"requests": rows})
@@ -133,38 +170,59 @@ class FakeServer:
                 req["state"] = "cancelled"
                 return httpx.Response(200, json=req)
             if req["requester"] == me:
-                return _problem(403, "self_approval", "requesters can never approve or deny their own request")
+                return _problem(
+                    403, "self_approval", "requesters can never approve or deny their own request"
+                )
             if me not in self.approvers:
                 return _problem(403, "not_eligible", f"{me!r} does not have the approver role")
             if action == "approve":
-                req["approvals"].append({"approver": me, "decision": "approve", "comment": body.get("comment", "")})
+                req["approvals"].append(
+                    {"approver": me, "decision": "approve", "comment": body.get("comment", "")}
+                )
                 req["state"] = "approved"
             else:
-                req["approvals"].append({"approver": me, "decision": "deny", "comment": body.get("reason")})
+                req["approvals"].append(
+                    {"approver": me, "decision": "deny", "comment": body.get("reason")}
+                )
                 req["state"], req["deny_reason"] = "denied", body.get("reason")
             return httpx.Response(200, json=req)
         m = re.fullmatch(r"/v1/certificates/(\d+)/revoke", path)
         if m and request.method == "POST":
             cert = self.certs.get(m.group(1))
             if cert is None:
-                return _problem(404, "not_found", f"no certificate with serial {m.group(1)}", field="serial")
+                return _problem(
+                    404, "not_found", f"no certificate with serial {m.group(1)}", field="serial"
+                )
             cert["revoked"] = True
             self.requests[cert["request_id"]]["state"] = "revoked"
-            return httpx.Response(200, json={"serial": m.group(1), "revoked_at": _iso(_now()), "revoked_by": me})
+            return httpx.Response(
+                200, json={"serial": m.group(1), "revoked_at": _iso(_now()), "revoked_by": me}
+            )
         return _problem(404, "not_found", f"no route {key}")
 
     def _submit(self, me: str, body: dict[str, Any]) -> httpx.Response:
         if isinstance(self.submit, httpx.Response):
             return self.submit
         rid = f"{len(self.requests) + 1:016x}"
-        seconds = int(str(body.get("duration", "30m")).rstrip("smh")) * {"s": 1, "m": 60, "h": 3600}[
-            str(body.get("duration", "30m"))[-1]]
+        seconds = (
+            int(str(body.get("duration", "30m")).rstrip("smh"))
+            * {"s": 1, "m": 60, "h": 3600}[str(body.get("duration", "30m"))[-1]]
+        )
         req = {
-            "id": rid, "state": "approved" if self.submit == "auto" else "pending", "requester": me,
-            "target": body["target"], "reason": body.get("reason", ""), "requested_seconds": seconds,
-            "duration_seconds": seconds, "created_at": _iso(_now()), "approvals_required": 0 if self.submit == "auto" else 1,
-            "approvals": [], "deny_reason": None, "principals": [PRINCIPAL],
-            "approval_url": f"{SERVER}/requests/{rid}", "auto_approved": self.submit == "auto",
+            "id": rid,
+            "state": "approved" if self.submit == "auto" else "pending",
+            "requester": me,
+            "target": body["target"],
+            "reason": body.get("reason", ""),
+            "requested_seconds": seconds,
+            "duration_seconds": seconds,
+            "created_at": _iso(_now()),
+            "approvals_required": 0 if self.submit == "auto" else 1,
+            "approvals": [],
+            "deny_reason": None,
+            "principals": [PRINCIPAL],
+            "approval_url": f"{SERVER}/requests/{rid}",
+            "auto_approved": self.submit == "auto",
         }
         self.requests[rid] = req
         return httpx.Response(201, json=req)
@@ -177,17 +235,33 @@ class FakeServer:
         if req.get("issued"):
             return httpx.Response(200, json={**req["issued"], "reissued": True})
         by = [a["approver"] for a in req["approvals"] if a["decision"] == "approve"] or ["auto"]
-        cert = issue_certificate(self.ca, parse_public_key(body["public_key"]), principals=[PRINCIPAL],
-                                 duration=timedelta(seconds=req["duration_seconds"]),
-                                 key_id=make_key_id(req["id"], me, by), now=_now())
-        answer = {"certificate": cert.openssh, "serial": str(cert.serial), "key_id": cert.key_id,
-                  "principals": list(cert.principals), "valid_after": _iso(cert.valid_after),
-                  "valid_before": _iso(cert.valid_before), "reissued": False}
+        cert = issue_certificate(
+            self.ca,
+            parse_public_key(body["public_key"]),
+            principals=[PRINCIPAL],
+            duration=timedelta(seconds=req["duration_seconds"]),
+            key_id=make_key_id(req["id"], me, by),
+            now=_now(),
+        )
+        answer = {
+            "certificate": cert.openssh,
+            "serial": str(cert.serial),
+            "key_id": cert.key_id,
+            "principals": list(cert.principals),
+            "valid_after": _iso(cert.valid_after),
+            "valid_before": _iso(cert.valid_before),
+            "reissued": False,
+        }
         req["issued"], req["state"] = answer, "issued"
         # What GET /v1/requests/<id> shows of it, as the real server does.
-        req["certificate"] = {"serial": answer["serial"], "key_id": cert.key_id, "valid_after": answer["valid_after"],
-                              "valid_before": answer["valid_before"], "principals": answer["principals"],
-                              "revoked": False}
+        req["certificate"] = {
+            "serial": answer["serial"],
+            "key_id": cert.key_id,
+            "valid_after": answer["valid_after"],
+            "valid_before": answer["valid_before"],
+            "principals": answer["principals"],
+            "revoked": False,
+        }
         self.certs[str(cert.serial)] = {"request_id": req["id"], "revoked": False}
         return httpx.Response(200, json=answer)
 
@@ -201,10 +275,19 @@ class FakeServer:
 def _write_key(path: Path) -> str:
     key = ed25519.Ed25519PrivateKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
     os.chmod(path, 0o600)
-    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    pub = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     path.with_name(path.name + ".pub").write_text(pub + "\n")
     return parse_public_key(pub).fingerprint
 
@@ -214,8 +297,15 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     h = tmp_path / "home"
     h.mkdir()
     monkeypatch.setenv("HOME", str(h))
-    for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "SSH_AUTH_SOCK", "JIT_SSH_SERVER", "JIT_SSH_USER",
-                "JIT_SSH_IDENTITY", "JIT_SSH_DEBUG"):
+    for var in (
+        "XDG_CONFIG_HOME",
+        "XDG_STATE_HOME",
+        "SSH_AUTH_SOCK",
+        "JIT_SSH_SERVER",
+        "JIT_SSH_USER",
+        "JIT_SSH_IDENTITY",
+        "JIT_SSH_DEBUG",
+    ):
         monkeypatch.delenv(var, raising=False)
     return h
 
@@ -223,13 +313,19 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def keys(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     """name -> (private key file, fingerprint), for alice (engineer) and bob (approver)."""
-    return {name: (p, _write_key(p)) for name in ("alice", "bob") for p in [tmp_path / "ids" / f"id_{name}"]}
+    return {
+        name: (p, _write_key(p))
+        for name in ("alice", "bob")
+        for p in [tmp_path / "ids" / f"id_{name}"]
+    }
 
 
 @pytest.fixture
 def server(keys: dict[str, tuple[Path, str]]) -> FakeServer:
-    return FakeServer(users={n: fp for n, (_, fp) in keys.items()},
-                      ca=CAKey.from_private(generate_ca_key("ed25519"), comment="test-ca"))
+    return FakeServer(
+        users={n: fp for n, (_, fp) in keys.items()},
+        ca=CAKey.from_private(generate_ca_key("ed25519"), comment="test-ca"),
+    )
 
 
 @pytest.fixture
@@ -248,19 +344,34 @@ class Run:
 
 
 @pytest.fixture
-def jit(home: Path, keys: dict[str, tuple[Path, str]], server: FakeServer, sleeps: list[float]) -> Callable[..., Run]:
+def jit(
+    home: Path, keys: dict[str, tuple[Path, str]], server: FakeServer, sleeps: list[float]
+) -> Callable[..., Run]:
     """``jit("login", ..., as_user="alice")``: run the real entry point as that user."""
     runner = CliRunner()
 
-    def _run(*args: str, as_user: str = "alice", input: str | None = None, transport: Any = None,
-             env: dict[str, str] | None = None) -> Run:
-        base = {"JIT_SSH_SERVER": SERVER, "JIT_SSH_USER": as_user, "JIT_SSH_IDENTITY": str(keys[as_user][0])}
+    def _run(
+        *args: str,
+        as_user: str = "alice",
+        input: str | None = None,
+        transport: Any = None,
+        env: dict[str, str] | None = None,
+    ) -> Run:
+        base = {
+            "JIT_SSH_SERVER": SERVER,
+            "JIT_SSH_USER": as_user,
+            "JIT_SSH_IDENTITY": str(keys[as_user][0]),
+        }
         with runner.isolation(input=input, env={**base, **(env or {})}) as (out, err, _):
             try:
                 main(list(args), meta={"jit_ssh.transport": transport or server.transport()})
                 code = EXIT_OK
             except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAILED)
+                code = (
+                    e.code
+                    if isinstance(e.code, int)
+                    else (EXIT_OK if e.code is None else EXIT_FAILED)
+                )
             return Run(code, out.getvalue().decode(), err.getvalue().decode())
 
     return _run
@@ -273,8 +384,9 @@ def keys_dir(home: Path) -> Path:
 # --------------------------------------------------------------------------- login
 
 
-def test_login_auto_approved_installs_key_certificate_record_and_ssh_config(jit: Callable[..., Run], server: FakeServer,
-                                                                             home: Path) -> None:
+def test_login_auto_approved_installs_key_certificate_record_and_ssh_config(
+    jit: Callable[..., Run], server: FakeServer, home: Path
+) -> None:
     r = jit("login", TARGET, "--for", "30m", "--reason", "INC-1")
     assert r.code == EXIT_OK, r.stderr
     d = keys_dir(home)
@@ -287,18 +399,31 @@ def test_login_auto_approved_installs_key_certificate_record_and_ssh_config(jit:
     assert cert.principals == (PRINCIPAL,)
     record = json.loads((d / f"{TARGET}.json").read_text())
     assert record["serial"] == str(cert.serial) and record["login_user"] == "root"
-    assert f"Host {TARGET}\n    User root\n    IdentityFile {key}\n    CertificateFile {cert_file}" in (d / "config").read_text()
-    assert f"Access granted to {TARGET}" in r.stdout and f"jit-ssh done {record['request_id']}" in r.stdout
+    assert (
+        f"Host {TARGET}\n    User root\n    IdentityFile {key}\n    CertificateFile {cert_file}"
+        in (d / "config").read_text()
+    )
+    assert (
+        f"Access granted to {TARGET}" in r.stdout
+        and f"jit-ssh done {record['request_id']}" in r.stdout
+    )
     # The certificate is checked against the CA keys the server publishes before anything is written.
-    assert server.paths() == ["POST /v1/requests", f"POST /v1/requests/{record['request_id']}/certificate",
-                              "GET /v1/ca.pub"]
+    assert server.paths() == [
+        "POST /v1/requests",
+        f"POST /v1/requests/{record['request_id']}/certificate",
+        "GET /v1/ca.pub",
+    ]
     assert server.calls[0][2] == {"target": TARGET, "reason": "INC-1", "duration": "30m"}
 
 
-def test_login_pending_waits_then_approved(jit: Callable[..., Run], server: FakeServer, home: Path,
-                                           sleeps: list[float]) -> None:
+def test_login_pending_waits_then_approved(
+    jit: Callable[..., Run], server: FakeServer, home: Path, sleeps: list[float]
+) -> None:
     server.submit = "pending"
-    bob_approves = {"state": "approved", "approvals": [{"approver": "bob", "decision": "approve", "comment": ""}]}
+    bob_approves = {
+        "state": "approved",
+        "approvals": [{"approver": "bob", "decision": "approve", "comment": ""}],
+    }
     server.script["0000000000000001"] = [{}, {}, bob_approves]
     r = jit("login", TARGET, "--for", "1h", "--poll", "0.25")
     assert r.code == EXIT_OK, r.stderr
@@ -312,13 +437,23 @@ def test_login_pending_waits_then_approved(jit: Callable[..., Run], server: Fake
     assert len(set(server.nonces)) == len(server.nonces) == 5
 
 
-def test_login_denied_shows_who_and_why(jit: Callable[..., Run], server: FakeServer, home: Path) -> None:
+def test_login_denied_shows_who_and_why(
+    jit: Callable[..., Run], server: FakeServer, home: Path
+) -> None:
     server.submit = "pending"
-    server.script["0000000000000001"] = [{"state": "denied", "deny_reason": "not during the freeze",
-                                          "approvals": [{"approver": "bob", "decision": "deny", "comment": "x"}]}]
+    server.script["0000000000000001"] = [
+        {
+            "state": "denied",
+            "deny_reason": "not during the freeze",
+            "approvals": [{"approver": "bob", "decision": "deny", "comment": "x"}],
+        }
+    ]
     r = jit("login", TARGET, "--poll", "0")
     assert r.code == EXIT_FAILED
-    assert r.stderr.splitlines()[-1] == "error: request 0000000000000001 was denied by bob: not during the freeze"
+    assert (
+        r.stderr.splitlines()[-1]
+        == "error: request 0000000000000001 was denied by bob: not during the freeze"
+    )
     assert not (keys_dir(home) / f"{TARGET}-cert.pub").exists()
     assert not any(p.endswith("/certificate") for p in server.paths())
 
@@ -328,7 +463,11 @@ def test_login_denied_with_json(jit: Callable[..., Run], server: FakeServer) -> 
     server.script["0000000000000001"] = [{"state": "denied", "deny_reason": "no"}]
     r = jit("login", TARGET, "--poll", "0", "--json")
     assert r.code == EXIT_FAILED
-    assert json.loads(r.stdout) == {"request_id": "0000000000000001", "state": "denied", "deny_reason": "no"}
+    assert json.loads(r.stdout) == {
+        "request_id": "0000000000000001",
+        "state": "denied",
+        "deny_reason": "no",
+    }
 
 
 def test_login_expired_while_waiting(jit: Callable[..., Run], server: FakeServer) -> None:
@@ -336,14 +475,18 @@ def test_login_expired_while_waiting(jit: Callable[..., Run], server: FakeServer
     server.script["0000000000000001"] = [{}, {"state": "expired"}]
     r = jit("login", TARGET, "--poll", "0")
     assert r.code == EXIT_FAILED
-    assert r.stderr.splitlines()[-1] == "error: request 0000000000000001 expired before it was approved or claimed"
+    assert (
+        r.stderr.splitlines()[-1]
+        == "error: request 0000000000000001 expired before it was approved or claimed"
+    )
 
 
 def test_login_claim_window_passed_is_one_line(jit: Callable[..., Run], server: FakeServer) -> None:
     server.submit = "pending"
     server.script["0000000000000001"] = [{"state": "approved"}]
     server.fail["POST /v1/requests/0000000000000001/certificate"] = _problem(
-        410, "request_expired", "request 0000000000000001 expired")
+        410, "request_expired", "request 0000000000000001 expired"
+    )
     r = jit("login", TARGET, "--poll", "0")
     assert r.code == EXIT_FAILED
     assert r.stderr.splitlines()[-1] == "error: request 0000000000000001 expired [request_expired]"
@@ -351,39 +494,56 @@ def test_login_claim_window_passed_is_one_line(jit: Callable[..., Run], server: 
 
 def test_policy_refusal_says_why_once(jit: Callable[..., Run], server: FakeServer) -> None:
     reason = "2h is over the maximum of 1h for rule 'engineers'; ask for 1h or less"
-    server.submit = _problem(403, "policy_denied", f"request denied by policy: {reason}", reasons=[reason])
+    server.submit = _problem(
+        403, "policy_denied", f"request denied by policy: {reason}", reasons=[reason]
+    )
     r = jit("login", TARGET, "--for", "2h")
     assert r.code == EXIT_FAILED
     assert r.stderr == f"error: refused by policy: {reason} [policy_denied]\n"
 
 
-def test_policy_refusal_adds_reasons_the_detail_left_out(jit: Callable[..., Run], server: FakeServer) -> None:
-    server.submit = _problem(403, "policy_denied", "not eligible", reasons=["no rule names group 'interns'"])
+def test_policy_refusal_adds_reasons_the_detail_left_out(
+    jit: Callable[..., Run], server: FakeServer
+) -> None:
+    server.submit = _problem(
+        403, "policy_denied", "not eligible", reasons=["no rule names group 'interns'"]
+    )
     r = jit("login", TARGET)
-    assert r.stderr == "error: refused by policy: not eligible: no rule names group 'interns' [policy_denied]\n"
+    assert (
+        r.stderr
+        == "error: refused by policy: not eligible: no rule names group 'interns' [policy_denied]\n"
+    )
 
 
 def test_clock_skew_says_so(jit: Callable[..., Run], server: FakeServer) -> None:
     server.fail["POST /v1/requests"] = _problem(
-        401, "clock_skew", "the call's timestamp is 900 s ahead of the server's clock (at most 300 s allowed)")
+        401,
+        "clock_skew",
+        "the call's timestamp is 900 s ahead of the server's clock (at most 300 s allowed)",
+    )
     r = jit("login", TARGET)
     assert r.code == EXIT_FAILED
     assert r.stderr.startswith("error: clock skew too large: the call's timestamp is 900 s ahead")
     assert len(r.stderr.splitlines()) == 1
 
 
-def test_server_unreachable_retries_with_backoff_then_one_line(jit: Callable[..., Run], server: FakeServer,
-                                                                sleeps: list[float]) -> None:
+def test_server_unreachable_retries_with_backoff_then_one_line(
+    jit: Callable[..., Run], server: FakeServer, sleeps: list[float]
+) -> None:
     server.fail["POST /v1/requests"] = httpx.ConnectError("[Errno 111] Connection refused")
     r = jit("login", TARGET)
     assert r.code == EXIT_UNREACHABLE
     assert server.paths() == ["POST /v1/requests"] * 3
     assert sleeps == [0.5, 1.0]
-    assert r.stderr == (f"error: cannot reach {SERVER} after 3 attempts: [Errno 111] Connection refused "
-                        "[server_unreachable]\n")
+    assert r.stderr == (
+        f"error: cannot reach {SERVER} after 3 attempts: [Errno 111] Connection refused "
+        "[server_unreachable]\n"
+    )
 
 
-def test_server_back_on_the_last_attempt(jit: Callable[..., Run], server: FakeServer, home: Path) -> None:
+def test_server_back_on_the_last_attempt(
+    jit: Callable[..., Run], server: FakeServer, home: Path
+) -> None:
     attempts = {"n": 0}
     inner = server.handle
 
@@ -414,7 +574,9 @@ def test_no_wait_then_resume(jit: Callable[..., Run], server: FakeServer, home: 
     assert done.code == EXIT_OK, done.stderr
     out = json.loads(done.stdout)
     assert out["state"] == "issued" and out["request_id"] == "0000000000000001"
-    assert parse_certificate((keys_dir(home) / f"{TARGET}-cert.pub").read_text()).serial == int(out["serial"])
+    assert parse_certificate((keys_dir(home) / f"{TARGET}-cert.pub").read_text()).serial == int(
+        out["serial"]
+    )
 
     # Resuming an issued request fetches the same certificate for the same key.
     key_before = (keys_dir(home) / TARGET).read_bytes()
@@ -423,7 +585,9 @@ def test_no_wait_then_resume(jit: Callable[..., Run], server: FakeServer, home: 
     assert (keys_dir(home) / TARGET).read_bytes() == key_before
 
 
-def test_resume_refuses_another_targets_request(jit: Callable[..., Run], server: FakeServer, home: Path) -> None:
+def test_resume_refuses_another_targets_request(
+    jit: Callable[..., Run], server: FakeServer, home: Path
+) -> None:
     server.submit = "pending"
     jit("login", "other-target", "--no-wait")
     r = jit("login", TARGET, "--resume", "0000000000000001")
@@ -436,8 +600,17 @@ def test_login_json_output(jit: Callable[..., Run], server: FakeServer, home: Pa
     r = jit("login", TARGET, "--for", "15m", "--json")
     assert r.code == EXIT_OK
     out = json.loads(r.stdout)  # stdout is exactly one JSON document
-    assert set(out) == {"request_id", "state", "serial", "valid_before", "seconds_left", "key", "certificate",
-                        "principals", "agent"}
+    assert set(out) == {
+        "request_id",
+        "state",
+        "serial",
+        "valid_before",
+        "seconds_left",
+        "key",
+        "certificate",
+        "principals",
+        "agent",
+    }
     assert out["state"] == "issued" and out["principals"] == [PRINCIPAL] and out["agent"] is False
     assert 14 * 60 < out["seconds_left"] <= 15 * 60
     assert out["key"] == str(keys_dir(home) / TARGET)
@@ -446,11 +619,16 @@ def test_login_json_output(jit: Callable[..., Run], server: FakeServer, home: Pa
 def test_no_wait_json(jit: Callable[..., Run], server: FakeServer) -> None:
     server.submit = "pending"
     r = jit("login", TARGET, "--no-wait", "--json")
-    assert json.loads(r.stdout) == {"request_id": "0000000000000001", "state": "pending",
-                                    "approval_url": f"{SERVER}/requests/0000000000000001"}
+    assert json.loads(r.stdout) == {
+        "request_id": "0000000000000001",
+        "state": "pending",
+        "approval_url": f"{SERVER}/requests/0000000000000001",
+    }
 
 
-def test_ctrl_c_without_a_terminal_leaves_the_request_pending(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_ctrl_c_without_a_terminal_leaves_the_request_pending(
+    jit: Callable[..., Run], server: FakeServer
+) -> None:
     server.submit = "pending"
     server.fail["GET /v1/requests/0000000000000001"] = KeyboardInterrupt()
     r = jit("login", TARGET, "--poll", "0")
@@ -495,30 +673,45 @@ def test_agent_gets_the_certificate_for_its_remaining_time_and_loses_it_on_done(
 # --------------------------------------------------------------------------- status, done, requests
 
 
-def test_status_lists_active_access_and_pending_requests(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_status_lists_active_access_and_pending_requests(
+    jit: Callable[..., Run], server: FakeServer
+) -> None:
     assert jit("login", TARGET, "--for", "1h").code == EXIT_OK
     server.submit = "pending"
     jit("login", "other", "--no-wait")
     r = jit("status")
     assert r.code == EXIT_OK
     lines = r.stdout.splitlines()
-    assert re.match(rf"active\s+{TARGET}\s+{re.escape(PRINCIPAL)}\s+(59m\d*s?|1h)\s+left\s+request 0000000000000001", lines[0]), lines
+    assert re.match(
+        rf"active\s+{TARGET}\s+{re.escape(PRINCIPAL)}\s+(59m\d*s?|1h)\s+left\s+request 0000000000000001",
+        lines[0],
+    ), lines
     assert re.match(r"pending\s+other\s+0/1 approvals\s+request 0000000000000002", lines[1]), lines
 
     js = json.loads(jit("status", "--json").stdout)
     assert [a["request_id"] for a in js["active"]] == ["0000000000000001"]
-    assert js["pending"] == [{"request_id": "0000000000000002", "target": "other", "state": "pending",
-                              "approvals": 0, "approvals_required": 1}]
+    assert js["pending"] == [
+        {
+            "request_id": "0000000000000002",
+            "target": "other",
+            "state": "pending",
+            "approvals": 0,
+            "approvals_required": 1,
+        }
+    ]
 
 
-def test_status_hides_access_the_server_revoked_and_works_offline(jit: Callable[..., Run], server: FakeServer,
-                                                                   sleeps: list[float]) -> None:
+def test_status_hides_access_the_server_revoked_and_works_offline(
+    jit: Callable[..., Run], server: FakeServer, sleeps: list[float]
+) -> None:
     jit("login", TARGET)
     server.requests["0000000000000001"]["state"] = "revoked"
     assert json.loads(jit("status", "--json").stdout)["active"] == []
 
     server.requests["0000000000000001"]["state"] = "issued"
-    offline = httpx.MockTransport(lambda request: (_ for _ in ()).throw(httpx.ConnectError("refused")))
+    offline = httpx.MockTransport(
+        lambda request: (_ for _ in ()).throw(httpx.ConnectError("refused"))
+    )
     r = jit("status", transport=offline)
     assert r.code == EXIT_OK
     assert "server not asked" in r.stderr and r.stdout.startswith(f"active   {TARGET}")
@@ -529,8 +722,9 @@ def test_status_with_nothing(jit: Callable[..., Run]) -> None:
     assert (r.code, r.stdout) == (EXIT_OK, "No active access and no pending requests.\n")
 
 
-def test_done_revokes_then_removes_key_certificate_and_host_block(jit: Callable[..., Run], server: FakeServer,
-                                                                  home: Path) -> None:
+def test_done_revokes_then_removes_key_certificate_and_host_block(
+    jit: Callable[..., Run], server: FakeServer, home: Path
+) -> None:
     jit("login", TARGET)
     serial = json.loads((keys_dir(home) / f"{TARGET}.json").read_text())["serial"]
     r = jit("done", "0000000000000001")
@@ -543,7 +737,9 @@ def test_done_revokes_then_removes_key_certificate_and_host_block(jit: Callable[
     assert "Host " not in (keys_dir(home) / "config").read_text()
 
 
-def test_done_by_target_name_and_all(jit: Callable[..., Run], server: FakeServer, home: Path) -> None:
+def test_done_by_target_name_and_all(
+    jit: Callable[..., Run], server: FakeServer, home: Path
+) -> None:
     jit("login", TARGET)
     jit("login", "other")
     assert jit("done", "other").code == EXIT_OK
@@ -562,7 +758,9 @@ def test_done_with_nothing_to_end_is_exit_3(jit: Callable[..., Run], server: Fak
     assert server.paths() == ["GET /v1/requests/nope"]
 
 
-def test_done_for_an_access_made_on_another_machine(jit: Callable[..., Run], server: FakeServer, home: Path) -> None:
+def test_done_for_an_access_made_on_another_machine(
+    jit: Callable[..., Run], server: FakeServer, home: Path
+) -> None:
     jit("login", TARGET)
     serial = json.loads((keys_dir(home) / f"{TARGET}.json").read_text())["serial"]
     for p in keys_dir(home).iterdir():  # this machine never held the key
@@ -570,12 +768,16 @@ def test_done_for_an_access_made_on_another_machine(jit: Callable[..., Run], ser
     r = jit("done", "0000000000000001")
     assert r.code == EXIT_OK, r.stderr
     assert f"Revoked serial {serial}" in r.stdout and "another machine" in r.stdout
-    assert server.paths()[-2:] == ["GET /v1/requests/0000000000000001", f"POST /v1/certificates/{serial}/revoke"]
+    assert server.paths()[-2:] == [
+        "GET /v1/requests/0000000000000001",
+        f"POST /v1/certificates/{serial}/revoke",
+    ]
     assert server.certs[serial]["revoked"]
 
 
-def test_done_keeps_the_files_when_the_server_cannot_revoke(jit: Callable[..., Run], server: FakeServer,
-                                                            home: Path) -> None:
+def test_done_keeps_the_files_when_the_server_cannot_revoke(
+    jit: Callable[..., Run], server: FakeServer, home: Path
+) -> None:
     jit("login", TARGET)
     serial = json.loads((keys_dir(home) / f"{TARGET}.json").read_text())["serial"]
     server.fail[f"POST /v1/certificates/{serial}/revoke"] = httpx.ConnectError("refused")
@@ -585,8 +787,9 @@ def test_done_keeps_the_files_when_the_server_cannot_revoke(jit: Callable[..., R
     assert (keys_dir(home) / f"{TARGET}.json").exists()
 
 
-def test_done_removes_locally_what_the_server_does_not_know(jit: Callable[..., Run], server: FakeServer,
-                                                            home: Path) -> None:
+def test_done_removes_locally_what_the_server_does_not_know(
+    jit: Callable[..., Run], server: FakeServer, home: Path
+) -> None:
     jit("login", TARGET)
     server.certs.clear()
     r = jit("done")
@@ -599,10 +802,14 @@ def test_requests_history(jit: Callable[..., Run], server: FakeServer) -> None:
     jit("login", TARGET, "--reason", "INC-7: disk full on the replica, long text " + "x" * 40)
     r = jit("requests")
     assert r.code == EXIT_OK
-    assert re.match(r"0000000000000001  issued\s+alice\s+prod-db\s+30m 0/0  \S+  INC-7: disk full", r.stdout)
+    assert re.match(
+        r"0000000000000001  issued\s+alice\s+prod-db\s+30m 0/0  \S+  INC-7: disk full", r.stdout
+    )
     assert r.stdout.rstrip().endswith("…")
     assert server.calls[-1][1] == "/v1/requests?mine=1"
-    assert [row["id"] for row in json.loads(jit("requests", "--json").stdout)] == ["0000000000000001"]
+    assert [row["id"] for row in json.loads(jit("requests", "--json").stdout)] == [
+        "0000000000000001"
+    ]
 
 
 def test_requests_empty(jit: Callable[..., Run]) -> None:
@@ -635,12 +842,18 @@ def test_approve_own_request_is_refused(jit: Callable[..., Run], server: FakeSer
     server.submit = "pending"
     jit("login", TARGET, "--no-wait")
     r = jit("approve", "0000000000000001")
-    assert (r.code, r.stderr) == (EXIT_FAILED, "error: requesters can never approve or deny their own request [self_approval]\n")
+    assert (r.code, r.stderr) == (
+        EXIT_FAILED,
+        "error: requesters can never approve or deny their own request [self_approval]\n",
+    )
 
 
 def test_approve_unknown_request_is_exit_3(jit: Callable[..., Run]) -> None:
     r = jit("approve", "ffffffffffffffff", as_user="bob")
-    assert (r.code, r.stderr) == (EXIT_NOT_FOUND, "error: no request 'ffffffffffffffff' [not_found]\n")
+    assert (r.code, r.stderr) == (
+        EXIT_NOT_FOUND,
+        "error: no request 'ffffffffffffffff' [not_found]\n",
+    )
 
 
 def test_deny_needs_a_reason_and_sends_it(jit: Callable[..., Run], server: FakeServer) -> None:
@@ -668,12 +881,40 @@ def test_ssh_logs_in_if_needed_then_runs_openssh_with_the_certificate(
 
     monkeypatch.setattr(engineer.os, "execv", fake_execv)
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
-    r = jit("ssh", TARGET, "--host", "10.0.0.5", "-p", "2222", "-o", "StrictHostKeyChecking=accept-new",
-            "--", "id", "-un")
+    r = jit(
+        "ssh",
+        TARGET,
+        "--host",
+        "10.0.0.5",
+        "-p",
+        "2222",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "--",
+        "id",
+        "-un",
+    )
     assert r.code == EXIT_OK, r.stderr
     key = str(keys_dir(home) / TARGET)
-    assert execs == [["/usr/bin/ssh", "-i", key, "-o", f"CertificateFile={key}-cert.pub", "-o", "IdentitiesOnly=yes",
-                      "-o", "StrictHostKeyChecking=accept-new", "-p", "2222", "--", "root@10.0.0.5", "id", "-un"]]
+    assert execs == [
+        [
+            "/usr/bin/ssh",
+            "-i",
+            key,
+            "-o",
+            f"CertificateFile={key}-cert.pub",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-p",
+            "2222",
+            "--",
+            "root@10.0.0.5",
+            "id",
+            "-un",
+        ]
+    ]
     # A second run reuses the access: no new request.
     jit("ssh", TARGET, "--login-user", "postgres")
     assert server.paths().count("POST /v1/requests") == 1
@@ -683,21 +924,43 @@ def test_ssh_logs_in_if_needed_then_runs_openssh_with_the_certificate(
 # --------------------------------------------------------------------------- config
 
 
-def test_config_init_non_interactive(jit: Callable[..., Run], home: Path, keys: dict[str, tuple[Path, str]]) -> None:
+def test_config_init_non_interactive(
+    jit: Callable[..., Run], home: Path, keys: dict[str, tuple[Path, str]]
+) -> None:
     identity = keys["alice"][0]
-    r = jit("config", "init", "--server", "https://jit.corp.example", "--user", "alice", "--identity", str(identity),
-            "--default-duration", "45m")
+    r = jit(
+        "config",
+        "init",
+        "--server",
+        "https://jit.corp.example",
+        "--user",
+        "alice",
+        "--identity",
+        str(identity),
+        "--default-duration",
+        "45m",
+    )
     assert r.code == EXIT_OK, r.stderr
     path = home / ".config" / "jit-ssh" / "config.toml"
     assert f"Wrote {path}." in r.stdout
     assert f"jit-ssh admin user add alice --group engineers --ssh-key {identity}.pub" in r.stdout
     import tomllib
 
-    assert tomllib.loads(path.read_text()) == {"server": "https://jit.corp.example", "user": "alice",
-                                               "identity": str(identity), "use_agent": True, "default_duration": "45m"}
+    assert tomllib.loads(path.read_text()) == {
+        "server": "https://jit.corp.example",
+        "user": "alice",
+        "identity": str(identity),
+        "use_agent": True,
+        "default_duration": "45m",
+    }
     # The file is read back, below the environment variables.
-    shown = jit("config", "show", env={"JIT_SSH_SERVER": "", "JIT_SSH_USER": "", "JIT_SSH_IDENTITY": ""})
-    assert "server = 'https://jit.corp.example'" in shown.stdout and "default_duration = '45m'" in shown.stdout
+    shown = jit(
+        "config", "show", env={"JIT_SSH_SERVER": "", "JIT_SSH_USER": "", "JIT_SSH_IDENTITY": ""}
+    )
+    assert (
+        "server = 'https://jit.corp.example'" in shown.stdout
+        and "default_duration = '45m'" in shown.stdout
+    )
     assert f"source = '{path}'" in shown.stdout
 
     again = jit("config", "init", "--server", "https://x.example", "--user", "a")
@@ -712,41 +975,71 @@ def test_config_init_non_interactive(jit: Callable[..., Run], home: Path, keys: 
 def test_config_init_escapes_what_it_writes(jit: Callable[..., Run], home: Path) -> None:
     import tomllib
 
-    r = jit("config", "init", "--server", "https://jit.example.com", "--user", 'o"neil\\x',
-            "--identity", "/keys/my key \"1\"")
+    r = jit(
+        "config",
+        "init",
+        "--server",
+        "https://jit.example.com",
+        "--user",
+        'o"neil\\x',
+        "--identity",
+        '/keys/my key "1"',
+    )
     assert r.code == EXIT_OK, r.stderr
     data = tomllib.loads((home / ".config" / "jit-ssh" / "config.toml").read_text())
     assert (data["user"], data["identity"]) == ('o"neil\\x', '/keys/my key "1"')
 
 
-def test_config_init_needs_server_and_user_without_a_terminal(jit: Callable[..., Run], home: Path) -> None:
+def test_config_init_needs_server_and_user_without_a_terminal(
+    jit: Callable[..., Run], home: Path
+) -> None:
     r = jit("config", "init", "--user", "alice")
     assert r.code == EXIT_USAGE and "give --server" in r.stderr
     assert not (home / ".config").exists()
 
 
-def test_config_init_asks_on_a_terminal(jit: Callable[..., Run], home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_init_asks_on_a_terminal(
+    jit: Callable[..., Run], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(engineer, "_interactive", lambda: True)
     r = jit("config", "init", input="https://jit.example.com\nalice\n\n1h\n")
     assert r.code == EXIT_OK, r.stderr
     import tomllib
 
     data = tomllib.loads((home / ".config" / "jit-ssh" / "config.toml").read_text())
-    assert data == {"server": "https://jit.example.com", "user": "alice", "identity": str(home / ".ssh" / "id_ed25519"),
-                    "use_agent": True, "default_duration": "1h"}
+    assert data == {
+        "server": "https://jit.example.com",
+        "user": "alice",
+        "identity": str(home / ".ssh" / "id_ed25519"),
+        "use_agent": True,
+        "default_duration": "1h",
+    }
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--server", "http://jit.example.com", "--user", "a"], "refusing plain http to jit.example.com"),
-    (["--server", "https://jit.example.com", "--user", "a", "--default-duration", "forever"], "default_duration"),
-])
-def test_config_init_refuses_bad_values(jit: Callable[..., Run], home: Path, args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--server", "http://jit.example.com", "--user", "a"],
+            "refusing plain http to jit.example.com",
+        ),
+        (
+            ["--server", "https://jit.example.com", "--user", "a", "--default-duration", "forever"],
+            "default_duration",
+        ),
+    ],
+)
+def test_config_init_refuses_bad_values(
+    jit: Callable[..., Run], home: Path, args: list[str], message: str
+) -> None:
     r = jit("config", "init", *args)
     assert r.code == EXIT_FAILED and message in r.stderr
     assert not (home / ".config" / "jit-ssh" / "config.toml").exists()
 
 
-def test_config_file_default_duration_is_used(jit: Callable[..., Run], server: FakeServer, home: Path) -> None:
+def test_config_file_default_duration_is_used(
+    jit: Callable[..., Run], server: FakeServer, home: Path
+) -> None:
     path = home / ".config" / "jit-ssh" / "config.toml"
     path.parent.mkdir(parents=True)
     path.write_text('default_duration = "20m"\n')
@@ -757,15 +1050,23 @@ def test_config_file_default_duration_is_used(jit: Callable[..., Run], server: F
 # --------------------------------------------------------------------------- http and exit codes
 
 
-@pytest.mark.parametrize("url", ["http://jit.example.com", "http://10.0.0.1:8022", "ftp://jit.example.com"])
-def test_plain_http_is_refused_except_to_localhost(jit: Callable[..., Run], server: FakeServer, url: str) -> None:
+@pytest.mark.parametrize(
+    "url", ["http://jit.example.com", "http://10.0.0.1:8022", "ftp://jit.example.com"]
+)
+def test_plain_http_is_refused_except_to_localhost(
+    jit: Callable[..., Run], server: FakeServer, url: str
+) -> None:
     r = jit("login", TARGET, "--server", url)
     assert r.code == EXIT_FAILED and "[insecure_server_url]" in r.stderr
     assert server.calls == []
 
 
-@pytest.mark.parametrize("url", ["http://localhost:8022", "http://127.0.0.1:8022", "http://[::1]:8022", SERVER])
-def test_localhost_and_https_are_allowed(jit: Callable[..., Run], server: FakeServer, url: str) -> None:
+@pytest.mark.parametrize(
+    "url", ["http://localhost:8022", "http://127.0.0.1:8022", "http://[::1]:8022", SERVER]
+)
+def test_localhost_and_https_are_allowed(
+    jit: Callable[..., Run], server: FakeServer, url: str
+) -> None:
     assert jit("requests", env={"JIT_SSH_SERVER": url}).code == EXIT_OK
     assert server.calls
 
@@ -773,11 +1074,15 @@ def test_localhost_and_https_are_allowed(jit: Callable[..., Run], server: FakeSe
 def test_no_server_configured(jit: Callable[..., Run]) -> None:
     r = jit("requests", env={"JIT_SSH_SERVER": ""})
     assert r.code == EXIT_FAILED
-    assert r.stderr == ("error: no server configured: run `jit-ssh config init`, or give --server or $JIT_SSH_SERVER "
-                        "[invalid_settings]\n")
+    assert r.stderr == (
+        "error: no server configured: run `jit-ssh config init`, or give --server or $JIT_SSH_SERVER "
+        "[invalid_settings]\n"
+    )
 
 
-def test_an_unexpected_server_error_is_one_line(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_an_unexpected_server_error_is_one_line(
+    jit: Callable[..., Run], server: FakeServer
+) -> None:
     server.fail["GET /v1/requests"] = httpx.Response(500, text="<html>oops</html>")
     r = jit("requests")
     assert (r.code, r.stderr) == (EXIT_FAILED, "error: Internal Server Error [http_500]\n")
@@ -790,14 +1095,20 @@ def test_usage_error_is_exit_2(jit: Callable[..., Run]) -> None:
 
 def test_help_documents_the_exit_codes() -> None:
     r = CliRunner().invoke(cli, ["--help"])
-    assert "Exit codes: 0 ok; 1 refused or failed; 2 usage error; 3 not found; 4 server or tool unreachable." in \
-        " ".join(r.output.split())
+    assert (
+        "Exit codes: 0 ok; 1 refused or failed; 2 usage error; 3 not found; 4 server or tool unreachable."
+        in " ".join(r.output.split())
+    )
     login_help = " ".join(CliRunner().invoke(cli, ["login", "--help"]).output.split())
     assert "Exit codes: 0 certificate issued" in login_help and "4 server unreachable" in login_help
 
 
-def test_clirunner_invoke_takes_the_transport_too(home: Path, keys: dict[str, tuple[Path, str]], server: FakeServer,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clirunner_invoke_takes_the_transport_too(
+    home: Path,
+    keys: dict[str, tuple[Path, str]],
+    server: FakeServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("JIT_SSH_SERVER", SERVER)
     monkeypatch.setenv("JIT_SSH_USER", "alice")
     monkeypatch.setenv("JIT_SSH_IDENTITY", str(keys["alice"][0]))
@@ -816,8 +1127,16 @@ def test_api_makes_one_signed_call(jit: Callable[..., Run], server: FakeServer) 
     assert bad.code == EXIT_USAGE and "not valid JSON" in bad.stderr
 
 
-def test_service_unavailable_is_retried(jit: Callable[..., Run], server: FakeServer, sleeps: list[float]) -> None:
-    answers = [_problem(503, "database_unavailable", "the database is unavailable; nothing was changed, try again")]
+def test_service_unavailable_is_retried(
+    jit: Callable[..., Run], server: FakeServer, sleeps: list[float]
+) -> None:
+    answers = [
+        _problem(
+            503,
+            "database_unavailable",
+            "the database is unavailable; nothing was changed, try again",
+        )
+    ]
     inner = server.handle
     transport = httpx.MockTransport(lambda request: answers.pop() if answers else inner(request))
     r = jit("requests", transport=transport)

@@ -8,10 +8,10 @@ import http.server
 import json
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -31,7 +31,9 @@ except ImportError:  # pragma: no cover - when tests/ is imported as a package
 def ca_keys(tmp_path: Path) -> Path:
     key = ed25519.Ed25519PrivateKey.generate().public_key()
     path = tmp_path / "ca.pub"
-    path.write_bytes(key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n")
+    path.write_bytes(
+        key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n"
+    )
     return path
 
 
@@ -45,8 +47,19 @@ def _setup(runner: CliRunner, sshd_dir: Path, ca_keys: Path, *extra: str):
 
 def test_setup_writes_every_file(runner: CliRunner, tmp_path: Path, ca_keys: Path) -> None:
     sshd_dir = tmp_path / "ssh"
-    r = _setup(runner, sshd_dir, ca_keys, "--target", "prod-db", "--login-user", "root",
-               "--login-user", "postgres", "--principal", "root@prod-db")
+    r = _setup(
+        runner,
+        sshd_dir,
+        ca_keys,
+        "--target",
+        "prod-db",
+        "--login-user",
+        "root",
+        "--login-user",
+        "postgres",
+        "--principal",
+        "root@prod-db",
+    )
     assert r.exit_code == 0, r.output
     dropin = (sshd_dir / "sshd_config.d" / "60-jit-ssh.conf").read_text()
     assert f"TrustedUserCAKeys {sshd_dir}/jit-ssh/trusted_user_ca_keys" in dropin
@@ -61,17 +74,23 @@ def test_setup_writes_every_file(runner: CliRunner, tmp_path: Path, ca_keys: Pat
     assert not krl.cert_sections and not krl.revoked_keys
 
 
-def test_setup_keeps_other_targets_and_an_existing_krl(runner: CliRunner, tmp_path: Path, ca_keys: Path) -> None:
+def test_setup_keeps_other_targets_and_an_existing_krl(
+    runner: CliRunner, tmp_path: Path, ca_keys: Path
+) -> None:
     sshd_dir = tmp_path / "ssh"
-    _setup(runner, sshd_dir, ca_keys, "--target", "a", "--login-user", "root", "--principal", "root@a")
+    _setup(
+        runner, sshd_dir, ca_keys, "--target", "a", "--login-user", "root", "--principal", "root@a"
+    )
     krl_path = sshd_dir / "jit-ssh" / "revoked_keys.krl"
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from ca.krl import build_krl
 
-    revoked = build_krl(ca_keys=[b""], serials=[5], version=99, now=datetime.now(timezone.utc))
+    revoked = build_krl(ca_keys=[b""], serials=[5], version=99, now=datetime.now(UTC))
     krl_path.write_bytes(revoked)
-    _setup(runner, sshd_dir, ca_keys, "--target", "b", "--login-user", "root", "--principal", "root@b")
+    _setup(
+        runner, sshd_dir, ca_keys, "--target", "b", "--login-user", "root", "--principal", "root@b"
+    )
     lines = (sshd_dir / "jit-ssh" / "principals" / "root").read_text().splitlines()
     assert "root@a" in lines and "root@b" in lines
     # A valid KRL with revocations is never replaced by an empty one.
@@ -80,7 +99,18 @@ def test_setup_keeps_other_targets_and_an_existing_krl(runner: CliRunner, tmp_pa
 
 def test_dry_run_writes_nothing(runner: CliRunner, tmp_path: Path, ca_keys: Path) -> None:
     sshd_dir = tmp_path / "ssh"
-    r = _setup(runner, sshd_dir, ca_keys, "--target", "t", "--login-user", "root", "--principal", "root@t", "--dry-run")
+    r = _setup(
+        runner,
+        sshd_dir,
+        ca_keys,
+        "--target",
+        "t",
+        "--login-user",
+        "root",
+        "--principal",
+        "root@t",
+        "--dry-run",
+    )
     assert r.exit_code == 0
     assert "TrustedUserCAKeys" in r.output and "60-jit-ssh.conf" in r.output
     assert not sshd_dir.exists()
@@ -95,7 +125,9 @@ def test_dry_run_writes_nothing(runner: CliRunner, tmp_path: Path, ca_keys: Path
         ["--target", "../etc", "--login-user", "root", "--principal", "p"],
     ],
 )
-def test_setup_refuses_bad_input(runner: CliRunner, tmp_path: Path, ca_keys: Path, extra: list[str]) -> None:
+def test_setup_refuses_bad_input(
+    runner: CliRunner, tmp_path: Path, ca_keys: Path, extra: list[str]
+) -> None:
     from client.cli import main
 
     sshd_dir = tmp_path / "ssh"
@@ -106,12 +138,28 @@ def test_setup_refuses_bad_input(runner: CliRunner, tmp_path: Path, ca_keys: Pat
 
 
 def test_server_must_be_https_except_localhost(runner: CliRunner, tmp_path: Path) -> None:
-    r = runner.invoke(cli, ["host", "setup", "--server", "http://ca.example.com", "--target", "t",
-                            "--login-user", "root", "--principal", "p", "--sshd-dir", str(tmp_path)])
+    r = runner.invoke(
+        cli,
+        [
+            "host",
+            "setup",
+            "--server",
+            "http://ca.example.com",
+            "--target",
+            "t",
+            "--login-user",
+            "root",
+            "--principal",
+            "p",
+            "--sshd-dir",
+            str(tmp_path),
+        ],
+    )
     assert r.exit_code == 2 and "https" in r.output
 
 
 # --- sync-krl: what a host installs, and when --------------------------------------------------
+
 
 @dataclass
 class FakeKRLServer:
@@ -131,7 +179,7 @@ def krl_server() -> Iterator[FakeKRLServer]:
     fake = FakeKRLServer()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             fake.requests.append(dict(self.headers))
             if self.path != "/v1/krl":
                 self.send_error(404)
@@ -154,7 +202,9 @@ def krl_server() -> Iterator[FakeKRLServer]:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield fake
@@ -182,24 +232,32 @@ class Host:
 def host_krl(runner: CliRunner, tmp_path: Path, ca_keys: Path) -> Host:
     """A host laid out by `host setup`: trusted_user_ca_keys beside revoked_keys.krl (an empty KRL)."""
     sshd_dir = tmp_path / "ssh"
-    r = _setup(runner, sshd_dir, ca_keys, "--target", "t", "--login-user", "root", "--principal", "root@t")
+    r = _setup(
+        runner, sshd_dir, ca_keys, "--target", "t", "--login-user", "root", "--principal", "root@t"
+    )
     assert r.exit_code == 0, r.output
     blob = h.wire_blob(serialization.load_ssh_public_key(ca_keys.read_bytes()))
     return Host(sshd_dir, sshd_dir / "jit-ssh" / "revoked_keys.krl", blob)
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-def _server_krl(host: Host, *, serials: tuple[int, ...] = (7,), at: datetime | None = None, **kw: object) -> bytes:
+def _server_krl(
+    host: Host, *, serials: tuple[int, ...] = (7,), at: datetime | None = None, **kw: object
+) -> bytes:
     """A KRL as the server writes it: version = the newest revocation time."""
     moment = at or _now() - timedelta(seconds=30)
-    return build_krl(ca_keys=[host.ca_blob], serials=serials, version=krl_version_at(moment), now=_now(), **kw)  # type: ignore[arg-type]
+    return build_krl(
+        ca_keys=[host.ca_blob], serials=serials, version=krl_version_at(moment), now=_now(), **kw
+    )  # type: ignore[arg-type]
 
 
 def _sync(runner: CliRunner, server: FakeKRLServer, host: Host, *extra: str):
-    return runner.invoke(cli, ["host", "sync-krl", "--server", server.url, "--out", str(host.krl), *extra])
+    return runner.invoke(
+        cli, ["host", "sync-krl", "--server", server.url, "--out", str(host.krl), *extra]
+    )
 
 
 def test_sync_krl_installs_the_servers_krl_over_host_setups_placeholder(
@@ -232,8 +290,15 @@ def test_an_installed_huge_version_in_a_foreign_krl_does_not_freeze_the_host_eit
     runner: CliRunner, krl_server: FakeKRLServer, host_krl: Host
 ) -> None:
     # Both flaws at once: the version alone decides whether the installed KRL still counts.
-    host_krl.install(build_krl(ca_keys=[b""], serials=[1], public_keys=[h.public_key_pool()[1]],
-                               version=2**64 - 1, now=_now()))
+    host_krl.install(
+        build_krl(
+            ca_keys=[b""],
+            serials=[1],
+            public_keys=[h.public_key_pool()[1]],
+            version=2**64 - 1,
+            now=_now(),
+        )
+    )
     krl_server.krl = _server_krl(host_krl)
     r = _sync(runner, krl_server, host_krl)
     assert r.exit_code == 0, r.output
@@ -245,7 +310,9 @@ def test_an_installed_krl_of_the_old_numbering_is_replaced_by_the_new(
 ) -> None:
     # Revocation ids (the server's old versions) and Unix seconds (krl build's).
     for old in (42, int(_now().timestamp())):
-        host_krl.install(build_krl(ca_keys=[host_krl.ca_blob], serials=[1], version=old, now=_now()))
+        host_krl.install(
+            build_krl(ca_keys=[host_krl.ca_blob], serials=[1], version=old, now=_now())
+        )
         krl_server.krl = _server_krl(host_krl, serials=(old % 1000 + 2,))
         r = _sync(runner, krl_server, host_krl)
         assert r.exit_code == 0, r.output
@@ -253,7 +320,9 @@ def test_an_installed_krl_of_the_old_numbering_is_replaced_by_the_new(
         assert "WARNING" not in r.output
 
 
-@pytest.mark.parametrize("ahead", [timedelta(hours=1), timedelta(days=3650)], ids=["an hour", "ten years"])
+@pytest.mark.parametrize(
+    "ahead", [timedelta(hours=1), timedelta(days=3650)], ids=["an hour", "ten years"]
+)
 def test_a_version_from_the_future_is_refused_and_the_installed_krl_kept(
     runner: CliRunner, krl_server: FakeKRLServer, host_krl: Host, ahead: timedelta
 ) -> None:
@@ -333,14 +402,24 @@ def _hostile(host: Host, kind: str) -> bytes:
     plain = h.public_key_pool()[1]
     serials = h.raw_section(0x20, struct.pack(">Q", 7))
     if kind == "plain key":
-        return build_krl(ca_keys=[ca], serials=[7], public_keys=[plain], version=version, now=_now())
+        return build_krl(
+            ca_keys=[ca], serials=[7], public_keys=[plain], version=version, now=_now()
+        )
     if kind == "the CA key itself":
         return build_krl(ca_keys=[ca], serials=[7], public_keys=[ca], version=version, now=_now())
     if kind == "SHA-256 fingerprint":
-        return build_krl(ca_keys=[ca], sha256_fingerprints=[hashlib.sha256(plain).digest()], version=version, now=_now())
+        return build_krl(
+            ca_keys=[ca],
+            sha256_fingerprints=[hashlib.sha256(plain).digest()],
+            version=version,
+            now=_now(),
+        )
     if kind == "SHA-1 fingerprint":
-        return h.raw_krl(h.raw_cert_section(ca, serials), h.raw_section(3, h.ssh_string(hashlib.sha1(ca).digest())),
-                         version=version)
+        return h.raw_krl(
+            h.raw_cert_section(ca, serials),
+            h.raw_section(3, h.ssh_string(hashlib.sha1(ca).digest())),
+            version=version,
+        )
     if kind == "any CA":
         return build_krl(ca_keys=[b""], serials=[7], version=version, now=_now())
     if kind == "bitmap":
@@ -379,8 +458,9 @@ def test_a_section_for_a_ca_key_being_rolled_out_does_not_stop_the_krl(
     runner: CliRunner, krl_server: FakeKRLServer, host_krl: Host
 ) -> None:
     new_ca = h.public_key_pool()[2]  # published by the server, not yet on this host
-    krl_server.krl = build_krl(ca_keys=[host_krl.ca_blob, new_ca], serials=[7],
-                               version=krl_version_at(_now()), now=_now())
+    krl_server.krl = build_krl(
+        ca_keys=[host_krl.ca_blob, new_ca], serials=[7], version=krl_version_at(_now()), now=_now()
+    )
     r = _sync(runner, krl_server, host_krl)
     assert r.exit_code == 0, r.output
     # Installed without the section for the key this host does not trust: sshd may trust
@@ -398,21 +478,31 @@ def test_a_krl_section_for_a_ca_key_this_host_does_not_trust_never_reaches_sshd(
     # sshd might trust another CA (another TrustedUserCAKeys in a Match block): a KRL
     # from the jit-ssh server must not be able to revoke that CA's certificates.
     other_ca = h.public_key_pool()[2]
-    krl_server.krl = build_krl(ca_keys=[host_krl.ca_blob, other_ca], serials=[5, 9],
-                               version=krl_version_at(_now()), now=_now())
+    krl_server.krl = build_krl(
+        ca_keys=[host_krl.ca_blob, other_ca],
+        serials=[5, 9],
+        version=krl_version_at(_now()),
+        now=_now(),
+    )
     r = _sync(runner, krl_server, host_krl)
     assert r.exit_code == 0, r.output
     installed = parse_krl(host_krl.installed())
     assert [s.ca_key for s in installed.cert_sections] == [host_krl.ca_blob]
-    assert installed.cert_sections[0].revokes_serial(5) and installed.cert_sections[0].revokes_serial(9)
+    assert installed.cert_sections[0].revokes_serial(5) and installed.cert_sections[
+        0
+    ].revokes_serial(9)
 
 
 def test_a_krl_revoking_a_whole_serial_range_is_refused_as_a_lockout(
     runner: CliRunner, krl_server: FakeKRLServer, host_krl: Host
 ) -> None:
     before = host_krl.installed()
-    krl_server.krl = build_krl(ca_keys=[host_krl.ca_blob], serials=[(1, 2**64 - 1)],
-                               version=krl_version_at(_now()), now=_now())
+    krl_server.krl = build_krl(
+        ca_keys=[host_krl.ca_blob],
+        serials=[(1, 2**64 - 1)],
+        version=krl_version_at(_now()),
+        now=_now(),
+    )
     r = _sync(runner, krl_server, host_krl)
     assert r.exit_code == 6, r.output
     assert "lockout" in r.stderr
@@ -445,7 +535,9 @@ def test_the_trusted_ca_keys_come_from_the_host_not_the_server(
     moved.parent.mkdir()
     trusted.rename(moved)
     dropin = host_krl.sshd_dir / "sshd_config.d" / "60-jit-ssh.conf"
-    dropin.write_text(dropin.read_text().replace(f"TrustedUserCAKeys {trusted}", f"TrustedUserCAKeys {moved}"))
+    dropin.write_text(
+        dropin.read_text().replace(f"TrustedUserCAKeys {trusted}", f"TrustedUserCAKeys {moved}")
+    )
     krl_server.krl = _server_krl(host_krl)
     assert _sync(runner, krl_server, host_krl).exit_code == 0
     # Without a drop-in naming OUT, nor a file beside it: the admin must say.

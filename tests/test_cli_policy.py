@@ -65,8 +65,12 @@ def test_check_fails_with_the_line_on_a_broken_copy(tmp_path: Path) -> None:
 
 def test_check_lists_every_problem(tmp_path: Path) -> None:
     text = DEMO_TEXT.replace('principals = ["jit-demo@demo"]', 'principals = ["jit demo"]')
-    text = text.replace('targets = ["demo"]\n# Who may ask', 'targets = ["demo", "prod"]\n# Who may ask')
-    text = text.replace('groups = ["oncall"]\nmax_duration = "15m"', 'groups = ["oncall"]\nmax_duration = "2h"')
+    text = text.replace(
+        'targets = ["demo"]\n# Who may ask', 'targets = ["demo", "prod"]\n# Who may ask'
+    )
+    text = text.replace(
+        'groups = ["oncall"]\nmax_duration = "15m"', 'groups = ["oncall"]\nmax_duration = "2h"'
+    )
     text = text.replace("approvals_required = 1", "approvals_required = 0")
     path = tmp_path / "policy.toml"
     path.write_text(text, encoding="utf-8")
@@ -97,7 +101,9 @@ def test_check_reports_toml_syntax_errors_with_their_line(tmp_path: Path) -> Non
 
 
 def test_check_unknown_key(tmp_path: Path) -> None:
-    path, line = broken_copy(tmp_path, "approvers_may_shorten = true", "approvers_may_shorten = true\napprover = 1")
+    path, line = broken_copy(
+        tmp_path, "approvers_may_shorten = true", "approvers_may_shorten = true\napprover = 1"
+    )
     result = run("policy", "check", str(path))
     assert result.exit_code == 1
     assert f"{path}:{line + 1}: rules[0].approver: unknown key 'approver'" in result.stdout
@@ -113,7 +119,9 @@ def test_check_missing_file(tmp_path: Path) -> None:
 
 
 def test_explain_engineer_needs_one_approval() -> None:
-    code, body = explain_json("--user", "alice", "--group", "engineers", "--target", "demo", "--for", "30m")
+    code, body = explain_json(
+        "--user", "alice", "--group", "engineers", "--target", "demo", "--for", "30m"
+    )
     assert code == 0
     assert body["allowed"] is True and body["auto_approved"] is False
     assert body["approvals_required"] == 1
@@ -141,7 +149,9 @@ def test_explain_oncall_is_auto_approved_up_to_15_minutes() -> None:
 def test_explain_over_the_maximum_is_denied_not_shortened() -> None:
     code, body = explain_json("-u", "alice", "-g", "engineers", "-t", "demo", "--for", "1h1s")
     assert code == 1
-    assert body["allowed"] is False and body["principals"] == [] and body["duration_seconds"] is None
+    assert (
+        body["allowed"] is False and body["principals"] == [] and body["duration_seconds"] is None
+    )
     assert any("1h1s is over the maximum of 1h" in r for r in body["reasons"])
 
 
@@ -154,14 +164,31 @@ def test_explain_stranger_is_denied_by_default() -> None:
     code, body = explain_json("-u", "mallory", "-t", "demo", "--for", "5m")
     assert code == 1
     assert body["allowed"] is False and body["rule"] is None
-    assert body["reasons"] == ["no rule lets 'mallory' (no groups) request target 'demo'; denied by default"]
+    assert body["reasons"] == [
+        "no rule lets 'mallory' (no groups) request target 'demo'; denied by default"
+    ]
 
 
 def test_explain_break_glass() -> None:
-    code, body = explain_json("-u", "bob", "-g", "oncall", "-t", "demo", "--for", "10m", "--break-glass",
-                              "--reason", "INC-1: nobody answers")
+    code, body = explain_json(
+        "-u",
+        "bob",
+        "-g",
+        "oncall",
+        "-t",
+        "demo",
+        "--for",
+        "10m",
+        "--break-glass",
+        "--reason",
+        "INC-1: nobody answers",
+    )
     assert code == 0
-    assert body["break_glass"] is True and body["flagged_for_review"] is True and body["approvals_required"] == 0
+    assert (
+        body["break_glass"] is True
+        and body["flagged_for_review"] is True
+        and body["approvals_required"] == 0
+    )
 
 
 def test_explain_without_for_uses_the_rule_default() -> None:
@@ -189,11 +216,26 @@ def test_explain_is_readable_by_a_person() -> None:
 def test_explain_at_decides_auto_approval_windows(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
     path.write_text(
-        DEMO_TEXT.replace('groups = ["oncall"]\nmax_duration = "15m"',
-                          'groups = ["oncall"]\nmax_duration = "15m"\nhours = "09:00-17:00"\ntimezone = "Europe/Berlin"'),
+        DEMO_TEXT.replace(
+            'groups = ["oncall"]\nmax_duration = "15m"',
+            'groups = ["oncall"]\nmax_duration = "15m"\nhours = "09:00-17:00"\ntimezone = "Europe/Berlin"',
+        ),
         encoding="utf-8",
     )
-    args = ["policy", "explain", str(path), "-u", "bob", "-g", "oncall", "-t", "demo", "--for", "5m", "--json"]
+    args = [
+        "policy",
+        "explain",
+        str(path),
+        "-u",
+        "bob",
+        "-g",
+        "oncall",
+        "-t",
+        "demo",
+        "--for",
+        "5m",
+        "--json",
+    ]
     inside = json.loads(run(*args, "--at", "2026-03-02T10:00:00+01:00").stdout)
     outside = json.loads(run(*args, "--at", "2026-03-02T17:00:00+01:00").stdout)
     naive_utc = json.loads(run(*args, "--at", "2026-03-02T08:00:00").stdout)  # 09:00 in Berlin
@@ -203,7 +245,11 @@ def test_explain_at_decides_auto_approval_windows(tmp_path: Path) -> None:
 
 
 def test_explain_on_a_broken_policy_lists_its_problems(tmp_path: Path) -> None:
-    path, line = broken_copy(tmp_path, 'groups = ["oncall"]\nmax_duration = "15m"', 'groups = ["oncall"]\nmax_duration = "15x"')
+    path, line = broken_copy(
+        tmp_path,
+        'groups = ["oncall"]\nmax_duration = "15m"',
+        'groups = ["oncall"]\nmax_duration = "15x"',
+    )
     result = run("policy", "explain", str(path), "-u", "a", "-t", "demo", "--for", "5m", "--json")
     assert result.exit_code == 1
     assert f"{path}:{line + 1}: rules[0].auto_approve.max_duration:" in result.stdout
@@ -250,7 +296,9 @@ def _installed(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     if not JIT_SSH.exists():
         pytest.skip(f"{JIT_SSH} is not installed")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([str(JIT_SSH), *args], capture_output=True, text=True, timeout=60, cwd=cwd, env=env)
+    return subprocess.run(
+        [str(JIT_SSH), *args], capture_output=True, text=True, timeout=60, cwd=cwd, env=env
+    )
 
 
 def test_installed_command_checks_and_explains(tmp_path: Path) -> None:
@@ -263,17 +311,44 @@ def test_installed_command_checks_and_explains(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     assert load_demo_policy().version in ok.stdout
 
-    auto = _installed("policy", "explain", "policy.toml", "--user", "bob", "--group", "oncall",
-                      "--target", "demo", "--for", "10m", "--json", cwd=tmp_path)
+    auto = _installed(
+        "policy",
+        "explain",
+        "policy.toml",
+        "--user",
+        "bob",
+        "--group",
+        "oncall",
+        "--target",
+        "demo",
+        "--for",
+        "10m",
+        "--json",
+        cwd=tmp_path,
+    )
     assert auto.returncode == 0, auto.stderr
     assert json.loads(auto.stdout)["auto_approved"] is True
 
-    denied = _installed("policy", "explain", "policy.toml", "--user", "alice", "--group", "engineers",
-                        "--target", "demo", "--for", "2h", cwd=tmp_path)
+    denied = _installed(
+        "policy",
+        "explain",
+        "policy.toml",
+        "--user",
+        "alice",
+        "--group",
+        "engineers",
+        "--target",
+        "demo",
+        "--for",
+        "2h",
+        cwd=tmp_path,
+    )
     assert denied.returncode == 1
     assert denied.stdout.startswith("DENIED")
 
-    text = written.stdout.replace('max_duration = "1h"', 'max_duration = "1h"\nmax_duration2 = "1h"')
+    text = written.stdout.replace(
+        'max_duration = "1h"', 'max_duration = "1h"\nmax_duration2 = "1h"'
+    )
     (tmp_path / "broken.toml").write_text(text, encoding="utf-8")
     line = text.splitlines().index('max_duration2 = "1h"') + 1
     broken = _installed("policy", "check", "broken.toml", cwd=tmp_path)

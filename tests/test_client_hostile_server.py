@@ -22,10 +22,11 @@ import shutil
 import subprocess
 import threading
 import wsgiref.simple_server
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -35,7 +36,7 @@ from cryptography.hazmat.primitives.serialization import SSHCertificateBuilder, 
 
 from client.cli import EXIT_OK, main
 from client.commands import engineer
-from client.http import ApiClient, BadAnswer, RedirectRefused
+from client.http import ApiClient, BadServerAnswer, RedirectRefused
 
 TARGET = "prod-db"
 GOOD_PRINCIPAL = f"root@{TARGET}"
@@ -50,7 +51,9 @@ def _ed25519() -> ed25519.Ed25519PrivateKey:
 
 
 def _openssh(public: Any) -> str:
-    return public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return public.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
 
 
 class _Quiet(wsgiref.simple_server.WSGIRequestHandler):
@@ -83,36 +86,66 @@ class HostileServer:
         size = int(environ.get("CONTENT_LENGTH") or 0)
         body = json.loads(environ["wsgi.input"].read(size) or b"{}") if size else {}
         if method == "GET" and path == "/v1/ca.pub":
-            return self._reply(start_response, "200 OK", _openssh((self.published or self.ca).public_key()) + "\n",
-                               "text/plain")
+            return self._reply(
+                start_response,
+                "200 OK",
+                _openssh((self.published or self.ca).public_key()) + "\n",
+                "text/plain",
+            )
         if method == "POST" and path == "/v1/requests":
-            request = {"id": "0000000000000001", "state": "approved", "target": body["target"], "duration_seconds": 1800,
-                       "approvals_required": 0, "approvals": [], "principals": [GOOD_PRINCIPAL],
-                       "approval_url": "https://jit.example.com/requests/0000000000000001"}
+            request = {
+                "id": "0000000000000001",
+                "state": "approved",
+                "target": body["target"],
+                "duration_seconds": 1800,
+                "approvals_required": 0,
+                "approvals": [],
+                "principals": [GOOD_PRINCIPAL],
+                "approval_url": "https://jit.example.com/requests/0000000000000001",
+            }
             return self._reply(start_response, "201 Created", json.dumps(request))
         if method == "POST" and path == "/v1/requests/0000000000000001/certificate":
             if self.certificate_reply is not None:
                 status, headers, data = self.certificate_reply
                 start_response(status, headers)
                 return [data]
-            return self._reply(start_response, "200 OK", json.dumps(self._certificate(body["public_key"])))
-        return self._reply(start_response, "404 Not Found", json.dumps({"code": "not_found", "detail": "no route"}))
+            return self._reply(
+                start_response, "200 OK", json.dumps(self._certificate(body["public_key"]))
+            )
+        return self._reply(
+            start_response, "404 Not Found", json.dumps({"code": "not_found", "detail": "no route"})
+        )
 
     @staticmethod
-    def _reply(start_response: Callable[..., Any], status: str, text: str, kind: str = "application/json") -> list[bytes]:
+    def _reply(
+        start_response: Callable[..., Any], status: str, text: str, kind: str = "application/json"
+    ) -> list[bytes]:
         data = text.encode()
         start_response(status, [("Content-Type", kind), ("Content-Length", str(len(data)))])
         return [data]
 
     def _certificate(self, public_key: str) -> dict[str, Any]:
-        now = int(datetime.now(timezone.utc).timestamp())
-        subject = self.other_key.public_key() if self.other_key else serialization.load_ssh_public_key(public_key.encode())
-        builder = SSHCertificateBuilder().public_key(subject).serial(self.serial).type(self.cert_type).key_id(self.key_id)
+        now = int(datetime.now(UTC).timestamp())
+        subject = (
+            self.other_key.public_key()
+            if self.other_key
+            else serialization.load_ssh_public_key(public_key.encode())
+        )
+        builder = (
+            SSHCertificateBuilder()
+            .public_key(subject)
+            .serial(self.serial)
+            .type(self.cert_type)
+            .key_id(self.key_id)
+        )
         # No principals: to sshd, valid for ANY user.
-        builder = builder.valid_principals(self.principals) if self.principals else builder.valid_for_all_principals()
+        builder = (
+            builder.valid_principals(self.principals)
+            if self.principals
+            else builder.valid_for_all_principals()
+        )
         cert = (
-            builder
-            .valid_after(now)
+            builder.valid_after(now)
             .valid_before(now + 1800)
             .add_extension(b"permit-pty", b"")
             .sign(self.ca)
@@ -122,8 +155,8 @@ class HostileServer:
             "serial": str(self.serial),
             "key_id": self.key_id.decode("utf-8", "replace"),
             "principals": [p.decode("utf-8", "replace") for p in self.principals],
-            "valid_after": _iso(datetime.fromtimestamp(now, timezone.utc)),
-            "valid_before": _iso(datetime.fromtimestamp(now + 1800, timezone.utc)),
+            "valid_after": _iso(datetime.fromtimestamp(now, UTC)),
+            "valid_before": _iso(datetime.fromtimestamp(now + 1800, UTC)),
             "reissued": False,
         }
         answer.update(self.stated)
@@ -145,8 +178,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "SSH_AUTH_SOCK", "JIT_SSH_DEBUG"):
         monkeypatch.delenv(var, raising=False)
     identity = tmp_path / "id_alice"
-    identity.write_bytes(_ed25519().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                                   serialization.NoEncryption()))
+    identity.write_bytes(
+        _ed25519().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
     os.chmod(identity, 0o600)
     monkeypatch.setenv("JIT_SSH_USER", "alice")
     monkeypatch.setenv("JIT_SSH_IDENTITY", str(identity))
@@ -175,50 +213,97 @@ def before(home: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, bytes]:
     good = HostileServer()
     r = jit("login", "other", transport=httpx.WSGITransport(app=good), capsys=capsys)
     assert r.code == EXIT_OK, r.stderr
-    return {p.name: p.read_bytes() for p in keys_dir(home).iterdir() if p.name.startswith(("config", "other"))}
+    return {
+        p.name: p.read_bytes()
+        for p in keys_dir(home).iterdir()
+        if p.name.startswith(("config", "other"))
+    }
 
 
 def assert_nothing_written(home: Path, before: dict[str, bytes]) -> None:
     d = keys_dir(home)
     assert not (d / f"{TARGET}-cert.pub").exists()
     assert not (d / f"{TARGET}.json").exists()
-    assert {p.name: p.read_bytes() for p in d.iterdir() if p.name.startswith(("config", "other"))} == before
+    assert {
+        p.name: p.read_bytes() for p in d.iterdir() if p.name.startswith(("config", "other"))
+    } == before
     assert TARGET not in (d / "config").read_text()
 
 
 HOSTILE: list[tuple[str, dict[str, Any], str]] = [
-    ("newline ProxyCommand principal", {"principals": [b"root@prod-db\n    ProxyCommand id > /tmp/pwned"]},
-     "must not contain whitespace [invalid_principal]"),
-    ("principal read as an ssh option", {"principals": [b"-oProxyCommand=id@prod-db"]},
-     "must not start with '-'"),
+    (
+        "newline ProxyCommand principal",
+        {"principals": [b"root@prod-db\n    ProxyCommand id > /tmp/pwned"]},
+        "must not contain whitespace [invalid_principal]",
+    ),
+    (
+        "principal read as an ssh option",
+        {"principals": [b"-oProxyCommand=id@prod-db"]},
+        "must not start with '-'",
+    ),
     ("whitespace in a principal", {"principals": [b"root prod-db"]}, "whitespace"),
     ("% token in a principal", {"principals": [b"%d@prod-db"]}, "'%'"),
     ("percent token after @", {"principals": [b"root@%h"]}, "'%'"),
     ("bidi override", {"principals": ["root@prod-db\u202e".encode()]}, "U+202E"),
-    ("key id with a newline", {"key_id": b"jit-ssh:req=1\nsshd: Accepted for root"}, "[invalid_key_id]"),
+    (
+        "key id with a newline",
+        {"key_id": b"jit-ssh:req=1\nsshd: Accepted for root"},
+        "[invalid_key_id]",
+    ),
     ("certificate for another key", {"other_key": _ed25519()}, "not the key made for this access"),
-    ("signed by a CA it does not publish", {"published": _ed25519()}, "not a trusted CA key [untrusted_ca]"),
+    (
+        "signed by a CA it does not publish",
+        {"published": _ed25519()},
+        "not a trusted CA key [untrusted_ca]",
+    ),
     ("host certificate", {"cert_type": SSHCertificateType.HOST}, "host certificate"),
-    ("window differs from the JSON", {"stated": {"valid_before": "2099-01-01T00:00:00Z"}}, "disagree on valid_before"),
-    ("principals differ from the JSON", {"principals": [b"root@prod-db", b"postgres@prod-db"],
-                                         "stated": {"principals": ["root@prod-db"]}}, "disagree on principals"),
+    (
+        "window differs from the JSON",
+        {"stated": {"valid_before": "2099-01-01T00:00:00Z"}},
+        "disagree on valid_before",
+    ),
+    (
+        "principals differ from the JSON",
+        {
+            "principals": [b"root@prod-db", b"postgres@prod-db"],
+            "stated": {"principals": ["root@prod-db"]},
+        },
+        "disagree on principals",
+    ),
     ("serial differs from the JSON", {"stated": {"serial": "1"}}, "disagree on serial"),
-    ("key id differs from the JSON", {"stated": {"key_id": "jit-ssh:req=2:user=alice:by=auto"}}, "disagree on key id"),
-    ("JSON principals hostile, certificate fine", {"stated": {"principals": ["root@prod-db\nProxyCommand id"]}},
-     "whitespace"),
+    (
+        "key id differs from the JSON",
+        {"stated": {"key_id": "jit-ssh:req=2:user=alice:by=auto"}},
+        "disagree on key id",
+    ),
+    (
+        "JSON principals hostile, certificate fine",
+        {"stated": {"principals": ["root@prod-db\nProxyCommand id"]}},
+        "whitespace",
+    ),
     ("no principals", {"principals": [], "stated": {"principals": []}}, "list of 1 to 256"),
     ("204 answer", {"certificate_reply": ("204 No Content", [], b"")}, "[bad_server_answer]"),
-    ("empty 200 answer", {"certificate_reply": ("200 OK", [("Content-Type", "application/json")], b"")},
-     "no body where a JSON object was expected"),
-    ("redirect", {"certificate_reply": ("302 Found", [("Location", "http://evil.example/cert")], b"")},
-     "redirect to 'http://evil.example/cert'"),
+    (
+        "empty 200 answer",
+        {"certificate_reply": ("200 OK", [("Content-Type", "application/json")], b"")},
+        "no body where a JSON object was expected",
+    ),
+    (
+        "redirect",
+        {"certificate_reply": ("302 Found", [("Location", "http://evil.example/cert")], b"")},
+        "redirect to 'http://evil.example/cert'",
+    ),
     ("JSON that is not an object", {"certificate_reply": ("200 OK", [], b"[]")}, "not an object"),
 ]
 
 
 @pytest.mark.parametrize("changes, message", [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
 def test_login_refuses_what_a_hostile_server_sends_and_writes_nothing(
-    home: Path, before: dict[str, bytes], capsys: pytest.CaptureFixture[str], changes: dict[str, Any], message: str
+    home: Path,
+    before: dict[str, bytes],
+    capsys: pytest.CaptureFixture[str],
+    changes: dict[str, Any],
+    message: str,
 ) -> None:
     server = HostileServer(**changes)
     r = jit("login", TARGET, transport=httpx.WSGITransport(app=server), capsys=capsys)
@@ -230,8 +315,9 @@ def test_login_refuses_what_a_hostile_server_sends_and_writes_nothing(
     assert_nothing_written(home, before)
 
 
-def test_a_real_ssh_reads_only_what_jit_ssh_meant(home: Path, before: dict[str, bytes],
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_real_ssh_reads_only_what_jit_ssh_meant(
+    home: Path, before: dict[str, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
     """ssh -G parses the ssh_config jit-ssh wrote: no ProxyCommand, the right user and files."""
     ssh = shutil.which("ssh")
     if ssh is None:
@@ -239,7 +325,9 @@ def test_a_real_ssh_reads_only_what_jit_ssh_meant(home: Path, before: dict[str, 
     hostile = HostileServer(principals=[b"root@prod-db\nProxyCommand id"])
     assert jit("login", TARGET, transport=httpx.WSGITransport(app=hostile), capsys=capsys).code == 1
     config = keys_dir(home) / "config"
-    shown = subprocess.run([ssh, "-G", "-F", str(config), "other"], capture_output=True, text=True, check=True).stdout
+    shown = subprocess.run(
+        [ssh, "-G", "-F", str(config), "other"], capture_output=True, text=True, check=True
+    ).stdout
     options = dict(line.split(" ", 1) for line in shown.splitlines() if " " in line)
     assert "proxycommand" not in options
     assert options["user"] == "root"
@@ -254,16 +342,28 @@ def test_a_stale_record_is_skipped_with_a_warning_never_written_to_ssh_config(
 ) -> None:
     d = keys_dir(home)
     record = json.loads((d / "other.json").read_text())
-    stale = {**record, "target": "stale", "key_path": str(d / "stale"), "cert_path": str(d / "stale-cert.pub"),
-             "login_user": "root\n    ProxyCommand id"}
+    stale = {
+        **record,
+        "target": "stale",
+        "key_path": str(d / "stale"),
+        "cert_path": str(d / "stale-cert.pub"),
+        "login_user": "root\n    ProxyCommand id",
+    }
     (d / "stale.json").write_text(json.dumps(stale))
     # Any login or done rewrites the config; a second good login does.
     r = jit("login", "third", transport=httpx.WSGITransport(app=HostileServer()), capsys=capsys)
     assert r.code == EXIT_OK, r.stderr
     text = (d / "config").read_text()
-    assert "ProxyCommand" not in text and "Host stale" not in text and "Host third" in text and "Host other" in text
-    assert re.search(r"warning: skipping .*stale\.json: access record for 'stale': login user .* is not a valid user name",
-                     r.stderr), r.stderr
+    assert (
+        "ProxyCommand" not in text
+        and "Host stale" not in text
+        and "Host third" in text
+        and "Host other" in text
+    )
+    assert re.search(
+        r"warning: skipping .*stale\.json: access record for 'stale': login user .* is not a valid user name",
+        r.stderr,
+    ), r.stderr
 
 
 # --------------------------------------------------------------------------- jit-ssh ssh
@@ -282,23 +382,41 @@ def execs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return calls
 
 
-def test_ssh_puts_double_dash_before_the_destination(home: Path, execs: list[list[str]],
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    r = jit("ssh", TARGET, "--", "-oProxyCommand=id", transport=httpx.WSGITransport(app=HostileServer()), capsys=capsys)
+def test_ssh_puts_double_dash_before_the_destination(
+    home: Path, execs: list[list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = jit(
+        "ssh",
+        TARGET,
+        "--",
+        "-oProxyCommand=id",
+        transport=httpx.WSGITransport(app=HostileServer()),
+        capsys=capsys,
+    )
     assert r.code == EXIT_OK, r.stderr
     argv = execs[-1]
     assert argv[-3:] == ["--", f"root@{TARGET}", "-oProxyCommand=id"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--host", "-oProxyCommand=id"], "--host '-oProxyCommand=id' must not start with '-'"),
-    (["--host", "db 1"], "--host 'db 1' must not contain whitespace"),
-    (["--login-user", "-oProxyCommand=id"], "--login-user '-oProxyCommand=id' is not a valid user name"),
-    (["--login-user", "root\nProxyCommand id"], "is not a valid user name"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--host", "-oProxyCommand=id"], "--host '-oProxyCommand=id' must not start with '-'"),
+        (["--host", "db 1"], "--host 'db 1' must not contain whitespace"),
+        (
+            ["--login-user", "-oProxyCommand=id"],
+            "--login-user '-oProxyCommand=id' is not a valid user name",
+        ),
+        (["--login-user", "root\nProxyCommand id"], "is not a valid user name"),
+    ],
+)
 def test_ssh_refuses_host_and_login_user_values_ssh_would_misread(
-    home: Path, before: dict[str, bytes], execs: list[list[str]], capsys: pytest.CaptureFixture[str],
-    args: list[str], message: str
+    home: Path,
+    before: dict[str, bytes],
+    execs: list[list[str]],
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
 ) -> None:
     server = HostileServer()
     r = jit("ssh", "other", *args, transport=httpx.WSGITransport(app=server), capsys=capsys)
@@ -310,8 +428,9 @@ def test_ssh_refuses_host_and_login_user_values_ssh_would_misread(
     assert execs == [] and server.calls == []
 
 
-def test_ssh_never_uses_a_stale_record(home: Path, before: dict[str, bytes], execs: list[list[str]],
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_ssh_never_uses_a_stale_record(
+    home: Path, before: dict[str, bytes], execs: list[list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
     d = keys_dir(home)
     record = json.loads((d / "other.json").read_text())
     record["login_user"] = "-oProxyCommand=id"
@@ -327,19 +446,33 @@ def test_ssh_never_uses_a_stale_record(home: Path, before: dict[str, bytes], exe
 # --------------------------------------------------------------------------- the one HTTP client
 
 
-@pytest.mark.parametrize("reply, error, fragment", [
-    ((204, {}, b""), BadAnswer, "no body"),
-    ((200, {}, b""), BadAnswer, "no body"),
-    ((301, {"Location": "http://evil.example/"}, b""), RedirectRefused, "'http://evil.example/'"),
-    ((302, {"Location": "https://127.0.0.1:1/"}, b"{}"), RedirectRefused, "never follows redirects"),
-    ((304, {}, b""), RedirectRefused, "HTTP 304"),
-    ((200, {}, b"not json"), BadAnswer, "not JSON"),
-    ((200, {}, b'"text"'), BadAnswer, "not an object"),
-])
-def test_only_a_2xx_json_object_is_a_result(reply: tuple[int, dict[str, str], bytes], error: type[Exception],
-                                            fragment: str) -> None:
+@pytest.mark.parametrize(
+    "reply, error, fragment",
+    [
+        ((204, {}, b""), BadServerAnswer, "no body"),
+        ((200, {}, b""), BadServerAnswer, "no body"),
+        (
+            (301, {"Location": "http://evil.example/"}, b""),
+            RedirectRefused,
+            "'http://evil.example/'",
+        ),
+        (
+            (302, {"Location": "https://127.0.0.1:1/"}, b"{}"),
+            RedirectRefused,
+            "never follows redirects",
+        ),
+        ((304, {}, b""), RedirectRefused, "HTTP 304"),
+        ((200, {}, b"not json"), BadServerAnswer, "not JSON"),
+        ((200, {}, b'"text"'), BadServerAnswer, "not an object"),
+    ],
+)
+def test_only_a_2xx_json_object_is_a_result(
+    reply: tuple[int, dict[str, str], bytes], error: type[Exception], fragment: str
+) -> None:
     status, headers, body = reply
-    transport = httpx.MockTransport(lambda request: httpx.Response(status, headers=headers, content=body))
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(status, headers=headers, content=body)
+    )
     with ApiClient(server="https://jit.example.com", transport=transport) as api:
         with pytest.raises(error) as info:
             api.get("/v1/targets", signed=False)
@@ -349,12 +482,20 @@ def test_only_a_2xx_json_object_is_a_result(reply: tuple[int, dict[str, str], by
 def test_answers_are_size_limited() -> None:
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=b"x" * 5000))
     with ApiClient(server="https://jit.example.com", transport=transport) as api:
-        with pytest.raises(BadAnswer, match="larger than 4096"):
+        with pytest.raises(BadServerAnswer, match="larger than 4096"):
             api.get("/v1/ca.pub", signed=False, raw=True, max_bytes=4096)
 
 
-@pytest.mark.parametrize("url", ["https://user:pw@jit.example.com", "https://jit.example.com/?x=1",
-                                 "https://jit.example.com\n", "http://127.0.0.2", "http://localhost.evil.example"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:pw@jit.example.com",
+        "https://jit.example.com/?x=1",
+        "https://jit.example.com\n",
+        "http://127.0.0.2",
+        "http://localhost.evil.example",
+    ],
+)
 def test_one_url_check_refuses_more(url: str) -> None:
     from client.http import InsecureServerURL
 
@@ -398,27 +539,55 @@ def test_host_setup_refuses_a_redirect_to_another_port_without_following_it(
     elsewhere = serve(evil)
     calls: list[str] = []
     url = serve(_redirecting(f"{elsewhere}/v1/ca.pub", calls))
-    r = jit("host", "setup", "--server", url, "--target", TARGET, "--login-user", "root", "--principal", GOOD_PRINCIPAL,
-            "--sshd-dir", str(tmp_path / "ssh"), capsys=capsys)
+    r = jit(
+        "host",
+        "setup",
+        "--server",
+        url,
+        "--target",
+        TARGET,
+        "--login-user",
+        "root",
+        "--principal",
+        GOOD_PRINCIPAL,
+        "--sshd-dir",
+        str(tmp_path / "ssh"),
+        capsys=capsys,
+    )
     assert r.code == 1, r.stderr
     assert f"redirect to '{elsewhere}/v1/ca.pub'" in r.stderr and "[redirect_refused]" in r.stderr
     assert calls == ["/v1/ca.pub"] and evil.calls == []
     assert not (tmp_path / "ssh").exists()
 
 
-def test_host_setup_refuses_a_redirect_to_plain_http(serve: Callable[[Any], str], tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_host_setup_refuses_a_redirect_to_plain_http(
+    serve: Callable[[Any], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     calls: list[str] = []
     url = serve(_redirecting("http://evil.example/ca.pub", calls))
-    r = jit("host", "setup", "--server", url, "--target", TARGET, "--login-user", "root", "--principal", GOOD_PRINCIPAL,
-            "--sshd-dir", str(tmp_path / "ssh"), capsys=capsys)
+    r = jit(
+        "host",
+        "setup",
+        "--server",
+        url,
+        "--target",
+        TARGET,
+        "--login-user",
+        "root",
+        "--principal",
+        GOOD_PRINCIPAL,
+        "--sshd-dir",
+        str(tmp_path / "ssh"),
+        capsys=capsys,
+    )
     assert r.code == 1 and "redirect to 'http://evil.example/ca.pub'" in r.stderr, r.stderr
     assert calls == ["/v1/ca.pub"]
     assert not (tmp_path / "ssh").exists()
 
 
-def test_host_setup_goes_through_the_one_client(serve: Callable[[Any], str], tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_host_setup_goes_through_the_one_client(
+    serve: Callable[[Any], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A server whose target list holds a hostile login user: refused, nothing written."""
     ca = _ed25519()
 
@@ -426,24 +595,47 @@ def test_host_setup_goes_through_the_one_client(serve: Callable[[Any], str], tmp
         if environ["PATH_INFO"] == "/v1/ca.pub":
             data = (_openssh(ca.public_key()) + "\n").encode()
         else:
-            data = json.dumps({"targets": [{"name": TARGET, "principals": [GOOD_PRINCIPAL],
-                                            "login_users": ["root\nAuthorizedKeysFile /tmp/x"]}]}).encode()
+            data = json.dumps(
+                {
+                    "targets": [
+                        {
+                            "name": TARGET,
+                            "principals": [GOOD_PRINCIPAL],
+                            "login_users": ["root\nAuthorizedKeysFile /tmp/x"],
+                        }
+                    ]
+                }
+            ).encode()
         start_response("200 OK", [("Content-Length", str(len(data)))])
         return [data]
 
-    r = jit("host", "setup", "--server", serve(app), "--target", TARGET, "--sshd-dir", str(tmp_path / "ssh"),
-            capsys=capsys)
+    r = jit(
+        "host",
+        "setup",
+        "--server",
+        serve(app),
+        "--target",
+        TARGET,
+        "--sshd-dir",
+        str(tmp_path / "ssh"),
+        capsys=capsys,
+    )
     assert r.code == 2 and "is not a valid user name" in r.stderr, r.stderr
     assert not (tmp_path / "ssh").exists()
 
 
-def test_login_against_a_real_socket(serve: Callable[[Any], str], home: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_login_against_a_real_socket(
+    serve: Callable[[Any], str], home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hostile = HostileServer(principals=[b"-oProxyCommand=id@prod-db"])
     url = serve(hostile)
     r = jit("login", TARGET, "--server", url, capsys=capsys)
     assert r.code == 1 and "must not start with '-'" in r.stderr, r.stderr
-    assert hostile.calls == ["POST /v1/requests", "POST /v1/requests/0000000000000001/certificate", "GET /v1/ca.pub"]
+    assert hostile.calls == [
+        "POST /v1/requests",
+        "POST /v1/requests/0000000000000001/certificate",
+        "GET /v1/ca.pub",
+    ]
     assert not (keys_dir(home) / f"{TARGET}-cert.pub").exists()
     good = HostileServer()
     r = jit("login", TARGET, "--server", serve(good), capsys=capsys)
@@ -451,8 +643,9 @@ def test_login_against_a_real_socket(serve: Callable[[Any], str], home: Path,
     assert (keys_dir(home) / f"{TARGET}-cert.pub").exists()
 
 
-def test_paths_with_spaces_and_percent_reach_ssh_as_they_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_paths_with_spaces_and_percent_reach_ssh_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """ssh_config splits at spaces and expands %-tokens in IdentityFile: the paths are quoted and escaped."""
     ssh = shutil.which("ssh")
     if ssh is None:
@@ -461,16 +654,29 @@ def test_paths_with_spaces_and_percent_reach_ssh_as_they_are(tmp_path: Path, mon
     odd.mkdir()
     monkeypatch.setenv("HOME", str(odd))
     identity = tmp_path / "id"
-    identity.write_bytes(_ed25519().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                                   serialization.NoEncryption()))
+    identity.write_bytes(
+        _ed25519().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
     os.chmod(identity, 0o600)
-    for name, value in (("JIT_SSH_USER", "alice"), ("JIT_SSH_IDENTITY", str(identity)),
-                        ("JIT_SSH_SERVER", "https://jit.example.com")):
+    for name, value in (
+        ("JIT_SSH_USER", "alice"),
+        ("JIT_SSH_IDENTITY", str(identity)),
+        ("JIT_SSH_SERVER", "https://jit.example.com"),
+    ):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    assert jit("login", TARGET, transport=httpx.WSGITransport(app=HostileServer()), capsys=capsys).code == EXIT_OK
+    assert (
+        jit("login", TARGET, transport=httpx.WSGITransport(app=HostileServer()), capsys=capsys).code
+        == EXIT_OK
+    )
     d = keys_dir(odd)
-    shown = subprocess.run([ssh, "-G", "-F", str(d / "config"), TARGET], capture_output=True, text=True, check=True).stdout
+    shown = subprocess.run(
+        [ssh, "-G", "-F", str(d / "config"), TARGET], capture_output=True, text=True, check=True
+    ).stdout
     options = [line.split(" ", 1) for line in shown.splitlines() if " " in line]
     # One token each, space included (quoted); ssh -G shows values before %-expansion,
     # where "%%" is a literal "%" (ssh_config(5), TOKENS).
@@ -487,23 +693,38 @@ _TERMINAL_TRICKS = "\x1b[2J\x1b]0;owned\x07\rINC-1 \u202eevil\x9b31m"
 
 def _pending_answer(request: httpx.Request) -> httpx.Response:
     if request.url.path == "/v1/requests":
-        row = {"id": "0000000000000009", "state": "pending", "requester": "mallory\x1b[8m", "target": "prod-db",
-               "duration_seconds": 600, "approvals_required": 1, "approvals": [],
-               "created_at": "2026-12-01T10:00:00Z", "reason": _TERMINAL_TRICKS}
+        row = {
+            "id": "0000000000000009",
+            "state": "pending",
+            "requester": "mallory\x1b[8m",
+            "target": "prod-db",
+            "duration_seconds": 600,
+            "approvals_required": 1,
+            "approvals": [],
+            "created_at": "2026-12-01T10:00:00Z",
+            "reason": _TERMINAL_TRICKS,
+        }
         return httpx.Response(200, json={"requests": [row]})
     if request.url.path.endswith("/deny"):
-        return httpx.Response(409, json={"code": "conflict", "detail": "already decided" + _TERMINAL_TRICKS})
+        return httpx.Response(
+            409, json={"code": "conflict", "detail": "already decided" + _TERMINAL_TRICKS}
+        )
     return httpx.Response(404, json={"code": "not_found", "detail": "no route"})
 
 
-@pytest.mark.parametrize("argv", [["pending"], ["requests"], ["deny", "0000000000000009", "--reason", "no"]])
-def test_server_text_never_reaches_the_terminal_as_control_characters(home: Path, capsys: pytest.CaptureFixture[str],
-                                                                      argv: list[str]) -> None:
+@pytest.mark.parametrize(
+    "argv", [["pending"], ["requests"], ["deny", "0000000000000009", "--reason", "no"]]
+)
+def test_server_text_never_reaches_the_terminal_as_control_characters(
+    home: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
     r = jit(*argv, transport=httpx.MockTransport(_pending_answer), capsys=capsys)
     printed = r.stdout + r.stderr
     assert "prod-db" in printed or "already decided" in printed, printed
     for c in printed:
-        assert c in "\n\t" or (c.isprintable() and c != "\u202e"), f"{c!r} reached the terminal: {printed!r}"
+        assert c in "\n\t" or (c.isprintable() and c != "\u202e"), (
+            f"{c!r} reached the terminal: {printed!r}"
+        )
     # What was hidden is shown as visible escapes, so an approver sees that something is odd.
     assert "\\x1b" in printed
 
@@ -518,19 +739,37 @@ def _submit_answer(answer: Any, calls: list[str]) -> httpx.MockTransport:
     return httpx.MockTransport(handle)
 
 
-@pytest.mark.parametrize("answer, fragment", [
-    # The request id goes into the next URL paths: ".." would climb to another endpoint,
-    # "?" or "#" would start a query; the signed certificate POST must never go there.
-    ({"id": "../../v1/admin/users/bob/disable", "state": "approved", "target": "prod-db"}, "request id"),
-    ({"id": "abc?x=1#", "state": "approved", "target": "prod-db"}, "request id"),
-    ({}, "request id"),
-    ({"id": "0000000000000001", "state": "pending", "target": "prod-db", "approvals": [1]}, "approvals"),
-    ({"id": "0000000000000001", "state": "owned", "target": "prod-db"}, "state"),
-    ({"id": "0000000000000001", "state": "pending", "target": "prod-db", "duration_seconds": "30m"}, "duration_seconds"),
-    ({"id": "0000000000000001", "state": "pending", "target": ["prod-db"]}, "target"),
-])
+@pytest.mark.parametrize(
+    "answer, fragment",
+    [
+        # The request id goes into the next URL paths: ".." would climb to another endpoint,
+        # "?" or "#" would start a query; the signed certificate POST must never go there.
+        (
+            {"id": "../../v1/admin/users/bob/disable", "state": "approved", "target": "prod-db"},
+            "request id",
+        ),
+        ({"id": "abc?x=1#", "state": "approved", "target": "prod-db"}, "request id"),
+        ({}, "request id"),
+        (
+            {"id": "0000000000000001", "state": "pending", "target": "prod-db", "approvals": [1]},
+            "approvals",
+        ),
+        ({"id": "0000000000000001", "state": "owned", "target": "prod-db"}, "state"),
+        (
+            {
+                "id": "0000000000000001",
+                "state": "pending",
+                "target": "prod-db",
+                "duration_seconds": "30m",
+            },
+            "duration_seconds",
+        ),
+        ({"id": "0000000000000001", "state": "pending", "target": ["prod-db"]}, "target"),
+    ],
+)
 def test_a_malformed_request_answer_is_a_clear_error_and_no_call_follows(
-        home: Path, capsys: pytest.CaptureFixture[str], answer: dict[str, Any], fragment: str) -> None:
+    home: Path, capsys: pytest.CaptureFixture[str], answer: dict[str, Any], fragment: str
+) -> None:
     calls: list[str] = []
     r = jit("login", TARGET, "--for", "30m", transport=_submit_answer(answer, calls), capsys=capsys)
     assert r.code == 1, (r.stdout, r.stderr)
@@ -541,13 +780,25 @@ def test_a_malformed_request_answer_is_a_clear_error_and_no_call_follows(
     assert not keys_dir(home).exists() or not any(keys_dir(home).glob("*-cert.pub"))
 
 
-@pytest.mark.parametrize("path", ["/v1/requests/../../v1/admin", "/v1/requests/a?b=1", "/v1/requests/a#b",
-                                  "/v1/requests/%2e%2e/x", "/v1/requests/a b", "v1/requests", "/v1/requests/.x"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/requests/../../v1/admin",
+        "/v1/requests/a?b=1",
+        "/v1/requests/a#b",
+        "/v1/requests/%2e%2e/x",
+        "/v1/requests/a b",
+        "v1/requests",
+        "/v1/requests/.x",
+    ],
+)
 def test_the_one_client_refuses_paths_that_would_mean_another_endpoint(path: str) -> None:
     from client.http import InvalidApiPath
 
     sent: list[str] = []
-    transport = httpx.MockTransport(lambda request: sent.append(str(request.url)) or httpx.Response(200, json={}))
+    transport = httpx.MockTransport(
+        lambda request: sent.append(str(request.url)) or httpx.Response(200, json={})
+    )
     with ApiClient(server="https://jit.example.com", transport=transport) as api:
         with pytest.raises(InvalidApiPath):
             api.get(path, signed=False)

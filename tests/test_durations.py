@@ -111,7 +111,16 @@ def test_parse_refuses_non_strings(value: object) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(1, "1s"), (59, "59s"), (60, "1m"), (90, "1m30s"), (3600, "1h"), (5400, "1h30m"), (86400, "1d"), (90061, "1d1h1m1s")],
+    [
+        (1, "1s"),
+        (59, "59s"),
+        (60, "1m"),
+        (90, "1m30s"),
+        (3600, "1h"),
+        (5400, "1h30m"),
+        (86400, "1d"),
+        (90061, "1d1h1m1s"),
+    ],
 )
 def test_format(seconds: int, text: str) -> None:
     assert format_duration(timedelta(seconds=seconds)) == text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,9 +13,9 @@ from ca.certs import issue_certificate, verify_certificate
 from ca.errors import CAKeyError, InsecureKeyFile, PassphraseRequired
 from ca.keyring import (
     STATE_FILE,
+    InvalidRotation,
     Keyring,
     KeyState,
-    RotationError,
     ca_dir,
     init_keyring,
     load_keyring,
@@ -27,7 +27,7 @@ from ca.keyring import (
 )
 from ca.keys import CAKey, load_public_keys, parse_public_key
 
-NOW = datetime(2026, 11, 29, 10, 45, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 10, 45, 0, tzinfo=UTC)
 
 
 def private_files(data_dir: Path) -> list[Path]:
@@ -52,7 +52,9 @@ def test_init_then_load(tmp_path: Path) -> None:
     assert ring.trusted_user_ca_keys() == key.public.openssh + "\n"
 
 
-@pytest.mark.parametrize(("kind", "key_type"), [("ecdsa", "ecdsa-sha2-nistp256"), ("ecdsa-p384", "ecdsa-sha2-nistp384")])
+@pytest.mark.parametrize(
+    ("kind", "key_type"), [("ecdsa", "ecdsa-sha2-nistp256"), ("ecdsa-p384", "ecdsa-sha2-nistp384")]
+)
 def test_init_types(tmp_path: Path, kind: str, key_type: str) -> None:
     key = init_keyring(tmp_path, now=NOW, key_type=kind)
     assert key.public.key_type == key_type
@@ -79,7 +81,10 @@ def test_an_added_key_is_trusted_but_signs_only_once_promoted(tmp_path: Path) ->
     ring = load_keyring(tmp_path)
     assert [k.public for k in ring.keys] == [old.public, new.public]
     assert ring.signing_key.public == old.public
-    assert read_states(tmp_path) == {old.fingerprint: KeyState.SIGNING, new.fingerprint: KeyState.STAGED}
+    assert read_states(tmp_path) == {
+        old.fingerprint: KeyState.SIGNING,
+        new.fingerprint: KeyState.STAGED,
+    }
     text = ring.trusted_user_ca_keys()
     assert text == old.public.openssh + "\n" + new.public.openssh + "\n"
     assert load_public_keys(text) == (old.public, new.public)
@@ -95,25 +100,36 @@ def test_an_added_key_is_trusted_but_signs_only_once_promoted(tmp_path: Path) ->
     # from the old key (still in the field) does too.
     user = parse_public_key(old.public.openssh)  # any valid key will do as the user key
     cert = issue_certificate(
-        ring.signing_key, user, principals=["root"], duration=timedelta(minutes=5), key_id="k", now=NOW
+        ring.signing_key,
+        user,
+        principals=["root"],
+        duration=timedelta(minutes=5),
+        key_id="k",
+        now=NOW,
     )
     assert cert.ca_public_key == new.public
     assert verify_certificate(cert, ring.keys).serial == cert.serial
-    from_old = issue_certificate(old, user, principals=["root"], duration=timedelta(minutes=5), key_id="k", now=NOW)
+    from_old = issue_certificate(
+        old, user, principals=["root"], duration=timedelta(minutes=5), key_id="k", now=NOW
+    )
     verify_certificate(from_old, ring.keys)
 
-    with pytest.raises(RotationError, match="signing key"):
+    with pytest.raises(InvalidRotation, match="signing key"):
         retire(local_states(tmp_path), new.fingerprint)
     write_states(tmp_path, retire(local_states(tmp_path), old.fingerprint))
     ring = load_keyring(tmp_path)
     assert [k.public for k in ring.keys] == [new.public]
     assert ring.trusted_user_ca_keys() == new.public.openssh + "\n"
-    with pytest.raises(RotationError, match="retired"):
+    with pytest.raises(InvalidRotation, match="retired"):
         promote(local_states(tmp_path), old.fingerprint)
 
 
 def test_rotation_steps_refuse_what_would_break_trust() -> None:
-    states = {"SHA256:a": KeyState.SIGNING, "SHA256:b": KeyState.STAGED, "SHA256:c": KeyState.RETIRED}
+    states = {
+        "SHA256:a": KeyState.SIGNING,
+        "SHA256:b": KeyState.STAGED,
+        "SHA256:c": KeyState.RETIRED,
+    }
     for step, fp, match in [
         (promote, "SHA256:a", "already signs"),
         (promote, "SHA256:c", "retired"),
@@ -122,11 +138,14 @@ def test_rotation_steps_refuse_what_would_break_trust() -> None:
         (retire, "SHA256:c", "already retired"),
         (retire, "SHA256:zz", "no CA key"),
     ]:
-        with pytest.raises(RotationError, match=match) as e:
+        with pytest.raises(InvalidRotation, match=match) as e:
             step(states, fp)
         assert e.value.code == "invalid_rotation" and e.value.field == "fingerprint"
-    assert promote(states, "SHA256:b") == {"SHA256:a": KeyState.STAGED, "SHA256:b": KeyState.SIGNING,
-                                           "SHA256:c": KeyState.RETIRED}
+    assert promote(states, "SHA256:b") == {
+        "SHA256:a": KeyState.STAGED,
+        "SHA256:b": KeyState.SIGNING,
+        "SHA256:c": KeyState.RETIRED,
+    }
 
 
 @pytest.mark.parametrize(

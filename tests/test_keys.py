@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from ca.errors import (
     BadPassphrase,
     CAKeyError,
-    CertificateGivenAsKey,
+    CertificateAsKey,
     InsecureKeyFile,
-    InvalidKey,
+    InvalidKeyError,
     JitSshError,
     KeyTooLarge,
     PassphraseRequired,
@@ -70,7 +70,9 @@ def line_of(key_type: str, blob: bytes, comment: str = "") -> str:
 
 
 def openssh_line(public: Any) -> str:
-    return public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode("ascii")
+    return public.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode("ascii")
 
 
 def blob_of(line: str) -> bytes:
@@ -113,7 +115,9 @@ KEY_TYPE_OF = {
 }
 
 
-def refused(cls: type[JitSshError], value: Any, *, field: str = "user_key", **kw: Any) -> JitSshError:
+def refused(
+    cls: type[JitSshError], value: Any, *, field: str = "user_key", **kw: Any
+) -> JitSshError:
     """parse_public_key refuses ``value`` with exactly ``cls``, its code, and the field named."""
     with pytest.raises(JitSshError) as info:
         parse_public_key(value, field=field, **kw)
@@ -145,7 +149,17 @@ def test_parse_cryptography_keys(kind: str, comment: str) -> None:
     assert openssh_line(key.key) == line
 
 
-@pytest.mark.parametrize(("kind", "bits"), [("ed25519", 256), ("p256", 256), ("p384", 384), ("p521", 521), ("rsa2048", 2048), ("rsa4096", 4096)])
+@pytest.mark.parametrize(
+    ("kind", "bits"),
+    [
+        ("ed25519", 256),
+        ("p256", 256),
+        ("p384", 384),
+        ("p521", 521),
+        ("rsa2048", 2048),
+        ("rsa4096", 4096),
+    ],
+)
 def test_bits(kind: str, bits: int) -> None:
     assert parse_public_key(openssh_line(crypto_public(kind))).bits == bits
 
@@ -160,7 +174,9 @@ SSH_KEYGEN_TYPES = [
 
 
 @pytest.mark.parametrize(("ktype", "bits", "key_type"), SSH_KEYGEN_TYPES)
-def test_parse_ssh_keygen_keys_and_fingerprint(ssh_keygen: str, tmp_path: Path, ktype: str, bits: str | None, key_type: str) -> None:
+def test_parse_ssh_keygen_keys_and_fingerprint(
+    ssh_keygen: str, tmp_path: Path, ktype: str, bits: str | None, key_type: str
+) -> None:
     path = tmp_path / "id"
     args = [ssh_keygen, "-q", "-t", ktype, "-N", "", "-C", "bob@host", "-f", path]
     if bits:
@@ -197,7 +213,7 @@ def test_load_public_keys_skips_blank_and_comment_lines() -> None:
 
 def test_load_public_keys_names_the_line() -> None:
     good = openssh_line(crypto_public("ed25519"))
-    with pytest.raises(InvalidKey) as info:
+    with pytest.raises(InvalidKeyError) as info:
         load_public_keys(f"{good}\nssh-ed25519 !!!\n", field="trusted")
     assert info.value.field == "trusted line 2"
     assert "trusted line 2" in str(info.value)
@@ -221,11 +237,16 @@ def sk_ed25519_blob() -> bytes:
 
 
 def sk_ecdsa_blob() -> bytes:
-    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     )
     return (
-        sshstr(b"sk-ecdsa-sha2-nistp256@openssh.com") + sshstr(b"nistp256") + sshstr(point) + sshstr(b"ssh:")
+        sshstr(b"sk-ecdsa-sha2-nistp256@openssh.com")
+        + sshstr(b"nistp256")
+        + sshstr(point)
+        + sshstr(b"ssh:")
     )
 
 
@@ -237,7 +258,9 @@ def sk_ecdsa_blob() -> bytes:
         ("sk-ecdsa-sha2-nistp256@openssh.com", sk_ecdsa_blob),
     ],
 )
-def test_crafted_unsupported_keys_are_valid_openssh(ssh_keygen: str, tmp_path: Path, key_type: str, make: Any) -> None:
+def test_crafted_unsupported_keys_are_valid_openssh(
+    ssh_keygen: str, tmp_path: Path, key_type: str, make: Any
+) -> None:
     """The crafted lines are real keys to OpenSSH: the refusal below is about the type only."""
     path = tmp_path / "k.pub"
     path.write_text(line_of(key_type, make(), "c") + "\n")
@@ -251,7 +274,9 @@ def test_refuses_dsa() -> None:
 
 def test_refuses_dsa_from_ssh_keygen(ssh_keygen: str, tmp_path: Path) -> None:
     done = subprocess.run(
-        [ssh_keygen, "-q", "-t", "dsa", "-N", "", "-f", str(tmp_path / "d")], capture_output=True, text=True
+        [ssh_keygen, "-q", "-t", "dsa", "-N", "", "-f", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         pytest.skip(f"this ssh-keygen no longer makes DSA keys: {done.stderr.strip()}")
@@ -272,7 +297,10 @@ def test_rsa_minimum_is_a_parameter() -> None:
 
 @pytest.mark.parametrize(
     ("key_type", "make"),
-    [("sk-ssh-ed25519@openssh.com", sk_ed25519_blob), ("sk-ecdsa-sha2-nistp256@openssh.com", sk_ecdsa_blob)],
+    [
+        ("sk-ssh-ed25519@openssh.com", sk_ed25519_blob),
+        ("sk-ecdsa-sha2-nistp256@openssh.com", sk_ecdsa_blob),
+    ],
 )
 def test_refuses_security_keys(key_type: str, make: Any) -> None:
     # cryptography would load the sk-ed25519 blob as a plain Ed25519 key; we must not.
@@ -280,14 +308,19 @@ def test_refuses_security_keys(key_type: str, make: Any) -> None:
     assert key_type in str(err)
 
 
-@pytest.mark.parametrize("key_type", ["ssh-foo", "ssh-ed448", "x509v3-sign-rsa", "ecdsa-sha2-nistp224"])
+@pytest.mark.parametrize(
+    "key_type", ["ssh-foo", "ssh-ed448", "x509v3-sign-rsa", "ecdsa-sha2-nistp224"]
+)
 def test_refuses_unknown_types(key_type: str) -> None:
     blob = sshstr(key_type.encode()) + sshstr(b"\x01" * 32)
     refused(UnsupportedKeyType, line_of(key_type, blob))
 
 
 def test_refuses_certificate_given_as_key() -> None:
-    from cryptography.hazmat.primitives.serialization import SSHCertificateBuilder, SSHCertificateType
+    from cryptography.hazmat.primitives.serialization import (
+        SSHCertificateBuilder,
+        SSHCertificateType,
+    )
 
     ca = ed25519.Ed25519PrivateKey.generate()
     user = ed25519.Ed25519PrivateKey.generate().public_key()
@@ -303,17 +336,17 @@ def test_refuses_certificate_given_as_key() -> None:
         .sign(ca)
     )
     text = cert.public_bytes().decode()
-    err = refused(CertificateGivenAsKey, text + " alice")
+    err = refused(CertificateAsKey, text + " alice")
     assert "certificate" in str(err)
     # The certificate blob behind a plain type name: the type mismatch is caught.
-    refused(InvalidKey, line_of("ssh-ed25519", blob_of(text)))
+    refused(InvalidKeyError, line_of("ssh-ed25519", blob_of(text)))
 
 
 def test_refuses_ssh_keygen_certificate(ssh_keygen: str, tmp_path: Path) -> None:
     run(ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-f", tmp_path / "ca")
     run(ssh_keygen, "-q", "-t", "ecdsa", "-N", "", "-f", tmp_path / "u")
     run(ssh_keygen, "-q", "-s", tmp_path / "ca", "-I", "id", "-n", "root", tmp_path / "u.pub")
-    refused(CertificateGivenAsKey, (tmp_path / "u-cert.pub").read_text())
+    refused(CertificateAsKey, (tmp_path / "u-cert.pub").read_text())
 
 
 @pytest.mark.parametrize(
@@ -327,13 +360,13 @@ def test_refuses_ssh_keygen_certificate(ssh_keygen: str, tmp_path: Path) -> None
     ],
 )
 def test_refuses_non_base64(data: str) -> None:
-    err = refused(InvalidKey, data)
+    err = refused(InvalidKeyError, data)
     assert "base64" in str(err) or "truncated" in str(err) or "malformed" in str(err)
 
 
 @pytest.mark.parametrize("data", ["", "   ", "\n", "ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5"])
 def test_refuses_empty_and_one_word(data: str) -> None:
-    refused(InvalidKey, data)
+    refused(InvalidKeyError, data)
 
 
 @pytest.mark.parametrize("kind", ["ed25519", "p256", "p384", "p521", "rsa2048"])
@@ -341,11 +374,11 @@ def test_every_truncation_is_invalid_key(kind: str) -> None:
     line = openssh_line(crypto_public(kind))
     key_type, blob = line.split()[0], blob_of(line)
     for n in range(len(blob)):
-        refused(InvalidKey, line_of(key_type, blob[:n]))
+        refused(InvalidKeyError, line_of(key_type, blob[:n]))
     # Truncating the base64 text itself (not on a 4-character boundary) is refused too.
     b64 = line.split()[1]
     for n in range(1, len(b64), 7):
-        with pytest.raises(InvalidKey):
+        with pytest.raises(InvalidKeyError):
             parse_public_key(f"{key_type} {b64[:n]}")
 
 
@@ -354,7 +387,7 @@ def test_refuses_trailing_bytes(kind: str) -> None:
     line = openssh_line(crypto_public(kind))
     key_type, blob = line.split()[0], blob_of(line)
     for extra in (b"\x00", b"\x00\x00\x00\x00", sshstr(b"extra")):
-        refused(InvalidKey, line_of(key_type, blob + extra))
+        refused(InvalidKeyError, line_of(key_type, blob + extra))
 
 
 @pytest.mark.parametrize(
@@ -368,26 +401,28 @@ def test_refuses_trailing_bytes(kind: str) -> None:
 )
 def test_refuses_type_mismatch(line_type: str, kind: str) -> None:
     blob = blob_of(openssh_line(crypto_public(kind)))
-    err = refused(InvalidKey, line_of(line_type, blob))
+    err = refused(InvalidKeyError, line_of(line_type, blob))
     assert line_type in str(err)
 
 
 def test_refuses_curve_name_mismatch_inside_blob() -> None:
     # Type says nistp256 both on the line and in the blob; the curve field says nistp384.
-    point = crypto_public("p256").public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    point = crypto_public("p256").public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
     blob = sshstr(b"ecdsa-sha2-nistp256") + sshstr(b"nistp384") + sshstr(point)
-    refused(InvalidKey, line_of("ecdsa-sha2-nistp256", blob))
+    refused(InvalidKeyError, line_of("ecdsa-sha2-nistp256", blob))
 
 
 def test_refuses_point_not_on_curve() -> None:
     point = b"\x04" + b"\x01" * 64
     blob = sshstr(b"ecdsa-sha2-nistp256") + sshstr(b"nistp256") + sshstr(point)
-    refused(InvalidKey, line_of("ecdsa-sha2-nistp256", blob))
+    refused(InvalidKeyError, line_of("ecdsa-sha2-nistp256", blob))
 
 
 def test_refuses_wrong_ed25519_length() -> None:
-    refused(InvalidKey, line_of("ssh-ed25519", sshstr(b"ssh-ed25519") + sshstr(b"\x01" * 31)))
-    refused(InvalidKey, line_of("ssh-ed25519", sshstr(b"ssh-ed25519") + sshstr(b"\x01" * 33)))
+    refused(InvalidKeyError, line_of("ssh-ed25519", sshstr(b"ssh-ed25519") + sshstr(b"\x01" * 31)))
+    refused(InvalidKeyError, line_of("ssh-ed25519", sshstr(b"ssh-ed25519") + sshstr(b"\x01" * 33)))
 
 
 def test_refuses_too_large() -> None:
@@ -422,31 +457,43 @@ def test_size_limit_is_inclusive() -> None:
     ],
 )
 def test_refuses_non_ascii_and_control_characters(data: str | bytes) -> None:
-    refused(InvalidKey, data)
+    refused(InvalidKeyError, data)
 
 
-@pytest.mark.parametrize("value", [42, None, ["ssh-ed25519", "AAAA"], 1.5, {"key": "x"}, memoryview(b"ssh-ed25519 AAAA")])
+@pytest.mark.parametrize(
+    "value", [42, None, ["ssh-ed25519", "AAAA"], 1.5, {"key": "x"}, memoryview(b"ssh-ed25519 AAAA")]
+)
 def test_refuses_wrong_python_type(value: Any) -> None:
-    err = refused(InvalidKey, value)
+    err = refused(InvalidKeyError, value)
     assert type(value).__name__ in str(err)
 
 
 def test_error_hierarchy() -> None:
-    for cls in (UnsupportedKeyType, WeakKey, CertificateGivenAsKey, KeyTooLarge):
-        assert issubclass(cls, InvalidKey)
-    codes = {cls.code for cls in (InvalidKey, UnsupportedKeyType, WeakKey, CertificateGivenAsKey, KeyTooLarge)}
+    for cls in (UnsupportedKeyType, WeakKey, CertificateAsKey, KeyTooLarge):
+        assert issubclass(cls, InvalidKeyError)
+    codes = {
+        cls.code
+        for cls in (InvalidKeyError, UnsupportedKeyType, WeakKey, CertificateAsKey, KeyTooLarge)
+    }
     assert len(codes) == 5
 
 
 # --------------------------------------------------------------------------- property tests
 
-KEY_TYPES = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-dss"]
+KEY_TYPES = [
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-dss",
+]
 
 
 def never_crashes(value: Any) -> PublicKey | None:
     try:
         key = parse_public_key(value)
-    except InvalidKey:
+    except InvalidKeyError:
         return None
     # Anything accepted is canonical: it re-parses to itself.
     assert parse_public_key(key.openssh) == key
@@ -655,7 +702,9 @@ def test_load_refuses_weak_rsa_written_elsewhere(tmp_path: Path) -> None:
     path = tmp_path / "k"
     path.write_bytes(
         rsa_private(2048).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
         )
     )
     os.chmod(path, 0o600)
@@ -663,7 +712,14 @@ def test_load_refuses_weak_rsa_written_elsewhere(tmp_path: Path) -> None:
         load_ca_key(path)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a key\n", b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"not a key\n",
+        b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    ],
+)
 def test_load_refuses_garbage(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "k"
     path.write_bytes(content)
@@ -675,7 +731,9 @@ def test_load_refuses_garbage(tmp_path: Path, content: bytes) -> None:
 
 @pytest.mark.parametrize("kind", ["ed25519", "ecdsa-p256", "ecdsa-p384", "rsa"])
 @pytest.mark.parametrize("passphrase", [None, b"s3cret pass"])
-def test_ssh_keygen_reads_saved_key(ssh_keygen: str, tmp_path: Path, kind: str, passphrase: bytes | None) -> None:
+def test_ssh_keygen_reads_saved_key(
+    ssh_keygen: str, tmp_path: Path, kind: str, passphrase: bytes | None
+) -> None:
     path = tmp_path / "ca_key"
     saved = save_ca_key(path, ca_private(kind), passphrase=passphrase)
     args = [ssh_keygen, "-y", "-f", str(path)]
@@ -706,10 +764,12 @@ def test_load_ssh_keygen_private_key(ssh_keygen: str, tmp_path: Path, ktype: str
 @pytest.mark.parametrize("prefix", [b"\x02", b"\x03", b"\x00", b"\x05"])
 def test_refuses_ecdsa_point_not_uncompressed(prefix: bytes) -> None:
     # cryptography raises NotImplementedError ("Need uncompressed point") here;
-    # it must come out as InvalidKey.
-    point = crypto_public("p256").public_bytes(serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
+    # it must come out as InvalidKeyError.
+    point = crypto_public("p256").public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+    )
     blob = sshstr(b"ecdsa-sha2-nistp256") + sshstr(b"nistp256") + sshstr(prefix + point[1:])
-    refused(InvalidKey, line_of("ecdsa-sha2-nistp256", blob))
+    refused(InvalidKeyError, line_of("ecdsa-sha2-nistp256", blob))
 
 
 @pytest.mark.parametrize("kind", [None, 42, b"ed25519"])

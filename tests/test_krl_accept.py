@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -32,7 +32,7 @@ try:
 except ImportError:  # pragma: no cover - when tests/ is imported as a package
     from tests import krl_helpers as h
 
-NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 POOL = h.public_key_pool()
 CA, CA2, UNTRUSTED, PLAIN = POOL[0], POOL[2], POOL[3], POOL[1]
 TRUSTED = (CA, CA2)
@@ -55,14 +55,18 @@ def refused(data: bytes, **kw: object) -> UnacceptableKRL:
 
 def test_what_the_server_writes_is_accepted() -> None:
     # The server's shape: one certificate section per trusted CA key, serials only.
-    data = build_krl(ca_keys=list(TRUSTED), serials=[5, 6, 7, 100, (1000, 5000)], version=VERSION, now=NOW)
+    data = build_krl(
+        ca_keys=list(TRUSTED), serials=[5, 6, 7, 100, (1000, 5000)], version=VERSION, now=NOW
+    )
     krl = accept(data)
     assert krl == parse_krl(data)
     assert krl.is_revoked(6, "x", CA) and krl.is_revoked(4000, "x", CA2)
 
 
 def test_what_krl_build_writes_is_accepted() -> None:
-    data = build_krl(ca_keys=[CA], serials=[42], key_ids=["jit-ssh:breakglass:alice"], version=VERSION, now=NOW)
+    data = build_krl(
+        ca_keys=[CA], serials=[42], key_ids=["jit-ssh:breakglass:alice"], version=VERSION, now=NOW
+    )
     assert accept(data).is_revoked(1, "jit-ssh:breakglass:alice", CA)
 
 
@@ -74,7 +78,10 @@ def test_host_setups_empty_placeholder_is_accepted() -> None:
 def test_versions_of_the_old_schemes_are_accepted() -> None:
     # Revocation ids and Unix seconds: small numbers, moments in January 1970.
     for version in (1, 12345, int(NOW.timestamp())):
-        assert accept(build_krl(ca_keys=[CA], serials=[5], version=version, now=NOW)).version == version
+        assert (
+            accept(build_krl(ca_keys=[CA], serials=[5], version=version, now=NOW)).version
+            == version
+        )
 
 
 def test_a_section_for_a_ca_key_this_host_does_not_trust_is_harmless_beside_a_trusted_one() -> None:
@@ -87,14 +94,24 @@ def test_a_section_for_a_ca_key_this_host_does_not_trust_is_harmless_beside_a_tr
 
 @settings(max_examples=60, deadline=None)
 @given(
-    serials=st.lists(st.integers(1, 2**64 - 1) | st.tuples(st.integers(1, 1000), st.integers(1000, 3000)), max_size=20),
-    key_ids=st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1), max_size=5),
+    serials=st.lists(
+        st.integers(1, 2**64 - 1) | st.tuples(st.integers(1, 1000), st.integers(1000, 3000)),
+        max_size=20,
+    ),
+    key_ids=st.lists(
+        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1),
+        max_size=5,
+    ),
     cas=st.lists(st.sampled_from(TRUSTED), min_size=1, max_size=2, unique=True),
     age=st.integers(0, 10**12),
 )
-def test_anything_built_with_serials_and_key_ids_for_trusted_keys_is_accepted(serials, key_ids, cas, age) -> None:
+def test_anything_built_with_serials_and_key_ids_for_trusted_keys_is_accepted(
+    serials, key_ids, cas, age
+) -> None:
     version = krl_version_at(NOW) - age
-    data = build_krl(ca_keys=cas, serials=serials, key_ids=key_ids, version=max(version, 0), now=NOW)
+    data = build_krl(
+        ca_keys=cas, serials=serials, key_ids=key_ids, version=max(version, 0), now=NOW
+    )
     assert accept(data) == parse_krl(data)
 
 
@@ -104,7 +121,11 @@ def test_anything_built_with_serials_and_key_ids_for_trusted_keys_is_accepted(se
 def test_explicit_plain_keys_are_refused() -> None:
     data = build_krl(ca_keys=[CA], serials=[5], public_keys=[PLAIN], version=VERSION, now=NOW)
     err = refused(data)
-    assert "explicit keys section" in str(err) and "plain key" in str(err) and "never issued" in str(err)
+    assert (
+        "explicit keys section" in str(err)
+        and "plain key" in str(err)
+        and "never issued" in str(err)
+    )
 
 
 def test_revoking_a_trusted_ca_key_itself_is_refused_and_named() -> None:
@@ -114,13 +135,17 @@ def test_revoking_a_trusted_ca_key_itself_is_refused_and_named() -> None:
 
 
 def test_sha256_fingerprints_are_refused() -> None:
-    data = build_krl(ca_keys=[CA], sha256_fingerprints=[hashlib.sha256(PLAIN).digest()], version=VERSION, now=NOW)
+    data = build_krl(
+        ca_keys=[CA], sha256_fingerprints=[hashlib.sha256(PLAIN).digest()], version=VERSION, now=NOW
+    )
     err = refused(data)
     assert "SHA256 fingerprints section" in str(err) and "SHA-256 fingerprint" in str(err)
 
 
 def test_the_ca_keys_sha256_fingerprint_is_refused_and_named() -> None:
-    data = build_krl(ca_keys=[CA], sha256_fingerprints=[hashlib.sha256(CA).digest()], version=VERSION, now=NOW)
+    data = build_krl(
+        ca_keys=[CA], sha256_fingerprints=[hashlib.sha256(CA).digest()], version=VERSION, now=NOW
+    )
     assert "itself" in str(refused(data))
 
 
@@ -147,7 +172,9 @@ def test_a_serial_bitmap_is_refused() -> None:
 
 
 def test_an_empty_key_id_is_refused() -> None:
-    data = h.raw_krl(h.raw_cert_section(CA, h.raw_section(0x23, h.ssh_string(b""))), version=VERSION)
+    data = h.raw_krl(
+        h.raw_cert_section(CA, h.raw_section(0x23, h.ssh_string(b""))), version=VERSION
+    )
     assert "empty key id" in str(refused(data))
 
 
@@ -156,7 +183,10 @@ def test_an_empty_key_id_is_refused() -> None:
     [
         h.raw_krl(version=VERSION, flags=1),
         h.raw_krl(version=VERSION, reserved=b"x"),
-        h.raw_krl(h.raw_cert_section(CA, h.raw_section(0x20, struct.pack(">Q", 5)), reserved=b"x"), version=VERSION),
+        h.raw_krl(
+            h.raw_cert_section(CA, h.raw_section(0x20, struct.pack(">Q", 5)), reserved=b"x"),
+            version=VERSION,
+        ),
     ],
     ids=["header flags", "header reserved", "section reserved"],
 )
@@ -195,7 +225,12 @@ def test_a_version_up_to_the_allowed_skew_ahead_is_accepted() -> None:
 
 @pytest.mark.parametrize(
     "version",
-    [krl_version_at(NOW + DEFAULT_MAX_CLOCK_SKEW) + 1, krl_version_at(NOW + timedelta(days=365)), 2**63, 2**64 - 1],
+    [
+        krl_version_at(NOW + DEFAULT_MAX_CLOCK_SKEW) + 1,
+        krl_version_at(NOW + timedelta(days=365)),
+        2**63,
+        2**64 - 1,
+    ],
     ids=["one microsecond past the skew", "a year ahead", "2**63", "2**64-1"],
 )
 def test_a_version_from_the_future_is_refused(version: int) -> None:
@@ -207,7 +242,9 @@ def test_a_version_from_the_future_is_refused(version: int) -> None:
 def test_the_skew_is_the_callers() -> None:
     data = empty_krl(version=krl_version_at(NOW + timedelta(minutes=30)), now=NOW)
     refused(data)
-    assert accept(data, max_clock_skew=timedelta(hours=1)).version == krl_version_at(NOW + timedelta(minutes=30))
+    assert accept(data, max_clock_skew=timedelta(hours=1)).version == krl_version_at(
+        NOW + timedelta(minutes=30)
+    )
     refused(empty_krl(version=krl_version_at(NOW) + 1, now=NOW), max_clock_skew=timedelta(0))
 
 

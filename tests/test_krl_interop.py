@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - when tests/ is imported as a package
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_revoke_by_serial_in_a_range(ssh_keygen, tmp_path, ca) -> None:
 
 
 @pytest.mark.parametrize(
-    "version", [krl_version_at(NOW), krl_version_at(datetime(9999, 12, 31, tzinfo=timezone.utc)), 2**64 - 1]
+    "version", [krl_version_at(NOW), krl_version_at(datetime(9999, 12, 31, tzinfo=UTC)), 2**64 - 1]
 )
 def test_microsecond_versions_are_read_by_ssh_keygen(ssh_keygen, tmp_path, ca, version) -> None:
     # OpenSSH reads krl_version as a u64 and does not judge it: the new, much larger
@@ -94,15 +94,26 @@ def test_microsecond_versions_are_read_by_ssh_keygen(ssh_keygen, tmp_path, ca, v
     assert revoked(tmp_path, data, h.make_cert(ca, serial=8)) is False
 
 
-def test_what_hosts_accept_ssh_keygen_reads_the_same_way(ssh_keygen, tmp_path, ca, other_ca) -> None:
+def test_what_hosts_accept_ssh_keygen_reads_the_same_way(
+    ssh_keygen, tmp_path, ca, other_ca
+) -> None:
     # The server's shape during a rotation: both CA keys, serials and a key id.
-    data = build_krl(ca_keys=[ca.blob, other_ca.blob], serials=[3, (10, 20)], key_ids=["gone"],
-                     version=krl_version_at(NOW), now=NOW)
+    data = build_krl(
+        ca_keys=[ca.blob, other_ca.blob],
+        serials=[3, (10, 20)],
+        key_ids=["gone"],
+        version=krl_version_at(NOW),
+        now=NOW,
+    )
     krl = accept_krl(data, trusted_ca_keys=[ca.blob], now=NOW)
-    probes = [h.make_cert(c, serial=s, key_id=k) for c in (ca, other_ca) for s, k in ((3, "x"), (15, "x"), (4, "gone"), (4, "x"))]
+    probes = [
+        h.make_cert(c, serial=s, key_id=k)
+        for c in (ca, other_ca)
+        for s, k in ((3, "x"), (15, "x"), (4, "gone"), (4, "x"))
+    ]
     paths = [cert_file(tmp_path, c, f"p{i}-cert.pub") for i, c in enumerate(probes)]
     verdicts = h.query(write(tmp_path / "k.krl", data), *paths)
-    for i, (probe, path) in enumerate(zip(probes, paths)):
+    for i, (probe, path) in enumerate(zip(probes, paths, strict=False)):
         ca_blob = ca.blob if i < 4 else other_ca.blob
         assert verdicts[str(path)] == krl.is_revoked(probe.serial, probe.key_id, ca_blob)
     assert [verdicts[str(p)] for p in paths] == [True, True, True, False] * 2
@@ -116,7 +127,9 @@ def test_serial_revocation_is_scoped_to_its_ca(ssh_keygen, tmp_path, ca, other_c
 
 
 def test_revoke_for_two_ca_keys_during_rotation(ssh_keygen, tmp_path, ca, other_ca) -> None:
-    krl = build_krl(ca_keys=[ca.blob, other_ca.blob], serials=[50], key_ids=["gone"], version=3, now=NOW)
+    krl = build_krl(
+        ca_keys=[ca.blob, other_ca.blob], serials=[50], key_ids=["gone"], version=3, now=NOW
+    )
     assert len(parse_krl(krl).cert_sections) == 2
     for signer in (ca, other_ca):
         assert revoked(tmp_path, krl, h.make_cert(signer, serial=50)) is True
@@ -207,11 +220,12 @@ def test_random_krls_agree_with_ssh_keygen(ssh_keygen, tmp_path, ca) -> None:
         parsed = parse_krl(krl)
         krl_path = write(tmp_path / f"r{round_}.krl", krl)
         probes = [
-            h.make_cert(ca, serial=rnd.randint(1, 420), key_id=f"id-{rnd.randint(0, 12)}") for _ in range(25)
+            h.make_cert(ca, serial=rnd.randint(1, 420), key_id=f"id-{rnd.randint(0, 12)}")
+            for _ in range(25)
         ]
         paths = [cert_file(tmp_path, c, f"r{round_}-{i}-cert.pub") for i, c in enumerate(probes)]
         verdicts = h.query(krl_path, *paths)
-        for cert, path in zip(probes, paths):
+        for cert, path in zip(probes, paths, strict=False):
             assert verdicts[str(path)] == parsed.is_revoked(cert.serial, cert.key_id, ca.blob), cert
 
 
@@ -221,13 +235,17 @@ def test_random_krls_agree_with_ssh_keygen(ssh_keygen, tmp_path, ca) -> None:
 def keygen_krl(ssh_keygen: str, tmp_path: Path, *args: str) -> bytes:
     out = tmp_path / "keygen.krl"
     out.unlink(missing_ok=True)
-    subprocess.run([ssh_keygen, "-k", "-f", str(out), *args], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [ssh_keygen, "-k", "-f", str(out), *args], check=True, capture_output=True, timeout=60
+    )
     return out.read_bytes()
 
 
 def test_reads_ssh_keygen_serials_ranges_and_key_ids(ssh_keygen, tmp_path, ca) -> None:
     ca_pub = write(tmp_path / "ca.pub", ca.pub_line)
-    spec = write(tmp_path / "spec.txt", "serial: 5\nserial: 10-20\nserial: 0x40\nid: foo\nid: bar baz\n")
+    spec = write(
+        tmp_path / "spec.txt", "serial: 5\nserial: 10-20\nserial: 0x40\nid: foo\nid: bar baz\n"
+    )
     data = keygen_krl(ssh_keygen, tmp_path, "-s", str(ca_pub), str(spec))
     krl = parse_krl(data)
     [section] = krl.cert_sections
@@ -243,7 +261,7 @@ def test_reads_ssh_keygen_serials_ranges_and_key_ids(ssh_keygen, tmp_path, ca) -
     probes.append(h.make_cert(ca, serial=1, key_id="bar"))
     paths = [cert_file(tmp_path, c, f"p{i}-cert.pub") for i, c in enumerate(probes)]
     verdicts = h.query(krl_path, *paths)
-    for cert, path in zip(probes, paths):
+    for cert, path in zip(probes, paths, strict=False):
         assert verdicts[str(path)] == krl.is_revoked(cert.serial, cert.key_id, ca.blob), cert
 
 
@@ -288,7 +306,9 @@ def test_reads_ssh_keygen_certificate_revocations(ssh_keygen, tmp_path, ca) -> N
     assert krl.is_revoked(424242, "whatever", ca.blob)
 
 
-def test_long_bitmaps_from_ssh_keygen_are_refused_like_openssh_does(ssh_keygen, tmp_path, ca) -> None:
+def test_long_bitmaps_from_ssh_keygen_are_refused_like_openssh_does(
+    ssh_keygen, tmp_path, ca
+) -> None:
     # ssh-keygen -k writes every other serial as one bitmap. Past 16,384 bits
     # neither ssh-keygen -Q nor sshd can read it back, and every key would be
     # refused: parse_krl must refuse it too, so a host never installs it.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ from ca.errors import InvalidKRL
 from ca.keyring import next_krl_version
 from ca.krl import DEFAULT_MAX_CLOCK_SKEW, krl_version_at, krl_version_plausible, krl_version_time
 
-NOW = datetime(2026, 11, 29, 10, 45, 0, 123456, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 10, 45, 0, 123456, tzinfo=UTC)
 
 
 def test_a_version_is_a_moment_in_microseconds() -> None:
@@ -28,15 +28,15 @@ def test_old_scheme_versions_are_moments_in_january_1970() -> None:
     # version written now, so hosts with an old KRL take the new ones.
     for old in (0, 1, 10**6, int(NOW.timestamp())):
         moment = krl_version_time(old)
-        assert moment is not None and moment < datetime(1970, 2, 1, tzinfo=timezone.utc)
-        assert old < krl_version_at(datetime(2000, 1, 1, tzinfo=timezone.utc))
+        assert moment is not None and moment < datetime(1970, 2, 1, tzinfo=UTC)
+        assert old < krl_version_at(datetime(2000, 1, 1, tzinfo=UTC))
 
 
 def test_versions_past_the_year_9999_have_no_time() -> None:
     assert krl_version_time(2**64 - 1) is None
 
 
-@pytest.mark.parametrize("moment", [datetime(2026, 1, 1), datetime(1969, 12, 31, tzinfo=timezone.utc), 5])
+@pytest.mark.parametrize("moment", [datetime(2026, 1, 1), datetime(1969, 12, 31, tzinfo=UTC), 5])
 def test_krl_version_at_refuses_naive_early_or_non_times(moment: object) -> None:
     with pytest.raises(InvalidKRL) as info:
         krl_version_at(moment)  # type: ignore[arg-type]
@@ -87,7 +87,9 @@ def test_next_krl_version_recovers_from_garbage(tmp_path: Path) -> None:
     assert next_krl_version(tmp_path, now=NOW) == krl_version_at(NOW)
 
 
-def test_krl_build_writes_a_krl_a_host_accepts_with_a_time_version(tmp_path: Path, data_dir: Path) -> None:
+def test_krl_build_writes_a_krl_a_host_accepts_with_a_time_version(
+    tmp_path: Path, data_dir: Path
+) -> None:
     from click.testing import CliRunner
 
     from ca.keyring import load_keyring
@@ -97,19 +99,49 @@ def test_krl_build_writes_a_krl_a_host_accepts_with_a_time_version(tmp_path: Pat
     runner = CliRunner()
     assert runner.invoke(cli, ["ca", "init"], catch_exceptions=False).exit_code == 0
     out = tmp_path / "revoked.krl"
-    before = datetime.now(timezone.utc)
-    r = runner.invoke(cli, ["krl", "build", "--serial", "42", "--key-id", "jit-ssh:breakglass:alice", "--out", str(out)])
+    before = datetime.now(UTC)
+    r = runner.invoke(
+        cli,
+        [
+            "krl",
+            "build",
+            "--serial",
+            "42",
+            "--key-id",
+            "jit-ssh:breakglass:alice",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     trusted = [k.public.blob for k in load_keyring(data_dir, private=False).keys]
     krl = accept_krl(out.read_bytes(), trusted_ca_keys=trusted, now=after)
     assert krl_version_at(before) <= krl.version <= krl_version_at(after)
     # What `host setup` writes before the first sync passes too.
-    setup = runner.invoke(cli, ["host", "setup", "--ca-keys", str(_trusted_file(tmp_path, data_dir)),
-                                "--sshd-dir", str(tmp_path / "ssh"), "--target", "t", "--login-user", "root",
-                                "--principal", "root@t"])
+    setup = runner.invoke(
+        cli,
+        [
+            "host",
+            "setup",
+            "--ca-keys",
+            str(_trusted_file(tmp_path, data_dir)),
+            "--sshd-dir",
+            str(tmp_path / "ssh"),
+            "--target",
+            "t",
+            "--login-user",
+            "root",
+            "--principal",
+            "root@t",
+        ],
+    )
     assert setup.exit_code == 0, setup.output
-    accept_krl((tmp_path / "ssh" / "jit-ssh" / "revoked_keys.krl").read_bytes(), trusted_ca_keys=trusted, now=after)
+    accept_krl(
+        (tmp_path / "ssh" / "jit-ssh" / "revoked_keys.krl").read_bytes(),
+        trusted_ca_keys=trusted,
+        now=after,
+    )
 
 
 def _trusted_file(tmp_path: Path, data_dir: Path) -> Path:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ca import InvalidKeyId, InvalidName, InvalidPrincipal, validate_principals
 from ca.names import check_hostname, check_key_id, check_login_user, check_principal, check_target
-from policies import PolicyError, parse_policy
+from policies import InvalidPolicy, parse_policy
 
 POLICY = """\
 [targets.web]
@@ -28,7 +28,11 @@ approver_groups = ["sre"]
 
 def _toml(value: str) -> str:
     """A TOML basic string holding ``value`` (escapes for control and format characters)."""
-    return '"' + "".join(c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}" for c in value) + '"'
+    return (
+        '"'
+        + "".join(c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}" for c in value)
+        + '"'
+    )
 
 
 @pytest.mark.parametrize(
@@ -55,7 +59,7 @@ def _toml(value: str) -> str:
 )
 def test_policy_check_refuses_principals_ssh_would_misread(bad: str, fragment: str) -> None:
     text = POLICY.replace('principals = ["deploy@web"]', f"principals = [{_toml(bad)}]")
-    with pytest.raises(PolicyError) as info:
+    with pytest.raises(InvalidPolicy) as info:
         parse_policy(text, source="p.toml")
     (problem,) = info.value.problems
     assert (problem.file, problem.line, problem.field) == ("p.toml", 2, "targets.web.principals[0]")
@@ -82,11 +86,13 @@ def test_policy_check_refuses_principals_ssh_would_misread(bad: str, fragment: s
 )
 def test_policy_check_refuses_login_users_that_are_no_account_name(bad: str, fragment: str) -> None:
     text = POLICY.replace('login_users = ["deploy"]', f"login_users = [{_toml(bad)}]")
-    with pytest.raises(PolicyError) as info:
+    with pytest.raises(InvalidPolicy) as info:
         parse_policy(text, source="p.toml")
     (problem,) = info.value.problems
     assert (problem.line, problem.field) == (3, "targets.web.login_users[0]")
-    assert "is not a valid user name" in problem.message and fragment in problem.message, problem.message
+    assert "is not a valid user name" in problem.message and fragment in problem.message, (
+        problem.message
+    )
 
 
 @pytest.mark.parametrize("good", ["deploy", "_svc", "first.last", "a-b_c", "host$", "a" * 32])
@@ -97,22 +103,41 @@ def test_posix_account_names_pass(good: str) -> None:
     assert parse_policy(text).targets[0].login_users == (good,)
 
 
-@pytest.mark.parametrize("good", ["root@prod-db", "jit-demo@demo", "ops", "p0", "x" * 255, "deploy@web.eu-1",
-                                  "svc_1@host.example.com"])
+@pytest.mark.parametrize(
+    "good",
+    [
+        "root@prod-db",
+        "jit-demo@demo",
+        "ops",
+        "p0",
+        "x" * 255,
+        "deploy@web.eu-1",
+        "svc_1@host.example.com",
+    ],
+)
 def test_principals_that_pass(good: str) -> None:
     assert check_principal(good) == good
 
 
 # Characters none of the names may hold: everything OpenSSH gives a meaning to.
-_SPECIAL = st.sampled_from(list(" \t\n\r\x00\x1b\x7f\x85\u00a0\u2028\u202e\u200b\ufeff%\"'\\#,*?!=:/;~`|&<>()[]{}^"))
+_SPECIAL = st.sampled_from(
+    list(" \t\n\r\x00\x1b\x7f\x85\u00a0\u2028\u202e\u200b\ufeff%\"'\\#,*?!=:/;~`|&<>()[]{}^")
+)
 
 
-@given(st.text(alphabet=st.characters(min_codepoint=0x61, max_codepoint=0x7A), max_size=10), _SPECIAL,
-       st.text(alphabet=st.characters(min_codepoint=0x61, max_codepoint=0x7A), max_size=10))
+@given(
+    st.text(alphabet=st.characters(min_codepoint=0x61, max_codepoint=0x7A), max_size=10),
+    _SPECIAL,
+    st.text(alphabet=st.characters(min_codepoint=0x61, max_codepoint=0x7A), max_size=10),
+)
 def test_no_name_holds_a_character_openssh_reads(before: str, special: str, after: str) -> None:
     value = f"a{before}{special}{after}"
-    for check, error in ((check_principal, InvalidPrincipal), (check_login_user, InvalidName),
-                         (check_target, InvalidName), (check_hostname, InvalidName)):
+    for check, error in (
+        (check_principal, InvalidPrincipal),
+        (check_login_user, InvalidName),
+        (check_target, InvalidName),
+        (check_hostname, InvalidName),
+    ):
         with pytest.raises(error):
             check(value)
     if not special.isprintable() or special == " ":
@@ -127,13 +152,27 @@ def test_nothing_starting_with_a_dash_passes(value: str) -> None:
             check(value)
 
 
-@pytest.mark.parametrize("good", ["10.0.0.5", "::1", "2001:db8::1", "prod-db", "db1.example.com", "db1.example.com."])
+@pytest.mark.parametrize(
+    "good", ["10.0.0.5", "::1", "2001:db8::1", "prod-db", "db1.example.com", "db1.example.com."]
+)
 def test_hostnames_that_pass(good: str) -> None:
     assert check_hostname(good) == good
 
 
-@pytest.mark.parametrize("bad", ["fe80::1%eth0", "[::1]", "-oProxyCommand=x", "a..b", "host-", "a b", "x" * 254,
-                                 "h\u202eost", "evil.example/x"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "fe80::1%eth0",
+        "[::1]",
+        "-oProxyCommand=x",
+        "a..b",
+        "host-",
+        "a b",
+        "x" * 254,
+        "h\u202eost",
+        "evil.example/x",
+    ],
+)
 def test_hostnames_refused(bad: str) -> None:
     with pytest.raises(InvalidName) as info:
         check_hostname(bad, field="--host")
@@ -145,15 +184,19 @@ def test_key_id_refusals_name_the_field() -> None:
     for bad in ("jit-ssh:req=1\nfake", "a b", "-x", "", "x" * 1025, "caf\u00e9"):
         with pytest.raises(InvalidKeyId) as info:
             check_key_id(bad, field="the server's key_id")
-        assert info.value.field == "the server's key_id" and "the server's key_id" in str(info.value)
+        assert info.value.field == "the server's key_id" and "the server's key_id" in str(
+            info.value
+        )
 
 
 @pytest.mark.parametrize("bad", ["config", "web.pub", "web.json", "web-cert"])
 def test_target_names_that_would_overwrite_the_clients_files_are_refused(bad: str) -> None:
     # The client keeps target T's access as T, T.pub, T-cert.pub and T.json beside one
     # ssh_config named "config": `jit-ssh login config` would write a key over it.
-    text = POLICY.replace("[targets.web]", f"[targets.{_toml(bad)}]").replace('targets = ["web"]', f"targets = [{_toml(bad)}]")
-    with pytest.raises(PolicyError) as info:
+    text = POLICY.replace("[targets.web]", f"[targets.{_toml(bad)}]").replace(
+        'targets = ["web"]', f"targets = [{_toml(bad)}]"
+    )
+    with pytest.raises(InvalidPolicy) as info:
         parse_policy(text, source="p.toml")
     assert any("reserved" in p.message for p in info.value.problems), info.value.problems
     with pytest.raises(InvalidName, match="reserved"):

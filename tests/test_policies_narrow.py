@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +27,7 @@ from policies import (
     redecide,
 )
 
-NOW = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 POLICY = """
 [targets.prod-db]
@@ -47,10 +47,19 @@ reason_required = false
 
 def _decision(**kw: object) -> Decision:
     base: dict[str, object] = dict(
-        outcome=Outcome.NEEDS_APPROVAL, reasons=("ok",), policy_version="v1", requester="alice", target="prod-db",
-        rule="prod", duration=timedelta(hours=1), approvals_required=1, principals=("root@prod-db", "postgres@prod-db"),
-        extensions=("permit-pty", "permit-port-forwarding"), pending_ttl=timedelta(hours=1),
-        claim_window=timedelta(minutes=15), approvers_may_shorten=True,
+        outcome=Outcome.NEEDS_APPROVAL,
+        reasons=("ok",),
+        policy_version="v1",
+        requester="alice",
+        target="prod-db",
+        rule="prod",
+        duration=timedelta(hours=1),
+        approvals_required=1,
+        principals=("root@prod-db", "postgres@prod-db"),
+        extensions=("permit-pty", "permit-port-forwarding"),
+        pending_ttl=timedelta(hours=1),
+        claim_window=timedelta(minutes=15),
+        approvers_may_shorten=True,
     )
     base.update(kw)
     return Decision(**base)  # type: ignore[arg-type]
@@ -61,7 +70,9 @@ def _decision(**kw: object) -> Decision:
 
 def test_the_reported_case_root_and_forwarding_removed() -> None:
     stored = _decision()
-    current = _decision(policy_version="v2", principals=("postgres@prod-db",), extensions=("permit-pty",))
+    current = _decision(
+        policy_version="v2", principals=("postgres@prod-db",), extensions=("permit-pty",)
+    )
     out = narrow(stored, current)
     assert out.principals == ("postgres@prod-db",)
     assert out.extensions == ("permit-pty",)
@@ -80,8 +91,13 @@ def test_unchanged_says_so() -> None:
 
 
 def test_current_denial_refuses_with_its_reasons() -> None:
-    denied = Decision(outcome=Outcome.DENIED, reasons=("there is no target named 'prod-db'",), policy_version="v2",
-                      requester="alice", target="prod-db")
+    denied = Decision(
+        outcome=Outcome.DENIED,
+        reasons=("there is no target named 'prod-db'",),
+        policy_version="v2",
+        requester="alice",
+        target="prod-db",
+    )
     with pytest.raises(PolicyChanged) as e:
         narrow(_decision(), denied)
     assert e.value.code == "policy_changed" and isinstance(e.value, PolicyDenied)
@@ -97,9 +113,16 @@ def test_no_common_principal_refuses() -> None:
 
 @pytest.mark.parametrize(
     ("stored", "current", "expected"),
-    [(None, None, None), ("/bin/a", None, "/bin/a"), (None, "/bin/b", "/bin/b"), ("/bin/a", "/bin/a", "/bin/a")],
+    [
+        (None, None, None),
+        ("/bin/a", None, "/bin/a"),
+        (None, "/bin/b", "/bin/b"),
+        ("/bin/a", "/bin/a", "/bin/a"),
+    ],
 )
-def test_force_command_one_side_wins(stored: str | None, current: str | None, expected: str | None) -> None:
+def test_force_command_one_side_wins(
+    stored: str | None, current: str | None, expected: str | None
+) -> None:
     out = narrow(_decision(force_command=stored), _decision(force_command=current))
     assert out.force_command == expected
 
@@ -117,25 +140,41 @@ def test_two_force_commands_refuse() -> None:
         (("10.0.0.0/8",), (), ("10.0.0.0/8",)),
         ((), ("192.0.2.0/24",), ("192.0.2.0/24",)),
         (("10.0.0.0/8",), ("10.1.0.0/16", "192.0.2.0/24"), ("10.1.0.0/16",)),
-        (("10.1.2.3/32", "2001:db8::/32"), ("10.0.0.0/8", "2001:db8:1::/48"), ("10.1.2.3/32", "2001:db8:1::/48")),
+        (
+            ("10.1.2.3/32", "2001:db8::/32"),
+            ("10.0.0.0/8", "2001:db8:1::/48"),
+            ("10.1.2.3/32", "2001:db8:1::/48"),
+        ),
         (("10.0.0.0/9", "10.128.0.0/9"), ("10.0.0.0/8",), ("10.0.0.0/9", "10.128.0.0/9")),
     ],
 )
-def test_source_address_intersection(stored: tuple[str, ...], current: tuple[str, ...], expected: tuple[str, ...]) -> None:
+def test_source_address_intersection(
+    stored: tuple[str, ...], current: tuple[str, ...], expected: tuple[str, ...]
+) -> None:
     out = narrow(_decision(source_address=stored), _decision(source_address=current))
     assert set(out.source_address) == set(expected)
 
 
 def test_disjoint_source_addresses_refuse() -> None:
     with pytest.raises(SourceAddressConflict) as e:
-        narrow(_decision(source_address=("10.0.0.0/8",)), _decision(source_address=("192.0.2.0/24", "2001:db8::/32")))
+        narrow(
+            _decision(source_address=("10.0.0.0/8",)),
+            _decision(source_address=("192.0.2.0/24", "2001:db8::/32")),
+        )
     assert e.value.code == "source_address_conflict"
 
 
 def test_approvals_duration_and_deadlines_take_the_stricter() -> None:
-    stored = _decision(outcome=Outcome.AUTO_APPROVED, approvals_required=0, duration=timedelta(minutes=15))
-    current = _decision(approvals_required=2, duration=timedelta(minutes=10), claim_window=timedelta(minutes=5),
-                        pending_ttl=timedelta(hours=2), approvers_may_shorten=False)
+    stored = _decision(
+        outcome=Outcome.AUTO_APPROVED, approvals_required=0, duration=timedelta(minutes=15)
+    )
+    current = _decision(
+        approvals_required=2,
+        duration=timedelta(minutes=10),
+        claim_window=timedelta(minutes=5),
+        pending_ttl=timedelta(hours=2),
+        approvers_may_shorten=False,
+    )
     out = narrow(stored, current)
     assert out.outcome is Outcome.NEEDS_APPROVAL and out.approvals_required == 2
     assert out.duration == timedelta(minutes=10)
@@ -154,8 +193,12 @@ def test_different_requests_are_a_programming_error() -> None:
 
 def test_redecide_cuts_a_duration_over_the_new_maximum() -> None:
     policy = parse_policy(POLICY.format(max="1h"))
-    request = AccessRequest(requester="alice", target="prod-db", duration=timedelta(hours=2),
-                            requester_groups={"engineers"})
+    request = AccessRequest(
+        requester="alice",
+        target="prod-db",
+        duration=timedelta(hours=2),
+        requester_groups={"engineers"},
+    )
     assert not decide(policy, request, NOW).allowed  # a new request for 2h is refused...
     again = redecide(policy, request, NOW)  # ...one in flight is cut to the maximum
     assert again.allowed and again.duration == timedelta(hours=1)
@@ -170,7 +213,15 @@ def test_redecide_cuts_a_duration_over_the_new_maximum() -> None:
 # ---- the property: never more than either input ---------------------------------------------
 
 PRINCIPALS = ["root@h", "postgres@h", "app@h", "ro@h"]
-NETS = ["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "192.0.2.0/24", "2001:db8::/32", "2001:db8:1::/48"]
+NETS = [
+    "10.0.0.0/8",
+    "10.1.0.0/16",
+    "10.1.2.0/24",
+    "10.1.2.3/32",
+    "192.0.2.0/24",
+    "2001:db8::/32",
+    "2001:db8:1::/48",
+]
 
 
 @st.composite
@@ -181,8 +232,12 @@ def decisions(draw: st.DrawFn) -> Decision:
         policy_version=draw(st.sampled_from(["v1", "v2"])),
         duration=timedelta(seconds=draw(st.integers(1, 86400))),
         approvals_required=draw(st.integers(1, 3)) if outcome is Outcome.NEEDS_APPROVAL else 0,
-        principals=tuple(draw(st.lists(st.sampled_from(PRINCIPALS), min_size=1, max_size=4, unique=True))),
-        extensions=tuple(draw(st.lists(st.sampled_from(sorted(EXTENSIONS)), max_size=5, unique=True))),
+        principals=tuple(
+            draw(st.lists(st.sampled_from(PRINCIPALS), min_size=1, max_size=4, unique=True))
+        ),
+        extensions=tuple(
+            draw(st.lists(st.sampled_from(sorted(EXTENSIONS)), max_size=5, unique=True))
+        ),
         force_command=draw(st.sampled_from([None, None, "/bin/a", "/bin/b"])),
         source_address=tuple(draw(st.lists(st.sampled_from(NETS), max_size=3, unique=True))),
         pending_ttl=timedelta(seconds=draw(st.integers(60, 86400))),
@@ -196,7 +251,9 @@ def _allowed_by(sources: tuple[str, ...], net: str) -> bool:
     if not sources:
         return True
     n = ipaddress.ip_network(net)
-    return any(n.version == s.version and n.subnet_of(s) for s in map(ipaddress.ip_network, sources))  # type: ignore[arg-type]
+    return any(
+        n.version == s.version and n.subnet_of(s) for s in map(ipaddress.ip_network, sources)
+    )  # type: ignore[arg-type]
 
 
 @settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -209,7 +266,9 @@ def test_narrow_never_grants_more_than_either(stored: Decision, current: Decisio
     for side in (stored, current):
         assert set(out.principals) <= set(side.principals)
         assert set(out.extensions) <= set(side.extensions)
-        assert out.duration is not None and side.duration is not None and out.duration <= side.duration
+        assert (
+            out.duration is not None and side.duration is not None and out.duration <= side.duration
+        )
         assert out.approvals_required >= side.approvals_required
         assert out.claim_window <= side.claim_window and out.pending_ttl <= side.pending_ttl  # type: ignore[operator]
         assert out.approvers_may_shorten <= side.approvers_may_shorten

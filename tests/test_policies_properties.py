@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -16,16 +16,16 @@ from ca.errors import InvalidDuration
 from policies import (
     AccessRequest,
     Approver,
+    InvalidPolicy,
     Outcome,
     Policy,
-    PolicyError,
     count_approvals,
     decide,
     may_approve,
     parse_policy,
 )
 
-UTC = timezone.utc
+UTC = UTC
 USERS = ["u1", "u2", "u3", "u4"]
 GROUPS = ["g1", "g2", "g3", "g4"]
 TARGETS = ["t1", "t2", "t3"]
@@ -56,7 +56,7 @@ def test_bare_numbers_are_seconds(seconds: int) -> None:
     ).filter(lambda t: any(t))
 )
 def test_parse_then_format_is_canonical(parts: tuple[int, int, int, int]) -> None:
-    text = "".join(f"{n}{u}" for n, u in zip(parts, "dhms") if n)
+    text = "".join(f"{n}{u}" for n, u in zip(parts, "dhms", strict=False) if n)
     value = parse_duration(text)
     assert value.total_seconds() == parts[0] * DAY + parts[1] * 3600 + parts[2] * 60 + parts[3]
     assert parse_duration(format_duration(value)) == value
@@ -64,7 +64,9 @@ def test_parse_then_format_is_canonical(parts: tuple[int, int, int, int]) -> Non
 
 
 @given(st.text(max_size=20))
-def test_parse_duration_returns_whole_positive_seconds_or_raises_invalid_duration(text: str) -> None:
+def test_parse_duration_returns_whole_positive_seconds_or_raises_invalid_duration(
+    text: str,
+) -> None:
     try:
         value = parse_duration(text, field="max_duration")
     except InvalidDuration as e:
@@ -82,7 +84,7 @@ def test_duration_text_in_a_policy_is_either_accepted_or_a_policy_error(text: st
     )
     try:
         policy = parse_policy(doc)
-    except PolicyError as e:
+    except InvalidPolicy as e:
         assert e.problems[0].line == 8 and e.problems[0].field == "rules[0].max_duration"
         return
     assert policy.rules[0].max_duration == parse_duration(text)
@@ -102,8 +104,15 @@ def policy_specs(draw: Any) -> dict[str, Any]:
     n_targets = draw(st.integers(1, len(TARGETS)))
     targets: dict[str, dict[str, Any]] = {}
     for name in TARGETS[:n_targets]:
-        logins = draw(st.lists(st.sampled_from(["root", "deploy", "app"]), min_size=1, max_size=3, unique=True))
-        targets[name] = {"principals": [f"{login}@{name}" for login in logins], "login_users": logins}
+        logins = draw(
+            st.lists(
+                st.sampled_from(["root", "deploy", "app"]), min_size=1, max_size=3, unique=True
+            )
+        )
+        targets[name] = {
+            "principals": [f"{login}@{name}" for login in logins],
+            "login_users": logins,
+        }
     rules = []
     for i in range(draw(st.integers(0, 4))):
         rule: dict[str, Any] = {
@@ -123,18 +132,27 @@ def policy_specs(draw: Any) -> dict[str, Any]:
         else:
             approvals = draw(st.integers(1, 3))
             rule["approvals_required"] = approvals
-            rule["approver_groups"] = draw(st.lists(st.sampled_from(GROUPS), max_size=2, unique=True))
+            rule["approver_groups"] = draw(
+                st.lists(st.sampled_from(GROUPS), max_size=2, unique=True)
+            )
             rule["approver_users"] = draw(
                 st.lists(
-                    st.sampled_from(USERS), min_size=0 if rule["approver_groups"] else approvals, max_size=4, unique=True
+                    st.sampled_from(USERS),
+                    min_size=0 if rule["approver_groups"] else approvals,
+                    max_size=4,
+                    unique=True,
                 )
             )
             rule["approvers_may_shorten"] = draw(st.booleans())
             if draw(st.booleans()):
                 # Mostly people the rule itself names (others can never match the rule).
                 auto: dict[str, Any] = {
-                    "groups": draw(st.lists(st.sampled_from(rule["groups"] or GROUPS), max_size=2, unique=True)),
-                    "users": draw(st.lists(st.sampled_from(rule["users"] or USERS), max_size=2, unique=True)),
+                    "groups": draw(
+                        st.lists(st.sampled_from(rule["groups"] or GROUPS), max_size=2, unique=True)
+                    ),
+                    "users": draw(
+                        st.lists(st.sampled_from(rule["users"] or USERS), max_size=2, unique=True)
+                    ),
                     "max_duration": format_duration(_seconds(draw, 1, max_s)),
                 }
                 if not auto["groups"] and not auto["users"]:
@@ -143,10 +161,18 @@ def policy_specs(draw: Any) -> dict[str, Any]:
                     a, b = draw(st.integers(0, 23)), draw(st.integers(0, 23))
                     assume(a != b)
                     auto["hours"] = f"{a:02d}:00-{b:02d}:30"
-                    auto["timezone"] = draw(st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]))
+                    auto["timezone"] = draw(
+                        st.sampled_from(
+                            ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]
+                        )
+                    )
                 if draw(st.booleans()):
                     auto["days"] = draw(
-                        st.lists(st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]), min_size=1, unique=True)
+                        st.lists(
+                            st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]),
+                            min_size=1,
+                            unique=True,
+                        )
                     )
                 rule["auto_approve"] = auto
         if draw(st.booleans()):
@@ -155,10 +181,19 @@ def policy_specs(draw: Any) -> dict[str, Any]:
             rule["reason_required"] = draw(st.booleans())
         if draw(st.booleans()):
             rule["extensions"] = draw(
-                st.lists(st.sampled_from(["permit-pty", "permit-port-forwarding", "permit-user-rc"]), unique=True)
+                st.lists(
+                    st.sampled_from(["permit-pty", "permit-port-forwarding", "permit-user-rc"]),
+                    unique=True,
+                )
             )
         if draw(st.booleans()):
-            rule["source_address"] = draw(st.lists(st.sampled_from(["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]), min_size=1, unique=True))
+            rule["source_address"] = draw(
+                st.lists(
+                    st.sampled_from(["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]),
+                    min_size=1,
+                    unique=True,
+                )
+            )
         rules.append(rule)
     return {"targets": targets, "rules": rules}
 
@@ -206,7 +241,10 @@ def emit(spec: dict[str, Any], rng: random.Random | None = None) -> str:
         out += [f"{k} = {_value(rule[k], rng)}\n" + noise() for k in keys(rule)]
         if "auto_approve" in rule:
             out.append("[rules.auto_approve]\n")
-            out += [f"{k} = {_value(rule['auto_approve'][k], rng)}\n" for k in keys(rule["auto_approve"])]
+            out += [
+                f"{k} = {_value(rule['auto_approve'][k], rng)}\n"
+                for k in keys(rule["auto_approve"])
+            ]
     return "".join(out)
 
 
@@ -269,7 +307,9 @@ def policies_and_requests(draw: Any) -> tuple[dict[str, Any], AccessRequest]:
     )
 
 
-moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
+moments = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
 
 
 def _first_match(spec: dict[str, Any], request: AccessRequest) -> dict[str, Any] | None:
@@ -277,7 +317,10 @@ def _first_match(spec: dict[str, Any], request: AccessRequest) -> dict[str, Any]
     if request.target not in spec["targets"]:
         return None
     for rule in spec["rules"]:
-        if bool(rule.get("break_glass")) != request.break_glass or request.target not in rule["targets"]:
+        if (
+            bool(rule.get("break_glass")) != request.break_glass
+            or request.target not in rule["targets"]
+        ):
             continue
         if request.requester in rule["users"] or set(rule["groups"]) & request.requester_groups:
             return rule
@@ -286,7 +329,9 @@ def _first_match(spec: dict[str, Any], request: AccessRequest) -> dict[str, Any]
 
 @settings(SETTINGS, max_examples=400)
 @given(policies_and_requests(), moments)
-def test_random_requests_against_random_policies(case: tuple[dict[str, Any], AccessRequest], now: datetime) -> None:
+def test_random_requests_against_random_policies(
+    case: tuple[dict[str, Any], AccessRequest], now: datetime
+) -> None:
     spec, request = case
     policy = parse_policy(emit(spec))
     decision = decide(policy, request, now)
@@ -327,9 +372,15 @@ def test_random_requests_against_random_policies(case: tuple[dict[str, Any], Acc
 
 
 @SETTINGS
-@given(policies_and_requests(), moments, st.lists(st.tuples(st.sampled_from([*USERS, "u5"]), st.frozensets(st.sampled_from(GROUPS)))))
+@given(
+    policies_and_requests(),
+    moments,
+    st.lists(st.tuples(st.sampled_from([*USERS, "u5"]), st.frozensets(st.sampled_from(GROUPS)))),
+)
 def test_the_requester_never_counts_as_an_approver(
-    case: tuple[dict[str, Any], AccessRequest], now: datetime, others: list[tuple[str, frozenset[str]]]
+    case: tuple[dict[str, Any], AccessRequest],
+    now: datetime,
+    others: list[tuple[str, frozenset[str]]],
 ) -> None:
     spec, request = case
     policy = parse_policy(emit(spec))
@@ -339,20 +390,26 @@ def test_the_requester_never_counts_as_an_approver(
     approvers = [Approver(name, groups) for name, groups in others] + [me, me]
     count = count_approvals(policy, request, approvers, now)
     assert count <= len({name for name, _ in others} - {request.requester})
-    assert count == count_approvals(policy, request, [a for a in approvers if a.name != request.requester], now)
+    assert count == count_approvals(
+        policy, request, [a for a in approvers if a.name != request.requester], now
+    )
     if not decide(policy, request, now).allowed:
         assert count == 0
 
 
 @SETTINGS
 @given(policy_specs(), st.randoms(use_true_random=False))
-def test_version_survives_reformatting_but_not_a_changed_value(spec: dict[str, Any], rng: random.Random) -> None:
+def test_version_survives_reformatting_but_not_a_changed_value(
+    spec: dict[str, Any], rng: random.Random
+) -> None:
     plain = parse_policy(emit(spec))
     noisy = parse_policy(emit(spec, rng))
     assert noisy == plain
     assert noisy.version == plain.version
     if spec["rules"]:
-        spec["rules"][0]["max_duration"] = format_duration(parse_duration(spec["rules"][0]["max_duration"]) + timedelta(seconds=1))
+        spec["rules"][0]["max_duration"] = format_duration(
+            parse_duration(spec["rules"][0]["max_duration"]) + timedelta(seconds=1)
+        )
         spec["rules"][0].pop("auto_approve", None)
         spec["rules"][0].pop("default_duration", None)
         if parse_duration(spec["rules"][0]["max_duration"]) <= timedelta(hours=24):
@@ -361,15 +418,17 @@ def test_version_survives_reformatting_but_not_a_changed_value(spec: dict[str, A
 
 @SETTINGS
 @given(policy_specs(), st.data())
-def test_a_damaged_policy_is_a_policy_error_never_a_crash(spec: dict[str, Any], data: st.DataObject) -> None:
+def test_a_damaged_policy_is_a_policy_error_never_a_crash(
+    spec: dict[str, Any], data: st.DataObject
+) -> None:
     text = emit(spec)
     assume(text)
     at = data.draw(st.integers(0, len(text) - 1))
-    junk = data.draw(st.text(alphabet='[]{}="\',.# \nxyz0-', min_size=0, max_size=3))
+    junk = data.draw(st.text(alphabet="[]{}=\"',.# \nxyz0-", min_size=0, max_size=3))
     damaged = text[:at] + junk + text[at + data.draw(st.integers(0, 3)) :]
     try:
         result = parse_policy(damaged, source="d.toml")
-    except PolicyError as e:
+    except InvalidPolicy as e:
         for problem in e.problems:
             assert problem.file == "d.toml"
             assert problem.line is None or 1 <= problem.line <= damaged.count("\n") + 1
@@ -382,5 +441,5 @@ def test_a_damaged_policy_is_a_policy_error_never_a_crash(spec: dict[str, Any], 
 def test_any_text_is_a_policy_or_a_policy_error(text: str) -> None:
     try:
         parse_policy(text)
-    except PolicyError:
+    except InvalidPolicy:
         pass

@@ -12,15 +12,16 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ed25519, rsa
 
 from ca.keys import public_key_from_crypto
-from ca.sshsig import InvalidSignature, armor, sign_with, verify
+from ca.sshsig import InvalidSignatureError, armor, sign_with, verify
 from client.signing import (
     AgentError,
     AgentKeyNotFound,
@@ -42,7 +43,6 @@ NS = "jit-ssh-api@example.com"
 MSG = b"POST\n/v1/requests\n\n" + b"\x00\xff" * 100
 
 
-
 @pytest.fixture(scope="module")
 def keys() -> dict[str, Any]:
     return {name: make() for name, make in KEY_SPECS.items()}
@@ -50,9 +50,13 @@ def keys() -> dict[str, Any]:
 
 def write_key(path: Path, key: Any, *, passphrase: bytes | None = None, pub: bool = True) -> Path:
     enc: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
     )
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, enc))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, enc)
+    )
     path.chmod(0o600)  # ssh-add refuses group/other-readable keys
     if pub:
         path.with_name(path.name + ".pub").write_text(
@@ -79,9 +83,22 @@ def keygen_verifies(blob: bytes, signer: Signer, tmp: Path, message: bytes = MSG
     (tmp / "allowed_signers").write_text(f"alice@example.com {pub}\n")
     (tmp / "req.sig").write_text(armor(blob))
     done = subprocess.run(
-        [keygen, "-Y", "verify", "-f", str(tmp / "allowed_signers"), "-I", "alice@example.com", "-n", NS,
-         "-s", str(tmp / "req.sig")],
-        input=message, capture_output=True, timeout=30,
+        [
+            keygen,
+            "-Y",
+            "verify",
+            "-f",
+            str(tmp / "allowed_signers"),
+            "-I",
+            "alice@example.com",
+            "-n",
+            NS,
+            "-s",
+            str(tmp / "req.sig"),
+        ],
+        input=message,
+        capture_output=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stderr.decode()
     assert signer.fingerprint in done.stdout.decode() + done.stderr.decode()
@@ -89,7 +106,7 @@ def keygen_verifies(blob: bytes, signer: Signer, tmp: Path, message: bytes = MSG
 
 def openssh_line(blob: bytes) -> str:
     (n,) = struct.unpack_from(">I", blob, 0)
-    return f"{blob[4:4 + n].decode()} {base64.b64encode(blob).decode()}"
+    return f"{blob[4 : 4 + n].decode()} {base64.b64encode(blob).decode()}"
 
 
 # --- key files ------------------------------------------------------------------
@@ -144,8 +161,13 @@ def test_key_file_errors(tmp_path: Path, keys: dict[str, Any]) -> None:
     with pytest.raises(KeyFileError, match="public key"):
         KeyFileSigner.from_path(tmp_path / "id.pub")
     pem = tmp_path / "pkcs8"
-    pem.write_bytes(keys["ed25519"].private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
+    pem.write_bytes(
+        keys["ed25519"].private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     with pytest.raises(KeyFileError, match="not an OpenSSH private key"):
         KeyFileSigner.from_path(pem)
     with pytest.raises(KeyFileError, match="at least 2048"):
@@ -201,8 +223,14 @@ class Agent:
         env = {**os.environ, "SSH_AUTH_SOCK": str(self.sock)}
         env.pop("DISPLAY", None)
         env.pop("SSH_ASKPASS", None)
-        return subprocess.run([self._ssh_add, *args], env=env, capture_output=True, text=True, timeout=30,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [self._ssh_add, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
 
     def add(self, path: Path) -> None:
         done = self.ssh_add(str(path))
@@ -228,14 +256,17 @@ def agent(monkeypatch: pytest.MonkeyPatch) -> Iterator[Agent]:
     # pytest's tmp_path for a parametrized test can be longer than that.
     d = Path(tempfile.mkdtemp(prefix="jit-agent-"))
     sock = d / "agent.sock"
-    proc = subprocess.Popen([ssh_agent, "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [ssh_agent, "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     a = Agent(sock, proc, ssh_add)
     try:
         deadline = time.monotonic() + 10
         while not sock.exists():
             if proc.poll() is not None:
-                pytest.fail(f"ssh-agent exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+                pytest.fail(
+                    f"ssh-agent exited: {proc.stderr.read().decode() if proc.stderr else ''}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail("ssh-agent did not create its socket within 10 s")
             time.sleep(0.01)
@@ -267,7 +298,9 @@ def test_agent_signer(agent: Agent, keys: dict[str, Any], name: str, tmp_path: P
 
 
 @pytest.mark.integration
-def test_paramiko_agent_rsa_defaults_to_sha1(agent: Agent, keys: dict[str, Any], tmp_path: Path) -> None:
+def test_paramiko_agent_rsa_defaults_to_sha1(
+    agent: Agent, keys: dict[str, Any], tmp_path: Path
+) -> None:
     """Why AgentSigner passes algorithm="rsa-sha2-512": without it the agent signs with ssh-rsa (SHA-1)."""
     agent.add(write_key(tmp_path / "id", keys["rsa2048"]))
     from paramiko.agent import Agent as ParamikoAgent
@@ -275,19 +308,26 @@ def test_paramiko_agent_rsa_defaults_to_sha1(agent: Agent, keys: dict[str, Any],
     pa = ParamikoAgent()
     try:
         (key,) = pa.get_keys()
-        with pytest.raises(InvalidSignature, match="SHA-1"):
+        with pytest.raises(InvalidSignatureError, match="SHA-1"):
             sign_with(MSG, namespace=NS, public_key_blob=key.blob, sign_raw=key.sign_ssh_data)
         # An unknown algorithm name silently means "no flags", i.e. SHA-1 too.
-        with pytest.raises(InvalidSignature, match="SHA-1"):
-            sign_with(MSG, namespace=NS, public_key_blob=key.blob,
-                      sign_raw=lambda d: key.sign_ssh_data(d, algorithm="rsa-sha512"))
+        with pytest.raises(InvalidSignatureError, match="SHA-1"):
+            sign_with(
+                MSG,
+                namespace=NS,
+                public_key_blob=key.blob,
+                sign_raw=lambda d: key.sign_ssh_data(d, algorithm="rsa-sha512"),
+            )
     finally:
         pa.close()
 
 
 @pytest.mark.integration
 def test_agent_picks_the_named_key(agent: Agent, keys: dict[str, Any], tmp_path: Path) -> None:
-    paths = {name: write_key(tmp_path / f"id_{name}", keys[name]) for name in ("ed25519", "p256", "rsa2048")}
+    paths = {
+        name: write_key(tmp_path / f"id_{name}", keys[name])
+        for name in ("ed25519", "p256", "rsa2048")
+    }
     for p in paths.values():
         agent.add(p)
     with pytest.raises(AgentKeyNotFound, match="holds 3 keys.*--identity"):
@@ -302,7 +342,10 @@ def test_agent_picks_the_named_key(agent: Agent, keys: dict[str, Any], tmp_path:
         by_fp_identity = signer_from_identity(expected.fingerprint, use_agent=True)
         for s in (by_blob, by_line, by_fp, by_identity, by_pub, by_fp_identity):
             assert s.fingerprint == expected.fingerprint
-            assert verify(MSG, s.sign(MSG, namespace=NS), namespace=NS).fingerprint == expected.fingerprint
+            assert (
+                verify(MSG, s.sign(MSG, namespace=NS), namespace=NS).fingerprint
+                == expected.fingerprint
+            )
             assert isinstance(s, AgentSigner)
             s.close()
     # A private key without its .pub beside it: the public half is read from
@@ -337,8 +380,11 @@ def test_agent_ignores_certificates_when_choosing_the_only_key(
     keygen = require_tool("ssh-keygen")
     ca = write_key(tmp_path / "ca", ed25519.Ed25519PrivateKey.generate())
     user = write_key(tmp_path / "id", keys["ed25519"])
-    subprocess.run([keygen, "-q", "-s", str(ca), "-I", "test", "-n", "alice", "-V", "+1h", str(user) + ".pub"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [keygen, "-q", "-s", str(ca), "-I", "test", "-n", "alice", "-V", "+1h", str(user) + ".pub"],
+        check=True,
+        capture_output=True,
+    )
     assert (tmp_path / "id-cert.pub").exists()
     agent.add(user)  # ssh-add loads id-cert.pub beside the key as well
     listed = agent.ssh_add("-L").stdout
@@ -372,7 +418,9 @@ def test_no_agent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_agent_goes_away_or_drops_the_key(agent: Agent, keys: dict[str, Any], tmp_path: Path) -> None:
+def test_agent_goes_away_or_drops_the_key(
+    agent: Agent, keys: dict[str, Any], tmp_path: Path
+) -> None:
     path = write_key(tmp_path / "id", keys["ed25519"])
     agent.add(path)
     signer = AgentSigner.connect()

@@ -19,7 +19,7 @@ from ca.errors import JitSshError, UnsupportedKeyType, WeakKey
 from ca.keys import fingerprint_of_blob, public_key_from_crypto
 from ca.sshsig import (
     MAX_SIGNATURE_SIZE,
-    InvalidSignature,
+    InvalidSignatureError,
     VerifiedSignature,
     armor,
     dearmor,
@@ -87,7 +87,13 @@ def assemble(
     version: int = 1,
 ) -> bytes:
     return (
-        magic + struct.pack(">I", version) + s(pub) + s(namespace) + s(reserved) + s(hash_alg) + s(inner)
+        magic
+        + struct.pack(">I", version)
+        + s(pub)
+        + s(namespace)
+        + s(reserved)
+        + s(hash_alg)
+        + s(inner)
     )
 
 
@@ -112,7 +118,7 @@ def signed_data(message: bytes, hash_alg: str = "sha512", namespace: str = NS) -
 
 
 def refused(blob: Any, *, message: bytes = MSG, namespace: str = NS) -> str:
-    with pytest.raises(InvalidSignature) as info:
+    with pytest.raises(InvalidSignatureError) as info:
         verify(message, blob, namespace=namespace)
     err = info.value
     assert err.code == "invalid_signature" and err.http_status == 401
@@ -165,7 +171,10 @@ def test_round_trip(keys: dict[str, Any], name: str, hash_alg: str) -> None:
     got = verify(MSG, blob, namespace=NS)
     pub = blob_of(key)
     assert got == VerifiedSignature(
-        public_key_blob=pub, key_type=KEY_TYPES[name], fingerprint=fingerprint_of_blob(pub), hash_alg=hash_alg
+        public_key_blob=pub,
+        key_type=KEY_TYPES[name],
+        fingerprint=fingerprint_of_blob(pub),
+        hash_alg=hash_alg,
     )
     assert got.openssh.split()[0] == KEY_TYPES[name]
     assert verify(MSG, dearmor(armor(blob)), namespace=NS) == got
@@ -205,15 +214,16 @@ def test_sign_with_checks_what_the_signer_returned(ed_key: ed25519.Ed25519Privat
     def by_other_key(data: bytes) -> bytes:
         return s("ssh-ed25519") + s(other.sign(data))
 
-    with pytest.raises(InvalidSignature, match="signer returned an unusable signature.*does not verify"):
+    with pytest.raises(
+        InvalidSignatureError, match="signer returned an unusable signature.*does not verify"
+    ):
         sign_with(MSG, namespace=NS, public_key_blob=pub, sign_raw=by_other_key)
 
     class Message:  # what paramiko's local PKey.sign_ssh_data returns
         pass
 
     with pytest.raises(TypeError, match="sign_raw must return bytes"):
-        sign_with(MSG, namespace=NS, public_key_blob=pub,
-                  sign_raw=lambda d: Message())  # type: ignore[arg-type,return-value]
+        sign_with(MSG, namespace=NS, public_key_blob=pub, sign_raw=lambda d: Message())  # type: ignore[arg-type,return-value]
 
     def good(data: bytes) -> bytes:
         return s("ssh-ed25519") + s(ed_key.sign(data))
@@ -244,29 +254,38 @@ def test_armor_shape(keys: dict[str, Any]) -> None:
     [
         ("", "start with"),
         ("U1NIU0lH\n-----END SSH SIGNATURE-----\n", "start with"),
-        ("junk\n-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n", "start with"),
+        (
+            "junk\n-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n",
+            "start with",
+        ),
         ("-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n", "end with"),
         ("-----BEGIN SSH SIGNATURE-----\n-----END SSH SIGNATURE-----\n", "empty"),
         ("-----BEGIN SSH SIGNATURE-----\nU1NI*0lH\n-----END SSH SIGNATURE-----\n", "base64"),
         ("-----BEGIN SSH SIGNATURE-----\nU1NIU0l\n-----END SSH SIGNATURE-----\n", "base64"),
         ("-----BEGIN SSH SIGNATURE-----\nU1NIU0lé\n-----END SSH SIGNATURE-----\n", "base64"),
         (b"-----BEGIN SSH SIGNATURE-----\n\xff\n-----END SSH SIGNATURE-----\n", "ASCII"),
-        ("-----BEGIN SSH SIGNATURE-----\n" + "A" * 30_000 + "\n-----END SSH SIGNATURE-----\n", "KiB"),
+        (
+            "-----BEGIN SSH SIGNATURE-----\n" + "A" * 30_000 + "\n-----END SSH SIGNATURE-----\n",
+            "KiB",
+        ),
         (12, "text"),
     ],
 )
 def test_dearmor_refuses(text: Any, why: str) -> None:
-    with pytest.raises(InvalidSignature, match=why):
+    with pytest.raises(InvalidSignatureError, match=why):
         dearmor(text)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.text(max_size=400), st.binary(max_size=400)))
 def test_dearmor_fuzz(text: str | bytes) -> None:
-    for candidate in (text, "-----BEGIN SSH SIGNATURE-----\n" + str(text) + "\n-----END SSH SIGNATURE-----"):
+    for candidate in (
+        text,
+        "-----BEGIN SSH SIGNATURE-----\n" + str(text) + "\n-----END SSH SIGNATURE-----",
+    ):
         try:
             dearmor(candidate)
-        except InvalidSignature:
+        except InvalidSignatureError:
             pass
 
 
@@ -274,7 +293,9 @@ def test_dearmor_fuzz(text: str | bytes) -> None:
 
 
 def test_wrong_namespace(good_blob: bytes) -> None:
-    assert "namespace 'jit-ssh-api@example.com', expected 'file'" in refused(good_blob, namespace="file")
+    assert "namespace 'jit-ssh-api@example.com', expected 'file'" in refused(
+        good_blob, namespace="file"
+    )
 
 
 def test_tampered_message(good_blob: bytes) -> None:
@@ -293,7 +314,9 @@ def test_tampered_signature(keys: dict[str, Any], name: str) -> None:
     refused(blob[:mid] + bytes([blob[mid] ^ 0x40]) + blob[mid + 1 :])
 
 
-def test_swapped_public_key_does_not_verify(ed_key: ed25519.Ed25519PrivateKey, good_blob: bytes) -> None:
+def test_swapped_public_key_does_not_verify(
+    ed_key: ed25519.Ed25519PrivateKey, good_blob: bytes
+) -> None:
     other = ed25519.Ed25519PrivateKey.generate()
     swapped = good_blob.replace(blob_of(ed_key), blob_of(other))
     assert "does not verify" in refused(swapped)
@@ -314,11 +337,13 @@ def test_signature_by_another_key_names_that_key(ed_key: ed25519.Ed25519PrivateK
 def test_truncated_at_every_offset(keys: dict[str, Any], name: str) -> None:
     blob = sign(MSG, namespace=NS, private_key=keys[name])
     for i in range(len(blob)):
-        with pytest.raises(InvalidSignature):
+        with pytest.raises(InvalidSignatureError):
             verify(MSG, blob[:i], namespace=NS)
 
 
-def test_trailing_bytes(good_blob: bytes, ed_key: ed25519.Ed25519PrivateKey, keys: dict[str, Any]) -> None:
+def test_trailing_bytes(
+    good_blob: bytes, ed_key: ed25519.Ed25519PrivateKey, keys: dict[str, Any]
+) -> None:
     assert "1 trailing byte" in refused(good_blob + b"\x00")
     pub = blob_of(ed_key)
     data = signed_data(MSG)
@@ -336,9 +361,13 @@ def test_trailing_bytes(good_blob: bytes, ed_key: ed25519.Ed25519PrivateKey, key
     padded = s(b"\x00" + mpint(r)[4:])
     refused(assemble(blob_of(p256), s("ecdsa-sha2-nistp256") + s(padded + mpint(s_))))
     negative = s(b"\xff" + r.to_bytes(32, "big"))
-    assert "negative" in refused(assemble(blob_of(p256), s("ecdsa-sha2-nistp256") + s(negative + mpint(s_))))
+    assert "negative" in refused(
+        assemble(blob_of(p256), s("ecdsa-sha2-nistp256") + s(negative + mpint(s_)))
+    )
     zero = s(b"")
-    assert "out of range" in refused(assemble(blob_of(p256), s("ecdsa-sha2-nistp256") + s(zero + mpint(s_))))
+    assert "out of range" in refused(
+        assemble(blob_of(p256), s("ecdsa-sha2-nistp256") + s(zero + mpint(s_)))
+    )
 
 
 def test_trailing_bytes_in_public_key(ed_key: ed25519.Ed25519PrivateKey) -> None:
@@ -364,7 +393,9 @@ def test_trailing_bytes_in_public_key(ed_key: ed25519.Ed25519PrivateKey) -> None
         ({"namespace": ""}, "expected"),
     ],
 )
-def test_bad_header_fields(ed_key: ed25519.Ed25519PrivateKey, change: dict[str, Any], why: str) -> None:
+def test_bad_header_fields(
+    ed_key: ed25519.Ed25519PrivateKey, change: dict[str, Any], why: str
+) -> None:
     inner = s("ssh-ed25519") + s(ed_key.sign(signed_data(MSG)))
     assert why in refused(assemble(blob_of(ed_key), inner, **change))
 
@@ -376,9 +407,13 @@ def test_ssh_rsa_sha1_is_refused(keys: dict[str, Any]) -> None:
     why = refused(assemble(blob_of(key), s("ssh-rsa") + s(sha1)))
     assert "'ssh-rsa' (RSA with SHA-1) is refused" in why
     # Through sign_with too, as an old agent that ignores the SHA-2 flag would answer.
-    with pytest.raises(InvalidSignature, match="SHA-1"):
-        sign_with(MSG, namespace=NS, public_key_blob=blob_of(key), sign_raw=lambda d: s("ssh-rsa") + s(
-            key.sign(d, padding.PKCS1v15(), hashes.SHA1())))
+    with pytest.raises(InvalidSignatureError, match="SHA-1"):
+        sign_with(
+            MSG,
+            namespace=NS,
+            public_key_blob=blob_of(key),
+            sign_raw=lambda d: s("ssh-rsa") + s(key.sign(d, padding.PKCS1v15(), hashes.SHA1())),
+        )
 
 
 def test_rsa_sha2_256_verifies_and_labels_must_match(keys: dict[str, Any]) -> None:
@@ -401,7 +436,9 @@ def test_rsa_sha2_256_verifies_and_labels_must_match(keys: dict[str, Any]) -> No
         ("rsa2048", "rsa-sha2-384"),
     ],
 )
-def test_signature_algorithm_must_fit_the_key(keys: dict[str, Any], key_name: str, sig_alg: str) -> None:
+def test_signature_algorithm_must_fit_the_key(
+    keys: dict[str, Any], key_name: str, sig_alg: str
+) -> None:
     blob = sign(MSG, namespace=NS, private_key=keys[key_name])
     forged = assemble(split(blob)[0], s(sig_alg) + s(raw_sig(blob)))
     assert "does not fit" in refused(forged)
@@ -417,7 +454,9 @@ def test_short_rsa_signature_is_padded_like_openssh(keys: dict[str, Any]) -> Non
             break
     else:  # pragma: no cover - probability ~ (255/256)**5000
         pytest.fail("no RSA signature with a leading zero byte found")
-    verify(message, assemble(blob_of(key), s("rsa-sha2-512") + s(sig.lstrip(b"\x00"))), namespace=NS)
+    verify(
+        message, assemble(blob_of(key), s("rsa-sha2-512") + s(sig.lstrip(b"\x00"))), namespace=NS
+    )
     too_long = assemble(blob_of(key), s("rsa-sha2-512") + s(b"\x00" + sig))
     assert "longer than the key" in refused(too_long, message=message)
 
@@ -436,7 +475,13 @@ def test_ed25519_signature_length(ed_key: ed25519.Ed25519PrivateKey) -> None:
 
 @pytest.mark.parametrize(
     "key_type",
-    ["ssh-dss", "sk-ssh-ed25519@openssh.com", "ssh-ed25519-cert-v01@openssh.com", "ssh-ed448", "\u00e9"],
+    [
+        "ssh-dss",
+        "sk-ssh-ed25519@openssh.com",
+        "ssh-ed25519-cert-v01@openssh.com",
+        "ssh-ed448",
+        "\u00e9",
+    ],
 )
 def test_unaccepted_key_types(ed_key: ed25519.Ed25519PrivateKey, key_type: str) -> None:
     raw_pub = blob_of(ed_key)
@@ -454,11 +499,15 @@ def test_garbage_public_key(ed_key: ed25519.Ed25519PrivateKey) -> None:
 
 
 def test_oversized(good_blob: bytes) -> None:
-    assert "limit is 16 KiB" in refused(good_blob + b"\x00" * (MAX_SIGNATURE_SIZE + 1 - len(good_blob)))
+    assert "limit is 16 KiB" in refused(
+        good_blob + b"\x00" * (MAX_SIGNATURE_SIZE + 1 - len(good_blob))
+    )
     # A blob of exactly the limit is parsed (and refused for its trailing bytes, not its size).
     assert "trailing" in refused(good_blob + b"\x00" * (MAX_SIGNATURE_SIZE - len(good_blob)))
     # A huge length field must not make us read or allocate anything.
-    assert "truncated" in refused(b"SSHSIG" + struct.pack(">I", 1) + b"\xff\xff\xff\xf0" + b"x" * 10)
+    assert "truncated" in refused(
+        b"SSHSIG" + struct.pack(">I", 1) + b"\xff\xff\xff\xf0" + b"x" * 10
+    )
 
 
 def test_non_bytes_signature(good_blob: bytes) -> None:
@@ -473,11 +522,14 @@ def test_non_bytes_signature(good_blob: bytes) -> None:
 @given(st.binary(max_size=2048))
 def test_fuzz_random_bytes(data: bytes) -> None:
     for candidate in (data, b"SSHSIG" + data, b"SSHSIG\x00\x00\x00\x01" + data):
-        with pytest.raises(InvalidSignature):
+        with pytest.raises(InvalidSignatureError):
             verify(MSG, candidate, namespace=NS)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.data())
 def test_fuzz_mutations(good_blob: bytes, data: st.DataObject) -> None:
     blob = bytearray(good_blob)
@@ -493,7 +545,7 @@ def test_fuzz_mutations(good_blob: bytes, data: st.DataObject) -> None:
     if bytes(blob) == good_blob:
         verify(MSG, bytes(blob), namespace=NS)
         return
-    with pytest.raises(InvalidSignature):
+    with pytest.raises(InvalidSignatureError):
         verify(MSG, bytes(blob), namespace=NS)
 
 
@@ -506,13 +558,20 @@ def test_fuzz_mutations(good_blob: bytes, data: st.DataObject) -> None:
     alg=st.sampled_from(["ssh-ed25519", "ssh-rsa", "rsa-sha2-512", "ecdsa-sha2-nistp256", "x"]),
     sig=st.binary(max_size=300),
 )
-def test_fuzz_structured(pub: bytes, namespace: str, reserved: bytes, hash_alg: str, alg: str, sig: bytes) -> None:
-    """Well-framed blobs with arbitrary field contents still only ever raise InvalidSignature."""
+def test_fuzz_structured(
+    pub: bytes, namespace: str, reserved: bytes, hash_alg: str, alg: str, sig: bytes
+) -> None:
+    """Well-framed blobs with arbitrary field contents still only ever raise InvalidSignatureError."""
     for key_type in ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"):
         framed_pub = s(key_type) + pub
-        blob = assemble(framed_pub, s(alg) + s(sig), namespace=namespace or NS, hash_alg=hash_alg,
-                        reserved=reserved)
-        with pytest.raises(InvalidSignature):
+        blob = assemble(
+            framed_pub,
+            s(alg) + s(sig),
+            namespace=namespace or NS,
+            hash_alg=hash_alg,
+            reserved=reserved,
+        )
+        with pytest.raises(InvalidSignatureError):
             verify(MSG, blob, namespace=NS)
 
 
@@ -522,8 +581,11 @@ KEYGEN_NAMES = list(KEY_SPECS)
 
 
 def _write_key(path: Path, key: Any) -> Path:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
     path.write_bytes(pem)
     path.chmod(0o600)
     pub = public_key_from_crypto(key.public_key())
@@ -531,24 +593,40 @@ def _write_key(path: Path, key: Any) -> Path:
     return path
 
 
-def keygen_verify(keygen: str, tmp: Path, pub_line: str, message: bytes, sig_text: str, namespace: str = NS
-                  ) -> subprocess.CompletedProcess[bytes]:
+def keygen_verify(
+    keygen: str, tmp: Path, pub_line: str, message: bytes, sig_text: str, namespace: str = NS
+) -> subprocess.CompletedProcess[bytes]:
     allowed = tmp / "allowed_signers"
     key_type, b64 = pub_line.split()[:2]
     allowed.write_text(f"alice@example.com {key_type} {b64}\n")
     sig_file = tmp / "msg.sig"
     sig_file.write_text(sig_text)
     return subprocess.run(
-        [keygen, "-Y", "verify", "-f", str(allowed), "-I", "alice@example.com", "-n", namespace,
-         "-s", str(sig_file)],
-        input=message, capture_output=True, timeout=30,
+        [
+            keygen,
+            "-Y",
+            "verify",
+            "-f",
+            str(allowed),
+            "-I",
+            "alice@example.com",
+            "-n",
+            namespace,
+            "-s",
+            str(sig_file),
+        ],
+        input=message,
+        capture_output=True,
+        timeout=30,
     )
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("hash_alg", ["sha256", "sha512"])
 @pytest.mark.parametrize("name", KEYGEN_NAMES)
-def test_ssh_keygen_verifies_ours(keys: dict[str, Any], name: str, hash_alg: str, tmp_path: Path) -> None:
+def test_ssh_keygen_verifies_ours(
+    keys: dict[str, Any], name: str, hash_alg: str, tmp_path: Path
+) -> None:
     keygen = require_tool("ssh-keygen")
     key = keys[name]
     pub = public_key_from_crypto(key.public_key())
@@ -565,15 +643,29 @@ def test_ssh_keygen_verifies_ours(keys: dict[str, Any], name: str, hash_alg: str
 @pytest.mark.integration
 @pytest.mark.parametrize("hash_alg", ["sha256", "sha512"])
 @pytest.mark.parametrize("name", KEYGEN_NAMES)
-def test_we_verify_ssh_keygen(keys: dict[str, Any], name: str, hash_alg: str, tmp_path: Path) -> None:
+def test_we_verify_ssh_keygen(
+    keys: dict[str, Any], name: str, hash_alg: str, tmp_path: Path
+) -> None:
     keygen = require_tool("ssh-keygen")
     key = keys[name]
     key_file = _write_key(tmp_path / "id", key)
     msg_file = tmp_path / "message"
     msg_file.write_bytes(MSG)
     done = subprocess.run(
-        [keygen, "-Y", "sign", "-f", str(key_file), "-n", NS, "-O", f"hashalg={hash_alg}", str(msg_file)],
-        capture_output=True, timeout=30,
+        [
+            keygen,
+            "-Y",
+            "sign",
+            "-f",
+            str(key_file),
+            "-n",
+            NS,
+            "-O",
+            f"hashalg={hash_alg}",
+            str(msg_file),
+        ],
+        capture_output=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stderr.decode()
     text = (tmp_path / "message.sig").read_text()
@@ -582,8 +674,12 @@ def test_we_verify_ssh_keygen(keys: dict[str, Any], name: str, hash_alg: str, tm
     assert armor(blob) == text
     got = verify(MSG, blob, namespace=NS)
     pub = blob_of(key)
-    assert got.public_key_blob == pub and got.key_type == KEY_TYPES[name] and got.hash_alg == hash_alg
-    fp = subprocess.run([keygen, "-l", "-f", str(key_file) + ".pub"], capture_output=True, text=True, check=True)
+    assert (
+        got.public_key_blob == pub and got.key_type == KEY_TYPES[name] and got.hash_alg == hash_alg
+    )
+    fp = subprocess.run(
+        [keygen, "-l", "-f", str(key_file) + ".pub"], capture_output=True, text=True, check=True
+    )
     assert got.fingerprint == fp.stdout.split()[1]
     if name.startswith("rsa"):
         assert s("rsa-sha2-512") in blob  # ssh-keygen -Y sign never uses ssh-rsa

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from ..config import resolve_data_dir
+from client.config import resolve_data_dir
 
 __all__ = ["data_dir_option", "get_data_dir", "read_passphrase", "utcnow", "write_file"]
 
@@ -18,7 +19,7 @@ PASSPHRASE_ENV = "JIT_SSH_CA_PASSPHRASE"
 
 def utcnow() -> datetime:
     """The one place the client reads the clock (tests may patch this)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _set_data_dir(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

@@ -40,7 +40,9 @@ class NoDatabase(Exception):
     """The configuration names no database that exists (ca commands never create one)."""
 
 
-def _open_database(ctx: click.Context, config_path: str | None, passphrase_file: str | None = None) -> Any:
+def _open_database(
+    ctx: click.Context, config_path: str | None, passphrase_file: str | None = None
+) -> Any:
     """The service (its database, audit key and recorded keyring), as `serve` opens it.
 
     Refuses a default SQLite database that does not exist: creating an empty
@@ -69,9 +71,9 @@ def _open_database(ctx: click.Context, config_path: str | None, passphrase_file:
 
 
 def _no_database_error(e: Exception) -> Any:
-    from server.errors import Unavailable
+    from server.errors import DatabaseUnavailable
 
-    return Unavailable(f"{e}", field="database")
+    return DatabaseUnavailable(f"{e}", field="database")
 
 
 def _by() -> str:
@@ -97,8 +99,14 @@ def _by() -> str:
 )
 @click.option("--rotate", is_flag=True, hidden=True, help="Removed: see jit-ssh ca add-key.")
 @click.pass_context
-def ca_init(ctx: click.Context, config_path: str | None, key_type: str, bits: int | None,
-            passphrase_file: str | None, rotate: bool) -> None:
+def ca_init(
+    ctx: click.Context,
+    config_path: str | None,
+    key_type: str,
+    bits: int | None,
+    passphrase_file: str | None,
+    rotate: bool,
+) -> None:
     """Create the first CA key in the data directory (it signs).
 
     To rotate, use `jit-ssh ca add-key`, then `ca promote`, then `ca retire`.
@@ -119,16 +127,26 @@ def ca_init(ctx: click.Context, config_path: str | None, key_type: str, bits: in
         )
     if bits is not None and key_type != "rsa":
         raise click.BadParameter("--bits applies to --type rsa only", param_hint="--bits")
-    key = init_keyring(data_dir, now=utcnow(), key_type=key_type, bits=bits, passphrase=read_passphrase(passphrase_file))
+    key = init_keyring(
+        data_dir,
+        now=utcnow(),
+        key_type=key_type,
+        bits=bits,
+        passphrase=read_passphrase(passphrase_file),
+    )
     click.echo(f"Created CA key {key.path}")
     click.echo(f"  {key.public.key_type} {key.fingerprint}")
-    click.echo("Hosts trust it with: jit-ssh ca show > trusted_user_ca_keys  (see jit-ssh host setup)")
+    click.echo(
+        "Hosts trust it with: jit-ssh ca show > trusted_user_ca_keys  (see jit-ssh host setup)"
+    )
 
 
 @ca.command("show")
 @data_dir_option
 @config_option
-@click.option("--fingerprints/--no-fingerprints", default=True, help="Print fingerprints as # comments.")
+@click.option(
+    "--fingerprints/--no-fingerprints", default=True, help="Print fingerprints as # comments."
+)
 @click.pass_context
 def ca_show(ctx: click.Context, config_path: str | None, fingerprints: bool) -> None:
     """Print the trusted CA public keys (a TrustedUserCAKeys file) and their fingerprints.
@@ -143,13 +161,18 @@ def ca_show(ctx: click.Context, config_path: str | None, fingerprints: bool) -> 
     ring = load_keyring(_data_dir(ctx, config_path), private=False)
     for key in ring.keys:
         if fingerprints:
-            role = "signing" if key.fingerprint == ring.signing_key.fingerprint else "staged: trusted, not signing"
+            role = (
+                "signing"
+                if key.fingerprint == ring.signing_key.fingerprint
+                else "staged: trusted, not signing"
+            )
             click.echo(f"# {key.fingerprint} ({role})")
         click.echo(key.public.openssh)
 
 
 _passphrase_option = click.option(
-    "--passphrase-file", type=click.Path(exists=True, dir_okay=False),
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False),
     help="The CA keys' passphrase (or $JIT_SSH_CA_PASSPHRASE, or the server's ca_passphrase_file).",
 )
 
@@ -170,9 +193,14 @@ def ca_list(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
         raise _no_database_error(e) from None
     here = {pub.fingerprint for _, pub in key_files(ext.config.data_dir)}
     rows = [
-        {"purpose": r.purpose, "fingerprint": r.fingerprint, "key_type": r.key_type, "state": r.state,
-         "in_data_dir": r.fingerprint in here if r.purpose == "ca" else True,
-         "changed_at": r.changed_at.isoformat()}
+        {
+            "purpose": r.purpose,
+            "fingerprint": r.fingerprint,
+            "key_type": r.key_type,
+            "state": r.state,
+            "in_data_dir": r.fingerprint in here if r.purpose == "ca" else True,
+            "changed_at": r.changed_at.isoformat(),
+        }
         for r in list_keys(ext.service.sessions)
     ]
     if as_json:
@@ -187,14 +215,23 @@ def ca_list(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
 @data_dir_option
 @config_option
 @click.option(
-    "--type", "key_type", type=click.Choice(["ed25519", "ecdsa", "ecdsa-p384", "rsa"]), default="ed25519",
-    show_default=True, help="CA key type.",
+    "--type",
+    "key_type",
+    type=click.Choice(["ed25519", "ecdsa", "ecdsa-p384", "rsa"]),
+    default="ed25519",
+    show_default=True,
+    help="CA key type.",
 )
 @click.option("--bits", type=int, help="RSA key size (3072 to 8192; default 3072).")
 @_passphrase_option
 @click.pass_context
-def ca_add_key(ctx: click.Context, config_path: str | None, key_type: str, bits: int | None,
-               passphrase_file: str | None) -> None:
+def ca_add_key(
+    ctx: click.Context,
+    config_path: str | None,
+    key_type: str,
+    bits: int | None,
+    passphrase_file: str | None,
+) -> None:
     """Rotation, step 1: add a CA key that is trusted and published, but does not sign.
 
     /v1/ca.pub and `host setup` hand it to hosts from now on. Copy the new
@@ -210,13 +247,22 @@ def ca_add_key(ctx: click.Context, config_path: str | None, key_type: str, bits:
         ext = _open_database(ctx, config_path, passphrase_file)
     except NoDatabase as e:
         raise _no_database_error(e) from None
-    key = add_key(ext.service, ext.keyring, now=utcnow(), by=f"ca:{_by()}", key_type=key_type, bits=bits,
-                  passphrase=read_passphrase(passphrase_file) or ext.keyring.passphrase)
+    key = add_key(
+        ext.service,
+        ext.keyring,
+        now=utcnow(),
+        by=f"ca:{_by()}",
+        key_type=key_type,
+        bits=bits,
+        passphrase=read_passphrase(passphrase_file) or ext.keyring.passphrase,
+    )
     click.echo(f"Added CA key {key.path} (staged: trusted and published, not signing)")
     click.echo(f"  {key.public.key_type} {key.fingerprint}")
-    click.echo(f"Next: copy it to every replica's {key.path.parent if key.path else 'ca/'}, re-run "
-               "`jit-ssh host setup` on every host (or your configuration management) until every host "
-               f"trusts it, then: jit-ssh ca promote {key.fingerprint}")
+    click.echo(
+        f"Next: copy it to every replica's {key.path.parent if key.path else 'ca/'}, re-run "
+        "`jit-ssh host setup` on every host (or your configuration management) until every host "
+        f"trusts it, then: jit-ssh ca promote {key.fingerprint}"
+    )
 
 
 @ca.command("promote")
@@ -225,7 +271,9 @@ def ca_add_key(ctx: click.Context, config_path: str | None, key_type: str, bits:
 @click.argument("fingerprint")
 @_passphrase_option
 @click.pass_context
-def ca_promote(ctx: click.Context, config_path: str | None, fingerprint: str, passphrase_file: str | None) -> None:
+def ca_promote(
+    ctx: click.Context, config_path: str | None, fingerprint: str, passphrase_file: str | None
+) -> None:
     """Rotation, step 2: the staged key FINGERPRINT signs from now on (the old one stays trusted)."""
     from server.keystore import promote_key
 
@@ -234,8 +282,10 @@ def ca_promote(ctx: click.Context, config_path: str | None, fingerprint: str, pa
     except NoDatabase as e:
         raise _no_database_error(e) from None
     state = promote_key(ext.service, ext.keyring, fingerprint, now=utcnow(), by=f"ca:{_by()}")
-    click.echo(f"CA key {state.signer} signs from now on; the previous signer stays trusted until "
-               "jit-ssh ca retire (after the longest certificate lifetime, at most 24 h)")
+    click.echo(
+        f"CA key {state.signer} signs from now on; the previous signer stays trusted until "
+        "jit-ssh ca retire (after the longest certificate lifetime, at most 24 h)"
+    )
 
 
 @ca.command("retire")
@@ -252,7 +302,9 @@ def ca_retire(ctx: click.Context, config_path: str | None, fingerprint: str) -> 
     except NoDatabase as e:
         raise _no_database_error(e) from None
     retire_key(ext.service, ext.keyring, fingerprint, now=utcnow(), by=f"ca:{_by()}")
-    click.echo(f"CA key {fingerprint} is retired: no longer in /v1/ca.pub; re-run host setup so hosts drop it")
+    click.echo(
+        f"CA key {fingerprint} is retired: no longer in /v1/ca.pub; re-run host setup so hosts drop it"
+    )
 
 
 def _read_text_file(path: str, what: str) -> str:
@@ -271,10 +323,25 @@ def _read_text_file(path: str, what: str) -> str:
 @data_dir_option
 @config_option
 @click.argument("pubkey_file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--principal", "-n", "principals", multiple=True, required=True, help="A principal (repeat for more).")
-@click.option("--for", "duration", required=True, help="Validity, e.g. 90s, 15m, 1h30m, 2h (max 24h).")
-@click.option("--key-id", required=True, help="Key ID written into the certificate (and into sshd's log lines).")
-@click.option("--reason", required=True, help="Why this break-glass certificate is needed (recorded).")
+@click.option(
+    "--principal",
+    "-n",
+    "principals",
+    multiple=True,
+    required=True,
+    help="A principal (repeat for more).",
+)
+@click.option(
+    "--for", "duration", required=True, help="Validity, e.g. 90s, 15m, 1h30m, 2h (max 24h)."
+)
+@click.option(
+    "--key-id",
+    required=True,
+    help="Key ID written into the certificate (and into sshd's log lines).",
+)
+@click.option(
+    "--reason", required=True, help="Why this break-glass certificate is needed (recorded)."
+)
 @click.option("--serial", type=str, help="Serial (default: random 63-bit).")
 @click.option("--force-command", help="Critical option force-command.")
 @click.option("--source-address", help="Critical option source-address: comma-separated CIDRs.")
@@ -284,9 +351,20 @@ def _read_text_file(path: str, what: str) -> str:
     multiple=True,
     help="Extension (repeatable; default permit-pty). E.g. permit-port-forwarding.",
 )
-@click.option("--backdate", default="0s", show_default=True, help="Clock-skew allowance, at most a tenth of --for.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the certificate here instead of stdout.")
-@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False), help="The CA key's passphrase.")
+@click.option(
+    "--backdate",
+    default="0s",
+    show_default=True,
+    help="Clock-skew allowance, at most a tenth of --for.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), help="Write the certificate here instead of stdout."
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The CA key's passphrase.",
+)
 @click.option(
     "--no-record",
     is_flag=True,
@@ -326,37 +404,60 @@ def ca_sign(
     the database's is refused either way.) Every signing is also appended to
     issuances.jsonl in the data directory.
     """
+    from cryptography.hazmat.primitives.asymmetric import ed25519
     from sqlalchemy.exc import DBAPIError
 
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    from ca import DEFAULT_EXTENSIONS, CAKey, InvalidSerial, issue_certificate, parse_duration, parse_public_key
+    from ca import (
+        DEFAULT_EXTENSIONS,
+        CAKey,
+        InvalidSerial,
+        issue_certificate,
+        parse_duration,
+        parse_public_key,
+    )
     from ca.keyring import load_keyring
-    from server.errors import Unavailable
+    from server.errors import DatabaseUnavailable
 
     no_record = no_record or no_db
     if not reason.strip():
         raise click.BadParameter("a reason is required", param_hint="--reason")
     data_dir = _data_dir(ctx, config_path)
-    user_key = parse_public_key(_read_text_file(pubkey_file, "a public key"), field=f"public key {pubkey_file}")
+    user_key = parse_public_key(
+        _read_text_file(pubkey_file, "a public key"), field=f"public key {pubkey_file}"
+    )
     serial_no: int | None = None
     if serial is not None:
         try:
             serial_no = int(serial, 0)
         except ValueError:
             raise InvalidSerial(f"--serial {serial!r} is not a number", field="serial") from None
-    bd = parse_duration(backdate, field="--backdate") if backdate.strip() not in ("0", "0s") else timedelta(0)
+    bd = (
+        parse_duration(backdate, field="--backdate")
+        if backdate.strip() not in ("0", "0s")
+        else timedelta(0)
+    )
     by = f"ca-sign:{_by()}"
     refusal = "nothing was signed; fix the database or its configuration, or sign with --no-record to record it later"
 
     window = parse_duration(duration, field="--for")
     sign_args: dict[str, Any] = dict(
-        principals=principals, duration=window, key_id=key_id, backdate=bd, serial=serial_no,
-        extensions=extensions or DEFAULT_EXTENSIONS, force_command=force_command, source_address=source_address,
+        principals=principals,
+        duration=window,
+        key_id=key_id,
+        backdate=bd,
+        serial=serial_no,
+        extensions=extensions or DEFAULT_EXTENSIONS,
+        force_command=force_command,
+        source_address=source_address,
     )
     # Bad input is refused before the database is opened, by the very function
     # that signs (with a throwaway key), and a missing CA says how to make one.
-    issue_certificate(CAKey.from_private(ed25519.Ed25519PrivateKey.generate()), user_key, now=utcnow(), **sign_args)
+    issue_certificate(
+        CAKey.from_private(ed25519.Ed25519PrivateKey.generate()),
+        user_key,
+        now=utcnow(),
+        **sign_args,
+    )
     load_keyring(data_dir, private=False)
 
     ext = None
@@ -366,7 +467,9 @@ def ca_sign(
     except (NoDatabase, DBAPIError) as e:
         unrecorded = _first_line(e)
         if not no_record:
-            raise Unavailable(f"the certificate could not be recorded: {unrecorded}; {refusal}", field="database") from None
+            raise DatabaseUnavailable(
+                f"the certificate could not be recorded: {unrecorded}; {refusal}", field="database"
+            ) from None
     if ext is not None:
         # The signer is the one the database names (every replica agrees on it).
         signer = ext.keyring.signing_key
@@ -380,16 +483,22 @@ def ca_sign(
         from server.offline import record_offline_issuance
 
         try:
-            record_offline_issuance(ext.service, cert, reason=reason, by=by, backdate=bd, no_record=no_record)
+            record_offline_issuance(
+                ext.service, cert, reason=reason, by=by, backdate=bd, no_record=no_record
+            )
         except DBAPIError as e:
             unrecorded = _first_line(e)
             if not no_record:
-                raise Unavailable(f"the certificate could not be recorded: {unrecorded}; {refusal}",
-                                  field="database") from None
+                raise DatabaseUnavailable(
+                    f"the certificate could not be recorded: {unrecorded}; {refusal}",
+                    field="database",
+                ) from None
     if unrecorded is not None:
         from server.offline import write_pending
 
-        path = write_pending(data_dir, cert, reason=reason, by=by, backdate=bd, signed_at=now, error=unrecorded)
+        path = write_pending(
+            data_dir, cert, reason=reason, by=by, backdate=bd, signed_at=now, error=unrecorded
+        )
         click.echo(
             f"warning: serial {cert.serial} is NOT in the database yet ({unrecorded}). It waits in {path}, "
             "and the next `jit-ssh serve` or admin command on this data directory records it in the audit log.",

@@ -27,14 +27,20 @@ def cert() -> None:
 @click.option("--verify", is_flag=True, help="Verify against the data directory's CA keys.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.pass_context
-def cert_inspect(ctx: click.Context, file: str, ca_keys: str | None, verify: bool, as_json: bool) -> None:
+def cert_inspect(
+    ctx: click.Context, file: str, ca_keys: str | None, verify: bool, as_json: bool
+) -> None:
     """Show every field of the certificate in FILE (a *-cert.pub file).
 
     With --ca-keys or --verify, exit 1 unless a trusted CA key signed it.
     """
     from ca import load_public_keys, parse_certificate, verify_certificate
 
-    text = click.get_text_stream("stdin").read(64 * 1024) if file == "-" else Path(file).read_text("ascii", "replace")
+    text = (
+        click.get_text_stream("stdin").read(64 * 1024)
+        if file == "-"
+        else Path(file).read_text("ascii", "replace")
+    )
     trusted = None
     if ca_keys:
         trusted = load_public_keys(Path(ca_keys).read_text("ascii", "replace"), field=ca_keys)

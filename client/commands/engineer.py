@@ -7,12 +7,25 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-__all__ = ["login", "status", "done", "requests_cmd", "pending", "approve", "deny", "ssh", "config", "api"]
+__all__ = [
+    "login",
+    "status",
+    "done",
+    "requests_cmd",
+    "pending",
+    "approve",
+    "deny",
+    "ssh",
+    "config",
+    "api",
+]
 
 EXIT_REFUSED = 1
 EXIT_NOT_FOUND = 3
@@ -20,13 +33,23 @@ EXIT_UNREACHABLE = 4
 
 
 def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--identity", "-i", help="Private key enrolled for API calls (default from config; ssh-agent if it holds it).")(f)
-    f = click.option("--user", "-u", help="Your jit-ssh user name (default from config or $JIT_SSH_USER).")(f)
-    f = click.option("--server", "-s", help="Server URL (default from config or $JIT_SSH_SERVER).")(f)
+    f = click.option(
+        "--identity",
+        "-i",
+        help="Private key enrolled for API calls (default from config; ssh-agent if it holds it).",
+    )(f)
+    f = click.option(
+        "--user", "-u", help="Your jit-ssh user name (default from config or $JIT_SSH_USER)."
+    )(f)
+    f = click.option("--server", "-s", help="Server URL (default from config or $JIT_SSH_SERVER).")(
+        f
+    )
     return f
 
 
-def _client(server: str | None, user: str | None, identity: str | None, *, signed: bool = True) -> Any:
+def _client(
+    server: str | None, user: str | None, identity: str | None, *, signed: bool = True
+) -> Any:
     from client.http import ApiClient
     from client.settings import load_settings
 
@@ -38,7 +61,12 @@ def _client(server: str | None, user: str | None, identity: str | None, *, signe
         def ask() -> bytes | None:
             if not sys.stdin.isatty():
                 return None
-            return click.prompt("Passphrase for your key", hide_input=True, default="", show_default=False).encode() or None
+            return (
+                click.prompt(
+                    "Passphrase for your key", hide_input=True, default="", show_default=False
+                ).encode()
+                or None
+            )
 
         signer = _signer(settings.identity, settings.use_agent, ask)
     return ApiClient(
@@ -55,15 +83,21 @@ def _signer(identity: str | None, use_agent: bool, ask: Callable[[], bytes | Non
     """ssh-agent when it runs and holds the key; else the key file itself."""
     from client.signing import AgentError, signer_from_identity
 
-    can_file = bool(identity) and not identity.startswith("SHA256:") and Path(identity).is_file() \
-        and not identity.endswith(".pub")  # type: ignore[union-attr]
+    can_file = (
+        bool(identity)
+        and not identity.startswith("SHA256:")
+        and Path(identity).is_file()
+        and not identity.endswith(".pub")
+    )  # type: ignore[union-attr]
     if use_agent and os.environ.get("SSH_AUTH_SOCK"):
         try:
             return signer_from_identity(identity, use_agent=True, passphrase=ask)
         except AgentError:
             if not can_file:
                 raise
-    return signer_from_identity(identity, use_agent=False if can_file or not use_agent else True, passphrase=ask)
+    return signer_from_identity(
+        identity, use_agent=False if can_file or not use_agent else True, passphrase=ask
+    )
 
 
 def _fail(message: str, code: int = EXIT_REFUSED) -> None:
@@ -73,9 +107,8 @@ def _fail(message: str, code: int = EXIT_REFUSED) -> None:
 
 def _iso(t: Any) -> str:
     """A certificate time as the server writes it: ``2026-01-01T10:00:00Z``."""
-    from datetime import timezone
 
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _duration_text(seconds: int) -> str:
@@ -89,16 +122,43 @@ def _duration_text(seconds: int) -> str:
 
 @click.command()
 @click.argument("target")
-@click.option("--for", "duration", help="How long, e.g. 30m, 1h (default: config default_duration, else the policy's default).")
-@click.option("--reason", "-r", default="", help="Why you need access (some policies require a ticket).")
-@click.option("--no-wait", is_flag=True, help="Return after submitting; pick the certificate up later with --resume.")
+@click.option(
+    "--for",
+    "duration",
+    help="How long, e.g. 30m, 1h (default: config default_duration, else the policy's default).",
+)
+@click.option(
+    "--reason", "-r", default="", help="Why you need access (some policies require a ticket)."
+)
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Return after submitting; pick the certificate up later with --resume.",
+)
 @click.option("--resume", "resume_id", help="Pick up the certificate for an earlier request ID.")
-@click.option("--break-glass", is_flag=True, help="Self-approved emergency access (where policy allows; reviewed afterwards).")
+@click.option(
+    "--break-glass",
+    is_flag=True,
+    help="Self-approved emergency access (where policy allows; reviewed afterwards).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON result instead of prose.")
-@click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds between status checks.")
+@click.option(
+    "--poll", type=float, default=1.0, show_default=True, help="Seconds between status checks."
+)
 @_connection_options
-def login(target: str, duration: str | None, reason: str, no_wait: bool, resume_id: str | None, break_glass: bool,
-          as_json: bool, poll: float, server: str | None, user: str | None, identity: str | None) -> None:
+def login(
+    target: str,
+    duration: str | None,
+    reason: str,
+    no_wait: bool,
+    resume_id: str | None,
+    break_glass: bool,
+    as_json: bool,
+    poll: float,
+    server: str | None,
+    user: str | None,
+    identity: str | None,
+) -> None:
     """Request access to TARGET and wait for approval; then get a certificate.
 
     Makes a fresh Ed25519 key for this access in ~/.ssh/jit-ssh/, submits a
@@ -120,8 +180,10 @@ def login(target: str, duration: str | None, reason: str, no_wait: bool, resume_
             if req["target"] != target:
                 # The key, certificate and ssh_config block are filed under
                 # TARGET: a mismatch would put another target's access there.
-                _fail(f"request {resume_id} is for target {req['target']!r}, not {target!r}: "
-                      f"jit-ssh login {req['target']} --resume {resume_id}")
+                _fail(
+                    f"request {resume_id} is for target {req['target']!r}, not {target!r}: "
+                    f"jit-ssh login {req['target']} --resume {resume_id}"
+                )
         else:
             body: dict[str, Any] = {"target": target, "reason": reason}
             want = duration or settings.default_duration
@@ -131,21 +193,40 @@ def login(target: str, duration: str | None, reason: str, no_wait: bool, resume_
                 body["break_glass"] = True
             req = _checked(api_client.post("/v1/requests", body))
             if not as_json:
-                click.echo(f"Request {req['id']} for {target} ({_duration_text(req['duration_seconds'])}): {req['state']}", err=True)
+                click.echo(
+                    f"Request {req['id']} for {target} ({_duration_text(req['duration_seconds'])}): {req['state']}",
+                    err=True,
+                )
                 if req["state"] == "pending":
                     click.echo(f"Approve at: {req['approval_url']}", err=True)
         if no_wait and req["state"] == "pending":
             if as_json:
-                click.echo(json.dumps({"request_id": req["id"], "state": req["state"], "approval_url": req["approval_url"]}))
+                click.echo(
+                    json.dumps(
+                        {
+                            "request_id": req["id"],
+                            "state": req["state"],
+                            "approval_url": req["approval_url"],
+                        }
+                    )
+                )
             else:
-                click.echo(f"Not waiting. Later: jit-ssh login {target} --resume {req['id']}", err=True)
+                click.echo(
+                    f"Not waiting. Later: jit-ssh login {target} --resume {req['id']}", err=True
+                )
             return
         req = _wait(api_client, req, poll=poll, quiet=as_json)
         if req["state"] != "approved" and not (req["state"] == "issued" and resume_id):
             _report_end(req, as_json)
-        key_path, pub = new_key_pair(target) if req["state"] == "approved" or not _have_key(target) else (_key_path(target), _pub(target))
+        key_path, pub = (
+            new_key_pair(target)
+            if req["state"] == "approved" or not _have_key(target)
+            else (_key_path(target), _pub(target))
+        )
         # As sent: client.verify checks every value of it strictly before anything is printed or written.
-        cert = api_client.post(f"/v1/requests/{req['id']}/certificate", {"public_key": pub}, printable=False)
+        cert = api_client.post(
+            f"/v1/requests/{req['id']}/certificate", {"public_key": pub}, printable=False
+        )
         verified = _verify(api_client, target, req, cert, pub)
         _install(verified, key_path, settings, as_json)
 
@@ -189,8 +270,12 @@ def _wait(api_client: Any, req: dict[str, Any], *, poll: float, quiet: bool) -> 
             if tty:
                 got = sum(1 for a in req.get("approvals", []) if a["decision"] == "approve")
                 elapsed = int(time.monotonic() - start)
-                click.echo(f"\r{spinner[i % 4]} waiting for approval: {got}/{req['approvals_required']} approvals, "
-                           f"{elapsed // 60}:{elapsed % 60:02d} elapsed ", nl=False, err=True)
+                click.echo(
+                    f"\r{spinner[i % 4]} waiting for approval: {got}/{req['approvals_required']} approvals, "
+                    f"{elapsed // 60}:{elapsed % 60:02d} elapsed ",
+                    nl=False,
+                    err=True,
+                )
                 i += 1
             time.sleep(delay)
             req = _checked(api_client.get(f"/v1/requests/{req['id']}"))
@@ -201,8 +286,11 @@ def _wait(api_client: Any, req: dict[str, Any], *, poll: float, quiet: bool) -> 
                 api_client.post(f"/v1/requests/{req['id']}/cancel", {})
                 click.echo(f"Request {req['id']} cancelled.", err=True)
             else:
-                click.echo(f"Left pending. Later: jit-ssh login {req['target']} --resume {req['id']}", err=True)
-            raise click.exceptions.Exit(130)
+                click.echo(
+                    f"Left pending. Later: jit-ssh login {req['target']} --resume {req['id']}",
+                    err=True,
+                )
+            raise click.exceptions.Exit(130) from None
     if tty:
         click.echo("\r" + " " * 70 + "\r", nl=False, err=True)
     return req
@@ -211,24 +299,34 @@ def _wait(api_client: Any, req: dict[str, Any], *, poll: float, quiet: bool) -> 
 def _report_end(req: dict[str, Any], as_json: bool) -> None:
     state = req["state"]
     if as_json:
-        click.echo(json.dumps({"request_id": req["id"], "state": state, "deny_reason": req.get("deny_reason")}))
+        click.echo(
+            json.dumps(
+                {"request_id": req["id"], "state": state, "deny_reason": req.get("deny_reason")}
+            )
+        )
         raise click.exceptions.Exit(EXIT_REFUSED)
     if state == "denied":
         by = ", ".join(a["approver"] for a in req.get("approvals", []) if a["decision"] == "deny")
-        _fail(f"request {req['id']} was denied by {by or 'an approver'}: {req.get('deny_reason') or '(no reason given)'}")
+        _fail(
+            f"request {req['id']} was denied by {by or 'an approver'}: {req.get('deny_reason') or '(no reason given)'}"
+        )
     if state == "expired":
         _fail(f"request {req['id']} expired before it was approved or claimed")
     _fail(f"request {req['id']} is {state}")
 
 
-def _verify(api_client: Any, target: str, req: dict[str, Any], answer: dict[str, Any], pub: str) -> Any:
+def _verify(
+    api_client: Any, target: str, req: dict[str, Any], answer: dict[str, Any], pub: str
+) -> Any:
     """The server's certificate, checked against the key just made and the CA keys it publishes;
     on any mismatch one clear error, and nothing written (client.verify)."""
     from ca.errors import JitSshError
     from client.verify import describe_refusal, fetch_ca_keys, verify_issued
 
     try:
-        return verify_issued(answer, public_key=pub, ca_keys=fetch_ca_keys(api_client), request=req, target=target)
+        return verify_issued(
+            answer, public_key=pub, ca_keys=fetch_ca_keys(api_client), request=req, target=target
+        )
     except JitSshError as e:
         if e.code in ("server_unreachable",):
             raise
@@ -242,23 +340,46 @@ def _install(verified: Any, key_path: Path, settings: Any, as_json: bool) -> Non
     target, login_user, principals = verified.target, verified.login_user, list(cert.principals)
     valid_before = _iso(cert.valid_before)
     record = AccessRecord(
-        target=target, request_id=verified.request_id, serial=str(cert.serial), valid_after=_iso(cert.valid_after),
-        valid_before=valid_before, principals=principals, login_user=login_user,
-        server=settings.server or "", key_path=str(key_path), cert_path=str(key_path) + "-cert.pub",
+        target=target,
+        request_id=verified.request_id,
+        serial=str(cert.serial),
+        valid_after=_iso(cert.valid_after),
+        valid_before=valid_before,
+        principals=principals,
+        login_user=login_user,
+        server=settings.server or "",
+        key_path=str(key_path),
+        cert_path=str(key_path) + "-cert.pub",
     )
     save_access(record, verified.openssh)
     req = {"id": verified.request_id}
     left = record.seconds_left(now_utc())
     in_agent = agent_add(str(key_path), left)
     if as_json:
-        click.echo(json.dumps({"request_id": req["id"], "state": "issued", "serial": str(cert.serial),
-                               "valid_before": valid_before, "seconds_left": left, "key": str(key_path),
-                               "certificate": record.cert_path, "principals": principals, "agent": in_agent}))
+        click.echo(
+            json.dumps(
+                {
+                    "request_id": req["id"],
+                    "state": "issued",
+                    "serial": str(cert.serial),
+                    "valid_before": valid_before,
+                    "seconds_left": left,
+                    "key": str(key_path),
+                    "certificate": record.cert_path,
+                    "principals": principals,
+                    "agent": in_agent,
+                }
+            )
+        )
         return
-    click.echo(f"Access granted to {target} until {valid_before} ({_duration_text(left) if left else 'expired'}), serial {cert.serial}.")
+    click.echo(
+        f"Access granted to {target} until {valid_before} ({_duration_text(left) if left else 'expired'}), serial {cert.serial}."
+    )
     dest = f"{login_user}@{target}" if login_user else target
     click.echo(f"  ssh -i {key_path} -o CertificateFile={record.cert_path} {dest}")
-    click.echo(f"  or: jit-ssh ssh {target}   (or `Include {key_path.parent}/config` in ~/.ssh/config, then: ssh {target})")
+    click.echo(
+        f"  or: jit-ssh ssh {target}   (or `Include {key_path.parent}/config` in ~/.ssh/config, then: ssh {target})"
+    )
     if in_agent:
         click.echo(f"  Key and certificate are in ssh-agent for {_duration_text(left)}.")
     click.echo("  End access early with: jit-ssh done " + req["id"])
@@ -284,32 +405,61 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
         pending = [r for r in mine if r["state"] in ("pending", "approved")]
         revoked = {r["id"] for r in mine if r["state"] in ("revoked", "ended")}
         local = [r for r in local if r.request_id not in revoked]
-    except Exception as e:  # noqa: BLE001 - local status still helps when the server is away
+    except Exception as e:
         if not as_json:
             click.echo(f"(server not asked: {e})", err=True)
     if as_json:
-        click.echo(json.dumps({
-            "active": [{"target": r.target, "request_id": r.request_id, "serial": r.serial, "principals": r.principals,
-                        "valid_before": r.valid_before, "seconds_left": r.seconds_left(now)} for r in local],
-            "pending": [{"request_id": r["id"], "target": r["target"], "state": r["state"],
-                         "approvals": sum(1 for a in r["approvals"] if a["decision"] == "approve"),
-                         "approvals_required": r["approvals_required"]} for r in pending],
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "active": [
+                        {
+                            "target": r.target,
+                            "request_id": r.request_id,
+                            "serial": r.serial,
+                            "principals": r.principals,
+                            "valid_before": r.valid_before,
+                            "seconds_left": r.seconds_left(now),
+                        }
+                        for r in local
+                    ],
+                    "pending": [
+                        {
+                            "request_id": r["id"],
+                            "target": r["target"],
+                            "state": r["state"],
+                            "approvals": sum(
+                                1 for a in r["approvals"] if a["decision"] == "approve"
+                            ),
+                            "approvals_required": r["approvals_required"],
+                        }
+                        for r in pending
+                    ],
+                },
+                indent=2,
+            )
+        )
         return
     if not local and not pending:
         click.echo("No active access and no pending requests.")
     for r in local:
-        click.echo(f"active   {r.target:<16} {','.join(r.principals):<28} {_duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  serial {r.serial}")
+        click.echo(
+            f"active   {r.target:<16} {','.join(r.principals):<28} {_duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  serial {r.serial}"
+        )
     for r in pending:
         got = sum(1 for a in r["approvals"] if a["decision"] == "approve")
-        click.echo(f"{r['state']:<8} {r['target']:<16} {got}/{r['approvals_required']} approvals  request {r['id']}")
+        click.echo(
+            f"{r['state']:<8} {r['target']:<16} {got}/{r['approvals_required']} approvals  request {r['id']}"
+        )
 
 
 @click.command()
 @click.argument("request_id", required=False)
 @click.option("--reason", default="done", show_default=True, help="Recorded with the revocation.")
 @_connection_options
-def done(request_id: str | None, reason: str, server: str | None, user: str | None, identity: str | None) -> None:
+def done(
+    request_id: str | None, reason: str, server: str | None, user: str | None, identity: str | None
+) -> None:
     """End access early: revoke the certificate, then remove key and certificate from agent and disk.
 
     Without REQUEST_ID: every active access of yours on this machine.
@@ -335,13 +485,17 @@ def done(request_id: str | None, reason: str, server: str | None, user: str | No
             except ApiError as e:
                 if e.code != "not_found":
                     raise
-                click.echo(f"Serial {r.serial} unknown to the server; removing it locally.", err=True)
+                click.echo(
+                    f"Serial {r.serial} unknown to the server; removing it locally.", err=True
+                )
             agent_remove(r.key_path)
             remove_access(r)
     click.echo("Hosts refuse the certificate once they sync the KRL (jit-ssh host sync-krl).")
 
 
-def _revoke_remote(request_id: str, reason: str, server: str | None, user: str | None, identity: str | None) -> None:
+def _revoke_remote(
+    request_id: str, reason: str, server: str | None, user: str | None, identity: str | None
+) -> None:
     from client.http import ApiError
 
     api_client, _ = _client(server, user, identity)
@@ -350,15 +504,22 @@ def _revoke_remote(request_id: str, reason: str, server: str | None, user: str |
             req = _checked(api_client.get(f"/v1/requests/{request_id}"))
         except ApiError as e:
             if e.code == "not_found":
-                _fail(f"no local access and no request {request_id!r} on the server", EXIT_NOT_FOUND)
+                _fail(
+                    f"no local access and no request {request_id!r} on the server", EXIT_NOT_FOUND
+                )
             raise
         cert = req.get("certificate")
         if not cert:
-            _fail(f"request {request_id} has no certificate (it is {req['state']}); "
-                  f"to withdraw a pending request: jit-ssh api POST /v1/requests/{request_id}/cancel", EXIT_NOT_FOUND)
+            _fail(
+                f"request {request_id} has no certificate (it is {req['state']}); "
+                f"to withdraw a pending request: jit-ssh api POST /v1/requests/{request_id}/cancel",
+                EXIT_NOT_FOUND,
+            )
         api_client.post(f"/v1/certificates/{cert['serial']}/revoke", {"reason": reason})
-    click.echo(f"Revoked serial {cert['serial']} ({req['target']}, request {request_id}); "
-               "its key was made on another machine, so nothing was removed here.")
+    click.echo(
+        f"Revoked serial {cert['serial']} ({req['target']}, request {request_id}); "
+        "its key was made on another machine, so nothing was removed here."
+    )
     click.echo("Hosts refuse the certificate once they sync the KRL (jit-ssh host sync-krl).")
 
 
@@ -370,12 +531,20 @@ def _request_line(r: dict[str, Any]) -> str:
     reason = (r.get("reason") or "").replace("\n", " ")
     if len(reason) > 40:
         reason = reason[:39] + "…"
-    return (f"{r['id']}  {r['state']:<9} {r['requester']:<12} {r['target']:<14} {_duration_text(r['duration_seconds']):>7} "
-            f"{got}/{r['approvals_required']}  {r['created_at'][:19]}  {reason}")
+    return (
+        f"{r['id']}  {r['state']:<9} {r['requester']:<12} {r['target']:<14} {_duration_text(r['duration_seconds']):>7} "
+        f"{got}/{r['approvals_required']}  {r['created_at'][:19]}  {reason}"
+    )
 
 
-def _list_requests(query: dict[str, str], empty: str, as_json: bool, server: str | None, user: str | None,
-                   identity: str | None) -> None:
+def _list_requests(
+    query: dict[str, str],
+    empty: str,
+    as_json: bool,
+    server: str | None,
+    user: str | None,
+    identity: str | None,
+) -> None:
     api_client, _ = _client(server, user, identity)
     with api_client:
         rows = _checked_list(api_client.get("/v1/requests", query=query))
@@ -401,15 +570,26 @@ def requests_cmd(as_json: bool, server: str | None, user: str | None, identity: 
 @_connection_options
 def pending(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
     """Requests waiting for your approval."""
-    _list_requests({"pending_for_me": "1"}, "Nothing waits for you.", as_json, server, user, identity)
+    _list_requests(
+        {"pending_for_me": "1"}, "Nothing waits for you.", as_json, server, user, identity
+    )
 
 
 @click.command()
 @click.argument("request_id")
 @click.option("--comment", default="", help="Recorded with the approval.")
-@click.option("--for", "duration", help="Grant less than was asked (where the policy allows), e.g. 15m.")
+@click.option(
+    "--for", "duration", help="Grant less than was asked (where the policy allows), e.g. 15m."
+)
 @_connection_options
-def approve(request_id: str, comment: str, duration: str | None, server: str | None, user: str | None, identity: str | None) -> None:
+def approve(
+    request_id: str,
+    comment: str,
+    duration: str | None,
+    server: str | None,
+    user: str | None,
+    identity: str | None,
+) -> None:
     """Approve request REQUEST_ID."""
     api_client, _ = _client(server, user, identity)
     body: dict[str, Any] = {"comment": comment}
@@ -418,14 +598,18 @@ def approve(request_id: str, comment: str, duration: str | None, server: str | N
     with api_client:
         r = _checked(api_client.post(f"/v1/requests/{request_id}/approve", body))
     got = sum(1 for a in r["approvals"] if a["decision"] == "approve")
-    click.echo(f"Request {r['id']} ({r['requester']} -> {r['target']}): {r['state']}, {got}/{r['approvals_required']} approvals.")
+    click.echo(
+        f"Request {r['id']} ({r['requester']} -> {r['target']}): {r['state']}, {got}/{r['approvals_required']} approvals."
+    )
 
 
 @click.command()
 @click.argument("request_id")
 @click.option("--reason", required=True, help="Why (shown to the requester).")
 @_connection_options
-def deny(request_id: str, reason: str, server: str | None, user: str | None, identity: str | None) -> None:
+def deny(
+    request_id: str, reason: str, server: str | None, user: str | None, identity: str | None
+) -> None:
     """Deny request REQUEST_ID."""
     api_client, _ = _client(server, user, identity)
     with api_client:
@@ -441,16 +625,35 @@ def deny(request_id: str, reason: str, server: str | None, user: str | None, ide
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("--host", "host", help="Host to connect to (default: TARGET as a host name).")
 @click.option("--port", "-p", type=int, help="SSH port.")
-@click.option("--login-user", "-l", help="Remote account (default: from the certificate's principal).")
+@click.option(
+    "--login-user", "-l", help="Remote account (default: from the certificate's principal)."
+)
 @click.option("--for", "duration", help="Duration, if a new access is needed.")
 @click.option("--reason", "-r", default="", help="Reason, if a new access is needed.")
-@click.option("--ssh-option", "-o", "ssh_options", multiple=True, metavar="OPTION",
-              help="Passed to ssh as -o OPTION (repeatable), e.g. -o StrictHostKeyChecking=accept-new.")
+@click.option(
+    "--ssh-option",
+    "-o",
+    "ssh_options",
+    multiple=True,
+    metavar="OPTION",
+    help="Passed to ssh as -o OPTION (repeatable), e.g. -o StrictHostKeyChecking=accept-new.",
+)
 @_connection_options
 @click.pass_context
-def ssh(ctx: click.Context, target: str, command: tuple[str, ...], host: str | None, port: int | None, login_user: str | None,
-        duration: str | None, reason: str, ssh_options: tuple[str, ...], server: str | None, user: str | None,
-        identity: str | None) -> None:
+def ssh(
+    ctx: click.Context,
+    target: str,
+    command: tuple[str, ...],
+    host: str | None,
+    port: int | None,
+    login_user: str | None,
+    duration: str | None,
+    reason: str,
+    ssh_options: tuple[str, ...],
+    server: str | None,
+    user: str | None,
+    identity: str | None,
+) -> None:
     """Log in to TARGET if needed, then run OpenSSH with the certificate: jit-ssh ssh TARGET [-- COMMAND].
 
     ssh's exit status is this command's (255: ssh itself failed, e.g. the host refused the certificate).
@@ -465,17 +668,34 @@ def ssh(ctx: click.Context, target: str, command: tuple[str, ...], host: str | N
     try:
         check_target(target, field="target")
         wanted_user = check_login_user(login_user, field="--login-user") if login_user else None
-        dest_host = check_hostname(host, field="--host") if host else check_hostname(target, field="target")
+        dest_host = (
+            check_hostname(host, field="--host") if host else check_hostname(target, field="target")
+        )
     except JitSshError as e:
         _fail(f"{e} [{e.code}]")
 
     def current() -> Any:
-        return next((r for r in load_accesses() if r.target == target and r.seconds_left(now_utc()) > 0), None)
+        return next(
+            (r for r in load_accesses() if r.target == target and r.seconds_left(now_utc()) > 0),
+            None,
+        )
 
     record = current()
     if record is None:
-        ctx.invoke(login, target=target, duration=duration, reason=reason, no_wait=False, resume_id=None,
-                   break_glass=False, as_json=False, poll=1.0, server=server, user=user, identity=identity)
+        ctx.invoke(
+            login,
+            target=target,
+            duration=duration,
+            reason=reason,
+            no_wait=False,
+            resume_id=None,
+            break_glass=False,
+            as_json=False,
+            poll=1.0,
+            server=server,
+            user=user,
+            identity=identity,
+        )
         record = current()
         if record is None:
             _fail("no certificate after login")
@@ -484,8 +704,15 @@ def ssh(ctx: click.Context, target: str, command: tuple[str, ...], host: str | N
         _fail("OpenSSH's ssh is not installed", EXIT_UNREACHABLE)
     who = wanted_user or record.login_user
     try:
-        argv = [ssh_bin, "-i", ssh_path(record.key_path, quote=False), "-o", f"CertificateFile={ssh_path(record.cert_path)}",
-                "-o", "IdentitiesOnly=yes"]
+        argv = [
+            ssh_bin,
+            "-i",
+            ssh_path(record.key_path, quote=False),
+            "-o",
+            f"CertificateFile={ssh_path(record.cert_path)}",
+            "-o",
+            "IdentitiesOnly=yes",
+        ]
     except JitSshError as e:
         _fail(f"{e} [{e.code}]")
     for option in ssh_options:
@@ -526,7 +753,13 @@ def _toml_string(value: str) -> str:
 @click.option("--identity", help="Your enrolled SSH private key file (default ~/.ssh/id_ed25519).")
 @click.option("--default-duration", help="Duration when login gets no --for (default 30m).")
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
-def config_init(server: str | None, user: str | None, identity: str | None, default_duration: str | None, force: bool) -> None:
+def config_init(
+    server: str | None,
+    user: str | None,
+    identity: str | None,
+    default_duration: str | None,
+    force: bool,
+) -> None:
     """Walk through the settings and write the config file.
 
     Asks for whatever the options leave out; without a terminal (scripts),
@@ -543,7 +776,9 @@ def config_init(server: str | None, user: str | None, identity: str | None, defa
     if _interactive():
         server = server or click.prompt("jit-ssh server URL")
         user = user or click.prompt("Your jit-ssh user name")
-        identity = identity or click.prompt("Your enrolled SSH key (private key file)", default=default_identity)
+        identity = identity or click.prompt(
+            "Your enrolled SSH key (private key file)", default=default_identity
+        )
         default_duration = default_duration or click.prompt("Default duration", default="30m")
     else:
         missing = [flag for flag, value in (("--server", server), ("--user", user)) if not value]
@@ -555,8 +790,10 @@ def config_init(server: str | None, user: str | None, identity: str | None, defa
     check_server_url(server)
     parse_duration(default_duration, field="default_duration")
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = (f"server = {_toml_string(server)}\nuser = {_toml_string(user)}\nidentity = {_toml_string(identity)}\n"
-            f"use_agent = true\ndefault_duration = {_toml_string(default_duration)}\n")
+    text = (
+        f"server = {_toml_string(server)}\nuser = {_toml_string(user)}\nidentity = {_toml_string(identity)}\n"
+        f"use_agent = true\ndefault_duration = {_toml_string(default_duration)}\n"
+    )
     path.write_text(text)
     click.echo(f"Wrote {path}.")
     pub = Path(identity).expanduser()
@@ -585,7 +822,14 @@ def config_show() -> None:
 @click.argument("path")
 @click.option("--data", "-d", help="JSON body for POST.")
 @_connection_options
-def api(method: str, path: str, data: str | None, server: str | None, user: str | None, identity: str | None) -> None:
+def api(
+    method: str,
+    path: str,
+    data: str | None,
+    server: str | None,
+    user: str | None,
+    identity: str | None,
+) -> None:
     """Make one signed API call and print the JSON answer (like `gh api`).
 
     Example: jit-ssh api POST /v1/requests -d '{"target": "demo", "duration": "5m"}'
@@ -598,9 +842,14 @@ def api(method: str, path: str, data: str | None, server: str | None, user: str 
             raise click.BadParameter("not valid JSON", param_hint="--data") from None
     api_client, _ = _client(server, user, identity)
     split = path.split("?", 1)
-    query = dict(p.split("=", 1) for p in split[1].split("&") if "=" in p) if len(split) > 1 else None
+    query = (
+        dict(p.split("=", 1) for p in split[1].split("&") if "=" in p) if len(split) > 1 else None
+    )
     with api_client:
-        result = api_client.request(method.upper(), split[0], json_body=body if method.upper() == "POST" else None, query=query)
+        result = api_client.request(
+            method.upper(),
+            split[0],
+            json_body=body if method.upper() == "POST" else None,
+            query=query,
+        )
     click.echo(json.dumps(result, indent=2))
-
-

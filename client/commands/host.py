@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +44,21 @@ def _check_server_url(url: str) -> str:
     try:
         return check_server_url(url)
     except InsecureServerURL as e:
-        raise click.BadParameter(f"{e} (must be https://; plain http only to localhost)", param_hint="--server") from None
+        raise click.BadParameter(
+            f"{e} (must be https://; plain http only to localhost)", param_hint="--server"
+        ) from None
 
 
-def _server_client(base: str, ca_bundle: str | None, timeout: float = 15.0, retries: int = 3) -> Any:
+def _server_client(
+    base: str, ca_bundle: str | None, timeout: float = 15.0, retries: int = 3
+) -> Any:
     """The CLI's one HTTP client (client.http.ApiClient): no redirects, TLS verified, size-limited answers."""
     from client.http import ApiClient
 
     transport = click.get_current_context().meta.get("jit_ssh.transport")
-    return ApiClient(server=base, transport=transport, ca_bundle=ca_bundle, timeout=timeout, retries=retries)
+    return ApiClient(
+        server=base, transport=transport, ca_bundle=ca_bundle, timeout=timeout, retries=retries
+    )
 
 
 def _fetch(base: str, path: str, ca_bundle: str | None = None) -> bytes:
@@ -86,13 +93,39 @@ def _find_sshd() -> str | None:
 
 
 @host.command("setup")
-@click.option("--ca-keys", type=click.Path(exists=True, dir_okay=False), help="A TrustedUserCAKeys file (jit-ssh ca show).")
+@click.option(
+    "--ca-keys",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A TrustedUserCAKeys file (jit-ssh ca show).",
+)
 @click.option("--server", help="Fetch the CA keys from the jit-ssh server at this URL instead.")
-@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="CA bundle to verify the server's TLS certificate.")
-@click.option("--target", required=True, help="The policy target this host belongs to, e.g. prod-db.")
-@click.option("--login-user", "login_users", multiple=True, help="Local account certificates may log in as (repeatable; default from the server's policy).")
-@click.option("--principal", "principals", multiple=True, help="Principal the login users accept, e.g. root@prod-db (repeatable).")
-@click.option("--sshd-dir", default="/etc/ssh", show_default=True, type=click.Path(file_okay=False), help="sshd's configuration directory.")
+@click.option(
+    "--ca-bundle",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA bundle to verify the server's TLS certificate.",
+)
+@click.option(
+    "--target", required=True, help="The policy target this host belongs to, e.g. prod-db."
+)
+@click.option(
+    "--login-user",
+    "login_users",
+    multiple=True,
+    help="Local account certificates may log in as (repeatable; default from the server's policy).",
+)
+@click.option(
+    "--principal",
+    "principals",
+    multiple=True,
+    help="Principal the login users accept, e.g. root@prod-db (repeatable).",
+)
+@click.option(
+    "--sshd-dir",
+    default="/etc/ssh",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="sshd's configuration directory.",
+)
 @click.option("--dry-run", is_flag=True, help="Print what would be written, write nothing.")
 def host_setup(
     ca_keys: str | None,
@@ -133,22 +166,30 @@ def host_setup(
                 listing = json.loads(_fetch(base, "/v1/targets", ca_bundle))
                 known = {t["name"]: t for t in listing["targets"]}
             except (ValueError, KeyError, TypeError):
-                raise click.ClickException(f"{base}/v1/targets did not answer with a target list") from None
+                raise click.ClickException(
+                    f"{base}/v1/targets did not answer with a target list"
+                ) from None
             if target not in known:
-                raise click.ClickException(f"the server's policy has no target {target!r} (known: {', '.join(sorted(known)) or 'none'})")
+                raise click.ClickException(
+                    f"the server's policy has no target {target!r} (known: {', '.join(sorted(known)) or 'none'})"
+                )
             principals = principals or tuple(known[target]["principals"])
             login_users = login_users or tuple(known[target]["login_users"])
     else:
         ca_text = Path(ca_keys).read_text("ascii", "replace")  # type: ignore[arg-type]
     if not login_users:
-        raise click.UsageError("give the login users with --login-user (or use --server to take them from the policy)")
+        raise click.UsageError(
+            "give the login users with --login-user (or use --server to take them from the policy)"
+        )
     for user in login_users:
         try:
             check_login_user(user, field="login user")
         except InvalidName as e:
             raise click.BadParameter(e.message, param_hint="--login-user") from None
     if not principals:
-        raise click.UsageError("give the target's principals with --principal (e.g. --principal root@prod-db)")
+        raise click.UsageError(
+            "give the target's principals with --principal (e.g. --principal root@prod-db)"
+        )
     princ = validate_principals(principals, field="--principal")
     keys = load_public_keys(ca_text, field="CA keys")
     if not keys:
@@ -184,7 +225,7 @@ def host_setup(
         try:
             parse_krl(krl_path.read_bytes())
             krl_ok = True
-        except Exception:  # noqa: BLE001 - any unreadable KRL gets replaced
+        except Exception:
             krl_ok = False
     if not krl_ok:
         # Version 0: this placeholder revokes nothing, so any KRL from the server
@@ -214,14 +255,17 @@ def host_setup(
     main_config = root / "sshd_config"
     sshd = _find_sshd()
     if sshd and main_config.exists():
-        result = subprocess.run([sshd, "-t", "-f", str(main_config)], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [sshd, "-t", "-f", str(main_config)], capture_output=True, text=True, timeout=30
+        )
         if result.returncode != 0:
             if previous is None:
                 dropin.unlink()
             else:
                 write_file(dropin, previous, mode=0o644)
             raise click.ClickException(
-                "sshd -t rejected the configuration; the previous drop-in was put back:\n" + result.stderr.strip()
+                "sshd -t rejected the configuration; the previous drop-in was put back:\n"
+                + result.stderr.strip()
             )
         text = main_config.read_text("utf-8", "replace")
         if not re.search(r"^\s*Include\s+\S*sshd_config\.d", text, re.M | re.I):
@@ -243,9 +287,20 @@ EXIT_KRL_REFUSED = 6
 
 @host.command("sync-krl")
 @click.option("--server", required=True, help="The jit-ssh server URL.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The RevokedKeys file sshd reads.")
-@click.option("--max-age", default="1h", show_default=True, help="Exit non-zero when the installed KRL is older than this.")
-@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="CA bundle to verify the server's TLS certificate.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="The RevokedKeys file sshd reads."
+)
+@click.option(
+    "--max-age",
+    default="1h",
+    show_default=True,
+    help="Exit non-zero when the installed KRL is older than this.",
+)
+@click.option(
+    "--ca-bundle",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA bundle to verify the server's TLS certificate.",
+)
 @click.option("--timeout", type=float, default=15.0, show_default=True)
 @click.option(
     "--trusted-ca-keys",
@@ -321,7 +376,7 @@ def sync_krl(
     if target.exists():
         try:
             current = parse_krl(target.read_bytes())
-        except Exception:  # noqa: BLE001 - a corrupt file in place is replaced by the next good one
+        except Exception:
             current = None
     # Whether the installed KRL's version still means anything: one that lies
     # in the future (an older jit-ssh's huge counter, a KRL from a wrong clock)
@@ -331,17 +386,23 @@ def sync_krl(
     if current is not None:
         if not krl_version_plausible(current.version, now=now, max_clock_skew=skew):
             comparable = use_etag = False
-            click.echo(f"WARNING: the installed KRL at {target} has an implausible version "
-                       f"({_describe_version(current.version)}): it no longer counts as newer, "
-                       "and the server's KRL replaces it.", err=True)
+            click.echo(
+                f"WARNING: the installed KRL at {target} has an implausible version "
+                f"({_describe_version(current.version)}): it no longer counts as newer, "
+                "and the server's KRL replaces it.",
+                err=True,
+            )
         try:
             accept_krl(target.read_bytes(), trusted_ca_keys=trusted, now=now, max_clock_skew=skew)
         except UnacceptableKRL as e:
             # Fetch in full: even an unchanged server KRL must replace this one.
             use_etag = False
             if e.field != "version":
-                click.echo(f"WARNING: the installed KRL at {target} is not one jit-ssh would write ({e}); "
-                           "the server's KRL replaces it.", err=True)
+                click.echo(
+                    f"WARNING: the installed KRL at {target} is not one jit-ssh would write ({e}); "
+                    "the server's KRL replaces it.",
+                    err=True,
+                )
     headers = {"User-Agent": "jit-ssh-sync-krl/1"}
     if state.get("etag") and use_etag:
         headers["If-None-Match"] = state["etag"]
@@ -349,8 +410,11 @@ def sync_krl(
     def stale_exit(reason: str) -> None:
         age = _time.time() - float(state.get("synced_at", 0))
         if current is None or age > limit:
-            click.echo(f"WARNING: {reason}; the KRL at {target} is {'missing or corrupt' if current is None else f'{int(age)} s old'}"
-                       f" (limit {int(limit)} s): revocations may be missed", err=True)
+            click.echo(
+                f"WARNING: {reason}; the KRL at {target} is {'missing or corrupt' if current is None else f'{int(age)} s old'}"
+                f" (limit {int(limit)} s): revocations may be missed",
+                err=True,
+            )
             raise click.exceptions.Exit(EXIT_KRL_STALE)
         click.echo(f"warning: {reason}; keeping the last good KRL ({int(age)} s old)", err=True)
         raise click.exceptions.Exit(0)
@@ -359,7 +423,14 @@ def sync_krl(
         # The CLI's one HTTP client: no redirect followed, TLS verified, at most MAX_KRL_SIZE read,
         # and any answer but 200 or 304 an error.
         with _server_client(base, ca_bundle, timeout=timeout, retries=1) as api:
-            resp = api.get("/v1/krl", signed=False, raw=True, headers=headers, also_ok=(304,), max_bytes=MAX_KRL_SIZE)
+            resp = api.get(
+                "/v1/krl",
+                signed=False,
+                raw=True,
+                headers=headers,
+                also_ok=(304,),
+                max_bytes=MAX_KRL_SIZE,
+            )
     except ApiError as e:
         stale_exit(f"{base}/v1/krl answered HTTP {e.status}")
         return
@@ -384,7 +455,9 @@ def sync_krl(
         new = accept_krl(data, trusted_ca_keys=trusted, now=now, max_clock_skew=skew)
     except UnacceptableKRL as e:
         kept = f"version {current.version}" if current is not None else "missing or corrupt"
-        click.echo(f"ERROR: {base}/v1/krl: {e}\nThe KRL at {target} is unchanged ({kept}).", err=True)
+        click.echo(
+            f"ERROR: {base}/v1/krl: {e}\nThe KRL at {target} is unchanged ({kept}).", err=True
+        )
         raise click.exceptions.Exit(EXIT_KRL_REFUSED) from None
     except InvalidKRL as e:
         stale_exit(f"the server sent an invalid KRL ({e})")
@@ -415,25 +488,29 @@ def sync_krl(
     kept = parse_krl(installed)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_file(target, installed, mode=0o644)
-    state.update({"etag": resp.headers.get("ETag"), "synced_at": _time.time(), "version": new.version})
+    state.update(
+        {"etag": resp.headers.get("ETag"), "synced_at": _time.time(), "version": new.version}
+    )
     _write_state(state_path, state)
     click.echo(f"{target}: installed KRL version {new.version} ({kept.summary()})")
     untrusted = [s for s in new.cert_sections if s.ca_key not in trusted]
     if untrusted:
-        click.echo(f"note: left out the KRL's sections for {len(untrusted)} CA key(s) this host does not "
-                   "trust (a new CA key being rolled out? run jit-ssh host setup again once it is published).",
-                   err=True)
+        click.echo(
+            f"note: left out the KRL's sections for {len(untrusted)} CA key(s) this host does not "
+            "trust (a new CA key being rolled out? run jit-ssh host setup again once it is published).",
+            err=True,
+        )
 
 
 def _describe_version(version: int) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from ca.krl import krl_version_time
 
     moment = krl_version_time(version)
     if moment is None:
         return f"version {version}, a time past the year 9999"
-    if moment < datetime(2000, 1, 1, tzinfo=timezone.utc):
+    if moment < datetime(2000, 1, 1, tzinfo=UTC):
         return f"version {version}, numbered by an older jit-ssh"
     return f"version {version}, newest revocation at {moment.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
 
@@ -463,7 +540,10 @@ def _trusted_ca_keys_path(out: Path, explicit: str | None) -> Path:
             text = dropin.read_text("utf-8", "replace")
         except OSError:
             continue
-        revoked, trusted = _dropin_value(text, "RevokedKeys"), _dropin_value(text, "TrustedUserCAKeys")
+        revoked, trusted = (
+            _dropin_value(text, "RevokedKeys"),
+            _dropin_value(text, "TrustedUserCAKeys"),
+        )
         if revoked and trusted and Path(revoked).absolute() == out_abs:
             return Path(trusted)
     beside = out_abs.with_name("trusted_user_ca_keys")
@@ -482,7 +562,9 @@ def _trusted_ca_blobs(out: Path, explicit: str | None) -> list[bytes]:
     try:
         keys = load_public_keys(path.read_text("ascii"), field=str(path))
     except (OSError, UnicodeDecodeError) as e:
-        raise click.ClickException(f"cannot read this host's trusted CA keys from {path}: {e}") from None
+        raise click.ClickException(
+            f"cannot read this host's trusted CA keys from {path}: {e}"
+        ) from None
     except JitSshError as e:
         raise click.ClickException(f"{path} is not a TrustedUserCAKeys file: {e}") from None
     if not keys:

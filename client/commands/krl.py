@@ -30,12 +30,16 @@ def _serial_spec(text: str) -> int | tuple[int, int]:
             return (a, b)
         return int(text, 0)
     except ValueError:
-        raise InvalidSerial(f"--serial {text!r} is not a serial N or a range A-B", field="serial") from None
+        raise InvalidSerial(
+            f"--serial {text!r} is not a serial N or a range A-B", field="serial"
+        ) from None
 
 
 @krl.command("build")
 @data_dir_option
-@click.option("--serial", "serials", multiple=True, help="Serial N or range A-B to revoke (repeatable).")
+@click.option(
+    "--serial", "serials", multiple=True, help="Serial N or range A-B to revoke (repeatable)."
+)
 @click.option("--key-id", "key_ids", multiple=True, help="Key ID to revoke (repeatable).")
 @click.option(
     "--key",
@@ -46,7 +50,9 @@ def _serial_spec(text: str) -> int | tuple[int, int]:
     "KRLs by hand only: `host sync-krl` refuses KRLs that revoke plain keys.",
 )
 @click.option("--comment", default="", help="Comment stored in the KRL.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the KRL.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the KRL."
+)
 @click.pass_context
 def krl_build(
     ctx: click.Context,
@@ -69,7 +75,9 @@ def krl_build(
 
     data_dir = get_data_dir(ctx)
     ring = load_keyring(data_dir, private=False)
-    keys = [parse_public_key(Path(f).read_text("ascii", "replace"), field=f).blob for f in key_files]
+    keys = [
+        parse_public_key(Path(f).read_text("ascii", "replace"), field=f).blob for f in key_files
+    ]
     now = utcnow()
     data = build_krl(
         ca_keys=[k.public.blob for k in ring.keys],

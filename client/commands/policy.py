@@ -7,7 +7,7 @@ pre-commit hook or a CI job that reviews policy changes.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -18,7 +18,9 @@ __all__ = ["policy"]
 class _Duration(click.ParamType):
     name = "DURATION"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
         if isinstance(value, timedelta):
             return value
         from ca.durations import parse_duration
@@ -35,26 +37,32 @@ class _Duration(click.ParamType):
 class _Moment(click.ParamType):
     name = "ISO-TIME"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
         if isinstance(value, datetime):
             moment = value
         else:
             try:
                 moment = datetime.fromisoformat(str(value).strip())
             except ValueError:
-                self.fail(f"{value!r} is not an ISO 8601 time such as 2026-03-02T09:30:00+01:00", param, ctx)
+                self.fail(
+                    f"{value!r} is not an ISO 8601 time such as 2026-03-02T09:30:00+01:00",
+                    param,
+                    ctx,
+                )
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return moment.astimezone(timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
 
 
 def _load(path: str) -> Any:
     """The policy at ``path``; on problems, list every one and exit 1."""
-    from policies import PolicyError, load_policy
+    from policies import InvalidPolicy, load_policy
 
     try:
         return load_policy(path)
-    except PolicyError as e:
+    except InvalidPolicy as e:
         for problem in e.problems:
             click.echo(str(problem))
         count = len(e.problems)
@@ -81,7 +89,10 @@ def check(file: str) -> None:
     FILE:LINE: FIELD: MESSAGE.
     """
     pol = _load(file)
-    rules = ", ".join(r.name + (" (break-glass)" if r.break_glass else "") for r in pol.rules) or "none: every request is denied"
+    rules = (
+        ", ".join(r.name + (" (break-glass)" if r.break_glass else "") for r in pol.rules)
+        or "none: every request is denied"
+    )
     click.echo(f"{file}: ok")
     click.echo(f"  version  {pol.version}")
     click.echo(f"  targets  {len(pol.targets)}: {', '.join(t.name for t in pol.targets)}")
@@ -98,8 +109,12 @@ _HEADLINES = {
 
 @policy.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--user", "-u", "user", required=True, help="Who asks (a user name as the server knows it).")
-@click.option("--group", "-g", "groups", multiple=True, help="A group the user is in; repeat for each.")
+@click.option(
+    "--user", "-u", "user", required=True, help="Who asks (a user name as the server knows it)."
+)
+@click.option(
+    "--group", "-g", "groups", multiple=True, help="A group the user is in; repeat for each."
+)
 @click.option("--target", "-t", "target", required=True, help="The target asked for.")
 @click.option(
     "--for",
@@ -142,7 +157,7 @@ def explain(
     from policies import AccessRequest, decide
 
     pol = _load(file)
-    now = at if at is not None else datetime.now(timezone.utc)
+    now = at if at is not None else datetime.now(UTC)
     request = AccessRequest(
         requester=user,
         requester_groups=frozenset(groups),
@@ -163,7 +178,7 @@ def explain(
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _print_decision(decision: Any, groups: tuple[str, ...], now: datetime, fmt: Any) -> None:
@@ -182,8 +197,15 @@ def _print_decision(decision: Any, groups: tuple[str, ...], now: datetime, fmt: 
         for name, value in decision.critical_options().items():
             rows.append((name, value))
         if decision.needs_approval:
-            who = [f"group {g}" for g in decision.approver_groups] + [f"user {u}" for u in decision.approver_users]
-            rows.append(("approvals", f"{decision.approvals_required} from {', '.join(who)} (never the requester)"))
+            who = [f"group {g}" for g in decision.approver_groups] + [
+                f"user {u}" for u in decision.approver_users
+            ]
+            rows.append(
+                (
+                    "approvals",
+                    f"{decision.approvals_required} from {', '.join(who)} (never the requester)",
+                )
+            )
             rows.append(("pending", f"expires unapproved after {fmt(decision.pending_ttl)}"))
             shorten = "may" if decision.approvers_may_shorten else "may not"
             rows.append(("shorten", f"approvers {shorten} grant less time than asked"))
@@ -198,7 +220,9 @@ def _print_decision(decision: Any, groups: tuple[str, ...], now: datetime, fmt: 
 
 
 @policy.command()
-@click.option("--path", "show_path", is_flag=True, help="Print where the demo policy file is instead.")
+@click.option(
+    "--path", "show_path", is_flag=True, help="Print where the demo policy file is instead."
+)
 def demo(show_path: bool) -> None:
     """Print the demo policy shipped with jit-ssh (a complete, commented example).
 
@@ -211,4 +235,6 @@ def demo(show_path: bool) -> None:
     if show_path:
         click.echo(str(demo_policy_path()))
         return
-    click.echo(resources.files("policies").joinpath("demo.toml").read_text(encoding="utf-8"), nl=False)
+    click.echo(
+        resources.files("policies").joinpath("demo.toml").read_text(encoding="utf-8"), nl=False
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ import click
 __all__ = ["serve", "db", "admin", "audit", "server_config", "config_option"]
 
 config_option = _config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), envvar="JIT_SSH_CONFIG",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="JIT_SSH_CONFIG",
     help="Server configuration file (TOML; default $JIT_SSH_CONFIG).",
 )
 
@@ -44,10 +48,14 @@ def _service(ctx: click.Context, config_path: str | None) -> Any:
 @click.command()
 @_config_option
 @click.option("--bind", default="127.0.0.1:8022", show_default=True, help="Address to listen on.")
-@click.option("--workers", type=int, default=2, show_default=True, help="gunicorn worker processes.")
+@click.option(
+    "--workers", type=int, default=2, show_default=True, help="gunicorn worker processes."
+)
 @click.option("--threads", type=int, default=4, show_default=True, help="Threads per worker.")
 @click.pass_context
-def serve(ctx: click.Context, config_path: str | None, bind: str, workers: int, threads: int) -> None:
+def serve(
+    ctx: click.Context, config_path: str | None, bind: str, workers: int, threads: int
+) -> None:
     """Run the CA service under gunicorn.
 
     On first start with no configuration it creates, in the data directory, a
@@ -65,10 +73,10 @@ def serve(ctx: click.Context, config_path: str | None, bind: str, workers: int, 
     # Alembic narrates every migration step at INFO; the schema version is all that matters here.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     cfg = _load(ctx, config_path)
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     # Once, before forking: workers must not race to create keys.
-    bootstrap(cfg, now=datetime.now(timezone.utc), say=lambda m: click.echo(m, err=True))
+    bootstrap(cfg, now=datetime.now(UTC), say=lambda m: click.echo(m, err=True))
     engine = make_engine(cfg.resolved_database_url)
     if is_sqlite(engine):
         upgrade(engine)
@@ -82,7 +90,10 @@ def serve(ctx: click.Context, config_path: str | None, bind: str, workers: int, 
     checked = create_app(cfg, say=lambda m: click.echo(m, err=True))
     checked.extensions["jit_ssh.engine"].dispose()
     recorded = checked.extensions["jit_ssh"].keyring.state
-    click.echo(f"jit-ssh serving on http://{bind} (data: {cfg.data_dir}, database: {cfg.resolved_database_url.split('@')[-1]})", err=True)
+    click.echo(
+        f"jit-ssh serving on http://{bind} (data: {cfg.data_dir}, database: {cfg.resolved_database_url.split('@')[-1]})",
+        err=True,
+    )
 
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -134,8 +145,10 @@ def user() -> None:
 
 def _show(info: Any) -> None:
     state = "disabled" if info.disabled else "active"
-    click.echo(f"{info.name} ({state}) groups={','.join(info.groups) or '-'} roles={','.join(info.roles) or '-'}"
-               f" password={'yes' if info.has_password else 'no'}")
+    click.echo(
+        f"{info.name} ({state}) groups={','.join(info.groups) or '-'} roles={','.join(info.roles) or '-'}"
+        f" password={'yes' if info.has_password else 'no'}"
+    )
     for k in info.keys:
         click.echo(f"  key {k}")
 
@@ -157,19 +170,51 @@ def _password_from_stdin() -> str:
 @user.command("add")
 @_config_option
 @click.argument("name")
-@click.option("--group", "groups", multiple=True, help="Group (repeatable), e.g. engineers, approvers, oncall.")
-@click.option("--role", "roles", multiple=True, type=click.Choice(["requester", "approver", "admin"]), help="Role (repeatable; default requester).")
-@click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Public key file to enrol for API calls.")
-@click.option("--password-stdin", is_flag=True, help="Read a web password from the first line of standard input.")
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    help="Group (repeatable), e.g. engineers, approvers, oncall.",
+)
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(["requester", "approver", "admin"]),
+    help="Role (repeatable; default requester).",
+)
+@click.option(
+    "--ssh-key",
+    "ssh_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Public key file to enrol for API calls.",
+)
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read a web password from the first line of standard input.",
+)
 @click.pass_context
-def user_add(ctx: click.Context, config_path: str | None, name: str, groups: tuple[str, ...], roles: tuple[str, ...],
-             ssh_keys: tuple[str, ...], password_stdin: bool) -> None:
+def user_add(
+    ctx: click.Context,
+    config_path: str | None,
+    name: str,
+    groups: tuple[str, ...],
+    roles: tuple[str, ...],
+    ssh_keys: tuple[str, ...],
+    password_stdin: bool,
+) -> None:
     """Add user NAME."""
     from server.admin import Admin
 
     password = _password_from_stdin() if password_stdin else None
     info = Admin(_service(ctx, config_path).service).add_user(
-        name, groups=groups, roles=roles, ssh_keys=[_read_key(k) for k in ssh_keys], password=password
+        name,
+        groups=groups,
+        roles=roles,
+        ssh_keys=[_read_key(k) for k in ssh_keys],
+        password=password,
     )
     _show(info)
 
@@ -209,7 +254,9 @@ def user_disable(ctx: click.Context, config_path: str | None, name: str, enable:
 @click.argument("name")
 @click.argument("pubkey_file", type=click.Path(exists=True, dir_okay=False))
 @click.pass_context
-def user_enroll_key(ctx: click.Context, config_path: str | None, name: str, pubkey_file: str) -> None:
+def user_enroll_key(
+    ctx: click.Context, config_path: str | None, name: str, pubkey_file: str
+) -> None:
     """Enrol the public key in PUBKEY_FILE for NAME's API calls."""
     from server.admin import Admin
 
@@ -221,7 +268,9 @@ def user_enroll_key(ctx: click.Context, config_path: str | None, name: str, pubk
 @click.argument("name")
 @click.argument("fingerprint")
 @click.pass_context
-def user_remove_key(ctx: click.Context, config_path: str | None, name: str, fingerprint: str) -> None:
+def user_remove_key(
+    ctx: click.Context, config_path: str | None, name: str, fingerprint: str
+) -> None:
     """Remove NAME's key with FINGERPRINT (SHA256:...)."""
     from server.admin import Admin
 
@@ -231,9 +280,13 @@ def user_remove_key(ctx: click.Context, config_path: str | None, name: str, fing
 @user.command("set-password")
 @_config_option
 @click.argument("name")
-@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+@click.option(
+    "--password-stdin", is_flag=True, required=True, help="Read the password from standard input."
+)
 @click.pass_context
-def user_set_password(ctx: click.Context, config_path: str | None, name: str, password_stdin: bool) -> None:
+def user_set_password(
+    ctx: click.Context, config_path: str | None, name: str, password_stdin: bool
+) -> None:
     """Set NAME's web password (argon2id)."""
     from server.admin import Admin
 
@@ -268,9 +321,17 @@ def user_totp(ctx: click.Context, config_path: str | None, name: str, disable: b
 @_config_option
 @click.argument("name")
 @click.option("--group", "groups", multiple=True)
-@click.option("--role", "roles", multiple=True, type=click.Choice(["requester", "approver", "admin"]))
+@click.option(
+    "--role", "roles", multiple=True, type=click.Choice(["requester", "approver", "admin"])
+)
 @click.pass_context
-def user_set_groups(ctx: click.Context, config_path: str | None, name: str, groups: tuple[str, ...], roles: tuple[str, ...]) -> None:
+def user_set_groups(
+    ctx: click.Context,
+    config_path: str | None,
+    name: str,
+    groups: tuple[str, ...],
+    roles: tuple[str, ...],
+) -> None:
     """Replace NAME's groups (and roles, if given)."""
     from server.admin import Admin
 
@@ -305,10 +366,20 @@ def audit_export(ctx: click.Context, config_path: str | None, since: int) -> Non
 @audit.command("verify")
 @_config_option
 @click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--pubkey", type=click.Path(exists=True, dir_okay=False), help="The audit public key (audit_ed25519.pub).")
-@click.option("--partial", is_flag=True, help="FILE is an `export --since N`: do not expect it to start at event 1.")
+@click.option(
+    "--pubkey",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The audit public key (audit_ed25519.pub).",
+)
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="FILE is an `export --since N`: do not expect it to start at event 1.",
+)
 @click.pass_context
-def audit_verify(ctx: click.Context, config_path: str | None, file: str | None, pubkey: str | None, partial: bool) -> None:
+def audit_verify(
+    ctx: click.Context, config_path: str | None, file: str | None, pubkey: str | None, partial: bool
+) -> None:
     """Verify an export FILE offline (or, with no FILE, the server's database).
 
     Exit 0 when the chain and its checkpoints verify; exit 1 naming the first
@@ -319,7 +390,9 @@ def audit_verify(ctx: click.Context, config_path: str | None, file: str | None, 
     first = None if partial else 1
     if file is None:
         ext = _service(ctx, config_path)
-        result = chain.verify_export_lines(list(ext.export_audit(0)), [ext.audit_public_key], expect_first_id=first)
+        result = chain.verify_export_lines(
+            list(ext.export_audit(0)), [ext.audit_public_key], expect_first_id=first
+        )
     else:
         if pubkey is None:
             cfg = _load(ctx, config_path)
@@ -331,7 +404,9 @@ def audit_verify(ctx: click.Context, config_path: str | None, file: str | None, 
         source: Any = sys.stdin.buffer if file == "-" else file
         result = chain.verify_export_file(source, keys, expect_first_id=first)
     if result.ok:
-        click.echo(f"audit log OK: {result.events_checked} events, {result.checkpoints_checked} checkpoints, head {result.head_id}")
+        click.echo(
+            f"audit log OK: {result.events_checked} events, {result.checkpoints_checked} checkpoints, head {result.head_id}"
+        )
         return
     p = result.problem
     click.echo(f"audit log FAILED at event {p.event_id}: {p.kind}: {p.message}", err=True)

@@ -17,7 +17,12 @@ typed.
 from __future__ import annotations
 
 from .auth import LoginFailed, WebSettings
-from .setup import SessionInterface, load_or_create_secret_key, secret_key_path, set_security_headers
+from .setup import (
+    SessionInterface,
+    load_or_create_secret_key,
+    secret_key_path,
+    set_security_headers,
+)
 from .views import safe_next, web
 
 __all__ = [

@@ -24,9 +24,10 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, select
@@ -34,15 +35,24 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ca.errors import JitSshError
+from server import audit
+from server.admin import MAX_PASSWORD, password_hasher
+from server.auth import log_failure, record_failure
+from server.db import CommitThenRaise, transaction
+from server.models import LoginThrottle, User, WebSession
 
-from .. import audit
-from ..admin import MAX_PASSWORD, password_hasher
-from ..auth import log_failure, record_failure
-from ..db import CommitThenRaise, transaction
-from ..models import LoginThrottle, User, WebSession
 from . import totp as totp_mod
 
-__all__ = ["WebSettings", "LoginFailed", "PreAuth", "check_password", "check_totp", "load_session", "end_session", "auth_stamp"]
+__all__ = [
+    "WebSettings",
+    "LoginFailed",
+    "PreAuth",
+    "check_password",
+    "check_totp",
+    "load_session",
+    "end_session",
+    "auth_stamp",
+]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,63}")
 
@@ -123,11 +133,15 @@ def _verify_password(stored: str | None, password: str) -> bool:
 
 
 def _pre_token(secret_key: bytes, user: User) -> str:
-    return hmac.new(secret_key, b"pre-auth\0" + auth_stamp(user).encode(), hashlib.sha256).hexdigest()
+    return hmac.new(
+        secret_key, b"pre-auth\0" + auth_stamp(user).encode(), hashlib.sha256
+    ).hexdigest()
 
 
 def _name_hash(secret_key: bytes, name: str) -> str:
-    return hmac.new(secret_key, b"login-throttle\0" + name.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return hmac.new(
+        secret_key, b"login-throttle\0" + name.encode("utf-8", "surrogatepass"), hashlib.sha256
+    ).hexdigest()
 
 
 def _counter(s: Session, user: User | None, secret_key: bytes, name: str, now: datetime) -> Any:
@@ -135,7 +149,9 @@ def _counter(s: Session, user: User | None, secret_key: bytes, name: str, now: d
     if user is not None:
         return user
     key = _name_hash(secret_key, name)
-    row = s.execute(select(LoginThrottle).where(LoginThrottle.name_hash == key).with_for_update()).scalar_one_or_none()
+    row = s.execute(
+        select(LoginThrottle).where(LoginThrottle.name_hash == key).with_for_update()
+    ).scalar_one_or_none()
     if row is None:
         row = LoginThrottle(name_hash=key, failed_logins=0, locked_until=None, updated_at=now)
         s.add(row)
@@ -144,7 +160,9 @@ def _counter(s: Session, user: User | None, secret_key: bytes, name: str, now: d
                 s.flush()
         except IntegrityError:
             # Another attempt with the same name inserted it first.
-            row = s.execute(select(LoginThrottle).where(LoginThrottle.name_hash == key).with_for_update()).scalar_one()
+            row = s.execute(
+                select(LoginThrottle).where(LoginThrottle.name_hash == key).with_for_update()
+            ).scalar_one()
     return row
 
 
@@ -156,8 +174,19 @@ def _locked(counter: Any, now: datetime) -> bool:
     return counter.locked_until is not None
 
 
-def _fail(s: Session, ext: Any, settings: WebSettings, counter: Any, user: User | None, *, locked: bool,
-          why: str, stage: str, remote: str, now: datetime) -> float:
+def _fail(
+    s: Session,
+    ext: Any,
+    settings: WebSettings,
+    counter: Any,
+    user: User | None,
+    *,
+    locked: bool,
+    why: str,
+    stage: str,
+    remote: str,
+    now: datetime,
+) -> float:
     """Count a failure (unless already locked), audit it; return how long to wait before answering."""
     if not locked:
         counter.failed_logins = (counter.failed_logins or 0) + 1
@@ -171,31 +200,79 @@ def _fail(s: Session, ext: Any, settings: WebSettings, counter: Any, user: User 
     # nobody's identity). The attempt that locks an account is a kind of its own.
     claimed = user.name if user is not None else None  # never a typed name that matches no account
     code = "web_lockout" if not locked and counter.locked_until is not None else f"web_{why}"
-    data = {"via": "web", "stage": stage, "why": why, "failures": counter.failed_logins,
-            "locked": counter.locked_until is not None, "remote": remote[:64]}
+    data = {
+        "via": "web",
+        "stage": stage,
+        "why": why,
+        "failures": counter.failed_logins,
+        "locked": counter.locked_until is not None,
+        "remote": remote[:64],
+    }
     log_failure(now=now, code=code, claimed_user=claimed, data=data)
-    record_failure(s, now=now, code=code, claimed_user=claimed, data=data,
-                   signing_key=svc.audit_key, checkpoint_every=svc.checkpoint_every)
+    record_failure(
+        s,
+        now=now,
+        code=code,
+        claimed_user=claimed,
+        data=data,
+        signing_key=svc.audit_key,
+        checkpoint_every=svc.checkpoint_every,
+    )
     return settings.max_delay if locked else settings.delay(counter.failed_logins)
 
 
-def _start(s: Session, ext: Any, settings: WebSettings, user: User, *, remote: str, totp_used: bool, now: datetime) -> str:
+def _start(
+    s: Session,
+    ext: Any,
+    settings: WebSettings,
+    user: User,
+    *,
+    remote: str,
+    totp_used: bool,
+    now: datetime,
+) -> str:
     user.failed_logins = 0
     user.locked_until = None
     sid = secrets.token_urlsafe(32)
-    s.add(WebSession(id_hash=_sid_hash(sid), user_id=user.id, created_at=now, last_seen_at=now, auth_stamp=auth_stamp(user)))
+    s.add(
+        WebSession(
+            id_hash=_sid_hash(sid),
+            user_id=user.id,
+            created_at=now,
+            last_seen_at=now,
+            auth_stamp=auth_stamp(user),
+        )
+    )
     # Housekeeping while we hold a transaction anyway: sessions past their idle
     # timeout, and throttle rows for unknown names untouched for longer than any lock lasts.
     s.execute(delete(WebSession).where(WebSession.last_seen_at < now - settings.idle_timeout))
-    s.execute(delete(LoginThrottle).where(LoginThrottle.updated_at < now - max(settings.lock_for, timedelta(days=1))))
+    s.execute(
+        delete(LoginThrottle).where(
+            LoginThrottle.updated_at < now - max(settings.lock_for, timedelta(days=1))
+        )
+    )
     svc = ext.service
-    audit.record(s, type="web.login", now=now, actor=user.name, data={"totp": totp_used, "remote": remote[:64]},
-                 signing_key=svc.audit_key, checkpoint_every=svc.checkpoint_every)
+    audit.record(
+        s,
+        type="web.login",
+        now=now,
+        actor=user.name,
+        data={"totp": totp_used, "remote": remote[:64]},
+        signing_key=svc.audit_key,
+        checkpoint_every=svc.checkpoint_every,
+    )
     return sid
 
 
-def check_password(ext: Any, settings: WebSettings, secret_key: bytes, name: Any, password: Any, *,
-                   remote: str = "") -> str | PreAuth:
+def check_password(
+    ext: Any,
+    settings: WebSettings,
+    secret_key: bytes,
+    name: Any,
+    password: Any,
+    *,
+    remote: str = "",
+) -> str | PreAuth:
     """A new session id, or :class:`PreAuth` when the user also needs a TOTP code.
 
     Raises :class:`LoginFailed` (after the slow-down) for every failure.
@@ -212,12 +289,21 @@ def check_password(ext: Any, settings: WebSettings, secret_key: bytes, name: Any
     # argon2 runs outside any transaction: it takes tens of milliseconds, and
     # SQLite transactions hold the database's write lock.
     ok = _verify_password(stored, password[:MAX_PASSWORD])
-    new_hash = password_hasher().hash(password) if ok and password_hasher().check_needs_rehash(stored or "") else None
+    new_hash = (
+        password_hasher().hash(password)
+        if ok and password_hasher().check_needs_rehash(stored or "")
+        else None
+    )
     delay = 0.0
     try:
         with transaction(ext.service.sessions) as s:
-            user = s.execute(select(User).where(User.name == name).with_for_update(of=User)).scalar_one_or_none() \
-                if well_formed else None
+            user = (
+                s.execute(
+                    select(User).where(User.name == name).with_for_update(of=User)
+                ).scalar_one_or_none()
+                if well_formed
+                else None
+            )
             counter = _counter(s, user, secret_key, name[:256], now)
             locked = _locked(counter, now)
             why = None
@@ -233,7 +319,18 @@ def check_password(ext: Any, settings: WebSettings, secret_key: bytes, name: Any
                 # (A password changed between the check and now counts as a failure.)
                 why = "wrong_password"
             if why is not None:
-                delay = _fail(s, ext, settings, counter, user, locked=locked, why=why, stage="password", remote=remote, now=now)
+                delay = _fail(
+                    s,
+                    ext,
+                    settings,
+                    counter,
+                    user,
+                    locked=locked,
+                    why=why,
+                    stage="password",
+                    remote=remote,
+                    now=now,
+                )
                 raise CommitThenRaise(LoginFailed())
             assert user is not None
             if new_hash is not None:
@@ -248,8 +345,16 @@ def check_password(ext: Any, settings: WebSettings, secret_key: bytes, name: Any
         raise
 
 
-def check_totp(ext: Any, settings: WebSettings, secret_key: bytes, user_id: Any, token: Any, code: Any, *,
-               remote: str = "") -> str:
+def check_totp(
+    ext: Any,
+    settings: WebSettings,
+    secret_key: bytes,
+    user_id: Any,
+    token: Any,
+    code: Any,
+    *,
+    remote: str = "",
+) -> str:
     """The second step: a new session id, or :class:`LoginFailed` (after the slow-down)."""
     now = ext.clock()
     delay = 0.0
@@ -257,7 +362,9 @@ def check_totp(ext: Any, settings: WebSettings, secret_key: bytes, user_id: Any,
         with transaction(ext.service.sessions) as s:
             user = None
             if isinstance(user_id, int) and isinstance(token, str):
-                user = s.execute(select(User).where(User.id == user_id).with_for_update(of=User)).scalar_one_or_none()
+                user = s.execute(
+                    select(User).where(User.id == user_id).with_for_update(of=User)
+                ).scalar_one_or_none()
             if user is None:
                 raise LoginFailed()
             locked = _locked(user, now)
@@ -267,14 +374,27 @@ def check_totp(ext: Any, settings: WebSettings, secret_key: bytes, user_id: Any,
                 why = "locked"
             elif user.disabled:
                 why = "disabled"
-            elif not user.totp_secret or not hmac.compare_digest(_pre_token(secret_key, user), token):
+            elif not user.totp_secret or not hmac.compare_digest(
+                _pre_token(secret_key, user), token
+            ):
                 why = "changed"
             else:
                 step = totp_mod.verify(user.totp_secret, code, now, last_step=user.totp_last_step)
                 if step is None:
                     why = "wrong_code"
             if why is not None:
-                delay = _fail(s, ext, settings, user, user, locked=locked, why=why, stage="totp", remote=remote, now=now)
+                delay = _fail(
+                    s,
+                    ext,
+                    settings,
+                    user,
+                    user,
+                    locked=locked,
+                    why=why,
+                    stage="totp",
+                    remote=remote,
+                    now=now,
+                )
                 raise CommitThenRaise(LoginFailed())
             user.totp_last_step = step
             return _start(s, ext, settings, user, remote=remote, totp_used=True, now=now)
@@ -322,6 +442,12 @@ def end_session(ext: Any, sid: Any) -> None:
         user = s.get(User, row.user_id)
         s.delete(row)
         svc = ext.service
-        audit.record(s, type="web.logout", now=now, actor=user.name if user else None, data={},
-                     signing_key=svc.audit_key, checkpoint_every=svc.checkpoint_every)
-
+        audit.record(
+            s,
+            type="web.logout",
+            now=now,
+            actor=user.name if user else None,
+            data={},
+            signing_key=svc.audit_key,
+            checkpoint_every=svc.checkpoint_every,
+        )

@@ -20,7 +20,10 @@ class LoginForm(FlaskForm):
 
 
 class TotpForm(FlaskForm):
-    code = StringField("6-digit code from your authenticator app", validators=[DataRequired(), Length(min=6, max=12)])
+    code = StringField(
+        "6-digit code from your authenticator app",
+        validators=[DataRequired(), Length(min=6, max=12)],
+    )
 
 
 class ApproveForm(FlaskForm):
@@ -32,7 +35,10 @@ class ApproveForm(FlaskForm):
 class DenyForm(FlaskForm):
     reason = TextAreaField(
         "Reason (required; the requester sees it)",
-        validators=[DataRequired(message="A reason is required to deny a request."), Length(max=MAX_TEXT)],
+        validators=[
+            DataRequired(message="A reason is required to deny a request."),
+            Length(max=MAX_TEXT),
+        ],
     )
 
 

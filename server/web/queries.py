@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..db import transaction
-from ..models import AccessRequest, AuditEvent, Certificate, Revocation, User
+from server.db import transaction
+from server.models import AccessRequest, AuditEvent, Certificate, Revocation, User
 
 __all__ = ["TrailEvent", "ActiveCertificate", "audit_trail", "active_certificates"]
 
@@ -39,16 +39,29 @@ class ActiveCertificate:
     key_id: str
 
 
-def audit_trail(sessions: sessionmaker[Session], request_id: str, limit: int = 500) -> list[TrailEvent]:
+def audit_trail(
+    sessions: sessionmaker[Session], request_id: str, limit: int = 500
+) -> list[TrailEvent]:
     with transaction(sessions) as s:
         rows = s.execute(
-            select(AuditEvent).where(AuditEvent.request_id == request_id).order_by(AuditEvent.id).limit(limit)
+            select(AuditEvent)
+            .where(AuditEvent.request_id == request_id)
+            .order_by(AuditEvent.id)
+            .limit(limit)
         ).scalars()
-        return [TrailEvent(id=r.id, at=r.at, type=r.type, actor=r.actor, data=json.loads(r.data)) for r in rows]
+        return [
+            TrailEvent(id=r.id, at=r.at, type=r.type, actor=r.actor, data=json.loads(r.data))
+            for r in rows
+        ]
 
 
-def active_certificates(sessions: sessionmaker[Session], now: datetime, *, requester_id: int | None = None,
-                        limit: int = 500) -> list[ActiveCertificate]:
+def active_certificates(
+    sessions: sessionmaker[Session],
+    now: datetime,
+    *,
+    requester_id: int | None = None,
+    limit: int = 500,
+) -> list[ActiveCertificate]:
     """Certificates valid at ``now`` and not revoked, soonest to expire first;
     only ``requester_id``'s when given."""
     q = (
@@ -56,7 +69,9 @@ def active_certificates(sessions: sessionmaker[Session], now: datetime, *, reque
         .outerjoin(AccessRequest, Certificate.request_id == AccessRequest.id)
         .outerjoin(User, AccessRequest.requester_id == User.id)
         .outerjoin(Revocation, Revocation.serial == Certificate.serial)
-        .where(Certificate.valid_after <= now, Certificate.valid_before > now, Revocation.id.is_(None))
+        .where(
+            Certificate.valid_after <= now, Certificate.valid_before > now, Revocation.id.is_(None)
+        )
         .order_by(Certificate.valid_before, Certificate.serial)
         .limit(limit)
     )
@@ -65,9 +80,14 @@ def active_certificates(sessions: sessionmaker[Session], now: datetime, *, reque
     with transaction(sessions) as s:
         return [
             ActiveCertificate(
-                serial=c.serial, request_id=c.request_id, requester=u.name if u is not None else None,
-                target=r.target if r is not None else None, reason=r.reason if r is not None else "",
-                principals=tuple(json.loads(c.principals)), valid_after=c.valid_after, valid_before=c.valid_before,
+                serial=c.serial,
+                request_id=c.request_id,
+                requester=u.name if u is not None else None,
+                target=r.target if r is not None else None,
+                reason=r.reason if r is not None else "",
+                principals=tuple(json.loads(c.principals)),
+                valid_after=c.valid_after,
+                valid_before=c.valid_before,
                 key_id=c.key_id,
             )
             for c, r, u in s.execute(q).all()

@@ -12,10 +12,16 @@ from typing import Any
 from flask import Flask, Response, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 
-from ..config import ConfigError, ServerConfig
+from server.config import InvalidConfig, ServerConfig
 
-__all__ = ["SECRET_KEY_FILE", "secret_key_path", "load_or_create_secret_key", "SessionInterface", "CSP",
-           "set_security_headers"]
+__all__ = [
+    "SECRET_KEY_FILE",
+    "secret_key_path",
+    "load_or_create_secret_key",
+    "SessionInterface",
+    "CSP",
+    "set_security_headers",
+]
 
 log = logging.getLogger("jit_ssh.web")
 
@@ -64,7 +70,9 @@ def load_or_create_secret_key(config: ServerConfig) -> bytes:
         log.warning("%s is readable by others (mode %o): chmod 600 it", path, mode)
     key = path.read_bytes().strip()
     if len(key) < 32:
-        raise ConfigError(f"{path}: the web secret key must hold at least 32 characters", field="secret_key_file")
+        raise InvalidConfig(
+            f"{path}: the web secret key must hold at least 32 characters", field="secret_key_file"
+        )
     return key
 
 

@@ -58,7 +58,7 @@ def hotp(key: bytes, counter: int, *, digits: int = DIGITS, algorithm: str = "sh
     """RFC 4226: HMAC the 8-byte big-endian counter, take 31 bits at the offset the last nibble names."""
     mac = hmac.new(key, struct.pack(">Q", counter), algorithm).digest()
     offset = mac[-1] & 0x0F
-    value = struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF
+    value = struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF
     return str(value % 10**digits).zfill(digits)
 
 
@@ -96,30 +96,49 @@ def verify(secret: str, code: Any, now: datetime, *, last_step: int | None = Non
 def provisioning_uri(secret: str, user: str, *, issuer: str = "jit-ssh") -> str:
     """The ``otpauth://`` URI authenticator apps import (as a QR code or pasted)."""
     label = quote(f"{issuer}:{user}", safe=":@")
-    query = urlencode({"secret": secret, "issuer": issuer, "algorithm": "SHA1", "digits": DIGITS, "period": STEP_SECONDS})
+    query = urlencode(
+        {
+            "secret": secret,
+            "issuer": issuer,
+            "algorithm": "SHA1",
+            "digits": DIGITS,
+            "period": STEP_SECONDS,
+        }
+    )
     return f"otpauth://totp/{label}?{query}"
 
 
-def set_totp(service: Any, name: str, *, enabled: bool = True, actor: str = "admin-cli") -> str | None:
+def set_totp(
+    service: Any, name: str, *, enabled: bool = True, actor: str = "admin-cli"
+) -> str | None:
     """Turn TOTP on (a fresh secret, returned) or off for user ``name``.
 
     Either way every web session of that user ends (the session's auth stamp
     covers the secret) and an audit event records it; the secret itself is
     never written to the audit log.
     """
-    from .. import audit
-    from ..db import transaction
-    from ..errors import NotFound
-    from ..models import User
+    from server import audit
+    from server.db import transaction
+    from server.errors import NotFound
+    from server.models import User
 
     secret = new_secret() if enabled else None
     now = service.now()
     with transaction(service.sessions) as s:
-        user = s.execute(select(User).where(User.name == name).with_for_update(of=User)).scalar_one_or_none()
+        user = s.execute(
+            select(User).where(User.name == name).with_for_update(of=User)
+        ).scalar_one_or_none()
         if user is None:
             raise NotFound(f"no user {name!r}", field="name")
         user.totp_secret = secret
         user.totp_last_step = None
-        audit.record(s, type="user.totp_set" if enabled else "user.totp_removed", now=now, actor=actor,
-                     data={"user": name}, signing_key=service.audit_key, checkpoint_every=service.checkpoint_every)
+        audit.record(
+            s,
+            type="user.totp_set" if enabled else "user.totp_removed",
+            now=now,
+            actor=actor,
+            data={"user": name},
+            signing_key=service.audit_key,
+            checkpoint_every=service.checkpoint_every,
+        )
     return secret

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
@@ -33,8 +34,8 @@ from werkzeug.exceptions import HTTPException
 import policies
 from ca import format_duration, parse_duration
 from ca.errors import JitSshError
+from server.models import AccessRequest, RequestState, Role, User
 
-from ..models import AccessRequest, RequestState, Role, User
 from . import auth, queries
 from .forms import ActionForm, ApproveForm, DenyForm, LoginForm, RevokeForm, TotpForm
 
@@ -42,7 +43,13 @@ __all__ = ["web", "safe_next"]
 
 log = logging.getLogger("jit_ssh.web")
 
-web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/web/static")
+web = Blueprint(
+    "web",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/web/static",
+)
 
 #: Shorter grants an approver may pick (where the policy lets approvers shorten).
 _SHORTER = (300, 600, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 12 * 3600)
@@ -110,7 +117,9 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if g.get("user") is None:
             # Back to this page after logging in (a GET), or to the page a form was on.
-            target = request.full_path if request.method == "GET" else request.form.get("next") or "/"
+            target = (
+                request.full_path if request.method == "GET" else request.form.get("next") or "/"
+            )
             if target.endswith("?"):
                 target = target[:-1]
             return redirect(url_for("web.login", next=safe_next(target)), 303)
@@ -194,8 +203,11 @@ def _error_page(status: int, message: str) -> tuple[str, int]:
 @web.errorhandler(CSRFError)
 def _csrf_error(e: CSRFError) -> Any:
     log.warning("refused a POST to %s: %s", request.path, e.description)
-    return _error_page(400, "This form was not accepted: it has expired or did not come from this site. "
-                            "Go back, reload the page and try again.")
+    return _error_page(
+        400,
+        "This form was not accepted: it has expired or did not come from this site. "
+        "Go back, reload the page and try again.",
+    )
 
 
 @web.errorhandler(JitSshError)
@@ -213,7 +225,9 @@ def _http_error(e: HTTPException) -> Any:
 @web.errorhandler(DBAPIError)
 def _db_error(e: DBAPIError) -> Any:
     log.error("database error: %s", str(e).splitlines()[0][:300])
-    return _error_page(503, "The database is unavailable; nothing was changed. Try again in a moment.")
+    return _error_page(
+        503, "The database is unavailable; nothing was changed. Try again in a moment."
+    )
 
 
 @web.errorhandler(Exception)
@@ -235,8 +249,14 @@ def login() -> Any:
     if request.method == "POST":
         if form.validate():
             try:
-                result = auth.check_password(_ext(), _settings(), _secret(), form.username.data, form.password.data,
-                                             remote=request.remote_addr or "")
+                result = auth.check_password(
+                    _ext(),
+                    _settings(),
+                    _secret(),
+                    form.username.data,
+                    form.password.data,
+                    remote=request.remote_addr or "",
+                )
             except auth.LoginFailed as e:
                 flash(str(e), "error")
                 status = 401
@@ -266,7 +286,10 @@ def login() -> Any:
 def login_totp() -> Any:
     pre = session.get("pre_auth")
     now = _ext().clock()
-    if not isinstance(pre, dict) or now.timestamp() - pre.get("at", 0) > _settings().totp_within.total_seconds():
+    if (
+        not isinstance(pre, dict)
+        or now.timestamp() - pre.get("at", 0) > _settings().totp_within.total_seconds()
+    ):
         session.pop("pre_auth", None)
         flash("Log in with your password first.", "info")
         return redirect(url_for("web.login"), 303)
@@ -275,8 +298,15 @@ def login_totp() -> Any:
     if request.method == "POST":
         if form.validate():
             try:
-                sid = auth.check_totp(_ext(), _settings(), _secret(), pre.get("uid"), pre.get("token"), form.code.data,
-                                      remote=request.remote_addr or "")
+                sid = auth.check_totp(
+                    _ext(),
+                    _settings(),
+                    _secret(),
+                    pre.get("uid"),
+                    pre.get("token"),
+                    form.code.data,
+                    remote=request.remote_addr or "",
+                )
             except auth.LoginFailed as e:
                 flash(str(e), "error")
                 status = 401
@@ -351,8 +381,12 @@ def active() -> Any:
     user: User = g.user
     now = _ext().clock()
     everyone = _sees_everything(user)
-    certs = queries.active_certificates(_ext().service.sessions, now, requester_id=None if everyone else user.id)
-    return render_template("web/active.html", certs=certs, now=now, everyone=everyone, revoke_form=RevokeForm())
+    certs = queries.active_certificates(
+        _ext().service.sessions, now, requester_id=None if everyone else user.id
+    )
+    return render_template(
+        "web/active.html", certs=certs, now=now, everyone=everyone, revoke_form=RevokeForm()
+    )
 
 
 def _may_decide(user: User, req: AccessRequest, now: datetime) -> tuple[bool, str]:
@@ -366,12 +400,20 @@ def _may_decide(user: User, req: AccessRequest, now: datetime) -> tuple[bool, st
     if any(a.approver_id == user.id for a in req.approvals):
         return False, "You have already decided on this request."
     preq = policies.AccessRequest(
-        requester=req.requester.name, target=req.target, duration=timedelta(seconds=req.requested_seconds),
-        reason=req.reason, requester_groups=frozenset(req.requester.group_names), break_glass=req.break_glass,
+        requester=req.requester.name,
+        target=req.target,
+        duration=timedelta(seconds=req.requested_seconds),
+        reason=req.reason,
+        requester_groups=frozenset(req.requester.group_names),
+        break_glass=req.break_glass,
         submitted_at=req.created_at,
     )
-    check = policies.may_approve(_ext().service.policy.get(), preq,
-                                 policies.Approver(name=user.name, groups=frozenset(user.group_names)), now)
+    check = policies.may_approve(
+        _ext().service.policy.get(),
+        preq,
+        policies.Approver(name=user.name, groups=frozenset(user.group_names)),
+        now,
+    )
     return check.allowed, "" if check.allowed else check.reason[:1].upper() + check.reason[1:] + "."
 
 
@@ -384,8 +426,18 @@ def _duration_choices(req: AccessRequest, decision: dict[str, Any]) -> list[tupl
 
 
 #: Audit data not worth a line on the page (it stays in the log and its export).
-_HIDDEN_KEYS = {"policy_version", "ca_fingerprint", "public_key_fingerprint", "key_id", "approvals", "required", "outcome",
-                "approvals_required", "auto", "break_glass"}
+_HIDDEN_KEYS = {
+    "policy_version",
+    "ca_fingerprint",
+    "public_key_fingerprint",
+    "key_id",
+    "approvals",
+    "required",
+    "outcome",
+    "approvals_required",
+    "auto",
+    "break_glass",
+}
 
 
 def trail_details(event: queries.TrailEvent) -> list[tuple[str, str]]:
@@ -410,8 +462,13 @@ def trail_details(event: queries.TrailEvent) -> list[tuple[str, str]]:
     return out
 
 
-def _request_page(request_id: str, *, status: int = 200, approve_form: ApproveForm | None = None,
-                  deny_form: DenyForm | None = None) -> Any:
+def _request_page(
+    request_id: str,
+    *,
+    status: int = 200,
+    approve_form: ApproveForm | None = None,
+    deny_form: DenyForm | None = None,
+) -> Any:
     ext = _ext()
     user: User = g.user
     now = ext.clock()
@@ -440,7 +497,8 @@ def _request_page(request_id: str, *, status: int = 200, approve_form: ApproveFo
         approve_form=approve_form,
         deny_form=deny_form,
         revoke_form=RevokeForm(formdata=None),
-        cancel=req.requester_id == user.id and req.state in (RequestState.PENDING.value, RequestState.APPROVED.value),
+        cancel=req.requester_id == user.id
+        and req.state in (RequestState.PENDING.value, RequestState.APPROVED.value),
         cert=cert,
         cert_active=cert_active,
         can_revoke=can_revoke,
@@ -478,12 +536,20 @@ def approve(request_id: str) -> Any:
         flash(next(iter(form.errors.values()))[0], "error")
         return _request_page(request_id, status=400, approve_form=form)
     try:
-        req = _ext().service.approve(g.user, request_id, comment=_text(form.comment.data), duration=_grant(form.duration.data))
+        req = _ext().service.approve(
+            g.user,
+            request_id,
+            comment=_text(form.comment.data),
+            duration=_grant(form.duration.data),
+        )
     except JitSshError as e:
         return _after_error(request_id, e, approve_form=form)
     if req.state == RequestState.APPROVED.value:
-        flash(f"Approved: {req.requester.name} can now get a certificate for {req.target} "
-              f"({format_duration(req.granted_seconds)}).", "ok")
+        flash(
+            f"Approved: {req.requester.name} can now get a certificate for {req.target} "
+            f"({format_duration(req.granted_seconds)}).",
+            "ok",
+        )
     else:
         got = len({a.approver_id for a in req.approvals if a.decision == "approve"})
         flash(f"Your approval is recorded: {got} of {req.approvals_required}.", "ok")
@@ -529,6 +595,8 @@ def revoke(serial: str) -> Any:
     except JitSshError as e:
         flash(str(e), "error")
         return redirect(back, 303)
-    flash(f"Certificate {rev.serial} revoked. Hosts refuse it from their next revocation list sync.", "ok")
+    flash(
+        f"Certificate {rev.serial} revoked. Hosts refuse it from their next revocation list sync.",
+        "ok",
+    )
     return redirect(back, 303)
-

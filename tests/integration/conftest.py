@@ -24,19 +24,25 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from ca import CAKey, IssuedCertificate, PublicKey, generate_ca_key, issue_certificate, public_key_from_crypto
-
-from ..support import free_port, wait_ready
+from ca import (
+    CAKey,
+    IssuedCertificate,
+    PublicKey,
+    generate_ca_key,
+    issue_certificate,
+    public_key_from_crypto,
+)
+from tests.support import free_port, wait_ready
 
 SSHD = "/usr/sbin/sshd"
 LOGIN_USER = "jitssh-test"
@@ -143,7 +149,10 @@ def login_user(openssh: Tools) -> str:
         pwd.getpwnam(LOGIN_USER)
     except KeyError:
         r = subprocess.run(
-            ["useradd", "-m", "-s", "/bin/sh", LOGIN_USER], capture_output=True, text=True, timeout=30
+            ["useradd", "-m", "-s", "/bin/sh", LOGIN_USER],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         # 9: the name already exists (a concurrent run created it first).
         if r.returncode not in (0, 9):
@@ -152,7 +161,9 @@ def login_user(openssh: Tools) -> str:
     # account whose password starts with "!" as locked and refuses even a valid
     # certificate ("User ... not allowed because account is locked"). "*" means
     # "no password can match" but not locked.
-    r = subprocess.run(["usermod", "-p", "*", LOGIN_USER], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        ["usermod", "-p", "*", LOGIN_USER], capture_output=True, text=True, timeout=30
+    )
     if r.returncode != 0:
         pytest.fail(f"usermod -p '*' {LOGIN_USER} failed: {r.stderr.strip()}", pytrace=False)
     return LOGIN_USER
@@ -170,14 +181,18 @@ def ca_type(request: pytest.FixtureRequest) -> str:
 def ca(ca_type: str) -> CAKey:
     """The CA the throwaway sshd trusts (TrustedUserCAKeys)."""
     bits = 3072 if ca_type == "rsa" else None
-    return CAKey.from_private(generate_ca_key(ca_type, bits=bits), comment=f"jitssh-test-{ca_type}-ca")
+    return CAKey.from_private(
+        generate_ca_key(ca_type, bits=bits), comment=f"jitssh-test-{ca_type}-ca"
+    )
 
 
 @pytest.fixture(scope="session")
 def other_ca(ca_type: str) -> CAKey:
     """A CA of the same type that the sshd does NOT trust."""
     bits = 3072 if ca_type == "rsa" else None
-    return CAKey.from_private(generate_ca_key(ca_type, bits=bits), comment=f"untrusted-{ca_type}-ca")
+    return CAKey.from_private(
+        generate_ca_key(ca_type, bits=bits), comment=f"untrusted-{ca_type}-ca"
+    )
 
 
 @dataclass(frozen=True)
@@ -207,14 +222,18 @@ def user_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, UserKey]:
         private = _new_user_private_key(kind)
         path = d / f"id_{kind}"
         data = private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
         )
         # ssh refuses a private key that group or others can read ("UNPROTECTED
         # PRIVATE KEY FILE"), even for root.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        keys[kind] = UserKey(kind, path, public_key_from_crypto(private.public_key(), f"engineer-{kind}"), private)
+        keys[kind] = UserKey(
+            kind, path, public_key_from_crypto(private.public_key(), f"engineer-{kind}"), private
+        )
     return keys
 
 
@@ -225,7 +244,7 @@ def user_key(user_keys: dict[str, UserKey]) -> UserKey:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -326,9 +345,21 @@ class Sshd:
         # with mkdtemp (under /tmp, 1777) and a 0644 file.
         os.chmod(self.dir, 0o755)
         subprocess.run(
-            [self.tools.ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", "jitssh-throwaway-host",
-             "-f", str(self.dir / "ssh_host_ed25519_key")],
-            check=True, capture_output=True, timeout=30,
+            [
+                self.tools.ssh_keygen,
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "jitssh-throwaway-host",
+                "-f",
+                str(self.dir / "ssh_host_ed25519_key"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
         (self.dir / "trusted_user_ca_keys").write_text(self.ca.public.openssh + "\n")
         self.principals_path.parent.mkdir(mode=0o755)
@@ -346,8 +377,11 @@ class Sshd:
         version = next(self._krl_version)
         if serials or key_ids:
             data = krl.build_krl(
-                ca_keys=[self.ca.public.blob], serials=tuple(serials), key_ids=tuple(key_ids),
-                version=version, now=utcnow(),
+                ca_keys=[self.ca.public.blob],
+                serials=tuple(serials),
+                key_ids=tuple(key_ids),
+                version=version,
+                now=utcnow(),
             )
         else:
             data = krl.empty_krl(version=version, now=utcnow())
@@ -369,10 +403,15 @@ class Sshd:
             self.port = free_port()
             self.config.write_text(self.config_text())
             check = subprocess.run(
-                [self.tools.sshd, "-t", "-f", str(self.config)], capture_output=True, text=True, timeout=30
+                [self.tools.sshd, "-t", "-f", str(self.config)],
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             if check.returncode != 0:
-                pytest.fail(f"sshd -t rejects the test config: {check.stderr.strip()}", pytrace=False)
+                pytest.fail(
+                    f"sshd -t rejects the test config: {check.stderr.strip()}", pytrace=False
+                )
             with open(self.log_path, "ab") as log:
                 # Quirk: sshd must be started by absolute path ("sshd re-exec
                 # requires execution with an absolute path"): it re-executes
@@ -380,7 +419,10 @@ class Sshd:
                 # own the process; -e: log to stderr, i.e. our log file.
                 self.proc = subprocess.Popen(
                     [self.tools.sshd, "-D", "-e", "-f", str(self.config)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
                 )
             if self._wait_ready(timeout=15):
                 return
@@ -473,32 +515,54 @@ class Sshd:
 
     # -- clients
 
-    def ssh(self, key: UserKey, cert: Path | Signed, command: str = "id -un") -> subprocess.CompletedProcess[str]:
+    def ssh(
+        self, key: UserKey, cert: Path | Signed, command: str = "id -un"
+    ) -> subprocess.CompletedProcess[str]:
         """Log in with OpenSSH's ssh client, certificate ``cert``, and run ``command``."""
         cert_path = cert.path if isinstance(cert, Signed) else cert
         env = {k: v for k, v in os.environ.items() if not k.startswith("SSH_")}
         return subprocess.run(
             [
-                self.tools.ssh, "-F", "/dev/null",
-                "-o", "BatchMode=yes",
-                "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "IdentitiesOnly=yes",
-                "-o", "IdentityAgent=none",
-                "-o", "PreferredAuthentications=publickey",
-                "-o", "ConnectTimeout=10",
-                "-o", "LogLevel=ERROR",
-                "-i", str(key.path),
-                "-o", f"CertificateFile={cert_path}",
-                "-p", str(self.port),
+                self.tools.ssh,
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "IdentityAgent=none",
+                "-o",
+                "PreferredAuthentications=publickey",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+                "-i",
+                str(key.path),
+                "-o",
+                f"CertificateFile={cert_path}",
+                "-p",
+                str(self.port),
                 f"{self.user}@127.0.0.1",
                 command,
             ],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LOGIN_TIMEOUT, env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=LOGIN_TIMEOUT,
+            env=env,
         )
 
-    def paramiko_exec(self, key: UserKey, cert: Path | Signed, command: str = "id -un") -> tuple[int, str]:
+    def paramiko_exec(
+        self, key: UserKey, cert: Path | Signed, command: str = "id -un"
+    ) -> tuple[int, str]:
         """Log in with paramiko and a certificate; return (exit status, stdout)."""
         paramiko = require_paramiko()
         cert_path = cert.path if isinstance(cert, Signed) else cert
@@ -509,9 +573,15 @@ class Sshd:
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
             client.connect(
-                hostname="127.0.0.1", port=self.port, username=self.user, pkey=pkey,
-                look_for_keys=False, allow_agent=False,
-                timeout=LOGIN_TIMEOUT, banner_timeout=LOGIN_TIMEOUT, auth_timeout=LOGIN_TIMEOUT,
+                hostname="127.0.0.1",
+                port=self.port,
+                username=self.user,
+                pkey=pkey,
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=LOGIN_TIMEOUT,
+                banner_timeout=LOGIN_TIMEOUT,
+                auth_timeout=LOGIN_TIMEOUT,
             )
             _stdin, stdout, _stderr = client.exec_command(command, timeout=LOGIN_TIMEOUT)
             out = stdout.read().decode()
@@ -537,7 +607,10 @@ def _sshd_server(ca: CAKey, login_user: str, openssh: Tools) -> Iterator[Sshd]:
 def sshd(_sshd_server: Sshd) -> Iterator[Sshd]:
     """The throwaway sshd for this CA type, with an empty KRL and still running."""
     if _sshd_server.proc is None or _sshd_server.proc.poll() is not None:
-        pytest.fail(f"the throwaway sshd has died; its log:\n{_sshd_server.log_text()[-2000:]}", pytrace=False)
+        pytest.fail(
+            f"the throwaway sshd has died; its log:\n{_sshd_server.log_text()[-2000:]}",
+            pytrace=False,
+        )
     _sshd_server.set_revoked()
     yield _sshd_server
     # Leave the next test an empty KRL even if this one failed halfway.

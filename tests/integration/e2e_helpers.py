@@ -33,7 +33,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ..support import answers_healthz, free_port, wait_ready
+from tests.support import answers_healthz, free_port, wait_ready
+
 from .conftest import LOGIN_TIMEOUT, LOGIN_USER, Sshd, Tools, skip_or_fail
 
 #: The policy target the throwaway host belongs to.
@@ -91,7 +92,9 @@ def _tail(path: Path, n: int = 3000) -> str:
         return ""
 
 
-def end_process(proc: subprocess.Popen[Any] | None, *, group: bool = False, timeout: float = 10) -> None:
+def end_process(
+    proc: subprocess.Popen[Any] | None, *, group: bool = False, timeout: float = 10
+) -> None:
     """Terminate ``proc`` (or its process group, which it leads), then kill it if it lingers."""
     if proc is None or proc.poll() is not None:
         return
@@ -113,15 +116,27 @@ def end_process(proc: subprocess.Popen[Any] | None, *, group: bool = False, time
         proc.wait(timeout=timeout)
 
 
-def run(argv: Sequence[str], env: dict[str, str], *, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: Sequence[str], env: dict[str, str], *, timeout: float = COMMAND_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(list(argv), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            list(argv),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as e:  # subprocess.run has killed it
-        pytest.fail(f"{' '.join(argv)} took longer than {timeout} s; stderr: {e.stderr!r}", pytrace=False)
+        pytest.fail(
+            f"{' '.join(argv)} took longer than {timeout} s; stderr: {e.stderr!r}", pytrace=False
+        )
 
 
-def check(result: subprocess.CompletedProcess[str], expect: int = 0) -> subprocess.CompletedProcess[str]:
+def check(
+    result: subprocess.CompletedProcess[str], expect: int = 0
+) -> subprocess.CompletedProcess[str]:
     assert result.returncode == expect, (
         f"{' '.join(result.args)} exited {result.returncode}, expected {expect}\n"
         f"stdout: {result.stdout}\nstderr: {result.stderr}"
@@ -157,8 +172,13 @@ class JitServer:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict[str, str]:
-        return {**_base_env(), "HOME": str(self.home), "JIT_SSH_DATA_DIR": str(self.data_dir),
-                "JIT_SSH_POLICY": str(self.policy), "JIT_SSH_LOG_LEVEL": "WARNING"}
+        return {
+            **_base_env(),
+            "HOME": str(self.home),
+            "JIT_SSH_DATA_DIR": str(self.data_dir),
+            "JIT_SSH_POLICY": str(self.policy),
+            "JIT_SSH_LOG_LEVEL": "WARNING",
+        }
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -168,7 +188,10 @@ class JitServer:
             with open(self.log, "ab") as log:
                 self.proc = subprocess.Popen(
                     [self.jit_ssh, "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", "1"],
-                    env=self.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    env=self.env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
                     # Its own process group: gunicorn's master and worker end together.
                     start_new_session=True,
                 )
@@ -207,16 +230,31 @@ class Engineer:
     background: list[subprocess.Popen[str]] = field(default_factory=list)
 
     @classmethod
-    def create(cls, root: Path, name: str, server: JitServer, *, groups: Sequence[str], roles: Sequence[str]) -> "Engineer":
+    def create(
+        cls,
+        root: Path,
+        name: str,
+        server: JitServer,
+        *,
+        groups: Sequence[str],
+        roles: Sequence[str],
+    ) -> Engineer:
         home = root / f"home-{name}"
         (home / ".ssh").mkdir(parents=True, mode=0o700)
         key = ed25519.Ed25519PrivateKey.generate()
         identity = home / ".ssh" / "id_ed25519"
         fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                      serialization.NoEncryption()))
-        pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.OpenSSH,
+                    serialization.NoEncryption(),
+                )
+            )
+        pub = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
         identity.with_name("id_ed25519.pub").write_bytes(pub + f" {name}@e2e\n".encode())
         args = ["user", "add", name, "--ssh-key", str(identity) + ".pub"]
         for g in groups:
@@ -231,13 +269,20 @@ class Engineer:
         return self.home / ".ssh" / "jit-ssh"
 
     def env(self) -> dict[str, str]:
-        env = {**_base_env(), "HOME": str(self.home), "JIT_SSH_SERVER": self.server.url,
-               "JIT_SSH_USER": self.name, "JIT_SSH_IDENTITY": str(self.identity)}
+        env = {
+            **_base_env(),
+            "HOME": str(self.home),
+            "JIT_SSH_SERVER": self.server.url,
+            "JIT_SSH_USER": self.name,
+            "JIT_SSH_IDENTITY": str(self.identity),
+        }
         if self.agent_socket is not None:
             env["SSH_AUTH_SOCK"] = str(self.agent_socket)
         return env
 
-    def jit(self, *args: str, expect: int | None = 0, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    def jit(
+        self, *args: str, expect: int | None = 0, timeout: float = COMMAND_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``jit-ssh ARGS`` as this person; check the exit status unless ``expect`` is None."""
         result = run([self.server.jit_ssh, *args], self.env(), timeout=timeout)
         return result if expect is None else check(result, expect)
@@ -247,8 +292,14 @@ class Engineer:
         n = len(self.background)
         out, err = self.home / f"bg-{n}.out", self.home / f"bg-{n}.err"
         with open(out, "w") as o, open(err, "w") as e:
-            proc = subprocess.Popen([self.server.jit_ssh, *args], env=self.env(), stdin=subprocess.DEVNULL,
-                                    stdout=o, stderr=e, text=True)
+            proc = subprocess.Popen(
+                [self.server.jit_ssh, *args],
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=o,
+                stderr=e,
+                text=True,
+            )
         self.background.append(proc)
         return proc, out, err
 
@@ -259,8 +310,14 @@ class Engineer:
     def start_agent(self, root: Path) -> subprocess.Popen[str]:
         """An ssh-agent of this person's own (-D: in the foreground, so we own its pid)."""
         sock = root / f"agent-{self.name}.sock"
-        proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], env=_base_env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            ["ssh-agent", "-D", "-a", str(sock)],
+            env=_base_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self.background.append(proc)
         deadline = time.monotonic() + 10
         while not sock.exists():
@@ -323,16 +380,47 @@ class HostSshd(Sshd):
         # Quirk: sshd reads AuthorizedPrincipalsFile as the login user, so the
         # directory tree host setup writes into must be world-readable.
         os.chmod(self.dir, 0o755)
-        check(run([self.tools.ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C", "jitssh-e2e-host",
-                   "-f", str(self.dir / "ssh_host_ed25519_key")], _base_env()))
+        check(
+            run(
+                [
+                    self.tools.ssh_keygen,
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "jitssh-e2e-host",
+                    "-f",
+                    str(self.dir / "ssh_host_ed25519_key"),
+                ],
+                _base_env(),
+            )
+        )
         # Written now so that host setup validates the real thing with `sshd -t`;
         # start() writes it again with the port it finally binds.
         self.port = free_port()
         self.config.write_text(self.config_text())
 
-    def setup_from(self, server: JitServer, target: str = TARGET) -> subprocess.CompletedProcess[str]:
-        return check(run([server.jit_ssh, "host", "setup", "--server", server.url, "--target", target,
-                          "--sshd-dir", str(self.dir)], _base_env()))
+    def setup_from(
+        self, server: JitServer, target: str = TARGET
+    ) -> subprocess.CompletedProcess[str]:
+        return check(
+            run(
+                [
+                    server.jit_ssh,
+                    "host",
+                    "setup",
+                    "--server",
+                    server.url,
+                    "--target",
+                    target,
+                    "--sshd-dir",
+                    str(self.dir),
+                ],
+                _base_env(),
+            )
+        )
 
     def effective(self) -> dict[str, str]:
         """``sshd -T``: the configuration sshd really uses, keyword -> value."""
@@ -340,24 +428,81 @@ class HostSshd(Sshd):
         return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
     def sync_krl(self, server: JitServer) -> subprocess.CompletedProcess[str]:
-        return check(run([server.jit_ssh, "host", "sync-krl", "--server", server.url, "--out", str(self.krl_path)],
-                         _base_env()))
+        return check(
+            run(
+                [
+                    server.jit_ssh,
+                    "host",
+                    "sync-krl",
+                    "--server",
+                    server.url,
+                    "--out",
+                    str(self.krl_path),
+                ],
+                _base_env(),
+            )
+        )
 
-    def ssh_with(self, key: Path, cert: Path, command: str = "id -un") -> subprocess.CompletedProcess[str]:
+    def ssh_with(
+        self, key: Path, cert: Path, command: str = "id -un"
+    ) -> subprocess.CompletedProcess[str]:
         """Plain OpenSSH with a key and certificate file (e.g. a copy kept after `done`)."""
-        return run([
-            self.tools.ssh, "-F", "/dev/null",
-            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-            "-o", "PreferredAuthentications=publickey", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-            "-i", str(key), "-o", f"CertificateFile={cert}", "-p", str(self.port), f"{self.user}@127.0.0.1", command,
-        ], _base_env(), timeout=LOGIN_TIMEOUT)
+        return run(
+            [
+                self.tools.ssh,
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "IdentityAgent=none",
+                "-o",
+                "PreferredAuthentications=publickey",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+                "-i",
+                str(key),
+                "-o",
+                f"CertificateFile={cert}",
+                "-p",
+                str(self.port),
+                f"{self.user}@127.0.0.1",
+                command,
+            ],
+            _base_env(),
+            timeout=LOGIN_TIMEOUT,
+        )
 
     def jit_ssh_args(self) -> list[str]:
         """Arguments for ``jit-ssh ssh TARGET ...`` to reach this throwaway host (a host key made a moment ago)."""
-        return ["--host", "127.0.0.1", "--port", str(self.port),
-                "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
+        return [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+        ]
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 15.0, interval: float = 0.1) -> Any:
@@ -419,7 +564,9 @@ def world(openssh: Tools, login_user: str) -> Iterator[World]:
         server.start()
         alice = Engineer.create(root, "alice", server, groups=["engineers"], roles=["requester"])
         bob = Engineer.create(root, "bob", server, groups=["approvers"], roles=["approver"])
-        carol = Engineer.create(root, "carol", server, groups=["engineers", "oncall"], roles=["requester"])
+        carol = Engineer.create(
+            root, "carol", server, groups=["engineers", "oncall"], roles=["requester"]
+        )
         people += [alice, bob, carol]
         host.prepare()
         host.setup_from(server)

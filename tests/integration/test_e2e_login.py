@@ -24,7 +24,7 @@ import shutil
 import statistics
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -38,13 +38,15 @@ pytestmark = pytest.mark.integration
 
 
 def _sleep_until(moment: datetime) -> None:
-    delay = (moment - datetime.now(timezone.utc)).total_seconds()
+    delay = (moment - datetime.now(UTC)).total_seconds()
     if delay > 0:
         time.sleep(delay)
 
 
 def _refused(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 255, f"expected sshd to refuse, got {result.returncode}: {result.stdout!r} {result.stderr!r}"
+    assert result.returncode == 255, (
+        f"expected sshd to refuse, got {result.returncode}: {result.stdout!r} {result.stderr!r}"
+    )
     assert "Permission denied (publickey)" in result.stderr, result.stderr
 
 
@@ -60,18 +62,24 @@ def test_login_waits_for_approval_then_ssh_works_until_the_window_ends(world: Wo
     assert PRINCIPAL in host.principals_path.read_text().splitlines()
 
     # alice asks for 6 seconds and waits; nothing is on her disk yet.
-    login, out, err = alice.jit_background("login", TARGET, "--for", "6s", "--reason", "INC-1234: replica lag",
-                                           "--poll", "0.2")
+    login, out, err = alice.jit_background(
+        "login", TARGET, "--for", "6s", "--reason", "INC-1234: replica lag", "--poll", "0.2"
+    )
 
     def waiting_for_bob() -> list[dict[str, object]]:
         rows = load_json(bob.jit("pending", "--json").stdout)
         return [r for r in rows if r["requester"] == "alice" and r["state"] == "pending"]
 
-    rows = wait_for(waiting_for_bob, "alice's request in bob's `jit-ssh pending`", timeout=20, interval=0.2)
+    rows = wait_for(
+        waiting_for_bob, "alice's request in bob's `jit-ssh pending`", timeout=20, interval=0.2
+    )
     request_id = str(rows[0]["id"])
     assert rows[0]["target"] == TARGET and rows[0]["duration_seconds"] == 6
     # The waiting login printed the same request id and the approval URL.
-    assert wait_for(lambda: request_id_from(err.read_text()), "the request id on alice's terminal") == request_id
+    assert (
+        wait_for(lambda: request_id_from(err.read_text()), "the request id on alice's terminal")
+        == request_id
+    )
     assert f"/requests/{request_id}" in err.read_text()
     assert login.poll() is None, f"login did not wait: {out.read_text()} {err.read_text()}"
 
@@ -101,7 +109,9 @@ def test_login_waits_for_approval_then_ssh_works_until_the_window_ends(world: Wo
     assert "ED25519-CERT" in alice.ssh_add_list()
 
     status_json = load_json(alice.jit("status", "--json").stdout)
-    assert [(a["request_id"], a["serial"]) for a in status_json["active"]] == [(request_id, str(cert.serial))]
+    assert [(a["request_id"], a["serial"]) for a in status_json["active"]] == [
+        (request_id, str(cert.serial))
+    ]
 
     # `jit-ssh ssh` runs a command on the host; sshd logs the key ID and serial.
     mark = host.log_mark()
@@ -132,19 +142,30 @@ def test_done_and_sync_krl_refuse_at_once_while_another_certificate_works(world:
         alice.start_agent(world.root)
 
     # alice: submit without waiting, bob approves, alice resumes.
-    submitted = load_json(alice.jit("login", TARGET, "--for", "2m", "--reason", "INC-1235", "--no-wait", "--json").stdout)
+    submitted = load_json(
+        alice.jit(
+            "login", TARGET, "--for", "2m", "--reason", "INC-1235", "--no-wait", "--json"
+        ).stdout
+    )
     assert submitted["state"] == "pending"
     request_id = submitted["request_id"]
     bob.jit("approve", request_id)
     resumed = load_json(alice.jit("login", TARGET, "--resume", request_id, "--json").stdout)
-    assert (resumed["state"], resumed["request_id"], resumed["agent"]) == ("issued", request_id, True)
+    assert (resumed["state"], resumed["request_id"], resumed["agent"]) == (
+        "issued",
+        request_id,
+        True,
+    )
 
     # carol is on call: auto-approved, no waiting.
     granted = carol.jit("login", TARGET, "--for", "2m", "--reason", "on-call check")
     assert f"Access granted to {TARGET}" in granted.stdout
 
     for person in (alice, carol):
-        assert person.jit("ssh", TARGET, *host.jit_ssh_args(), "--", "id", "-un").stdout.strip() == LOGIN_USER
+        assert (
+            person.jit("ssh", TARGET, *host.jit_ssh_args(), "--", "id", "-un").stdout.strip()
+            == LOGIN_USER
+        )
 
     # A copy of alice's key and certificate, as if someone had taken them off her laptop.
     copy = world.root / "copy"
@@ -181,14 +202,19 @@ def test_done_and_sync_krl_refuse_at_once_while_another_certificate_works(world:
     _refused(host.ssh_with(key_copy, cert_copy))
     host.wait_for_log(rf"revoked by file {re.escape(str(host.krl_path))}", mark)
     # ... while carol's still works.
-    assert carol.jit("ssh", TARGET, *host.jit_ssh_args(), "--", "id", "-un").stdout.strip() == LOGIN_USER
+    assert (
+        carol.jit("ssh", TARGET, *host.jit_ssh_args(), "--", "id", "-un").stdout.strip()
+        == LOGIN_USER
+    )
 
     # Nothing new since: the ETag says so and nothing is downloaded.
     assert "unchanged" in host.sync_krl(server).stdout
     carol.jit("done")
 
 
-def test_login_and_help_wall_times_are_printed(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_login_and_help_wall_times_are_printed(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
     carol = world.carol
 
     def wall(*args: str) -> float:
@@ -205,7 +231,9 @@ def test_login_and_help_wall_times_are_printed(world: World, capsys: pytest.Capt
         return f"median {statistics.median(times) * 1000:.0f} ms, min {min(times) * 1000:.0f} ms"
 
     with capsys.disabled():
-        print(f"\n[e2e] jit-ssh login (auto-approved, local server, whole process): {show(login_times)} (goal < 300 ms)")
+        print(
+            f"\n[e2e] jit-ssh login (auto-approved, local server, whole process): {show(login_times)} (goal < 300 ms)"
+        )
         print(f"[e2e] jit-ssh --help start-up: {show(help_times)} (goal < 150 ms)")
 
 
@@ -220,12 +248,25 @@ def test_a_host_whose_clock_runs_ahead_still_takes_the_servers_krl(
     import client.commands.host as host_cmd
     from client.cli import cli
 
-    monkeypatch.setattr(host_cmd, "utcnow", lambda: datetime.now(timezone.utc) + timedelta(hours=1))
+    monkeypatch.setattr(host_cmd, "utcnow", lambda: datetime.now(UTC) + timedelta(hours=1))
     sshd_dir = tmp_path / "ssh"
-    setup = CliRunner().invoke(cli, ["host", "setup", "--server", world.server.url, "--target", TARGET,
-                                     "--sshd-dir", str(sshd_dir)])
+    setup = CliRunner().invoke(
+        cli,
+        [
+            "host",
+            "setup",
+            "--server",
+            world.server.url,
+            "--target",
+            TARGET,
+            "--sshd-dir",
+            str(sshd_dir),
+        ],
+    )
     assert setup.exit_code == 0, setup.output
     krl = sshd_dir / "jit-ssh" / "revoked_keys.krl"
-    synced = CliRunner().invoke(cli, ["host", "sync-krl", "--server", world.server.url, "--out", str(krl)])
+    synced = CliRunner().invoke(
+        cli, ["host", "sync-krl", "--server", world.server.url, "--out", str(krl)]
+    )
     assert synced.exit_code == 0, synced.output
     assert "installed KRL version" in synced.output

@@ -36,8 +36,10 @@ class PlainKeySshd(Sshd):
     """The throwaway sshd, plus an authorized_keys file for the login user."""
 
     def config_text(self) -> str:
-        return super().config_text().replace(
-            "AuthorizedKeysFile none", f"AuthorizedKeysFile {self.dir}/authorized_keys/%u"
+        return (
+            super()
+            .config_text()
+            .replace("AuthorizedKeysFile none", f"AuthorizedKeysFile {self.dir}/authorized_keys/%u")
         )
 
     def authorize(self, key: UserKey) -> None:
@@ -55,19 +57,46 @@ class PlainKeySshd(Sshd):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SSH_")}
         return subprocess.run(
             [
-                self.tools.ssh, "-F", "/dev/null",
-                "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-                "-o", "PreferredAuthentications=publickey", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-                "-i", str(key.path), "-p", str(self.port), f"{self.user}@127.0.0.1", command,
+                self.tools.ssh,
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "IdentityAgent=none",
+                "-o",
+                "PreferredAuthentications=publickey",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+                "-i",
+                str(key.path),
+                "-p",
+                str(self.port),
+                f"{self.user}@127.0.0.1",
+                command,
             ],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=LOGIN_TIMEOUT, env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=LOGIN_TIMEOUT,
+            env=env,
         )
 
 
 @pytest.fixture
-def plain_sshd(login_user: str, openssh: Tools, user_keys: dict[str, UserKey]) -> Iterator[PlainKeySshd]:
+def plain_sshd(
+    login_user: str, openssh: Tools, user_keys: dict[str, UserKey]
+) -> Iterator[PlainKeySshd]:
     ca = CAKey.from_private(generate_ca_key("ed25519"), comment="jitssh-krl-sync-ca")
     directory = Path(tempfile.mkdtemp(prefix="jitssh-sshd-plain-"))
     server = PlainKeySshd(directory, ca, login_user, openssh)
@@ -94,7 +123,7 @@ def krl_server() -> Iterator[KRLServer]:
     fake = KRLServer()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             body = fake.krl
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -108,7 +137,9 @@ def krl_server() -> Iterator[KRLServer]:
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     fake.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield fake
@@ -125,13 +156,18 @@ def test_sync_krl_refuses_a_krl_revoking_a_plain_key_and_the_key_still_logs_in(
     assert plain_sshd.ssh_plain(admin_key).stdout.strip() == plain_sshd.user
     now = utcnow()
     hostile = build_krl(
-        ca_keys=[plain_sshd.ca.public.blob], serials=[5], public_keys=[admin_key.public.blob],
-        version=krl_version_at(now - timedelta(seconds=10)), now=now,
+        ca_keys=[plain_sshd.ca.public.blob],
+        serials=[5],
+        public_keys=[admin_key.public.blob],
+        version=krl_version_at(now - timedelta(seconds=10)),
+        now=now,
     )
     before = plain_sshd.krl_path.read_bytes()
 
     krl_server.krl = hostile
-    r = CliRunner().invoke(cli, ["host", "sync-krl", "--server", krl_server.url, "--out", str(plain_sshd.krl_path)])
+    r = CliRunner().invoke(
+        cli, ["host", "sync-krl", "--server", krl_server.url, "--out", str(plain_sshd.krl_path)]
+    )
     assert r.exit_code == 6, r.output
     assert "plain key" in r.stderr
     assert plain_sshd.krl_path.read_bytes() == before

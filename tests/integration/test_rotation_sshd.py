@@ -24,8 +24,9 @@ from .test_sshd import assert_logged_in
 pytestmark = pytest.mark.integration
 
 
-def test_staged_rotation_never_locks_a_host_out(sshd: Sshd, ca: CAKey, user_key: UserKey, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_staged_rotation_never_locks_a_host_out(
+    sshd: Sshd, ca: CAKey, user_key: UserKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from server.app import create_app
     from server.config import load_config
 
@@ -35,8 +36,9 @@ def test_staged_rotation_never_locks_a_host_out(sshd: Sshd, ca: CAKey, user_key:
     assert ca.private is not None
     old = save_ca_key(ca_dir(data) / _name(ca), ca.private)
     write_states(data, {old.fingerprint: KeyState.SIGNING})
-    create_app(load_config(None, {"JIT_SSH_DATA_DIR": str(data)}), say=lambda m: None) \
-        .extensions["jit_ssh.engine"].dispose()
+    create_app(load_config(None, {"JIT_SSH_DATA_DIR": str(data)}), say=lambda m: None).extensions[
+        "jit_ssh.engine"
+    ].dispose()
     monkeypatch.setenv("JIT_SSH_DATA_DIR", str(data))
     for var in ("JIT_SSH_CONFIG", "JIT_SSH_DATABASE_URL", "JIT_SSH_POLICY"):
         monkeypatch.delenv(var, raising=False)
@@ -49,8 +51,21 @@ def test_staged_rotation_never_locks_a_host_out(sshd: Sshd, ca: CAKey, user_key:
 
     def login(n: int) -> str:
         cert = tmp_path / f"c{n}-cert.pub"
-        jit("ca", "sign", str(_pub(tmp_path, user_key)), "-n", ALLOWED_PRINCIPAL, "--for", "5m",
-            "--key-id", f"rotation-{n}", "--reason", "rotation test", "--out", str(cert))
+        jit(
+            "ca",
+            "sign",
+            str(_pub(tmp_path, user_key)),
+            "-n",
+            ALLOWED_PRINCIPAL,
+            "--for",
+            "5m",
+            "--key-id",
+            f"rotation-{n}",
+            "--reason",
+            "rotation test",
+            "--out",
+            str(cert),
+        )
         assert_logged_in(sshd.ssh(user_key, cert), sshd)
         return parse_certificate(cert.read_text()).ca_public_key.fingerprint
 
@@ -69,11 +84,15 @@ def test_staged_rotation_never_locks_a_host_out(sshd: Sshd, ca: CAKey, user_key:
         assert old.public.openssh.split()[1] not in trusted.read_text()
         assert login(3) == new
     finally:
-        trusted.write_text(ca.public.openssh + "\n")  # the session's sshd, as the other tests expect it
+        trusted.write_text(
+            ca.public.openssh + "\n"
+        )  # the session's sshd, as the other tests expect it
 
 
 def _name(ca: CAKey) -> str:
-    kind = {"ssh-ed25519": "ed25519", "ecdsa-sha2-nistp256": "ecdsa-p256", "ssh-rsa": "rsa"}[ca.public.key_type]
+    kind = {"ssh-ed25519": "ed25519", "ecdsa-sha2-nistp256": "ecdsa-p256", "ssh-rsa": "rsa"}[
+        ca.public.key_type
+    ]
     return f"ca-20261201T000000Z-{kind}"
 
 

@@ -12,8 +12,8 @@ import os
 import re
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -26,16 +26,22 @@ pytestmark = pytest.mark.integration
 Sign = Callable[..., Signed]
 
 
-def assert_logged_in(result: subprocess.CompletedProcess[str], sshd: Sshd, expected: str = LOGIN_USER) -> None:
+def assert_logged_in(
+    result: subprocess.CompletedProcess[str], sshd: Sshd, expected: str = LOGIN_USER
+) -> None:
     assert result.returncode == 0, (
         f"ssh failed ({result.returncode}): {result.stderr.strip()}\nsshd log tail:\n{sshd.log_text()[-1500:]}"
     )
     assert result.stdout.strip() == expected
 
 
-def assert_refused(result: subprocess.CompletedProcess[str], sshd: Sshd, signed: Signed, mark: int) -> None:
+def assert_refused(
+    result: subprocess.CompletedProcess[str], sshd: Sshd, signed: Signed, mark: int
+) -> None:
     """ssh was refused at authentication, and sshd did not accept this certificate."""
-    assert result.returncode == 255, f"expected a refusal, got {result.returncode}: {result.stdout!r}"
+    assert result.returncode == 255, (
+        f"expected a refusal, got {result.returncode}: {result.stdout!r}"
+    )
     assert "Permission denied (publickey)" in result.stderr, result.stderr
     assert f"ID {signed.cert.key_id} (serial {signed.cert.serial})" not in "".join(
         line for line in sshd.log_since(mark).splitlines(keepends=True) if "Accepted" in line
@@ -52,23 +58,27 @@ def sleep_until(moment: datetime) -> None:
 
 
 @pytest.mark.parametrize("kind", USER_KEY_TYPES)
-def test_valid_certificate_logs_in_with_openssh(sshd: Sshd, sign: Sign, user_keys: dict[str, UserKey],
-                                                 kind: str) -> None:
+def test_valid_certificate_logs_in_with_openssh(
+    sshd: Sshd, sign: Sign, user_keys: dict[str, UserKey], kind: str
+) -> None:
     key = user_keys[kind]
     signed = sign(key)
     assert_logged_in(sshd.ssh(key, signed, "id -un"), sshd)
 
 
 @pytest.mark.parametrize("kind", USER_KEY_TYPES)
-def test_valid_certificate_logs_in_with_paramiko(sshd: Sshd, sign: Sign, user_keys: dict[str, UserKey],
-                                                  kind: str) -> None:
+def test_valid_certificate_logs_in_with_paramiko(
+    sshd: Sshd, sign: Sign, user_keys: dict[str, UserKey], kind: str
+) -> None:
     key = user_keys[kind]
     signed = sign(key)
     status, out = sshd.paramiko_exec(key, signed, "id -un")
     assert (status, out.strip()) == (0, LOGIN_USER)
 
 
-def test_login_log_line_names_key_id_and_serial(sshd: Sshd, sign: Sign, user_key: UserKey, ca: CAKey) -> None:
+def test_login_log_line_names_key_id_and_serial(
+    sshd: Sshd, sign: Sign, user_key: UserKey, ca: CAKey
+) -> None:
     key_id = "jit-ssh:req=4f1c2a9e:user=alice:by=bob,carol"
     signed = sign(user_key, key_id=key_id)
     mark = sshd.log_mark()
@@ -137,7 +147,9 @@ def test_not_yet_valid_certificate_is_refused(sshd: Sshd, sign: Sign, user_key: 
         LOGIN_USER,
     ],
 )
-def test_wrong_principal_is_refused(sshd: Sshd, sign: Sign, user_key: UserKey, principal: str) -> None:
+def test_wrong_principal_is_refused(
+    sshd: Sshd, sign: Sign, user_key: UserKey, principal: str
+) -> None:
     assert principal != ALLOWED_PRINCIPAL
     signed = sign(user_key, principals=[principal])
     mark = sshd.log_mark()
@@ -172,8 +184,9 @@ def test_revoked_serial_is_refused_while_sibling_logs_in(
     assert_logged_in(sshd.ssh(user_key, revoked), sshd)
 
 
-def test_certificate_from_untrusted_ca_is_refused(sshd: Sshd, sign: Sign, user_key: UserKey,
-                                                   other_ca: CAKey) -> None:
+def test_certificate_from_untrusted_ca_is_refused(
+    sshd: Sshd, sign: Sign, user_key: UserKey, other_ca: CAKey
+) -> None:
     signed = sign(user_key, ca=other_ca)
     assert signed.cert.ca_public_key == other_ca.public
     mark = sshd.log_mark()
@@ -209,11 +222,15 @@ def test_certificate_window_is_exactly_the_duration(
     # TZ=UTC: ssh-keygen prints local times, and a DST change must not move the window.
     out = subprocess.run(
         [ssh_keygen, "-L", "-f", str(signed.path)],
-        capture_output=True, text=True, timeout=30, check=True, env={**os.environ, "TZ": "UTC"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={**os.environ, "TZ": "UTC"},
     ).stdout
     m = re.search(r"Valid: from (\S+) to (\S+)", out)
     assert m, out
-    start, end = (datetime.strptime(t, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc) for t in m.groups())
+    start, end = (datetime.strptime(t, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC) for t in m.groups())
     assert end - start == timedelta(minutes=2)
     assert (start, end) == (signed.cert.valid_after, signed.cert.valid_before)
     assert f"Serial: {signed.cert.serial}" in out

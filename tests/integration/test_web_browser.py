@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +34,28 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from ca import parse_certificate, public_key_from_crypto
 from ca.krl import parse_krl
 from server.web.totp import totp
+from tests.conftest import IN_CI, require_tool
+from tests.support import signed_headers
 
-from ..conftest import IN_CI, require_tool
-from ..support import signed_headers
 from .e2e_helpers import JitServer, _base_env, end_process, jit_ssh_command
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 RESULTS = Path(__file__).resolve().parents[2] / "test-results"
 COMMAND_TIMEOUT = 30
-PASSWORD = {"bob": "bob's long web password", "carol": "carol's long web password",
-            "erin": "erin's long web password"}
+PASSWORD = {
+    "bob": "bob's long web password",
+    "carol": "carol's long web password",
+    "erin": "erin's long web password",
+}
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
@@ -138,7 +147,9 @@ class Api:
         return self.http.request(method, path, content=data, headers=headers)
 
     def submit(self, target: str, duration: str, reason: str) -> dict[str, Any]:
-        r = self.call("POST", "/v1/requests", {"target": target, "duration": duration, "reason": reason})
+        r = self.call(
+            "POST", "/v1/requests", {"target": target, "duration": duration, "reason": reason}
+        )
         assert r.status_code == 201, r.text
         return r.json()
 
@@ -159,8 +170,14 @@ class Server(JitServer):
         self.people: dict[str, Person] = {}
 
     def admin(self, *args: str, stdin: str | None = None) -> str:  # type: ignore[override]
-        r = subprocess.run([self.jit_ssh, "admin", *args], env=self.env(), input=stdin, capture_output=True, text=True,
-                           timeout=COMMAND_TIMEOUT)
+        r = subprocess.run(
+            [self.jit_ssh, "admin", *args],
+            env=self.env(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
         assert r.returncode == 0, f"jit-ssh admin {' '.join(args)}: {r.stderr}"
         return r.stdout
 
@@ -169,8 +186,13 @@ class Server(JitServer):
         home = self.root / f"home-{name}"
         (home / ".ssh").mkdir(parents=True, mode=0o700)
         key_path = home / ".ssh" / "id_ed25519"
-        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                               serialization.NoEncryption()))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
         key_path.chmod(0o600)
         person = Person(name=name, key=key, key_path=key_path, home=home)
         key_path.with_suffix(".pub").write_text(person.public_openssh + "\n")
@@ -188,21 +210,47 @@ class Server(JitServer):
 class WaitingLogin:
     """The installed ``jit-ssh login TARGET`` in a subprocess, waiting for an approver."""
 
-    def __init__(self, server: Server, person: Person, target: str, duration: str, reason: str) -> None:
-        env = _clean_env(HOME=str(person.home), JIT_SSH_SERVER=server.url, JIT_SSH_USER=person.name,
-                         JIT_SSH_IDENTITY=str(person.key_path))
+    def __init__(
+        self, server: Server, person: Person, target: str, duration: str, reason: str
+    ) -> None:
+        env = _clean_env(
+            HOME=str(person.home),
+            JIT_SSH_SERVER=server.url,
+            JIT_SSH_USER=person.name,
+            JIT_SSH_IDENTITY=str(person.key_path),
+        )
         self.person = person
         self.target = target
         self.proc = subprocess.Popen(
-            [server.jit_ssh, "login", target, "--for", duration, "--reason", reason, "--poll", "0.3"],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                server.jit_ssh,
+                "login",
+                target,
+                "--for",
+                duration,
+                "--reason",
+                reason,
+                "--poll",
+                "0.3",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             start_new_session=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
         self.stdout: list[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr, True), daemon=True),
-                         threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout, False), daemon=True)]
+        self._readers = [
+            threading.Thread(
+                target=self._read, args=(self.proc.stderr, self.stderr, True), daemon=True
+            ),
+            threading.Thread(
+                target=self._read, args=(self.proc.stdout, self.stdout, False), daemon=True
+            ),
+        ]
         for t in self._readers:
             t.start()
 
@@ -224,14 +272,18 @@ class WaitingLogin:
             m = re.search(r"Approve at: (\S+)", line)
             if m:
                 return m.group(1)
-        pytest.fail(f"jit-ssh login printed no approval URL; stderr: {''.join(self.stderr)}", pytrace=False)
+        pytest.fail(
+            f"jit-ssh login printed no approval URL; stderr: {''.join(self.stderr)}", pytrace=False
+        )
 
     def finish(self, timeout: float = COMMAND_TIMEOUT) -> tuple[int, str, str]:
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             end_process(self.proc, group=True)
-            pytest.fail(f"jit-ssh login did not finish; stderr: {''.join(self.stderr)}", pytrace=False)
+            pytest.fail(
+                f"jit-ssh login did not finish; stderr: {''.join(self.stderr)}", pytrace=False
+            )
         for t in self._readers:
             t.join(timeout=5)
         return self.proc.returncode, "".join(self.stdout), "".join(self.stderr)
@@ -247,10 +299,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s.policy.write_text(POLICY)
     s.add_person("alice", "--group", "engineers")
     s.add_person("dave", "--group", "engineers")
-    s.add_person("bob", "--group", "approvers", "--role", "requester", "--role", "approver", password=PASSWORD["bob"])
+    s.add_person(
+        "bob",
+        "--group",
+        "approvers",
+        "--role",
+        "requester",
+        "--role",
+        "approver",
+        password=PASSWORD["bob"],
+    )
     # Carol approves, and also asks for access herself.
-    s.add_person("carol", "--group", "approvers", "--group", "engineers", "--role", "requester", "--role", "approver",
-                 password=PASSWORD["carol"])
+    s.add_person(
+        "carol",
+        "--group",
+        "approvers",
+        "--group",
+        "engineers",
+        "--role",
+        "requester",
+        "--role",
+        "approver",
+        password=PASSWORD["carol"],
+    )
     s.start()
     try:
         yield s
@@ -315,7 +386,7 @@ def session(browser: Any, server: Server) -> Iterator[Session]:
 
 def _path(server: Server, url: str) -> str:
     assert url.startswith(server.url + "/requests/"), url
-    return url[len(server.url):]
+    return url[len(server.url) :]
 
 
 # --------------------------------------------------------------------------- tests
@@ -327,7 +398,9 @@ def test_login_failure_then_success_and_logout(session: Session, server: Server)
     assert page.url.startswith(server.url + "/login")
     page.fill("#username", "bob")
     page.fill("#password", "not bob's password")
-    with page.expect_response(lambda r: r.url.endswith("/login") and r.request.method == "POST") as resp:
+    with page.expect_response(
+        lambda r: r.url.endswith("/login") and r.request.method == "POST"
+    ) as resp:
         page.click("button:has-text('Log in')")
     assert resp.value.status == 401
     assert "Login failed" in page.locator(".flash-error").inner_text()
@@ -342,7 +415,10 @@ def test_login_failure_then_success_and_logout(session: Session, server: Server)
     cookie = next(c for c in session.context.cookies() if c["name"] == "jit_ssh_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     headers = page.request.get("/").headers
-    assert "script-src" not in headers["content-security-policy"] and "default-src 'none'" in headers["content-security-policy"]
+    assert (
+        "script-src" not in headers["content-security-policy"]
+        and "default-src 'none'" in headers["content-security-policy"]
+    )
     assert headers["x-frame-options"] == "DENY"
 
     page.click("button:has-text('Log out')")
@@ -351,10 +427,16 @@ def test_login_failure_then_success_and_logout(session: Session, server: Server)
     assert page.url.startswith(server.url + "/login")
 
 
-def test_pending_list_and_request_page_through_the_notification_link(browser: Any, server: Server) -> None:
+def test_pending_list_and_request_page_through_the_notification_link(
+    browser: Any, server: Server
+) -> None:
     alice, dave = server.api("alice"), server.api("dave")
-    first = alice.submit("prod-db", "45m", "INC-4711: replica lag on db-3; restart the replica and watch WAL replay")
-    dave.submit("payments", "1h", "INC-4712: refund batch stuck since 09:10, need the payments console")
+    first = alice.submit(
+        "prod-db", "45m", "INC-4711: replica lag on db-3; restart the replica and watch WAL replay"
+    )
+    dave.submit(
+        "payments", "1h", "INC-4712: refund batch stuck since 09:10, need the payments console"
+    )
     alice.submit("prod-db", "15m", "Check autovacuum on the orders table (INC-4713)")
 
     for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
@@ -363,10 +445,23 @@ def test_pending_list_and_request_page_through_the_notification_link(browser: An
             # The link from the notification, through the login form and back.
             s.login("bob", _path(server, first["approval_url"]))
             page = s.page
-            assert page.locator("h1").inner_text().replace("\n", " ").startswith("alice → prod-db for 45m")
+            assert (
+                page.locator("h1")
+                .inner_text()
+                .replace("\n", " ")
+                .startswith("alice → prod-db for 45m")
+            )
             assert "INC-4711: replica lag on db-3" in page.locator(".big-reason").inner_text()
             facts = page.locator("dl.facts").first.inner_text().lower()
-            for text in ("root@prod-db", "postgres@prod-db", "45m asked", "asked", "expires in", "0/1", "prod-db-on-call"):
+            for text in (
+                "root@prod-db",
+                "postgres@prod-db",
+                "45m asked",
+                "asked",
+                "expires in",
+                "0/1",
+                "prod-db-on-call",
+            ):
                 assert text in facts, (text, facts)
             assert page.locator("button.approve-button").is_visible()
             assert page.locator("button.deny-button").is_visible()
@@ -378,15 +473,30 @@ def test_pending_list_and_request_page_through_the_notification_link(browser: An
             assert cards.count() >= 3
             # (inner_text applies the stylesheet's text-transform to the labels.)
             text = page.locator("ul.cards").inner_text().lower()
-            for needle in ("alice", "dave", "prod-db", "payments", "root@prod-db", "deploy@payments", "45m", "1h",
-                           "inc-4712: refund batch stuck", "0/2", "0/1", "expires in", "asked"):
+            for needle in (
+                "alice",
+                "dave",
+                "prod-db",
+                "payments",
+                "root@prod-db",
+                "deploy@payments",
+                "45m",
+                "1h",
+                "inc-4712: refund batch stuck",
+                "0/2",
+                "0/1",
+                "expires in",
+                "asked",
+            ):
                 assert needle in text, (needle, text)
             s.shot(f"web-pending-{label}.png")
         finally:
             s.close()
 
 
-def test_approve_and_the_waiting_client_gets_its_certificate(session: Session, server: Server) -> None:
+def test_approve_and_the_waiting_client_gets_its_certificate(
+    session: Session, server: Server
+) -> None:
     alice = server.people["alice"]
     waiting = WaitingLogin(server, alice, "prod-db", "20m", "INC-5001: failover drill")
     try:
@@ -396,7 +506,10 @@ def test_approve_and_the_waiting_client_gets_its_certificate(session: Session, s
         page.select_option("#duration", label="15m")
         page.fill("#comment", "ok, keep it short")
         page.click("button.approve-button")
-        assert "Approved: alice can now get a certificate for prod-db (15m)" in page.locator(".flash-ok").inner_text()
+        assert (
+            "Approved: alice can now get a certificate for prod-db (15m)"
+            in page.locator(".flash-ok").inner_text()
+        )
 
         rc, out, err = waiting.finish()
         assert rc == 0, err
@@ -410,13 +523,17 @@ def test_approve_and_the_waiting_client_gets_its_certificate(session: Session, s
         assert "issued" in page.locator(".badge").text_content()
         session.shot("web-request-issued-desktop.png")
         trail = page.locator("ol.trail").inner_text()
-        assert "Approved" in trail and "Certificate issued" in trail and "ok, keep it short" in trail
+        assert (
+            "Approved" in trail and "Certificate issued" in trail and "ok, keep it short" in trail
+        )
     finally:
         waiting.stop()
 
 
 def test_deny_and_the_waiting_client_sees_the_reason(session: Session, server: Server) -> None:
-    waiting = WaitingLogin(server, server.people["alice"], "prod-db", "30m", "INC-5002: read the slow query log")
+    waiting = WaitingLogin(
+        server, server.people["alice"], "prod-db", "30m", "INC-5002: read the slow query log"
+    )
     try:
         url = waiting.approval_url()
         session.login("bob", _path(server, url))
@@ -445,7 +562,9 @@ def test_self_approval_is_blocked(session: Session, server: Server) -> None:
     assert req["id"] not in page.content()
 
     # A forged POST, with a valid CSRF token, is refused all the same.
-    resp = page.request.post(f"/requests/{req['id']}/approve", form={"csrf_token": session.csrf_token(), "comment": "me"})
+    resp = page.request.post(
+        f"/requests/{req['id']}/approve", form={"csrf_token": session.csrf_token(), "comment": "me"}
+    )
     assert resp.status == 403
     assert "never approve or deny their own request" in resp.text()
     assert server.api("carol").get(req["id"])["state"] == "pending"
@@ -462,13 +581,18 @@ def test_a_post_without_the_csrf_token_is_refused(session: Session, server: Serv
     assert resp.value.status == 400
     assert "This form was not accepted" in page.locator(".flash-error").inner_text()
     # And a hand-made POST with a wrong token.
-    assert page.request.post(f"/requests/{req['id']}/approve", form={"csrf_token": "forged"}).status == 400
+    assert (
+        page.request.post(f"/requests/{req['id']}/approve", form={"csrf_token": "forged"}).status
+        == 400
+    )
     assert server.api("dave").get(req["id"])["state"] == "pending"
 
 
 def test_a_script_in_a_reason_shows_as_text(session: Session, server: Server) -> None:
-    reason = ("INC-5005 <script>document.title='pwned';alert('pwned')</script>"
-              "<img src=x onerror=\"alert('img')\"><b>bold</b>")
+    reason = (
+        "INC-5005 <script>document.title='pwned';alert('pwned')</script>"
+        "<img src=x onerror=\"alert('img')\"><b>bold</b>"
+    )
     req = server.api("alice").submit("prod-db", "30m", reason)
     session.login("bob", f"/requests/{req['id']}")
     page = session.page
@@ -482,7 +606,9 @@ def test_a_script_in_a_reason_shows_as_text(session: Session, server: Server) ->
     assert session.dialogs == []
 
 
-def test_revoke_on_active_access_puts_the_serial_in_the_krl(session: Session, server: Server) -> None:
+def test_revoke_on_active_access_puts_the_serial_in_the_krl(
+    session: Session, server: Server
+) -> None:
     alice = server.api("alice")
     req = alice.submit("prod-db", "30m", "INC-5006: revoke me")
     session.login("bob", f"/requests/{req['id']}")
@@ -490,8 +616,11 @@ def test_revoke_on_active_access_puts_the_serial_in_the_krl(session: Session, se
     page.click("button.approve-button")
     assert page.locator(".flash-ok").is_visible()
     key = ed25519.Ed25519PrivateKey.generate()
-    r = alice.call("POST", f"/v1/requests/{req['id']}/certificate",
-                   {"public_key": public_key_from_crypto(key.public_key()).openssh})
+    r = alice.call(
+        "POST",
+        f"/v1/requests/{req['id']}/certificate",
+        {"public_key": public_key_from_crypto(key.public_key()).openssh},
+    )
     assert r.status_code == 200, r.text
     serial = int(r.json()["serial"])
 
@@ -511,7 +640,9 @@ def test_revoke_on_active_access_puts_the_serial_in_the_krl(session: Session, se
 
 
 def test_an_approver_with_totp_logs_in_with_a_code(session: Session, server: Server) -> None:
-    server.add_person("erin", "--group", "approvers", "--role", "approver", password=PASSWORD["erin"])
+    server.add_person(
+        "erin", "--group", "approvers", "--role", "approver", password=PASSWORD["erin"]
+    )
     out = server.admin("user", "totp", "erin")
     secret = re.search(r"secret: (\S+)", out).group(1)  # type: ignore[union-attr]
     assert f"otpauth://totp/jit-ssh:erin?secret={secret}" in out
@@ -521,12 +652,12 @@ def test_an_approver_with_totp_logs_in_with_a_code(session: Session, server: Ser
     page.fill("#password", PASSWORD["erin"])
     page.click("button:has-text('Log in')")
     assert page.url == server.url + "/login/code"
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     valid = {totp(secret, now + timedelta(seconds=d)) for d in (-60, -30, 0, 30, 60)}
     page.fill("#code", next(c for c in ("000000", "111111", "222222") if c not in valid))
     page.click("button:has-text('Continue')")
     assert "Login failed" in page.locator(".flash-error").inner_text()
-    page.fill("#code", totp(secret, datetime.now(timezone.utc)))
+    page.fill("#code", totp(secret, datetime.now(UTC)))
     page.click("button:has-text('Continue')")
     assert page.url == server.url + "/active"
     assert page.locator(".me").inner_text() == "erin"

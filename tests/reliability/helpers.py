@@ -21,20 +21,19 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ca import public_key_from_crypto
-
-from ..conftest import IN_CI
-from ..support import answers_healthz, free_port, signed_headers, wait_ready
+from tests.conftest import IN_CI
+from tests.support import answers_healthz, free_port, signed_headers, wait_ready
 
 __all__ = [
     "PG_URL",
@@ -119,9 +118,11 @@ def _pg_up() -> bool:
     try:
         import psycopg
 
-        with psycopg.connect(f"host={PG_HOST} port={PG_PORT} user=postgres dbname=test", connect_timeout=3):
+        with psycopg.connect(
+            f"host={PG_HOST} port={PG_PORT} user=postgres dbname=test", connect_timeout=3
+        ):
             return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -129,7 +130,9 @@ def require_postgres() -> None:
     """Skip when PostgreSQL is not running; under CI=true fail instead (never a silent skip)."""
     if not _pg_up():
         if IN_CI:
-            pytest.fail(f"PostgreSQL at {PG_HOST}:{PG_PORT} is required under CI=true but is not reachable")
+            pytest.fail(
+                f"PostgreSQL at {PG_HOST}:{PG_PORT} is required under CI=true but is not reachable"
+            )
         pytest.skip(f"PostgreSQL is not running at {PG_HOST}:{PG_PORT}")
 
 
@@ -166,19 +169,34 @@ class Person:
     name: str
     groups: tuple[str, ...] = ()
     roles: tuple[str, ...] = ("requester",)
-    key: ed25519.Ed25519PrivateKey = field(default_factory=ed25519.Ed25519PrivateKey.generate, repr=False)
+    key: ed25519.Ed25519PrivateKey = field(
+        default_factory=ed25519.Ed25519PrivateKey.generate, repr=False
+    )
 
     @property
     def public_openssh(self) -> str:
         return public_key_from_crypto(self.key.public_key()).openssh
 
-    def call(self, url: str, method: str, path: str, body: Any = None, *, query: str = "",
-             timeout: float = 10.0) -> httpx.Response:
+    def call(
+        self,
+        url: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: str = "",
+        timeout: float = 10.0,
+    ) -> httpx.Response:
         """One signed call, whatever the answer (no retries, no raising on 4xx/5xx)."""
         data = b"" if body is None else json.dumps(body).encode("utf-8")
         headers = signed_headers(self.key, self.name, method, path, data, query)
-        return httpx.request(method, url + path + (f"?{query}" if query else ""), content=data or None,
-                             headers=headers, timeout=timeout)
+        return httpx.request(
+            method,
+            url + path + (f"?{query}" if query else ""),
+            content=data or None,
+            headers=headers,
+            timeout=timeout,
+        )
 
     def client(self, url: str, *, timeout: float = 10.0) -> Any:
         """An ApiClient that signs as this person over real HTTP; no retries, so a
@@ -186,8 +204,13 @@ class Person:
         from client.http import ApiClient
         from client.signing import KeyFileSigner
 
-        return ApiClient(server=url, user=self.name, signer=KeyFileSigner.from_private_key(self.key),
-                         retries=1, timeout=timeout)
+        return ApiClient(
+            server=url,
+            user=self.name,
+            signer=KeyFileSigner.from_private_key(self.key),
+            retries=1,
+            timeout=timeout,
+        )
 
 
 # ---- a deployment: data directory, database, users; and its server processes ------------------
@@ -197,7 +220,7 @@ class Person:
 class ServerProcess:
     """One `jit-ssh serve` (gunicorn master and workers, in their own process group)."""
 
-    deployment: "Deployment"
+    deployment: Deployment
     port: int
     workers: int = 2
     threads: int = 4
@@ -210,7 +233,7 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "ServerProcess":
+    def start(self, timeout: float = 30.0) -> ServerProcess:
         env = dict(self.deployment.env)
         if self.database_url:
             env["JIT_SSH_DATABASE_URL"] = self.database_url
@@ -218,17 +241,33 @@ class ServerProcess:
         self.log_path = self.deployment.tmp / f"serve-{self.port}-{self.starts}.log"
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [_jit_ssh(), "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-             "--threads", str(self.threads)],
-            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                _jit_ssh(),
+                "serve",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(self.workers),
+                "--threads",
+                str(self.threads),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         if wait_ready(self.proc, lambda: answers_healthz(self.url), timeout):
             return self
         if self.proc.poll() is not None:
-            raise RuntimeError(f"jit-ssh serve exited with {self.proc.returncode}:\n{self.log_tail()}")
+            raise RuntimeError(
+                f"jit-ssh serve exited with {self.proc.returncode}:\n{self.log_tail()}"
+            )
         self.kill9()
-        raise RuntimeError(f"jit-ssh serve did not answer /healthz in {timeout} s:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"jit-ssh serve did not answer /healthz in {timeout} s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, n: int = 4000) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -237,7 +276,10 @@ class ServerProcess:
 
     def logs(self) -> str:
         """Every log of every start of this server."""
-        return "".join(p.read_text(errors="replace") for p in sorted(self.deployment.tmp.glob(f"serve-{self.port}-*.log")))
+        return "".join(
+            p.read_text(errors="replace")
+            for p in sorted(self.deployment.tmp.glob(f"serve-{self.port}-*.log"))
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -286,8 +328,12 @@ class Deployment:
         self.data_dir = tmp / "data"
         (tmp / "policy.toml").write_text(POLICY)
         self.env = dict(os.environ)
-        self.env.update(JIT_SSH_DATA_DIR=str(self.data_dir), JIT_SSH_POLICY=str(tmp / "policy.toml"),
-                        JIT_SSH_LOG_LEVEL="WARNING", JIT_SSH_AUDIT_CHECKPOINT_EVERY="50")
+        self.env.update(
+            JIT_SSH_DATA_DIR=str(self.data_dir),
+            JIT_SSH_POLICY=str(tmp / "policy.toml"),
+            JIT_SSH_LOG_LEVEL="WARNING",
+            JIT_SSH_AUDIT_CHECKPOINT_EVERY="50",
+        )
         self.env.pop("JIT_SSH_CA_PASSPHRASE", None)
         self.env.pop("JIT_SSH_CONFIG", None)
         #: What the tests read the database with (servers may reach it through a proxy).
@@ -298,7 +344,13 @@ class Deployment:
         self.servers: list[ServerProcess] = []
         self._engine: Any = None
         if database_url:
-            subprocess.run([_jit_ssh(), "db", "upgrade"], env=self.env, check=True, capture_output=True, timeout=60)
+            subprocess.run(
+                [_jit_ssh(), "db", "upgrade"],
+                env=self.env,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
 
     def enrol(self, *people: Person) -> None:
         """Enrol people in-process (first start: creates the keys and, on SQLite, the database)."""
@@ -315,8 +367,12 @@ class Deployment:
         finally:
             app.extensions["jit_ssh.engine"].dispose()
 
-    def server(self, *, workers: int = 2, threads: int = 4, database_url: str | None = None) -> ServerProcess:
-        srv = ServerProcess(self, free_port(), workers=workers, threads=threads, database_url=database_url)
+    def server(
+        self, *, workers: int = 2, threads: int = 4, database_url: str | None = None
+    ) -> ServerProcess:
+        srv = ServerProcess(
+            self, free_port(), workers=workers, threads=threads, database_url=database_url
+        )
         self.servers.append(srv)
         return srv
 
@@ -361,14 +417,16 @@ class TcpProxy:
     def running(self) -> bool:
         return self._listener is not None
 
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         self._forward = True
         ls = socket.socket()
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind(("127.0.0.1", self.port))
         ls.listen(64)
         self._listener = ls
-        self._thread = threading.Thread(target=self._accept, args=(ls,), daemon=True, name="pg-proxy")
+        self._thread = threading.Thread(
+            target=self._accept, args=(ls,), daemon=True, name="pg-proxy"
+        )
         self._thread.start()
         return self
 
@@ -464,8 +522,13 @@ def export_and_verify_audit(dep: Deployment, admin: Person, url: str) -> list[An
         text = api.get("/v1/audit", raw=True).text
     path = dep.tmp / f"audit-{secrets.token_hex(3)}.jsonl"
     path.write_text(text)
-    cli = subprocess.run([_jit_ssh(), "audit", "verify", str(path), "--pubkey", str(dep.audit_pubkey_path)],
-                         env=dep.env, capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [_jit_ssh(), "audit", "verify", str(path), "--pubkey", str(dep.audit_pubkey_path)],
+        env=dep.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 0, f"jit-ssh audit verify failed:\n{cli.stdout}\n{cli.stderr}"
     assert "audit log OK" in cli.stdout
     keys = chain.load_audit_public_keys(dep.audit_pubkey_path.read_text())
@@ -475,7 +538,9 @@ def export_and_verify_audit(dep: Deployment, admin: Person, url: str) -> list[An
     return events
 
 
-def check_consistency(dep: Deployment, events: list[Any], received: list[Received]) -> dict[str, int]:
+def check_consistency(
+    dep: Deployment, events: list[Any], received: list[Received]
+) -> dict[str, int]:
     """Nothing lost, nothing half done, nothing counted twice. Returns a few counts.
 
     * every certificate a client received is in the certificates table (same
@@ -492,10 +557,20 @@ def check_consistency(dep: Deployment, events: list[Any], received: list[Receive
     from sqlalchemy import text
 
     with dep.engine().connect() as c:
-        certs = {int(r.serial): r for r in c.execute(text(
-            "SELECT serial, request_id, certificate, public_key_fingerprint FROM certificates"))}
-        requests = {r.id: r for r in c.execute(text(
-            "SELECT id, state, approvals_required, auto_approved FROM requests"))}
+        certs = {
+            int(r.serial): r
+            for r in c.execute(
+                text(
+                    "SELECT serial, request_id, certificate, public_key_fingerprint FROM certificates"
+                )
+            )
+        }
+        requests = {
+            r.id: r
+            for r in c.execute(
+                text("SELECT id, state, approvals_required, auto_approved FROM requests")
+            )
+        }
         approvals = list(c.execute(text("SELECT request_id, approver_id, decision FROM approvals")))
 
     by_type: dict[str, list[Any]] = defaultdict(list)
@@ -512,26 +587,38 @@ def check_consistency(dep: Deployment, events: list[Any], received: list[Receive
     issued_events = Counter(int(ev.data["serial"]) for ev in by_type["certificate.issued"])
     for r in received:
         row = certs.get(r.serial)
-        assert row is not None, f"certificate {r.serial} (request {r.request_id}) reached a client but is not in the database"
+        assert row is not None, (
+            f"certificate {r.serial} (request {r.request_id}) reached a client but is not in the database"
+        )
         assert row.request_id == r.request_id and row.certificate.strip() == r.certificate.strip()
-        assert issued_events[r.serial] == 1, f"certificate {r.serial} reached a client but has {issued_events[r.serial]} issued events"
+        assert issued_events[r.serial] == 1, (
+            f"certificate {r.serial} reached a client but has {issued_events[r.serial]} issued events"
+        )
 
     # The database against its audit log.
     cert_requests = [row.request_id for row in certs.values()]
     assert len(cert_requests) == len(set(cert_requests)), "one request has two certificate rows"
-    for serial, row in certs.items():
-        assert issued_events[serial] == 1, f"certificate row {serial} has {issued_events[serial]} certificate.issued events"
+    for serial in certs:
+        assert issued_events[serial] == 1, (
+            f"certificate row {serial} has {issued_events[serial]} certificate.issued events"
+        )
     for serial in issued_events:
         assert serial in certs, f"certificate.issued event for {serial} without its certificate row"
-    issued_ev_request = {int(ev.data["serial"]): ev.request_id for ev in by_type["certificate.issued"]}
+    issued_ev_request = {
+        int(ev.data["serial"]): ev.request_id for ev in by_type["certificate.issued"]
+    }
     for serial, row in certs.items():
         assert issued_ev_request[serial] == row.request_id
     with_cert = {row.request_id for row in certs.values()}
     for rid, req in requests.items():
         if req.state == "issued":
-            assert rid in with_cert, f"request {rid} is issued but has no certificate row (half done)"
+            assert rid in with_cert, (
+                f"request {rid} is issued but has no certificate row (half done)"
+            )
         if rid in with_cert:
-            assert req.state in ("issued", "revoked", "ended"), f"request {rid} has a certificate but is {req.state}"
+            assert req.state in ("issued", "revoked", "ended"), (
+                f"request {rid} has a certificate but is {req.state}"
+            )
 
     created = Counter(ev.request_id for ev in by_type["request.created"])
     assert set(created) == set(requests), "request rows and request.created events differ"
@@ -542,7 +629,9 @@ def check_consistency(dep: Deployment, events: list[Any], received: list[Receive
         rows_per_request[a.request_id].append(a)
     for rid, rows in rows_per_request.items():
         approvers = [a.approver_id for a in rows]
-        assert len(approvers) == len(set(approvers)), f"request {rid}: an approver was counted twice"
+        assert len(approvers) == len(set(approvers)), (
+            f"request {rid}: an approver was counted twice"
+        )
     approval_events = Counter(ev.request_id for ev in by_type["request.approval"])
     approve_rows = Counter(a.request_id for a in approvals if a.decision == "approve")
     assert approval_events == approve_rows, "approval rows and request.approval events differ"
@@ -552,10 +641,17 @@ def check_consistency(dep: Deployment, events: list[Any], received: list[Receive
         if req.auto_approved:
             continue
         n = approve_rows[rid]
-        assert n <= req.approvals_required, f"request {rid}: {n} approvals counted, {req.approvals_required} required"
+        assert n <= req.approvals_required, (
+            f"request {rid}: {n} approvals counted, {req.approvals_required} required"
+        )
         if req.state in ("approved", "issued", "revoked", "ended"):
             assert n == req.approvals_required and approved_events[rid] == 1
-    return {"certificates": len(certs), "requests": len(requests), "events": len(events), "received": len(received)}
+    return {
+        "certificates": len(certs),
+        "requests": len(requests),
+        "events": len(events),
+        "received": len(received),
+    }
 
 
 # ---- load -------------------------------------------------------------------------------------
@@ -574,12 +670,19 @@ class LoadResult:
             self.received.append(r)
 
 
-def issue_loop(person: Person, urls: list[str], result: LoadResult, *, iterations: int, deadline: float,
-               stop: threading.Event) -> None:
+def issue_loop(
+    person: Person,
+    urls: list[str],
+    result: LoadResult,
+    *,
+    iterations: int,
+    deadline: float,
+    stop: threading.Event,
+) -> None:
     """Auto-approved request + fetch, alternating between ``urls``; bounded by
     ``iterations``, ``deadline`` (monotonic) and ``stop``. Records every certificate
     received, and every fetch whose answer was lost."""
-    from client.http import ApiError, Unreachable
+    from client.http import ApiError, ServerUnreachable
 
     clients = [person.client(u) for u in urls]
     try:
@@ -590,7 +693,7 @@ def issue_loop(person: Person, urls: list[str], result: LoadResult, *, iteration
             fetch = clients[(i + 1) % len(clients)]
             try:
                 req = create.post("/v1/requests", {"target": "demo", "duration": "10m"})
-            except (ApiError, Unreachable) as e:
+            except (ApiError, ServerUnreachable) as e:
                 result.statuses[e.code if isinstance(e, ApiError) else "unreachable"] += 1
                 time.sleep(0.05)
                 continue
@@ -602,7 +705,7 @@ def issue_loop(person: Person, urls: list[str], result: LoadResult, *, iteration
                 with result.lock:
                     result.unsure.append((person.name, req["id"], key))
                 continue
-            except Unreachable:
+            except ServerUnreachable:
                 result.statuses["unreachable"] += 1
                 with result.lock:
                     result.unsure.append((person.name, req["id"], key))
@@ -622,8 +725,9 @@ def run_threads(targets: list[Callable[[], None]], timeout: float) -> None:
         def run() -> None:
             try:
                 fn()
-            except BaseException as e:  # noqa: BLE001 - reported to the test below
+            except BaseException as e:
                 errors.append(e)
+
         return run
 
     threads = [threading.Thread(target=wrap(t), daemon=True) for t in targets]
@@ -631,7 +735,9 @@ def run_threads(targets: list[Callable[[], None]], timeout: float) -> None:
         t.start()
     for t in threads:
         t.join(timeout)
-    assert not any(t.is_alive() for t in threads), f"a load thread did not finish within {timeout} s"
+    assert not any(t.is_alive() for t in threads), (
+        f"a load thread did not finish within {timeout} s"
+    )
     if errors:
         raise errors[0]
 
@@ -647,7 +753,9 @@ def server_errors(*servers: ServerProcess) -> list[str]:
 
 
 def json_problem(resp: httpx.Response) -> dict[str, Any]:
-    assert resp.headers.get("content-type", "").startswith("application/problem+json"), resp.text[:300]
+    assert resp.headers.get("content-type", "").startswith("application/problem+json"), resp.text[
+        :300
+    ]
     body = json.loads(resp.text)
     assert body["status"] == resp.status_code
     return body

@@ -14,7 +14,8 @@ import json
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -45,7 +46,7 @@ def together(n: int, work: Callable[[int], Any], timeout: float = 60) -> list[An
         barrier.wait()
         try:
             results[i] = work(i)
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:
             results[i] = e
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
@@ -65,7 +66,9 @@ def _caller_for(app: Any, caller: Caller) -> Caller:
 
 
 def _outcomes(responses: list[Any]) -> Counter[tuple[int, str | None]]:
-    return Counter((r.status_code, None if r.status_code < 400 else r.json.get("code")) for r in responses)
+    return Counter(
+        (r.status_code, None if r.status_code < 400 else r.json.get("code")) for r in responses
+    )
 
 
 def _rows(app: Any, sql: str, **params: Any) -> list[Any]:
@@ -88,7 +91,9 @@ def _assert_audit_consistent(app: Any) -> list[chain.AuditEvent]:
 
 
 def _approvers(make_user: Any, n: int) -> list[Caller]:
-    return [make_user(f"approver{i:02d}", ("approvers",), ("requester", "approver")) for i in range(n)]
+    return [
+        make_user(f"approver{i:02d}", ("approvers",), ("requester", "approver")) for i in range(n)
+    ]
 
 
 def test_concurrent_approvals_by_different_approvers(app: Any, make_user: Any) -> None:
@@ -97,7 +102,9 @@ def test_concurrent_approvals_by_different_approvers(app: Any, make_user: Any) -
     approvers = [_caller_for(app, a) for a in _approvers(make_user, N)]
     rid = alice.post("/v1/requests", DEMO).json["id"]
 
-    responses = together(N, lambda i: approvers[i].post(f"/v1/requests/{rid}/approve", {"comment": f"#{i}"}))
+    responses = together(
+        N, lambda i: approvers[i].post(f"/v1/requests/{rid}/approve", {"comment": f"#{i}"})
+    )
     assert _outcomes(responses) == Counter({(200, None): 1, (409, "invalid_state"): N - 1})
     (winner,) = [r for r in responses if r.status_code == 200]
     assert winner.json["state"] == "approved"
@@ -161,7 +168,9 @@ def test_concurrent_fetches_with_the_same_key(app: Any, approved: tuple[Caller, 
     key = user_key_line()
     callers = [_caller_for(app, alice) for _ in range(N)]
 
-    responses = together(N, lambda i: callers[i].post(f"/v1/requests/{rid}/certificate", {"public_key": key}))
+    responses = together(
+        N, lambda i: callers[i].post(f"/v1/requests/{rid}/certificate", {"public_key": key})
+    )
     assert _outcomes(responses) == Counter({(200, None): N})
     assert len({r.json["certificate"] for r in responses}) == 1
     assert len({r.json["serial"] for r in responses}) == 1
@@ -177,14 +186,18 @@ def test_concurrent_fetches_with_different_keys(app: Any, approved: tuple[Caller
     keys = [user_key_line() for _ in range(N)]
     callers = [_caller_for(app, alice) for _ in range(N)]
 
-    responses = together(N, lambda i: callers[i].post(f"/v1/requests/{rid}/certificate", {"public_key": keys[i]}))
+    responses = together(
+        N, lambda i: callers[i].post(f"/v1/requests/{rid}/certificate", {"public_key": keys[i]})
+    )
     assert _outcomes(responses) == Counter({(200, None): 1, (409, "key_mismatch"): N - 1})
     (winner,) = [i for i, r in enumerate(responses) if r.status_code == 200]
     from ca import parse_certificate, parse_public_key
 
     cert = parse_certificate(responses[winner].json["certificate"])
     assert cert.public_key.fingerprint == parse_public_key(keys[winner]).fingerprint
-    rows = _rows(app, "SELECT public_key_fingerprint FROM certificates WHERE request_id = :r", r=rid)
+    rows = _rows(
+        app, "SELECT public_key_fingerprint FROM certificates WHERE request_id = :r", r=rid
+    )
     assert [r[0] for r in rows] == [parse_public_key(keys[winner]).fingerprint]
     _assert_audit_consistent(app)
 
@@ -195,8 +208,12 @@ def test_concurrent_issuances_have_unique_serials(app: Any, make_user: Any) -> N
     rids = [olga.post("/v1/requests", DEMO).json["id"] for _ in range(N)]
     callers = [_caller_for(app, olga) for _ in range(N)]
 
-    responses = together(N, lambda i: callers[i].post(f"/v1/requests/{rids[i]}/certificate",
-                                                      {"public_key": user_key_line()}))
+    responses = together(
+        N,
+        lambda i: callers[i].post(
+            f"/v1/requests/{rids[i]}/certificate", {"public_key": user_key_line()}
+        ),
+    )
     assert _outcomes(responses) == Counter({(200, None): N})
     assert len({r.json["serial"] for r in responses}) == N
     events = _assert_audit_consistent(app)
@@ -206,10 +223,16 @@ def test_concurrent_issuances_have_unique_serials(app: Any, make_user: Any) -> N
 def test_concurrent_revocations(app: Any, make_user: Any, approved: tuple[Caller, str]) -> None:
     """The requester and many approvers revoke at once: one revocation, recorded once."""
     alice, rid = approved
-    serial = alice.post(f"/v1/requests/{rid}/certificate", {"public_key": user_key_line()}).json["serial"]
-    approvers = [_caller_for(app, a) for a in _approvers(make_user, N - 1)] + [_caller_for(app, alice)]
+    serial = alice.post(f"/v1/requests/{rid}/certificate", {"public_key": user_key_line()}).json[
+        "serial"
+    ]
+    approvers = [_caller_for(app, a) for a in _approvers(make_user, N - 1)] + [
+        _caller_for(app, alice)
+    ]
 
-    responses = together(N, lambda i: approvers[i].post(f"/v1/certificates/{serial}/revoke", {"reason": f"#{i}"}))
+    responses = together(
+        N, lambda i: approvers[i].post(f"/v1/certificates/{serial}/revoke", {"reason": f"#{i}"})
+    )
     assert _outcomes(responses) == Counter({(200, None): N})
     assert len({(r.json["revoked_at"], r.json["revoked_by"]) for r in responses}) == 1
     assert _rows(app, "SELECT count(*) FROM revocations")[0][0] == 1
@@ -218,7 +241,9 @@ def test_concurrent_revocations(app: Any, make_user: Any, approved: tuple[Caller
     assert alice.get(f"/v1/requests/{rid}").json["state"] == "revoked"
 
 
-def test_a_list_never_overwrites_a_concurrent_issuance(app: Any, approved: tuple[Caller, str], clock: Clock) -> None:
+def test_a_list_never_overwrites_a_concurrent_issuance(
+    app: Any, approved: tuple[Caller, str], clock: Clock
+) -> None:
     """A list that reads an approved request just past its claim window must not write
     "expired" over the issuance another transaction is committing (it locks, then re-reads)."""
     from server.db import transaction
@@ -229,17 +254,27 @@ def test_a_list_never_overwrites_a_concurrent_issuance(app: Any, approved: tuple
     listed: list[Any] = []
     with transaction(service.sessions) as s:
         # Another server's fetch, mid-transaction: it holds the row lock and has moved the state.
-        s.execute(text("SELECT id FROM requests WHERE id = :r" + ("" if _is_sqlite(app) else " FOR UPDATE")), {"r": rid})
+        s.execute(
+            text(
+                "SELECT id FROM requests WHERE id = :r" + ("" if _is_sqlite(app) else " FOR UPDATE")
+            ),
+            {"r": rid},
+        )
         s.execute(text("UPDATE requests SET state = 'issued' WHERE id = :r"), {"r": rid})
-        t = threading.Thread(target=lambda: listed.append(alice.get("/v1/requests", query="mine=1")))
+        t = threading.Thread(
+            target=lambda: listed.append(alice.get("/v1/requests", query="mine=1"))
+        )
         t.start()
         time.sleep(0.5)  # the list is now waiting for the lock
     t.join(30)
     assert listed and listed[0].status_code == 200, listed
     assert _rows(app, "SELECT state FROM requests WHERE id = :r", r=rid)[0][0] == "issued"
     assert [r["state"] for r in listed[0].json["requests"]] == ["issued"]
-    assert not [e for e in _rows(app, "SELECT type FROM audit_events WHERE request_id = :r", r=rid)
-                if e[0] == "request.expired"]
+    assert not [
+        e
+        for e in _rows(app, "SELECT type FROM audit_events WHERE request_id = :r", r=rid)
+        if e[0] == "request.expired"
+    ]
 
 
 def _is_sqlite(app: Any) -> bool:
@@ -254,7 +289,11 @@ def test_concurrent_reads_record_one_expiry(app: Any, make_user: Any, clock: Clo
     callers = [_caller_for(app, alice) for _ in range(N)]
 
     def read(i: int) -> Any:
-        return callers[i].get(f"/v1/requests/{rid}") if i % 2 else callers[i].get("/v1/requests", query="mine=1")
+        return (
+            callers[i].get(f"/v1/requests/{rid}")
+            if i % 2
+            else callers[i].get("/v1/requests", query="mine=1")
+        )
 
     responses = together(N, read)
     assert _outcomes(responses) == Counter({(200, None): N})

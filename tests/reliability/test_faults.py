@@ -40,6 +40,7 @@ from .helpers import (
     server_errors,
 )
 
+
 def _people() -> dict[str, Person]:
     # Fresh keys per test: a Person holds its private key.
     return {
@@ -92,7 +93,9 @@ def test_two_replicas_on_one_postgresql(tmp_path: Path) -> None:
                 def approve(who: str, url: str, rid: str) -> tuple[str, int, str]:
                     with p[who].client(url) as api:
                         try:
-                            api.post(f"/v1/requests/{rid}/approve", {"comment": f"{who} via {url[-5:]}"})
+                            api.post(
+                                f"/v1/requests/{rid}/approve", {"comment": f"{who} via {url[-5:]}"}
+                            )
                             return who, 200, "ok"
                         except ApiError as e:
                             return who, e.status, e.code
@@ -106,10 +109,21 @@ def test_two_replicas_on_one_postgresql(tmp_path: Path) -> None:
                         if time.monotonic() > deadline:
                             return
                         with p["alice"].client(urls[k % 2]) as api:
-                            rid = api.post("/v1/requests", {"target": "prod-db", "duration": "20m"})["id"]
+                            rid = api.post(
+                                "/v1/requests", {"target": "prod-db", "duration": "20m"}
+                            )["id"]
                         # Three approvers race through both replicas; bob twice, once through each.
-                        votes = list(pool.map(lambda args: approve(*args), [
-                            ("bob", a.url, rid), ("bob", b.url, rid), ("carol", b.url, rid), ("dave", a.url, rid)]))
+                        votes = list(
+                            pool.map(
+                                lambda args: approve(*args),
+                                [
+                                    ("bob", a.url, rid),
+                                    ("bob", b.url, rid),
+                                    ("carol", b.url, rid),
+                                    ("dave", a.url, rid),
+                                ],
+                            )
+                        )
                         key = new_key_line()
                         # The requester fetches through both replicas at once, with the same key.
                         certs = list(pool.map(lambda u: fetch(u, rid, key), urls))
@@ -117,8 +131,12 @@ def test_two_replicas_on_one_postgresql(tmp_path: Path) -> None:
                         for c in certs:
                             result.add(Received(rid, int(c["serial"]), c["certificate"], key))
 
-            loops = [lambda person=person: issue_loop(person, urls, result, iterations=15, deadline=deadline, stop=stop)
-                     for person in (p[f"oncall{i}"] for i in range(4))]
+            loops = [
+                lambda person=person: issue_loop(
+                    person, urls, result, iterations=15, deadline=deadline, stop=stop
+                )
+                for person in (p[f"oncall{i}"] for i in range(4))
+            ]
             run_threads([*loops, two_approval_requests], timeout=90)
 
             assert result.statuses["issued"] == 4 * 15, result.statuses
@@ -128,8 +146,12 @@ def test_two_replicas_on_one_postgresql(tmp_path: Path) -> None:
                 ok = [who for who, status, _ in out["votes"] if status == 200]
                 assert len(ok) == 2 and len(set(ok)) == 2, out["votes"]
                 refused = [(status, code) for _, status, code in out["votes"] if status != 200]
-                assert all(s == 409 and c in ("already_decided", "invalid_state") for s, c in refused), out["votes"]
-                assert len({c["serial"] for c in out["certs"]}) == 1, "two fetches with one key got two certificates"
+                assert all(
+                    s == 409 and c in ("already_decided", "invalid_state") for s, c in refused
+                ), out["votes"]
+                assert len({c["serial"] for c in out["certs"]}) == 1, (
+                    "two fetches with one key got two certificates"
+                )
                 assert sorted(c["reissued"] for c in out["certs"]) == [False, True]
             # Both fetches of a two-approval request report one serial: keep it once.
             received = list({r.serial: r for r in result.received}.values())
@@ -140,7 +162,9 @@ def test_two_replicas_on_one_postgresql(tmp_path: Path) -> None:
             with dep.engine().connect() as c:
                 from sqlalchemy import text
 
-                approved = c.execute(text("SELECT count(*) FROM approvals WHERE decision = 'approve'")).scalar_one()
+                approved = c.execute(
+                    text("SELECT count(*) FROM approvals WHERE decision = 'approve'")
+                ).scalar_one()
             assert approved == 6 * 2
             assert server_errors(a, b) == []
         finally:
@@ -152,7 +176,7 @@ def test_two_replicas_on_one_postgresql(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_kill9_under_load_then_restart(tmp_path: Path, database: str) -> None:
-    with (pg_schema("rel_kill") if database == "postgresql" else nullcontext(None)) as schema:
+    with pg_schema("rel_kill") if database == "postgresql" else nullcontext(None) as schema:
         dep = Deployment(tmp_path, database_url=pg_url(schema) if schema else None)
         try:
             p = _people()
@@ -170,16 +194,23 @@ def test_kill9_under_load_then_restart(tmp_path: Path, database: str) -> None:
                     at_kill = issued()
                     time.sleep(0.3)
                     srv.start()
-                    _wait_until(lambda: issued() >= at_kill + 25, 20, "25 issuances after the restart")
+                    _wait_until(
+                        lambda: issued() >= at_kill + 25, 20, "25 issuances after the restart"
+                    )
                 finally:
                     stop.set()
 
-            loops = [lambda person=person: issue_loop(person, [srv.url], result, iterations=10_000,
-                                                      deadline=deadline, stop=stop)
-                     for person in (p[f"oncall{i}"] for i in range(4))]
+            loops = [
+                lambda person=person: issue_loop(
+                    person, [srv.url], result, iterations=10_000, deadline=deadline, stop=stop
+                )
+                for person in (p[f"oncall{i}"] for i in range(4))
+            ]
             run_threads([*loops, crash_and_restart], timeout=60)
             assert srv.starts == 2 and srv.alive()
-            assert result.statuses["unreachable"] > 0, "the crash happened while no call was in flight"
+            assert result.statuses["unreachable"] > 0, (
+                "the crash happened while no call was in flight"
+            )
 
             # A fetch whose answer was lost in the crash is simply asked again, with the
             # same key: the certificate it may have committed, or a fresh one, never two.
@@ -211,7 +242,9 @@ def _signed(person: Person, url: str, method: str, path: str, body: Any = None) 
     return person.call(url, method, path, body)
 
 
-def _proxied(tmp_path: Path, schema: str) -> tuple[Deployment, TcpProxy, ServerProcess, dict[str, Person]]:
+def _proxied(
+    tmp_path: Path, schema: str
+) -> tuple[Deployment, TcpProxy, ServerProcess, dict[str, Person]]:
     proxy = TcpProxy().start()
     dep = Deployment(tmp_path, database_url=pg_url(schema))
     p = _people()
@@ -243,27 +276,62 @@ def test_database_down_then_back_without_restart(tmp_path: Path) -> None:
             # Several rounds, so that both workers (and their pooled connections) meet the outage.
             for _ in range(6):
                 _problem(httpx.get(url + "/healthz", timeout=10), 503, "database_unavailable")
-                _problem(_signed(olga, url, "POST", "/v1/requests", {"target": "demo"}), 503, "database_unavailable")
-                _problem(_signed(olga, url, "POST", f"/v1/requests/{waiting['id']}/certificate", {"public_key": key}),
-                         503, "database_unavailable")
-                _problem(_signed(carol, url, "POST", f"/v1/requests/{pending['id']}/approve", {}), 503, "database_unavailable")
-                _problem(_signed(olga, url, "GET", f"/v1/requests/{waiting['id']}"), 503, "database_unavailable")
+                _problem(
+                    _signed(olga, url, "POST", "/v1/requests", {"target": "demo"}),
+                    503,
+                    "database_unavailable",
+                )
+                _problem(
+                    _signed(
+                        olga,
+                        url,
+                        "POST",
+                        f"/v1/requests/{waiting['id']}/certificate",
+                        {"public_key": key},
+                    ),
+                    503,
+                    "database_unavailable",
+                )
+                _problem(
+                    _signed(carol, url, "POST", f"/v1/requests/{pending['id']}/approve", {}),
+                    503,
+                    "database_unavailable",
+                )
+                _problem(
+                    _signed(olga, url, "GET", f"/v1/requests/{waiting['id']}"),
+                    503,
+                    "database_unavailable",
+                )
                 _problem(httpx.get(url + "/v1/krl", timeout=10), 503, "database_unavailable")
             # Nothing was issued or decided while the database was away.
             assert _db_count(dep, "SELECT count(*) FROM certificates") == certs_before
-            assert _db_count(dep, "SELECT state FROM requests WHERE id = :i", i=waiting["id"]) == "approved"
-            assert _db_count(dep, "SELECT count(*) FROM approvals WHERE request_id = :i", i=pending["id"]) == 1
+            assert (
+                _db_count(dep, "SELECT state FROM requests WHERE id = :i", i=waiting["id"])
+                == "approved"
+            )
+            assert (
+                _db_count(
+                    dep, "SELECT count(*) FROM approvals WHERE request_id = :i", i=pending["id"]
+                )
+                == 1
+            )
             assert srv.alive()
 
             proxy.start()
-            _wait_until(lambda: httpx.get(url + "/healthz", timeout=5).status_code == 200, 15, "/healthz to recover")
+            _wait_until(
+                lambda: httpx.get(url + "/healthz", timeout=5).status_code == 200,
+                15,
+                "/healthz to recover",
+            )
             # Recovered without a restart: the same processes answer, and every kind of call works.
             assert srv.alive() and srv.proc.pid == pid and srv.starts == 1  # type: ignore[union-attr]
             received = []
             with olga.client(url) as api:
                 cert = api.post(f"/v1/requests/{waiting['id']}/certificate", {"public_key": key})
                 assert cert["reissued"] is False
-                received.append(Received(waiting["id"], int(cert["serial"]), cert["certificate"], key))
+                received.append(
+                    Received(waiting["id"], int(cert["serial"]), cert["certificate"], key)
+                )
                 fresh = api.post("/v1/requests", {"target": "demo"})
                 k2 = new_key_line()
                 cert = api.post(f"/v1/requests/{fresh['id']}/certificate", {"public_key": k2})
@@ -273,7 +341,9 @@ def test_database_down_then_back_without_restart(tmp_path: Path) -> None:
             with alice.client(url) as api:
                 k3 = new_key_line()
                 cert = api.post(f"/v1/requests/{pending['id']}/certificate", {"public_key": k3})
-                received.append(Received(pending["id"], int(cert["serial"]), cert["certificate"], k3))
+                received.append(
+                    Received(pending["id"], int(cert["serial"]), cert["certificate"], k3)
+                )
             assert _db_count(dep, "SELECT count(*) FROM certificates") == certs_before + 3
 
             events = export_and_verify_audit(dep, p["auditor"], url)
@@ -285,7 +355,11 @@ def test_database_down_then_back_without_restart(tmp_path: Path) -> None:
             ghost = Received("feedfacefeedface", 4242, "ssh-ed25519-cert-v01@openssh.com AAAA", k2)
             with pytest.raises(AssertionError, match="not in the database"):
                 check_consistency(dep, events, [*received, ghost])
-            unaudited = [ev for ev in events if not (ev.type == "certificate.issued" and ev.request_id == fresh["id"])]
+            unaudited = [
+                ev
+                for ev in events
+                if not (ev.type == "certificate.issued" and ev.request_id == fresh["id"])
+            ]
             with pytest.raises(AssertionError, match="has 0 (certificate.)?issued events"):
                 check_consistency(dep, unaudited, received)
         finally:
@@ -313,19 +387,26 @@ def test_database_flapping_under_load(tmp_path: Path) -> None:
                         time.sleep(0.7)
                         proxy.start()
                     n = issued()
-                    _wait_until(lambda: issued() >= n + 15, 15, "issuances after the database came back")
+                    _wait_until(
+                        lambda: issued() >= n + 15, 15, "issuances after the database came back"
+                    )
                 finally:
                     stop.set()
 
-            loops = [lambda person=person: issue_loop(person, [srv.url], result, iterations=10_000,
-                                                      deadline=deadline, stop=stop)
-                     for person in (p[f"oncall{i}"] for i in range(3))]
+            loops = [
+                lambda person=person: issue_loop(
+                    person, [srv.url], result, iterations=10_000, deadline=deadline, stop=stop
+                )
+                for person in (p[f"oncall{i}"] for i in range(3))
+            ]
             run_threads([*loops, flap], timeout=60)
 
             assert srv.alive() and srv.starts == 1
             # Every failure was the clear one; none was a bug or a dropped connection.
             assert set(result.statuses) <= {"issued", "database_unavailable"}, result.statuses
-            assert result.statuses["database_unavailable"] > 0, "the outage was never seen by a client"
+            assert result.statuses["database_unavailable"] > 0, (
+                "the outage was never seen by a client"
+            )
 
             for name, rid, key in result.unsure:
                 with p[name].client(srv.url) as api:
@@ -351,14 +432,25 @@ def test_database_that_hangs_gets_a_fast_503(tmp_path: Path) -> None:
             proxy.blackhole()
             limit = 8.0
             try:
-                _problem(httpx.get(srv.url + "/healthz", timeout=limit), 503, "database_unavailable")
-                _problem(olga.call(srv.url, "POST", "/v1/requests", {"target": "demo"}, timeout=limit),
-                         503, "database_unavailable")
+                _problem(
+                    httpx.get(srv.url + "/healthz", timeout=limit), 503, "database_unavailable"
+                )
+                _problem(
+                    olga.call(srv.url, "POST", "/v1/requests", {"target": "demo"}, timeout=limit),
+                    503,
+                    "database_unavailable",
+                )
             except httpx.TimeoutException as e:
-                raise AssertionError(f"the call hung for more than {limit} s while the database hung") from e
+                raise AssertionError(
+                    f"the call hung for more than {limit} s while the database hung"
+                ) from e
             proxy.stop()
             proxy.start()
-            _wait_until(lambda: httpx.get(srv.url + "/healthz", timeout=5).status_code == 200, 15, "/healthz to recover")
+            _wait_until(
+                lambda: httpx.get(srv.url + "/healthz", timeout=5).status_code == 200,
+                15,
+                "/healthz to recover",
+            )
             assert olga.call(srv.url, "POST", "/v1/requests", {"target": "demo"}).status_code == 201
         finally:
             proxy.stop()  # the hung calls end now: their connections are cut

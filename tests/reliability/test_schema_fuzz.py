@@ -36,7 +36,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,6 +46,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
 from server.openapi import spec
 
 from .helpers import Deployment, Person, ServerProcess, new_key_line, pg_schema, pg_url
@@ -65,8 +65,16 @@ CASES = [
 ]
 
 #: Tables a refused call must leave alone (audit_events and nonces do grow: a refusal is audited).
-BUSINESS_TABLES = ("users", "user_groups", "user_roles", "ssh_keys", "requests", "approvals", "certificates",
-                   "revocations")
+BUSINESS_TABLES = (
+    "users",
+    "user_groups",
+    "user_roles",
+    "ssh_keys",
+    "requests",
+    "approvals",
+    "certificates",
+    "revocations",
+)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -87,22 +95,40 @@ class World:
         from sqlalchemy import text
 
         with self.dep.engine().connect() as c:
-            counts = {t: c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in BUSINESS_TABLES}
-            states = sorted(tuple(r) for r in c.execute(text("SELECT id, state, granted_seconds FROM requests")))
+            counts = {
+                t: c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
+                for t in BUSINESS_TABLES
+            }
+            states = sorted(
+                tuple(r) for r in c.execute(text("SELECT id, state, granted_seconds FROM requests"))
+            )
         return {"counts": counts, "states": states}
 
     def real_request(self, state: str) -> tuple[str, str | None]:
         """A fresh request in ``state`` (and its certificate's serial, if it has one)."""
         olga, alice, bob = self.people["olga"], self.people["alice"], self.people["bob"]
         if state == "pending":
-            return str(_ok(alice.call(self.url, "POST", "/v1/requests", {"target": "prod-db"}))["id"]), None
+            return str(
+                _ok(alice.call(self.url, "POST", "/v1/requests", {"target": "prod-db"}))["id"]
+            ), None
         rid = str(_ok(olga.call(self.url, "POST", "/v1/requests", {"target": "demo"}))["id"])
         serial = None
         if state in ("issued", "revoked"):
-            cert = _ok(olga.call(self.url, "POST", f"/v1/requests/{rid}/certificate", {"public_key": new_key_line()}))
+            cert = _ok(
+                olga.call(
+                    self.url,
+                    "POST",
+                    f"/v1/requests/{rid}/certificate",
+                    {"public_key": new_key_line()},
+                )
+            )
             serial = str(cert["serial"])
             if state == "revoked":
-                _ok(bob.call(self.url, "POST", f"/v1/certificates/{serial}/revoke", {"reason": "fuzz"}))
+                _ok(
+                    bob.call(
+                        self.url, "POST", f"/v1/certificates/{serial}/revoke", {"reason": "fuzz"}
+                    )
+                )
         elif state == "cancelled":
             _ok(olga.call(self.url, "POST", f"/v1/requests/{rid}/cancel"))
         return rid, serial
@@ -120,7 +146,9 @@ def _body_bytes(case: Any, unicode_raw: bool) -> tuple[bytes | None, str | None]
     if isinstance(case.body, bytes):
         return case.body, media
     if "json" in media:
-        return json.dumps(case.body, ensure_ascii=not unicode_raw).encode("utf-8", "surrogatepass"), media
+        return json.dumps(case.body, ensure_ascii=not unicode_raw).encode(
+            "utf-8", "surrogatepass"
+        ), media
     return str(case.body).encode("utf-8", "surrogatepass"), media
 
 
@@ -130,12 +158,22 @@ def _send(world: World, case: Any, who: Person | None, unicode_raw: bool) -> htt
 
     path = case.formatted_path
     query = urllib.parse.urlencode(
-        {k: (v if isinstance(v, (str, list)) else json.dumps(v)) for k, v in (case.query or {}).items()}, doseq=True)
+        {
+            k: (v if isinstance(v, (str, list)) else json.dumps(v))
+            for k, v in (case.query or {}).items()
+        },
+        doseq=True,
+    )
     body, media = _body_bytes(case, unicode_raw)
     headers: dict[str, str] = {}
     for name, value in (case.headers or {}).items():
         value = str(value)
-        if _TOKEN.fullmatch(name) and value.isprintable() and value.isascii() and value == value.strip():
+        if (
+            _TOKEN.fullmatch(name)
+            and value.isprintable()
+            and value.isascii()
+            and value == value.strip()
+        ):
             headers[name] = value
     if media and body is not None:
         headers["Content-Type"] = media
@@ -145,10 +183,25 @@ def _send(world: World, case: Any, who: Person | None, unicode_raw: bool) -> htt
         signed_path = urllib.parse.unquote(path, encoding="utf-8", errors="replace")
         ts, nonce = int(time.time()), secrets.token_urlsafe(18)
         try:
-            msg = rs.signing_message(method=case.method, path=signed_path, query=query, body=body or b"",
-                                     timestamp=ts, nonce=nonce, user=who.name)
-            headers.update({rs.HEADER_USER: who.name, rs.HEADER_TIMESTAMP: str(ts), rs.HEADER_NONCE: nonce,
-                            rs.HEADER_SIGNATURE: base64.b64encode(sign(msg, namespace=rs.NAMESPACE, private_key=who.key)).decode()})
+            msg = rs.signing_message(
+                method=case.method,
+                path=signed_path,
+                query=query,
+                body=body or b"",
+                timestamp=ts,
+                nonce=nonce,
+                user=who.name,
+            )
+            headers.update(
+                {
+                    rs.HEADER_USER: who.name,
+                    rs.HEADER_TIMESTAMP: str(ts),
+                    rs.HEADER_NONCE: nonce,
+                    rs.HEADER_SIGNATURE: base64.b64encode(
+                        sign(msg, namespace=rs.NAMESPACE, private_key=who.key)
+                    ).decode(),
+                }
+            )
         except ValueError:
             pass  # a newline in the decoded path cannot be signed: send it unsigned
     url = world.url + path + (f"?{query}" if query else "")
@@ -172,7 +225,9 @@ def _world(tmp: Path, database: str, stack: ExitStack) -> World:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
     with ExitStack() as stack:
         w = _world(tmp_path_factory.mktemp(f"fuzz-{request.param}"), request.param, stack)
         yield w
@@ -180,8 +235,12 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         assert "unhandled error" not in log and "Traceback" not in log, log[-3000:]
 
 
-@pytest.mark.parametrize(("method", "path", "mode"), CASES, ids=[f"{m} {p} {mode}" for m, p, mode in CASES])
-def test_schemathesis_no_5xx_and_refusals_change_nothing(world: World, method: str, path: str, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "mode"), CASES, ids=[f"{m} {p} {mode}" for m, p, mode in CASES]
+)
+def test_schemathesis_no_5xx_and_refusals_change_nothing(
+    world: World, method: str, path: str, mode: str
+) -> None:
     operation = world.schema[path][method]
     strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode))
     has_id = "{request_id}" in path
@@ -189,8 +248,13 @@ def test_schemathesis_no_5xx_and_refusals_change_nothing(world: World, method: s
     people = list(world.people.values())
     bob = world.people["bob"]  # the approver: twice as likely, so approvals and denials happen
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(
         case=strategy,
         who=st.sampled_from([*people, *people, *people, bob, bob, None]),
@@ -198,33 +262,59 @@ def test_schemathesis_no_5xx_and_refusals_change_nothing(world: World, method: s
         unicode_raw=st.booleans(),
         real_values=st.booleans(),
     )
-    def run(case: Any, who: Person | None, real: str | None, unicode_raw: bool, real_values: bool) -> None:
+    def run(
+        case: Any, who: Person | None, real: str | None, unicode_raw: bool, real_values: bool
+    ) -> None:
         if real_values and isinstance(case.body, dict):
             # A known target and a well-formed key let the rest of the body reach deeper checks.
             if "target" in case.body:
-                case.body = {**case.body, "target": "prod-db" if (who and who.name == "alice") else "demo"}
+                case.body = {
+                    **case.body,
+                    "target": "prod-db" if (who and who.name == "alice") else "demo",
+                }
             if "public_key" in case.body:
                 case.body = {**case.body, "public_key": new_key_line()}
         if real is not None and has_id:
-            case.path_parameters = {**(case.path_parameters or {}), "request_id": world.real_request(real)[0]}
+            case.path_parameters = {
+                **(case.path_parameters or {}),
+                "request_id": world.real_request(real)[0],
+            }
         elif real in ("issued", "revoked") and has_serial:
-            case.path_parameters = {**(case.path_parameters or {}), "serial": world.real_request(real)[1]}
+            case.path_parameters = {
+                **(case.path_parameters or {}),
+                "serial": world.real_request(real)[1],
+            }
         before = world.snapshot()
         resp = _send(world, case, who, unicode_raw)
         is_problem = resp.headers.get("content-type", "").startswith("application/problem+json")
-        world.outcomes[(method, path, resp.status_code, resp.json().get("code", "") if is_problem else "")] += 1
-        assert resp.status_code < 500, f"{resp.status_code} for {case.method} {case.formatted_path}: {resp.text[:500]}"
+        world.outcomes[
+            (method, path, resp.status_code, resp.json().get("code", "") if is_problem else "")
+        ] += 1
+        assert resp.status_code < 500, (
+            f"{resp.status_code} for {case.method} {case.formatted_path}: {resp.text[:500]}"
+        )
         assert "Traceback" not in resp.text
-        case.validate_response(resp, checks=[not_a_server_error, status_code_conformance, content_type_conformance,
-                                              response_schema_conformance])
+        case.validate_response(
+            resp,
+            checks=[
+                not_a_server_error,
+                status_code_conformance,
+                content_type_conformance,
+                response_schema_conformance,
+            ],
+        )
         if resp.status_code >= 400:
             assert is_problem, (resp.status_code, resp.headers.get("content-type"), resp.text[:300])
             problem = resp.json()
             assert problem["status"] == resp.status_code and problem["code"], problem
             after = world.snapshot()
-            assert after == before, f"a refused call ({resp.status_code} {problem['code']}) changed the database"
+            assert after == before, (
+                f"a refused call ({resp.status_code} {problem['code']}) changed the database"
+            )
 
     run()
     statuses = {k[2] for k in world.outcomes if k[:2] == (method, path)}
     assert statuses, "no case was sent"
-    assert statuses - {401}, f"no call to {method} {path} got past authentication: the fuzz never reached the handler"
+    assert statuses - {401}, (
+        f"no call to {method} {path} got past authentication: the fuzz never reached the handler"
+    )

@@ -6,18 +6,18 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ca import public_key_from_crypto
-
-from ..conftest import IN_CI
-from ..support import signed_headers
+from tests.conftest import IN_CI
+from tests.support import signed_headers
 
 PG_URL = os.environ.get("JIT_SSH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -72,7 +72,7 @@ class Clock:
         self.frozen: datetime | None = None
 
     def __call__(self) -> datetime:
-        return (self.frozen or datetime.now(timezone.utc)) + self.offset
+        return (self.frozen or datetime.now(UTC)) + self.offset
 
     def advance(self, **kw: float) -> None:
         self.offset += timedelta(**kw)
@@ -81,7 +81,7 @@ class Clock:
         """Stop at the current whole second: tests that land exactly on a
         deadline must not drift past it while they run (certificates count
         whole seconds, so a window starts at the floor of the issuing moment)."""
-        self.frozen = datetime.now(timezone.utc).replace(microsecond=0)
+        self.frozen = datetime.now(UTC).replace(microsecond=0)
 
 
 @dataclass
@@ -99,15 +99,36 @@ class Caller:
     def public_openssh(self) -> str:
         return public_key_from_crypto(self.key.public_key()).openssh
 
-    def headers(self, method: str, path: str, body: bytes, query: str = "", *, nonce: str | None = None,
-                ts: int | None = None, user: str | None = None) -> dict[str, str]:
+    def headers(
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        query: str = "",
+        *,
+        nonce: str | None = None,
+        ts: int | None = None,
+        user: str | None = None,
+    ) -> dict[str, str]:
         ts = int(self.clock().timestamp()) + self.skew if ts is None else ts
-        h = signed_headers(self.key, user or self.name, method, path, body, query, ts=ts, nonce=nonce)
+        h = signed_headers(
+            self.key, user or self.name, method, path, body, query, ts=ts, nonce=nonce
+        )
         self.last_headers = h
         return h
 
-    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, query: str = "",
-             headers: dict[str, str | None] | None = None, signed_path: str | None = None, **kw: Any) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        query: str = "",
+        headers: dict[str, str | None] | None = None,
+        signed_path: str | None = None,
+        **kw: Any,
+    ) -> Any:
         """Sign and send one call. ``headers`` are applied after signing (a ``None``
         value removes that header); ``signed_path`` is the path the signature covers
         when the URL is percent-encoded (the server verifies the decoded path)."""
@@ -132,7 +153,9 @@ def _pg_available() -> bool:
     try:
         import psycopg
 
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3):
+        with psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3
+        ):
             return True
     except Exception:
         return False
@@ -179,8 +202,14 @@ def build_app(tmp_path: Path, database_url: str, clock: Clock, **config: Any) ->
         engine = make_engine(database_url)
         upgrade(engine)
         engine.dispose()
-    settings: dict[str, Any] = {"base_url": "https://jit.example.test", "audit_checkpoint_every": 5, **config}
-    cfg = ServerConfig(data_dir=tmp_path / "data", database_url=database_url, policy_path=policy, **settings)
+    settings: dict[str, Any] = {
+        "base_url": "https://jit.example.test",
+        "audit_checkpoint_every": 5,
+        **config,
+    }
+    cfg = ServerConfig(
+        data_dir=tmp_path / "data", database_url=database_url, policy_path=policy, **settings
+    )
     app = create_app(cfg, clock=clock, say=lambda m: None)
     app.testing = True
     return app
@@ -202,7 +231,9 @@ def admin(app: Any) -> Any:
 
 @pytest.fixture
 def make_user(app: Any, admin: Any, clock: Clock) -> Any:
-    def make(name: str, groups: tuple[str, ...] = (), roles: tuple[str, ...] = ("requester",)) -> Caller:
+    def make(
+        name: str, groups: tuple[str, ...] = (), roles: tuple[str, ...] = ("requester",)
+    ) -> Caller:
         key = ed25519.Ed25519PrivateKey.generate()
         caller = Caller(name=name, key=key, client=app.test_client(), clock=clock)
         admin.add_user(name, groups=groups, roles=roles, ssh_keys=[caller.public_openssh])
@@ -252,18 +283,27 @@ def snapshot(app: Any) -> dict[str, Any]:
     engine = app.extensions["jit_ssh.engine"]
     with engine.connect() as c:
         counts = {t: c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in _COUNTED}
-        states = sorted(tuple(r) for r in c.execute(text("SELECT id, state, granted_seconds FROM requests")))
+        states = sorted(
+            tuple(r) for r in c.execute(text("SELECT id, state, granted_seconds FROM requests"))
+        )
         disabled = sorted(tuple(r) for r in c.execute(text("SELECT name, disabled FROM users")))
-        events = [tuple(r) for r in c.execute(text("SELECT id, type, actor, data FROM audit_events ORDER BY id"))]
+        events = [
+            tuple(r)
+            for r in c.execute(text("SELECT id, type, actor, data FROM audit_events ORDER BY id"))
+        ]
     return {"counts": counts, "states": states, "users": disabled, "events": events}
 
 
 def new_events(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[Any, ...]]:
-    assert after["events"][: len(before["events"])] == before["events"], "the audit log was rewritten"
-    return after["events"][len(before["events"]):]
+    assert after["events"][: len(before["events"])] == before["events"], (
+        "the audit log was rewritten"
+    )
+    return after["events"][len(before["events"]) :]
 
 
-def assert_unchanged(before: dict[str, Any], after: dict[str, Any], *, allowed_events: tuple[str, ...] = ()) -> list[str]:
+def assert_unchanged(
+    before: dict[str, Any], after: dict[str, Any], *, allowed_events: tuple[str, ...] = ()
+) -> list[str]:
     """Nothing changed but (at most) new audit events of the allowed types; returns their types."""
     assert after["counts"] == before["counts"]
     assert after["states"] == before["states"]
@@ -273,7 +313,9 @@ def assert_unchanged(before: dict[str, Any], after: dict[str, Any], *, allowed_e
     return types
 
 
-def assert_problem(resp: Any, status: int | tuple[int, ...], code: str | None = None) -> dict[str, Any]:
+def assert_problem(
+    resp: Any, status: int | tuple[int, ...], code: str | None = None
+) -> dict[str, Any]:
     """An RFC 9457 problem with a stable code, and no traceback."""
     statuses = (status,) if isinstance(status, int) else status
     body = resp.get_data(as_text=True)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
 from datetime import timedelta
 from typing import Any
-
-import pytest
 
 from ca import parse_certificate, verify_certificate
 from ca.krl import parse_krl
@@ -37,7 +34,9 @@ def test_request_approve_fetch_revoke(app: Any, alice: Caller, bob: Caller, cloc
 
     cert = alice.post(f"/v1/requests/{req['id']}/certificate", {"public_key": key})
     assert cert.status_code == 200, cert.json
-    info = verify_certificate(cert.json["certificate"], list(app.extensions["jit_ssh"].keyring.keys))
+    info = verify_certificate(
+        cert.json["certificate"], list(app.extensions["jit_ssh"].keyring.keys)
+    )
     assert info.duration == timedelta(minutes=30)
     assert info.principals == ("jit-demo@demo",)
     assert info.key_id == f"jit-ssh:req={req['id']}:user=alice:by=bob"
@@ -88,7 +87,9 @@ def test_requester_never_approves_own_request(app: Any, carol: Caller) -> None:
     assert carol.get(f"/v1/requests/{r.json['id']}").json["state"] == "pending"
 
 
-def test_two_distinct_approvers_and_shortening(app: Any, alice: Caller, bob: Caller, carol: Caller) -> None:
+def test_two_distinct_approvers_and_shortening(
+    app: Any, alice: Caller, bob: Caller, carol: Caller
+) -> None:
     r = _create(alice, target="prod-db", duration="1h", reason="INC-42 disk full")
     assert r.status_code == 201, r.json
     rid = r.json["id"]
@@ -123,7 +124,9 @@ def test_pending_request_expires(app: Any, alice: Caller, bob: Caller, clock: Cl
     assert late.status_code in (409, 410)
 
 
-def test_approved_request_must_be_claimed(app: Any, alice: Caller, bob: Caller, clock: Clock) -> None:
+def test_approved_request_must_be_claimed(
+    app: Any, alice: Caller, bob: Caller, clock: Clock
+) -> None:
     rid = _create(alice, target="demo", duration="5m").json["id"]
     bob.post(f"/v1/requests/{rid}/approve", {})
     clock.advance(minutes=16)
@@ -163,7 +166,9 @@ def test_public_endpoints(app: Any) -> None:
     assert "jit_ssh_certificates_issued_total" in m
 
 
-def test_audit_export_verifies_and_detects_tampering(app: Any, alice: Caller, bob: Caller, root: Caller, tmp_path: Any) -> None:
+def test_audit_export_verifies_and_detects_tampering(
+    app: Any, alice: Caller, bob: Caller, root: Caller, tmp_path: Any
+) -> None:
     from sqlalchemy import text
 
     from server import audit_chain as chain
@@ -184,7 +189,12 @@ def test_audit_export_verifies_and_detects_tampering(app: Any, alice: Caller, bo
     engine = app.extensions["jit_ssh.engine"]
     issued = next(e for e in events if e.type == "certificate.issued")
     with engine.begin() as c:
-        c.execute(text("UPDATE audit_events SET data = replace(data, 'jit-demo@demo', 'root@demo') WHERE id = :i"), {"i": issued.id})
+        c.execute(
+            text(
+                "UPDATE audit_events SET data = replace(data, 'jit-demo@demo', 'root@demo') WHERE id = :i"
+            ),
+            {"i": issued.id},
+        )
     again = root.get("/v1/audit")
     ev2, cp2 = chain.parse_export(again.data.decode().splitlines())
     result = chain.verify_chain(ev2, cp2, [pub])

@@ -13,17 +13,17 @@ import base64
 import json
 import secrets
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ca import public_key_from_crypto
 from ca import request_signing as rs
 from ca.sshsig import armor, dearmor, sign
+from tests.conftest import require_tool
 
-from ..conftest import require_tool
 from .conftest import Caller, Clock, assert_problem, assert_unchanged, new_events, snapshot
 
 CREATE = {"target": "demo", "duration": "5m", "reason": "auth test"}
@@ -38,13 +38,19 @@ def failure_count(app: Any, claimed: str | None, code: str) -> int:
     from sqlalchemy import text
 
     with app.extensions["jit_ssh.engine"].connect() as c:
-        return int(c.execute(
-            text("SELECT coalesce(sum(count), 0) FROM auth_failures WHERE claimed_user = :u AND code = :c"),
-            {"u": claimed or "", "c": code},
-        ).scalar_one())
+        return int(
+            c.execute(
+                text(
+                    "SELECT coalesce(sum(count), 0) FROM auth_failures WHERE claimed_user = :u AND code = :c"
+                ),
+                {"u": claimed or "", "c": code},
+            ).scalar_one()
+        )
 
 
-def _refused(app: Any, send: Callable[[], Any], code: str, *, claimed: str | None = "alice", case: str = "") -> dict[str, Any]:
+def _refused(
+    app: Any, send: Callable[[], Any], code: str, *, claimed: str | None = "alice", case: str = ""
+) -> dict[str, Any]:
     """Send the call; expect a 401 with ``code``, the failure counted, and nothing else changed
     but (for the first of its kind in the window) one auth.failed event, under no actor."""
     try:
@@ -81,8 +87,13 @@ def test_unsigned_call(app: Any, alice: Caller) -> None:
 def test_each_header_is_required(app: Any, alice: Caller) -> None:
     for header in (rs.HEADER_USER, rs.HEADER_TIMESTAMP, rs.HEADER_NONCE, rs.HEADER_SIGNATURE):
         claimed = None if header == rs.HEADER_USER else "alice"
-        _refused(app, lambda: alice.post("/v1/requests", CREATE, headers={header: None}), "auth_failed",
-                 claimed=claimed, case=f"without {header}")
+        _refused(
+            app,
+            lambda: alice.post("/v1/requests", CREATE, headers={header: None}),
+            "auth_failed",
+            claimed=claimed,
+            case=f"without {header}",
+        )
 
 
 MALFORMED = [
@@ -102,14 +113,27 @@ def test_malformed_headers(app: Any, alice: Caller) -> None:
     for header, value in MALFORMED:
         # A user name that is not printable (or too long) is not written into the audit log as an actor.
         claimed = None if header == rs.HEADER_USER else "alice"
-        _refused(app, lambda: alice.post("/v1/requests", CREATE, headers={header: value}), "auth_failed",
-                 claimed=claimed, case=f"{header}: {value[:20]!r}")
+        _refused(
+            app,
+            lambda: alice.post("/v1/requests", CREATE, headers={header: value}),
+            "auth_failed",
+            claimed=claimed,
+            case=f"{header}: {value[:20]!r}",
+        )
 
 
 def test_malformed_nonce(app: Any, alice: Caller) -> None:
-    for nonce in ["short", "x" * 21, "y" * 65, "has spaces in it and is long enough", "plus+and/slash=signs_base64_xx",
-                  "é" * 30]:
-        _refused(app, lambda: alice.post("/v1/requests", CREATE, nonce=nonce), "auth_failed", case=nonce)
+    for nonce in [
+        "short",
+        "x" * 21,
+        "y" * 65,
+        "has spaces in it and is long enough",
+        "plus+and/slash=signs_base64_xx",
+        "é" * 30,
+    ]:
+        _refused(
+            app, lambda: alice.post("/v1/requests", CREATE, nonce=nonce), "auth_failed", case=nonce
+        )
 
 
 def test_garbage_signature(app: Any, alice: Caller) -> None:
@@ -126,8 +150,12 @@ def test_garbage_signature(app: Any, alice: Caller) -> None:
     }
     for case, signature in cases.items():
         code = "auth_failed" if signature == "" else "bad_signature"
-        _refused(app, lambda: alice.post("/v1/requests", CREATE, headers={rs.HEADER_SIGNATURE: signature}), code,
-                 case=case)
+        _refused(
+            app,
+            lambda: alice.post("/v1/requests", CREATE, headers={rs.HEADER_SIGNATURE: signature}),
+            code,
+            case=case,
+        )
 
 
 # ---- the signature binds method, path, query and body ------------------------------------------
@@ -137,14 +165,18 @@ def test_tampered_body(app: Any, alice: Caller) -> None:
     signed = _body(CREATE)
     h = alice.headers("POST", "/v1/requests", signed)
     forged = _body({**CREATE, "target": "prod-db", "reason": "INC-1"})
-    _refused(app, lambda: alice.client.post("/v1/requests", data=forged, headers=h), "bad_signature")
+    _refused(
+        app, lambda: alice.client.post("/v1/requests", data=forged, headers=h), "bad_signature"
+    )
 
 
 def test_tampered_path(app: Any, alice: Caller, bob: Caller) -> None:
     mine = alice.post("/v1/requests", CREATE).json["id"]
     other = alice.post("/v1/requests", CREATE).json["id"]
     h = alice.headers("POST", f"/v1/requests/{mine}/cancel", b"")
-    _refused(app, lambda: alice.client.post(f"/v1/requests/{other}/cancel", headers=h), "bad_signature")
+    _refused(
+        app, lambda: alice.client.post(f"/v1/requests/{other}/cancel", headers=h), "bad_signature"
+    )
     # The cancel that was signed still works (the failed attempt did not burn its nonce).
     assert alice.client.post(f"/v1/requests/{mine}/cancel", headers=h).json["state"] == "cancelled"
     assert alice.get(f"/v1/requests/{other}").json["state"] == "pending"
@@ -152,15 +184,26 @@ def test_tampered_path(app: Any, alice: Caller, bob: Caller) -> None:
 
 def test_tampered_query(app: Any, alice: Caller, root: Caller) -> None:
     h = root.headers("GET", "/v1/audit", b"", "since=5")
-    _refused(app, lambda: root.client.get("/v1/audit?since=0", headers=h), "bad_signature", claimed="root-admin")
+    _refused(
+        app,
+        lambda: root.client.get("/v1/audit?since=0", headers=h),
+        "bad_signature",
+        claimed="root-admin",
+    )
     h = alice.headers("GET", "/v1/requests", b"", "mine=1")
-    _refused(app, lambda: alice.client.get("/v1/requests?mine=1&pending_for_me=1", headers=h), "bad_signature")
+    _refused(
+        app,
+        lambda: alice.client.get("/v1/requests?mine=1&pending_for_me=1", headers=h),
+        "bad_signature",
+    )
 
 
 def test_tampered_method(app: Any, alice: Caller) -> None:
     rid = alice.post("/v1/requests", CREATE).json["id"]
     h = alice.headers("GET", f"/v1/requests/{rid}/cancel", b"")
-    _refused(app, lambda: alice.client.post(f"/v1/requests/{rid}/cancel", headers=h), "bad_signature")
+    _refused(
+        app, lambda: alice.client.post(f"/v1/requests/{rid}/cancel", headers=h), "bad_signature"
+    )
 
 
 def test_wrong_namespace(app: Any, alice: Caller) -> None:
@@ -168,10 +211,23 @@ def test_wrong_namespace(app: Any, alice: Caller) -> None:
     ts = int(alice.clock().timestamp())
     nonce = secrets.token_urlsafe(18)
     body = _body(CREATE)
-    msg = rs.signing_message(method="POST", path="/v1/requests", query="", body=body, timestamp=ts, nonce=nonce, user="alice")
+    msg = rs.signing_message(
+        method="POST",
+        path="/v1/requests",
+        query="",
+        body=body,
+        timestamp=ts,
+        nonce=nonce,
+        user="alice",
+    )
     sig = base64.b64encode(sign(msg, namespace="file", private_key=alice.key)).decode()
-    h = {rs.HEADER_USER: "alice", rs.HEADER_TIMESTAMP: str(ts), rs.HEADER_NONCE: nonce, rs.HEADER_SIGNATURE: sig,
-         "Content-Type": "application/json"}
+    h = {
+        rs.HEADER_USER: "alice",
+        rs.HEADER_TIMESTAMP: str(ts),
+        rs.HEADER_NONCE: nonce,
+        rs.HEADER_SIGNATURE: sig,
+        "Content-Type": "application/json",
+    }
     _refused(app, lambda: alice.client.post("/v1/requests", data=body, headers=h), "bad_signature")
 
 
@@ -180,9 +236,14 @@ def test_wrong_namespace(app: Any, alice: Caller) -> None:
 
 def test_clock_skew(app: Any, alice: Caller, clock: Clock) -> None:
     """Stale and future timestamps beyond max_clock_skew (300 s in the test config)."""
-    for offset in (-301, 301, -10**6, 10**6, -int(clock().timestamp())):
+    for offset in (-301, 301, -(10**6), 10**6, -int(clock().timestamp())):
         ts = int(clock().timestamp()) + offset
-        p = _refused(app, lambda: alice.post("/v1/requests", CREATE, ts=ts), "clock_skew", case=f"offset {offset}")
+        p = _refused(
+            app,
+            lambda: alice.post("/v1/requests", CREATE, ts=ts),
+            "clock_skew",
+            case=f"offset {offset}",
+        )
         assert p["field"] == rs.HEADER_TIMESTAMP and "NTP" in p["detail"]
 
 
@@ -213,7 +274,11 @@ def test_replayed_call(app: Any, alice: Caller) -> None:
 def test_replayed_nonce_with_a_fresh_signature(app: Any, alice: Caller) -> None:
     nonce = secrets.token_urlsafe(18)
     assert alice.post("/v1/requests", CREATE, nonce=nonce).status_code == 201
-    _refused(app, lambda: alice.post("/v1/requests", {**CREATE, "reason": "again"}, nonce=nonce), "replayed_nonce")
+    _refused(
+        app,
+        lambda: alice.post("/v1/requests", {**CREATE, "reason": "again"}, nonce=nonce),
+        "replayed_nonce",
+    )
 
 
 # ---- who holds the key --------------------------------------------------------------------------
@@ -236,7 +301,12 @@ def test_key_of_another_user(app: Any, alice: Caller, bob: Caller) -> None:
     _refused(app, lambda: bob.post("/v1/requests", CREATE, user="alice"), "unknown_key")
     rid = alice.post("/v1/requests", CREATE).json["id"]
     # The other way round matters more: alice's key must not approve as bob.
-    _refused(app, lambda: alice.post(f"/v1/requests/{rid}/approve", {}, user="bob"), "unknown_key", claimed="bob")
+    _refused(
+        app,
+        lambda: alice.post(f"/v1/requests/{rid}/approve", {}, user="bob"),
+        "unknown_key",
+        claimed="bob",
+    )
     assert bob.get(f"/v1/requests/{rid}").json["state"] == "pending"
 
 
@@ -261,7 +331,13 @@ def test_removed_key(app: Any, admin: Any, alice: Caller) -> None:
 def test_failures_are_counted_in_metrics(app: Any, alice: Caller) -> None:
     def failures() -> int:
         text = app.test_client().get("/metrics").get_data(as_text=True)
-        return int(next(line for line in text.splitlines() if line.startswith("jit_ssh_auth_failures_total ")).split()[1])
+        return int(
+            next(
+                line
+                for line in text.splitlines()
+                if line.startswith("jit_ssh_auth_failures_total ")
+            ).split()[1]
+        )
 
     n = failures()
     app.test_client().get("/v1/whoami")
@@ -275,12 +351,20 @@ def test_failures_are_counted_in_metrics(app: Any, alice: Caller) -> None:
 def _keygen(tmp_path: Path, kind: str) -> Path:
     ssh_keygen = require_tool("ssh-keygen")
     key = tmp_path / f"id_{kind}"
-    args = {"ed25519": ["-t", "ed25519"], "ecdsa": ["-t", "ecdsa", "-b", "256"], "rsa": ["-t", "rsa", "-b", "2048"]}[kind]
-    subprocess.run([ssh_keygen, *args, "-N", "", "-q", "-C", f"{kind}@test", "-f", str(key)], check=True)
+    args = {
+        "ed25519": ["-t", "ed25519"],
+        "ecdsa": ["-t", "ecdsa", "-b", "256"],
+        "rsa": ["-t", "rsa", "-b", "2048"],
+    }[kind]
+    subprocess.run(
+        [ssh_keygen, *args, "-N", "", "-q", "-C", f"{kind}@test", "-f", str(key)], check=True
+    )
     return key
 
 
-def test_ssh_keygen_signature_authenticates(app: Any, admin: Any, clock: Clock, tmp_path: Path) -> None:
+def test_ssh_keygen_signature_authenticates(
+    app: Any, admin: Any, clock: Clock, tmp_path: Path
+) -> None:
     """A call signed by ``ssh-keygen -Y sign -n jit-ssh-api`` over the canonical message is accepted."""
     for kind in ("ed25519", "ecdsa", "rsa"):
         _ssh_keygen_signed_calls(app, admin, clock, tmp_path / kind, kind)
@@ -296,35 +380,65 @@ def _ssh_keygen_signed_calls(app: Any, admin: Any, clock: Clock, tmp_path: Path,
     def signed_headers(method: str, path: str, body: bytes) -> dict[str, str]:
         ts, nonce = int(clock().timestamp()), secrets.token_urlsafe(18)
         msg_file = tmp_path / f"msg-{nonce}"
-        msg_file.write_bytes(rs.signing_message(method=method, path=path, query="", body=body, timestamp=ts, nonce=nonce, user=user))
-        subprocess.run([ssh_keygen, "-Y", "sign", "-q", "-f", str(key), "-n", rs.NAMESPACE, str(msg_file)], check=True,
-                       capture_output=True)
+        msg_file.write_bytes(
+            rs.signing_message(
+                method=method, path=path, query="", body=body, timestamp=ts, nonce=nonce, user=user
+            )
+        )
+        subprocess.run(
+            [ssh_keygen, "-Y", "sign", "-q", "-f", str(key), "-n", rs.NAMESPACE, str(msg_file)],
+            check=True,
+            capture_output=True,
+        )
         blob = dearmor(Path(str(msg_file) + ".sig").read_text())
-        return {rs.HEADER_USER: user, rs.HEADER_TIMESTAMP: str(ts), rs.HEADER_NONCE: nonce,
-                rs.HEADER_SIGNATURE: base64.b64encode(blob).decode(), "Content-Type": "application/json"}
+        return {
+            rs.HEADER_USER: user,
+            rs.HEADER_TIMESTAMP: str(ts),
+            rs.HEADER_NONCE: nonce,
+            rs.HEADER_SIGNATURE: base64.b64encode(blob).decode(),
+            "Content-Type": "application/json",
+        }
 
     c = app.test_client()
     who = c.get("/v1/whoami", headers=signed_headers("GET", "/v1/whoami", b""))
     assert who.status_code == 200 and who.json["user"] == user, (kind, who.json)
     body = _body(CREATE)
-    created = c.post("/v1/requests", data=body, headers=signed_headers("POST", "/v1/requests", body))
+    created = c.post(
+        "/v1/requests", data=body, headers=signed_headers("POST", "/v1/requests", body)
+    )
     assert created.status_code == 201 and created.json["requester"] == user, (kind, created.json)
 
 
-def _verify_with_ssh_keygen(tmp_path: Path, public_line: str, message: bytes, blob: bytes,
-                            identity: str = "kate") -> subprocess.CompletedProcess[bytes]:
+def _verify_with_ssh_keygen(
+    tmp_path: Path, public_line: str, message: bytes, blob: bytes, identity: str = "kate"
+) -> subprocess.CompletedProcess[bytes]:
     ssh_keygen = require_tool("ssh-keygen")
     allowed = tmp_path / "allowed_signers"
     allowed.write_text(f'{identity} namespaces="{rs.NAMESPACE}" {public_line}\n')
     sig = tmp_path / "call.sig"
     sig.write_text(armor(blob))
     return subprocess.run(
-        [ssh_keygen, "-Y", "verify", "-f", str(allowed), "-I", identity, "-n", rs.NAMESPACE, "-s", str(sig)],
-        input=message, capture_output=True,
+        [
+            ssh_keygen,
+            "-Y",
+            "verify",
+            "-f",
+            str(allowed),
+            "-I",
+            identity,
+            "-n",
+            rs.NAMESPACE,
+            "-s",
+            str(sig),
+        ],
+        input=message,
+        capture_output=True,
     )
 
 
-def test_client_signature_verifies_with_ssh_keygen(app: Any, admin: Any, clock: Clock, tmp_path: Path) -> None:
+def test_client_signature_verifies_with_ssh_keygen(
+    app: Any, admin: Any, clock: Clock, tmp_path: Path
+) -> None:
     """What ``client.signing.KeyFileSigner`` signs, ``ssh-keygen -Y verify`` accepts, and so does the server."""
     for kind in ("ed25519", "ecdsa", "rsa"):
         _client_signature(app, admin, clock, tmp_path / kind, kind)
@@ -339,18 +453,26 @@ def _client_signature(app: Any, admin: Any, clock: Clock, tmp_path: Path, kind: 
     public_line = key.with_suffix(".pub").read_text().strip()
     signer = KeyFileSigner.from_path(key)
     ts, nonce = int(clock().timestamp()), secrets.token_urlsafe(18)
-    message = rs.signing_message(method="GET", path="/v1/whoami", query="", body=b"", timestamp=ts, nonce=nonce, user=user)
+    message = rs.signing_message(
+        method="GET", path="/v1/whoami", query="", body=b"", timestamp=ts, nonce=nonce, user=user
+    )
     blob = signer.sign(message, namespace=rs.NAMESPACE)
 
     ok = _verify_with_ssh_keygen(tmp_path, public_line, message, blob, user)
     assert ok.returncode == 0, (kind, ok.stderr.decode())
     assert b"Good" in ok.stdout + ok.stderr
-    bad = _verify_with_ssh_keygen(tmp_path, public_line, message.replace(b"GET", b"PUT"), blob, user)
+    bad = _verify_with_ssh_keygen(
+        tmp_path, public_line, message.replace(b"GET", b"PUT"), blob, user
+    )
     assert bad.returncode != 0, kind
 
     admin.add_user(user, groups=["engineers"], ssh_keys=[public_line])
-    h = {rs.HEADER_USER: user, rs.HEADER_TIMESTAMP: str(ts), rs.HEADER_NONCE: nonce,
-         rs.HEADER_SIGNATURE: base64.b64encode(blob).decode()}
+    h = {
+        rs.HEADER_USER: user,
+        rs.HEADER_TIMESTAMP: str(ts),
+        rs.HEADER_NONCE: nonce,
+        rs.HEADER_SIGNATURE: base64.b64encode(blob).decode(),
+    }
     who = app.test_client().get("/v1/whoami", headers=h)
     assert who.status_code == 200 and who.json["user"] == user, kind
 
@@ -360,5 +482,7 @@ def test_ca_sshsig_signature_verifies_with_ssh_keygen(tmp_path: Path) -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     message = b"jit-ssh-api-v1\nGET\n/v1/whoami\n\n" + b"0" * 64
     blob = sign(message, namespace=rs.NAMESPACE, private_key=key)
-    r = _verify_with_ssh_keygen(tmp_path, public_key_from_crypto(key.public_key()).openssh, message, blob)
+    r = _verify_with_ssh_keygen(
+        tmp_path, public_key_from_crypto(key.public_key()).openssh, message, blob
+    )
     assert r.returncode == 0, r.stderr.decode()

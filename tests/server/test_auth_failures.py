@@ -32,25 +32,33 @@ def _failure_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
 
 
 def test_two_hundred_bad_signatures_add_one_event_and_none_under_the_users_name(
-        app: Any, alice: Caller, caplog: pytest.LogCaptureFixture) -> None:
+    app: Any, alice: Caller, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     before = _events(app)
     for _ in range(200):
         r = alice.get("/v1/whoami", headers={rs.HEADER_SIGNATURE: BAD_SIGNATURE})
         assert r.status_code == 401 and r.json["code"] == "bad_signature"
-    added = _events(app)[len(before):]
+    added = _events(app)[len(before) :]
     # 200 calls inside one five-minute window: one event (two if the window turned meanwhile).
     assert 1 <= len(added) <= 2, [e[1] for e in added]
     assert all(actor != "alice" for _, _, actor, _ in _events(app))
     for _, type_, actor, data in added:
         body = json.loads(data)
-        assert (type_, actor, body["claimed_user"], body["code"]) == ("auth.failed", None, "alice", "bad_signature")
+        assert (type_, actor, body["claimed_user"], body["code"]) == (
+            "auth.failed",
+            None,
+            "alice",
+            "bad_signature",
+        )
     # Every failure is still a log line for the SIEM, and counted.
     lines = _failure_lines(caplog)
     assert len(lines) == 200
     assert {(x["claimed_user"], x["code"]) for x in lines} == {("alice", "bad_signature")}
     with app.extensions["jit_ssh.engine"].connect() as c:
-        counted = c.execute(text("SELECT sum(count) FROM auth_failures WHERE claimed_user = 'alice'")).scalar_one()
+        counted = c.execute(
+            text("SELECT sum(count) FROM auth_failures WHERE claimed_user = 'alice'")
+        ).scalar_one()
     assert counted == 200
     metrics = app.test_client().get("/metrics").get_data(as_text=True)
     assert "jit_ssh_auth_failures_total 200\n" in metrics
@@ -76,11 +84,16 @@ def test_many_claimed_names_stay_within_the_cap(app: Any, alice: Caller, clock: 
     clock.advance(minutes=5)
     alice.get("/v1/whoami", headers={rs.HEADER_SIGNATURE: BAD_SIGNATURE})
     last = _events(app)[-1]
-    assert last[1] == "auth.failed" and last[2] is None and json.loads(last[3])["claimed_user"] == "alice"
+    assert (
+        last[1] == "auth.failed"
+        and last[2] is None
+        and json.loads(last[3])["claimed_user"] == "alice"
+    )
 
 
-def test_a_failure_is_logged_even_when_it_cannot_be_counted(app: Any, alice: Caller,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failure_is_logged_even_when_it_cannot_be_counted(
+    app: Any, alice: Caller, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     with app.extensions["jit_ssh.engine"].begin() as c:
         c.execute(text("DROP TABLE auth_failures"))

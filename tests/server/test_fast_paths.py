@@ -67,8 +67,13 @@ def test_auto_approved_issuance_answers_and_records_as_before(app: Any, oncall: 
     assert c1.status_code == 200 and c1.json["reissued"] is False
     c2 = oncall.post(f"/v1/requests/{body['id']}/certificate", {"public_key": pub})
     assert c2.status_code == 200 and c2.json["reissued"] is True
-    assert c2.json["serial"] == c1.json["serial"] and c2.json["certificate"] == c1.json["certificate"]
-    assert c2.json["principals"] == c1.json["principals"] and c2.json["valid_before"] == c1.json["valid_before"]
+    assert (
+        c2.json["serial"] == c1.json["serial"] and c2.json["certificate"] == c1.json["certificate"]
+    )
+    assert (
+        c2.json["principals"] == c1.json["principals"]
+        and c2.json["valid_before"] == c1.json["valid_before"]
+    )
     other = oncall.post(f"/v1/requests/{body['id']}/certificate", {"public_key": user_key_line()})
     assert other.status_code == 409
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
@@ -70,19 +70,28 @@ def test_a_revoked_serial_stays_listed_until_valid_before_plus_the_clock_skew(
 def test_the_clock_skew_is_a_setting(
     app: Any, oncall: Caller, clock: Clock, tmp_path: Any, database_url: str
 ) -> None:
-    from server.config import ConfigError, load_config
+    from server.config import InvalidConfig, load_config
 
-    assert load_config(None, {"JIT_SSH_DATA_DIR": str(tmp_path), "JIT_SSH_KRL_CLOCK_SKEW": "3600"}).krl_clock_skew == 3600
+    assert (
+        load_config(
+            None, {"JIT_SSH_DATA_DIR": str(tmp_path), "JIT_SSH_KRL_CLOCK_SKEW": "3600"}
+        ).krl_clock_skew
+        == 3600
+    )
     try:
         load_config(None, {"JIT_SSH_DATA_DIR": str(tmp_path), "JIT_SSH_KRL_CLOCK_SKEW": "-1"})
         raise AssertionError("a negative krl_clock_skew was accepted")
-    except ConfigError as e:
+    except InvalidConfig as e:
         assert e.field == "krl_clock_skew"
     # A second replica on the same database: it must hold the same keys, or it refuses to start.
     import shutil
 
     (tmp_path / "other").mkdir()
-    shutil.copytree(tmp_path / "data", tmp_path / "other" / "data", ignore=shutil.ignore_patterns("*.db*", "*.lock"))
+    shutil.copytree(
+        tmp_path / "data",
+        tmp_path / "other" / "data",
+        ignore=shutil.ignore_patterns("*.db*", "*.lock"),
+    )
     other = build_app(tmp_path / "other", database_url, clock, krl_clock_skew=3600)
     try:
         assert other.extensions["jit_ssh"].service.krl_clock_skew == 3600
@@ -131,7 +140,11 @@ def test_after_a_restore_the_version_drops_and_the_next_revocation_is_newer_than
     with app.extensions["jit_ssh"].service.sessions.begin() as s:
         s.execute(delete(Revocation).where(Revocation.serial == b.serial))
         if s.get_bind().dialect.name == "postgresql":
-            s.execute(text("SELECT setval(pg_get_serial_sequence('revocations', 'id'), (SELECT max(id) FROM revocations))"))
+            s.execute(
+                text(
+                    "SELECT setval(pg_get_serial_sequence('revocations', 'id'), (SELECT max(id) FROM revocations))"
+                )
+            )
     restored = _krl(app).version
     assert restored < before_restore  # hosts see an older KRL and say so
     _revoke(oncall, c.serial)
@@ -150,14 +163,18 @@ def test_replicas_with_different_clocks_serve_the_same_version(app: Any, oncall:
     assert len(versions) == 1
 
 
-def test_a_revocation_stamped_by_a_clock_far_ahead_is_listed_but_not_the_version(app: Any, oncall: Caller) -> None:
+def test_a_revocation_stamped_by_a_clock_far_ahead_is_listed_but_not_the_version(
+    app: Any, oncall: Caller
+) -> None:
     good, odd = _issue(oncall), _issue(oncall)
     _revoke(oncall, good.serial)
     _revoke(oncall, odd.serial)
     # As if a replica with a clock a year fast had recorded it.
-    future = datetime.now(timezone.utc) + timedelta(days=365)
+    future = datetime.now(UTC) + timedelta(days=365)
     with app.extensions["jit_ssh"].service.sessions.begin() as s:
-        s.execute(update(Revocation).where(Revocation.serial == odd.serial).values(revoked_at=future))
+        s.execute(
+            update(Revocation).where(Revocation.serial == odd.serial).values(revoked_at=future)
+        )
         good_at = s.scalar(select(Revocation.revoked_at).where(Revocation.serial == good.serial))
     krl = _krl(app)
     assert krl.version == krl_version_at(good_at)
@@ -170,7 +187,7 @@ def test_the_etag_follows_the_version(app: Any, oncall: Caller) -> None:
     service = app.extensions["jit_ssh"].service
     _, etag = service.krl()
     with service.sessions.begin() as s:
-        s.execute(update(Revocation).values(revoked_at=datetime.now(timezone.utc) - timedelta(days=1)))
+        s.execute(update(Revocation).values(revoked_at=datetime.now(UTC) - timedelta(days=1)))
     # Same serials, older version (a restore): the ETag must change, or hosts would never hear of it.
     _, after = service.krl()
     assert after != etag

@@ -23,7 +23,11 @@ from .conftest import Caller, Clock, assert_problem, user_key_line
 def _policy(
     *,
     principals: tuple[str, ...] = ("root@prod", "app@prod"),
-    extensions: tuple[str, ...] = ("permit-pty", "permit-port-forwarding", "permit-agent-forwarding"),
+    extensions: tuple[str, ...] = (
+        "permit-pty",
+        "permit-port-forwarding",
+        "permit-agent-forwarding",
+    ),
     groups: tuple[str, ...] = ("engineers",),
     approvals: int = 1,
     max_duration: str = "4h",
@@ -72,7 +76,8 @@ def _events(app: Any, request_id: str) -> list[tuple[str, dict[str, Any]]]:
     engine = app.extensions["jit_ssh.engine"]
     with engine.connect() as c:
         rows = c.execute(
-            text("SELECT type, data FROM audit_events WHERE request_id = :r ORDER BY id"), {"r": request_id}
+            text("SELECT type, data FROM audit_events WHERE request_id = :r ORDER BY id"),
+            {"r": request_id},
         ).all()
     return [(t, json.loads(d)) for t, d in rows]
 
@@ -84,7 +89,9 @@ def _event(app: Any, request_id: str, type: str) -> dict[str, Any]:
 
 
 def _submit(alice: Caller, duration: str = "2h") -> str:
-    r = alice.post("/v1/requests", {"target": "prod", "duration": duration, "reason": "INC-1: replica lag"})
+    r = alice.post(
+        "/v1/requests", {"target": "prod", "duration": duration, "reason": "INC-1: replica lag"}
+    )
     assert r.status_code == 201, r.json
     return str(r.json["id"])
 
@@ -129,20 +136,30 @@ def test_root_and_forwarding_removed_days_later_are_not_issued(
 
     cert = _fetch(alice, request_id)
     assert cert.status_code == 200, cert.json
-    info = verify_certificate(cert.json["certificate"], list(app.extensions["jit_ssh"].keyring.keys))
+    info = verify_certificate(
+        cert.json["certificate"], list(app.extensions["jit_ssh"].keyring.keys)
+    )
     assert info.principals == ("app@prod",)
     assert info.extensions == ("permit-pty",)
     assert cert.json["principals"] == ["app@prod"]
     answer = alice.get(f"/v1/requests/{request_id}").json
-    assert answer["principals"] == ["app@prod"] and answer["decision"]["extensions"] == ["permit-pty"]
+    assert answer["principals"] == ["app@prod"] and answer["decision"]["extensions"] == [
+        "permit-pty"
+    ]
     assert answer["certificate"]["principals"] == ["app@prod"]
 
     hop = "request.approved" if changed == "before approval" else "certificate.issued"
     check = _event(app, request_id, hop)["policy"]
     assert check["result"] == "narrowed"
-    assert check["stored_policy_version"] == old_version and check["current_policy_version"] == new_version
+    assert (
+        check["stored_policy_version"] == old_version
+        and check["current_policy_version"] == new_version
+    )
     assert check["changes"]["principals_dropped"] == ["root@prod"]
-    assert sorted(check["changes"]["extensions_dropped"]) == ["permit-agent-forwarding", "permit-port-forwarding"]
+    assert sorted(check["changes"]["extensions_dropped"]) == [
+        "permit-agent-forwarding",
+        "permit-port-forwarding",
+    ]
     if changed == "before approval":
         # Narrowed once at approval; the fetch finds nothing more to take away.
         assert _event(app, request_id, "certificate.issued")["policy"]["result"] == "unchanged"
@@ -150,22 +167,32 @@ def test_root_and_forwarding_removed_days_later_are_not_issued(
         assert _event(app, request_id, "request.approved")["policy"]["result"] == "unchanged"
 
 
-def test_an_unrelated_policy_change_is_recorded_as_unchanged(prod: Any, alice: Caller, bob: Caller) -> None:
+def test_an_unrelated_policy_change_is_recorded_as_unchanged(
+    prod: Any, alice: Caller, bob: Caller
+) -> None:
     app = prod
     old_version = app.extensions["jit_ssh"].service.policy.get().version
     request_id = _submit(alice)
     assert _approve(bob, request_id).status_code == 200
-    new_version = _set_policy(app, _policy(comment="reworded") + '\n[targets.other]\nprincipals = ["x@other"]\n')
+    new_version = _set_policy(
+        app, _policy(comment="reworded") + '\n[targets.other]\nprincipals = ["x@other"]\n'
+    )
     assert new_version != old_version
     cert = _fetch(alice, request_id)
     assert cert.status_code == 200, cert.json
     info = parse_certificate(cert.json["certificate"])
     assert set(info.principals) == {"root@prod", "app@prod"}
     check = _event(app, request_id, "certificate.issued")["policy"]
-    assert check == {"result": "unchanged", "stored_policy_version": old_version, "current_policy_version": new_version}
+    assert check == {
+        "result": "unchanged",
+        "stored_policy_version": old_version,
+        "current_policy_version": new_version,
+    }
 
 
-def test_a_duration_over_the_new_maximum_is_cut_to_it(prod: Any, alice: Caller, bob: Caller) -> None:
+def test_a_duration_over_the_new_maximum_is_cut_to_it(
+    prod: Any, alice: Caller, bob: Caller
+) -> None:
     app = prod
     request_id = _submit(alice, "3h")
     assert _approve(bob, request_id).status_code == 200
@@ -175,18 +202,27 @@ def test_a_duration_over_the_new_maximum_is_cut_to_it(prod: Any, alice: Caller, 
     assert parse_certificate(cert.json["certificate"]).duration == timedelta(hours=1)
     assert alice.get(f"/v1/requests/{request_id}").json["duration_seconds"] == 3600
     check = _event(app, request_id, "certificate.issued")["policy"]
-    assert check["result"] == "narrowed" and check["changes"]["duration_seconds"] == {"from": 10800, "to": 3600}
+    assert check["result"] == "narrowed" and check["changes"]["duration_seconds"] == {
+        "from": 10800,
+        "to": 3600,
+    }
 
 
 # ---- refusals: the request ends, and the log says why ---------------------------------------
 
 
-def _assert_refused(app: Any, alice: Caller, request_id: str, code: str, hop: str) -> dict[str, Any]:
+def _assert_refused(
+    app: Any, alice: Caller, request_id: str, code: str, hop: str
+) -> dict[str, Any]:
     answer = alice.get(f"/v1/requests/{request_id}").json
     assert answer["state"] == "denied" and answer["certificate"] is None
     assert code in answer["deny_reason"]
     refused = _event(app, request_id, "request.refused")
-    assert refused["at"] == hop and refused["policy"]["result"] == "refused" and refused["policy"]["code"] == code
+    assert (
+        refused["at"] == hop
+        and refused["policy"]["result"] == "refused"
+        and refused["policy"]["code"] == code
+    )
     engine = app.extensions["jit_ssh.engine"]
     with engine.connect() as c:
         assert c.execute(text("SELECT count(*) FROM certificates")).scalar_one() == 0
@@ -266,7 +302,10 @@ def test_source_addresses_are_intersected(app: Any, alice: Caller, bob: Caller) 
     assert cert.status_code == 200, cert.json
     assert parse_certificate(cert.json["certificate"]).source_address == "10.1.0.0/16"
     changes = _event(app, request_id, "certificate.issued")["policy"]["changes"]
-    assert changes["source_address"] == {"from": ["10.0.0.0/8", "2001:db8::/32"], "to": ["10.1.0.0/16"]}
+    assert changes["source_address"] == {
+        "from": ["10.0.0.0/8", "2001:db8::/32"],
+        "to": ["10.1.0.0/16"],
+    }
 
 
 def test_disjoint_source_addresses_are_refused(app: Any, alice: Caller, bob: Caller) -> None:
@@ -296,14 +335,18 @@ def test_more_approvals_required_at_approval_keeps_it_pending(
     assert second.status_code == 200 and second.json["state"] == "approved"
     assert _fetch(alice, request_id).status_code == 200
     # The first approval narrowed the stored decision; the second found it unchanged.
-    first_check, second_check = (d["policy"] for t, d in _events(app, request_id) if t == "request.approval")
+    first_check, second_check = (
+        d["policy"] for t, d in _events(app, request_id) if t == "request.approval"
+    )
     assert first_check["result"] == "narrowed"
     assert first_check["changes"]["approvals_required"] == {"from": 1, "to": 2}
     assert second_check["result"] == "unchanged"
     assert _event(app, request_id, "request.approved")["by"] == ["bob", "carol"]
 
 
-def test_more_approvals_required_at_fetch_is_not_issued(prod: Any, alice: Caller, bob: Caller) -> None:
+def test_more_approvals_required_at_fetch_is_not_issued(
+    prod: Any, alice: Caller, bob: Caller
+) -> None:
     app = prod
     request_id = _submit(alice)
     assert _approve(bob, request_id).status_code == 200
@@ -323,7 +366,9 @@ def test_auto_approval_removed_before_the_fetch_is_not_issued(app: Any, alice: C
     _assert_refused(app, alice, r.json["id"], "more_approvals_required", "fetch")
 
 
-def test_the_audit_chain_still_verifies(prod: Any, alice: Caller, bob: Caller, root: Caller) -> None:
+def test_the_audit_chain_still_verifies(
+    prod: Any, alice: Caller, bob: Caller, root: Caller
+) -> None:
     app = prod
     narrowed = _submit(alice)
     refused = _submit(alice)
@@ -365,7 +410,9 @@ def test_an_approval_by_someone_the_policy_no_longer_lists_does_not_count_at_fet
     assert alice.get(f"/v1/requests/{rid}").json["state"] == "denied"
 
 
-def test_a_stale_approval_does_not_make_up_the_quorum(app: Any, alice: Caller, bob: Caller, make_user: Any) -> None:
+def test_a_stale_approval_does_not_make_up_the_quorum(
+    app: Any, alice: Caller, bob: Caller, make_user: Any
+) -> None:
     _set_policy(app, _policy(approvals=2))
     rid = _submit(alice)
     assert _approve(bob, rid).json["state"] == "pending"
@@ -377,7 +424,9 @@ def test_a_stale_approval_does_not_make_up_the_quorum(app: Any, alice: Caller, b
     assert _fetch(alice, rid).status_code != 200
 
 
-def test_an_approval_by_a_since_disabled_approver_does_not_count(app: Any, alice: Caller, bob: Caller) -> None:
+def test_an_approval_by_a_since_disabled_approver_does_not_count(
+    app: Any, alice: Caller, bob: Caller
+) -> None:
     _set_policy(app, _policy())
     rid = _submit(alice)
     assert _approve(bob, rid).json["state"] == "approved"
@@ -387,7 +436,9 @@ def test_an_approval_by_a_since_disabled_approver_does_not_count(app: Any, alice
     assert r.json["code"] == "more_approvals_required"
 
 
-def test_a_shortened_claim_window_reaches_an_approved_request(app: Any, alice: Caller, bob: Caller, clock: Any) -> None:
+def test_a_shortened_claim_window_reaches_an_approved_request(
+    app: Any, alice: Caller, bob: Caller, clock: Any
+) -> None:
     _set_policy(app, _policy())
     rid = _submit(alice)
     assert _approve(bob, rid).json["state"] == "approved"

@@ -29,8 +29,9 @@ def _replica(tmp_path: Path, name: str) -> Path:
     return d
 
 
-def test_a_replica_with_its_own_generated_keys_refuses_to_start(tmp_path: Path, database_url: str,
-                                                                clock: Clock) -> None:
+def test_a_replica_with_its_own_generated_keys_refuses_to_start(
+    tmp_path: Path, database_url: str, clock: Clock
+) -> None:
     from server.keystore import ReplicaKeysDiffer
 
     first = build_app(tmp_path, database_url, clock)
@@ -48,14 +49,18 @@ def test_a_replica_with_its_own_generated_keys_refuses_to_start(tmp_path: Path, 
     first.extensions["jit_ssh.engine"].dispose()
 
 
-def test_a_replica_with_another_audit_key_refuses_to_start(tmp_path: Path, database_url: str, clock: Clock) -> None:
+def test_a_replica_with_another_audit_key_refuses_to_start(
+    tmp_path: Path, database_url: str, clock: Clock
+) -> None:
     from server.audit_chain import audit_key_fingerprint, load_audit_key
     from server.keystore import ReplicaKeysDiffer
 
     first = build_app(tmp_path, database_url, clock)
     _, audit_fp = _fingerprints(first)
     r2 = _replica(tmp_path, "r2")
-    shutil.copytree(tmp_path / "data" / "ca", r2 / "data" / "ca")  # the same CA keys, but not audit/
+    shutil.copytree(
+        tmp_path / "data" / "ca", r2 / "data" / "ca"
+    )  # the same CA keys, but not audit/
     with pytest.raises(ReplicaKeysDiffer) as e:
         build_app(r2, database_url, clock)
     theirs = audit_key_fingerprint(load_audit_key(r2 / "data" / "audit" / "audit_ed25519"))
@@ -95,13 +100,19 @@ def test_rotation_is_staged_add_then_promote_then_retire(
     app: Any, oncall: Caller, tmp_path: Path, database_url: str, clock: Clock
 ) -> None:
     ext = app.extensions["jit_ssh"]
-    ext.keyring.max_age = 0  # follow the database on every request (a running replica checks once a second)
+    ext.keyring.max_age = (
+        0  # follow the database on every request (a running replica checks once a second)
+    )
     old = ext.keyring.signing_key.fingerprint
     before_rotation = _replica(tmp_path, "stale")
     shutil.copytree(tmp_path / "data", before_rotation / "data")
 
-    env = {"JIT_SSH_DATA_DIR": str(tmp_path / "data"), "JIT_SSH_DATABASE_URL": database_url,
-           "JIT_SSH_POLICY": str(tmp_path / "policy.toml"), "JIT_SSH_CONFIG": ""}
+    env = {
+        "JIT_SSH_DATA_DIR": str(tmp_path / "data"),
+        "JIT_SSH_DATABASE_URL": database_url,
+        "JIT_SSH_POLICY": str(tmp_path / "policy.toml"),
+        "JIT_SSH_CONFIG": "",
+    }
     runner = CliRunner()
 
     def run(*args: str) -> Any:
@@ -149,8 +160,9 @@ def test_rotation_is_staged_add_then_promote_then_retire(
     assert f"retired  {old}" in listing and f"signing  {new}" in listing
 
 
-def test_serve_with_other_keys_exits_naming_both_fingerprints(tmp_path: Path, database_url: str,
-                                                              clock: Clock) -> None:
+def test_serve_with_other_keys_exits_naming_both_fingerprints(
+    tmp_path: Path, database_url: str, clock: Clock
+) -> None:
     import os
     import subprocess
     import sys
@@ -158,10 +170,25 @@ def test_serve_with_other_keys_exits_naming_both_fingerprints(tmp_path: Path, da
     first = build_app(tmp_path, database_url, clock)
     ca_fp, _ = _fingerprints(first)
     env = {k: v for k, v in os.environ.items() if not k.startswith("JIT_SSH_")}
-    env.update(JIT_SSH_DATA_DIR=str(tmp_path / "r2"), JIT_SSH_DATABASE_URL=database_url,
-               JIT_SSH_POLICY=str(tmp_path / "policy.toml"))
-    r = subprocess.run([sys.executable, "-c", "from client.cli import main; main()", "serve", "--bind", "127.0.0.1:0"],
-                       capture_output=True, text=True, env=env, timeout=120)
+    env.update(
+        JIT_SSH_DATA_DIR=str(tmp_path / "r2"),
+        JIT_SSH_DATABASE_URL=database_url,
+        JIT_SSH_POLICY=str(tmp_path / "policy.toml"),
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from client.cli import main; main()",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 1, r.stderr
     assert "[replica_keys_differ]" in r.stderr and ca_fp in r.stderr
     from ca.keys import parse_public_key

@@ -14,7 +14,8 @@ cell's success never changes what the next cell sees.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -27,57 +28,100 @@ DEMO = {"target": "demo", "duration": "5m", "reason": "role test"}
 EXPECTED: dict[str, dict[str, tuple[int, str | None]]] = {
     "POST /v1/requests": {
         # Only the policy's groups may request a target: bob (approvers) and root-admin (no groups) may not.
-        "owner": (201, None), "other": (201, None), "approver": (403, "policy_denied"),
-        "admin": (403, "policy_denied"), "anonymous": (401, "auth_failed"),
+        "owner": (201, None),
+        "other": (201, None),
+        "approver": (403, "policy_denied"),
+        "admin": (403, "policy_denied"),
+        "anonymous": (401, "auth_failed"),
     },
     "GET /v1/requests/{id}": {
-        "owner": (200, None), "other": (404, "not_found"), "approver": (200, None), "admin": (200, None),
+        "owner": (200, None),
+        "other": (404, "not_found"),
+        "approver": (200, None),
+        "admin": (200, None),
         "anonymous": (401, "auth_failed"),
     },
     "GET /v1/requests?mine=1": {
-        "owner": (200, None), "other": (200, None), "approver": (200, None), "admin": (200, None),
+        "owner": (200, None),
+        "other": (200, None),
+        "approver": (200, None),
+        "admin": (200, None),
         "anonymous": (401, "auth_failed"),
     },
     "GET /v1/requests?pending_for_me=1": {
         # Others' reasons, for those who may decide on them: the approver role.
-        "owner": (403, "not_eligible"), "other": (403, "not_eligible"), "approver": (200, None),
-        "admin": (403, "not_eligible"), "anonymous": (401, "auth_failed"),
+        "owner": (403, "not_eligible"),
+        "other": (403, "not_eligible"),
+        "approver": (200, None),
+        "admin": (403, "not_eligible"),
+        "anonymous": (401, "auth_failed"),
     },
     "GET /v1/requests": {
-        "owner": (200, None), "other": (200, None), "approver": (200, None), "admin": (200, None),
+        "owner": (200, None),
+        "other": (200, None),
+        "approver": (200, None),
+        "admin": (200, None),
         "anonymous": (401, "auth_failed"),
     },
     "POST /v1/requests/{id}/approve": {
-        "owner": (403, "self_approval"), "other": (403, "not_eligible"), "approver": (200, None),
-        "admin": (403, "not_eligible"), "anonymous": (401, "auth_failed"),
+        "owner": (403, "self_approval"),
+        "other": (403, "not_eligible"),
+        "approver": (200, None),
+        "admin": (403, "not_eligible"),
+        "anonymous": (401, "auth_failed"),
     },
     "POST /v1/requests/{id}/deny": {
-        "owner": (403, "self_approval"), "other": (403, "not_eligible"), "approver": (200, None),
-        "admin": (403, "not_eligible"), "anonymous": (401, "auth_failed"),
+        "owner": (403, "self_approval"),
+        "other": (403, "not_eligible"),
+        "approver": (200, None),
+        "admin": (403, "not_eligible"),
+        "anonymous": (401, "auth_failed"),
     },
     "POST /v1/requests/{id}/cancel": {
-        "owner": (200, None), "other": (403, "forbidden"), "approver": (403, "forbidden"), "admin": (200, None),
+        "owner": (200, None),
+        "other": (403, "forbidden"),
+        "approver": (403, "forbidden"),
+        "admin": (200, None),
         "anonymous": (401, "auth_failed"),
     },
     "POST /v1/requests/{id}/certificate": {
-        "owner": (200, None), "other": (403, "forbidden"), "approver": (403, "forbidden"),
-        "admin": (403, "forbidden"), "anonymous": (401, "auth_failed"),
+        "owner": (200, None),
+        "other": (403, "forbidden"),
+        "approver": (403, "forbidden"),
+        "admin": (403, "forbidden"),
+        "anonymous": (401, "auth_failed"),
     },
     "POST /v1/certificates/{serial}/revoke": {
-        "owner": (200, None), "other": (403, "forbidden"), "approver": (200, None), "admin": (200, None),
+        "owner": (200, None),
+        "other": (403, "forbidden"),
+        "approver": (200, None),
+        "admin": (200, None),
         "anonymous": (401, "auth_failed"),
     },
     "GET /v1/audit": {
-        "owner": (403, "forbidden"), "other": (403, "forbidden"), "approver": (403, "forbidden"),
-        "admin": (200, None), "anonymous": (401, "auth_failed"),
+        "owner": (403, "forbidden"),
+        "other": (403, "forbidden"),
+        "approver": (403, "forbidden"),
+        "admin": (200, None),
+        "anonymous": (401, "auth_failed"),
     },
     "GET /v1/whoami": {
-        "owner": (200, None), "other": (200, None), "approver": (200, None), "admin": (200, None),
+        "owner": (200, None),
+        "other": (200, None),
+        "approver": (200, None),
+        "admin": (200, None),
         "anonymous": (401, "auth_failed"),
     },
     **{
         f"GET {public}": {role: (200, None) for role in ROLES}
-        for public in ("/v1/ca.pub", "/v1/krl", "/v1/targets", "/healthz", "/metrics", "/v1/openapi.json")
+        for public in (
+            "/v1/ca.pub",
+            "/v1/krl",
+            "/v1/targets",
+            "/healthz",
+            "/metrics",
+            "/v1/openapi.json",
+        )
     },
 }
 
@@ -101,7 +145,9 @@ class World:
             c = self.app.test_client()
             url = path + (f"?{query}" if query else "")
             return c.open(url, method=method, json=body if method == "POST" else None)
-        return caller.call(method, path, body if body is not None or method == "GET" else {}, query=query)
+        return caller.call(
+            method, path, body if body is not None or method == "GET" else {}, query=query
+        )
 
     def pending(self) -> str:
         r = self.alice.post("/v1/requests", DEMO)
@@ -126,13 +172,24 @@ def _actions(w: World) -> dict[str, Callable[[str], Any]]:
         "POST /v1/requests": lambda role: w.call(role, "POST", "/v1/requests", DEMO),
         "GET /v1/requests/{id}": lambda role: w.call(role, "GET", f"/v1/requests/{w.pending()}"),
         "GET /v1/requests?mine=1": lambda role: w.call(role, "GET", "/v1/requests", query="mine=1"),
-        "GET /v1/requests?pending_for_me=1": lambda role: w.call(role, "GET", "/v1/requests", query="pending_for_me=1"),
+        "GET /v1/requests?pending_for_me=1": lambda role: w.call(
+            role, "GET", "/v1/requests", query="pending_for_me=1"
+        ),
         "GET /v1/requests": lambda role: w.call(role, "GET", "/v1/requests"),
-        "POST /v1/requests/{id}/approve": lambda role: w.call(role, "POST", f"/v1/requests/{w.pending()}/approve", {}),
-        "POST /v1/requests/{id}/deny": lambda role: w.call(role, "POST", f"/v1/requests/{w.pending()}/deny", {"reason": "no"}),
-        "POST /v1/requests/{id}/cancel": lambda role: w.call(role, "POST", f"/v1/requests/{w.pending()}/cancel", {}),
+        "POST /v1/requests/{id}/approve": lambda role: w.call(
+            role, "POST", f"/v1/requests/{w.pending()}/approve", {}
+        ),
+        "POST /v1/requests/{id}/deny": lambda role: w.call(
+            role, "POST", f"/v1/requests/{w.pending()}/deny", {"reason": "no"}
+        ),
+        "POST /v1/requests/{id}/cancel": lambda role: w.call(
+            role, "POST", f"/v1/requests/{w.pending()}/cancel", {}
+        ),
         "POST /v1/requests/{id}/certificate": lambda role: w.call(
-            role, "POST", f"/v1/requests/{w.approved()}/certificate", {"public_key": user_key_line()}
+            role,
+            "POST",
+            f"/v1/requests/{w.approved()}/certificate",
+            {"public_key": user_key_line()},
         ),
         "POST /v1/certificates/{serial}/revoke": lambda role: w.call(
             role, "POST", f"/v1/certificates/{w.issued()}/revoke", {"reason": "role test"}
@@ -141,7 +198,14 @@ def _actions(w: World) -> dict[str, Callable[[str], Any]]:
         "GET /v1/whoami": lambda role: w.call(role, "GET", "/v1/whoami"),
         **{
             f"GET {public}": (lambda path: lambda role: w.call(role, "GET", path))(public)
-            for public in ("/v1/ca.pub", "/v1/krl", "/v1/targets", "/healthz", "/metrics", "/v1/openapi.json")
+            for public in (
+                "/v1/ca.pub",
+                "/v1/krl",
+                "/v1/targets",
+                "/healthz",
+                "/metrics",
+                "/v1/openapi.json",
+            )
         },
     }
 
@@ -162,7 +226,9 @@ def test_every_endpoint_every_role(app: Any, make_user: Any) -> None:
                 assert r.mimetype == "application/problem+json"
     wrong = {
         f"{endpoint} as {role}": f"got {got[endpoint][role]}, want {EXPECTED[endpoint][role]}"
-        for endpoint in EXPECTED for role in ROLES if got[endpoint][role] != EXPECTED[endpoint][role]
+        for endpoint in EXPECTED
+        for role in ROLES
+        if got[endpoint][role] != EXPECTED[endpoint][role]
     }
     assert not wrong, wrong
 
@@ -171,8 +237,11 @@ def test_what_each_role_sees_in_lists(app: Any, make_user: Any) -> None:
     w = World(app, make_user)
     rid = w.pending()
     ids = {
-        (role, query): [r["id"] for r in w.call(role, "GET", "/v1/requests", query=query).json["requests"]]
-        for role in ("owner", "other", "approver", "admin") for query in ("mine=1", "pending_for_me=1", "")
+        (role, query): [
+            r["id"] for r in w.call(role, "GET", "/v1/requests", query=query).json["requests"]
+        ]
+        for role in ("owner", "other", "approver", "admin")
+        for query in ("mine=1", "pending_for_me=1", "")
         if query != "pending_for_me=1" or role == "approver"
     }
     assert ids[("owner", "mine=1")] == [rid]
@@ -191,7 +260,9 @@ def test_once_approved_a_request_leaves_pending_for_me(app: Any, make_user: Any)
     w = World(app, make_user)
     rid = w.pending()
     carol = make_user("carol", ("approvers",), ("requester", "approver"))
-    assert [r["id"] for r in carol.get("/v1/requests", query="pending_for_me=1").json["requests"]] == [rid]
+    assert [
+        r["id"] for r in carol.get("/v1/requests", query="pending_for_me=1").json["requests"]
+    ] == [rid]
     w.call("approver", "POST", f"/v1/requests/{rid}/approve", {})
     assert carol.get("/v1/requests", query="pending_for_me=1").json["requests"] == []
 

@@ -16,7 +16,7 @@ of 1h and a claim window of 15m; requests here ask for 30m.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -30,39 +30,69 @@ ACTIONS = ("approve", "deny", "cancel", "fetch", "fetch_other_key", "revoke")
 OK = "ok"
 TABLE: dict[str, dict[str, str]] = {
     "pending": {
-        "approve": "approved", "deny": "denied", "cancel": "cancelled",
-        "fetch": "!409 not_approved", "fetch_other_key": "!409 not_approved", "revoke": "!404 not_found",
+        "approve": "approved",
+        "deny": "denied",
+        "cancel": "cancelled",
+        "fetch": "!409 not_approved",
+        "fetch_other_key": "!409 not_approved",
+        "revoke": "!404 not_found",
     },
     "approved": {
-        "approve": "!409 invalid_state", "deny": "!409 invalid_state", "cancel": "cancelled",
+        "approve": "!409 invalid_state",
+        "deny": "!409 invalid_state",
+        "cancel": "cancelled",
         # The first key to be certified is the one: any key will do then.
-        "fetch": "issued", "fetch_other_key": "issued", "revoke": "!404 not_found",
+        "fetch": "issued",
+        "fetch_other_key": "issued",
+        "revoke": "!404 not_found",
     },
     "issued": {
-        "approve": "!409 invalid_state", "deny": "!409 invalid_state", "cancel": "!409 invalid_state",
-        "fetch": "issued", "fetch_other_key": "!409 key_mismatch", "revoke": "revoked",
+        "approve": "!409 invalid_state",
+        "deny": "!409 invalid_state",
+        "cancel": "!409 invalid_state",
+        "fetch": "issued",
+        "fetch_other_key": "!409 key_mismatch",
+        "revoke": "revoked",
     },
     "denied": {
-        "approve": "!409 invalid_state", "deny": "!409 invalid_state", "cancel": "!409 invalid_state",
-        "fetch": "!409 invalid_state", "fetch_other_key": "!409 invalid_state", "revoke": "!404 not_found",
+        "approve": "!409 invalid_state",
+        "deny": "!409 invalid_state",
+        "cancel": "!409 invalid_state",
+        "fetch": "!409 invalid_state",
+        "fetch_other_key": "!409 invalid_state",
+        "revoke": "!404 not_found",
     },
     "cancelled": {
-        "approve": "!409 invalid_state", "deny": "!409 invalid_state", "cancel": "!409 invalid_state",
-        "fetch": "!409 invalid_state", "fetch_other_key": "!409 invalid_state", "revoke": "!404 not_found",
+        "approve": "!409 invalid_state",
+        "deny": "!409 invalid_state",
+        "cancel": "!409 invalid_state",
+        "fetch": "!409 invalid_state",
+        "fetch_other_key": "!409 invalid_state",
+        "revoke": "!404 not_found",
     },
     "expired": {
-        "approve": "!410 request_expired", "deny": "!410 request_expired", "cancel": "!410 request_expired",
-        "fetch": "!410 request_expired", "fetch_other_key": "!410 request_expired", "revoke": "!404 not_found",
+        "approve": "!410 request_expired",
+        "deny": "!410 request_expired",
+        "cancel": "!410 request_expired",
+        "fetch": "!410 request_expired",
+        "fetch_other_key": "!410 request_expired",
+        "revoke": "!404 not_found",
     },
     "revoked": {
-        "approve": "!409 invalid_state", "deny": "!409 invalid_state", "cancel": "!409 invalid_state",
-        "fetch": "!409 invalid_state", "fetch_other_key": "!409 invalid_state",
+        "approve": "!409 invalid_state",
+        "deny": "!409 invalid_state",
+        "cancel": "!409 invalid_state",
+        "fetch": "!409 invalid_state",
+        "fetch_other_key": "!409 invalid_state",
         # Revoking twice is harmless: the same revocation comes back.
         "revoke": "revoked",
     },
     "ended": {
-        "approve": "!409 invalid_state", "deny": "!409 invalid_state", "cancel": "!409 invalid_state",
-        "fetch": "!409 invalid_state", "fetch_other_key": "!409 invalid_state",
+        "approve": "!409 invalid_state",
+        "deny": "!409 invalid_state",
+        "cancel": "!409 invalid_state",
+        "fetch": "!409 invalid_state",
+        "fetch_other_key": "!409 invalid_state",
         # An expired certificate may still be revoked (the KRL leaves it out: sshd refuses it anyway).
         "revoke": "revoked",
     },
@@ -193,7 +223,9 @@ def test_deadlines(app: Any, machine: Machine, clock: Clock) -> None:
     assert not wrong, wrong
 
 
-def test_deadline_moves_are_audited_once(app: Any, machine: Machine, clock: Clock, root: Caller) -> None:
+def test_deadline_moves_are_audited_once(
+    app: Any, machine: Machine, clock: Clock, root: Caller
+) -> None:
     pending = machine.make("pending")
     issued = machine.make("issued")
     clock.advance(hours=2)
@@ -215,7 +247,11 @@ def test_lists_move_past_deadlines_too(app: Any, machine: Machine, clock: Clock)
 
 def test_expire_sweep(app: Any, machine: Machine, clock: Clock) -> None:
     """``jit-ssh admin expire``: moves every overdue request without anyone reading it."""
-    pending, approved, issued = machine.make("pending"), machine.make("approved"), machine.make("issued")
+    pending, approved, issued = (
+        machine.make("pending"),
+        machine.make("approved"),
+        machine.make("issued"),
+    )
     fresh = None
     clock.advance(hours=1, seconds=1)
     fresh = machine.make("pending")
@@ -226,10 +262,17 @@ def test_expire_sweep(app: Any, machine: Machine, clock: Clock) -> None:
 
     with app.extensions["jit_ssh.engine"].connect() as c:
         states = dict(c.execute(text("SELECT id, state FROM requests")).all())
-    assert (states[pending], states[approved], states[issued], states[fresh]) == ("expired", "expired", "ended", "pending")
+    assert (states[pending], states[approved], states[issued], states[fresh]) == (
+        "expired",
+        "expired",
+        "ended",
+        "pending",
+    )
 
 
-def test_expired_approval_is_recorded_when_refused(app: Any, machine: Machine, clock: Clock) -> None:
+def test_expired_approval_is_recorded_when_refused(
+    app: Any, machine: Machine, clock: Clock
+) -> None:
     """A late approval is refused with 410, and the expiry it discovered is kept (not rolled back)."""
     from sqlalchemy import text
 
@@ -238,7 +281,10 @@ def test_expired_approval_is_recorded_when_refused(app: Any, machine: Machine, c
     r = machine.act(rid, "approve")
     assert r.status_code == 410 and r.json["code"] == "request_expired"
     with app.extensions["jit_ssh.engine"].connect() as c:
-        assert c.execute(text("SELECT state FROM requests WHERE id = :i"), {"i": rid}).scalar_one() == "expired"
+        assert (
+            c.execute(text("SELECT state FROM requests WHERE id = :i"), {"i": rid}).scalar_one()
+            == "expired"
+        )
 
 
 ALL_PAIRS: list[tuple[str, str]] = [(s, a) for s in STATES for a in ACTIONS]

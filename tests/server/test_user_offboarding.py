@@ -26,7 +26,10 @@ def _in_krl(app: Any, serial: int) -> bool:
 
 def _states(app: Any, *ids: str) -> list[str]:
     with app.extensions["jit_ssh.engine"].connect() as c:
-        return [c.execute(text("SELECT state FROM requests WHERE id = :i"), {"i": i}).scalar_one() for i in ids]
+        return [
+            c.execute(text("SELECT state FROM requests WHERE id = :i"), {"i": i}).scalar_one()
+            for i in ids
+        ]
 
 
 def _access(alice: Caller, oncall: Caller, bob: Caller) -> dict[str, Any]:
@@ -34,16 +37,34 @@ def _access(alice: Caller, oncall: Caller, bob: Caller) -> dict[str, Any]:
     issued = oncall.post("/v1/requests", {**DEMO, "duration": "10m"}).json["id"]
     cert = oncall.post(f"/v1/requests/{issued}/certificate", {"public_key": user_key_line()}).json
     approved = oncall.post("/v1/requests", {**DEMO, "duration": "10m"}).json["id"]
-    pending = oncall.post("/v1/requests", {**DEMO, "duration": "45m"}).json["id"]  # above auto_approve's 15m
-    assert _states(oncall.client.application, issued, approved, pending) == ["issued", "approved", "pending"]
+    pending = oncall.post("/v1/requests", {**DEMO, "duration": "45m"}).json[
+        "id"
+    ]  # above auto_approve's 15m
+    assert _states(oncall.client.application, issued, approved, pending) == [
+        "issued",
+        "approved",
+        "pending",
+    ]
     # Someone else's access is left alone.
     other = alice.post("/v1/requests", DEMO).json["id"]
-    return {"issued": issued, "serial": int(cert["serial"]), "approved": approved, "pending": pending, "other": other}
+    return {
+        "issued": issued,
+        "serial": int(cert["serial"]),
+        "approved": approved,
+        "pending": pending,
+        "other": other,
+    }
 
 
-def _check_ended(app: Any, before: dict[str, Any], held: dict[str, Any], why: str, first_type: str) -> None:
-    assert _states(app, held["issued"], held["approved"], held["pending"], held["other"]) == \
-        ["revoked", "cancelled", "cancelled", "pending"]
+def _check_ended(
+    app: Any, before: dict[str, Any], held: dict[str, Any], why: str, first_type: str
+) -> None:
+    assert _states(app, held["issued"], held["approved"], held["pending"], held["other"]) == [
+        "revoked",
+        "cancelled",
+        "cancelled",
+        "pending",
+    ]
     assert _in_krl(app, held["serial"])
     events = new_events(before, snapshot(app))
     types = [e[1] for e in events]
@@ -52,13 +73,16 @@ def _check_ended(app: Any, before: dict[str, Any], held: dict[str, Any], why: st
     for _, type_, actor, data in events[1:]:
         assert actor == "admin-cli" and json.loads(data)["reason"] == why, (type_, data)
     with app.extensions["jit_ssh.engine"].connect() as c:
-        rev = c.execute(text("SELECT revoked_by, reason FROM revocations WHERE serial = :s"),
-                        {"s": held["serial"]}).one()
+        rev = c.execute(
+            text("SELECT revoked_by, reason FROM revocations WHERE serial = :s"),
+            {"s": held["serial"]},
+        ).one()
     assert tuple(rev) == ("admin-cli", why)
 
 
 def test_disabling_a_user_revokes_their_certificates_and_cancels_their_requests(
-        app: Any, admin: Any, alice: Caller, oncall: Caller, bob: Caller) -> None:
+    app: Any, admin: Any, alice: Caller, oncall: Caller, bob: Caller
+) -> None:
     held = _access(alice, oncall, bob)
     before = snapshot(app)
     info = admin.set_disabled("olga")
@@ -70,15 +94,23 @@ def test_disabling_a_user_revokes_their_certificates_and_cancels_their_requests(
 
 
 def test_removing_the_last_key_ends_access_but_not_removing_another(
-        app: Any, admin: Any, alice: Caller, oncall: Caller, bob: Caller) -> None:
+    app: Any, admin: Any, alice: Caller, oncall: Caller, bob: Caller
+) -> None:
     second = user_key_line()
     admin.enroll_key("olga", second)
     held = _access(alice, oncall, bob)
-    fingerprints = [k.split()[1] for k in admin.list_users()[[u.name for u in admin.list_users()].index("olga")].keys]
+    fingerprints = [
+        k.split()[1]
+        for k in admin.list_users()[[u.name for u in admin.list_users()].index("olga")].keys
+    ]
     own = next(f for f in fingerprints if f != second_fingerprint(second))
     admin.remove_key("olga", second_fingerprint(second))
     # One key left: nothing ends.
-    assert _states(app, held["issued"], held["approved"], held["pending"]) == ["issued", "approved", "pending"]
+    assert _states(app, held["issued"], held["approved"], held["pending"]) == [
+        "issued",
+        "approved",
+        "pending",
+    ]
     assert not _in_krl(app, held["serial"])
     before = snapshot(app)
     info = admin.remove_key("olga", own)
@@ -92,8 +124,9 @@ def second_fingerprint(line: str) -> str:
     return parse_public_key(line).fingerprint
 
 
-def test_nothing_ends_when_the_change_is_refused(app: Any, admin: Any, alice: Caller, oncall: Caller,
-                                               bob: Caller) -> None:
+def test_nothing_ends_when_the_change_is_refused(
+    app: Any, admin: Any, alice: Caller, oncall: Caller, bob: Caller
+) -> None:
     import pytest
 
     from server.errors import NotFound
@@ -101,4 +134,8 @@ def test_nothing_ends_when_the_change_is_refused(app: Any, admin: Any, alice: Ca
     held = _access(alice, oncall, bob)
     with pytest.raises(NotFound):
         admin.remove_key("olga", "SHA256:nope")
-    assert _states(app, held["issued"], held["approved"], held["pending"]) == ["issued", "approved", "pending"]
+    assert _states(app, held["issued"], held["approved"], held["pending"]) == [
+        "issued",
+        "approved",
+        "pending",
+    ]

@@ -12,9 +12,10 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ class Hook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with hook.cond:
                     hook.received.append(json.loads(body))
@@ -59,7 +60,9 @@ class Hook:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/jit"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def wait_for(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -115,11 +118,17 @@ def _flow(alice: Caller, bob: Caller) -> tuple[str, str]:
     return rid, r.json["serial"]
 
 
-def test_request_approval_issuance_are_posted(app: Any, hook: Hook, alice: Caller, bob: Caller) -> None:
+def test_request_approval_issuance_are_posted(
+    app: Any, hook: Hook, alice: Caller, bob: Caller
+) -> None:
     rid, serial = _flow(alice, bob)
     created, approved, issued = hook.wait_for(3)
     link = f"{BASE}/requests/{rid}"
-    assert [m["event"] for m in (created, approved, issued)] == ["request.created", "request.approved", "certificate.issued"]
+    assert [m["event"] for m in (created, approved, issued)] == [
+        "request.created",
+        "request.approved",
+        "certificate.issued",
+    ]
     for m in (created, approved, issued):
         # Slack's link syntax: <url|label>.
         assert f"<{link}|" in m["text"], m
@@ -168,18 +177,24 @@ def test_failing_webhook_is_retried(app: Any, hook: Hook, alice: Caller, bob: Ca
     assert hook.wait_for(4)[-1]["event"] == "request.approved"
 
 
-def test_webhook_that_always_fails_never_fails_the_issuance(app: Any, hook: Hook, alice: Caller, bob: Caller,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_webhook_that_always_fails_never_fails_the_issuance(
+    app: Any, hook: Hook, alice: Caller, bob: Caller, caplog: pytest.LogCaptureFixture
+) -> None:
     hook.always = 500
     rid, serial = _flow(alice, bob)
     assert notifier(app).flush(10)
     n = notifier(app).retries
-    assert hook.events() == ["request.created"] * n + ["request.approved"] * n + ["certificate.issued"] * n
+    assert (
+        hook.events()
+        == ["request.created"] * n + ["request.approved"] * n + ["certificate.issued"] * n
+    )
     assert "gave up on certificate.issued" in caplog.text
     assert alice.get(f"/v1/requests/{rid}").json["certificate"]["serial"] == serial
 
 
-def test_hanging_webhook_never_delays_the_issuance(app: Any, hook: Hook, alice: Caller, bob: Caller) -> None:
+def test_hanging_webhook_never_delays_the_issuance(
+    app: Any, hook: Hook, alice: Caller, bob: Caller
+) -> None:
     hook.gate = threading.Event()
     try:
         rid, serial = _flow(alice, bob)
@@ -203,8 +218,9 @@ class TestUnreachable:
     def webhook_url(self) -> str:
         return f"http://127.0.0.1:{_closed_port()}/hook"
 
-    def test_unreachable_webhook_never_fails_the_issuance(self, app: Any, alice: Caller, bob: Caller,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+    def test_unreachable_webhook_never_fails_the_issuance(
+        self, app: Any, alice: Caller, bob: Caller, caplog: pytest.LogCaptureFixture
+    ) -> None:
         rid, serial = _flow(alice, bob)
         assert notifier(app).flush(10)
         assert "gave up on certificate.issued" in caplog.text
@@ -216,7 +232,9 @@ class TestMalformedUrl:
     def webhook_url(self) -> str:
         return "http://[::1/hook"
 
-    def test_malformed_url_is_logged_and_the_sender_survives(self, app: Any, alice: Caller, bob: Caller) -> None:
+    def test_malformed_url_is_logged_and_the_sender_survives(
+        self, app: Any, alice: Caller, bob: Caller
+    ) -> None:
         _flow(alice, bob)
         assert notifier(app).flush(10)
         assert notifier(app)._thread.is_alive()

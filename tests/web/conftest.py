@@ -5,20 +5,12 @@ forms with their CSRF token, as a browser would."""
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from ..server.conftest import (  # noqa: F401 - fixtures these tests use
-    Caller,
-    admin,
-    alice,
-    app,
-    clock,
-    database_url,
-    make_user,
-    oncall,
-)
+from tests.server.conftest import Caller
 
 PASSWORD = "a long enough web password"
 
@@ -34,7 +26,9 @@ def csrf_token(html: str) -> str:
 class Browser:
     """A Flask test client that posts forms the way the pages do."""
 
-    def __init__(self, app: Any, name: str | None = None, *, base_url: str = "http://localhost") -> None:
+    def __init__(
+        self, app: Any, name: str | None = None, *, base_url: str = "http://localhost"
+    ) -> None:
         self.app = app
         self.name = name
         self.client = app.test_client()
@@ -48,8 +42,15 @@ class Browser:
         assert resp.status_code == 200, (page, resp.status_code, resp.headers.get("Location"))
         return csrf_token(resp.get_data(as_text=True))
 
-    def post(self, path: str, data: dict[str, Any] | None = None, *, page: str | None = None, token: bool = True,
-             **kw: Any) -> Any:
+    def post(
+        self,
+        path: str,
+        data: dict[str, Any] | None = None,
+        *,
+        page: str | None = None,
+        token: bool = True,
+        **kw: Any,
+    ) -> Any:
         """POST ``data`` plus the CSRF token from ``page`` (the page the form is on; default: ``path``'s page)."""
         data = dict(data or {})
         if token:
@@ -76,7 +77,9 @@ def slept(app: Any) -> list[float]:
 def web_user(app: Any, admin: Any, make_user: Any, slept: list[float]) -> Any:
     """A user with an enrolled key (a Caller) and a web password."""
 
-    def make(name: str, groups: tuple[str, ...] = (), roles: tuple[str, ...] = ("requester",)) -> Caller:
+    def make(
+        name: str, groups: tuple[str, ...] = (), roles: tuple[str, ...] = ("requester",)
+    ) -> Caller:
         caller = make_user(name, groups, roles)
         admin.set_password(name, PASSWORD)
         return caller

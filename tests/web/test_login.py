@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -27,11 +27,18 @@ def _rows(app: Any, sql: str, **params: Any) -> list[Any]:
 
 
 def _user(app: Any, name: str) -> Any:
-    return _rows(app, "SELECT failed_logins, locked_until, totp_last_step FROM users WHERE name = :n", n=name)[0]
+    return _rows(
+        app, "SELECT failed_logins, locked_until, totp_last_step FROM users WHERE name = :n", n=name
+    )[0]
 
 
 def _events(app: Any, type_: str) -> list[tuple[str | None, dict[str, Any]]]:
-    return [(r[0], json.loads(r[1])) for r in _rows(app, "SELECT actor, data FROM audit_events WHERE type = :t ORDER BY id", t=type_)]
+    return [
+        (r[0], json.loads(r[1]))
+        for r in _rows(
+            app, "SELECT actor, data FROM audit_events WHERE type = :t ORDER BY id", t=type_
+        )
+    ]
 
 
 def _session_cookie(resp: Any) -> str:
@@ -68,12 +75,18 @@ def test_login_form_then_home_with_a_hardened_cookie(app: Any, approver: Any, br
 def test_cookie_is_secure_when_the_request_is_https(tmp_path: Path, database_url: str) -> None:
     from server.app import create_app
     from server.config import ServerConfig
-
-    from ..server.conftest import TEST_POLICY
+    from tests.server.conftest import TEST_POLICY
 
     (tmp_path / "p.toml").write_text(TEST_POLICY)
-    app = create_app(ServerConfig(data_dir=tmp_path / "d", database_url=database_url, policy_path=tmp_path / "p.toml",
-                                  base_url="http://127.0.0.1:8022"), say=lambda m: None)
+    app = create_app(
+        ServerConfig(
+            data_dir=tmp_path / "d",
+            database_url=database_url,
+            policy_path=tmp_path / "p.toml",
+            base_url="http://127.0.0.1:8022",
+        ),
+        say=lambda m: None,
+    )
     try:
         plain = app.test_client().get("/login")
         assert "Secure" not in _session_cookie(plain)
@@ -83,15 +96,21 @@ def test_cookie_is_secure_when_the_request_is_https(tmp_path: Path, database_url
         app.extensions["jit_ssh.engine"].dispose()
 
 
-def test_every_failure_gets_the_same_answer(app: Any, approver: Any, make_user: Any, admin: Any, browser: Any,
-                                            slept: list[float]) -> None:
+def test_every_failure_gets_the_same_answer(
+    app: Any, approver: Any, make_user: Any, admin: Any, browser: Any, slept: list[float]
+) -> None:
     make_user("nopass", ("approvers",), ("approver",))  # no web password
     make_user("gone", ("approvers",), ("approver",))
     admin.set_password("gone", PASSWORD)
     admin.set_disabled("gone")
     answers = []
-    for name, password in (("bob", "wrong password!"), ("nobody", PASSWORD), ("nopass", PASSWORD), ("gone", PASSWORD),
-                           ("bad name!", PASSWORD)):
+    for name, password in (
+        ("bob", "wrong password!"),
+        ("nobody", PASSWORD),
+        ("nopass", PASSWORD),
+        ("gone", PASSWORD),
+        ("bad name!", PASSWORD),
+    ):
         resp = browser().login(name, password)
         assert resp.status_code == 401, (name, resp.status_code)
         body = Browser(app).text(resp)
@@ -102,12 +121,15 @@ def test_every_failure_gets_the_same_answer(app: Any, approver: Any, make_user: 
     why = [d["why"] for _a, d in _events(app, "auth.failed")]
     assert why == ["wrong_password", "unknown_user", "no_password", "disabled", "malformed"]
     # No typed name that matches no account is kept in the audit log (it may be a password).
-    assert all(actor in ("bob", "nopass", "gone", None) for actor, _d in _events(app, "auth.failed"))
+    assert all(
+        actor in ("bob", "nopass", "gone", None) for actor, _d in _events(app, "auth.failed")
+    )
     assert "nobody" not in json.dumps(_events(app, "auth.failed"))
 
 
-def test_slower_answers_then_a_lockout_alike_for_known_and_unknown_names(app: Any, approver: Any, browser: Any,
-                                                                        clock: Any, slept: list[float]) -> None:
+def test_slower_answers_then_a_lockout_alike_for_known_and_unknown_names(
+    app: Any, approver: Any, browser: Any, clock: Any, slept: list[float]
+) -> None:
     settings = app.extensions["jit_ssh.web"]
     schedule = [settings.delay(n) for n in range(1, settings.lock_after + 1)]
     assert schedule == [0, 0, 0.5, 1, 2, 4, 4, 4, 4, 4]
@@ -132,8 +154,9 @@ def test_slower_answers_then_a_lockout_alike_for_known_and_unknown_names(app: An
     assert _user(app, "bob").failed_logins == 0
 
 
-def test_a_success_clears_the_count_and_a_new_password_clears_a_lock(app: Any, approver: Any, admin: Any,
-                                                                     browser: Any) -> None:
+def test_a_success_clears_the_count_and_a_new_password_clears_a_lock(
+    app: Any, approver: Any, admin: Any, browser: Any
+) -> None:
     for _ in range(3):
         browser().login("bob", "wrong one")
     assert _user(app, "bob").failed_logins == 3
@@ -170,15 +193,20 @@ def test_logins_and_logouts_are_audited(app: Any, bob_web: Browser) -> None:
         ("", "/"),
     ],
 )
-def test_login_redirects_only_to_a_local_path(approver: Any, browser: Any, next_: str, expected: str) -> None:
+def test_login_redirects_only_to_a_local_path(
+    approver: Any, browser: Any, next_: str, expected: str
+) -> None:
     resp = browser("bob").login(next=next_)
     assert resp.status_code == 303
     assert resp.headers["Location"] == expected
 
 
-def test_the_notification_link_goes_through_login_and_back(app: Any, approver: Any, requester: Any,
-                                                            browser: Any) -> None:
-    created = requester.post("/v1/requests", {"target": "demo", "duration": "10m", "reason": "INC-1"}).get_json()
+def test_the_notification_link_goes_through_login_and_back(
+    app: Any, approver: Any, requester: Any, browser: Any
+) -> None:
+    created = requester.post(
+        "/v1/requests", {"target": "demo", "duration": "10m", "reason": "INC-1"}
+    ).get_json()
     link = urlsplit(created["approval_url"])
     assert link.path == f"/requests/{created['id']}"
     b = browser("bob")
@@ -213,7 +241,9 @@ def test_idle_timeout(app: Any, bob_web: Browser, clock: Any) -> None:
     assert _rows(app, "SELECT count(*) FROM web_sessions")[0][0] == 0
 
 
-def test_sessions_end_after_max_age_even_when_active(app: Any, bob_web: Browser, clock: Any) -> None:
+def test_sessions_end_after_max_age_even_when_active(
+    app: Any, bob_web: Browser, clock: Any
+) -> None:
     app.extensions["jit_ssh.web"].max_age = timedelta(hours=1)
     clock.advance(minutes=25)
     assert bob_web.get("/").status_code == 200
@@ -241,7 +271,9 @@ def test_logout_needs_a_post_with_the_token(bob_web: Browser) -> None:
     assert bob_web.get("/").status_code == 200
 
 
-def test_a_new_password_or_disabling_ends_every_session(app: Any, approver: Any, admin: Any, browser: Any) -> None:
+def test_a_new_password_or_disabling_ends_every_session(
+    app: Any, approver: Any, admin: Any, browser: Any
+) -> None:
     one, two = browser("bob"), browser("bob")
     one.login()
     two.login()
@@ -258,8 +290,14 @@ def test_a_new_password_or_disabling_ends_every_session(app: Any, approver: Any,
 
 @pytest.mark.parametrize(
     ("unix", "code"),
-    [(59, "94287082"), (1111111109, "07081804"), (1111111111, "14050471"), (1234567890, "89005924"),
-     (2000000000, "69279037"), (20000000000, "65353130")],
+    [
+        (59, "94287082"),
+        (1111111109, "07081804"),
+        (1111111111, "14050471"),
+        (1234567890, "89005924"),
+        (2000000000, "69279037"),
+        (20000000000, "65353130"),
+    ],
 )
 def test_hotp_matches_rfc_6238_test_vectors(unix: int, code: str) -> None:
     # RFC 6238 appendix B, SHA-1, 8 digits, secret "12345678901234567890".
@@ -268,7 +306,7 @@ def test_hotp_matches_rfc_6238_test_vectors(unix: int, code: str) -> None:
 
 def test_totp_verify_window_and_replay() -> None:
     secret = totp_mod.new_secret()
-    now = datetime(2026, 11, 29, 12, 0, 10, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 29, 12, 0, 10, tzinfo=UTC)
     step = totp_mod.time_step(now)
     assert totp_mod.verify(secret, totp_mod.totp(secret, now), now) == step
     earlier = totp_mod.totp(secret, now - timedelta(seconds=30))
@@ -279,7 +317,11 @@ def test_totp_verify_window_and_replay() -> None:
     for junk in (None, "", "12345", "1234567", "abcdef", "１２３４５６"):
         assert totp_mod.verify(secret, junk, now) is None
     uri = totp_mod.provisioning_uri(secret, "bob")
-    assert uri.startswith("otpauth://totp/jit-ssh:bob?") and f"secret={secret}" in uri and "period=30" in uri
+    assert (
+        uri.startswith("otpauth://totp/jit-ssh:bob?")
+        and f"secret={secret}" in uri
+        and "period=30" in uri
+    )
 
 
 def _wrong_code(secret: str, now: datetime) -> str:
@@ -299,7 +341,12 @@ def test_totp_login(app: Any, approver: Any, browser: Any, clock: Any) -> None:
     resp = b.login(next="/active")
     assert resp.status_code == 303 and resp.headers["Location"] == "/login/code"
     assert b.get("/").status_code == 303, "not logged in before the code"
-    assert b.post("/login/code", {"code": _wrong_code(secret, clock())}, page="/login/code").status_code == 401
+    assert (
+        b.post(
+            "/login/code", {"code": _wrong_code(secret, clock())}, page="/login/code"
+        ).status_code
+        == 401
+    )
     resp = b.post("/login/code", {"code": totp_mod.totp(secret, clock())}, page="/login/code")
     assert resp.status_code == 303 and resp.headers["Location"] == "/active"
     assert b.get("/").status_code == 200
@@ -317,19 +364,30 @@ def test_a_totp_code_is_accepted_once(app: Any, approver: Any, browser: Any, clo
     assert second.post("/login/code", {"code": code}, page="/login/code").status_code == 401
 
 
-def test_totp_guesses_count_towards_the_lockout(app: Any, approver: Any, browser: Any, clock: Any,
-                                                slept: list[float]) -> None:
+def test_totp_guesses_count_towards_the_lockout(
+    app: Any, approver: Any, browser: Any, clock: Any, slept: list[float]
+) -> None:
     secret = _enable_totp(app, "bob")
     b = browser("bob")
     for _ in range(10):
         # A right password does not reset the count while the code is still wrong.
         assert b.login().status_code == 303
-        assert b.post("/login/code", {"code": _wrong_code(secret, clock())}, page="/login/code").status_code == 401
+        assert (
+            b.post(
+                "/login/code", {"code": _wrong_code(secret, clock())}, page="/login/code"
+            ).status_code
+            == 401
+        )
     assert b.login().status_code == 401
     b2 = browser("bob")
     clock.advance(minutes=16)
     b2.login()
-    assert b2.post("/login/code", {"code": totp_mod.totp(secret, clock())}, page="/login/code").status_code == 303
+    assert (
+        b2.post(
+            "/login/code", {"code": totp_mod.totp(secret, clock())}, page="/login/code"
+        ).status_code
+        == 303
+    )
 
 
 def test_the_code_step_expires(app: Any, approver: Any, browser: Any, clock: Any) -> None:
@@ -348,7 +406,12 @@ def test_turning_totp_on_ends_sessions_and_off_again(app: Any, approver: Any, br
     assert b.get("/").status_code == 303
     totp_mod.set_totp(app.extensions["jit_ssh"].service, "bob", enabled=False)
     assert b.login().headers["Location"] == "/"
-    types = [r[0] for r in _rows(app, "SELECT type FROM audit_events WHERE type LIKE 'user.totp%' ORDER BY id")]
+    types = [
+        r[0]
+        for r in _rows(
+            app, "SELECT type FROM audit_events WHERE type LIKE 'user.totp%' ORDER BY id"
+        )
+    ]
     assert types == ["user.totp_set", "user.totp_removed"]
 
 
@@ -375,7 +438,9 @@ def test_over_https_a_post_needs_a_same_origin_referer(approver: Any, browser: A
     assert b.client.post("/login", data=data, base_url=b.base_url).status_code == 400
     evil = {"Referer": "https://evil.example/login"}
     assert b.client.post("/login", data=data, base_url=b.base_url, headers=evil).status_code == 400
-    ok = b.client.post("/login", data=data, base_url=b.base_url, headers={"Referer": "https://localhost/login"})
+    ok = b.client.post(
+        "/login", data=data, base_url=b.base_url, headers={"Referer": "https://localhost/login"}
+    )
     assert ok.status_code == 303
 
 
@@ -387,7 +452,11 @@ def test_the_signed_api_needs_no_csrf_token(alice: Any) -> None:
 def test_security_headers(bob_web: Browser, path: str) -> None:
     resp = bob_web.get(path)
     csp = resp.headers["Content-Security-Policy"]
-    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "form-action 'self'" in csp
+    assert (
+        "default-src 'none'" in csp
+        and "frame-ancestors 'none'" in csp
+        and "form-action 'self'" in csp
+    )
     assert "script-src" not in csp and "unsafe-inline" not in csp
     assert resp.headers["X-Frame-Options"] == "DENY"
     assert resp.headers["Referrer-Policy"] == "same-origin"
@@ -416,11 +485,15 @@ def test_the_secret_key_is_made_on_first_start_private_and_kept(app: Any, tmp_pa
     other = load_or_create_secret_key(replace(cfg, data_dir=tmp_path / "elsewhere"))
     assert other != app.secret_key
     shared = tmp_path / "shared-key"
-    assert load_or_create_secret_key(replace(cfg, secret_key_file=shared)) == shared.read_bytes().strip()
+    assert (
+        load_or_create_secret_key(replace(cfg, secret_key_file=shared))
+        == shared.read_bytes().strip()
+    )
 
 
 def test_failed_logins_cannot_flood_the_audit_log_nor_write_under_the_users_name(
-        app: Any, approver: Any, browser: Any, clock: Any, slept: list[float]) -> None:
+    app: Any, approver: Any, browser: Any, clock: Any, slept: list[float]
+) -> None:
     """Anyone can fail a login naming bob: the chain gets one event per kind of failure and
     time window (the wrong password, the lockout, the attempts while locked), none with bob as actor."""
     app.extensions["jit_ssh.web"].lock_after = 3
@@ -428,8 +501,11 @@ def test_failed_logins_cannot_flood_the_audit_log_nor_write_under_the_users_name
     for _ in range(12):
         assert browser().login("bob", "wrong password!").status_code == 401
     events = _events(app, "auth.failed")
-    assert [(d["why"], d["locked"]) for _a, d in events] == [("wrong_password", False), ("wrong_password", True),
-                                                             ("locked", True)]
+    assert [(d["why"], d["locked"]) for _a, d in events] == [
+        ("wrong_password", False),
+        ("wrong_password", True),
+        ("locked", True),
+    ]
     assert all(actor is None and d["claimed_user"] == "bob" for actor, d in events)
     counted = _rows(app, "SELECT sum(count) FROM auth_failures WHERE claimed_user = 'bob'")[0][0]
     assert counted == 12

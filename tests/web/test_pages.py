@@ -13,15 +13,17 @@ import pytest
 from markupsafe import escape
 from sqlalchemy import text
 
-from ca.krl import parse_krl
 from ca.keys import public_key_from_crypto
+from ca.krl import parse_krl
 
 from .conftest import Browser, csrf_token
 
 XSS = "INC-666 <script>alert('x')</script><img src=x onerror=alert(1)>&amp; \"quoted\" 'single'"
 
 
-def _submit(caller: Any, target: str = "demo", duration: str = "30m", reason: str = "INC-1: test") -> dict[str, Any]:
+def _submit(
+    caller: Any, target: str = "demo", duration: str = "30m", reason: str = "INC-1: test"
+) -> dict[str, Any]:
     resp = caller.post("/v1/requests", {"target": target, "duration": duration, "reason": reason})
     assert resp.status_code == 201, resp.get_json()
     return resp.get_json()
@@ -29,13 +31,19 @@ def _submit(caller: Any, target: str = "demo", duration: str = "30m", reason: st
 
 def _state(app: Any, request_id: str) -> tuple[str, int]:
     with app.extensions["jit_ssh.engine"].connect() as c:
-        return tuple(c.execute(text("SELECT state, granted_seconds FROM requests WHERE id = :i"), {"i": request_id}).one())
+        return tuple(
+            c.execute(
+                text("SELECT state, granted_seconds FROM requests WHERE id = :i"), {"i": request_id}
+            ).one()
+        )
 
 
 def _counts(app: Any) -> tuple[int, ...]:
     with app.extensions["jit_ssh.engine"].connect() as c:
-        return tuple(c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
-                     for t in ("approvals", "certificates", "revocations"))
+        return tuple(
+            c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
+            for t in ("approvals", "certificates", "revocations")
+        )
 
 
 def _key_line() -> str:
@@ -51,26 +59,47 @@ def _fetch_cert(caller: Any, request_id: str) -> dict[str, Any]:
 
 
 def _flash(body: str, kind: str) -> list[str]:
-    return [html.unescape(m) for m in re.findall(rf'class="flash flash-{kind}"[^>]*>(.*?)</p>', body, re.S)]
+    return [
+        html.unescape(m)
+        for m in re.findall(rf'class="flash flash-{kind}"[^>]*>(.*?)</p>', body, re.S)
+    ]
 
 
 # --------------------------------------------------------------------------- the pending list
 
 
-def test_pending_list_shows_what_an_approver_needs(app: Any, bob_web: Browser, requester: Any,
-                                                   approver2: Any) -> None:
+def test_pending_list_shows_what_an_approver_needs(
+    app: Any, bob_web: Browser, requester: Any, approver2: Any
+) -> None:
     one = _submit(requester, "prod-db", "45m", "INC-42: replica lag on db-3")
     two = _submit(approver2, "demo", "10m", "INC-43: look at the demo host")
     body = bob_web.text(bob_web.get("/"))
     assert "Pending for me" in body
-    for needle in (one["id"], two["id"], "alice", "carol", "prod-db", "root@prod-db", "postgres@prod-db",
-                   "jit-demo@demo", "45m", "10m", "INC-42: replica lag on db-3", "0/2", "0/1", "Expires in", "Asked",
-                   "just now", "9 min"):
+    for needle in (
+        one["id"],
+        two["id"],
+        "alice",
+        "carol",
+        "prod-db",
+        "root@prod-db",
+        "postgres@prod-db",
+        "jit-demo@demo",
+        "45m",
+        "10m",
+        "INC-42: replica lag on db-3",
+        "0/2",
+        "0/1",
+        "Expires in",
+        "Asked",
+        "just now",
+        "9 min",
+    ):
         assert needle in body, needle
 
 
-def test_the_pending_list_leaves_out_what_i_cannot_decide(app: Any, web_user: Any, browser: Any, requester: Any,
-                                                          approver2: Any) -> None:
+def test_the_pending_list_leaves_out_what_i_cannot_decide(
+    app: Any, web_user: Any, browser: Any, requester: Any, approver2: Any
+) -> None:
     web_user("bob", ("approvers",), ("requester", "approver"))
     outsider = web_user("olaf", ("other-approvers",), ("requester", "approver"))
     mine = _submit(approver2, "demo")
@@ -98,23 +127,48 @@ def test_a_requester_lands_on_my_requests(app: Any, requester: Any, browser: Any
 # --------------------------------------------------------------------------- a request's page
 
 
-def test_request_page_shows_rule_audit_trail_and_the_forms(app: Any, bob_web: Browser, requester: Any) -> None:
+def test_request_page_shows_rule_audit_trail_and_the_forms(
+    app: Any, bob_web: Browser, requester: Any
+) -> None:
     req = _submit(requester, "prod-db", "1h", "INC-9: vacuum")
     body = bob_web.text(bob_web.get(f"/requests/{req['id']}"))
-    for needle in ("alice", "prod-db", "root@prod-db", "1h asked", "INC-9: vacuum", "0/2", "Expires in",
-                   "prod-two-approvals", "2 approvals from", "approvers", "/usr/bin/uptime", "10.0.0.0/8",
-                   "Audit trail", "Requested", "by alice", "Approve", "Deny"):
+    for needle in (
+        "alice",
+        "prod-db",
+        "root@prod-db",
+        "1h asked",
+        "INC-9: vacuum",
+        "0/2",
+        "Expires in",
+        "prod-two-approvals",
+        "2 approvals from",
+        "approvers",
+        "/usr/bin/uptime",
+        "10.0.0.0/8",
+        "Audit trail",
+        "Requested",
+        "by alice",
+        "Approve",
+        "Deny",
+    ):
         assert needle in body, needle
-    assert f'action="/requests/{req["id"]}/approve"' in body and f'action="/requests/{req["id"]}/deny"' in body
+    assert (
+        f'action="/requests/{req["id"]}/approve"' in body
+        and f'action="/requests/{req["id"]}/deny"' in body
+    )
     # Shorter grants to choose from, never a longer one.
     options = re.findall(r'<option value="(\d*)"', body)
     assert options[0] == "" and all(int(o) < 3600 for o in options[1:]) and "1800" in options
 
 
-def test_approve_then_the_requester_gets_the_certificate(app: Any, bob_web: Browser, requester: Any) -> None:
+def test_approve_then_the_requester_gets_the_certificate(
+    app: Any, bob_web: Browser, requester: Any
+) -> None:
     req = _submit(requester, "demo", "30m", "INC-10")
     page = f"/requests/{req['id']}"
-    resp = bob_web.post(f"{page}/approve", {"comment": "go ahead\r\nbut be careful", "duration": ""}, page=page)
+    resp = bob_web.post(
+        f"{page}/approve", {"comment": "go ahead\r\nbut be careful", "duration": ""}, page=page
+    )
     assert resp.status_code == 303 and resp.headers["Location"] == page
     body = bob_web.text(bob_web.get(page))
     assert "Approved: alice can now get a certificate for demo (30m)." in _flash(body, "ok")
@@ -122,7 +176,11 @@ def test_approve_then_the_requester_gets_the_certificate(app: Any, bob_web: Brow
     cert = _fetch_cert(requester, req["id"])
     assert "by=bob" in cert["key_id"]
     body = bob_web.text(bob_web.get(page))
-    assert "Certificate issued" in body and str(cert["serial"]) in body and "go ahead\nbut be careful" in html.unescape(body)
+    assert (
+        "Certificate issued" in body
+        and str(cert["serial"]) in body
+        and "go ahead\nbut be careful" in html.unescape(body)
+    )
 
 
 def test_approve_for_less_time(app: Any, bob_web: Browser, requester: Any) -> None:
@@ -138,12 +196,18 @@ def test_a_forged_longer_grant_is_refused(app: Any, bob_web: Browser, requester:
     page = f"/requests/{req['id']}"
     for value in ("7200", "2h", "soon", "-5", "0"):
         resp = bob_web.post(f"{page}/approve", {"duration": value}, page=page)
-        assert resp.status_code in (400, 403), (value, resp.status_code, _flash(bob_web.text(resp), "error"))
+        assert resp.status_code in (400, 403), (
+            value,
+            resp.status_code,
+            _flash(bob_web.text(resp), "error"),
+        )
         assert _flash(bob_web.text(resp), "error"), value
     assert _state(app, req["id"]) == ("pending", 1800)
 
 
-def test_two_approvals(app: Any, bob_web: Browser, approver2: Any, requester: Any, browser: Any) -> None:
+def test_two_approvals(
+    app: Any, bob_web: Browser, approver2: Any, requester: Any, browser: Any
+) -> None:
     req = _submit(requester, "prod-db", "30m", "INC-11")
     page = f"/requests/{req['id']}"
     bob_web.post(f"{page}/approve", {}, page=page)
@@ -159,7 +223,9 @@ def test_two_approvals(app: Any, bob_web: Browser, approver2: Any, requester: An
     assert _state(app, req["id"])[0] == "approved"
 
 
-def test_deny_needs_a_reason_and_the_requester_sees_it(app: Any, bob_web: Browser, requester: Any) -> None:
+def test_deny_needs_a_reason_and_the_requester_sees_it(
+    app: Any, bob_web: Browser, requester: Any
+) -> None:
     req = _submit(requester, "demo", "30m")
     page = f"/requests/{req['id']}"
     for empty in ("", "   \r\n  "):
@@ -167,7 +233,9 @@ def test_deny_needs_a_reason_and_the_requester_sees_it(app: Any, bob_web: Browse
         assert resp.status_code == 400
         assert "A reason is required to deny a request." in _flash(bob_web.text(resp), "error")
     assert _state(app, req["id"])[0] == "pending"
-    resp = bob_web.post(f"{page}/deny", {"reason": "Use the replica.\r\nAsk again if it is not enough."}, page=page)
+    resp = bob_web.post(
+        f"{page}/deny", {"reason": "Use the replica.\r\nAsk again if it is not enough."}, page=page
+    )
     assert resp.status_code == 303
     assert _state(app, req["id"])[0] == "denied"
     api = requester.get(f"/v1/requests/{req['id']}").get_json()
@@ -176,7 +244,9 @@ def test_deny_needs_a_reason_and_the_requester_sees_it(app: Any, bob_web: Browse
     assert "Denied because" in body and "Use the replica." in body
 
 
-def test_no_approve_button_on_my_own_request_and_the_post_is_refused(app: Any, approver2: Any, browser: Any) -> None:
+def test_no_approve_button_on_my_own_request_and_the_post_is_refused(
+    app: Any, approver2: Any, browser: Any
+) -> None:
     req = _submit(approver2, "prod-db", "30m", "INC-12: my own")
     page = f"/requests/{req['id']}"
     carol = browser("carol")
@@ -188,11 +258,15 @@ def test_no_approve_button_on_my_own_request_and_the_post_is_refused(app: Any, a
     for action, data in (("approve", {}), ("deny", {"reason": "no"})):
         resp = carol.post(f"{page}/{action}", data, page=page)
         assert resp.status_code == 403
-        assert "requesters can never approve or deny their own request" in _flash(carol.text(resp), "error")
+        assert "requesters can never approve or deny their own request" in _flash(
+            carol.text(resp), "error"
+        )
     assert _state(app, req["id"])[0] == "pending" and _counts(app) == before
 
 
-def test_only_approvers_the_policy_names_may_decide(app: Any, web_user: Any, browser: Any, requester: Any) -> None:
+def test_only_approvers_the_policy_names_may_decide(
+    app: Any, web_user: Any, browser: Any, requester: Any
+) -> None:
     web_user("olaf", ("other-approvers",), ("requester", "approver"))
     web_user("rita", ("approvers",), ("requester",))  # in the group, but without the approver role
     req = _submit(requester, "demo")
@@ -200,7 +274,10 @@ def test_only_approvers_the_policy_names_may_decide(app: Any, web_user: Any, bro
     olaf = browser("olaf")
     olaf.login()
     body = olaf.text(olaf.get(page))
-    assert "approve-button" not in body and "is not an approver for rule 'demo-access'" in html.unescape(body)
+    assert (
+        "approve-button" not in body
+        and "is not an approver for rule 'demo-access'" in html.unescape(body)
+    )
     assert olaf.post(f"{page}/approve", {}, page=page).status_code == 403
     # Without the approver role the request is not even visible.
     rita = browser("rita")
@@ -210,7 +287,9 @@ def test_only_approvers_the_policy_names_may_decide(app: Any, web_user: Any, bro
     assert _state(app, req["id"])[0] == "pending"
 
 
-def test_a_requester_cannot_see_someone_elses_request(app: Any, web_user: Any, browser: Any, requester: Any) -> None:
+def test_a_requester_cannot_see_someone_elses_request(
+    app: Any, web_user: Any, browser: Any, requester: Any
+) -> None:
     web_user("eve", ("engineers",))
     req = _submit(requester, "demo")
     eve = browser("eve")
@@ -228,7 +307,9 @@ def test_user_text_is_escaped_everywhere(app: Any, bob_web: Browser, requester: 
     alice.login()
     for b, path in ((bob_web, page), (bob_web, "/active"), (alice, "/mine"), (alice, page)):
         body = b.text(b.get(path))
-        assert "<script>alert" not in body and "<img src=x" not in body and "<b>ok</b>" not in body, path
+        assert (
+            "<script>alert" not in body and "<img src=x" not in body and "<b>ok</b>" not in body
+        ), path
     body = bob_web.text(bob_web.get(page))
     assert str(escape(XSS)) in body
     assert "&lt;b&gt;ok&lt;/b&gt;" in body
@@ -240,10 +321,15 @@ def test_escaped_in_the_pending_list(bob_web: Browser, requester: Any) -> None:
     assert "&lt;script&gt;alert(" in body and "<script>alert" not in body
 
 
-def test_unknown_request_and_service_errors_are_pages_not_500s(app: Any, bob_web: Browser, requester: Any,
-                                                               clock: Any) -> None:
+def test_unknown_request_and_service_errors_are_pages_not_500s(
+    app: Any, bob_web: Browser, requester: Any, clock: Any
+) -> None:
     resp = bob_web.get("/requests/doesnotexist")
-    assert resp.status_code == 404 and resp.mimetype == "text/html" and "Not found" in bob_web.text(resp)
+    assert (
+        resp.status_code == 404
+        and resp.mimetype == "text/html"
+        and "Not found" in bob_web.text(resp)
+    )
     resp = bob_web.get("/requests/" + "x" * 300)
     assert resp.status_code == 404 and resp.mimetype == "text/html"
     req = _submit(requester, "demo")
@@ -257,10 +343,14 @@ def test_unknown_request_and_service_errors_are_pages_not_500s(app: Any, bob_web
     assert resp.status_code in (400, 409, 410) and resp.mimetype == "text/html"
     resp = bob_web.post("/certificates/123/revoke", {}, page="/active")
     assert resp.status_code == 303
-    assert "no certificate with serial 123" in " ".join(_flash(bob_web.text(bob_web.get("/active")), "error"))
+    assert "no certificate with serial 123" in " ".join(
+        _flash(bob_web.text(bob_web.get("/active")), "error")
+    )
 
 
-def test_control_characters_in_a_comment_are_a_message(app: Any, bob_web: Browser, requester: Any) -> None:
+def test_control_characters_in_a_comment_are_a_message(
+    app: Any, bob_web: Browser, requester: Any
+) -> None:
     req = _submit(requester, "demo")
     page = f"/requests/{req['id']}"
     resp = bob_web.post(f"{page}/approve", {"comment": "bell\x07"}, page=page)
@@ -278,7 +368,9 @@ def test_cancel_my_own_request(app: Any, requester: Any, browser: Any) -> None:
     assert _state(app, req["id"])[0] == "cancelled"
 
 
-def test_not_logged_in_posts_go_to_login_and_change_nothing(app: Any, requester: Any, browser: Any) -> None:
+def test_not_logged_in_posts_go_to_login_and_change_nothing(
+    app: Any, requester: Any, browser: Any
+) -> None:
     req = _submit(requester, "demo")
     anon = browser()
     resp = anon.post(f"/requests/{req['id']}/approve", {}, page="/login")
@@ -289,8 +381,9 @@ def test_not_logged_in_posts_go_to_login_and_change_nothing(app: Any, requester:
 # --------------------------------------------------------------------------- active access and revoke
 
 
-def test_active_access_and_revoke_puts_the_serial_in_the_krl(app: Any, bob_web: Browser, requester: Any,
-                                                             oncall: Any) -> None:
+def test_active_access_and_revoke_puts_the_serial_in_the_krl(
+    app: Any, bob_web: Browser, requester: Any, oncall: Any
+) -> None:
     req = _submit(requester, "demo", "30m", "INC-20")
     page = f"/requests/{req['id']}"
     bob_web.post(f"{page}/approve", {}, page=page)
@@ -301,24 +394,33 @@ def test_active_access_and_revoke_puts_the_serial_in_the_krl(app: Any, bob_web: 
     assert str(cert["serial"]) in body and str(other_cert["serial"]) in body and "left" in body
     assert "INC-20" in body and "jit-demo@demo" in body
 
-    resp = bob_web.post(f"/certificates/{cert['serial']}/revoke", {"reason": "drill over", "next": "/active"},
-                        page="/active")
+    resp = bob_web.post(
+        f"/certificates/{cert['serial']}/revoke",
+        {"reason": "drill over", "next": "/active"},
+        page="/active",
+    )
     assert resp.status_code == 303 and resp.headers["Location"] == "/active"
     body = bob_web.text(bob_web.get("/active"))
     assert f"Certificate {cert['serial']} revoked." in " ".join(_flash(body, "ok"))
     # Gone from the list (only the message still names it); the other one stays.
-    assert f'/certificates/{cert["serial"]}/revoke' not in body
-    assert f'/certificates/{other_cert["serial"]}/revoke' in body
+    assert f"/certificates/{cert['serial']}/revoke" not in body
+    assert f"/certificates/{other_cert['serial']}/revoke" in body
     krl = parse_krl(bob_web.get("/v1/krl").data)
     serial = int(cert["serial"])
     assert any(lo <= serial <= hi for s in krl.cert_sections for lo, hi in s.serial_ranges)
     assert _state(app, req["id"])[0] == "revoked"
-    events = [r for r in _rows(app, "SELECT actor, data FROM audit_events WHERE type = 'certificate.revoked'")]
+    events = [
+        r
+        for r in _rows(
+            app, "SELECT actor, data FROM audit_events WHERE type = 'certificate.revoked'"
+        )
+    ]
     assert events and events[0][0] == "bob" and json.loads(events[0][1])["reason"] == "drill over"
 
 
-def test_a_requester_sees_and_revokes_only_their_own(app: Any, requester: Any, oncall: Any, bob_web: Browser,
-                                                     browser: Any) -> None:
+def test_a_requester_sees_and_revokes_only_their_own(
+    app: Any, requester: Any, oncall: Any, bob_web: Browser, browser: Any
+) -> None:
     req = _submit(requester, "demo", "30m")
     page = f"/requests/{req['id']}"
     bob_web.post(f"{page}/approve", {}, page=page)
@@ -329,7 +431,9 @@ def test_a_requester_sees_and_revokes_only_their_own(app: Any, requester: Any, o
     body = alice.text(alice.get("/active"))
     assert str(mine["serial"]) in body and str(other["serial"]) not in body
     alice.post(f"/certificates/{other['serial']}/revoke", {}, page="/active")
-    assert "only the requester, an approver or an admin" in " ".join(_flash(alice.text(alice.get("/active")), "error"))
+    assert "only the requester, an approver or an admin" in " ".join(
+        _flash(alice.text(alice.get("/active")), "error")
+    )
     alice.post(f"/certificates/{mine['serial']}/revoke", {"next": page}, page="/active")
     assert _state(app, req["id"])[0] == "revoked"
 
@@ -356,7 +460,9 @@ def test_csrf_token_is_on_every_form(app: Any, bob_web: Browser, requester: Any)
 
 
 @pytest.mark.parametrize("action", ["approve", "deny", "cancel"])
-def test_decisions_without_the_token_change_nothing(app: Any, bob_web: Browser, requester: Any, action: str) -> None:
+def test_decisions_without_the_token_change_nothing(
+    app: Any, bob_web: Browser, requester: Any, action: str
+) -> None:
     req = _submit(requester, "demo")
     before = _counts(app)
     resp = bob_web.post(f"/requests/{req['id']}/{action}", {"reason": "x"}, token=False)
@@ -364,9 +470,12 @@ def test_decisions_without_the_token_change_nothing(app: Any, bob_web: Browser, 
     assert _state(app, req["id"])[0] == "pending" and _counts(app) == before
 
 
-@pytest.mark.parametrize("ch", ["\u202e", "\u2066", "\u200b", "\ufeff"], ids=lambda c: f"U+{ord(c):04X}")
-def test_invisible_characters_in_the_forms_are_a_message_and_change_nothing(app: Any, bob_web: Browser,
-                                                                            requester: Any, ch: str) -> None:
+@pytest.mark.parametrize(
+    "ch", ["\u202e", "\u2066", "\u200b", "\ufeff"], ids=lambda c: f"U+{ord(c):04X}"
+)
+def test_invisible_characters_in_the_forms_are_a_message_and_change_nothing(
+    app: Any, bob_web: Browser, requester: Any, ch: str
+) -> None:
     """The pages' texts go through the service's one check: a bidi override or a zero-width
     character could make a reason read otherwise than it does."""
     req = _submit(requester, "demo")
@@ -375,6 +484,7 @@ def test_invisible_characters_in_the_forms_are_a_message_and_change_nothing(app:
         resp = bob_web.post(f"{page}/{action}", {field: f"ok {ch}evom"}, page=page)
         assert resp.status_code == 400, action
         assert f"{field} holds invisible formatting characters (U+{ord(ch):04X})" in " ".join(
-            _flash(bob_web.text(resp), "error"))
+            _flash(bob_web.text(resp), "error")
+        )
     assert _state(app, req["id"])[0] == "pending"
     assert _counts(app) == (0, 0, 0)

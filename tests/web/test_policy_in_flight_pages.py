@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..server.conftest import TEST_POLICY
+from tests.server.conftest import TEST_POLICY
+
 from .conftest import Browser
 
 
@@ -15,16 +16,24 @@ def _set_policy(app: Any, body: str) -> None:
 
 
 def _submit(caller: Any) -> str:
-    resp = caller.post("/v1/requests", {"target": "prod-db", "duration": "1h", "reason": "INC-9: vacuum"})
+    resp = caller.post(
+        "/v1/requests", {"target": "prod-db", "duration": "1h", "reason": "INC-9: vacuum"}
+    )
     assert resp.status_code == 201, resp.get_json()
     return str(resp.get_json()["id"])
 
 
-def test_a_pending_request_shows_the_narrowed_grant(app: Any, bob_web: Browser, requester: Any) -> None:
+def test_a_pending_request_shows_the_narrowed_grant(
+    app: Any, bob_web: Browser, requester: Any
+) -> None:
     request_id = _submit(requester)
     assert "root@prod-db" in bob_web.text(bob_web.get(f"/requests/{request_id}"))
-    _set_policy(app, TEST_POLICY.replace('principals = ["root@prod-db", "postgres@prod-db"]',
-                                         'principals = ["postgres@prod-db"]'))
+    _set_policy(
+        app,
+        TEST_POLICY.replace(
+            'principals = ["root@prod-db", "postgres@prod-db"]', 'principals = ["postgres@prod-db"]'
+        ),
+    )
     body = bob_web.text(bob_web.get(f"/requests/{request_id}"))
     assert "postgres@prod-db" in body and "root@prod-db" not in body
     assert "The policy changed since this request was made" in body
@@ -33,8 +42,13 @@ def test_a_pending_request_shows_the_narrowed_grant(app: Any, bob_web: Browser, 
     assert api["state"] == "pending" and "root@prod-db" in api["principals"]
 
 
-def test_a_request_the_policy_now_refuses_says_so(app: Any, bob_web: Browser, requester: Any) -> None:
+def test_a_request_the_policy_now_refuses_says_so(
+    app: Any, bob_web: Browser, requester: Any
+) -> None:
     request_id = _submit(requester)
-    _set_policy(app, TEST_POLICY.replace('force_command = "/usr/bin/uptime"', 'force_command = "/usr/bin/psql"'))
+    _set_policy(
+        app,
+        TEST_POLICY.replace('force_command = "/usr/bin/uptime"', 'force_command = "/usr/bin/psql"'),
+    )
     body = bob_web.text(bob_web.get(f"/requests/{request_id}"))
     assert "The current policy refuses this request (force_command_conflict)" in body

@@ -10,15 +10,16 @@ looked like plain http and no Referer was checked at all.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from server.proxy import parse_networks, resolve_forwarded
+from tests.server.conftest import Clock, build_app
 
-from ..server.conftest import Clock, build_app
 from .conftest import PASSWORD, Browser
 
 PROXY = "10.1.2.3"  # in the trusted 10.1.0.0/16
@@ -51,28 +52,46 @@ def _via(peer: str, **headers: str) -> dict[str, Any]:
     return {"environ_base": {"REMOTE_ADDR": peer}, "headers": headers}
 
 
-def _login(app: Any, peer: str, referer: str | None, *, base_url: str = "http://10.9.9.9:8022",
-           **forwarded: str) -> Any:
+def _login(
+    app: Any,
+    peer: str,
+    referer: str | None,
+    *,
+    base_url: str = "http://10.9.9.9:8022",
+    **forwarded: str,
+) -> Any:
     b = Browser(app, "bob", base_url=base_url)
     token = b.token("/login")
     headers = dict(forwarded)
     if referer is not None:
         headers["Referer"] = referer
-    return b.client.post("/login", data={"username": "bob", "password": PASSWORD, "csrf_token": token},
-                         base_url=base_url, **_via(peer, **headers))
+    return b.client.post(
+        "/login",
+        data={"username": "bob", "password": PASSWORD, "csrf_token": token},
+        base_url=base_url,
+        **_via(peer, **headers),
+    )
 
 
 def _last(app: Any, type_: str) -> dict[str, Any]:
     with app.extensions["jit_ssh.engine"].connect() as c:
-        row = c.execute(text("SELECT data FROM audit_events WHERE type = :t ORDER BY id DESC"), {"t": type_}).first()
+        row = c.execute(
+            text("SELECT data FROM audit_events WHERE type = :t ORDER BY id DESC"), {"t": type_}
+        ).first()
     assert row is not None, f"no {type_} event"
     return json.loads(row[0])
 
 
-FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": SITE, "X-Forwarded-For": f"198.51.100.66, {CLIENT}"}
+FORWARDED = {
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": SITE,
+    "X-Forwarded-For": f"198.51.100.66, {CLIENT}",
+}
 
 
-def test_through_a_trusted_proxy_the_referer_is_checked_against_the_public_origin(proxied: Any) -> None:
+def test_through_a_trusted_proxy_the_referer_is_checked_against_the_public_origin(
+    proxied: Any,
+) -> None:
     _web_user(proxied)
     resp = _login(proxied, PROXY, "https://evil.example/login", **FORWARDED)
     assert resp.status_code == 400 and REFUSED in resp.get_data(as_text=True)
@@ -97,8 +116,13 @@ def test_forwarded_headers_from_an_untrusted_peer_are_ignored(proxied: Any) -> N
     assert resp.status_code == 303  # plain http: Flask-WTF checks no Referer
     assert _last(proxied, "web.login")["remote"] == "192.0.2.50"
     # Over real https, a forged X-Forwarded-Host does not move the origin the Referer must match.
-    resp = _login(proxied, "192.0.2.50", "https://evil.example/login", base_url=f"https://{SITE}",
-                  **{"X-Forwarded-Host": "evil.example"})
+    resp = _login(
+        proxied,
+        "192.0.2.50",
+        "https://evil.example/login",
+        base_url=f"https://{SITE}",
+        **{"X-Forwarded-Host": "evil.example"},
+    )
     assert resp.status_code == 400 and REFUSED in resp.get_data(as_text=True)
 
 
@@ -117,44 +141,70 @@ def test_by_default_no_proxy_is_trusted(tmp_path: Path, database_url: str, clock
 TRUSTED = parse_networks(["10.0.0.5", "10.1.0.0/16", "fd00::/8"])
 
 
-@pytest.mark.parametrize("peer, xff, proto, host, want", [
-    # Untrusted peer: everything ignored.
-    ("192.0.2.1", "1.2.3.4", "https", "evil.example", ("192.0.2.1", None, None)),
-    # One trusted proxy.
-    ("10.0.0.5", CLIENT, "https", SITE, (CLIENT, "https", SITE)),
-    # The client wrote an entry of its own further left: the rightmost untrusted one counts.
-    ("10.0.0.5", f"6.6.6.6, {CLIENT}", "https", SITE, (CLIENT, "https", SITE)),
-    # A spoofed trusted-looking address left of the client is not reached.
-    ("10.0.0.5", f"10.1.9.9, {CLIENT}", "https", SITE, (CLIENT, "https", SITE)),
-    # Two trusted proxies: the outer one's scheme and host (each proxy appends what it saw).
-    ("10.0.0.5", f"{CLIENT}, 10.1.0.7", "https, http", f"{SITE}, internal:8022", (CLIENT, "https", SITE)),
-    # A proxy that replaces the header rather than appending.
-    ("10.0.0.5", f"{CLIENT}, 10.1.0.7", "https", SITE, (CLIENT, "https", SITE)),
-    # Ports and IPv6.
-    ("10.0.0.5", f"{CLIENT}:51234", None, None, (CLIENT, None, None)),
-    ("fd00::1", "[2001:db8::7]:443", "https", "[2001:db8::1]:8443", ("2001:db8::7", "https", "[2001:db8::1]:8443")),
-    ("::ffff:10.0.0.5", CLIENT, None, None, (CLIENT, None, None)),
-    # Garbage is never believed.
-    ("10.0.0.5", "not-an-address", "javascript", "evil.example/path", ("10.0.0.5", None, None)),
-    ("10.0.0.5", None, None, None, ("10.0.0.5", None, None)),
-])
-def test_resolve_forwarded(peer: str, xff: str | None, proto: str | None, host: str | None,
-                           want: tuple[str | None, str | None, str | None]) -> None:
-    assert resolve_forwarded(peer, TRUSTED, forwarded_for=xff, forwarded_proto=proto, forwarded_host=host) == want
+@pytest.mark.parametrize(
+    "peer, xff, proto, host, want",
+    [
+        # Untrusted peer: everything ignored.
+        ("192.0.2.1", "1.2.3.4", "https", "evil.example", ("192.0.2.1", None, None)),
+        # One trusted proxy.
+        ("10.0.0.5", CLIENT, "https", SITE, (CLIENT, "https", SITE)),
+        # The client wrote an entry of its own further left: the rightmost untrusted one counts.
+        ("10.0.0.5", f"6.6.6.6, {CLIENT}", "https", SITE, (CLIENT, "https", SITE)),
+        # A spoofed trusted-looking address left of the client is not reached.
+        ("10.0.0.5", f"10.1.9.9, {CLIENT}", "https", SITE, (CLIENT, "https", SITE)),
+        # Two trusted proxies: the outer one's scheme and host (each proxy appends what it saw).
+        (
+            "10.0.0.5",
+            f"{CLIENT}, 10.1.0.7",
+            "https, http",
+            f"{SITE}, internal:8022",
+            (CLIENT, "https", SITE),
+        ),
+        # A proxy that replaces the header rather than appending.
+        ("10.0.0.5", f"{CLIENT}, 10.1.0.7", "https", SITE, (CLIENT, "https", SITE)),
+        # Ports and IPv6.
+        ("10.0.0.5", f"{CLIENT}:51234", None, None, (CLIENT, None, None)),
+        (
+            "fd00::1",
+            "[2001:db8::7]:443",
+            "https",
+            "[2001:db8::1]:8443",
+            ("2001:db8::7", "https", "[2001:db8::1]:8443"),
+        ),
+        ("::ffff:10.0.0.5", CLIENT, None, None, (CLIENT, None, None)),
+        # Garbage is never believed.
+        ("10.0.0.5", "not-an-address", "javascript", "evil.example/path", ("10.0.0.5", None, None)),
+        ("10.0.0.5", None, None, None, ("10.0.0.5", None, None)),
+    ],
+)
+def test_resolve_forwarded(
+    peer: str,
+    xff: str | None,
+    proto: str | None,
+    host: str | None,
+    want: tuple[str | None, str | None, str | None],
+) -> None:
+    assert (
+        resolve_forwarded(
+            peer, TRUSTED, forwarded_for=xff, forwarded_proto=proto, forwarded_host=host
+        )
+        == want
+    )
 
 
 def test_the_setting_is_read_from_toml_and_the_environment(tmp_path: Path) -> None:
-    from server.config import ConfigError, load_config
+    from server.config import InvalidConfig, load_config
 
     toml = tmp_path / "server.toml"
     toml.write_text('trusted_proxies = ["10.0.0.5", "10.1.0.0/16"]\n')
     env = {"JIT_SSH_DATA_DIR": str(tmp_path / "d")}
     assert load_config(toml, env).trusted_proxies == ("10.0.0.5/32", "10.1.0.0/16")
-    assert load_config(toml, {**env, "JIT_SSH_TRUSTED_PROXIES": "192.0.2.0/24, ::1"}).trusted_proxies == \
-        ("192.0.2.0/24", "::1/128")
+    assert load_config(
+        toml, {**env, "JIT_SSH_TRUSTED_PROXIES": "192.0.2.0/24, ::1"}
+    ).trusted_proxies == ("192.0.2.0/24", "::1/128")
     assert load_config(None, env).trusted_proxies == ()
     toml.write_text('trusted_proxies = ["10.0.0.5", "proxy.example"]\n')
-    with pytest.raises(ConfigError, match="proxy.example"):
+    with pytest.raises(InvalidConfig, match="proxy.example"):
         load_config(toml, env)
     toml.write_text('trusted_proxies = "10.0.0.5"\n')
     assert load_config(toml, env).trusted_proxies == ("10.0.0.5/32",)

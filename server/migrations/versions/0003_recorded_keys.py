@@ -4,29 +4,29 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-01
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
-
-
-revision = '0003'
-down_revision = '0002'
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table('recorded_keys',
-    sa.Column('purpose', sa.String(length=8), nullable=False),
-    sa.Column('fingerprint', sa.String(length=64), nullable=False),
-    sa.Column('key_type', sa.String(length=64), nullable=False),
-    sa.Column('public_key', sa.Text(), nullable=False),
-    sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('changed_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('purpose', 'fingerprint')
+    op.create_table(
+        "recorded_keys",
+        sa.Column("purpose", sa.String(length=8), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("key_type", sa.String(length=64), nullable=False),
+        sa.Column("public_key", sa.Text(), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("purpose", "fingerprint"),
     )
 
 
 def downgrade() -> None:
-    op.drop_table('recorded_keys')
+    op.drop_table("recorded_keys")
