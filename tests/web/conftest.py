@@ -10,7 +10,18 @@ from typing import Any
 
 import pytest
 
-from tests.server.conftest import Caller
+# Fixtures these tests use, from the service tests (imported: pytest finds a
+# fixture only in a conftest.py on the test's path or in the test module).
+from tests.server.conftest import (  # noqa: F401
+    Caller,
+    admin,
+    alice,
+    app,
+    clock,
+    database_url,
+    make_user,
+    oncall,
+)
 
 PASSWORD = "a long enough web password"
 

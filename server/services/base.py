@@ -1,0 +1,359 @@
+"""What every hop of the service shares: its dependencies, the transaction, the
+request's row lock, its deadlines, and the re-decision of a request in flight
+under the current policy (which both an approval and a fetch make).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+import policies
+from ca.keyring import Keyring
+from server import audit
+from server.db import CommitThenRaise, transaction
+from server.errors import NotFound
+from server.models import AccessRequest, RequestState, Role, User
+
+from . import fast
+from .policy_source import PolicyHolder
+from .validation import MAX_REASON, check_request_id
+
+__all__ = ["ServiceBase"]
+
+log = logging.getLogger("jit_ssh.service")
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def decision_to_dict(d: policies.Decision) -> dict[str, Any]:
+    return {
+        "outcome": d.outcome.value,
+        "allowed": d.allowed,
+        "reasons": list(d.reasons),
+        "rule": d.rule,
+        "policy_version": d.policy_version,
+        "duration_seconds": None if d.duration is None else int(d.duration.total_seconds()),
+        "approvals_required": d.approvals_required,
+        "approver_users": list(d.approver_users),
+        "approver_groups": list(d.approver_groups),
+        "principals": list(d.principals),
+        "extensions": list(d.extensions),
+        "force_command": d.force_command,
+        "source_address": list(d.source_address),
+        "pending_ttl_seconds": None
+        if d.pending_ttl is None
+        else int(d.pending_ttl.total_seconds()),
+        "claim_window_seconds": None
+        if d.claim_window is None
+        else int(d.claim_window.total_seconds()),
+        "approvers_may_shorten": d.approvers_may_shorten,
+    }
+
+
+def decision_from_dict(d: dict[str, Any], *, requester: str, target: str) -> policies.Decision:
+    """The decision stored with a request (:func:`decision_to_dict`), as a value again."""
+
+    def seconds(value: Any) -> timedelta | None:
+        return None if value is None else timedelta(seconds=value)
+
+    return policies.Decision(
+        outcome=policies.Outcome(d["outcome"]),
+        reasons=tuple(d.get("reasons") or ()),
+        policy_version=d["policy_version"],
+        requester=requester,
+        target=target,
+        rule=d.get("rule"),
+        duration=seconds(d.get("duration_seconds")),
+        approvals_required=int(d.get("approvals_required") or 0),
+        approver_users=tuple(d.get("approver_users") or ()),
+        approver_groups=tuple(d.get("approver_groups") or ()),
+        principals=tuple(d.get("principals") or ()),
+        extensions=tuple(d.get("extensions") or ()),
+        force_command=d.get("force_command"),
+        source_address=tuple(d.get("source_address") or ()),
+        pending_ttl=seconds(d.get("pending_ttl_seconds")),
+        claim_window=seconds(d.get("claim_window_seconds")),
+        approvers_may_shorten=bool(d.get("approvers_may_shorten")),
+    )
+
+
+@dataclass
+class ServiceBase:
+    sessions: sessionmaker[Session]
+    keyring: Keyring
+    policy: PolicyHolder
+    audit_key: Any
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    backdate_seconds: int = 0
+    checkpoint_every: int = 1000
+    #: Seconds a revoked serial stays in the KRL past its valid_before (hosts' clock skew).
+    krl_clock_skew: int = 300
+    notify: Callable[[str, dict[str, Any]], None] | None = None
+
+    # ---- helpers -----------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def _record(self, s: Session, type: str, now: datetime, **kw: Any) -> None:
+        audit.record(
+            s,
+            type=type,
+            now=now,
+            signing_key=self.audit_key,
+            checkpoint_every=self.checkpoint_every,
+            **kw,
+        )
+
+    def _tx(self) -> AbstractContextManager[Session]:
+        return transaction(self.sessions)
+
+    @staticmethod
+    def _me(s: Session, user: User) -> User | None:
+        """The caller in this session. The caller was loaded (with groups and
+        roles) by authentication moments ago, in this same HTTP request: attach
+        that copy instead of loading it again (three queries per call)."""
+        state = sa_inspect(user)
+        if state.detached and "groups" in state.dict and "roles" in state.dict:
+            return s.merge(user, load=False)
+        return s.get(User, user.id)
+
+    def _lock_request(self, s: Session, request_id: Any, *, lean: bool = False) -> AccessRequest:
+        """Lock the request's row. ``lean``: load no relationship up front (each
+        loads, under the lock, when first read), for callers that return no request."""
+        request_id = check_request_id(request_id)
+        req = fast.lock_request_row(s, request_id, lean=lean)
+        if req is None:
+            raise NotFound(f"no request {request_id!r}", field="id")
+        return req
+
+    @staticmethod
+    def _overdue(req: AccessRequest, now: datetime) -> bool:
+        """Whether :meth:`_refresh` would move ``req`` (judged on what was read)."""
+        if req.state == RequestState.PENDING.value:
+            return now >= req.pending_until
+        if req.state == RequestState.APPROVED.value:
+            return req.claim_until is not None and now >= req.claim_until
+        if req.state == RequestState.ISSUED.value:
+            return req.certificate is not None and now >= req.certificate.valid_before
+        return False
+
+    def _refresh_all(self, s: Session, rows: Sequence[AccessRequest], now: datetime) -> None:
+        """:meth:`_refresh` rows read without a lock (lists): lock the overdue ones first.
+
+        Without the lock, a list could write "expired" over a request that a
+        concurrent fetch had just moved to "issued" (PostgreSQL's UPDATE waits for
+        the fetch to commit, then overwrites it). Locked in id order, as the sweep
+        does, so two lists cannot deadlock.
+        """
+        overdue = sorted(r.id for r in rows if self._overdue(r, now))
+        if not overdue:
+            return
+        s.execute(
+            select(AccessRequest)
+            .where(AccessRequest.id.in_(overdue))
+            .order_by(AccessRequest.id)
+            .with_for_update(of=AccessRequest)
+            .execution_options(populate_existing=True)
+        ).scalars().all()
+        for r in rows:
+            if r.id in overdue:
+                self._refresh(s, r, now)
+
+    def _refresh(self, s: Session, req: AccessRequest, now: datetime) -> None:
+        """Move a request past its deadlines (checked on every read and write), under its row lock."""
+        if req.state == RequestState.PENDING.value and now >= req.pending_until:
+            req.state = RequestState.EXPIRED.value
+            self._record(s, "request.expired", now, request_id=req.id, data={"was": "pending"})
+        elif (
+            req.state == RequestState.APPROVED.value
+            and req.claim_until is not None
+            and now >= req.claim_until
+        ):
+            req.state = RequestState.EXPIRED.value
+            self._record(s, "request.expired", now, request_id=req.id, data={"was": "approved"})
+        elif (
+            req.state == RequestState.ISSUED.value
+            and req.certificate is not None
+            and now >= req.certificate.valid_before
+        ):
+            req.state = RequestState.ENDED.value
+            self._record(
+                s,
+                "request.ended",
+                now,
+                request_id=req.id,
+                data={"serial": str(req.certificate.serial)},
+            )
+
+    def _policy_request(
+        self, req: AccessRequest, groups: Iterable[str], *, requester: str | None = None
+    ) -> policies.AccessRequest:
+        """``req`` as the policy sees it. ``requester``: the requester's name when the
+        caller has it already (the fetch, which loads no relationship it need not)."""
+        return policies.AccessRequest(
+            requester=requester if requester is not None else req.requester.name,
+            target=req.target,
+            duration=timedelta(seconds=req.requested_seconds),
+            reason=req.reason,
+            requester_groups=frozenset(groups),
+            break_glass=req.break_glass,
+            submitted_at=req.created_at,
+        )
+
+    @staticmethod
+    def _counted_approvers(
+        req: AccessRequest,
+        policy: policies.Policy,
+        preq: policies.AccessRequest,
+        duration: timedelta,
+    ) -> list[str]:
+        """The approvers whose approval of ``req`` still counts, by name, sorted.
+
+        An approval counts only while its approver is enabled, still has the
+        approver role and is still an approver of the request's rule under the
+        CURRENT policy (judged at the moment they approved, so the pending time
+        does not count against them). An approval by someone since disabled,
+        stripped of the role or moved out of the approver groups no longer
+        makes up the quorum, neither when the last approval arrives nor at fetch.
+        """
+        names: set[str] = set()
+        for a in req.approvals:
+            if a.decision != "approve":
+                continue
+            who = a.approver
+            if who.disabled or not who.has_role(Role.APPROVER):
+                continue
+            approver = policies.Approver(name=who.name, groups=frozenset(who.group_names))
+            if policies.may_approve(
+                policy, replace(preq, duration=duration), approver, a.created_at
+            ).allowed:
+                names.add(who.name)
+        return sorted(names)
+
+    def _recheck(
+        self,
+        s: Session,
+        req: AccessRequest,
+        policy: policies.Policy,
+        preq: policies.AccessRequest,
+        now: datetime,
+        *,
+        hop: str,
+        actor: str,
+        decided_at: datetime | None = None,
+        approvals_given: int | None = None,
+    ) -> tuple[policies.Decision, dict[str, Any]]:
+        """Decide ``req`` again under ``policy`` (the current one) and narrow its stored decision.
+
+        Returns what both allow and the ``policy`` record for the audit event
+        (``unchanged`` or ``narrowed``, with what changed and both versions).
+        When nothing can be granted (the policy now refuses the request, no
+        principal or source address is left, two forced commands, or fewer
+        ``approvals_given`` than the current policy requires), the request ends
+        as denied, a ``request.refused`` event says why, and the refusal
+        (a :class:`policies.PolicyChanged`, 403) is raised after the commit.
+        ``decided_at``: judge the auto-approval window at the moment the request
+        was approved, not at the fetch.
+        """
+        stored = decision_from_dict(
+            json.loads(req.decision), requester=preq.requester, target=req.target
+        )
+        current = policies.redecide(policy, preq, decided_at or now)
+        versions = {
+            "stored_policy_version": stored.policy_version,
+            "current_policy_version": current.policy_version,
+        }
+        try:
+            narrowed = policies.narrow(stored, current)
+            if approvals_given is not None and approvals_given < narrowed.approvals_required:
+                raise policies.MoreApprovalsRequired(
+                    f"the policy changed: this request now needs {narrowed.approvals_required} approval(s) and was "
+                    f"given {approvals_given}; it is not issued, ask again",
+                    current=current,
+                    stored=stored,
+                )
+        except policies.PolicyChanged as err:
+            req.state = RequestState.DENIED.value
+            req.decided_at = now
+            req.deny_reason = f"refused by the current policy ({err.code}): {err}"[:MAX_REASON]
+            refused: dict[str, Any] = {
+                "result": "refused",
+                "code": err.code,
+                "reasons": list(current.reasons),
+                **versions,
+            }
+            self._record(
+                s,
+                "request.refused",
+                now,
+                actor=actor,
+                request_id=req.id,
+                data={"at": hop, "target": req.target, "reasons": [str(err)], "policy": refused},
+            )
+            raise CommitThenRaise(err) from None
+        changes = policies.narrowing(stored, narrowed)
+        check: dict[str, Any] = {"result": "narrowed" if changes else "unchanged", **versions}
+        if changes:
+            check["changes"] = changes
+        return narrowed, check
+
+    def current_grant(self, req: AccessRequest) -> tuple[dict[str, Any], str | None]:
+        """What a request in flight would get under the current policy, for display; writes nothing.
+
+        Returns the decision (as :func:`decision_to_dict`) the next approval or
+        fetch would narrow it to, and a note when that differs from the stored
+        one (``None`` when unchanged, and for requests no longer in flight).
+        """
+        stored_dict = json.loads(req.decision)
+        if req.state not in (RequestState.PENDING.value, RequestState.APPROVED.value):
+            return stored_dict, None
+        approved = req.state == RequestState.APPROVED.value
+        preq = self._policy_request(req, req.requester.group_names)
+        stored = decision_from_dict(stored_dict, requester=preq.requester, target=req.target)
+        current = policies.redecide(
+            self.policy.get(), preq, (req.decided_at if approved else None) or self.now()
+        )
+        try:
+            narrowed = policies.narrow(stored, current)
+            given = len({a.approver_id for a in req.approvals if a.decision == "approve"})
+            if (
+                approved
+                and not (req.auto_approved or req.break_glass)
+                and given < narrowed.approvals_required
+            ):
+                return stored_dict, (
+                    f"The policy changed: this request now needs {narrowed.approvals_required} "
+                    "approvals; it will be refused when fetched."
+                )
+            if approved and (req.auto_approved or req.break_glass) and narrowed.approvals_required:
+                return (
+                    stored_dict,
+                    "The policy changed: this request now needs approval; it will be refused when fetched.",
+                )
+        except policies.PolicyChanged as err:
+            return stored_dict, f"The current policy refuses this request ({err.code}): {err}"
+        if not policies.narrowing(stored, narrowed):
+            return stored_dict, None
+        return decision_to_dict(
+            narrowed
+        ), "The policy changed since this request was made: shown is what can still be issued."
+
+    def _notify(self, kind: str, payload: dict[str, Any]) -> None:
+        if self.notify is not None:
+            try:
+                self.notify(kind, payload)
+            except Exception:
+                log.exception("notification %s failed", kind)

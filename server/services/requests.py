@@ -1,0 +1,415 @@
+"""Requests' hop: submit, read, list, approve, deny, cancel, expire."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+import policies
+from ca import InvalidDuration
+from server.db import CommitThenRaise
+from server.errors import (
+    AlreadyDecided,
+    Forbidden,
+    InvalidState,
+    NotEligible,
+    NotFound,
+    RequestExpired,
+    SelfApproval,
+)
+from server.models import AccessRequest, Approval, RequestState, Role, User
+
+from . import fast
+from .base import ServiceBase, _json, decision_to_dict
+from .validation import MAX_COMMENT, MAX_REASON, check_target, check_text
+
+__all__ = ["RequestService"]
+
+
+class RequestService(ServiceBase):
+    def submit(
+        self,
+        user: User,
+        *,
+        target: Any,
+        duration: timedelta | None,
+        reason: Any,
+        break_glass: bool = False,
+    ) -> AccessRequest:
+        target = check_target(target)
+        reason = check_text(reason, "reason", MAX_REASON)
+        now = self.now()
+        policy = self.policy.get()
+        with self._tx() as s:
+            me = self._me(s, user)
+            assert me is not None
+            preq = policies.AccessRequest(
+                requester=me.name,
+                target=target,
+                duration=duration,
+                reason=reason,
+                requester_groups=frozenset(me.group_names),
+                break_glass=break_glass,
+                submitted_at=now,
+            )
+            decision = policies.decide(policy, preq, now)
+            if not decision.allowed:
+                self._record(
+                    s,
+                    "request.refused",
+                    now,
+                    actor=me.name,
+                    data={
+                        "target": target,
+                        "reasons": list(decision.reasons),
+                        "policy_version": policy.version,
+                    },
+                )
+                # The refusal is recorded, then reported: commit before raising.
+                raise CommitThenRaise(policies.PolicyDenied(decision))
+            assert decision.duration is not None
+            seconds = int(decision.duration.total_seconds())
+            auto = decision.outcome in (
+                policies.Outcome.AUTO_APPROVED,
+                policies.Outcome.BREAK_GLASS,
+            )
+            values = dict(
+                id=secrets.token_hex(8),
+                requester_id=me.id,
+                target=target,
+                reason=reason,
+                requested_seconds=seconds,
+                granted_seconds=seconds,
+                state=(RequestState.APPROVED if auto else RequestState.PENDING).value,
+                policy_version=decision.policy_version,
+                rule=decision.rule,
+                decision=_json(decision_to_dict(decision)),
+                approvals_required=decision.approvals_required,
+                auto_approved=auto,
+                break_glass=decision.outcome is policies.Outcome.BREAK_GLASS,
+                created_at=now,
+                pending_until=now + (decision.pending_ttl or timedelta(hours=1)),
+                decided_at=now if auto else None,
+                claim_until=now + (decision.claim_window or timedelta(minutes=15))
+                if auto
+                else None,
+                deny_reason=None,
+            )
+            # A Core insert of every column (the ORM's unit of work costs more than
+            # the statement), and the same values, not read back, for the response:
+            # a new request has no approvals and no certificate yet.
+            fast.insert_request(s, values)
+            req = AccessRequest(**values)
+            req.requester = me
+            req.approvals = []
+            req.certificate = None
+            self._record(
+                s,
+                "request.created",
+                now,
+                actor=me.name,
+                request_id=req.id,
+                data={
+                    "target": target,
+                    "duration_seconds": seconds,
+                    "reason": reason,
+                    "rule": decision.rule,
+                    "outcome": decision.outcome.value,
+                    "policy_version": decision.policy_version,
+                    "approvals_required": decision.approvals_required,
+                },
+            )
+            if auto:
+                self._record(
+                    s,
+                    "request.approved",
+                    now,
+                    actor=None if not req.break_glass else me.name,
+                    request_id=req.id,
+                    data={
+                        "auto": True,
+                        "break_glass": req.break_glass,
+                        "duration_seconds": seconds,
+                        # Decided just now: nothing to narrow.
+                        "policy": {
+                            "result": "unchanged",
+                            "stored_policy_version": decision.policy_version,
+                            "current_policy_version": decision.policy_version,
+                        },
+                    },
+                )
+        self._notify(
+            "request.created",
+            {
+                "request_id": req.id,
+                "requester": user.name,
+                "target": target,
+                "state": req.state,
+                "reason": reason,
+                "duration_seconds": seconds,
+            },
+        )
+        return req
+
+    def get(self, user: User, request_id: Any) -> AccessRequest:
+        now = self.now()
+        with self._tx() as s:
+            req = self._lock_request(s, request_id)
+            me = self._me(s, user)
+            assert me is not None
+            if req.requester_id != me.id and not (
+                me.has_role(Role.APPROVER) or me.has_role(Role.ADMIN)
+            ):
+                raise NotFound(f"no request {request_id!r}", field="id")
+            self._refresh(s, req, now)
+            s.flush()
+            s.refresh(req)
+            return req
+
+    def list(
+        self, user: User, *, mine: bool = False, pending_for_me: bool = False, limit: int = 100
+    ) -> list[AccessRequest]:
+        now = self.now()
+        policy = self.policy.get()
+        with self._tx() as s:
+            me = self._me(s, user)
+            assert me is not None
+            if pending_for_me and not mine and not me.has_role(Role.APPROVER):
+                # The list shows other people's reasons: only for those who may decide
+                # on them (an approver group in the policy is not enough without the role).
+                raise NotEligible(
+                    f"{me.name!r} does not have the approver role", field="pending_for_me"
+                )
+            q = select(AccessRequest).order_by(AccessRequest.created_at.desc()).limit(limit)
+            if mine or not pending_for_me:
+                if mine or not (me.has_role(Role.ADMIN)):
+                    q = q.where(AccessRequest.requester_id == me.id)
+                rows = list(s.execute(q).scalars())
+                self._refresh_all(s, rows, now)
+                return rows
+            rows = list(
+                s.execute(
+                    select(AccessRequest)
+                    .where(
+                        AccessRequest.state == RequestState.PENDING.value,
+                        AccessRequest.requester_id != me.id,
+                    )
+                    .order_by(AccessRequest.created_at)
+                    .limit(500)
+                ).scalars()
+            )
+            out = []
+            approver = policies.Approver(name=me.name, groups=frozenset(me.group_names))
+            self._refresh_all(s, rows, now)
+            for r in rows:
+                if r.state != RequestState.PENDING.value:
+                    continue
+                if any(a.approver_id == me.id for a in r.approvals):
+                    continue
+                groups = r.requester.group_names
+                if policies.may_approve(
+                    policy, self._policy_request(r, groups), approver, now
+                ).allowed:
+                    out.append(r)
+            return out[:limit]
+
+    def approve(
+        self, user: User, request_id: Any, *, comment: Any = "", duration: timedelta | None = None
+    ) -> AccessRequest:
+        comment = check_text(comment, "comment", MAX_COMMENT)
+        return self._decide(user, request_id, approve=True, text=comment, duration=duration)
+
+    def deny(self, user: User, request_id: Any, *, reason: Any) -> AccessRequest:
+        reason = check_text(reason, "reason", MAX_REASON, required=True)
+        return self._decide(user, request_id, approve=False, text=reason, duration=None)
+
+    def _decide(
+        self, user: User, request_id: Any, *, approve: bool, text: str, duration: timedelta | None
+    ) -> AccessRequest:
+        now = self.now()
+        policy = self.policy.get()
+        notify: tuple[str, dict[str, Any]] | None = None
+        with self._tx() as s:
+            req = self._lock_request(s, request_id)
+            me = self._me(s, user)
+            assert me is not None
+            self._refresh(s, req, now)
+            if req.requester_id == me.id:
+                raise SelfApproval(
+                    "requesters can never approve or deny their own request", field="id"
+                )
+            if not me.has_role(Role.APPROVER):
+                raise NotEligible(f"{me.name!r} does not have the approver role", field="id")
+            if req.state == RequestState.EXPIRED.value:
+                raise CommitThenRaise(
+                    RequestExpired(f"request {req.id} expired before it was decided", field="id")
+                )
+            if req.state != RequestState.PENDING.value:
+                raise InvalidState(f"request {req.id} is {req.state}, not pending", field="id")
+            if any(a.approver_id == me.id for a in req.approvals):
+                raise AlreadyDecided(f"{me.name!r} already decided on request {req.id}", field="id")
+            if (
+                approve
+                and duration is not None
+                and duration > timedelta(seconds=req.requested_seconds)
+            ):
+                # Bad input, not a question of who approves: say which field and why.
+                raise InvalidDuration(
+                    f"approvers may shorten a request, never lengthen it ({req.requested_seconds} s was asked for)",
+                    field="duration",
+                )
+            preq = self._policy_request(req, req.requester.group_names)
+            # Decided again under the current policy: what it no longer allows is
+            # dropped now, so approvers approve (and see) what can still be issued.
+            narrowed, policy_check = self._recheck(
+                s, req, policy, preq, now, hop="approval", actor=me.name
+            )
+            assert narrowed.duration is not None
+            check = policies.may_approve(
+                policy,
+                replace(preq, duration=narrowed.duration),
+                policies.Approver(name=me.name, groups=frozenset(me.group_names)),
+                now,
+                duration=min(duration, narrowed.duration)
+                if (approve and duration is not None)
+                else None,
+            )
+            if not check.allowed:
+                raise NotEligible(check.reason, field="id")
+            s.add(
+                Approval(
+                    request_id=req.id,
+                    approver_id=me.id,
+                    decision="approve" if approve else "deny",
+                    comment=text,
+                    shortened_seconds=int(duration.total_seconds())
+                    if (duration is not None and approve)
+                    else None,
+                    created_at=now,
+                )
+            )
+            s.flush()
+            s.refresh(req)
+            if not approve:
+                req.state = RequestState.DENIED.value
+                req.decided_at = now
+                req.deny_reason = text
+                self._record(
+                    s,
+                    "request.denied",
+                    now,
+                    actor=me.name,
+                    request_id=req.id,
+                    data={"reason": text},
+                )
+                notify = ("request.denied", {"request_id": req.id, "by": me.name, "reason": text})
+            else:
+                if policy_check["result"] == "narrowed":
+                    # The request now carries the narrowed decision: the API and the
+                    # approver pages show it, and the fetch narrows it again.
+                    req.decision = _json(decision_to_dict(narrowed))
+                    req.approvals_required = narrowed.approvals_required
+                approvals = [a for a in req.approvals if a.decision == "approve"]
+                counted = self._counted_approvers(req, policy, preq, narrowed.duration)
+                self._record(
+                    s,
+                    "request.approval",
+                    now,
+                    actor=me.name,
+                    request_id=req.id,
+                    data={
+                        "comment": text,
+                        "duration_seconds": None
+                        if duration is None
+                        else int(duration.total_seconds()),
+                        "approvals": len(counted),
+                        "required": req.approvals_required,
+                        "policy": policy_check,
+                    },
+                )
+                if len(counted) >= req.approvals_required:
+                    approvals = [a for a in approvals if a.approver.name in counted]
+                    shortened = [a.shortened_seconds for a in approvals if a.shortened_seconds]
+                    req.granted_seconds = min(
+                        [req.requested_seconds, int(narrowed.duration.total_seconds()), *shortened]
+                    )
+                    req.state = RequestState.APPROVED.value
+                    req.decided_at = now
+                    claim = (
+                        int(narrowed.claim_window.total_seconds()) if narrowed.claim_window else 900
+                    )
+                    req.claim_until = now + timedelta(seconds=claim)
+                    self._record(
+                        s,
+                        "request.approved",
+                        now,
+                        actor=me.name,
+                        request_id=req.id,
+                        data={
+                            "by": sorted(a.approver.name for a in approvals),
+                            "duration_seconds": req.granted_seconds,
+                            "policy": policy_check,
+                        },
+                    )
+                    notify = ("request.approved", {"request_id": req.id, "by": me.name})
+            s.flush()
+            s.refresh(req)
+        if notify:
+            self._notify(*notify)
+        return req
+
+    def cancel(self, user: User, request_id: Any) -> AccessRequest:
+        now = self.now()
+        with self._tx() as s:
+            req = self._lock_request(s, request_id)
+            me = self._me(s, user)
+            assert me is not None
+            if req.requester_id != me.id and not me.has_role(Role.ADMIN):
+                raise Forbidden("only the requester (or an admin) can cancel a request", field="id")
+            self._refresh(s, req, now)
+            if req.state == RequestState.EXPIRED.value:
+                # As approve, deny and fetch say: 410, and the expiry just found is kept.
+                raise CommitThenRaise(RequestExpired(f"request {req.id} expired", field="id"))
+            if req.state not in (RequestState.PENDING.value, RequestState.APPROVED.value):
+                raise InvalidState(
+                    f"request {req.id} is {req.state}; only pending or approved requests can be cancelled",
+                    field="id",
+                )
+            req.state = RequestState.CANCELLED.value
+            req.decided_at = now
+            self._record(s, "request.cancelled", now, actor=me.name, request_id=req.id)
+            s.flush()
+            s.refresh(req)
+            return req
+
+    def expire_sweep(self) -> int:
+        now = self.now()
+        n = 0
+        with self._tx() as s:
+            rows = (
+                s.execute(
+                    select(AccessRequest)
+                    .where(
+                        AccessRequest.state.in_(
+                            [
+                                RequestState.PENDING.value,
+                                RequestState.APPROVED.value,
+                                RequestState.ISSUED.value,
+                            ]
+                        )
+                    )
+                    .order_by(AccessRequest.id)
+                    .with_for_update(of=AccessRequest)
+                )
+                .scalars()
+                .all()
+            )
+            for r in rows:
+                before = r.state
+                self._refresh(s, r, now)
+                n += r.state != before
+        return n
