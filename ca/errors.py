@@ -64,8 +64,6 @@ class JitSshError(Exception):
     """
 
     code: str = "jit_ssh_error"
-    #: HTTP status a server should answer with; 400 unless a subclass says otherwise.
-    http_status: int = 400
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -94,7 +92,6 @@ class CertificateAsKey(InvalidKeyError):
 
 class KeyTooLarge(InvalidKeyError):
     code = "key_too_large"
-    http_status = 413
 
 
 class InvalidPrincipal(JitSshError):
@@ -151,7 +148,6 @@ class UnacceptableKRL(InvalidKRL):
 
 class CAKeyError(JitSshError):
     code = "ca_key_error"
-    http_status = 500
 
 
 class InsecureKeyFile(CAKeyError):

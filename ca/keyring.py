@@ -92,7 +92,6 @@ class InvalidRotation(CAKeyError):
     """A rotation step that would break trust (promote a retired key, retire the signer, ...)."""
 
     code = "invalid_rotation"
-    http_status = 409
 
 
 def ca_dir(data_dir: str | os.PathLike[str]) -> Path:

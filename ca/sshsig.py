@@ -77,7 +77,6 @@ class InvalidSignatureError(JitSshError):
     """A signature that is malformed, for another namespace, or does not verify."""
 
     code = "invalid_signature"
-    http_status = 401
 
 
 _MAGIC: Final = b"SSHSIG"

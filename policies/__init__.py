@@ -26,7 +26,7 @@ decisions; :func:`narrowing` says what was taken away.
 
 from __future__ import annotations
 
-from .decide import MAX_REASON_LENGTH, count_approvals, decide, may_approve
+from .decide import MAX_REASON_LENGTH, count_approvals, decide, is_own_request, may_approve
 from .errors import (
     ForceCommandConflict,
     InvalidPolicy,
@@ -46,6 +46,7 @@ from .model import (
     Approver,
     AutoApproval,
     Decision,
+    DecisionRecord,
     Outcome,
     Policy,
     Rule,
@@ -63,6 +64,7 @@ __all__ = [
     # deciding
     "decide",
     "may_approve",
+    "is_own_request",
     "count_approvals",
     # requests in flight
     "redecide",
@@ -77,6 +79,7 @@ __all__ = [
     "AccessRequest",
     "Approver",
     "Decision",
+    "DecisionRecord",
     "Outcome",
     "ApprovalCheck",
     # errors

@@ -18,7 +18,7 @@ from ca.durations import format_duration
 
 from .model import AccessRequest, ApprovalCheck, Approver, Decision, Outcome, Policy, Rule
 
-__all__ = ["decide", "may_approve", "count_approvals", "MAX_REASON_LENGTH"]
+__all__ = ["decide", "may_approve", "is_own_request", "count_approvals", "MAX_REASON_LENGTH"]
 
 #: Longest reason a request may carry; it is stored and shown to approvers.
 MAX_REASON_LENGTH = 1000
@@ -214,49 +214,56 @@ def may_approve(
     requester may never approve their own request, whatever groups they are in.
     """
     decision = decide(policy, request, now)
+    own = is_own_request(request, approver)
     if not decision.allowed:
         return ApprovalCheck(
-            False, "the policy does not allow this request: " + "; ".join(decision.reasons)
+            False,
+            ("the policy does not allow this request: " + "; ".join(decision.reasons),),
+            own_request=own,
         )
     rule = policy.rule(decision.rule or "")
     assert rule is not None
     if rule.break_glass:
-        return ApprovalCheck(
-            False, "a break-glass request is self-approved; it is reviewed afterwards instead"
-        )
-    if approver.name == request.requester:
-        return ApprovalCheck(False, "requesters may never approve their own request")
-    how = _member(approver.name, approver.groups, rule.approver_users, rule.approver_groups)
-    if how is None:
+        # Nobody approves a break-glass request: nothing else to judge.
         return ApprovalCheck(
             False,
-            f"{approver.name!r} is not an approver for rule {rule.name!r} ({_approvers(rule)})",
+            ("a break-glass request is self-approved; it is reviewed afterwards instead",),
+            own_request=own,
+        )
+    refusals: list[str] = []
+    if own:
+        refusals.append("requesters may never approve their own request")
+    how = _member(approver.name, approver.groups, rule.approver_users, rule.approver_groups)
+    if how is None:
+        refusals.append(
+            f"{approver.name!r} is not an approver for rule {rule.name!r} ({_approvers(rule)})"
         )
     if request.submitted_at is not None:
         _check_now(request.submitted_at)
         if now >= request.submitted_at + rule.pending_ttl:
-            return ApprovalCheck(
-                False,
-                f"the request expired: it was pending longer than {format_duration(rule.pending_ttl)}",
+            refusals.append(
+                f"the request expired: it was pending longer than {format_duration(rule.pending_ttl)}"
             )
     if duration is not None:
         asked = decision.duration
         assert asked is not None
         seconds = duration.total_seconds()
         if seconds < 1 or seconds != int(seconds):
-            return ApprovalCheck(
-                False, "the approved duration must be a whole number of seconds, at least 1s"
+            refusals.append("the approved duration must be a whole number of seconds, at least 1s")
+        elif duration > asked:
+            refusals.append(
+                f"approvers may shorten a request, never lengthen it ({format_duration(asked)} was asked for)"
             )
-        if duration > asked:
-            return ApprovalCheck(
-                False,
-                f"approvers may shorten a request, never lengthen it ({format_duration(asked)} was asked for)",
-            )
-        if duration < asked and not rule.approvers_may_shorten:
-            return ApprovalCheck(
-                False, f"rule {rule.name!r} does not let approvers shorten the duration"
-            )
-    return ApprovalCheck(True, f"{approver.name!r} may approve as {how} of rule {rule.name!r}")
+        elif duration < asked and not rule.approvers_may_shorten:
+            refusals.append(f"rule {rule.name!r} does not let approvers shorten the duration")
+    if refusals:
+        return ApprovalCheck(False, tuple(refusals), own_request=own)
+    return ApprovalCheck(True, (f"{approver.name!r} may approve as {how} of rule {rule.name!r}",))
+
+
+def is_own_request(request: AccessRequest, approver: Approver) -> bool:
+    """Whether ``approver`` is the requester: who may never approve (nor deny) it."""
+    return approver.name == request.requester
 
 
 def count_approvals(

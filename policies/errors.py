@@ -9,8 +9,8 @@ want an exception for a refusal (an API handler, say) raise
 
     JitSshError                     (ca.errors)
     ├── InvalidPolicy     code "invalid_policy"   unreadable, malformed or invalid policy file
-    └── PolicyDenied    code "policy_denied"    403: the policy refuses this request
-        └── PolicyChanged           "policy_changed"           403: the policy changed while the
+    └── PolicyDenied    code "policy_denied"    the policy refuses this request
+        └── PolicyChanged           "policy_changed"           the policy changed while the
             │                                                  request was in flight and now refuses it
             ├── NoPrincipalsLeft        "no_principals_left"       no principal both versions allow
             ├── ForceCommandConflict    "force_command_conflict"   the versions force different commands
@@ -88,7 +88,6 @@ class PolicyDenied(JitSshError):
     """The policy refuses a request; ``decision`` holds the full answer and its reasons."""
 
     code = "policy_denied"
-    http_status = 403
 
     def __init__(self, decision: Decision) -> None:
         reasons = "; ".join(decision.reasons) or "denied by policy"

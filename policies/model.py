@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from ca.certs import DEFAULT_EXTENSIONS as CA_DEFAULT_EXTENSIONS
@@ -33,6 +34,7 @@ __all__ = [
     "AccessRequest",
     "Approver",
     "Decision",
+    "DecisionRecord",
     "ApprovalCheck",
 ]
 
@@ -271,6 +273,68 @@ class Approver:
             object.__setattr__(self, "groups", frozenset(self.groups))
 
 
+class DecisionRecord(TypedDict):
+    """A :class:`Decision` as stored with a request (JSON): :meth:`Decision.to_record`.
+
+    The requester and the target are stored beside it, not in it. Durations
+    are whole seconds. Rows written before a key existed lack it:
+    :meth:`Decision.from_record` reads a missing key as its default.
+    """
+
+    outcome: str
+    allowed: bool
+    reasons: list[str]
+    rule: str | None
+    policy_version: str
+    duration_seconds: int | None
+    approvals_required: int
+    approver_users: list[str]
+    approver_groups: list[str]
+    principals: list[str]
+    extensions: list[str]
+    force_command: str | None
+    source_address: list[str]
+    pending_ttl_seconds: int | None
+    claim_window_seconds: int | None
+    approvers_may_shorten: bool
+
+
+def _seconds(value: timedelta | None) -> int | None:
+    return None if value is None else int(value.total_seconds())
+
+
+def _record_strings(record: Mapping[str, object], key: str) -> tuple[str, ...]:
+    value = record.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"the stored decision's {key} must be a list of strings")
+    return tuple(value)
+
+
+def _record_text(record: Mapping[str, object], key: str, *, required: bool = False) -> str | None:
+    value = record.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"the stored decision's {key} must be a string")
+    return value
+
+
+def _record_int(record: Mapping[str, object], key: str) -> int | None:
+    value = record.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"the stored decision's {key} must be a whole number >= 0")
+    return value
+
+
+def _record_duration(record: Mapping[str, object], key: str) -> timedelta | None:
+    value = _record_int(record, key)
+    return None if value is None else timedelta(seconds=value)
+
+
 @dataclass(frozen=True)
 class Decision:
     """The policy's answer to one request at one moment.
@@ -328,12 +392,65 @@ class Decision:
             options["source-address"] = ",".join(self.source_address)
         return options
 
+    def to_record(self) -> DecisionRecord:
+        """The decision as stored with a request; :meth:`from_record` reads it back."""
+        return {
+            "outcome": self.outcome.value,
+            "allowed": self.allowed,
+            "reasons": list(self.reasons),
+            "rule": self.rule,
+            "policy_version": self.policy_version,
+            "duration_seconds": _seconds(self.duration),
+            "approvals_required": self.approvals_required,
+            "approver_users": list(self.approver_users),
+            "approver_groups": list(self.approver_groups),
+            "principals": list(self.principals),
+            "extensions": list(self.extensions),
+            "force_command": self.force_command,
+            "source_address": list(self.source_address),
+            "pending_ttl_seconds": _seconds(self.pending_ttl),
+            "claim_window_seconds": _seconds(self.claim_window),
+            "approvers_may_shorten": self.approvers_may_shorten,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object], *, requester: str, target: str) -> Decision:
+        """The decision :meth:`to_record` stored (with its request's requester and
+        target), as a value again. A key missing from an older row takes its default;
+        a value of the wrong type raises ``ValueError`` naming the key."""
+        outcome = _record_text(record, "outcome", required=True)
+        version = _record_text(record, "policy_version", required=True)
+        assert outcome is not None and version is not None
+        try:
+            kind = Outcome(outcome)
+        except ValueError:
+            raise ValueError(f"the stored decision's outcome {outcome!r} is unknown") from None
+        shorten = record.get("approvers_may_shorten", False)
+        if not isinstance(shorten, bool):
+            raise ValueError("the stored decision's approvers_may_shorten must be true or false")
+        return cls(
+            outcome=kind,
+            reasons=_record_strings(record, "reasons"),
+            policy_version=version,
+            requester=requester,
+            target=target,
+            rule=_record_text(record, "rule"),
+            duration=_record_duration(record, "duration_seconds"),
+            approvals_required=_record_int(record, "approvals_required") or 0,
+            approver_users=_record_strings(record, "approver_users"),
+            approver_groups=_record_strings(record, "approver_groups"),
+            principals=_record_strings(record, "principals"),
+            extensions=_record_strings(record, "extensions"),
+            force_command=_record_text(record, "force_command"),
+            source_address=_record_strings(record, "source_address"),
+            pending_ttl=_record_duration(record, "pending_ttl_seconds"),
+            claim_window=_record_duration(record, "claim_window_seconds"),
+            approvers_may_shorten=shorten,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, as ``jit-ssh policy explain --json`` prints it."""
-
-        def seconds(value: timedelta | None) -> int | None:
-            return None if value is None else int(value.total_seconds())
-
+        seconds = _seconds
         return {
             "allowed": self.allowed,
             "outcome": self.outcome.value,
@@ -360,7 +477,15 @@ class Decision:
 
 @dataclass(frozen=True)
 class ApprovalCheck:
-    """Whether one approver may approve one request now, and why (not)."""
+    """Whether one approver may approve one request now, and every reason why
+    (not): when refused, each refusal that applies, not just the first.
+    ``own_request``: the approver is the requester (never allowed)."""
 
     allowed: bool
-    reason: str
+    reasons: tuple[str, ...]
+    own_request: bool = False
+
+    @property
+    def reason(self) -> str:
+        """The reasons as one sentence."""
+        return "; ".join(self.reasons)

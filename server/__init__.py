@@ -8,7 +8,7 @@ import time.
 __all__ = ["create_app", "load_config", "ServerConfig"]
 
 
-def __getattr__(name: str):  # lazy, so `import server.models` stays light
+def __getattr__(name: str) -> object:  # lazy, so `import server.models` stays light
     if name == "create_app":
         from .app import create_app
 

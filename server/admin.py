@@ -16,7 +16,6 @@ from sqlalchemy import select
 
 from ca import parse_public_key
 
-from . import audit
 from .db import transaction
 from .errors import InvalidInput, InvalidState, NotFound
 from .models import Role, SshKey, User, UserGroup, UserRole
@@ -75,14 +74,12 @@ class Admin:
         self.actor = actor
 
     def _record(self, s: Any, type: str, now: datetime, data: dict[str, Any]) -> None:
-        audit.record(
+        self.service.audit.record(
             s,
             type=type,
             now=now,
             actor=self.actor,
             data=data,
-            signing_key=self.service.audit_key,
-            checkpoint_every=self.service.checkpoint_every,
         )
 
     def _user(self, s: Any, name: str) -> User:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import wraps
-from typing import Any
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
+from flask.typing import ResponseReturnValue
 
 from ca import InvalidDuration, parse_duration
 
+from .api_auth import signed
+from .deps import deps
 from .errors import Forbidden, InvalidInput
 from .models import AccessRequest, Role, User
 
@@ -21,26 +21,11 @@ __all__ = ["api", "request_to_dict"]
 api = Blueprint("api", __name__, url_prefix="/v1")
 
 
-def _svc() -> Any:
-    return current_app.extensions["jit_ssh"]
-
-
 def _iso(t: datetime | None) -> str | None:
     return None if t is None else t.isoformat().replace("+00:00", "Z")
 
 
-def signed(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Require a signed call; the caller is ``g.user``."""
-
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        g.user = _svc().authenticate(request)
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
-def _body() -> dict[str, Any]:
+def _body() -> dict[str, object]:
     """The JSON object in the body (``{}`` when there is none)."""
     if not request.data:
         return {}
@@ -56,12 +41,12 @@ def _body() -> dict[str, Any]:
     return data
 
 
-def _check_unicode(data: Any) -> None:
+def _check_unicode(data: object) -> None:
     # JSON may spell a lone surrogate ("\ud800") and json.loads decodes UTF-8 with
     # 'surrogatepass': such a string is not text, and the database driver (or the
     # audit log's canonical JSON) fails on it later. Refuse it here, as bad input.
     # The depth is bounded: json.loads has already refused deeper nesting.
-    stack = [data]
+    stack: list[object] = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
@@ -79,7 +64,7 @@ def _check_unicode(data: Any) -> None:
                 ) from None
 
 
-def _duration(value: Any, name: str) -> timedelta | None:
+def _duration(value: object, name: str) -> timedelta | None:
     if value is None:
         return None
     if isinstance(value, bool):
@@ -93,8 +78,8 @@ def _duration(value: Any, name: str) -> timedelta | None:
     raise InvalidDuration(f"{name} must be seconds or a duration like '30m'", field=name)
 
 
-def request_to_dict(req: AccessRequest, *, base_url: str) -> dict[str, Any]:
-    decision = json.loads(req.decision)
+def request_to_dict(req: AccessRequest, *, base_url: str) -> dict[str, object]:
+    decision = req.stored_decision()
     cert = req.certificate
     return {
         "id": req.id,
@@ -124,8 +109,8 @@ def request_to_dict(req: AccessRequest, *, base_url: str) -> dict[str, Any]:
             for a in req.approvals
         ],
         "deny_reason": req.deny_reason,
-        "decision": decision,
-        "principals": decision.get("principals", []),
+        "decision": decision.to_record(),
+        "principals": list(decision.principals),
         "certificate": None
         if cert is None
         else {
@@ -141,13 +126,13 @@ def request_to_dict(req: AccessRequest, *, base_url: str) -> dict[str, Any]:
     }
 
 
-def _out(req: AccessRequest, status: int = 200) -> tuple[dict[str, Any], int]:
-    return request_to_dict(req, base_url=_svc().base_url), status
+def _out(req: AccessRequest, status: int = 200) -> tuple[dict[str, object], int]:
+    return request_to_dict(req, base_url=deps().base_url), status
 
 
 @api.post("/requests")
 @signed
-def create_request() -> Any:
+def create_request() -> ResponseReturnValue:
     body = _body()
     unknown = set(body) - {"target", "duration", "reason", "break_glass"}
     if unknown:
@@ -159,7 +144,7 @@ def create_request() -> Any:
     bg = body.get("break_glass", False)
     if not isinstance(bg, bool):
         raise InvalidInput("break_glass must be true or false", field="break_glass")
-    req = _svc().service.submit(
+    req = deps().service.submit(
         g.user,
         target=body["target"],
         duration=_duration(body.get("duration"), "duration"),
@@ -171,27 +156,27 @@ def create_request() -> Any:
 
 @api.get("/requests/<request_id>")
 @signed
-def get_request(request_id: str) -> Any:
-    return _out(_svc().service.get(g.user, request_id))
+def get_request(request_id: str) -> ResponseReturnValue:
+    return _out(deps().service.get(g.user, request_id))
 
 
 @api.get("/requests")
 @signed
-def list_requests() -> Any:
+def list_requests() -> ResponseReturnValue:
     mine = request.args.get("mine") in ("1", "true")
     pending = request.args.get("pending_for_me") in ("1", "true")
-    rows = _svc().service.list(g.user, mine=mine, pending_for_me=pending)
-    base = _svc().base_url
+    rows = deps().service.list(g.user, mine=mine, pending_for_me=pending)
+    base = deps().base_url
     return {"requests": [request_to_dict(r, base_url=base) for r in rows]}
 
 
 @api.post("/requests/<request_id>/approve")
 @signed
-def approve(request_id: str) -> Any:
+def approve(request_id: str) -> ResponseReturnValue:
     body = _body()
     if set(body) - {"comment", "duration"}:
         raise InvalidInput("approve takes only comment and duration", field="body")
-    req = _svc().service.approve(
+    req = deps().service.approve(
         g.user,
         request_id,
         comment=body.get("comment", ""),
@@ -202,30 +187,30 @@ def approve(request_id: str) -> Any:
 
 @api.post("/requests/<request_id>/deny")
 @signed
-def deny(request_id: str) -> Any:
+def deny(request_id: str) -> ResponseReturnValue:
     body = _body()
     if set(body) - {"reason"}:
         raise InvalidInput("deny takes only reason", field="body")
-    return _out(_svc().service.deny(g.user, request_id, reason=body.get("reason")))
+    return _out(deps().service.deny(g.user, request_id, reason=body.get("reason")))
 
 
 @api.post("/requests/<request_id>/cancel")
 @signed
-def cancel(request_id: str) -> Any:
+def cancel(request_id: str) -> ResponseReturnValue:
     if _body():
         raise InvalidInput("cancel takes no fields", field="body")
-    return _out(_svc().service.cancel(g.user, request_id))
+    return _out(deps().service.cancel(g.user, request_id))
 
 
 @api.post("/requests/<request_id>/certificate")
 @signed
-def certificate(request_id: str) -> Any:
+def certificate(request_id: str) -> ResponseReturnValue:
     body = _body()
     if "public_key" not in body:
         raise InvalidInput("public_key is required", field="public_key")
     if set(body) - {"public_key"}:
         raise InvalidInput("certificate takes only public_key", field="body")
-    r = _svc().service.fetch_certificate(g.user, request_id, body["public_key"])
+    r = deps().service.fetch_certificate(g.user, request_id, body["public_key"])
     return {
         "certificate": r.certificate,
         "serial": str(r.serial),
@@ -239,11 +224,11 @@ def certificate(request_id: str) -> Any:
 
 @api.post("/certificates/<serial>/revoke")
 @signed
-def revoke(serial: str) -> Any:
+def revoke(serial: str) -> ResponseReturnValue:
     body = _body()
     if set(body) - {"reason"}:
         raise InvalidInput("revoke takes only reason", field="body")
-    rev = _svc().service.revoke(g.user, serial, reason=body.get("reason", ""))
+    rev = deps().service.revoke(g.user, serial, reason=body.get("reason", ""))
     return {
         "serial": str(rev.serial),
         "revoked_at": _iso(rev.revoked_at),
@@ -253,19 +238,19 @@ def revoke(serial: str) -> Any:
 
 @api.get("/whoami")
 @signed
-def whoami() -> Any:
+def whoami() -> ResponseReturnValue:
     u: User = g.user
     return {"user": u.name, "groups": list(u.group_names), "roles": list(u.role_names)}
 
 
 @api.get("/ca.pub")
-def ca_pub() -> Any:
-    return Response(_svc().keyring.trusted_user_ca_keys(), mimetype="text/plain")
+def ca_pub() -> ResponseReturnValue:
+    return Response(deps().keyring.trusted_user_ca_keys(), mimetype="text/plain")
 
 
 @api.get("/krl")
-def krl() -> Any:
-    data, etag = _svc().service.krl()
+def krl() -> ResponseReturnValue:
+    data, etag = deps().service.krl()
     if request.if_none_match and etag in request.if_none_match:
         return Response(status=304, headers={"ETag": f'"{etag}"'})
     # The digest lets a host refuse a KRL cut short in transit: a KRL truncated
@@ -283,8 +268,8 @@ def krl() -> Any:
 
 
 @api.get("/targets")
-def targets() -> Any:
-    policy = _svc().service.policy.get()
+def targets() -> ResponseReturnValue:
+    policy = deps().service.policy.get()
     return {
         "policy_version": policy.version,
         "targets": [
@@ -301,7 +286,7 @@ def targets() -> Any:
 
 @api.get("/audit")
 @signed
-def audit_export() -> Any:
+def audit_export() -> ResponseReturnValue:
     u: User = g.user
     if not u.has_role(Role.ADMIN):
         raise Forbidden("the audit log is for admins", field="user")
@@ -309,7 +294,7 @@ def audit_export() -> Any:
     # isascii(): str.isdigit() is also true for '²' (int() refuses it) and '١' (int() reads it).
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise InvalidInput("since must be an event id", field="since")
-    lines = _svc().export_audit(int(raw))
+    lines = deps().export_audit(int(raw))
     return Response(
         "".join(line if line.endswith("\n") else line + "\n" for line in lines),
         mimetype="application/x-ndjson",
@@ -317,7 +302,7 @@ def audit_export() -> Any:
 
 
 @api.get("/openapi.json")
-def openapi() -> Any:
+def openapi() -> ResponseReturnValue:
     from .openapi import spec
 
     return spec()

@@ -15,17 +15,25 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import bindparam, event, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from . import audit_chain as chain
 from .models import AuditCheckpoint, AuditEvent, AuditHead
 
-__all__ = ["record", "checkpoint", "export", "event_from_row", "install_log_hook", "AUDIT_LOGGER"]
+__all__ = [
+    "AuditWriter",
+    "record",
+    "export",
+    "event_from_row",
+    "install_log_hook",
+    "AUDIT_LOGGER",
+]
 
 AUDIT_LOGGER = logging.getLogger("jit_ssh.audit")
 _PENDING = "jit_ssh.audit.pending"
@@ -52,7 +60,7 @@ _UPDATE_HEAD = (
 _HEAD_SEEN = "jit_ssh.audit.head"
 
 
-def _current_transaction(session: Session) -> Any:
+def _current_transaction(session: Session) -> SessionTransaction | None:
     return session.get_nested_transaction() or session.get_transaction()
 
 
@@ -82,11 +90,10 @@ def record(
     now: datetime,
     actor: str | None = None,
     request_id: str | None = None,
-    data: dict[str, Any] | None = None,
-    signing_key: Any = None,
-    checkpoint_every: int = 0,
+    data: Mapping[str, object] | None = None,
 ) -> chain.AuditEvent:
-    """Append one event to the chain inside the caller's transaction."""
+    """Append one event to the chain inside the caller's transaction, unsigned
+    (:meth:`AuditWriter.record` also signs a checkpoint at its interval)."""
     # The ORM's pending changes go first (the statements below bypass autoflush),
     # so rows keep the order in which the caller made them.
     session.flush()
@@ -98,7 +105,7 @@ def record(
         type=type,
         actor=actor,
         request_id=request_id,
-        data=data or {},
+        data=dict(data or {}),
     )
     conn = session.connection()
     conn.execute(
@@ -117,9 +124,51 @@ def record(
     conn.execute(_UPDATE_HEAD, {"new_id": ev.id, "new_hash": ev.hash})
     session.info[_HEAD_SEEN] = (_current_transaction(session), ev.id, ev.hash)
     session.info.setdefault(_PENDING, []).append(ev)
-    if signing_key is not None and checkpoint_every and ev.id % checkpoint_every == 0:
-        _store_checkpoint(session, chain.sign_checkpoint(signing_key, ev, _iso(now)))
     return ev
+
+
+@dataclass(frozen=True)
+class AuditWriter:
+    """The one writer of the audit log: it holds the signing key and the
+    checkpoint interval, so that no caller passes them.
+
+    Every ``checkpoint_every``-th event is followed, in the same transaction, by
+    a checkpoint: the chain head signed with ``signing_key`` (never the CA key).
+    """
+
+    signing_key: ed25519.Ed25519PrivateKey
+    checkpoint_every: int = 1000
+
+    @property
+    def public_key(self) -> ed25519.Ed25519PublicKey:
+        return self.signing_key.public_key()
+
+    def record(
+        self,
+        session: Session,
+        *,
+        type: str,
+        now: datetime,
+        actor: str | None = None,
+        request_id: str | None = None,
+        data: Mapping[str, object] | None = None,
+    ) -> chain.AuditEvent:
+        """Append one event inside the caller's transaction (see :func:`record`)."""
+        ev = record(session, type=type, now=now, actor=actor, request_id=request_id, data=data)
+        if self.checkpoint_every and ev.id % self.checkpoint_every == 0:
+            _store_checkpoint(session, chain.sign_checkpoint(self.signing_key, ev, _iso(now)))
+        return ev
+
+    def checkpoint(self, session: Session, now: datetime) -> chain.Checkpoint | None:
+        """Sign the current chain head (on demand, e.g. before an export)."""
+        last_id, _ = _head(session)
+        if last_id == 0:
+            return None
+        last = session.get(AuditEvent, last_id)
+        assert last is not None
+        cp = chain.sign_checkpoint(self.signing_key, event_from_row(last), _iso(now))
+        _store_checkpoint(session, cp)
+        return cp
 
 
 def _prev_event(last_id: int, last_hash: str) -> chain.AuditEvent | None:
@@ -149,18 +198,6 @@ def _store_checkpoint(session: Session, cp: chain.Checkpoint) -> AuditCheckpoint
     session.add(row)
     session.flush()
     return row
-
-
-def checkpoint(session: Session, signing_key: Any, now: datetime) -> chain.Checkpoint | None:
-    """Sign the current chain head (on demand, e.g. before an export)."""
-    last_id, _ = _head(session)
-    if last_id == 0:
-        return None
-    last = session.get(AuditEvent, last_id)
-    assert last is not None
-    cp = chain.sign_checkpoint(signing_key, event_from_row(last), _iso(now))
-    _store_checkpoint(session, cp)
-    return cp
 
 
 def event_from_row(row: AuditEvent) -> chain.AuditEvent:
@@ -209,7 +246,7 @@ def export(session: Session, since: int = 0, batch: int = 5000) -> Iterator[str]
     yield from chain.export_lines(events, cps)
 
 
-def install_log_hook(session_factory: Any) -> None:
+def install_log_hook(session_factory: sessionmaker[Session]) -> None:
     """Log committed events (one JSON line each) and forget rolled-back ones."""
 
     @event.listens_for(session_factory, "after_commit")

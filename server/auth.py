@@ -14,11 +14,11 @@ import binascii
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Protocol
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import Row, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 
@@ -78,6 +78,12 @@ _INSERT_NONCE = insert(Nonce.__table__)
 REPLICA_CLOCK_DRIFT = timedelta(seconds=120)
 
 
+class _Headers(Protocol):
+    """A request's headers (a dict, or Werkzeug's ``Headers``): only ``get`` is used."""
+
+    def get(self, key: str) -> str | None: ...
+
+
 def nonce_expiry(timestamp: int, max_clock_skew: int) -> datetime:
     """When a call's nonce may be forgotten: once the call itself can no longer be accepted.
 
@@ -97,7 +103,7 @@ def authenticate(
     path: str,
     query: str,
     body: bytes,
-    headers: Mapping[str, str],
+    headers: _Headers,
     now: datetime,
     max_clock_skew: int,
     on_failure: Callable[[AuthFailed, str | None], None] | None = None,
@@ -120,9 +126,8 @@ def report_failure(
     now: datetime,
     code: str,
     claimed_user: str | None,
-    data: Mapping[str, Any],
-    signing_key: Any,
-    checkpoint_every: int,
+    data: Mapping[str, object],
+    writer: audit.AuditWriter,
 ) -> None:
     """Report one failed API authentication: a JSON line in the server log (always, for
     a SIEM), then :func:`record_failure` in a transaction of its own. Never raises: a
@@ -136,15 +141,14 @@ def report_failure(
                 code=code,
                 claimed_user=claimed_user,
                 data=data,
-                signing_key=signing_key,
-                checkpoint_every=checkpoint_every,
+                writer=writer,
             )
     except Exception:
         log.exception("could not record an authentication failure")
 
 
 def log_failure(
-    *, now: datetime, code: str, claimed_user: str | None, data: Mapping[str, Any]
+    *, now: datetime, code: str, claimed_user: str | None, data: Mapping[str, object]
 ) -> None:
     FAILURE_LOG.warning(
         json.dumps(
@@ -167,9 +171,8 @@ def record_failure(
     now: datetime,
     code: str,
     claimed_user: str | None,
-    data: Mapping[str, Any],
-    signing_key: Any,
-    checkpoint_every: int,
+    data: Mapping[str, object],
+    writer: audit.AuditWriter,
 ) -> int:
     """Count one failed authentication in ``auth_failures``, in the caller's transaction;
     return how many of its kind (claimed user and code) this window has seen.
@@ -202,7 +205,7 @@ def record_failure(
         # Per real account and code, the first failure of a window is always
         # audited (bounded by the accounts there are); the cap bounds the rest.
         if claimed is not None or events <= MAX_FAILURE_EVENTS:
-            audit.record(
+            writer.record(
                 session,
                 type="auth.failed",
                 now=now,
@@ -215,8 +218,6 @@ def record_failure(
                     "window_seconds": int(FAILURE_WINDOW.total_seconds()),
                     "more_counted_in": "auth_failures",
                 },
-                signing_key=signing_key,
-                checkpoint_every=checkpoint_every,
             )
         elif events == MAX_FAILURE_EVENTS + 1:
             log.warning(
@@ -251,7 +252,7 @@ def _count(session: Session, window: datetime, claimed: str, code: str, now: dat
     return int(session.connection().execute(stmt).scalar_one())
 
 
-def _plausible_user(user: Any) -> bool:
+def _plausible_user(user: object) -> bool:
     return isinstance(user, str) and 0 < len(user) <= 64 and user.isprintable()
 
 
@@ -261,7 +262,7 @@ def _authenticate(
     path: str,
     query: str,
     body: bytes,
-    headers: Mapping[str, str],
+    headers: _Headers,
     now: datetime,
     max_clock_skew: int,
 ) -> User:
@@ -343,7 +344,7 @@ def _authenticate(
     return _detached_user(rows)
 
 
-def _detached_user(rows: Any) -> User:
+def _detached_user(rows: Sequence[Row[tuple[object, ...]]]) -> User:
     """The :class:`User` (with groups and roles) from the rows of ``_ACCOUNT``,
     as if loaded by a session now closed: built from the row, without the
     ORM's loading machinery (which costs more than the query)."""

@@ -27,7 +27,6 @@ __all__ = ["ServerConfig", "InvalidConfig", "resolve_config", "load_config", "de
 
 class InvalidConfig(JitSshError):
     code = "invalid_config"
-    http_status = 500
 
 
 def default_data_dir(env: Mapping[str, str] = os.environ) -> Path:
@@ -66,7 +65,7 @@ class ServerConfig:
     #: Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For/-Proto/-Host
     #: headers are believed (see server.proxy); empty: nobody's.
     trusted_proxies: tuple[str, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def resolved_database_url(self) -> str:
@@ -103,7 +102,7 @@ _ENV = {
 _TYPES = {f.name: f.type for f in fields(ServerConfig)}
 
 
-def _proxies(value: Any, source: str) -> tuple[str, ...]:
+def _proxies(value: object, source: str) -> tuple[str, ...]:
     from .proxy import parse_networks
 
     if isinstance(value, str):
@@ -119,7 +118,7 @@ def _proxies(value: Any, source: str) -> tuple[str, ...]:
         raise InvalidConfig(str(e), field="trusted_proxies") from None
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
+def _coerce(name: str, value: object, source: str) -> object:
     if name == "trusted_proxies":
         return _proxies(value, source)
     kind = str(_TYPES[name])
@@ -127,6 +126,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if isinstance(value, bool):
             raise InvalidConfig(f"{source}: {name} must be an integer", field=name)
         try:
+            if not isinstance(value, (str, int, float)):
+                raise TypeError(value)
             return int(value)
         except (TypeError, ValueError):
             raise InvalidConfig(

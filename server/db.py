@@ -28,10 +28,10 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["make_engine", "make_session_factory", "transaction", "is_sqlite", "CommitThenRaise"]
@@ -48,7 +48,7 @@ class CommitThenRaise(Exception):
         self.error = error
 
 
-def is_sqlite(engine_or_url: Any) -> bool:
+def is_sqlite(engine_or_url: Engine | str) -> bool:
     url = getattr(engine_or_url, "url", engine_or_url)
     return str(url).startswith("sqlite")
 
@@ -128,7 +128,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         lock = _WriteLock(database + ".lock") if database and database != ":memory:" else None
 
         @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        def _on_connect(dbapi_conn: DBAPIConnection, _record: object) -> None:
             # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own
             # implicit BEGIN is deferred, which is what we must avoid).
             dbapi_conn.isolation_level = None
@@ -141,7 +141,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _on_begin(conn: Any) -> None:
+        def _on_begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         if lock is not None:
@@ -151,7 +151,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     # A database that accepts connections but never answers must give a quick
     # 503, not a worker hung until gunicorn kills it: bound connecting, and
     # let the kernel give up on a peer that stopped acknowledging.
-    connect_args: dict[str, Any] = {}
+    connect_args: dict[str, object] = {}
     if url.startswith("postgresql"):
         connect_args = {
             "connect_timeout": 5,

@@ -37,10 +37,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,6 +55,9 @@ from . import audit
 from .audit_chain import audit_key_fingerprint, audit_public_key_text
 from .db import transaction
 from .models import RecordedKey
+
+if TYPE_CHECKING:
+    from .services import Service
 
 __all__ = [
     "ReplicaKeysDiffer",
@@ -77,14 +81,12 @@ class ReplicaKeysDiffer(JitSshError):
     """This data directory's keys are not the ones the database recorded."""
 
     code = "replica_keys_differ"
-    http_status = 500
 
 
 class SigningKeyUnavailable(CAKeyError):
     """The database's signing key is not (yet) in this replica's data directory."""
 
     code = "signing_key_unavailable"
-    http_status = 503
 
 
 @dataclass(frozen=True)
@@ -130,11 +132,10 @@ def _describe(pub: PublicKey | None, fp: str) -> str:
 def check_and_record(
     sessions: sessionmaker[Session],
     data_dir: Path,
-    audit_key: Any,
+    writer: audit.AuditWriter,
     *,
     now: datetime,
-    checkpoint_every: int,
-    say: Any = log.warning,
+    say: Callable[[str], None] = log.warning,
 ) -> RecordedState:
     """Record this data directory's keys on the database's first start; on
     every later start refuse (:class:`ReplicaKeysDiffer`) unless they match."""
@@ -145,12 +146,13 @@ def check_and_record(
         fp for fp, st in local.items() if st is not KeyState.RETIRED and fp in file_pubs
     ]
     local_signer = next((fp for fp, st in local.items() if st is KeyState.SIGNING), None)
+    audit_key = writer.signing_key
     audit_fp = audit_key_fingerprint(audit_key)
     where = kr.ca_dir(data_dir)
     with transaction(sessions) as s:
         _lock(s)
         state, audit_rows = _read(s)
-        recorded: dict[str, Any] = {}
+        recorded: dict[str, object] = {}
         if not state.states:
             if local_signer is None or local_signer not in file_pubs:
                 raise CAKeyError(
@@ -219,15 +221,7 @@ def check_and_record(
             )
         if recorded:
             s.flush()
-            audit.record(
-                s,
-                type="keys.recorded",
-                now=now,
-                actor="jit-ssh",
-                data=recorded,
-                signing_key=audit_key,
-                checkpoint_every=checkpoint_every,
-            )
+            writer.record(s, type="keys.recorded", now=now, actor="jit-ssh", data=recorded)
     if recorded:
         say(
             f"recorded this data directory's keys in the database: {', '.join(trusted_here) or '-'}"
@@ -237,7 +231,9 @@ def check_and_record(
     return state
 
 
-def _mirror(data_dir: Path, state: RecordedState, *, say: Any = log.warning) -> None:
+def _mirror(
+    data_dir: Path, state: RecordedState, *, say: Callable[[str], None] = log.warning
+) -> None:
     """Make ``ca/keyring.json`` match the database (a copy for the commands that run without it)."""
     mine = {fp: st for fp, st in state.states.items()}
     try:
@@ -388,17 +384,9 @@ class LiveKeyring:
 
 
 def _record(
-    service: Any, s: Session, type: str, now: datetime, by: str, data: dict[str, Any]
+    service: Service, s: Session, type: str, now: datetime, by: str, data: dict[str, object]
 ) -> None:
-    audit.record(
-        s,
-        type=type,
-        now=now,
-        actor=by[:64],
-        data=data,
-        signing_key=service.audit_key,
-        checkpoint_every=service.checkpoint_every,
-    )
+    service.audit.record(s, type=type, now=now, actor=by[:64], data=data)
 
 
 def _ca_rows(s: Session) -> dict[str, RecordedKey]:
@@ -409,7 +397,7 @@ def _ca_rows(s: Session) -> dict[str, RecordedKey]:
 
 
 def add_key(
-    service: Any,
+    service: Service,
     keyring: LiveKeyring,
     *,
     now: datetime,
@@ -460,13 +448,13 @@ def add_key(
 
 
 def _change(
-    service: Any,
+    service: Service,
     keyring: LiveKeyring,
     fingerprint: str,
     *,
     now: datetime,
     by: str,
-    step: Any,
+    step: Callable[[Mapping[str, KeyState], str], dict[str, KeyState]],
     event: str,
 ) -> RecordedState:
     with transaction(service.sessions) as s:
@@ -501,7 +489,7 @@ def _change(
 
 
 def promote_key(
-    service: Any, keyring: LiveKeyring, fingerprint: str, *, now: datetime, by: str
+    service: Service, keyring: LiveKeyring, fingerprint: str, *, now: datetime, by: str
 ) -> RecordedState:
     """Make a staged key the signer (explicitly, once hosts trust it); the old signer stays trusted."""
     return _change(
@@ -510,7 +498,7 @@ def promote_key(
 
 
 def retire_key(
-    service: Any, keyring: LiveKeyring, fingerprint: str, *, now: datetime, by: str
+    service: Service, keyring: LiveKeyring, fingerprint: str, *, now: datetime, by: str
 ) -> RecordedState:
     """Stop trusting and publishing a key (never the signer)."""
     return _change(

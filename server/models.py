@@ -9,13 +9,14 @@ integers: PostgreSQL's bigint is signed.
 from __future__ import annotations
 
 import enum
+import json
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -24,10 +25,15 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+import policies
 
 __all__ = [
     "Base",
+    "ApprovalDecision",
+    "decision_text",
     "UTCDateTime",
     "Role",
     "RequestState",
@@ -56,7 +62,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -65,7 +71,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         # SQLite has no time zones: store naive UTC.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -88,6 +94,28 @@ class RequestState(enum.StrEnum):
     ISSUED = "issued"
     REVOKED = "revoked"
     ENDED = "ended"
+
+
+class ApprovalDecision(enum.StrEnum):
+    """One approver's answer to a request."""
+
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+def _enum_column(kind: type[enum.StrEnum], length: int, name: str) -> Enum:
+    """A column holding ``kind``'s values as text (as before there was an enum), with a
+    CHECK constraint ``name`` that the database refuses any other value with
+    (migration 0005)."""
+    return Enum(
+        kind,
+        native_enum=False,
+        length=length,
+        values_callable=lambda k: [m.value for m in k],
+        create_constraint=True,
+        validate_strings=True,
+        name=name,
+    )
 
 
 class Base(DeclarativeBase):
@@ -167,10 +195,13 @@ class AccessRequest(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     requested_seconds: Mapped[int] = mapped_column(Integer)
     granted_seconds: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[RequestState] = mapped_column(
+        _enum_column(RequestState, 16, "ck_requests_state"), index=True
+    )
     policy_version: Mapped[str] = mapped_column(String(64))
     rule: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    decision: Mapped[str] = mapped_column(Text)  # canonical JSON of the policy decision
+    #: The policy's decision, as canonical JSON of :meth:`policies.Decision.to_record`.
+    decision: Mapped[str] = mapped_column(Text)
     approvals_required: Mapped[int] = mapped_column(Integer, default=0)
     auto_approved: Mapped[bool] = mapped_column(Boolean, default=False)
     break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -188,6 +219,23 @@ class AccessRequest(Base):
         lazy="selectin", back_populates="request"
     )
 
+    def stored_decision(self, *, requester: str | None = None) -> policies.Decision:
+        """The policy decision stored with this request, as a value. ``requester``:
+        the requester's name when the caller has it (else read from the relationship)."""
+        record = json.loads(self.decision)
+        if not isinstance(record, dict):
+            raise ValueError(f"request {self.id}: the stored decision is not a JSON object")
+        return policies.Decision.from_record(
+            record,
+            requester=self.requester.name if requester is None else requester,
+            target=self.target,
+        )
+
+
+def decision_text(decision: policies.Decision) -> str:
+    """What :attr:`AccessRequest.decision` stores: ``decision``'s record as canonical JSON."""
+    return json.dumps(decision.to_record(), sort_keys=True, separators=(",", ":"))
+
 
 class Approval(Base):
     """One approver's decision on one request (approve or deny)."""
@@ -198,7 +246,9 @@ class Approval(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
     approver_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    decision: Mapped[str] = mapped_column(String(8))  # "approve" | "deny"
+    decision: Mapped[ApprovalDecision] = mapped_column(
+        _enum_column(ApprovalDecision, 8, "ck_approvals_decision")
+    )
     comment: Mapped[str] = mapped_column(Text, default="")
     shortened_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

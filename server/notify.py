@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
+from collections.abc import Mapping
 
 import httpx
 
@@ -49,12 +49,12 @@ class Notifier:
         self.timeout = timeout
         #: Seconds before the first retry; doubled for each further one (at most 30 s).
         self.backoff = backoff
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10000)
+        self._queue: queue.Queue[dict[str, object] | None] = queue.Queue(maxsize=10000)
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jit-ssh-webhook", daemon=True)
         self._thread.start()
 
-    def send(self, kind: str, payload: dict[str, Any]) -> None:
+    def send(self, kind: str, payload: Mapping[str, object]) -> None:
         data = dict(payload)
         data["url"] = f"{self.base_url}/requests/{payload.get('request_id', '')}"
         duration = data.get("duration_seconds")
@@ -64,7 +64,7 @@ class Notifier:
             text = _TEMPLATES.get(kind, kind + " {request_id}").format_map(shown)
         except (ValueError, IndexError, KeyError, AttributeError):
             text = kind
-        message = {
+        message: dict[str, object] = {
             "text": text,
             "event": kind,
             **{k: v for k, v in data.items() if isinstance(v, (str, int, bool))},
@@ -91,7 +91,7 @@ class Notifier:
                 finally:
                     self._queue.task_done()
 
-    def _deliver(self, client: httpx.Client, message: dict[str, Any]) -> None:
+    def _deliver(self, client: httpx.Client, message: Mapping[str, object]) -> None:
         body = json.dumps(message)
         for attempt in range(self.retries):
             if attempt and self._closed.wait(min(self.backoff * 2 ** (attempt - 1), 30)):
@@ -133,13 +133,13 @@ class Notifier:
         return not self._queue.unfinished_tasks
 
 
-def _mrkdwn(value: Any) -> Any:
+def _mrkdwn(value: object) -> object:
     # Slack's three control characters in message text; the rest is shown as written.
     if isinstance(value, str):
         return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return value
 
 
-class _Default(dict[str, Any]):
+class _Default(dict[str, object]):
     def __missing__(self, key: str) -> str:
         return ""

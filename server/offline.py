@@ -26,11 +26,9 @@ import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from ca import IssuedCertificate, parse_certificate
 
-from . import audit
 from .db import transaction
 from .models import Certificate
 from .services import Service
@@ -79,7 +77,7 @@ def record_offline_issuance(
             )
         )
         s.flush()
-        data: dict[str, Any] = {
+        data: dict[str, object] = {
             "offline": True,
             "reason": reason,
             "serial": str(cert.serial),
@@ -98,14 +96,12 @@ def record_offline_issuance(
         if signed_at is not None:
             data["recorded_late"] = True
             data["signed_at"] = signed_at.isoformat()
-        audit.record(
+        service.audit.record(
             s,
             type="certificate.issued",
             now=now,
             actor=by[:64],
             data=data,
-            signing_key=service.audit_key,
-            checkpoint_every=service.checkpoint_every,
         )
     return True
 
@@ -125,7 +121,7 @@ class _Locked:
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
 

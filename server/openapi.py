@@ -2,37 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 __all__ = ["spec"]
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
-_SIGNED = [{"sshsig": []}]
+_SIGNED: list[dict[str, list[str]]] = [{"sshsig": []}]
 
 
 def _op(
     summary: str,
     *,
-    body: dict[str, Any] | None = None,
+    body: dict[str, object] | None = None,
     ok: int = 200,
     schema: str = "Request",
     signed: bool = True,
-    params: list[dict[str, Any]] | None = None,
+    params: list[dict[str, object]] | None = None,
     errors: tuple[int, ...] = (400, 401, 403, 404, 409),
     media: str = "application/json",
-) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "responses": {
-            str(ok): {
-                "description": "OK",
-                "content": {media: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-            }
-        },
+) -> dict[str, object]:
+    responses: dict[str, object] = {
+        str(ok): {
+            "description": "OK",
+            "content": {media: {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
     }
     for code in errors:
-        op["responses"][str(code)] = _PROBLEM
-    op["responses"]["503"] = _PROBLEM
+        responses[str(code)] = _PROBLEM
+    responses["503"] = _PROBLEM
+    op: dict[str, object] = {"summary": summary, "responses": responses}
     if signed:
         op["security"] = _SIGNED
     if body is not None:
@@ -53,7 +49,7 @@ _ID = [
 _DURATION = {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "example": "30m"}]}
 
 
-def spec() -> dict[str, Any]:
+def spec() -> dict[str, object]:
     return {
         "openapi": "3.1.0",
         "info": {

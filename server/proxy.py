@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["Network", "parse_networks", "resolve_forwarded", "TrustedProxies"]
 
@@ -130,11 +133,11 @@ def resolve_forwarded(
 class TrustedProxies:
     """WSGI middleware: :func:`resolve_forwarded` applied to every call's environ."""
 
-    def __init__(self, app: Callable[..., Any], trusted: Sequence[Network]) -> None:
+    def __init__(self, app: WSGIApplication, trusted: Sequence[Network]) -> None:
         self.app = app
         self.trusted = tuple(trusted)
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         client, scheme, host = resolve_forwarded(
             environ.get("REMOTE_ADDR"),
             self.trusted,

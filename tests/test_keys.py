@@ -43,6 +43,7 @@ from ca.keys import (
     public_key_from_crypto,
     save_ca_key,
 )
+from server.errors import http_status
 
 from .support import assert_refusal
 
@@ -429,7 +430,7 @@ def test_refuses_too_large() -> None:
     big = "ssh-ed25519 " + "A" * MAX_KEY_TEXT
     err = refused(KeyTooLarge, big)
     assert "16 KiB" in str(err)
-    assert err.http_status == 413
+    assert http_status(err) == 413
     refused(KeyTooLarge, big.encode())
     # A valid key with a huge comment is also over the limit.
     refused(KeyTooLarge, ed25519_line() + " " + "c" * MAX_KEY_TEXT)

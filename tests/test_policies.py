@@ -14,6 +14,7 @@ import policies
 from ca.errors import JitSshError
 from policies import InvalidPolicy, PolicyProblem, load_demo_policy, load_policy, parse_policy
 from policies._lines import key_lines, line_of
+from server.errors import http_status
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -668,7 +669,7 @@ def test_policy_error_is_a_jit_ssh_error_with_code_and_first_problem() -> None:
     err = info.value
     assert isinstance(err, JitSshError)
     assert err.code == "invalid_policy"
-    assert err.http_status == 400
+    assert http_status(err) == 400
     assert (err.file, err.line, err.field) == ("p.toml", 2, "targets.web.principals")
     assert str(err).startswith("p.toml:2: targets.web.principals: ")
     assert str(err).endswith("(and 1 more problem)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -16,10 +17,12 @@ from policies import (
     PolicyDenied,
     count_approvals,
     decide,
+    is_own_request,
     load_demo_policy,
     may_approve,
     parse_policy,
 )
+from server.errors import http_status
 
 POLICY_TEXT = """\
 [targets.db]
@@ -542,7 +545,7 @@ def test_now_in_another_zone_is_the_same_moment() -> None:
 def test_policy_denied_carries_the_decision() -> None:
     decision = decide(POLICY, req("eve"), NOW)
     err = PolicyDenied(decision)
-    assert err.code == "policy_denied" and err.http_status == 403
+    assert err.code == "policy_denied" and http_status(err) == 403
     assert err.decision is decision
     assert "denied by default" in str(err)
 
@@ -748,3 +751,53 @@ def test_count_approvals_counts_distinct_eligible_approvers_never_the_requester(
     assert count_approvals(POLICY, request, approvers, NOW) == 2
     assert count_approvals(POLICY, request, approvers[:1], NOW) == 0
     assert count_approvals(POLICY, request, [], NOW) == 0
+
+
+def test_may_approve_gives_every_reason_that_applies() -> None:
+    # The requester, outside the approver groups, after the pending time: three refusals.
+    late = replace(PENDING, submitted_at=NOW - timedelta(days=30))
+    check = may_approve(POLICY, late, Approver("dan", frozenset({"dba"})), NOW)
+    assert not check.allowed and check.own_request
+    assert len(check.reasons) == 3, check.reasons
+    assert "their own request" in check.reasons[0]
+    assert "is not an approver" in check.reasons[1]
+    assert "the request expired" in check.reasons[2]
+    assert check.reason == "; ".join(check.reasons)
+
+
+def test_is_own_request() -> None:
+    assert is_own_request(PENDING, Approver("dan"))
+    assert not is_own_request(PENDING, Approver("lee"))
+
+
+# -- the stored decision ----------------------------------------------------------
+
+
+def test_decision_record_round_trips() -> None:
+    d = decide(POLICY, PENDING, NOW)
+    record = d.to_record()
+    assert json.loads(json.dumps(record)) == record
+    assert Decision.from_record(record, requester=d.requester, target=d.target) == d
+
+
+def test_a_record_without_newer_keys_reads_with_their_defaults() -> None:
+    old = {"outcome": "needs_approval", "policy_version": "v1", "duration_seconds": 60}
+    d = Decision.from_record(old, requester="dan", target="db")
+    assert d.duration == timedelta(minutes=1) and d.claim_window is None
+    assert d.principals == () and d.approvals_required == 0 and not d.approvers_may_shorten
+
+
+@pytest.mark.parametrize(
+    ("record", "key"),
+    [
+        ({"policy_version": "v1"}, "outcome"),
+        ({"outcome": "maybe", "policy_version": "v1"}, "outcome"),
+        ({"outcome": "denied"}, "policy_version"),
+        ({"outcome": "denied", "policy_version": "v1", "principals": "root"}, "principals"),
+        ({"outcome": "denied", "policy_version": "v1", "duration_seconds": "60"}, "duration"),
+        ({"outcome": "denied", "policy_version": "v1", "approvals_required": True}, "approvals"),
+    ],
+)
+def test_a_malformed_record_is_refused_naming_the_key(record: dict[str, Any], key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        Decision.from_record(record, requester="dan", target="db")

@@ -26,6 +26,7 @@ from policies import (
     parse_policy,
     redecide,
 )
+from server.errors import http_status
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -101,7 +102,7 @@ def test_current_denial_refuses_with_its_reasons() -> None:
     with pytest.raises(PolicyChanged) as e:
         narrow(_decision(), denied)
     assert e.value.code == "policy_changed" and isinstance(e.value, PolicyDenied)
-    assert e.value.http_status == 403
+    assert http_status(e.value) == 403
     assert "no target named" in str(e.value) and e.value.decision is denied
 
 

@@ -28,6 +28,7 @@ from ca.sshsig import (
     sshsig_signed_data,
     verify,
 )
+from server.errors import http_status
 
 from .conftest import require_tool
 from .support import KEY_SPECS
@@ -121,7 +122,7 @@ def refused(blob: Any, *, message: bytes = MSG, namespace: str = NS) -> str:
     with pytest.raises(InvalidSignatureError) as info:
         verify(message, blob, namespace=namespace)
     err = info.value
-    assert err.code == "invalid_signature" and err.http_status == 401
+    assert err.code == "invalid_signature" and http_status(err) == 401
     assert isinstance(err, JitSshError)
     return str(err)
 

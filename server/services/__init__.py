@@ -22,11 +22,19 @@ from dataclasses import dataclass
 
 from .certificates import CertificateResult, CertificateService
 from .policy_source import PolicyHolder
-from .requests import RequestService
+from .requests import MayDecide, NotDecidable, RequestService
 from .users import UserService
 from .validation import MAX_COMMENT, MAX_REASON
 
-__all__ = ["Service", "PolicyHolder", "CertificateResult", "MAX_REASON", "MAX_COMMENT"]
+__all__ = [
+    "Service",
+    "PolicyHolder",
+    "CertificateResult",
+    "MayDecide",
+    "NotDecidable",
+    "MAX_REASON",
+    "MAX_COMMENT",
+]
 
 
 @dataclass

@@ -5,13 +5,12 @@ under the current policy (which both an approval and a fetch make).
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
@@ -22,100 +21,59 @@ from ca.keyring import Keyring
 from server import audit
 from server.db import CommitThenRaise, transaction
 from server.errors import NotFound
-from server.models import AccessRequest, RequestState, Role, User
+from server.keystore import LiveKeyring
+from server.models import AccessRequest, ApprovalDecision, RequestState, Role, User
 
 from . import fast
 from .policy_source import PolicyHolder
 from .validation import MAX_REASON, check_request_id
 
-__all__ = ["ServiceBase"]
+__all__ = ["ServiceBase", "PolicyCheck"]
+
+
+class PolicyCheck(TypedDict):
+    """How a request in flight fared when decided again under the current policy,
+    as its audit event records it (``policy``)."""
+
+    #: "unchanged" or "narrowed" (a refusal raises instead).
+    result: str
+    stored_policy_version: str
+    current_policy_version: str
+    #: What the current policy took away (``policies.narrowing``), when narrowed.
+    changes: NotRequired[dict[str, object]]
+
 
 log = logging.getLogger("jit_ssh.service")
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-def decision_to_dict(d: policies.Decision) -> dict[str, Any]:
-    return {
-        "outcome": d.outcome.value,
-        "allowed": d.allowed,
-        "reasons": list(d.reasons),
-        "rule": d.rule,
-        "policy_version": d.policy_version,
-        "duration_seconds": None if d.duration is None else int(d.duration.total_seconds()),
-        "approvals_required": d.approvals_required,
-        "approver_users": list(d.approver_users),
-        "approver_groups": list(d.approver_groups),
-        "principals": list(d.principals),
-        "extensions": list(d.extensions),
-        "force_command": d.force_command,
-        "source_address": list(d.source_address),
-        "pending_ttl_seconds": None
-        if d.pending_ttl is None
-        else int(d.pending_ttl.total_seconds()),
-        "claim_window_seconds": None
-        if d.claim_window is None
-        else int(d.claim_window.total_seconds()),
-        "approvers_may_shorten": d.approvers_may_shorten,
-    }
-
-
-def decision_from_dict(d: dict[str, Any], *, requester: str, target: str) -> policies.Decision:
-    """The decision stored with a request (:func:`decision_to_dict`), as a value again."""
-
-    def seconds(value: Any) -> timedelta | None:
-        return None if value is None else timedelta(seconds=value)
-
-    return policies.Decision(
-        outcome=policies.Outcome(d["outcome"]),
-        reasons=tuple(d.get("reasons") or ()),
-        policy_version=d["policy_version"],
-        requester=requester,
-        target=target,
-        rule=d.get("rule"),
-        duration=seconds(d.get("duration_seconds")),
-        approvals_required=int(d.get("approvals_required") or 0),
-        approver_users=tuple(d.get("approver_users") or ()),
-        approver_groups=tuple(d.get("approver_groups") or ()),
-        principals=tuple(d.get("principals") or ()),
-        extensions=tuple(d.get("extensions") or ()),
-        force_command=d.get("force_command"),
-        source_address=tuple(d.get("source_address") or ()),
-        pending_ttl=seconds(d.get("pending_ttl_seconds")),
-        claim_window=seconds(d.get("claim_window_seconds")),
-        approvers_may_shorten=bool(d.get("approvers_may_shorten")),
-    )
 
 
 @dataclass
 class ServiceBase:
     sessions: sessionmaker[Session]
-    keyring: Keyring
+    keyring: Keyring | LiveKeyring
     policy: PolicyHolder
-    audit_key: Any
+    audit: audit.AuditWriter
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     backdate_seconds: int = 0
-    checkpoint_every: int = 1000
     #: Seconds a revoked serial stays in the KRL past its valid_before (hosts' clock skew).
     krl_clock_skew: int = 300
-    notify: Callable[[str, dict[str, Any]], None] | None = None
+    notify: Callable[[str, Mapping[str, object]], None] | None = None
 
     # ---- helpers -----------------------------------------------------------------
 
     def now(self) -> datetime:
         return self.clock()
 
-    def _record(self, s: Session, type: str, now: datetime, **kw: Any) -> None:
-        audit.record(
-            s,
-            type=type,
-            now=now,
-            signing_key=self.audit_key,
-            checkpoint_every=self.checkpoint_every,
-            **kw,
-        )
+    def _record(
+        self,
+        s: Session,
+        type: str,
+        now: datetime,
+        *,
+        actor: str | None = None,
+        request_id: str | None = None,
+        data: dict[str, object] | None = None,
+    ) -> None:
+        self.audit.record(s, type=type, now=now, actor=actor, request_id=request_id, data=data)
 
     def _tx(self) -> AbstractContextManager[Session]:
         return transaction(self.sessions)
@@ -130,7 +88,7 @@ class ServiceBase:
             return s.merge(user, load=False)
         return s.get(User, user.id)
 
-    def _lock_request(self, s: Session, request_id: Any, *, lean: bool = False) -> AccessRequest:
+    def _lock_request(self, s: Session, request_id: object, *, lean: bool = False) -> AccessRequest:
         """Lock the request's row. ``lean``: load no relationship up front (each
         loads, under the lock, when first read), for callers that return no request."""
         request_id = check_request_id(request_id)
@@ -142,11 +100,11 @@ class ServiceBase:
     @staticmethod
     def _overdue(req: AccessRequest, now: datetime) -> bool:
         """Whether :meth:`_refresh` would move ``req`` (judged on what was read)."""
-        if req.state == RequestState.PENDING.value:
+        if req.state == RequestState.PENDING:
             return now >= req.pending_until
-        if req.state == RequestState.APPROVED.value:
+        if req.state == RequestState.APPROVED:
             return req.claim_until is not None and now >= req.claim_until
-        if req.state == RequestState.ISSUED.value:
+        if req.state == RequestState.ISSUED:
             return req.certificate is not None and now >= req.certificate.valid_before
         return False
 
@@ -174,22 +132,22 @@ class ServiceBase:
 
     def _refresh(self, s: Session, req: AccessRequest, now: datetime) -> None:
         """Move a request past its deadlines (checked on every read and write), under its row lock."""
-        if req.state == RequestState.PENDING.value and now >= req.pending_until:
-            req.state = RequestState.EXPIRED.value
+        if req.state == RequestState.PENDING and now >= req.pending_until:
+            req.state = RequestState.EXPIRED
             self._record(s, "request.expired", now, request_id=req.id, data={"was": "pending"})
         elif (
-            req.state == RequestState.APPROVED.value
+            req.state == RequestState.APPROVED
             and req.claim_until is not None
             and now >= req.claim_until
         ):
-            req.state = RequestState.EXPIRED.value
+            req.state = RequestState.EXPIRED
             self._record(s, "request.expired", now, request_id=req.id, data={"was": "approved"})
         elif (
-            req.state == RequestState.ISSUED.value
+            req.state == RequestState.ISSUED
             and req.certificate is not None
             and now >= req.certificate.valid_before
         ):
-            req.state = RequestState.ENDED.value
+            req.state = RequestState.ENDED
             self._record(
                 s,
                 "request.ended",
@@ -231,7 +189,7 @@ class ServiceBase:
         """
         names: set[str] = set()
         for a in req.approvals:
-            if a.decision != "approve":
+            if a.decision != ApprovalDecision.APPROVE:
                 continue
             who = a.approver
             if who.disabled or not who.has_role(Role.APPROVER):
@@ -255,7 +213,7 @@ class ServiceBase:
         actor: str,
         decided_at: datetime | None = None,
         approvals_given: int | None = None,
-    ) -> tuple[policies.Decision, dict[str, Any]]:
+    ) -> tuple[policies.Decision, PolicyCheck]:
         """Decide ``req`` again under ``policy`` (the current one) and narrow its stored decision.
 
         Returns what both allow and the ``policy`` record for the audit event
@@ -268,9 +226,7 @@ class ServiceBase:
         ``decided_at``: judge the auto-approval window at the moment the request
         was approved, not at the fetch.
         """
-        stored = decision_from_dict(
-            json.loads(req.decision), requester=preq.requester, target=req.target
-        )
+        stored = req.stored_decision(requester=preq.requester)
         current = policies.redecide(policy, preq, decided_at or now)
         versions = {
             "stored_policy_version": stored.policy_version,
@@ -286,10 +242,10 @@ class ServiceBase:
                     stored=stored,
                 )
         except policies.PolicyChanged as err:
-            req.state = RequestState.DENIED.value
+            req.state = RequestState.DENIED
             req.decided_at = now
             req.deny_reason = f"refused by the current policy ({err.code}): {err}"[:MAX_REASON]
-            refused: dict[str, Any] = {
+            refused: dict[str, object] = {
                 "result": "refused",
                 "code": err.code,
                 "reasons": list(current.reasons),
@@ -305,53 +261,59 @@ class ServiceBase:
             )
             raise CommitThenRaise(err) from None
         changes = policies.narrowing(stored, narrowed)
-        check: dict[str, Any] = {"result": "narrowed" if changes else "unchanged", **versions}
+        check: PolicyCheck = {
+            "result": "narrowed" if changes else "unchanged",
+            "stored_policy_version": stored.policy_version,
+            "current_policy_version": current.policy_version,
+        }
         if changes:
             check["changes"] = changes
         return narrowed, check
 
-    def current_grant(self, req: AccessRequest) -> tuple[dict[str, Any], str | None]:
+    def current_grant(self, req: AccessRequest) -> tuple[policies.Decision, str | None]:
         """What a request in flight would get under the current policy, for display; writes nothing.
 
-        Returns the decision (as :func:`decision_to_dict`) the next approval or
-        fetch would narrow it to, and a note when that differs from the stored
-        one (``None`` when unchanged, and for requests no longer in flight).
+        Returns the decision the next approval or fetch would narrow it to, and a
+        note when that differs from the stored one (``None`` when unchanged, and
+        for requests no longer in flight).
         """
-        stored_dict = json.loads(req.decision)
-        if req.state not in (RequestState.PENDING.value, RequestState.APPROVED.value):
-            return stored_dict, None
-        approved = req.state == RequestState.APPROVED.value
+        stored = req.stored_decision()
+        if req.state not in (RequestState.PENDING, RequestState.APPROVED):
+            return stored, None
+        approved = req.state == RequestState.APPROVED
         preq = self._policy_request(req, req.requester.group_names)
-        stored = decision_from_dict(stored_dict, requester=preq.requester, target=req.target)
         current = policies.redecide(
             self.policy.get(), preq, (req.decided_at if approved else None) or self.now()
         )
         try:
             narrowed = policies.narrow(stored, current)
-            given = len({a.approver_id for a in req.approvals if a.decision == "approve"})
+            given = len(
+                {a.approver_id for a in req.approvals if a.decision == ApprovalDecision.APPROVE}
+            )
             if (
                 approved
                 and not (req.auto_approved or req.break_glass)
                 and given < narrowed.approvals_required
             ):
-                return stored_dict, (
+                return stored, (
                     f"The policy changed: this request now needs {narrowed.approvals_required} "
                     "approvals; it will be refused when fetched."
                 )
             if approved and (req.auto_approved or req.break_glass) and narrowed.approvals_required:
                 return (
-                    stored_dict,
+                    stored,
                     "The policy changed: this request now needs approval; it will be refused when fetched.",
                 )
         except policies.PolicyChanged as err:
-            return stored_dict, f"The current policy refuses this request ({err.code}): {err}"
+            return stored, f"The current policy refuses this request ({err.code}): {err}"
         if not policies.narrowing(stored, narrowed):
-            return stored_dict, None
-        return decision_to_dict(
-            narrowed
-        ), "The policy changed since this request was made: shown is what can still be issued."
+            return stored, None
+        return (
+            narrowed,
+            "The policy changed since this request was made: shown is what can still be issued.",
+        )
 
-    def _notify(self, kind: str, payload: dict[str, Any]) -> None:
+    def _notify(self, kind: str, payload: Mapping[str, object]) -> None:
         if self.notify is not None:
             try:
                 self.notify(kind, payload)

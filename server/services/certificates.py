@@ -6,7 +6,6 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +20,7 @@ from ca import (
     make_key_id,
     parse_public_key,
 )
+from ca.keys import PublicKey
 from ca.krl import build_krl, krl_version_at
 from server.db import CommitThenRaise
 from server.errors import (
@@ -32,10 +32,10 @@ from server.errors import (
     NotFound,
     RequestExpired,
 )
-from server.models import Certificate, RequestState, Revocation, Role, User
+from server.models import Certificate, RequestState, Revocation, Role, User, decision_text
 
 from . import fast
-from .base import ServiceBase, _json, decision_to_dict
+from .base import ServiceBase
 from .validation import MAX_REASON, check_serial, check_text
 
 __all__ = ["CertificateService", "CertificateResult"]
@@ -53,7 +53,9 @@ class CertificateResult:
 
 
 class CertificateService(ServiceBase):
-    def fetch_certificate(self, user: User, request_id: Any, public_key: Any) -> CertificateResult:
+    def fetch_certificate(
+        self, user: User, request_id: object, public_key: object
+    ) -> CertificateResult:
         if not isinstance(public_key, str):
             raise InvalidInput("public_key must be an OpenSSH public key line", field="public_key")
         if "\n" in public_key.strip() or "\r" in public_key.strip():
@@ -69,7 +71,7 @@ class CertificateService(ServiceBase):
                     raise
         raise AssertionError("unreachable")
 
-    def _fetch_once(self, user: User, request_id: Any, key: Any) -> CertificateResult:
+    def _fetch_once(self, user: User, request_id: object, key: PublicKey) -> CertificateResult:
         now = self.now()
         # Read before the transaction: a reload records its own audit event.
         policy = self.policy.get()
@@ -85,7 +87,7 @@ class CertificateService(ServiceBase):
             self._refresh(s, req, now)
             # Only an issued request has a certificate (the row and the state change
             # commit together): load it only then.
-            cert = req.certificate if req.state == RequestState.ISSUED.value else None
+            cert = req.certificate if req.state == RequestState.ISSUED else None
             if cert is not None:
                 if cert.public_key_fingerprint != key.fingerprint:
                     raise KeyMismatch(
@@ -101,11 +103,11 @@ class CertificateService(ServiceBase):
                     data={"serial": str(cert.serial)},
                 )
                 return _result(cert, reissued=True)
-            if req.state == RequestState.PENDING.value:
+            if req.state == RequestState.PENDING:
                 raise NotApproved(f"request {req.id} is still pending approval", field="id")
-            if req.state == RequestState.EXPIRED.value:
+            if req.state == RequestState.EXPIRED:
                 raise CommitThenRaise(RequestExpired(f"request {req.id} expired", field="id"))
-            if req.state != RequestState.APPROVED.value:
+            if req.state != RequestState.APPROVED:
                 raise InvalidState(f"request {req.id} is {req.state}", field="id")
             if req.break_glass:
                 approvers = ["break-glass"]
@@ -152,7 +154,7 @@ class CertificateService(ServiceBase):
             ):
                 # The current policy's claim window is shorter than the one the
                 # request was approved under, and it has passed.
-                req.state = RequestState.EXPIRED.value
+                req.state = RequestState.EXPIRED
                 self._record(
                     s,
                     "request.expired",
@@ -169,7 +171,7 @@ class CertificateService(ServiceBase):
                 )
             seconds = min(req.granted_seconds, int(decision.duration.total_seconds()))
             if policy_check["result"] == "narrowed":
-                req.decision = _json(decision_to_dict(decision))
+                req.decision = decision_text(decision)
                 req.granted_seconds = seconds
             duration = timedelta(seconds=seconds)
             backdate = timedelta(seconds=min(self.backdate_seconds, seconds // 10))
@@ -195,7 +197,7 @@ class CertificateService(ServiceBase):
                     "serial": issued.serial,
                     "request_id": req.id,
                     "key_id": issued.key_id,
-                    "principals": _json(list(issued.principals)),
+                    "principals": json.dumps(list(issued.principals), separators=(",", ":")),
                     "valid_after": issued.valid_after,
                     "valid_before": issued.valid_before,
                     "public_key_fingerprint": key.fingerprint,
@@ -206,7 +208,7 @@ class CertificateService(ServiceBase):
                     "offline": False,
                 },
             )
-            set_committed_value(req, "state", RequestState.ISSUED.value)
+            set_committed_value(req, "state", RequestState.ISSUED)
             self._record(
                 s,
                 "certificate.issued",
@@ -243,7 +245,7 @@ class CertificateService(ServiceBase):
             self._notify(*notify)
         return result
 
-    def revoke(self, user: User, serial: Any, *, reason: Any = "") -> Revocation:
+    def revoke(self, user: User, serial: object, *, reason: object = "") -> Revocation:
         reason = check_text(reason, "reason", MAX_REASON)
         serial_no = check_serial(serial)
         now = self.now()
@@ -284,10 +286,10 @@ class CertificateService(ServiceBase):
             )
             s.add(rev)
             if req is not None and req.state in (
-                RequestState.ISSUED.value,
-                RequestState.ENDED.value,
+                RequestState.ISSUED,
+                RequestState.ENDED,
             ):
-                req.state = RequestState.REVOKED.value
+                req.state = RequestState.REVOKED
             s.flush()
             self._record(
                 s,

@@ -63,7 +63,7 @@ def mark_issued(s: Session, request_id: str) -> None:
     """Move the (locked) request to ``issued``; the caller updates its loaded copy."""
     s.flush()
     s.connection().execute(
-        _UPDATE_STATE, {"request_id": request_id, "new_state": RequestState.ISSUED.value}
+        _UPDATE_STATE, {"request_id": request_id, "new_state": RequestState.ISSUED}
     )
 
 

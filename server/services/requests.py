@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import secrets
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import select
 
@@ -21,13 +21,42 @@ from server.errors import (
     RequestExpired,
     SelfApproval,
 )
-from server.models import AccessRequest, Approval, RequestState, Role, User
+from server.models import (
+    AccessRequest,
+    Approval,
+    ApprovalDecision,
+    RequestState,
+    Role,
+    User,
+    decision_text,
+)
 
 from . import fast
-from .base import ServiceBase, _json, decision_to_dict
+from .base import ServiceBase
 from .validation import MAX_COMMENT, MAX_REASON, check_target, check_text
 
-__all__ = ["RequestService"]
+__all__ = ["RequestService", "MayDecide", "NotDecidable"]
+
+
+class NotDecidable(enum.StrEnum):
+    """Why a user may not approve or deny a request (see :class:`MayDecide`)."""
+
+    OWN_REQUEST = "own_request"
+    NOT_PENDING = "not_pending"
+    NOT_APPROVER = "not_approver"
+    ALREADY_DECIDED = "already_decided"
+    #: The policy does not let them: its reasons say why.
+    POLICY = "policy"
+
+
+@dataclass(frozen=True)
+class MayDecide:
+    """What :meth:`RequestService.may_decide` answers: whether the user may approve or
+    deny, why not, and the policy's reasons (every one that applies)."""
+
+    allowed: bool
+    why_not: NotDecidable | None = None
+    reasons: tuple[str, ...] = ()
 
 
 class RequestService(ServiceBase):
@@ -35,9 +64,9 @@ class RequestService(ServiceBase):
         self,
         user: User,
         *,
-        target: Any,
+        target: object,
         duration: timedelta | None,
-        reason: Any,
+        reason: object,
         break_glass: bool = False,
     ) -> AccessRequest:
         target = check_target(target)
@@ -87,7 +116,7 @@ class RequestService(ServiceBase):
                 state=(RequestState.APPROVED if auto else RequestState.PENDING).value,
                 policy_version=decision.policy_version,
                 rule=decision.rule,
-                decision=_json(decision_to_dict(decision)),
+                decision=decision_text(decision),
                 approvals_required=decision.approvals_required,
                 auto_approved=auto,
                 break_glass=decision.outcome is policies.Outcome.BREAK_GLASS,
@@ -148,14 +177,14 @@ class RequestService(ServiceBase):
                 "request_id": req.id,
                 "requester": user.name,
                 "target": target,
-                "state": req.state,
+                "state": str(req.state),
                 "reason": reason,
                 "duration_seconds": seconds,
             },
         )
         return req
 
-    def get(self, user: User, request_id: Any) -> AccessRequest:
+    def get(self, user: User, request_id: object) -> AccessRequest:
         now = self.now()
         with self._tx() as s:
             req = self._lock_request(s, request_id)
@@ -195,7 +224,7 @@ class RequestService(ServiceBase):
                 s.execute(
                     select(AccessRequest)
                     .where(
-                        AccessRequest.state == RequestState.PENDING.value,
+                        AccessRequest.state == RequestState.PENDING,
                         AccessRequest.requester_id != me.id,
                     )
                     .order_by(AccessRequest.created_at)
@@ -206,7 +235,7 @@ class RequestService(ServiceBase):
             approver = policies.Approver(name=me.name, groups=frozenset(me.group_names))
             self._refresh_all(s, rows, now)
             for r in rows:
-                if r.state != RequestState.PENDING.value:
+                if r.state != RequestState.PENDING:
                     continue
                 if any(a.approver_id == me.id for a in r.approvals):
                     continue
@@ -217,38 +246,71 @@ class RequestService(ServiceBase):
                     out.append(r)
             return out[:limit]
 
+    def may_decide(self, user: User, req: AccessRequest) -> MayDecide:
+        """Whether ``user`` may approve or deny ``req`` (as :meth:`get` returned it), and
+        why not. Writes nothing: :meth:`approve` and :meth:`deny` judge again under the
+        request's row lock. Who may approve is the policy's to say
+        (``policies.may_approve``); this adds the request's state and the user's role."""
+        preq = self._policy_request(req, req.requester.group_names)
+        approver = policies.Approver(name=user.name, groups=frozenset(user.group_names))
+        if policies.is_own_request(preq, approver):
+            return MayDecide(False, NotDecidable.OWN_REQUEST)
+        if req.state != RequestState.PENDING:
+            return MayDecide(False, NotDecidable.NOT_PENDING)
+        if not user.has_role(Role.APPROVER):
+            return MayDecide(False, NotDecidable.NOT_APPROVER)
+        if any(a.approver_id == user.id for a in req.approvals):
+            return MayDecide(False, NotDecidable.ALREADY_DECIDED)
+        check = policies.may_approve(self.policy.get(), preq, approver, self.now())
+        if not check.allowed:
+            return MayDecide(False, NotDecidable.POLICY, check.reasons)
+        return MayDecide(True, None, check.reasons)
+
     def approve(
-        self, user: User, request_id: Any, *, comment: Any = "", duration: timedelta | None = None
+        self,
+        user: User,
+        request_id: object,
+        *,
+        comment: object = "",
+        duration: timedelta | None = None,
     ) -> AccessRequest:
         comment = check_text(comment, "comment", MAX_COMMENT)
         return self._decide(user, request_id, approve=True, text=comment, duration=duration)
 
-    def deny(self, user: User, request_id: Any, *, reason: Any) -> AccessRequest:
+    def deny(self, user: User, request_id: object, *, reason: object) -> AccessRequest:
         reason = check_text(reason, "reason", MAX_REASON, required=True)
         return self._decide(user, request_id, approve=False, text=reason, duration=None)
 
     def _decide(
-        self, user: User, request_id: Any, *, approve: bool, text: str, duration: timedelta | None
+        self,
+        user: User,
+        request_id: object,
+        *,
+        approve: bool,
+        text: str,
+        duration: timedelta | None,
     ) -> AccessRequest:
         now = self.now()
         policy = self.policy.get()
-        notify: tuple[str, dict[str, Any]] | None = None
+        notify: tuple[str, dict[str, object]] | None = None
         with self._tx() as s:
             req = self._lock_request(s, request_id)
             me = self._me(s, user)
             assert me is not None
             self._refresh(s, req, now)
-            if req.requester_id == me.id:
+            preq = self._policy_request(req, req.requester.group_names)
+            approver = policies.Approver(name=me.name, groups=frozenset(me.group_names))
+            if policies.is_own_request(preq, approver):
                 raise SelfApproval(
                     "requesters can never approve or deny their own request", field="id"
                 )
             if not me.has_role(Role.APPROVER):
                 raise NotEligible(f"{me.name!r} does not have the approver role", field="id")
-            if req.state == RequestState.EXPIRED.value:
+            if req.state == RequestState.EXPIRED:
                 raise CommitThenRaise(
                     RequestExpired(f"request {req.id} expired before it was decided", field="id")
                 )
-            if req.state != RequestState.PENDING.value:
+            if req.state != RequestState.PENDING:
                 raise InvalidState(f"request {req.id} is {req.state}, not pending", field="id")
             if any(a.approver_id == me.id for a in req.approvals):
                 raise AlreadyDecided(f"{me.name!r} already decided on request {req.id}", field="id")
@@ -262,7 +324,6 @@ class RequestService(ServiceBase):
                     f"approvers may shorten a request, never lengthen it ({req.requested_seconds} s was asked for)",
                     field="duration",
                 )
-            preq = self._policy_request(req, req.requester.group_names)
             # Decided again under the current policy: what it no longer allows is
             # dropped now, so approvers approve (and see) what can still be issued.
             narrowed, policy_check = self._recheck(
@@ -272,7 +333,7 @@ class RequestService(ServiceBase):
             check = policies.may_approve(
                 policy,
                 replace(preq, duration=narrowed.duration),
-                policies.Approver(name=me.name, groups=frozenset(me.group_names)),
+                approver,
                 now,
                 duration=min(duration, narrowed.duration)
                 if (approve and duration is not None)
@@ -284,7 +345,7 @@ class RequestService(ServiceBase):
                 Approval(
                     request_id=req.id,
                     approver_id=me.id,
-                    decision="approve" if approve else "deny",
+                    decision=ApprovalDecision.APPROVE if approve else ApprovalDecision.DENY,
                     comment=text,
                     shortened_seconds=int(duration.total_seconds())
                     if (duration is not None and approve)
@@ -295,7 +356,7 @@ class RequestService(ServiceBase):
             s.flush()
             s.refresh(req)
             if not approve:
-                req.state = RequestState.DENIED.value
+                req.state = RequestState.DENIED
                 req.decided_at = now
                 req.deny_reason = text
                 self._record(
@@ -311,9 +372,9 @@ class RequestService(ServiceBase):
                 if policy_check["result"] == "narrowed":
                     # The request now carries the narrowed decision: the API and the
                     # approver pages show it, and the fetch narrows it again.
-                    req.decision = _json(decision_to_dict(narrowed))
+                    req.decision = decision_text(narrowed)
                     req.approvals_required = narrowed.approvals_required
-                approvals = [a for a in req.approvals if a.decision == "approve"]
+                approvals = [a for a in req.approvals if a.decision == ApprovalDecision.APPROVE]
                 counted = self._counted_approvers(req, policy, preq, narrowed.duration)
                 self._record(
                     s,
@@ -337,7 +398,7 @@ class RequestService(ServiceBase):
                     req.granted_seconds = min(
                         [req.requested_seconds, int(narrowed.duration.total_seconds()), *shortened]
                     )
-                    req.state = RequestState.APPROVED.value
+                    req.state = RequestState.APPROVED
                     req.decided_at = now
                     claim = (
                         int(narrowed.claim_window.total_seconds()) if narrowed.claim_window else 900
@@ -362,7 +423,7 @@ class RequestService(ServiceBase):
             self._notify(*notify)
         return req
 
-    def cancel(self, user: User, request_id: Any) -> AccessRequest:
+    def cancel(self, user: User, request_id: object) -> AccessRequest:
         now = self.now()
         with self._tx() as s:
             req = self._lock_request(s, request_id)
@@ -371,15 +432,15 @@ class RequestService(ServiceBase):
             if req.requester_id != me.id and not me.has_role(Role.ADMIN):
                 raise Forbidden("only the requester (or an admin) can cancel a request", field="id")
             self._refresh(s, req, now)
-            if req.state == RequestState.EXPIRED.value:
+            if req.state == RequestState.EXPIRED:
                 # As approve, deny and fetch say: 410, and the expiry just found is kept.
                 raise CommitThenRaise(RequestExpired(f"request {req.id} expired", field="id"))
-            if req.state not in (RequestState.PENDING.value, RequestState.APPROVED.value):
+            if req.state not in (RequestState.PENDING, RequestState.APPROVED):
                 raise InvalidState(
                     f"request {req.id} is {req.state}; only pending or approved requests can be cancelled",
                     field="id",
                 )
-            req.state = RequestState.CANCELLED.value
+            req.state = RequestState.CANCELLED
             req.decided_at = now
             self._record(s, "request.cancelled", now, actor=me.name, request_id=req.id)
             s.flush()
@@ -396,9 +457,9 @@ class RequestService(ServiceBase):
                     .where(
                         AccessRequest.state.in_(
                             [
-                                RequestState.PENDING.value,
-                                RequestState.APPROVED.value,
-                                RequestState.ISSUED.value,
+                                RequestState.PENDING,
+                                RequestState.APPROVED,
+                                RequestState.ISSUED,
                             ]
                         )
                     )

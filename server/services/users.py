@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -20,7 +19,7 @@ class UserService(ServiceBase):
     def user_by_name(self, s: Session, name: str) -> User | None:
         return s.execute(select(User).where(User.name == name)).scalar_one_or_none()
 
-    def _lock_user(self, s: Session, name: Any) -> User:
+    def _lock_user(self, s: Session, name: object) -> User:
         u = (
             s.execute(
                 select(User).where(User.name == name).with_for_update(of=User)
@@ -40,7 +39,7 @@ class UserService(ServiceBase):
         _ = (u.keys, u.groups, u.roles)
         return u
 
-    def set_user_disabled(self, name: Any, disabled: bool = True, *, actor: str) -> User:
+    def set_user_disabled(self, name: object, disabled: bool = True, *, actor: str) -> User:
         """Disable (or enable) a user. Disabling also ends every access the user holds, in
         the same transaction: unexpired certificates are revoked (the KRL lists them at
         once) and pending or approved requests are cancelled, each with its audit event."""
@@ -59,7 +58,7 @@ class UserService(ServiceBase):
                 self._end_access(s, u, now, actor=actor, why="user disabled")
             return self._loaded(s, u)
 
-    def remove_key(self, name: Any, fingerprint: Any, *, actor: str) -> User:
+    def remove_key(self, name: object, fingerprint: object, *, actor: str) -> User:
         """Remove one of a user's enrolled keys. With the last one gone the user can no
         longer call the API, so their access ends as when disabled (same transaction)."""
         now = self.now()
@@ -111,9 +110,9 @@ class UserService(ServiceBase):
                     AccessRequest.requester_id == u.id,
                     AccessRequest.state.in_(
                         [
-                            RequestState.PENDING.value,
-                            RequestState.APPROVED.value,
-                            RequestState.ISSUED.value,
+                            RequestState.PENDING,
+                            RequestState.APPROVED,
+                            RequestState.ISSUED,
                         ]
                     ),
                 )
@@ -126,9 +125,9 @@ class UserService(ServiceBase):
         )
         for req in rows:
             self._refresh(s, req, now)
-            if req.state in (RequestState.PENDING.value, RequestState.APPROVED.value):
-                was = req.state
-                req.state = RequestState.CANCELLED.value
+            if req.state in (RequestState.PENDING, RequestState.APPROVED):
+                was = str(req.state)
+                req.state = RequestState.CANCELLED
                 req.decided_at = now
                 self._record(
                     s,
@@ -138,13 +137,13 @@ class UserService(ServiceBase):
                     request_id=req.id,
                     data={"reason": why, "was": was, "user": u.name},
                 )
-            elif req.state == RequestState.ISSUED.value:
+            elif req.state == RequestState.ISSUED:
                 cert = s.execute(
                     select(Certificate)
                     .where(Certificate.request_id == req.id)
                     .with_for_update(of=Certificate)
                 ).scalar_one()
-                req.state = RequestState.REVOKED.value
+                req.state = RequestState.REVOKED
                 if cert.revocation is None:
                     s.add(
                         Revocation(

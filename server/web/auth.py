@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, select
@@ -35,10 +34,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ca.errors import JitSshError
-from server import audit
 from server.admin import MAX_PASSWORD, password_hasher
 from server.auth import log_failure, record_failure
 from server.db import CommitThenRaise, transaction
+from server.deps import Deps
 from server.models import LoginThrottle, User, WebSession
 
 from . import totp as totp_mod
@@ -61,7 +60,6 @@ class LoginFailed(JitSshError):
     """One message for every failed login, whatever the cause (see the module docstring)."""
 
     code = "login_failed"
-    http_status = 401
 
     def __init__(self) -> None:
         super().__init__(
@@ -89,7 +87,7 @@ class WebSettings:
     def delay(self, failures: int) -> float:
         if failures <= self.free_failures:
             return 0.0
-        return min(0.5 * 2 ** (failures - self.free_failures - 1), self.max_delay)
+        return float(min(0.5 * 2 ** (failures - self.free_failures - 1), self.max_delay))
 
 
 @dataclass(frozen=True)
@@ -144,7 +142,9 @@ def _name_hash(secret_key: bytes, name: str) -> str:
     ).hexdigest()
 
 
-def _counter(s: Session, user: User | None, secret_key: bytes, name: str, now: datetime) -> Any:
+def _counter(
+    s: Session, user: User | None, secret_key: bytes, name: str, now: datetime
+) -> User | LoginThrottle:
     """What counts failures for this name: the user row, or the throttle row for an unknown name."""
     if user is not None:
         return user
@@ -166,7 +166,7 @@ def _counter(s: Session, user: User | None, secret_key: bytes, name: str, now: d
     return row
 
 
-def _locked(counter: Any, now: datetime) -> bool:
+def _locked(counter: User | LoginThrottle, now: datetime) -> bool:
     if counter.locked_until is not None and counter.locked_until <= now:
         # The lock has run out: start counting afresh.
         counter.locked_until = None
@@ -176,9 +176,9 @@ def _locked(counter: Any, now: datetime) -> bool:
 
 def _fail(
     s: Session,
-    ext: Any,
+    ext: Deps,
     settings: WebSettings,
-    counter: Any,
+    counter: User | LoginThrottle,
     user: User | None,
     *,
     locked: bool,
@@ -194,7 +194,6 @@ def _fail(
             counter.locked_until = now + settings.lock_for
     if isinstance(counter, LoginThrottle):
         counter.updated_at = now
-    svc = ext.service
     # As for the API (server.auth.record_failure): a log line each, counted, and an audit
     # event for the first of its kind per window, under no actor (a failed login proves
     # nobody's identity). The attempt that locks an account is a kind of its own.
@@ -215,15 +214,14 @@ def _fail(
         code=code,
         claimed_user=claimed,
         data=data,
-        signing_key=svc.audit_key,
-        checkpoint_every=svc.checkpoint_every,
+        writer=ext.audit,
     )
     return settings.max_delay if locked else settings.delay(counter.failed_logins)
 
 
 def _start(
     s: Session,
-    ext: Any,
+    ext: Deps,
     settings: WebSettings,
     user: User,
     *,
@@ -251,25 +249,22 @@ def _start(
             LoginThrottle.updated_at < now - max(settings.lock_for, timedelta(days=1))
         )
     )
-    svc = ext.service
-    audit.record(
+    ext.audit.record(
         s,
         type="web.login",
         now=now,
         actor=user.name,
         data={"totp": totp_used, "remote": remote[:64]},
-        signing_key=svc.audit_key,
-        checkpoint_every=svc.checkpoint_every,
     )
     return sid
 
 
 def check_password(
-    ext: Any,
+    ext: Deps,
     settings: WebSettings,
     secret_key: bytes,
-    name: Any,
-    password: Any,
+    name: object,
+    password: object,
     *,
     remote: str = "",
 ) -> str | PreAuth:
@@ -346,12 +341,12 @@ def check_password(
 
 
 def check_totp(
-    ext: Any,
+    ext: Deps,
     settings: WebSettings,
     secret_key: bytes,
-    user_id: Any,
-    token: Any,
-    code: Any,
+    user_id: object,
+    token: object,
+    code: object,
     *,
     remote: str = "",
 ) -> str:
@@ -374,8 +369,10 @@ def check_totp(
                 why = "locked"
             elif user.disabled:
                 why = "disabled"
-            elif not user.totp_secret or not hmac.compare_digest(
-                _pre_token(secret_key, user), token
+            elif (
+                not user.totp_secret
+                or not isinstance(token, str)
+                or not hmac.compare_digest(_pre_token(secret_key, user), token)
             ):
                 why = "changed"
             else:
@@ -403,7 +400,7 @@ def check_totp(
         raise
 
 
-def load_session(ext: Any, settings: WebSettings, sid: Any) -> tuple[User | None, str | None]:
+def load_session(ext: Deps, settings: WebSettings, sid: object) -> tuple[User | None, str | None]:
     """The session's user (groups and roles loaded), or ``(None, why)`` when it has ended."""
     if not isinstance(sid, str) or not 20 <= len(sid) <= 100:
         return None, None
@@ -431,7 +428,7 @@ def load_session(ext: Any, settings: WebSettings, sid: Any) -> tuple[User | None
         return user, None
 
 
-def end_session(ext: Any, sid: Any) -> None:
+def end_session(ext: Deps, sid: object) -> None:
     if not isinstance(sid, str) or not 20 <= len(sid) <= 100:
         return
     now = ext.clock()
@@ -441,13 +438,10 @@ def end_session(ext: Any, sid: Any) -> None:
             return
         user = s.get(User, row.user_id)
         s.delete(row)
-        svc = ext.service
-        audit.record(
+        ext.audit.record(
             s,
             type="web.logout",
             now=now,
             actor=user.name if user else None,
             data={},
-            signing_key=svc.audit_key,
-            checkpoint_every=svc.checkpoint_every,
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,7 +22,7 @@ class TrailEvent:
     at: str
     type: str
     actor: str | None
-    data: dict[str, Any]
+    data: dict[str, object]
 
 
 @dataclass(frozen=True)

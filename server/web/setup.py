@@ -7,7 +7,6 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Any
 
 from flask import Flask, Response, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
@@ -87,7 +86,7 @@ class SessionInterface(SecureCookieSessionInterface):
 
 
 def set_security_headers(resp: Response) -> Response:
-    headers: Any = resp.headers
+    headers = resp.headers
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Frame-Options", "DENY")
     # same-origin, not no-referrer: Flask-WTF checks the Referer of POSTs over

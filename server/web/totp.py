@@ -18,10 +18,13 @@ import hmac
 import secrets
 import struct
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 from sqlalchemy import select
+
+if TYPE_CHECKING:
+    from server.services import Service
 
 __all__ = [
     "STEP_SECONDS",
@@ -71,7 +74,7 @@ def totp(secret: str, now: datetime) -> str:
     return hotp(_key(secret), time_step(now))
 
 
-def verify(secret: str, code: Any, now: datetime, *, last_step: int | None = None) -> int | None:
+def verify(secret: str, code: object, now: datetime, *, last_step: int | None = None) -> int | None:
     """The time step ``code`` matches (to store as the new ``last_step``), or None.
 
     Steps at or before ``last_step`` are never accepted, so a code that was
@@ -109,7 +112,7 @@ def provisioning_uri(secret: str, user: str, *, issuer: str = "jit-ssh") -> str:
 
 
 def set_totp(
-    service: Any, name: str, *, enabled: bool = True, actor: str = "admin-cli"
+    service: Service, name: str, *, enabled: bool = True, actor: str = "admin-cli"
 ) -> str | None:
     """Turn TOTP on (a fresh secret, returned) or off for user ``name``.
 
@@ -117,7 +120,6 @@ def set_totp(
     covers the secret) and an audit event records it; the secret itself is
     never written to the audit log.
     """
-    from server import audit
     from server.db import transaction
     from server.errors import NotFound
     from server.models import User
@@ -132,13 +134,11 @@ def set_totp(
             raise NotFound(f"no user {name!r}", field="name")
         user.totp_secret = secret
         user.totp_last_step = None
-        audit.record(
+        service.audit.record(
             s,
             type="user.totp_set" if enabled else "user.totp_removed",
             now=now,
             actor=actor,
             data={"user": name},
-            signing_key=service.audit_key,
-            checkpoint_every=service.checkpoint_every,
         )
     return secret

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import wraps
-from typing import Any
+from typing import ParamSpec
 from urllib.parse import urlsplit
 
 from flask import (
@@ -27,6 +27,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
@@ -34,7 +35,10 @@ from werkzeug.exceptions import HTTPException
 import policies
 from ca import format_duration, parse_duration
 from ca.errors import JitSshError
-from server.models import AccessRequest, RequestState, Role, User
+from server.deps import deps
+from server.errors import http_status
+from server.models import AccessRequest, ApprovalDecision, RequestState, Role, User
+from server.services import MayDecide, NotDecidable
 
 from . import auth, queries
 from .forms import ActionForm, ApproveForm, DenyForm, LoginForm, RevokeForm, TotpForm
@@ -72,12 +76,10 @@ _EVENT_NAMES = {
 # ---------------------------------------------------------------------------- plumbing
 
 
-def _ext() -> Any:
-    return current_app.extensions["jit_ssh"]
-
-
 def _settings() -> auth.WebSettings:
-    return current_app.extensions["jit_ssh.web"]
+    settings = current_app.extensions["jit_ssh.web"]
+    assert isinstance(settings, auth.WebSettings)
+    return settings
 
 
 def _secret() -> bytes:
@@ -85,7 +87,7 @@ def _secret() -> bytes:
     return key if isinstance(key, bytes) else str(key).encode()
 
 
-def safe_next(target: Any) -> str:
+def safe_next(target: object) -> str:
     """``target`` if it is a path on this site, else ``/``: never an open redirect."""
     if not isinstance(target, str) or not target or len(target) > 2000:
         return "/"
@@ -99,7 +101,7 @@ def safe_next(target: Any) -> str:
     return target
 
 
-def _text(value: Any) -> str:
+def _text(value: str | None) -> str:
     # Browsers send CRLF line breaks from a textarea; the service accepts \n only.
     return (value or "").replace("\r\n", "\n").replace("\r", "\n")
 
@@ -112,9 +114,14 @@ def _sees_everything(user: User) -> bool:
     return user.has_role(Role.APPROVER) or user.has_role(Role.ADMIN)
 
 
-def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+P = ParamSpec("P")
+
+
+def login_required(
+    view: Callable[P, ResponseReturnValue],
+) -> Callable[P, ResponseReturnValue]:
     @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> ResponseReturnValue:
         if g.get("user") is None:
             # Back to this page after logging in (a GET), or to the page a form was on.
             target = (
@@ -136,7 +143,7 @@ def _load_user() -> None:
     sid = session.get("sid")
     if sid is None:
         return
-    user, why = auth.load_session(_ext(), _settings(), sid)
+    user, why = auth.load_session(deps(), _settings(), sid)
     if user is None:
         session.pop("sid", None)
         if why == "idle":
@@ -148,7 +155,7 @@ def _load_user() -> None:
 
 
 @web.app_template_filter("duration")
-def _duration_filter(seconds: Any) -> str:
+def _duration_filter(seconds: float | timedelta | None) -> str:
     if isinstance(seconds, timedelta):
         seconds = seconds.total_seconds()
     return format_duration(int(seconds or 0))
@@ -184,7 +191,7 @@ def _short_utc(t: datetime | None) -> str:
 
 
 @web.app_context_processor
-def _context() -> dict[str, Any]:
+def _context() -> dict[str, object]:
     user = g.get("user")
     return {
         "current_user": user,
@@ -201,7 +208,7 @@ def _error_page(status: int, message: str) -> tuple[str, int]:
 
 
 @web.errorhandler(CSRFError)
-def _csrf_error(e: CSRFError) -> Any:
+def _csrf_error(e: CSRFError) -> ResponseReturnValue:
     log.warning("refused a POST to %s: %s", request.path, e.description)
     return _error_page(
         400,
@@ -211,19 +218,19 @@ def _csrf_error(e: CSRFError) -> Any:
 
 
 @web.errorhandler(JitSshError)
-def _jit_error(e: JitSshError) -> Any:
-    return _error_page(e.http_status, str(e))
+def _jit_error(e: JitSshError) -> ResponseReturnValue:
+    return _error_page(http_status(e), str(e))
 
 
 @web.errorhandler(HTTPException)
-def _http_error(e: HTTPException) -> Any:
+def _http_error(e: HTTPException) -> ResponseReturnValue:
     if e.code is not None and e.code < 400:
         return e
     return _error_page(e.code or 500, e.description or e.name)
 
 
 @web.errorhandler(DBAPIError)
-def _db_error(e: DBAPIError) -> Any:
+def _db_error(e: DBAPIError) -> ResponseReturnValue:
     log.error("database error: %s", str(e).splitlines()[0][:300])
     return _error_page(
         503, "The database is unavailable; nothing was changed. Try again in a moment."
@@ -231,7 +238,7 @@ def _db_error(e: DBAPIError) -> Any:
 
 
 @web.errorhandler(Exception)
-def _bug(e: Exception) -> Any:
+def _bug(e: Exception) -> ResponseReturnValue:
     log.exception("unhandled error on %s", request.path)
     return _error_page(500, "An internal error occurred; it was logged.")
 
@@ -240,7 +247,7 @@ def _bug(e: Exception) -> Any:
 
 
 @web.route("/login", methods=["GET", "POST"])
-def login() -> Any:
+def login() -> ResponseReturnValue:
     form = LoginForm()
     nxt = safe_next(request.values.get("next"))
     if g.user is not None and request.method == "GET":
@@ -250,7 +257,7 @@ def login() -> Any:
         if form.validate():
             try:
                 result = auth.check_password(
-                    _ext(),
+                    deps(),
                     _settings(),
                     _secret(),
                     form.username.data,
@@ -268,7 +275,7 @@ def login() -> Any:
                     session["pre_auth"] = {
                         "uid": result.user_id,
                         "token": result.token,
-                        "at": int(_ext().clock().timestamp()),
+                        "at": int(deps().clock().timestamp()),
                         "next": nxt,
                     }
                     return redirect(url_for("web.login_totp"), 303)
@@ -283,9 +290,9 @@ def login() -> Any:
 
 
 @web.route("/login/code", methods=["GET", "POST"])
-def login_totp() -> Any:
+def login_totp() -> ResponseReturnValue:
     pre = session.get("pre_auth")
-    now = _ext().clock()
+    now = deps().clock()
     if (
         not isinstance(pre, dict)
         or now.timestamp() - pre.get("at", 0) > _settings().totp_within.total_seconds()
@@ -299,7 +306,7 @@ def login_totp() -> Any:
         if form.validate():
             try:
                 sid = auth.check_totp(
-                    _ext(),
+                    deps(),
                     _settings(),
                     _secret(),
                     pre.get("uid"),
@@ -323,8 +330,8 @@ def login_totp() -> Any:
 
 
 @web.post("/logout")
-def logout() -> Any:
-    auth.end_session(_ext(), session.get("sid"))
+def logout() -> ResponseReturnValue:
+    auth.end_session(deps(), session.get("sid"))
     session.clear()
     flash("You are logged out.", "info")
     return redirect(url_for("web.login"), 303)
@@ -333,15 +340,15 @@ def logout() -> Any:
 # ---------------------------------------------------------------------------- pages
 
 
-def _summary(req: AccessRequest, now: datetime) -> dict[str, Any]:
-    decision = json.loads(req.decision)
-    approvals = [a for a in req.approvals if a.decision == "approve"]
+def _summary(req: AccessRequest, now: datetime) -> dict[str, object]:
+    decision = req.stored_decision()
+    approvals = [a for a in req.approvals if a.decision == ApprovalDecision.APPROVE]
     return {
         "id": req.id,
         "state": req.state,
         "requester": req.requester.name,
         "target": req.target,
-        "principals": decision.get("principals") or [],
+        "principals": list(decision.principals),
         "reason": req.reason,
         "requested_seconds": req.requested_seconds,
         "granted_seconds": req.granted_seconds,
@@ -358,69 +365,60 @@ def _summary(req: AccessRequest, now: datetime) -> dict[str, Any]:
 
 @web.get("/")
 @login_required
-def index() -> Any:
+def index() -> ResponseReturnValue:
     user: User = g.user
     if not _is_approver(user):
         return redirect(url_for("web.mine"))
-    now = _ext().clock()
-    rows = _ext().service.list(user, pending_for_me=True)
+    now = deps().clock()
+    rows = deps().service.list(user, pending_for_me=True)
     return render_template("web/pending.html", items=[_summary(r, now) for r in rows], now=now)
 
 
 @web.get("/mine")
 @login_required
-def mine() -> Any:
-    now = _ext().clock()
-    rows = _ext().service.list(g.user, mine=True)
+def mine() -> ResponseReturnValue:
+    now = deps().clock()
+    rows = deps().service.list(g.user, mine=True)
     return render_template("web/mine.html", items=[_summary(r, now) for r in rows], now=now)
 
 
 @web.get("/active")
 @login_required
-def active() -> Any:
+def active() -> ResponseReturnValue:
     user: User = g.user
-    now = _ext().clock()
+    now = deps().clock()
     everyone = _sees_everything(user)
     certs = queries.active_certificates(
-        _ext().service.sessions, now, requester_id=None if everyone else user.id
+        deps().service.sessions, now, requester_id=None if everyone else user.id
     )
     return render_template(
         "web/active.html", certs=certs, now=now, everyone=everyone, revoke_form=RevokeForm()
     )
 
 
-def _may_decide(user: User, req: AccessRequest, now: datetime) -> tuple[bool, str]:
-    """Whether to show the Approve and Deny forms, and if not, why (the service checks again on POST)."""
-    if req.requester_id == user.id:
-        return False, "This is your own request: another approver must decide."
-    if req.state != RequestState.PENDING.value:
-        return False, ""
-    if not _is_approver(user):
-        return False, "You are not an approver."
-    if any(a.approver_id == user.id for a in req.approvals):
-        return False, "You have already decided on this request."
-    preq = policies.AccessRequest(
-        requester=req.requester.name,
-        target=req.target,
-        duration=timedelta(seconds=req.requested_seconds),
-        reason=req.reason,
-        requester_groups=frozenset(req.requester.group_names),
-        break_glass=req.break_glass,
-        submitted_at=req.created_at,
-    )
-    check = policies.may_approve(
-        _ext().service.policy.get(),
-        preq,
-        policies.Approver(name=user.name, groups=frozenset(user.group_names)),
-        now,
-    )
-    return check.allowed, "" if check.allowed else check.reason[:1].upper() + check.reason[1:] + "."
+#: What the request page says when the Approve and Deny forms are not shown.
+_WHY_NOT = {
+    NotDecidable.OWN_REQUEST: "This is your own request: another approver must decide.",
+    NotDecidable.NOT_PENDING: "",
+    NotDecidable.NOT_APPROVER: "You are not an approver.",
+    NotDecidable.ALREADY_DECIDED: "You have already decided on this request.",
+}
 
 
-def _duration_choices(req: AccessRequest, decision: dict[str, Any]) -> list[tuple[str, str]]:
+def _why_not(answer: MayDecide) -> str:
+    """Why the forms are not shown (the service refuses a forged POST all the same)."""
+    if answer.allowed or answer.why_not is None:
+        return ""
+    if answer.why_not is NotDecidable.POLICY:
+        text = "; ".join(answer.reasons)
+        return text[:1].upper() + text[1:] + "."
+    return _WHY_NOT[answer.why_not]
+
+
+def _duration_choices(req: AccessRequest, decision: policies.Decision) -> list[tuple[str, str]]:
     asked = req.requested_seconds
     choices = [("", f"{format_duration(asked)} (as asked)")]
-    if decision.get("approvers_may_shorten"):
+    if decision.approvers_may_shorten:
         choices += [(str(s), format_duration(s)) for s in reversed(_SHORTER) if s < asked]
     return choices
 
@@ -468,15 +466,15 @@ def _request_page(
     status: int = 200,
     approve_form: ApproveForm | None = None,
     deny_form: DenyForm | None = None,
-) -> Any:
-    ext = _ext()
+) -> ResponseReturnValue:
+    ext = deps()
     user: User = g.user
     now = ext.clock()
     req = ext.service.get(user, request_id)
     # Under the current policy: what an approval or fetch would narrow the request to.
     decision, policy_note = ext.service.current_grant(req)
-    summary = {**_summary(req, now), "principals": decision.get("principals") or []}
-    may, why_not = _may_decide(user, req, now)
+    summary = {**_summary(req, now), "principals": list(decision.principals)}
+    answer = ext.service.may_decide(user, req)
     approve_form = approve_form or ApproveForm(formdata=None)
     approve_form.duration.choices = _duration_choices(req, decision)
     deny_form = deny_form or DenyForm(formdata=None)
@@ -492,13 +490,13 @@ def _request_page(
         policy_note=policy_note,
         rule_description=rule.description if rule is not None else "",
         own=req.requester_id == user.id,
-        may_decide=may,
-        why_not=why_not,
+        may_decide=answer.allowed,
+        why_not=_why_not(answer),
         approve_form=approve_form,
         deny_form=deny_form,
         revoke_form=RevokeForm(formdata=None),
         cancel=req.requester_id == user.id
-        and req.state in (RequestState.PENDING.value, RequestState.APPROVED.value),
+        and req.state in (RequestState.PENDING, RequestState.APPROVED),
         cert=cert,
         cert_active=cert_active,
         can_revoke=can_revoke,
@@ -511,11 +509,11 @@ def _request_page(
 
 @web.get("/requests/<request_id>")
 @login_required
-def request_page(request_id: str) -> Any:
+def request_page(request_id: str) -> ResponseReturnValue:
     return _request_page(request_id)
 
 
-def _grant(value: Any) -> timedelta | None:
+def _grant(value: str | None) -> timedelta | None:
     if not value:
         return None
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
@@ -523,20 +521,28 @@ def _grant(value: Any) -> timedelta | None:
     return parse_duration(value, field="duration")
 
 
-def _after_error(request_id: str, e: JitSshError, **forms: Any) -> Any:
+def _after_error(
+    request_id: str,
+    e: JitSshError,
+    *,
+    approve_form: ApproveForm | None = None,
+    deny_form: DenyForm | None = None,
+) -> ResponseReturnValue:
     flash(str(e), "error")
-    return _request_page(request_id, status=e.http_status, **forms)
+    return _request_page(
+        request_id, status=http_status(e), approve_form=approve_form, deny_form=deny_form
+    )
 
 
 @web.post("/requests/<request_id>/approve")
 @login_required
-def approve(request_id: str) -> Any:
+def approve(request_id: str) -> ResponseReturnValue:
     form = ApproveForm()
     if not form.validate():
         flash(next(iter(form.errors.values()))[0], "error")
         return _request_page(request_id, status=400, approve_form=form)
     try:
-        req = _ext().service.approve(
+        req = deps().service.approve(
             g.user,
             request_id,
             comment=_text(form.comment.data),
@@ -544,27 +550,27 @@ def approve(request_id: str) -> Any:
         )
     except JitSshError as e:
         return _after_error(request_id, e, approve_form=form)
-    if req.state == RequestState.APPROVED.value:
+    if req.state == RequestState.APPROVED:
         flash(
             f"Approved: {req.requester.name} can now get a certificate for {req.target} "
             f"({format_duration(req.granted_seconds)}).",
             "ok",
         )
     else:
-        got = len({a.approver_id for a in req.approvals if a.decision == "approve"})
+        got = len({a.approver_id for a in req.approvals if a.decision == ApprovalDecision.APPROVE})
         flash(f"Your approval is recorded: {got} of {req.approvals_required}.", "ok")
     return redirect(url_for("web.request_page", request_id=req.id), 303)
 
 
 @web.post("/requests/<request_id>/deny")
 @login_required
-def deny(request_id: str) -> Any:
+def deny(request_id: str) -> ResponseReturnValue:
     form = DenyForm()
     if not form.validate():
         flash(next(iter(form.errors.values()))[0], "error")
         return _request_page(request_id, status=400, deny_form=form)
     try:
-        req = _ext().service.deny(g.user, request_id, reason=_text(form.reason.data))
+        req = deps().service.deny(g.user, request_id, reason=_text(form.reason.data))
     except JitSshError as e:
         return _after_error(request_id, e, deny_form=form)
     flash(f"Denied: {req.requester.name} sees your reason.", "ok")
@@ -573,9 +579,9 @@ def deny(request_id: str) -> Any:
 
 @web.post("/requests/<request_id>/cancel")
 @login_required
-def cancel(request_id: str) -> Any:
+def cancel(request_id: str) -> ResponseReturnValue:
     try:
-        req = _ext().service.cancel(g.user, request_id)
+        req = deps().service.cancel(g.user, request_id)
     except JitSshError as e:
         return _after_error(request_id, e)
     flash(f"Request {req.id} cancelled.", "ok")
@@ -584,14 +590,14 @@ def cancel(request_id: str) -> Any:
 
 @web.post("/certificates/<serial>/revoke")
 @login_required
-def revoke(serial: str) -> Any:
+def revoke(serial: str) -> ResponseReturnValue:
     form = RevokeForm()
     back = safe_next(form.next.data or url_for("web.active"))
     if not form.validate():
         flash(next(iter(form.errors.values()))[0], "error")
         return redirect(back, 303)
     try:
-        rev = _ext().service.revoke(g.user, serial, reason=_text(form.reason.data))
+        rev = deps().service.revoke(g.user, serial, reason=_text(form.reason.data))
     except JitSshError as e:
         flash(str(e), "error")
         return redirect(back, 303)

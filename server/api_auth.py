@@ -1,0 +1,63 @@
+"""Authentication of the signed ``/v1`` calls, for the API blueprint.
+
+A view marked :func:`signed` runs only for a caller whose request signature
+checks out (``server.auth``); the caller is then ``g.user``. Each failure is
+counted and audited (``server.auth.report_failure``) before the 401 goes out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+from flask import Request, g, request
+
+from server.auth import authenticate, report_failure
+from server.deps import Deps, deps
+from server.errors import AuthFailed
+from server.models import User
+
+__all__ = ["authenticate_request", "signed"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def authenticate_request(d: Deps, req: Request) -> User:
+    """The calling user of ``req``, or an :class:`AuthFailed` (recorded)."""
+    body = req.get_data(cache=True)
+
+    def failed(err: AuthFailed, claimed: str | None) -> None:
+        # Counted, and audited once per kind and time window (see record_failure).
+        report_failure(
+            d.service.sessions,
+            now=d.clock(),
+            code=err.code,
+            claimed_user=claimed,
+            data={"path": req.path[:200], "remote": (req.remote_addr or "")[:64]},
+            writer=d.audit,
+        )
+
+    return authenticate(
+        d.service.sessions,
+        method=req.method,
+        path=req.path,
+        query=req.query_string.decode("latin-1"),
+        body=body,
+        headers=req.headers,
+        now=d.clock(),
+        max_clock_skew=d.config.max_clock_skew,
+        on_failure=failed,
+    )
+
+
+def signed(view: Callable[P, R]) -> Callable[P, R]:
+    """Require a signed call; the caller is ``g.user``."""
+
+    @wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        g.user = authenticate_request(deps(), request)
+        return view(*args, **kwargs)
+
+    return wrapper
