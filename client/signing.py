@@ -12,8 +12,8 @@ Errors::
     JitSshError
     └── SignerError               code "signer_error"
         ├── KeyFileError          "key_file_error"        missing, unreadable, not a key, unsupported type
-        │   ├── PassphraseRequired "passphrase_required"
-        │   └── BadPassphrase  "bad_passphrase"
+        │   ├── PassphraseRequired "passphrase_required"  also a ca.errors.PassphraseRequired
+        │   └── BadPassphrase     "bad_passphrase"        also a ca.errors.BadPassphrase
         └── AgentError            "agent_error"           the agent refused or went away
             ├── AgentUnavailable  "agent_unavailable"     SSH_AUTH_SOCK unset or dead
             └── AgentKeyNotFound  "agent_key_not_found"   the key is not in the agent
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from ca import errors
 from ca.errors import InvalidKeyError, JitSshError
 from ca.keys import fingerprint_of_blob, parse_public_key
 from ca.sshsig import sign as _sshsig_sign
@@ -67,11 +68,15 @@ class KeyFileError(SignerError):
     code = "key_file_error"
 
 
-class PassphraseRequired(KeyFileError):
+class PassphraseRequired(KeyFileError, errors.PassphraseRequired):
+    """The key file is encrypted and no passphrase was given."""
+
     code = "passphrase_required"
 
 
-class BadPassphrase(KeyFileError):
+class BadPassphrase(KeyFileError, errors.BadPassphrase):
+    """The passphrase does not decrypt the key file."""
+
     code = "bad_passphrase"
 
 

@@ -1,15 +1,16 @@
 """The hand-built SQL statements of the hot path, fenced here.
 
 Why they exist: on the two calls an engineer waits for (submitting a request
-and fetching its certificate), the ORM's unit of work and building a
-``select()`` cost about as much as running the statements themselves
-(measured in ``benchmarks/``). So these statements are built once, at import,
-and the new request row, the state change to ``issued`` and the certificate
-row are written with Core statements on the session's connection, inside the
+and fetching its certificate), building a ``select()`` costs about as much as
+running it, and the ORM's unit of work costs more than the statements it
+emits. So these statements are built once, at import, and the new request
+row, the state change to ``issued`` and the certificate row are written with
+Core statements on the session's connection, inside the
 caller's transaction and under the request's row lock. Nothing else in the
 service layer writes past the ORM; whoever changes the ``requests`` or
 ``certificates`` tables changes these statements with them
-(``tests/server/test_fast_paths.py`` checks they agree with the ORM).
+(``tests/server/test_fast_paths.py`` checks that a request written this way
+answers and records as one read back from the database would).
 """
 
 from __future__ import annotations
