@@ -410,7 +410,7 @@ def load_ca_key(path: str | os.PathLike[str], *, passphrase: bytes | None = None
     if pub_path.exists():
         parts = pub_path.read_text().split(None, 2)
         comment = parts[2].strip() if len(parts) > 2 else ""
-    return CAKey.from_private(private, comment=comment, path=p)  # type: ignore[arg-type]
+    return CAKey.from_private(private, comment=comment, path=p)
 
 
 def load_public_keys(text: str, *, field: str = "ca_keys") -> tuple[PublicKey, ...]:

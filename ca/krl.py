@@ -1051,7 +1051,11 @@ def _parse_body(cur: wire.Reader, check: _HostCheck | None) -> KRL:
                 digests.append(digest)
             if check:
                 algorithm = "sha256" if is_sha256 else "sha1"
-                ca = check.trusted_among(digests, lambda b, a=algorithm: hashlib.new(a, b).digest())
+
+                def fingerprint(blob: bytes, algorithm: str = algorithm) -> bytes:
+                    return hashlib.new(algorithm, blob).digest()
+
+                ca = check.trusted_among(digests, fingerprint)
                 how = f"by its {'SHA-256' if is_sha256 else 'SHA-1'} fingerprint"
                 raise check.refuse(cur, _plain_key_refusal(how, len(digests), ca), section_at)
             target.update(digests)
