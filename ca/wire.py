@@ -12,7 +12,9 @@ the same few types::
     mpint      a string holding a big-endian two's complement integer, shortest form
     name-list  a string holding comma-separated names, e.g. "ssh-ed25519,rsa-sha2-512"
     buffer     a string whose bytes are wire fields again: a key blob inside a
-               signature, a KRL section body (read with :meth:`Reader.sub`)
+               signature, a KRL section body, a certificate's signature
+               (PROTOCOL.certkeys: "string algorithm, string signature"),
+               read with :meth:`Reader.sub`
 
 Writing: :func:`byte`, :func:`boolean`, :func:`uint32`, :func:`uint64`,
 :func:`uint64s`, :func:`string`, :func:`mpint` and :func:`name_list` each
@@ -33,8 +35,10 @@ What the reader refuses, and why:
 - truncation: a field, or the bytes a length prefix claims, running past the
   window. OpenSSH's sshbuf refuses those too (``SSH_ERR_MESSAGE_INCOMPLETE``);
 - trailing bytes, where the format says a buffer ends (:meth:`Reader.done`):
-  PROTOCOL.sshsig blobs and signatures, public key blobs. A KRL has no end
-  marker (PROTOCOL.krl), so its reader just stops when nothing is left;
+  a PROTOCOL.sshsig blob, the signature inside it and an ECDSA signature's
+  two mpints end exactly there. A KRL has no end marker (PROTOCOL.krl: one
+  cut at a section boundary is a valid, shorter KRL), so its reader stops
+  when nothing is left, and a cut inside a field is truncation;
 - lengths over a limit: a whole buffer (``max_size``) or one string
   (``max_length``), refused before anything else is read;
 - mpints that OpenSSH's ``sshbuf_get_bignum2_bytes_direct()`` refuses:
