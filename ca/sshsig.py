@@ -150,7 +150,10 @@ def _refusal(e: wire.WireError) -> InvalidSignatureError:
         message = f"{what}: the {e.field} is negative"
     elif e.problem is wire.Problem.NOT_MINIMAL:
         message = f"{what}: the {e.field} has a superfluous leading zero byte"
-    else:  # TRAILING: "<what> has N trailing byte(s)"
+    else:
+        # TRAILING ("<what> has N trailing byte(s)"): nothing else can fail
+        # here, as this module sets no limits and lets NULs through to the
+        # namespace and algorithm checks.
         message = e.reason
     return InvalidSignatureError(message, field="signature")
 
