@@ -31,6 +31,8 @@ from ca.errors import InvalidCertificate, JitSshError
 from ca.keys import PublicKey, load_public_keys, parse_public_key
 from ca.names import check_key_id, check_login_user, check_principal, check_target
 
+from .errors import BadServerAnswer
+
 __all__ = [
     "CertificateMismatch",
     "IssueAnswer",
@@ -53,10 +55,6 @@ class CertificateMismatch(InvalidCertificate):
     """The certificate the server sent is not the one its answer describes, or not for this key."""
 
     code = "certificate_mismatch"
-
-
-class _BadField(InvalidCertificate):
-    code = "bad_server_answer"
 
 
 @dataclass(frozen=True)
@@ -98,7 +96,7 @@ class VerifiedCertificate:
 def _field(answer: Mapping[str, Any], name: str, kind: type) -> Any:
     value = answer.get(name)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise _BadField(
+        raise BadServerAnswer(
             f"the server's answer has no valid {name!r} ({kind.__name__} expected)", field=name
         )
     return value
@@ -107,7 +105,7 @@ def _field(answer: Mapping[str, Any], name: str, kind: type) -> Any:
 def check_serial(value: Any) -> int:
     """A certificate serial as the API writes it: a decimal string of 1 to 2**64-1."""
     if not isinstance(value, str) or not _SERIAL.fullmatch(value) or not 0 < int(value) < 2**64:
-        raise _BadField(
+        raise BadServerAnswer(
             f"the server's serial {str(value)[:32]!r} is not a number between 1 and 2**64-1",
             field="serial",
         )
@@ -116,34 +114,34 @@ def check_serial(value: Any) -> int:
 
 def _time(value: Any, name: str) -> datetime:
     if not isinstance(value, str) or len(value) > 40:
-        raise _BadField(f"the server's {name} is not a time", field=name)
+        raise BadServerAnswer(f"the server's {name} is not a time", field=name)
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _BadField(
+        raise BadServerAnswer(
             f"the server's {name} {value[:40]!r} is not an ISO 8601 time", field=name
         ) from None
     if t.tzinfo is None or t.utcoffset() is None:
-        raise _BadField(f"the server's {name} {value!r} has no time zone", field=name)
+        raise BadServerAnswer(f"the server's {name} {value!r} has no time zone", field=name)
     return t
 
 
 def _principals(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or len(value) > _MAX_PRINCIPALS:
-        raise _BadField(
+        raise BadServerAnswer(
             f"the server's principals must be a list of 1 to {_MAX_PRINCIPALS} names",
             field="principals",
         )
     out = tuple(check_principal(p, field="the server's principal") for p in value)
     if len(set(out)) != len(out):
-        raise _BadField("the server's principals list a name twice", field="principals")
+        raise BadServerAnswer("the server's principals list a name twice", field="principals")
     return out
 
 
 def check_request_id(value: Any, *, field: str = "request id") -> str:
     """A request id as the server makes them: letters, digits, '_' and '-', at most 64."""
     if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
-        raise _BadField(
+        raise BadServerAnswer(
             f"{field} {str(value)[:64]!r} must be 1-64 letters, digits, '_' or '-'", field=field
         )
     return value
@@ -155,8 +153,6 @@ _REQUEST_STATES = frozenset(
 
 
 def _answer_error(message: str, field: str) -> JitSshError:
-    from client.http import BadServerAnswer
-
     return BadServerAnswer(f"the server's answer is malformed: {message}", field=field)
 
 
@@ -164,7 +160,7 @@ def check_request_answer(answer: Any) -> dict[str, Any]:
     """A request as the server describes it (``GET /v1/requests/ID``, a row of a
     list, the answer to submit, approve, deny), checked field by field before
     any command reads it: the id goes into URL paths, the rest onto the screen.
-    Returns ``answer`` itself; raises :class:`client.http.BadAnswer` naming the field.
+    Returns ``answer`` itself; raises :class:`client.errors.BadServerAnswer` naming the field.
     """
     if not isinstance(answer, dict):
         raise _answer_error(
@@ -214,7 +210,9 @@ def check_request_list(answer: Any) -> list[dict[str, Any]]:
 def parse_issue_answer(answer: Any) -> IssueAnswer:
     """The certificate answer's fields, each checked for its kind (names through :mod:`ca.names`)."""
     if not isinstance(answer, Mapping):
-        raise _BadField("the server's certificate answer is not a JSON object", field="certificate")
+        raise BadServerAnswer(
+            "the server's certificate answer is not a JSON object", field="certificate"
+        )
     return IssueAnswer(
         certificate=_field(answer, "certificate", str),
         serial=check_serial(answer.get("serial")),
@@ -232,12 +230,14 @@ def fetch_ca_keys(api: Any) -> tuple[PublicKey, ...]:
     try:
         text = resp.content.decode("ascii")
     except UnicodeDecodeError:
-        raise _BadField(
+        raise BadServerAnswer(
             "the server's CA keys (/v1/ca.pub) are not ASCII text", field="ca_keys"
         ) from None
     keys = load_public_keys(text, field="the server's CA keys")
     if not keys:
-        raise _BadField("the server publishes no CA key (/v1/ca.pub is empty)", field="ca_keys")
+        raise BadServerAnswer(
+            "the server publishes no CA key (/v1/ca.pub is empty)", field="ca_keys"
+        )
     return keys
 
 
@@ -256,7 +256,7 @@ def verify_issued(
     """
     check_target(target, field="target")
     if not isinstance(request, Mapping):
-        raise _BadField("the server's request is not a JSON object", field="request")
+        raise BadServerAnswer("the server's request is not a JSON object", field="request")
     request_id = check_request_id(request.get("id"), field="the server's request id")
     if request.get("target") != target:
         raise CertificateMismatch(

@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from client.errors import EXIT_FAILED, EXIT_INTERRUPTED, Failure, NothingFound, ToolMissing
+
 __all__ = [
     "login",
     "status",
@@ -26,10 +28,6 @@ __all__ = [
     "config",
     "api",
 ]
-
-EXIT_REFUSED = 1
-EXIT_NOT_FOUND = 3
-EXIT_UNREACHABLE = 4
 
 
 def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -98,11 +96,6 @@ def _signer(identity: str | None, use_agent: bool, ask: Callable[[], bytes | Non
     return signer_from_identity(
         identity, use_agent=False if can_file or not use_agent else True, passphrase=ask
     )
-
-
-def _fail(message: str, code: int = EXIT_REFUSED) -> None:
-    click.echo(f"error: {message}", err=True)
-    raise click.exceptions.Exit(code)
 
 
 def _iso(t: Any) -> str:
@@ -180,7 +173,7 @@ def login(
             if req["target"] != target:
                 # The key, certificate and ssh_config block are filed under
                 # TARGET: a mismatch would put another target's access there.
-                _fail(
+                raise Failure(
                     f"request {resume_id} is for target {req['target']!r}, not {target!r}: "
                     f"jit-ssh login {req['target']} --resume {resume_id}"
                 )
@@ -290,7 +283,7 @@ def _wait(api_client: Any, req: dict[str, Any], *, poll: float, quiet: bool) -> 
                     f"Left pending. Later: jit-ssh login {req['target']} --resume {req['id']}",
                     err=True,
                 )
-            raise click.exceptions.Exit(130) from None
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     if tty:
         click.echo("\r" + " " * 70 + "\r", nl=False, err=True)
     return req
@@ -304,15 +297,15 @@ def _report_end(req: dict[str, Any], as_json: bool) -> None:
                 {"request_id": req["id"], "state": state, "deny_reason": req.get("deny_reason")}
             )
         )
-        raise click.exceptions.Exit(EXIT_REFUSED)
+        raise click.exceptions.Exit(EXIT_FAILED)
     if state == "denied":
         by = ", ".join(a["approver"] for a in req.get("approvals", []) if a["decision"] == "deny")
-        _fail(
+        raise Failure(
             f"request {req['id']} was denied by {by or 'an approver'}: {req.get('deny_reason') or '(no reason given)'}"
         )
     if state == "expired":
-        _fail(f"request {req['id']} expired before it was approved or claimed")
-    _fail(f"request {req['id']} is {state}")
+        raise Failure(f"request {req['id']} expired before it was approved or claimed")
+    raise Failure(f"request {req['id']} is {state}")
 
 
 def _verify(
@@ -330,7 +323,7 @@ def _verify(
     except JitSshError as e:
         if e.code in ("server_unreachable",):
             raise
-        _fail(describe_refusal(e))
+        raise Failure(describe_refusal(e)) from None
 
 
 def _install(verified: Any, key_path: Path, settings: Any, as_json: bool) -> None:
@@ -473,7 +466,7 @@ def done(
         _revoke_remote(request_id, reason, server, user, identity)
         return
     if not chosen:
-        _fail("no local access to end", EXIT_NOT_FOUND)
+        raise NothingFound("no local access to end")
     api_client, _ = _client(server, user, identity)
     with api_client:
         for r in chosen:
@@ -504,16 +497,15 @@ def _revoke_remote(
             req = _checked(api_client.get(f"/v1/requests/{request_id}"))
         except ApiError as e:
             if e.code == "not_found":
-                _fail(
-                    f"no local access and no request {request_id!r} on the server", EXIT_NOT_FOUND
-                )
+                raise NothingFound(
+                    f"no local access and no request {request_id!r} on the server"
+                ) from None
             raise
         cert = req.get("certificate")
         if not cert:
-            _fail(
+            raise NothingFound(
                 f"request {request_id} has no certificate (it is {req['state']}); "
-                f"to withdraw a pending request: jit-ssh api POST /v1/requests/{request_id}/cancel",
-                EXIT_NOT_FOUND,
+                f"to withdraw a pending request: jit-ssh api POST /v1/requests/{request_id}/cancel"
             )
         api_client.post(f"/v1/certificates/{cert['serial']}/revoke", {"reason": reason})
     click.echo(
@@ -672,7 +664,7 @@ def ssh(
             check_hostname(host, field="--host") if host else check_hostname(target, field="target")
         )
     except JitSshError as e:
-        _fail(f"{e} [{e.code}]")
+        raise Failure(f"{e} [{e.code}]") from None
 
     def current() -> Any:
         return next(
@@ -698,10 +690,10 @@ def ssh(
         )
         record = current()
         if record is None:
-            _fail("no certificate after login")
+            raise Failure("no certificate after login")
     ssh_bin = shutil.which("ssh")
     if not ssh_bin:
-        _fail("OpenSSH's ssh is not installed", EXIT_UNREACHABLE)
+        raise ToolMissing("OpenSSH's ssh is not installed")
     who = wanted_user or record.login_user
     try:
         argv = [
@@ -714,7 +706,7 @@ def ssh(
             "IdentitiesOnly=yes",
         ]
     except JitSshError as e:
-        _fail(f"{e} [{e.code}]")
+        raise Failure(f"{e} [{e.code}]") from None
     for option in ssh_options:
         argv += ["-o", option]
     if port:
@@ -771,7 +763,7 @@ def config_init(
 
     path = config_path()
     if path.exists() and not force:
-        _fail(f"{path} exists; use --force to replace it")
+        raise Failure(f"{path} exists; use --force to replace it")
     default_identity = str(Path.home() / ".ssh" / "id_ed25519")
     if _interactive():
         server = server or click.prompt("jit-ssh server URL")

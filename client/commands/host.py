@@ -23,6 +23,8 @@ from typing import Any
 
 import click
 
+from client.errors import EXIT_KRL_OLDER, EXIT_KRL_REFUSED, EXIT_KRL_STALE, EXIT_OK
+
 from ._common import utcnow, write_file
 
 __all__ = ["host"]
@@ -279,12 +281,6 @@ def host_setup(
         click.echo("not validated with sshd -t (no sshd or no sshd_config here).", err=True)
 
 
-#: sync-krl's exit codes beyond 0 (fresh) and the CLI's usual 1 and 2.
-EXIT_KRL_STALE = 4
-EXIT_KRL_OLDER = 5
-EXIT_KRL_REFUSED = 6
-
-
 @host.command("sync-krl")
 @click.option("--server", required=True, help="The jit-ssh server URL.")
 @click.option(
@@ -417,7 +413,7 @@ def sync_krl(
             )
             raise click.exceptions.Exit(EXIT_KRL_STALE)
         click.echo(f"warning: {reason}; keeping the last good KRL ({int(age)} s old)", err=True)
-        raise click.exceptions.Exit(0)
+        raise click.exceptions.Exit(EXIT_OK)
 
     try:
         # The CLI's one HTTP client: no redirect followed, TLS verified, at most MAX_KRL_SIZE read,

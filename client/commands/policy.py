@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from client.errors import EXIT_FAILED
+
 __all__ = ["policy"]
 
 
@@ -67,7 +69,7 @@ def _load(path: str) -> Any:
             click.echo(str(problem))
         count = len(e.problems)
         click.echo(f"{count} problem{'s' if count != 1 else ''} found in {path}", err=True)
-        raise click.exceptions.Exit(1) from None
+        raise click.exceptions.Exit(EXIT_FAILED) from None
 
 
 @click.group()
@@ -174,7 +176,7 @@ def explain(
     else:
         _print_decision(decision, groups, now, format_duration)
     if not decision.allowed:
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(EXIT_FAILED)
 
 
 def _iso(moment: datetime) -> str:
