@@ -103,7 +103,7 @@ class ApiError(JitSshError):
     ):
         super().__init__(detail, field=field)
         self.status = status
-        self.code = code  # type: ignore[misc]
+        self.code = code
         self.body = body or {}
 
 
@@ -136,14 +136,9 @@ class InvalidApiPath(JitSshError):
 
 
 class Failure(click.ClickException):
-    """Stop the command: ``error: MESSAGE`` on stderr, exit ``exit_code`` (1 unless given)."""
+    """Stop the command: ``error: MESSAGE`` on stderr, exit 1 (a subclass says otherwise)."""
 
     exit_code = EXIT_FAILED
-
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
-        super().__init__(message)
-        if exit_code is not None:
-            self.exit_code = exit_code
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"error: {self.format_message()}", err=file is None, file=file)

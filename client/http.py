@@ -31,6 +31,7 @@ import httpx
 
 from ca import request_signing as rs
 
+from .clock import unix_time
 from .errors import (
     ApiError,
     BadServerAnswer,
@@ -177,7 +178,7 @@ class ApiClient:
             raise SignerError(
                 "no identity to sign the call with (configure user and identity)", field="identity"
             )
-        ts = int(time.time())
+        ts = int(unix_time())
         nonce = secrets.token_urlsafe(18)
         msg = rs.signing_message(
             method=method,

@@ -83,7 +83,6 @@ def test_exit_code_for_error_codes(code: str, exit_code: int) -> None:
         (errors.Failure("no"), "error: no\n", errors.EXIT_FAILED),
         (errors.NothingFound("nothing"), "error: nothing\n", errors.EXIT_NOT_FOUND),
         (errors.ToolMissing("no ssh"), "error: no ssh\n", errors.EXIT_UNREACHABLE),
-        (errors.Failure("later", errors.EXIT_NOT_FOUND), "error: later\n", errors.EXIT_NOT_FOUND),
         (errors.ServerUnreachable("down"), "error: down [server_unreachable]\n", 4),
         (click.exceptions.Abort(), "Aborted.\n", errors.EXIT_INTERRUPTED),
     ],

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._common import data_dir_option, read_passphrase, utcnow, write_file
+from client.clock import utcnow
+from client.files import write_atomic
+
+from ._common import data_dir_option, read_passphrase
 from .service import config_option
 
 if TYPE_CHECKING:
@@ -506,7 +509,7 @@ def ca_sign(
         )
     _record_offline_issuance(data_dir, cert, reason=reason, now=now, backdate=bd)
     if out:
-        write_file(out, cert.openssh + "\n", mode=0o644)
+        write_atomic(out, cert.openssh + "\n", mode=0o644)
         click.echo(
             f"Wrote {out}: serial {cert.serial}, valid {cert.valid_after:%Y-%m-%dT%H:%M:%SZ} to "
             f"{cert.valid_before:%Y-%m-%dT%H:%M:%SZ}",

@@ -8,13 +8,18 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from client.errors import EXIT_FAILED, EXIT_INTERRUPTED, Failure, NothingFound, ToolMissing
+
+if TYPE_CHECKING:
+    from client.http import ApiClient
+    from client.settings import ClientSettings
+    from client.verify import RequestView, VerifiedCertificate
 
 __all__ = [
     "login",
@@ -47,12 +52,12 @@ def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _client(
     server: str | None, user: str | None, identity: str | None, *, signed: bool = True
-) -> Any:
-    from client.http import ApiClient
+) -> tuple[ApiClient, ClientSettings]:
     from client.settings import load_settings
 
+    from ._common import open_api
+
     settings = load_settings(server=server, user=user, identity=identity)
-    transport = click.get_current_context().meta.get("jit_ssh.transport")
     signer = None
     if signed:
 
@@ -67,14 +72,14 @@ def _client(
             )
 
         signer = _signer(settings.identity, settings.use_agent, ask)
-    return ApiClient(
-        server=settings.need("server"),
+    api_client = open_api(
+        settings.need("server"),
         user=settings.need("user") if signed else settings.user,
         signer=signer,
-        transport=transport,
         ca_bundle=settings.ca_bundle,
         timeout=settings.timeout,
-    ), settings
+    )
+    return api_client, settings
 
 
 def _signer(identity: str | None, use_agent: bool, ask: Callable[[], bytes | None]) -> Any:
@@ -82,11 +87,11 @@ def _signer(identity: str | None, use_agent: bool, ask: Callable[[], bytes | Non
     from client.signing import AgentError, signer_from_identity
 
     can_file = (
-        bool(identity)
+        identity is not None
         and not identity.startswith("SHA256:")
         and Path(identity).is_file()
         and not identity.endswith(".pub")
-    )  # type: ignore[union-attr]
+    )
     if use_agent and os.environ.get("SSH_AUTH_SOCK"):
         try:
             return signer_from_identity(identity, use_agent=True, passphrase=ask)
@@ -98,14 +103,14 @@ def _signer(identity: str | None, use_agent: bool, ask: Callable[[], bytes | Non
     )
 
 
-def _iso(t: Any) -> str:
+def _iso(t: datetime) -> str:
     """A certificate time as the server writes it: ``2026-01-01T10:00:00Z``."""
 
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _duration_text(seconds: int) -> str:
-    from ca import format_duration
+    from ca.durations import format_duration
 
     return format_duration(seconds)
 
@@ -170,12 +175,12 @@ def login(
     with api_client:
         if resume_id:
             req = _checked(api_client.get(f"/v1/requests/{resume_id}"))
-            if req["target"] != target:
+            if req.target != target:
                 # The key, certificate and ssh_config block are filed under
                 # TARGET: a mismatch would put another target's access there.
                 raise Failure(
-                    f"request {resume_id} is for target {req['target']!r}, not {target!r}: "
-                    f"jit-ssh login {req['target']} --resume {resume_id}"
+                    f"request {resume_id} is for target {req.target!r}, not {target!r}: "
+                    f"jit-ssh login {req.target} --resume {resume_id}"
                 )
         else:
             body: dict[str, Any] = {"target": target, "reason": reason}
@@ -187,51 +192,51 @@ def login(
             req = _checked(api_client.post("/v1/requests", body))
             if not as_json:
                 click.echo(
-                    f"Request {req['id']} for {target} ({_duration_text(req['duration_seconds'])}): {req['state']}",
+                    f"Request {req.id} for {target} ({_duration_text(req.duration_seconds)}): {req.state}",
                     err=True,
                 )
-                if req["state"] == "pending":
-                    click.echo(f"Approve at: {req['approval_url']}", err=True)
-        if no_wait and req["state"] == "pending":
+                if req.state == "pending":
+                    click.echo(f"Approve at: {req.approval_url}", err=True)
+        if no_wait and req.state == "pending":
             if as_json:
                 click.echo(
                     json.dumps(
                         {
-                            "request_id": req["id"],
-                            "state": req["state"],
-                            "approval_url": req["approval_url"],
+                            "request_id": req.id,
+                            "state": req.state,
+                            "approval_url": req.approval_url,
                         }
                     )
                 )
             else:
                 click.echo(
-                    f"Not waiting. Later: jit-ssh login {target} --resume {req['id']}", err=True
+                    f"Not waiting. Later: jit-ssh login {target} --resume {req.id}", err=True
                 )
             return
         req = _wait(api_client, req, poll=poll, quiet=as_json)
-        if req["state"] != "approved" and not (req["state"] == "issued" and resume_id):
+        if req.state != "approved" and not (req.state == "issued" and resume_id):
             _report_end(req, as_json)
         key_path, pub = (
             new_key_pair(target)
-            if req["state"] == "approved" or not _have_key(target)
+            if req.state == "approved" or not _have_key(target)
             else (_key_path(target), _pub(target))
         )
         # As sent: client.verify checks every value of it strictly before anything is printed or written.
         cert = api_client.post(
-            f"/v1/requests/{req['id']}/certificate", {"public_key": pub}, printable=False
+            f"/v1/requests/{req.id}/certificate", {"public_key": pub}, printable=False
         )
         verified = _verify(api_client, target, req, cert, pub)
         _install(verified, key_path, settings, as_json)
 
 
-def _checked(answer: Any) -> dict[str, Any]:
+def _checked(answer: Any) -> RequestView:
     """A request answer, checked field by field before it is read (client.verify)."""
     from client.verify import check_request_answer
 
     return check_request_answer(answer)
 
 
-def _checked_list(answer: Any) -> list[dict[str, Any]]:
+def _checked_list(answer: Any) -> list[RequestView]:
     from client.verify import check_request_list
 
     return check_request_list(answer)
@@ -251,36 +256,36 @@ def _pub(target: str) -> str:
     return (_key_path(target).with_name(target + ".pub")).read_text().strip()
 
 
-def _wait(api_client: Any, req: dict[str, Any], *, poll: float, quiet: bool) -> dict[str, Any]:
+def _wait(api_client: ApiClient, req: RequestView, *, poll: float, quiet: bool) -> RequestView:
     """Poll until the request leaves 'pending', with a live status line; Ctrl-C offers to cancel."""
     spinner = "|/-\\"
     start = time.monotonic()
     tty = sys.stderr.isatty() and not quiet
     i = 0
     delay = poll
-    while req["state"] == "pending":
+    while req.state == "pending":
         try:
             if tty:
-                got = sum(1 for a in req.get("approvals", []) if a["decision"] == "approve")
+                got = len(req.approved_by)
                 elapsed = int(time.monotonic() - start)
                 click.echo(
-                    f"\r{spinner[i % 4]} waiting for approval: {got}/{req['approvals_required']} approvals, "
+                    f"\r{spinner[i % 4]} waiting for approval: {got}/{req.approvals_required} approvals, "
                     f"{elapsed // 60}:{elapsed % 60:02d} elapsed ",
                     nl=False,
                     err=True,
                 )
                 i += 1
             time.sleep(delay)
-            req = _checked(api_client.get(f"/v1/requests/{req['id']}"))
+            req = _checked(api_client.get(f"/v1/requests/{req.id}"))
         except KeyboardInterrupt:
             if tty:
                 click.echo("", err=True)
             if sys.stdin.isatty() and click.confirm("Cancel the request?", default=True, err=True):
-                api_client.post(f"/v1/requests/{req['id']}/cancel", {})
-                click.echo(f"Request {req['id']} cancelled.", err=True)
+                api_client.post(f"/v1/requests/{req.id}/cancel", {})
+                click.echo(f"Request {req.id} cancelled.", err=True)
             else:
                 click.echo(
-                    f"Left pending. Later: jit-ssh login {req['target']} --resume {req['id']}",
+                    f"Left pending. Later: jit-ssh login {req.target} --resume {req.id}",
                     err=True,
                 )
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
@@ -289,28 +294,26 @@ def _wait(api_client: Any, req: dict[str, Any], *, poll: float, quiet: bool) -> 
     return req
 
 
-def _report_end(req: dict[str, Any], as_json: bool) -> None:
-    state = req["state"]
+def _report_end(req: RequestView, as_json: bool) -> NoReturn:
+    state = req.state
     if as_json:
         click.echo(
-            json.dumps(
-                {"request_id": req["id"], "state": state, "deny_reason": req.get("deny_reason")}
-            )
+            json.dumps({"request_id": req.id, "state": state, "deny_reason": req.deny_reason})
         )
         raise click.exceptions.Exit(EXIT_FAILED)
     if state == "denied":
-        by = ", ".join(a["approver"] for a in req.get("approvals", []) if a["decision"] == "deny")
+        by = ", ".join(req.denied_by)
         raise Failure(
-            f"request {req['id']} was denied by {by or 'an approver'}: {req.get('deny_reason') or '(no reason given)'}"
+            f"request {req.id} was denied by {by or 'an approver'}: {req.deny_reason or '(no reason given)'}"
         )
     if state == "expired":
-        raise Failure(f"request {req['id']} expired before it was approved or claimed")
-    raise Failure(f"request {req['id']} is {state}")
+        raise Failure(f"request {req.id} expired before it was approved or claimed")
+    raise Failure(f"request {req.id} is {state}")
 
 
 def _verify(
-    api_client: Any, target: str, req: dict[str, Any], answer: dict[str, Any], pub: str
-) -> Any:
+    api_client: ApiClient, target: str, req: RequestView, answer: Any, pub: str
+) -> VerifiedCertificate:
     """The server's certificate, checked against the key just made and the CA keys it publishes;
     on any mismatch one clear error, and nothing written (client.verify)."""
     from ca.errors import JitSshError
@@ -326,8 +329,11 @@ def _verify(
         raise Failure(describe_refusal(e)) from None
 
 
-def _install(verified: Any, key_path: Path, settings: Any, as_json: bool) -> None:
-    from client.access import AccessRecord, agent_add, now_utc, save_access
+def _install(
+    verified: VerifiedCertificate, key_path: Path, settings: ClientSettings, as_json: bool
+) -> None:
+    from client.access import AccessRecord, agent_add, save_access
+    from client.clock import utcnow
 
     cert = verified.certificate
     target, login_user, principals = verified.target, verified.login_user, list(cert.principals)
@@ -345,14 +351,13 @@ def _install(verified: Any, key_path: Path, settings: Any, as_json: bool) -> Non
         cert_path=str(key_path) + "-cert.pub",
     )
     save_access(record, verified.openssh)
-    req = {"id": verified.request_id}
-    left = record.seconds_left(now_utc())
+    left = record.seconds_left(utcnow())
     in_agent = agent_add(str(key_path), left)
     if as_json:
         click.echo(
             json.dumps(
                 {
-                    "request_id": req["id"],
+                    "request_id": verified.request_id,
                     "state": "issued",
                     "serial": str(cert.serial),
                     "valid_before": valid_before,
@@ -375,7 +380,7 @@ def _install(verified: Any, key_path: Path, settings: Any, as_json: bool) -> Non
     )
     if in_agent:
         click.echo(f"  Key and certificate are in ssh-agent for {_duration_text(left)}.")
-    click.echo("  End access early with: jit-ssh done " + req["id"])
+    click.echo("  End access early with: jit-ssh done " + verified.request_id)
 
 
 # ---------------------------------------------------------------------- status / done
@@ -386,17 +391,18 @@ def _install(verified: Any, key_path: Path, settings: Any, as_json: bool) -> Non
 @_connection_options
 def status(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
     """Your active certificates (target, principals, time left) and pending requests."""
-    from client.access import load_accesses, now_utc
+    from client.access import load_accesses
+    from client.clock import utcnow
 
-    now = now_utc()
+    now = utcnow()
     local = [r for r in load_accesses() if r.seconds_left(now) > 0]
-    pending: list[dict[str, Any]] = []
+    pending: list[RequestView] = []
     try:
         api_client, _ = _client(server, user, identity)
         with api_client:
             mine = _checked_list(api_client.get("/v1/requests", query={"mine": "1"}))
-        pending = [r for r in mine if r["state"] in ("pending", "approved")]
-        revoked = {r["id"] for r in mine if r["state"] in ("revoked", "ended")}
+        pending = [r for r in mine if r.state in ("pending", "approved")]
+        revoked = {r.id for r in mine if r.state in ("revoked", "ended")}
         local = [r for r in local if r.request_id not in revoked]
     except Exception as e:
         if not as_json:
@@ -418,13 +424,11 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
                     ],
                     "pending": [
                         {
-                            "request_id": r["id"],
-                            "target": r["target"],
-                            "state": r["state"],
-                            "approvals": sum(
-                                1 for a in r["approvals"] if a["decision"] == "approve"
-                            ),
-                            "approvals_required": r["approvals_required"],
+                            "request_id": r.id,
+                            "target": r.target,
+                            "state": r.state,
+                            "approvals": len(r.approved_by),
+                            "approvals_required": r.approvals_required,
                         }
                         for r in pending
                     ],
@@ -439,10 +443,9 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
         click.echo(
             f"active   {r.target:<16} {','.join(r.principals):<28} {_duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  serial {r.serial}"
         )
-    for r in pending:
-        got = sum(1 for a in r["approvals"] if a["decision"] == "approve")
+    for p in pending:
         click.echo(
-            f"{r['state']:<8} {r['target']:<16} {got}/{r['approvals_required']} approvals  request {r['id']}"
+            f"{p.state:<8} {p.target:<16} {len(p.approved_by)}/{p.approvals_required} approvals  request {p.id}"
         )
 
 
@@ -501,15 +504,15 @@ def _revoke_remote(
                     f"no local access and no request {request_id!r} on the server"
                 ) from None
             raise
-        cert = req.get("certificate")
-        if not cert:
+        cert = req.certificate
+        if cert is None:
             raise NothingFound(
-                f"request {request_id} has no certificate (it is {req['state']}); "
+                f"request {request_id} has no certificate (it is {req.state}); "
                 f"to withdraw a pending request: jit-ssh api POST /v1/requests/{request_id}/cancel"
             )
-        api_client.post(f"/v1/certificates/{cert['serial']}/revoke", {"reason": reason})
+        api_client.post(f"/v1/certificates/{cert.serial}/revoke", {"reason": reason})
     click.echo(
-        f"Revoked serial {cert['serial']} ({req['target']}, request {request_id}); "
+        f"Revoked serial {cert.serial} ({req.target}, request {request_id}); "
         "its key was made on another machine, so nothing was removed here."
     )
     click.echo("Hosts refuse the certificate once they sync the KRL (jit-ssh host sync-krl).")
@@ -518,14 +521,14 @@ def _revoke_remote(
 # ---------------------------------------------------------------- requests / approvers
 
 
-def _request_line(r: dict[str, Any]) -> str:
-    got = sum(1 for a in r["approvals"] if a["decision"] == "approve")
-    reason = (r.get("reason") or "").replace("\n", " ")
+def _request_line(r: RequestView) -> str:
+    got = len(r.approved_by)
+    reason = r.reason.replace("\n", " ")
     if len(reason) > 40:
         reason = reason[:39] + "…"
     return (
-        f"{r['id']}  {r['state']:<9} {r['requester']:<12} {r['target']:<14} {_duration_text(r['duration_seconds']):>7} "
-        f"{got}/{r['approvals_required']}  {r['created_at'][:19]}  {reason}"
+        f"{r.id}  {r.state:<9} {r.requester:<12} {r.target:<14} {_duration_text(r.duration_seconds):>7} "
+        f"{got}/{r.approvals_required}  {r.created_at[:19]}  {reason}"
     )
 
 
@@ -541,7 +544,7 @@ def _list_requests(
     with api_client:
         rows = _checked_list(api_client.get("/v1/requests", query=query))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([r.answer for r in rows], indent=2))
         return
     for r in rows:
         click.echo(_request_line(r))
@@ -589,9 +592,9 @@ def approve(
         body["duration"] = duration
     with api_client:
         r = _checked(api_client.post(f"/v1/requests/{request_id}/approve", body))
-    got = sum(1 for a in r["approvals"] if a["decision"] == "approve")
+    got = len(r.approved_by)
     click.echo(
-        f"Request {r['id']} ({r['requester']} -> {r['target']}): {r['state']}, {got}/{r['approvals_required']} approvals."
+        f"Request {r.id} ({r.requester} -> {r.target}): {r.state}, {got}/{r.approvals_required} approvals."
     )
 
 
@@ -606,7 +609,7 @@ def deny(
     api_client, _ = _client(server, user, identity)
     with api_client:
         r = _checked(api_client.post(f"/v1/requests/{request_id}/deny", {"reason": reason}))
-    click.echo(f"Request {r['id']} denied.")
+    click.echo(f"Request {r.id} denied.")
 
 
 # ------------------------------------------------------------------------------ ssh
@@ -654,7 +657,8 @@ def ssh(
 
     from ca.errors import JitSshError
     from ca.names import check_hostname, check_login_user, check_target
-    from client.access import load_accesses, now_utc, ssh_path
+    from client.access import load_accesses, ssh_path
+    from client.clock import utcnow
 
     # Checked before anything else (a login included): each value goes to ssh's argv.
     try:
@@ -668,7 +672,7 @@ def ssh(
 
     def current() -> Any:
         return next(
-            (r for r in load_accesses() if r.target == target and r.seconds_left(now_utc()) > 0),
+            (r for r in load_accesses() if r.target == target and r.seconds_left(utcnow()) > 0),
             None,
         )
 
@@ -758,6 +762,7 @@ def config_init(
     --server and --user are required and the rest take their defaults.
     """
     from ca import parse_duration
+    from client.files import write_atomic
     from client.http import check_server_url
     from client.settings import config_path
 
@@ -786,7 +791,7 @@ def config_init(
         f"server = {_toml_string(server)}\nuser = {_toml_string(user)}\nidentity = {_toml_string(identity)}\n"
         f"use_agent = true\ndefault_duration = {_toml_string(default_duration)}\n"
     )
-    path.write_text(text)
+    write_atomic(path, text)
     click.echo(f"Wrote {path}.")
     pub = Path(identity).expanduser()
     pub = pub.with_name(pub.name + ".pub")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +72,10 @@ def serve(
     # Alembic narrates every migration step at INFO; the schema version is all that matters here.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     cfg = _load(ctx, config_path)
-    from datetime import datetime
+    from client.clock import utcnow
 
     # Once, before forking: workers must not race to create keys.
-    bootstrap(cfg, now=datetime.now(UTC), say=lambda m: click.echo(m, err=True))
+    bootstrap(cfg, now=utcnow(), say=lambda m: click.echo(m, err=True))
     engine = make_engine(cfg.resolved_database_url)
     if is_sqlite(engine):
         upgrade(engine)
@@ -409,5 +408,6 @@ def audit_verify(
         )
         return
     p = result.problem
+    assert p is not None  # a result that is not ok names its problem
     click.echo(f"audit log FAILED at event {p.event_id}: {p.kind}: {p.message}", err=True)
     ctx.exit(1)
