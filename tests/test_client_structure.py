@@ -120,3 +120,25 @@ def test_a_target_list_becomes_typed_views() -> None:
     ):
         with pytest.raises(BadServerAnswer):
             check_target_list(json.loads(json.dumps(bad)))
+
+
+def test_commands_are_split_by_audience() -> None:
+    from client.cli import _SUBCOMMANDS
+    from client.commands import api, approver, engineer
+
+    by_module: dict[str, set[str]] = {}
+    for name, (module, _attr, _help) in _SUBCOMMANDS.items():
+        by_module.setdefault(module, set()).add(name)
+    assert by_module["client.commands.engineer"] == {
+        "login",
+        "status",
+        "done",
+        "requests",
+        "ssh",
+        "config",
+    }
+    assert by_module["client.commands.approver"] == {"pending", "approve", "deny"}
+    assert by_module["client.commands.api"] == {"api"}
+    for name in ("pending", "approve", "deny", "api"):
+        assert not hasattr(engineer, name)
+    assert approver.approve.name == "approve" and api.api.name == "api"

@@ -1,5 +1,5 @@
-"""The engineer's and approver's commands: login, status, done, requests, pending,
-approve, deny, ssh, config and api. They talk to the server over HTTP only."""
+"""The engineer's commands: login, status, done, requests, ssh and config.
+They talk to the server over HTTP only (approvers' commands: :mod:`.approver`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -16,103 +15,27 @@ import click
 
 from client.errors import EXIT_FAILED, EXIT_INTERRUPTED, Failure, NothingFound, ToolMissing
 
+from ._connect import (
+    checked,
+    checked_list,
+    connect,
+    connection_options,
+    duration_text,
+    list_requests,
+)
+
 if TYPE_CHECKING:
     from client.http import ApiClient
     from client.settings import ClientSettings
     from client.verify import RequestView, VerifiedCertificate
 
-__all__ = [
-    "login",
-    "status",
-    "done",
-    "requests_cmd",
-    "pending",
-    "approve",
-    "deny",
-    "ssh",
-    "config",
-    "api",
-]
-
-
-def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option(
-        "--identity",
-        "-i",
-        help="Private key enrolled for API calls (default from config; ssh-agent if it holds it).",
-    )(f)
-    f = click.option(
-        "--user", "-u", help="Your jit-ssh user name (default from config or $JIT_SSH_USER)."
-    )(f)
-    f = click.option("--server", "-s", help="Server URL (default from config or $JIT_SSH_SERVER).")(
-        f
-    )
-    return f
-
-
-def _client(
-    server: str | None, user: str | None, identity: str | None, *, signed: bool = True
-) -> tuple[ApiClient, ClientSettings]:
-    from client.settings import load_settings
-
-    from ._common import open_api
-
-    settings = load_settings(server=server, user=user, identity=identity)
-    signer = None
-    if signed:
-
-        def ask() -> bytes | None:
-            if not sys.stdin.isatty():
-                return None
-            return (
-                click.prompt(
-                    "Passphrase for your key", hide_input=True, default="", show_default=False
-                ).encode()
-                or None
-            )
-
-        signer = _signer(settings.identity, settings.use_agent, ask)
-    api_client = open_api(
-        settings.need("server"),
-        user=settings.need("user") if signed else settings.user,
-        signer=signer,
-        ca_bundle=settings.ca_bundle,
-        timeout=settings.timeout,
-    )
-    return api_client, settings
-
-
-def _signer(identity: str | None, use_agent: bool, ask: Callable[[], bytes | None]) -> Any:
-    """ssh-agent when it runs and holds the key; else the key file itself."""
-    from client.signing import AgentError, signer_from_identity
-
-    can_file = (
-        identity is not None
-        and not identity.startswith("SHA256:")
-        and Path(identity).is_file()
-        and not identity.endswith(".pub")
-    )
-    if use_agent and os.environ.get("SSH_AUTH_SOCK"):
-        try:
-            return signer_from_identity(identity, use_agent=True, passphrase=ask)
-        except AgentError:
-            if not can_file:
-                raise
-    return signer_from_identity(
-        identity, use_agent=False if can_file or not use_agent else True, passphrase=ask
-    )
+__all__ = ["login", "status", "done", "requests_cmd", "ssh", "config"]
 
 
 def _iso(t: datetime) -> str:
     """A certificate time as the server writes it: ``2026-01-01T10:00:00Z``."""
 
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _duration_text(seconds: int) -> str:
-    from ca.durations import format_duration
-
-    return format_duration(seconds)
 
 
 # ----------------------------------------------------------------------------- login
@@ -143,7 +66,7 @@ def _duration_text(seconds: int) -> str:
 @click.option(
     "--poll", type=float, default=1.0, show_default=True, help="Seconds between status checks."
 )
-@_connection_options
+@connection_options
 def login(
     target: str,
     duration: str | None,
@@ -171,10 +94,10 @@ def login(
     from client.access import new_key_pair
 
     check_target(target, field="target")
-    api_client, settings = _client(server, user, identity)
+    api_client, settings = connect(server, user, identity)
     with api_client:
         if resume_id:
-            req = _checked(api_client.get(f"/v1/requests/{resume_id}"))
+            req = checked(api_client.get(f"/v1/requests/{resume_id}"))
             if req.target != target:
                 # The key, certificate and ssh_config block are filed under
                 # TARGET: a mismatch would put another target's access there.
@@ -189,10 +112,10 @@ def login(
                 body["duration"] = want
             if break_glass:
                 body["break_glass"] = True
-            req = _checked(api_client.post("/v1/requests", body))
+            req = checked(api_client.post("/v1/requests", body))
             if not as_json:
                 click.echo(
-                    f"Request {req.id} for {target} ({_duration_text(req.duration_seconds)}): {req.state}",
+                    f"Request {req.id} for {target} ({duration_text(req.duration_seconds)}): {req.state}",
                     err=True,
                 )
                 if req.state == "pending":
@@ -229,19 +152,6 @@ def login(
         _install(verified, key_path, settings, as_json)
 
 
-def _checked(answer: Any) -> RequestView:
-    """A request answer, checked field by field before it is read (client.verify)."""
-    from client.verify import check_request_answer
-
-    return check_request_answer(answer)
-
-
-def _checked_list(answer: Any) -> list[RequestView]:
-    from client.verify import check_request_list
-
-    return check_request_list(answer)
-
-
 def _key_path(target: str) -> Path:
     from client.settings import keys_dir
 
@@ -276,7 +186,7 @@ def _wait(api_client: ApiClient, req: RequestView, *, poll: float, quiet: bool) 
                 )
                 i += 1
             time.sleep(delay)
-            req = _checked(api_client.get(f"/v1/requests/{req.id}"))
+            req = checked(api_client.get(f"/v1/requests/{req.id}"))
         except KeyboardInterrupt:
             if tty:
                 click.echo("", err=True)
@@ -371,7 +281,7 @@ def _install(
         )
         return
     click.echo(
-        f"Access granted to {target} until {valid_before} ({_duration_text(left) if left else 'expired'}), serial {cert.serial}."
+        f"Access granted to {target} until {valid_before} ({duration_text(left) if left else 'expired'}), serial {cert.serial}."
     )
     dest = f"{login_user}@{target}" if login_user else target
     click.echo(f"  ssh -i {key_path} -o CertificateFile={record.cert_path} {dest}")
@@ -379,7 +289,7 @@ def _install(
         f"  or: jit-ssh ssh {target}   (or `Include {key_path.parent}/config` in ~/.ssh/config, then: ssh {target})"
     )
     if in_agent:
-        click.echo(f"  Key and certificate are in ssh-agent for {_duration_text(left)}.")
+        click.echo(f"  Key and certificate are in ssh-agent for {duration_text(left)}.")
     click.echo("  End access early with: jit-ssh done " + verified.request_id)
 
 
@@ -388,7 +298,7 @@ def _install(
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
-@_connection_options
+@connection_options
 def status(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
     """Your active certificates (target, principals, time left) and pending requests."""
     from client.access import load_accesses
@@ -398,9 +308,9 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
     local = [r for r in load_accesses() if r.seconds_left(now) > 0]
     pending: list[RequestView] = []
     try:
-        api_client, _ = _client(server, user, identity)
+        api_client, _ = connect(server, user, identity)
         with api_client:
-            mine = _checked_list(api_client.get("/v1/requests", query={"mine": "1"}))
+            mine = checked_list(api_client.get("/v1/requests", query={"mine": "1"}))
         pending = [r for r in mine if r.state in ("pending", "approved")]
         revoked = {r.id for r in mine if r.state in ("revoked", "ended")}
         local = [r for r in local if r.request_id not in revoked]
@@ -441,7 +351,7 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
         click.echo("No active access and no pending requests.")
     for r in local:
         click.echo(
-            f"active   {r.target:<16} {','.join(r.principals):<28} {_duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  serial {r.serial}"
+            f"active   {r.target:<16} {','.join(r.principals):<28} {duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  serial {r.serial}"
         )
     for p in pending:
         click.echo(
@@ -452,7 +362,7 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
 @click.command()
 @click.argument("request_id", required=False)
 @click.option("--reason", default="done", show_default=True, help="Recorded with the revocation.")
-@_connection_options
+@connection_options
 def done(
     request_id: str | None, reason: str, server: str | None, user: str | None, identity: str | None
 ) -> None:
@@ -470,7 +380,7 @@ def done(
         return
     if not chosen:
         raise NothingFound("no local access to end")
-    api_client, _ = _client(server, user, identity)
+    api_client, _ = connect(server, user, identity)
     with api_client:
         for r in chosen:
             from client.http import ApiError
@@ -494,10 +404,10 @@ def _revoke_remote(
 ) -> None:
     from client.http import ApiError
 
-    api_client, _ = _client(server, user, identity)
+    api_client, _ = connect(server, user, identity)
     with api_client:
         try:
-            req = _checked(api_client.get(f"/v1/requests/{request_id}"))
+            req = checked(api_client.get(f"/v1/requests/{request_id}"))
         except ApiError as e:
             if e.code == "not_found":
                 raise NothingFound(
@@ -521,95 +431,12 @@ def _revoke_remote(
 # ---------------------------------------------------------------- requests / approvers
 
 
-def _request_line(r: RequestView) -> str:
-    got = len(r.approved_by)
-    reason = r.reason.replace("\n", " ")
-    if len(reason) > 40:
-        reason = reason[:39] + "…"
-    return (
-        f"{r.id}  {r.state:<9} {r.requester:<12} {r.target:<14} {_duration_text(r.duration_seconds):>7} "
-        f"{got}/{r.approvals_required}  {r.created_at[:19]}  {reason}"
-    )
-
-
-def _list_requests(
-    query: dict[str, str],
-    empty: str,
-    as_json: bool,
-    server: str | None,
-    user: str | None,
-    identity: str | None,
-) -> None:
-    api_client, _ = _client(server, user, identity)
-    with api_client:
-        rows = _checked_list(api_client.get("/v1/requests", query=query))
-    if as_json:
-        click.echo(json.dumps([r.answer for r in rows], indent=2))
-        return
-    for r in rows:
-        click.echo(_request_line(r))
-    if not rows:
-        click.echo(empty)
-
-
 @click.command("requests")
 @click.option("--json", "as_json", is_flag=True)
-@_connection_options
+@connection_options
 def requests_cmd(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
     """Your request history."""
-    _list_requests({"mine": "1"}, "No requests yet.", as_json, server, user, identity)
-
-
-@click.command()
-@click.option("--json", "as_json", is_flag=True)
-@_connection_options
-def pending(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
-    """Requests waiting for your approval."""
-    _list_requests(
-        {"pending_for_me": "1"}, "Nothing waits for you.", as_json, server, user, identity
-    )
-
-
-@click.command()
-@click.argument("request_id")
-@click.option("--comment", default="", help="Recorded with the approval.")
-@click.option(
-    "--for", "duration", help="Grant less than was asked (where the policy allows), e.g. 15m."
-)
-@_connection_options
-def approve(
-    request_id: str,
-    comment: str,
-    duration: str | None,
-    server: str | None,
-    user: str | None,
-    identity: str | None,
-) -> None:
-    """Approve request REQUEST_ID."""
-    api_client, _ = _client(server, user, identity)
-    body: dict[str, Any] = {"comment": comment}
-    if duration:
-        body["duration"] = duration
-    with api_client:
-        r = _checked(api_client.post(f"/v1/requests/{request_id}/approve", body))
-    got = len(r.approved_by)
-    click.echo(
-        f"Request {r.id} ({r.requester} -> {r.target}): {r.state}, {got}/{r.approvals_required} approvals."
-    )
-
-
-@click.command()
-@click.argument("request_id")
-@click.option("--reason", required=True, help="Why (shown to the requester).")
-@_connection_options
-def deny(
-    request_id: str, reason: str, server: str | None, user: str | None, identity: str | None
-) -> None:
-    """Deny request REQUEST_ID."""
-    api_client, _ = _client(server, user, identity)
-    with api_client:
-        r = _checked(api_client.post(f"/v1/requests/{request_id}/deny", {"reason": reason}))
-    click.echo(f"Request {r.id} denied.")
+    list_requests({"mine": "1"}, "No requests yet.", as_json, server, user, identity)
 
 
 # ------------------------------------------------------------------------------ ssh
@@ -633,7 +460,7 @@ def deny(
     metavar="OPTION",
     help="Passed to ssh as -o OPTION (repeatable), e.g. -o StrictHostKeyChecking=accept-new.",
 )
-@_connection_options
+@connection_options
 @click.pass_context
 def ssh(
     ctx: click.Context,
@@ -812,41 +639,3 @@ def config_show() -> None:
 
 
 # ------------------------------------------------------------------------------ api
-
-
-@click.command()
-@click.argument("method", type=click.Choice(["GET", "POST"], case_sensitive=False))
-@click.argument("path")
-@click.option("--data", "-d", help="JSON body for POST.")
-@_connection_options
-def api(
-    method: str,
-    path: str,
-    data: str | None,
-    server: str | None,
-    user: str | None,
-    identity: str | None,
-) -> None:
-    """Make one signed API call and print the JSON answer (like `gh api`).
-
-    Example: jit-ssh api POST /v1/requests -d '{"target": "demo", "duration": "5m"}'
-    """
-    body = None
-    if data is not None:
-        try:
-            body = json.loads(data)
-        except ValueError:
-            raise click.BadParameter("not valid JSON", param_hint="--data") from None
-    api_client, _ = _client(server, user, identity)
-    split = path.split("?", 1)
-    query = (
-        dict(p.split("=", 1) for p in split[1].split("&") if "=" in p) if len(split) > 1 else None
-    )
-    with api_client:
-        result = api_client.request(
-            method.upper(),
-            split[0],
-            json_body=body if method.upper() == "POST" else None,
-            query=query,
-        )
-    click.echo(json.dumps(result, indent=2))
