@@ -48,6 +48,8 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def connect(
     server: str | None, user: str | None, identity: str | None, *, signed: bool = True
 ) -> tuple[ApiClient, ClientSettings]:
+    """The settings (flags > environment > config file) and the CLI's one HTTP client built
+    from them, signing every call with the enrolled key unless ``signed`` is false."""
     from client.settings import load_settings
 
     from ._common import open_api
