@@ -18,9 +18,10 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from sqlalchemy import bindparam, event, insert, select, update
+from sqlalchemy import Table, bindparam, event, insert, select, update
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from . import audit_chain as chain
@@ -43,8 +44,8 @@ def _iso(t: datetime) -> str:
     return chain.format_at(t)
 
 
-_EVENTS = AuditEvent.__table__
-_HEADS = AuditHead.__table__
+_EVENTS = cast(Table, AuditEvent.__table__)
+_HEADS = cast(Table, AuditHead.__table__)
 # Statements built once: building one costs about as much as running it.
 _INSERT_EVENT = insert(_EVENTS)
 _SELECT_HEAD = (

@@ -16,11 +16,13 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
-from sqlalchemy import Row, bindparam, delete, insert, select
+from sqlalchemy import Row, Table, bindparam, delete, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
+from sqlalchemy.sql.dml import ReturningInsert
 
 from ca import request_signing as rs
 from ca.sshsig import InvalidSignatureError, verify
@@ -48,7 +50,7 @@ FAILURE_WINDOW = timedelta(minutes=5)
 MAX_FAILURE_EVENTS = 20
 #: Counter rows are kept this long.
 FAILURE_RETENTION = timedelta(days=30)
-_FAILURES = AuthFailureCount.__table__
+_FAILURES = cast(Table, AuthFailureCount.__table__)
 
 _MAX_SIG_HEADER = 24 * 1024
 # Built once (building a statement costs about as much as running it).
@@ -69,7 +71,7 @@ _ACCOUNT = (
 )
 _USER_COLUMNS = tuple(c.key for c in _USERS.columns)
 # Core, on the session's connection: a replay hits the primary key.
-_INSERT_NONCE = insert(Nonce.__table__)
+_INSERT_NONCE = insert(cast(Table, Nonce.__table__))
 
 
 #: How far apart two replicas' clocks may be. A nonce is kept this much longer
@@ -236,18 +238,29 @@ def record_failure(
 def _count(session: Session, window: datetime, claimed: str, code: str, now: datetime) -> int:
     """Add one to a counter row (made at 0 if missing); the new count. One statement,
     so concurrent failures on several replicas each get their own number."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
+    row = {
+        "window_start": window,
+        "claimed_user": claimed,
+        "code": code,
+        "count": 1,
+        "first_at": now,
+        "last_at": now,
+    }
+    key = [_FAILURES.c.window_start, _FAILURES.c.claimed_user, _FAILURES.c.code]
+    # The same upsert in each dialect's spelling (each has its own Insert class).
+    stmt: ReturningInsert[int]
+    if session.get_bind().dialect.name == "postgresql":
+        pg = postgresql.insert(_FAILURES).values(row)
+        stmt = pg.on_conflict_do_update(
+            index_elements=key,
+            set_={"count": _FAILURES.c.count + 1, "last_at": pg.excluded.last_at},
+        ).returning(_FAILURES.c.count)
     else:
-        from sqlalchemy.dialects.sqlite import insert as upsert
-    stmt = upsert(_FAILURES).values(
-        window_start=window, claimed_user=claimed, code=code, count=1, first_at=now, last_at=now
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[_FAILURES.c.window_start, _FAILURES.c.claimed_user, _FAILURES.c.code],
-        set_={"count": _FAILURES.c.count + 1, "last_at": stmt.excluded.last_at},
-    ).returning(_FAILURES.c.count)
+        lite = sqlite.insert(_FAILURES).values(row)
+        stmt = lite.on_conflict_do_update(
+            index_elements=key,
+            set_={"count": _FAILURES.c.count + 1, "last_at": lite.excluded.last_at},
+        ).returning(_FAILURES.c.count)
     session.flush()
     return int(session.connection().execute(stmt).scalar_one())
 

@@ -291,7 +291,7 @@ def server(
 ) -> Iterator[Server]:
     """The real app on a temporary SQLite database: alice (engineers, on call: her requests
     are auto-approved until a test sets ``server.submit = "pending"``) and bob (approvers)."""
-    import server.services as services
+    import server.services.requests as services
     from server.admin import Admin
     from server.app import create_app
     from server.config import ServerConfig
