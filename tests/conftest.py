@@ -28,6 +28,24 @@ def require_tool(name: str) -> str:
     return path
 
 
+#: Folders whose every test needs a real sshd, PostgreSQL, a browser, or runs for long:
+#: the integration set (``pytest -m integration``), left out of the inner loop.
+_INTEGRATION_DIRS = ("integration", "reliability")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration and tests/reliability as ``integration``,
+    so ``pytest -m "not integration"`` is the fast inner loop and plain ``pytest`` runs all."""
+    root = Path(__file__).parent
+    for item in items:
+        try:
+            rel = item.path.relative_to(root)
+        except ValueError:
+            continue
+        if rel.parts and rel.parts[0] in _INTEGRATION_DIRS:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def ssh_keygen() -> str:
     """Path of ssh-keygen; skipped when missing, except under CI=true where it must exist.
