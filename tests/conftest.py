@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,6 +58,29 @@ def ssh_keygen() -> str:
             pytest.fail("ssh-keygen is required when CI=true (install Debian's openssh-client)")
         pytest.skip("ssh-keygen (OpenSSH) is not installed; interop checks need it")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """argon2id at a test cost (8 KiB, one pass) for the in-process tests.
+
+    The server hashes with ``argon2.PasswordHasher()``'s defaults (RFC 9106's low-memory
+    profile: 64 MiB, three passes), close to a second per hash on a loaded test machine,
+    and every web fixture sets passwords and logs in. Only the defaults change, for this
+    test process: the production code and its parameters are untouched, and servers the
+    integration tests start in a subprocess hash at the real cost."""
+    import argon2
+
+    init = argon2.PasswordHasher.__init__
+    production = init.__defaults__
+    names = list(inspect.signature(init).parameters)[1:]
+    cheap = dict(zip(names, production or (), strict=True))
+    cheap.update(time_cost=1, memory_cost=8, parallelism=1)
+    init.__defaults__ = tuple(cheap.values())
+    try:
+        yield
+    finally:
+        init.__defaults__ = production
 
 
 @pytest.fixture
