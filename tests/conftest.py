@@ -1,4 +1,7 @@
-"""Shared fixtures: a fixed clock, a temporary data directory, a CLI runner."""
+"""Shared fixtures (a fixed clock, a temporary data directory, a CLI runner, cheap password
+hashing) and the hooks that draw the line between the inner loop and the integration set:
+``pytest -m "not integration"`` runs what needs no sshd, PostgreSQL or browser, on every core;
+plain ``pytest`` runs every test; under CI=true nothing may skip."""
 
 from __future__ import annotations
 
@@ -32,6 +35,26 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is required under CI=true but is not installed")
         pytest.skip(f"{name} is not installed")
     return path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """The inner loop (``-m "not integration"``) runs on every core with pytest-xdist.
+
+    Only when xdist is installed (the test extra brings it), no ``-n`` was given (``-n 0``
+    runs serially), and neither a debugger nor ``--collect-only`` is in use. The whole
+    suite (plain ``pytest``) stays serial: its sshd, servers and browser are shared per
+    session and module. Runs before xdist's own hook, which turns ``-n`` into workers."""
+    opt = config.option
+    if (
+        config.pluginmanager.hasplugin("xdist")
+        and not hasattr(config, "workerinput")
+        and getattr(opt, "numprocesses", 0) is None
+        and "notintegration" in (opt.markexpr or "").replace(" ", "")
+        and not opt.usepdb
+        and not opt.collectonly
+    ):
+        opt.numprocesses = "auto"
 
 
 #: Folders whose every test needs a real sshd, PostgreSQL, a browser, or runs for long:
