@@ -1,4 +1,8 @@
-"""`jit-ssh login` wall time (auto-approved, local server) and `jit-ssh --help` start-up."""
+"""`jit-ssh login` wall time (auto-approved, local server, the whole process) and `jit-ssh --help`
+start-up: median and fastest of ``n`` runs after one warm-up run (which fills the OS's file cache).
+
+These figures were printed by a test in tests/integration/test_e2e_login.py; a wall time on a
+shared machine is a measurement to read, not an assertion, so they live here now."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from ._util import env_with, pct
 
 
 def _time(argv: list[str], env: dict[str, str], n: int) -> list[float]:
+    subprocess.run(argv, env=env, check=True, capture_output=True)  # the warm-up run
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -29,7 +34,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     rows = [
         {
             "figure": "jit-ssh --help start-up",
-            "measured": f"{pct([h * 1000 for h in helps], 50):.0f} ms (median)",
+            "measured": f"{pct([h * 1000 for h in helps], 50):.0f} ms (median), min {min(helps) * 1000:.0f} ms",
             "reference": f"python -c pass {pct([b * 1000 for b in bare], 50):.0f} ms",
             "verdict": "goal < 150 ms",
             "help_ms": pct([h * 1000 for h in helps], 50),
@@ -48,7 +53,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         rows.append(
             {
                 "figure": "jit-ssh login (auto-approved, local server)",
-                "measured": f"{pct(ms, 50):.0f} ms (median), max {max(ms):.0f} ms",
+                "measured": f"{pct(ms, 50):.0f} ms (median), min {min(ms):.0f} ms, max {max(ms):.0f} ms",
                 "reference": "",
                 "verdict": "goal < 300 ms",
                 "login_ms": pct(ms, 50),

@@ -11,7 +11,8 @@ installed ``jit-ssh`` command, each with a HOME of their own:
 2. alice logs in again (``--no-wait``, approved, ``--resume``) and so does
    carol (auto-approved); alice ends her access with ``done`` and the host runs
    ``host sync-krl``: sshd refuses alice's certificate at once, carol's still works.
-3. The login and ``--help`` wall times, printed (the goals are in DESIGN.md).
+3. carol's repeated auto-approved logins succeed (their wall times, and ``--help``'s,
+   are measured by ``python -m benchmarks``: benchmarks/cli_bench.py).
 
 The fixtures are in ``e2e_helpers.py``.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -212,29 +212,14 @@ def test_done_and_sync_krl_refuse_at_once_while_another_certificate_works(world:
     carol.jit("done")
 
 
-def test_login_and_help_wall_times_are_printed(
-    world: World, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_help_and_repeated_auto_approved_logins_succeed(world: World) -> None:
+    """carol (on call) logs in again and again, auto-approved, then ends her access.
+    (Their wall times are figures of ``python -m benchmarks``, not a test: benchmarks/cli_bench.py.)"""
     carol = world.carol
-
-    def wall(*args: str) -> float:
-        start = time.perf_counter()
-        carol.jit(*args)
-        return time.perf_counter() - start
-
-    wall("--help")  # the first run warms the OS's file cache
-    help_times = [wall("--help") for _ in range(5)]
-    login_times = [wall("login", TARGET, "--for", "1m", "--reason", "timing") for _ in range(5)]
+    carol.jit("--help")
+    for _ in range(5):
+        carol.jit("login", TARGET, "--for", "1m", "--reason", "again")
     carol.jit("done")
-
-    def show(times: list[float]) -> str:
-        return f"median {statistics.median(times) * 1000:.0f} ms, min {min(times) * 1000:.0f} ms"
-
-    with capsys.disabled():
-        print(
-            f"\n[e2e] jit-ssh login (auto-approved, local server, whole process): {show(login_times)} (goal < 300 ms)"
-        )
-        print(f"[e2e] jit-ssh --help start-up: {show(help_times)} (goal < 150 ms)")
 
 
 def test_a_host_whose_clock_runs_ahead_still_takes_the_servers_krl(

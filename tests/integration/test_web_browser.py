@@ -430,6 +430,8 @@ def test_login_failure_then_success_and_logout(session: Session, server: Server)
 def test_pending_list_and_request_page_through_the_notification_link(
     browser: Any, server: Server
 ) -> None:
+    from playwright.sync_api import expect
+
     alice, dave = server.api("alice"), server.api("dave")
     first = alice.submit(
         "prod-db", "45m", "INC-4711: replica lag on db-3; restart the replica and watch WAL replay"
@@ -469,7 +471,12 @@ def test_pending_list_and_request_page_through_the_notification_link(
             s.shot(f"web-request-{label}.png")
 
             page.click("nav >> text=Pending for me")
+            # The click returns once the navigation has started, not when the list is in:
+            # count the cards only after the pending page has loaded, and wait for the
+            # third one (a bare count() does not wait, and saw a half-parsed page).
+            page.wait_for_url(server.url + "/")
             cards = page.locator("ul.cards > li")
+            expect(cards.nth(2)).to_be_attached()
             assert cards.count() >= 3
             # (inner_text applies the stylesheet's text-transform to the labels.)
             text = page.locator("ul.cards").inner_text().lower()

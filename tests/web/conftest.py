@@ -10,18 +10,15 @@ from typing import Any
 
 import pytest
 
-# Fixtures these tests use, from the service tests (imported: pytest finds a
-# fixture only in a conftest.py on the test's path or in the test module).
-from tests.server.conftest import (  # noqa: F401
-    Caller,
-    admin,
-    alice,
-    app,
-    clock,
-    database_url,
-    make_user,
-    oncall,
-)
+# The service tests' fixtures, re-exported for the web tests (``X as X``: a deliberate re-export).
+from tests.server.conftest import Caller
+from tests.server.conftest import admin as admin
+from tests.server.conftest import alice as alice
+from tests.server.conftest import app as app
+from tests.server.conftest import clock as clock
+from tests.server.conftest import database_url as database_url
+from tests.server.conftest import make_user as make_user
+from tests.server.conftest import oncall as oncall
 
 PASSWORD = "a long enough web password"
 
