@@ -19,10 +19,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import policies
 from ca import JitSshError
+from ca.audit import generate_audit_key, load_audit_key, save_audit_key
 from ca.keyring import Keyring, init_keyring
 
 from . import audit
-from .audit_chain import generate_audit_key, load_audit_key, save_audit_key
 from .auth import authenticate, report_failure
 from .config import InvalidConfig, ServerConfig
 from .db import is_sqlite, make_engine, make_session_factory, transaction

@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.orm import Session
 
-from . import audit_chain as chain
+from ca import audit as chain
+
 from .models import AuditCheckpoint, AuditEvent, AuditHead
 
 __all__ = ["record", "checkpoint", "export", "event_from_row", "install_log_hook", "AUDIT_LOGGER"]

@@ -1,4 +1,4 @@
-"""server.audit_chain: canonical JSON, the hash chain, checkpoints, export, and verify
+"""ca.audit: canonical JSON, the hash chain, checkpoints, export, and verify
 naming the first tampered event."""
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ca.errors import BadPassphrase, InsecureKeyFile, JitSshError, PassphraseRequired
-from server.audit_chain import (
+from ca.audit import (
     CHECKPOINT_DOMAIN,
     GENESIS_HASH,
     GENESIS_HEX,
@@ -59,6 +58,7 @@ from server.audit_chain import (
     verify_export_file,
     verify_export_lines,
 )
+from ca.errors import BadPassphrase, InsecureKeyFile, JitSshError, PassphraseRequired
 from tests.conftest import require_tool
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)

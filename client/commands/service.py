@@ -385,7 +385,7 @@ def audit_verify(
     Exit 0 when the chain and its checkpoints verify; exit 1 naming the first
     event that was edited, deleted, inserted or reordered, or a rewritten chain.
     """
-    from server import audit_chain as chain
+    from ca import audit as chain
 
     first = None if partial else 1
     if file is None:
@@ -409,5 +409,6 @@ def audit_verify(
         )
         return
     p = result.problem
+    assert p is not None  # a failed result always names its first problem
     click.echo(f"audit log FAILED at event {p.event_id}: {p.kind}: {p.message}", err=True)
     ctx.exit(1)
