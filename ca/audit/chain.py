@@ -146,7 +146,9 @@ def format_at(dt: datetime) -> str:
     """A timezone-aware datetime as the audit log writes it: UTC, microseconds, ``Z``."""
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise InvalidAuditEvent("at: the time must be timezone-aware (UTC)", field="at")
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: glibc's %Y does not pad years before 1000 to
+    # four digits, and the result would fail the check every reader applies.
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _check_at(at: object, field: str = "at") -> str:
