@@ -14,7 +14,7 @@ import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, NamedTuple
+from typing import IO
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -445,24 +445,14 @@ class _Verifier:
         )
 
 
-class _Link(NamedTuple):
-    """An event as the verifier sees it. ``body_ok``: its body, linked to
-    ``prev_hash``, hashes to ``hash`` (whoever built the link checked)."""
-
-    id: int
-    prev_hash: str
-    hash: str
-    body_ok: bool
-    line: int | None
-
-
-class _Signed(NamedTuple):
-    """A checkpoint as the verifier sees it, with its export line."""
-
-    checkpoint: Checkpoint
-    line: int | None
-
-
+# What the verifier is fed. Plain tuples, not NamedTuples or dataclasses: one
+# is built per event, and a class's constructor costs more than the rest of
+# the fast path does (a million events are to verify in a few seconds).
+#: An event: (id, prev_hash hex, hash hex, body_ok, export line). ``body_ok``:
+#: its body, linked to prev_hash, hashes to hash (whoever built it checked).
+_Link = tuple[int, str, str, bool, int | None]
+#: A checkpoint and its export line; told from a _Link by its length.
+_Signed = tuple[Checkpoint, int | None]
 _Item = _Link | _Signed
 
 
@@ -470,8 +460,8 @@ def _ids_after(items: Iterator[_Item]) -> Iterator[int]:
     """The ids of the events still to come (to tell a deletion from a reordering)."""
     try:
         for it in items:
-            if type(it) is _Link:
-                yield it.id
+            if len(it) != 2:
+                yield it[0]
     except AuditError:
         return  # a malformed line further on: classify with what was seen; the first problem stands
 
@@ -479,8 +469,8 @@ def _ids_after(items: Iterator[_Item]) -> Iterator[int]:
 def _run(items: Iterator[_Item], v: _Verifier) -> VerifyResult:
     expected: int | None = None
     for item in items:
-        if isinstance(item, _Signed):
-            v.add_checkpoint(item.checkpoint, item.line)
+        if len(item) == 2:
+            v.add_checkpoint(*item)
             if v.problem is not None:
                 break
             continue
@@ -528,7 +518,7 @@ def _link_of(ev: AuditEvent, line: int | None) -> _Link:
     # a string links to nothing.
     prev = ev.prev_hash if type(ev.prev_hash) is str else ""
     hsh = ev.hash if type(ev.hash) is str else ""
-    return _Link(ev.id, prev, hsh, _body_hash_ok(ev), line)
+    return (ev.id, prev, hsh, _body_hash_ok(ev), line)
 
 
 def verify_chain(
@@ -610,7 +600,7 @@ def _file_items(lines: Iterable[bytes | str], *, check_fast: bool = False) -> It
                     if check_fast:
                         _parse_line(line, n)
                     last_hash, last_raw = hsh, digest
-                    yield _Link(int(digits), prev.decode("ascii"), hsh.decode("ascii"), True, n)
+                    yield (int(digits), prev.decode("ascii"), hsh.decode("ascii"), True, n)
                     continue
                 # No match: the slow way below parses the line, refuses it
                 # unless it is canonical, and names the edit if it is.
@@ -618,12 +608,13 @@ def _file_items(lines: Iterable[bytes | str], *, check_fast: bool = False) -> It
         if item is None:
             continue
         if isinstance(item, Checkpoint):
-            yield _Signed(item, n)
+            yield (item, n)
             continue
         link = _link_of(item, n)
+        _, _, hex_hash, body_ok, _ = link
         last_hash, last_raw = b"", b""
-        if link.body_ok:
-            last_hash, last_raw = link.hash.encode("ascii"), bytes.fromhex(link.hash)
+        if body_ok:
+            last_hash, last_raw = hex_hash.encode("ascii"), bytes.fromhex(hex_hash)
         yield link
 
 
