@@ -23,6 +23,8 @@ from .chain import (
     MAX_BODY_BYTES,
     AuditEvent,
     Checkpoint,
+    JsonObject,
+    JsonValue,
     canonical_json,
     chain_hash,
     checkpoint_payload,
@@ -61,6 +63,8 @@ from .verify import (
 
 __all__ = [
     # chain
+    "JsonValue",
+    "JsonObject",
     "GENESIS_HASH",
     "GENESIS_HEX",
     "CHECKPOINT_DOMAIN",

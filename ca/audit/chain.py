@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final, TypeAlias
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -26,6 +26,8 @@ from .errors import AuditError, AuditKeyError, InvalidAuditEvent
 from .keys import audit_key_fingerprint
 
 __all__ = [
+    "JsonValue",
+    "JsonObject",
     "GENESIS_HASH",
     "GENESIS_HEX",
     "CHECKPOINT_DOMAIN",
@@ -50,6 +52,11 @@ CHECKPOINT_DOMAIN: Final = "jit-ssh-audit-checkpoint-v1"
 #: make_event refuses a larger body: an audit event records a decision, not a
 #: file, and a bound keeps a hostile export from exhausting memory.
 MAX_BODY_BYTES: Final = 64 * 1024
+
+#: What canonical JSON holds: no floats (see canonical_json).
+JsonValue: TypeAlias = "None | bool | int | str | list[JsonValue] | dict[str, JsonValue]"
+#: An event's ``data``.
+JsonObject: TypeAlias = dict[str, JsonValue]
 
 _MAX_DEPTH = 32
 _MAX_NAME = 256
@@ -197,11 +204,11 @@ class AuditEvent:
     type: str
     actor: str | None
     request_id: str | None
-    data: dict[str, Any] = field(hash=False)
+    data: JsonObject = field(hash=False)
     prev_hash: str
     hash: str
 
-    def body_dict(self) -> dict[str, Any]:
+    def body_dict(self) -> JsonObject:
         return {
             "id": self.id,
             "at": self.at,
@@ -224,7 +231,7 @@ def make_event(
     type: str,
     actor: str | None,
     request_id: str | None,
-    data: Mapping[str, Any],
+    data: Mapping[str, JsonValue],
 ) -> AuditEvent:
     """The event that follows ``prev`` (``None`` for the first, id 1).
 
@@ -273,7 +280,7 @@ def make_event(
     # The event keeps a private deep copy (decoded from the very bytes that
     # were hashed), so a caller mutating its dict later cannot make the
     # stored event disagree with its hash.
-    own_data: dict[str, Any] = json.loads(body)["data"]
+    own_data: JsonObject = json.loads(body)["data"]
     digest = hashlib.sha256(bytes.fromhex(prev_hex) + body).hexdigest()
     return AuditEvent(
         id=id,
