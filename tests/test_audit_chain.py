@@ -1395,3 +1395,36 @@ def test_property_a_reformatted_line_is_identical_or_refused(
             list(iter_export([other]))
         with pytest.raises(InvalidAuditExport, match="line 1"):
             verify_export_lines([other], None)
+
+
+def test_offline_audit_verify_loads_no_server(tmp_path: Path) -> None:
+    # `jit-ssh audit verify FILE --pubkey PUB` runs where only the CLI is installed.
+    events, cps = build(12, every=5)
+    good = tmp_path / "audit.jsonl"
+    good.write_text("".join(export_lines(events, cps)), encoding="utf-8")
+    bad = tmp_path / "edited.jsonl"
+    edited = [*events[:4], dataclasses.replace(events[4], actor="mallory"), *events[5:]]
+    bad.write_text("".join(export_lines(edited, cps)), encoding="utf-8")
+    pub = tmp_path / "audit_ed25519.pub"
+    pub.write_text(audit_public_key_text(KEY) + "\n")
+    code = (
+        "import json, sys\n"
+        "from click.testing import CliRunner\n"
+        "from client.cli import cli\n"
+        "out = []\n"
+        "for f in sys.argv[1:3]:\n"
+        "    r = CliRunner().invoke(cli, ['audit', 'verify', f, '--pubkey', sys.argv[3]])\n"
+        "    out.append([r.exit_code, r.output])\n"
+        "out.append(sorted({m.split('.')[0] for m in sys.modules}))\n"
+        "print(json.dumps(out))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(good), str(bad), str(pub)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (ok_code, ok_out), (bad_code, bad_out), loaded = json.loads(run.stdout)
+    assert ok_code == 0 and "audit log OK: 12 events, 3 checkpoints, head 12" in ok_out
+    assert bad_code == 1 and "audit log FAILED at event 5: edited" in bad_out
+    assert not set(loaded) & {"flask", "sqlalchemy", "server"}, loaded
