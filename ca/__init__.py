@@ -1,8 +1,10 @@
 """jit-ssh's CA core: a pure library (standard library and cryptography only).
 
 Keys (:mod:`ca.keys`), certificates (:mod:`ca.certs`), revocation lists
-(:mod:`ca.krl`), strict name checks (:mod:`ca.names`), durations and the error tree (:mod:`ca.errors`). Nothing here
-reads the clock, the environment or a database: ``now`` is always an argument.
+(:mod:`ca.krl`), SSHSIG signatures (:mod:`ca.sshsig`), strict name checks
+(:mod:`ca.names`), durations and the error tree (:mod:`ca.errors`). All of them
+read and write SSH wire bytes through :mod:`ca.wire`. Nothing here reads the
+clock, the environment or a database: ``now`` is always an argument.
 """
 
 from .certs import (

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import secrets
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_public_identity,
 )
 
+from . import wire
 from .errors import (
     InvalidCertificate,
     InvalidCriticalOption,
@@ -217,33 +217,31 @@ _KEY_FIELD_COUNT = {"ssh-ed25519": 1, "ssh-rsa": 2}
 
 
 def _signature_algorithm(blob: bytes) -> str:
-    """The algorithm name inside the certificate's signature (``rsa-sha2-512`` for our RSA CAs)."""
+    """The algorithm name inside the certificate's signature (``rsa-sha2-512`` for our RSA CAs).
+
+    cryptography does not expose it, so the certificate is walked field by
+    field in PROTOCOL.certkeys order up to the signature, itself a buffer of
+    ``string algorithm, string signature``.
+    """
+    r = wire.Reader(blob, context="certificate")
     try:
-        pos = 0
-
-        def string() -> bytes:
-            nonlocal pos
-            (n,) = struct.unpack_from(">I", blob, pos)
-            value = blob[pos + 4 : pos + 4 + n]
-            pos += 4 + n
-            return value
-
-        cert_type = string().decode("ascii").removesuffix("-cert-v01@openssh.com")
-        string()  # nonce
+        cert_type = r.string("key type").decode("ascii").removesuffix("-cert-v01@openssh.com")
+        r.string("nonce")
         for _ in range(_KEY_FIELD_COUNT.get(cert_type, 2)):
-            string()
-        pos += 8 + 4  # serial, type
-        string()  # key id
-        string()  # principals
-        pos += 16  # valid after, valid before
-        string()  # critical options
-        string()  # extensions
-        string()  # reserved
-        string()  # signature key
-        signature = string()
-        (n,) = struct.unpack_from(">I", signature, 0)
-        return signature[4 : 4 + n].decode("ascii")
-    except (struct.error, UnicodeDecodeError):
+            r.string("public key field")
+        r.uint64("serial")
+        r.uint32("type")
+        r.string("key id")
+        r.string("valid principals")
+        r.uint64("valid after")
+        r.uint64("valid before")
+        r.string("critical options")
+        r.string("extensions")
+        r.string("reserved")
+        r.string("signature key")
+        signature = r.sub("signature", context="certificate signature")
+        return signature.string("algorithm").decode("ascii")
+    except (wire.WireError, UnicodeDecodeError):
         return "unknown"
 
 

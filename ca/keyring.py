@@ -272,7 +272,9 @@ def promote(states: Mapping[str, KeyState], fingerprint: str) -> dict[str, KeySt
             f"{fingerprint} is retired: hosts no longer trust it; add a new key",
             field="fingerprint",
         )
-    out = {fp: (KeyState.STAGED if st is KeyState.SIGNING else st) for fp, st in states.items()}
+    out: dict[str, KeyState] = {
+        fp: (KeyState.STAGED if st is KeyState.SIGNING else st) for fp, st in states.items()
+    }
     out[fingerprint] = KeyState.SIGNING
     return out
 

@@ -16,7 +16,6 @@ import errno
 import hashlib
 import os
 import stat
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from . import wire
 from .errors import (
     BadPassphrase,
     CAKeyError,
@@ -118,16 +118,6 @@ class PublicKey:
         return self.openssh
 
 
-def _read_string(blob: bytes, offset: int) -> tuple[bytes, int]:
-    if offset + 4 > len(blob):
-        raise ValueError("truncated")
-    (n,) = struct.unpack_from(">I", blob, offset)
-    end = offset + 4 + n
-    if end > len(blob):
-        raise ValueError("truncated")
-    return blob[offset + 4 : end], end
-
-
 def _wire_blob(key: Any) -> bytes:
     line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return base64.b64decode(line.split()[1])
@@ -136,7 +126,7 @@ def _wire_blob(key: Any) -> bytes:
 def public_key_from_crypto(key: Any, comment: str = "") -> PublicKey:
     """Wrap a cryptography public key object as a :class:`PublicKey`."""
     blob = _wire_blob(key)
-    key_type = _read_string(blob, 0)[0].decode("ascii")
+    key_type = wire.Reader(blob, context="public key").string("key type").decode("ascii")
     return PublicKey(key_type=key_type, blob=blob, comment=comment, key=key)
 
 
@@ -207,8 +197,8 @@ def parse_public_key(
     except (binascii.Error, ValueError):
         raise InvalidKeyError(f"{field}: the key data is not valid base64", field=field) from None
     try:
-        inner_type = _read_string(blob, 0)[0]
-    except ValueError:
+        inner_type = wire.Reader(blob, context="public key").string("key type")
+    except wire.WireError:
         raise InvalidKeyError(f"{field}: the key data is truncated", field=field) from None
     if inner_type != parts[0]:
         raise InvalidKeyError(
@@ -420,7 +410,7 @@ def load_ca_key(path: str | os.PathLike[str], *, passphrase: bytes | None = None
     if pub_path.exists():
         parts = pub_path.read_text().split(None, 2)
         comment = parts[2].strip() if len(parts) > 2 else ""
-    return CAKey.from_private(private, comment=comment, path=p)  # type: ignore[arg-type]
+    return CAKey.from_private(private, comment=comment, path=p)
 
 
 def load_public_keys(text: str, *, field: str = "ca_keys") -> tuple[PublicKey, ...]:

@@ -96,7 +96,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import struct
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -107,6 +106,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from . import wire
 from .errors import (
     CertificateAsKey,
     InvalidKeyError,
@@ -167,7 +167,7 @@ _CERT_EXTENSION = 0x39
 
 # sshbuf_get_bignum2_bytes_direct() refuses mpints longer than
 # SSHBUF_MAX_BIGNUM (16384 bits) plus one leading zero byte for the sign.
-_MAX_BITMAP_BYTES = 16384 // 8
+_MAX_BITMAP_BITS = 16384
 
 # Byte costs used to choose between a serial list and a range subsection:
 # a range subsection is type(1) + length(4) + lo(8) + hi(8); starting a new
@@ -434,16 +434,18 @@ def build_krl(
     if runs or ids:
         subsections = _serial_subsections(runs)
         if ids:
-            subsections.append(_section(_CERT_KEY_ID, b"".join(_string(i) for i in ids)))
+            subsections.append(_section(_CERT_KEY_ID, b"".join(wire.string(i) for i in ids)))
         revocations = b"".join(subsections)
         for ca_key in cas:
             out.append(
-                _section(_SECTION_CERTIFICATES, _string(ca_key) + _string(b"") + revocations)
+                _section(
+                    _SECTION_CERTIFICATES, wire.string(ca_key) + wire.string(b"") + revocations
+                )
             )
     if keys:
-        out.append(_section(_SECTION_EXPLICIT_KEY, b"".join(_string(k) for k in keys)))
+        out.append(_section(_SECTION_EXPLICIT_KEY, b"".join(wire.string(k) for k in keys)))
     if digests:
-        out.append(_section(_SECTION_FINGERPRINT_SHA256, b"".join(_string(d) for d in digests)))
+        out.append(_section(_SECTION_FINGERPRINT_SHA256, b"".join(wire.string(d) for d in digests)))
     data = b"".join(out)
     if len(data) > MAX_KRL_SIZE:
         raise InvalidKRL(
@@ -529,9 +531,12 @@ def _header(version: int, now: datetime, comment: str) -> bytes:
         raise InvalidKRL("comment must not contain NUL characters", field="comment")
     return (
         _MAGIC
-        + struct.pack(">IQQQ", _FORMAT_VERSION, version, seconds, 0)
-        + _string(b"")
-        + _string(comment_bytes)
+        + wire.uint32(_FORMAT_VERSION)
+        + wire.uint64(version)
+        + wire.uint64(seconds)
+        + wire.uint64(0)  # flags: none are defined
+        + wire.string(b"")  # reserved
+        + wire.string(comment_bytes)
     )
 
 
@@ -695,15 +700,15 @@ def _serial_subsections(runs: list[tuple[int, int]]) -> list[bytes]:
     for (lo, hi), is_range in zip(runs, as_range, strict=False):
         if is_range:
             if pending:
-                out.append(_section(_CERT_SERIAL_LIST, struct.pack(f">{len(pending)}Q", *pending)))
+                out.append(_section(_CERT_SERIAL_LIST, wire.uint64s(pending)))
                 pending = []
-            out.append(_section(_CERT_SERIAL_RANGE, struct.pack(">QQ", lo, hi)))
+            out.append(_section(_CERT_SERIAL_RANGE, wire.uint64(lo) + wire.uint64(hi)))
         elif lo == hi:
             pending.append(lo)
         else:
             pending.extend(range(lo, hi + 1))
     if pending:
-        out.append(_section(_CERT_SERIAL_LIST, struct.pack(f">{len(pending)}Q", *pending)))
+        out.append(_section(_CERT_SERIAL_LIST, wire.uint64s(pending)))
     return out
 
 
@@ -738,12 +743,9 @@ def _plan_ranges(runs: list[tuple[int, int]]) -> list[bool]:
     return plan
 
 
-def _string(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
-
-
 def _section(kind: int, body: bytes) -> bytes:
-    return struct.pack(">BI", kind, len(body)) + body
+    """A section or a certificate subsection: ``byte type, string body``."""
+    return wire.byte(kind) + wire.string(body)
 
 
 # ---------------------------------------------------------------------------
@@ -751,68 +753,15 @@ def _section(kind: int, body: bytes) -> bytes:
 # ---------------------------------------------------------------------------
 
 
-class _Cursor:
-    """Reads SSH wire types from ``data[pos:end]``; errors name absolute offsets."""
+def _fail(cur: wire.Reader, message: str, at: int | None = None) -> InvalidKRL:
+    """An :class:`InvalidKRL` naming the absolute byte (``at``, else where ``cur`` stands)."""
+    offset = cur.pos if at is None else at
+    return InvalidKRL(f"invalid KRL at byte {offset} ({cur.context}): {message}", field="krl")
 
-    __slots__ = ("data", "pos", "end", "where")
 
-    def __init__(self, data: bytes, pos: int, end: int, where: str) -> None:
-        self.data = data
-        self.pos = pos
-        self.end = end
-        self.where = where
-
-    def fail(self, message: str, at: int | None = None) -> InvalidKRL:
-        offset = self.pos if at is None else at
-        return InvalidKRL(f"invalid KRL at byte {offset} ({self.where}): {message}", field="krl")
-
-    def remaining(self) -> int:
-        return self.end - self.pos
-
-    def _need(self, n: int, what: str) -> int:
-        if self.end - self.pos < n:
-            raise self.fail(f"truncated: {what} needs {n} bytes, only {self.end - self.pos} left")
-        start = self.pos
-        self.pos += n
-        return start
-
-    def u8(self, what: str) -> int:
-        return self.data[self._need(1, what)]
-
-    def u32(self, what: str) -> int:
-        start = self._need(4, what)
-        return int.from_bytes(self.data[start : start + 4], "big")
-
-    def u64(self, what: str) -> int:
-        start = self._need(8, what)
-        return int.from_bytes(self.data[start : start + 8], "big")
-
-    def string_bounds(self, what: str) -> tuple[int, int]:
-        """Absolute (start, end) of a length-prefixed string's contents."""
-        at = self.pos
-        length = self.u32(f"{what} length")
-        if length > self.end - self.pos:
-            raise self.fail(
-                f"{what} claims {length} bytes, but only {self.end - self.pos} are left", at=at
-            )
-        start = self.pos
-        self.pos += length
-        return start, self.pos
-
-    def string(self, what: str) -> bytes:
-        start, end = self.string_bounds(what)
-        return self.data[start:end]
-
-    def text(self, what: str) -> str:
-        at = self.pos
-        raw = self.string(what)
-        # sshbuf_get_cstring() refuses embedded NULs; OpenSSH would reject the KRL.
-        if b"\0" in raw:
-            raise self.fail(f"{what} contains a NUL byte", at=at)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise self.fail(f"{what} is not valid UTF-8", at=at) from None
+def _invalid(e: wire.WireError) -> InvalidKRL:
+    """The same message for a flaw :mod:`ca.wire` found (truncation, bad text)."""
+    return InvalidKRL(f"invalid KRL at byte {e.offset} ({e.context}): {e.reason}", field="krl")
 
 
 class _CertAccumulator:
@@ -833,8 +782,8 @@ class _HostCheck:
         self.trusted = trusted
 
     @staticmethod
-    def refuse(cur: _Cursor, message: str, at: int) -> UnacceptableKRL:
-        return UnacceptableKRL(f"refused KRL at byte {at} ({cur.where}): {message}", field="krl")
+    def refuse(cur: wire.Reader, message: str, at: int) -> UnacceptableKRL:
+        return UnacceptableKRL(f"refused KRL at byte {at} ({cur.context}): {message}", field="krl")
 
     def trusted_among(
         self, blobs: Iterable[bytes], digest: Callable[[bytes], bytes] | None = None
@@ -976,12 +925,12 @@ def restrict_krl(krl: KRL, *, trusted_ca_keys: Iterable[bytes]) -> bytes:
         subsections = _serial_subsections(list(section.serial_ranges))
         if section.key_ids:
             ids = _normalize_key_ids(section.key_ids)
-            subsections.append(_section(_CERT_KEY_ID, b"".join(_string(i) for i in ids)))
+            subsections.append(_section(_CERT_KEY_ID, b"".join(wire.string(i) for i in ids)))
         if subsections:
             out.append(
                 _section(
                     _SECTION_CERTIFICATES,
-                    _string(section.ca_key) + _string(b"") + b"".join(subsections),
+                    wire.string(section.ca_key) + wire.string(b"") + b"".join(subsections),
                 )
             )
     if krl.cert_sections and len(out) == 1:
@@ -1005,20 +954,31 @@ def _parse(data: bytes, check: _HostCheck | None) -> KRL:
             f"invalid KRL at byte 0 (header): bad magic {data[:8]!r}, expected {_MAGIC!r}",
             field="krl",
         )
-    cur = _Cursor(data, len(_MAGIC), len(data), "header")
+    try:
+        return _parse_body(wire.Reader(data, start=len(_MAGIC), context="header"), check)
+    except wire.WireError as e:
+        raise _invalid(e) from None
+
+
+def _parse_body(cur: wire.Reader, check: _HostCheck | None) -> KRL:
+    """The KRL after its magic; :mod:`ca.wire`'s errors become :class:`InvalidKRL` in ``_parse``."""
     at = cur.pos
-    format_version = cur.u32("format version")
+    format_version = cur.uint32("format version")
     if format_version != _FORMAT_VERSION:
-        raise cur.fail(f"unsupported format version {format_version}, OpenSSH reads only 1", at=at)
-    version = cur.u64("krl_version")
+        raise _fail(
+            cur, f"unsupported format version {format_version}, OpenSSH reads only 1", at=at
+        )
+    version = cur.uint64("krl_version")
     at = cur.pos
-    generated_date = cur.u64("generated_date")
+    generated_date = cur.uint64("generated_date")
     try:
         generated_at = _EPOCH + timedelta(seconds=generated_date)
     except OverflowError:
-        raise cur.fail(f"generated_date {generated_date} is beyond the year 9999", at=at) from None
+        raise _fail(
+            cur, f"generated_date {generated_date} is beyond the year 9999", at=at
+        ) from None
     at = cur.pos
-    flags = cur.u64("flags")  # none are defined; OpenSSH ignores them too
+    flags = cur.uint64("flags")  # none are defined; OpenSSH ignores them too
     if check and flags:
         raise check.refuse(
             cur, f"flags are 0x{flags:x}: none are defined, and jit-ssh writes 0", at
@@ -1037,25 +997,29 @@ def _parse(data: bytes, check: _HostCheck | None) -> KRL:
     while cur.remaining():
         index += 1
         section_at = cur.pos
-        cur.where = f"section #{index}"
-        kind = cur.u8("section type")
+        cur.context = f"section #{index}"
+        kind = cur.byte("section type")
         name = _SECTION_NAMES.get(kind, f"type {kind}")
-        cur.where = f"{name} section #{index} at byte {section_at}"
+        cur.context = f"{name} section #{index} at byte {section_at}"
         if kind == _SECTION_SIGNATURE:
-            raise cur.fail(
+            raise _fail(
+                cur,
                 "signature sections are refused: jit-ssh neither signs nor verifies KRLs",
                 at=section_at,
             )
         if kind == _SECTION_EXTENSION:
-            raise cur.fail(
-                "extension sections are refused: OpenSSH 9.2 rejects the whole KRL", at=section_at
+            raise _fail(
+                cur,
+                "extension sections are refused: OpenSSH 9.2 rejects the whole KRL",
+                at=section_at,
             )
         if kind not in _SECTION_NAMES:
-            raise cur.fail(
-                f"unknown section type {kind}; OpenSSH 9.2 rejects the whole KRL", at=section_at
+            raise _fail(
+                cur,
+                f"unknown section type {kind}; OpenSSH 9.2 rejects the whole KRL",
+                at=section_at,
             )
-        start, end = cur.string_bounds("section body")
-        body = _Cursor(data, start, end, cur.where)
+        body = cur.sub("section body")
         if kind == _SECTION_CERTIFICATES:
             _parse_cert_section(body, by_ca, check)
         elif kind == _SECTION_EXPLICIT_KEY:
@@ -1065,7 +1029,7 @@ def _parse(data: bytes, check: _HostCheck | None) -> KRL:
                 blob = body.string("public key")
                 problem = _key_blob_problem(blob)
                 if problem is not None:
-                    raise body.fail(f"revoked key: {problem[1]}", at=key_at)
+                    raise _fail(body, f"revoked key: {problem[1]}", at=key_at)
                 blobs.append(blob)
             if check:
                 ca = check.trusted_among(blobs)
@@ -1081,13 +1045,17 @@ def _parse(data: bytes, check: _HostCheck | None) -> KRL:
                 digest_at = body.pos
                 digest = body.string("fingerprint")
                 if len(digest) != size:
-                    raise body.fail(
-                        f"fingerprint must be {size} bytes, got {len(digest)}", at=digest_at
+                    raise _fail(
+                        body, f"fingerprint must be {size} bytes, got {len(digest)}", at=digest_at
                     )
                 digests.append(digest)
             if check:
                 algorithm = "sha256" if is_sha256 else "sha1"
-                ca = check.trusted_among(digests, lambda b, a=algorithm: hashlib.new(a, b).digest())
+
+                def fingerprint(blob: bytes, algorithm: str = algorithm) -> bytes:
+                    return hashlib.new(algorithm, blob).digest()
+
+                ca = check.trusted_among(digests, fingerprint)
                 how = f"by its {'SHA-256' if is_sha256 else 'SHA-1'} fingerprint"
                 raise check.refuse(cur, _plain_key_refusal(how, len(digests), ca), section_at)
             target.update(digests)
@@ -1126,7 +1094,7 @@ def _plain_key_refusal(how: str, count: int, trusted_ca: bytes | None) -> str:
 
 
 def _parse_cert_section(
-    cur: _Cursor, by_ca: dict[bytes, _CertAccumulator], check: _HostCheck | None = None
+    cur: wire.Reader, by_ca: dict[bytes, _CertAccumulator], check: _HostCheck | None = None
 ) -> None:
     at = cur.pos
     ca_key = cur.string("CA key")
@@ -1135,7 +1103,7 @@ def _parse_cert_section(
     if ca_key:
         problem = _key_blob_problem(ca_key)
         if problem is not None:
-            raise cur.fail(f"CA key: {problem[1]}", at=at)
+            raise _fail(cur, f"CA key: {problem[1]}", at=at)
     elif check:
         raise check.refuse(
             cur,
@@ -1148,40 +1116,43 @@ def _parse_cert_section(
     if check and reserved:
         raise check.refuse(cur, "the reserved field is not empty, as jit-ssh writes it", at)
     acc = by_ca.setdefault(ca_key, _CertAccumulator())
-    section_where = cur.where
+    section_where = cur.context
     index = 0
     while cur.remaining():
         index += 1
         sub_at = cur.pos
-        cur.where = f"{section_where}, subsection #{index}"
-        kind = cur.u8("subsection type")
-        start, end = cur.string_bounds("subsection body")
-        length = end - start
+        cur.context = f"{section_where}, subsection #{index}"
+        kind = cur.byte("subsection type")
         sub_name = _SUBSECTION_NAMES.get(kind, f"type 0x{kind:02x}")
-        sub = _Cursor(
-            cur.data, start, end, f"{section_where}, {sub_name} subsection at byte {sub_at}"
+        sub = cur.sub(
+            "subsection body", context=f"{section_where}, {sub_name} subsection at byte {sub_at}"
         )
+        start, length = sub.pos, sub.remaining()
         if kind == _CERT_SERIAL_LIST:
             if length % 8:
-                raise sub.fail(f"serial list length {length} is not a multiple of 8", at=sub_at)
-            serials = struct.unpack_from(f">{length // 8}Q", cur.data, start)
+                raise _fail(sub, f"serial list length {length} is not a multiple of 8", at=sub_at)
+            serials = sub.uint64s(length // 8, "serial list")
             if 0 in serials:
                 zero_at = start + 8 * serials.index(0)
-                raise sub.fail(
-                    "serial 0 in a serial list; OpenSSH rejects the whole KRL", at=zero_at
+                raise _fail(
+                    sub, "serial 0 in a serial list; OpenSSH rejects the whole KRL", at=zero_at
                 )
             acc.singles.extend(serials)
         elif kind == _CERT_SERIAL_RANGE:
             if length != 16:
-                raise sub.fail(f"serial range must be 16 bytes (lo, hi), got {length}", at=sub_at)
-            lo, hi = struct.unpack_from(">QQ", cur.data, start)
+                raise _fail(sub, f"serial range must be 16 bytes (lo, hi), got {length}", at=sub_at)
+            lo, hi = sub.uint64("range start"), sub.uint64("range end")
             if lo == 0:
-                raise sub.fail(
-                    f"serial range {lo}-{hi} starts at 0; OpenSSH rejects the whole KRL", at=start
+                raise _fail(
+                    sub,
+                    f"serial range {lo}-{hi} starts at 0; OpenSSH rejects the whole KRL",
+                    at=start,
                 )
             if lo > hi:
-                raise sub.fail(
-                    f"serial range {lo}-{hi} has lo > hi; OpenSSH rejects the whole KRL", at=start
+                raise _fail(
+                    sub,
+                    f"serial range {lo}-{hi} has lo > hi; OpenSSH rejects the whole KRL",
+                    at=start,
                 )
             acc.ranges.append((lo, hi))
         elif kind == _CERT_SERIAL_BITMAP:
@@ -1206,43 +1177,45 @@ def _parse_cert_section(
                     )
                 acc.key_ids.add(key_id)
         elif kind == _CERT_EXTENSION:
-            raise sub.fail(
+            raise _fail(
+                sub,
                 "certificate extension subsections are refused: OpenSSH 9.2 rejects the whole KRL",
                 at=sub_at,
             )
         else:
-            raise sub.fail(
+            raise _fail(
+                sub,
                 f"unknown certificate subsection type 0x{kind:02x}; OpenSSH 9.2 rejects the whole KRL",
                 at=sub_at,
             )
 
 
-def _parse_bitmap(sub: _Cursor) -> list[tuple[int, int]]:
+def _parse_bitmap(sub: wire.Reader) -> list[tuple[int, int]]:
     """Runs of serials from a bitmap subsection (``u64 lo``, ``mpint bits``)."""
-    base = sub.u64("bitmap start serial")
+    base = sub.uint64("bitmap start serial")
     at = sub.pos
-    raw = sub.string("bitmap")
+    # Bytes after the bitmap are reported before a flaw inside it, so frame
+    # the string first, then go back and read it as an mpint.
+    sub.string("bitmap")
     if sub.remaining():
-        raise sub.fail(f"{sub.remaining()} unexpected bytes after the bitmap")
-    # The checks sshbuf_get_bignum2_bytes_direct() makes: ssh-keygen -k writes
-    # bitmaps longer than 16,384 bits that it and sshd then refuse to read.
-    if raw and raw[0] & 0x80:
-        raise sub.fail("bitmap is a negative mpint; OpenSSH rejects the whole KRL", at=at)
-    if len(raw) > _MAX_BITMAP_BYTES + 1 or (len(raw) == _MAX_BITMAP_BYTES + 1 and raw[0] != 0):
-        raise sub.fail(
-            f"bitmap of {len(raw)} bytes is over OpenSSH's 16,384-bit mpint limit; "
-            "OpenSSH rejects the whole KRL",
-            at=at,
-        )
-    bits = int.from_bytes(raw, "big")
+        raise _fail(sub, f"{sub.remaining()} unexpected bytes after the bitmap")
+    sub.pos = at
+    try:
+        # The checks sshbuf_get_bignum2_bytes_direct() makes (negative, over
+        # SSHBUF_MAX_BIGNUM): ssh-keygen -k writes bitmaps longer than 16,384
+        # bits that it and sshd then refuse to read. Like sshbuf, tolerate
+        # superfluous leading zero bytes (canonical=False).
+        bits = sub.mpint("bitmap", canonical=False, max_bits=_MAX_BITMAP_BITS)
+    except wire.WireError as e:
+        raise _fail(sub, f"{e.reason}; OpenSSH rejects the whole KRL", at=at) from None
     nbits = bits.bit_length()
     if nbits == 0:
         return []
     # krl.c refuses a bitmap whose span wraps past 2**64-1, set bits or not.
     if base + nbits - 1 > _U64_MAX:
-        raise sub.fail(f"bitmap starting at serial {base} wraps past 2**64-1", at=at)
+        raise _fail(sub, f"bitmap starting at serial {base} wraps past 2**64-1", at=at)
     if base == 0 and bits & 1:
-        raise sub.fail("bitmap revokes serial 0; OpenSSH rejects the whole KRL", at=at)
+        raise _fail(sub, "bitmap revokes serial 0; OpenSSH rejects the whole KRL", at=at)
     # Walk the binary digits from the least significant end to find runs.
     digits = format(bits, "b")[::-1]
     runs: list[tuple[int, int]] = []
@@ -1262,18 +1235,15 @@ def _parse_bitmap(sub: _Cursor) -> list[tuple[int, int]]:
 
 
 def _split_strings(blob: bytes) -> list[bytes] | None:
-    fields: list[bytes] = []
-    pos = 0
-    while pos < len(blob):
-        if len(blob) - pos < 4:
-            return None
-        (length,) = struct.unpack_from(">I", blob, pos)
-        pos += 4
-        if length > len(blob) - pos:
-            return None
-        fields.append(blob[pos : pos + length])
-        pos += length
-    return fields
+    """A key blob's fields (``string*`` up to the end), or ``None`` if they do not fit it."""
+    fields = wire.Reader(blob, context="key blob")
+    out: list[bytes] = []
+    try:
+        while fields.remaining():
+            out.append(fields.string("key field"))
+    except wire.WireError:
+        return None
+    return out
 
 
 def _key_blob_problem(blob: bytes) -> tuple[str, str] | None:
@@ -1286,11 +1256,14 @@ def _key_blob_problem(blob: bytes) -> tuple[str, str] | None:
         return "bad", "empty key blob"
     if len(blob) < 4:
         return "bad", "key blob is shorter than its type length prefix"
-    (type_length,) = struct.unpack_from(">I", blob, 0)
-    if type_length > len(blob) - 4 or type_length == 0:
+    try:
+        raw_type = wire.Reader(blob, context="key blob").string("key type")
+    except wire.WireError:
+        raw_type = b""
+    if not raw_type:
         return "bad", "key blob does not start with a key type name"
     try:
-        key_type = blob[4 : 4 + type_length].decode("ascii")
+        key_type = raw_type.decode("ascii")
     except UnicodeDecodeError:
         return "bad", "key type name is not ASCII"
     if not key_type.isprintable():

@@ -36,7 +36,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -49,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from . import wire
 from .errors import InvalidKeyError, JitSshError, UnsupportedKeyType, WeakKey
 from .keys import (
     MIN_USER_RSA_BITS,
@@ -136,73 +136,26 @@ class VerifiedSignature:
         return f"{self.key_type} {base64.b64encode(self.public_key_blob).decode('ascii')}"
 
 
-# --- SSH wire encoding (RFC 4251 section 5) ---------------------------------
+# --- reading wire fields ---------------------------------------------------
 
 
-def _string(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
-
-
-def _mpint(n: int) -> bytes:
-    # Only non-negative values occur here (ECDSA r and s). The length rule
-    # adds the leading zero byte exactly when the top bit would be set.
-    if n == 0:
-        return _string(b"")
-    return _string(n.to_bytes((n.bit_length() + 8) // 8, "big"))
-
-
-class _Reader:
-    """Reads SSH wire fields from a bytes object; every failure is InvalidSignatureError."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self._data = data
-        self._pos = 0
-        self._what = what
-
-    def take(self, n: int, field: str) -> bytes:
-        if n > len(self._data) - self._pos:
-            raise InvalidSignatureError(
-                f"{self._what} is truncated (in its {field})", field="signature"
-            )
-        out = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return out
-
-    def uint32(self, field: str) -> int:
-        value: int = struct.unpack(">I", self.take(4, field))[0]
-        return value
-
-    def string(self, field: str) -> bytes:
-        return self.take(self.uint32(field), field)
-
-    def text(self, field: str) -> str:
-        raw = self.string(field)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidSignatureError(
-                f"{self._what}: the {field} is not UTF-8 text", field="signature"
-            ) from None
-
-    def mpint(self, field: str) -> int:
-        raw = self.string(field)
-        # OpenSSH refuses negative values and tolerates superfluous leading
-        # zero bytes; we refuse both, as no OpenSSH or cryptography signer
-        # writes them and a second encoding of one value is only malleability.
-        if raw and raw[0] & 0x80:
-            raise InvalidSignatureError(f"{self._what}: the {field} is negative", field="signature")
-        if raw[:1] == b"\x00" and (len(raw) == 1 or not raw[1] & 0x80):
-            raise InvalidSignatureError(
-                f"{self._what}: the {field} has a superfluous leading zero byte", field="signature"
-            )
-        return int.from_bytes(raw, "big")
-
-    def end(self) -> None:
-        extra = len(self._data) - self._pos
-        if extra:
-            raise InvalidSignatureError(
-                f"{self._what} has {extra} trailing byte(s)", field="signature"
-            )
+def _refusal(e: wire.WireError) -> InvalidSignatureError:
+    """The :class:`InvalidSignatureError` for a flaw :mod:`ca.wire` found, in this module's words."""
+    what = e.context
+    if e.problem is wire.Problem.TRUNCATED:
+        message = f"{what} is truncated (in its {e.field})"
+    elif e.problem is wire.Problem.NOT_UTF8:
+        message = f"{what}: the {e.field} is not UTF-8 text"
+    elif e.problem is wire.Problem.NEGATIVE:
+        message = f"{what}: the {e.field} is negative"
+    elif e.problem is wire.Problem.NOT_MINIMAL:
+        message = f"{what}: the {e.field} has a superfluous leading zero byte"
+    else:
+        # TRAILING ("<what> has N trailing byte(s)"): nothing else can fail
+        # here, as this module sets no limits and lets NULs through to the
+        # namespace and algorithm checks.
+        message = e.reason
+    return InvalidSignatureError(message, field="signature")
 
 
 def _show(value: str, limit: int = 64) -> str:
@@ -246,7 +199,13 @@ def sshsig_signed_data(message: bytes, *, namespace: str, hash_alg: str = "sha51
     digest = hashlib.new(alg, _check_message(message)).digest()
     # The reserved field is always signed empty: OpenSSH builds the signed
     # data with an empty reserved string whatever the blob carries.
-    return _MAGIC + _string(ns) + _string(b"") + _string(alg.encode("ascii")) + _string(digest)
+    return (
+        _MAGIC
+        + wire.string(ns)
+        + wire.string(b"")
+        + wire.string(alg.encode("ascii"))
+        + wire.string(digest)
+    )
 
 
 # --- signing ----------------------------------------------------------------
@@ -257,12 +216,12 @@ def _assemble(
 ) -> bytes:
     return (
         _MAGIC
-        + struct.pack(">I", _VERSION)
-        + _string(public_key_blob)
-        + _string(namespace)
-        + _string(b"")
-        + _string(hash_alg.encode("ascii"))
-        + _string(ssh_signature)
+        + wire.uint32(_VERSION)
+        + wire.string(public_key_blob)
+        + wire.string(namespace)
+        + wire.string(b"")
+        + wire.string(hash_alg.encode("ascii"))
+        + wire.string(ssh_signature)
     )
 
 
@@ -307,7 +266,7 @@ def _raw_signer(private_key: Any) -> tuple[PublicKey, Callable[[bytes], bytes]]:
     if isinstance(private_key, ed25519.Ed25519PrivateKey):
 
         def raw(data: bytes) -> bytes:
-            return _string(b"ssh-ed25519") + _string(private_key.sign(data))
+            return wire.string(b"ssh-ed25519") + wire.string(private_key.sign(data))
 
     elif isinstance(private_key, ec.EllipticCurvePrivateKey):
         key_type = _ECDSA_CURVE_NAMES.get(private_key.curve.name)
@@ -322,7 +281,9 @@ def _raw_signer(private_key: Any) -> tuple[PublicKey, Callable[[bytes], bytes]]:
         def raw(data: bytes) -> bytes:
             r, s = decode_dss_signature(private_key.sign(data, ec.ECDSA(hash_cls())))
             # RFC 5656 3.1.2: the signature is "mpint r || mpint s" inside a string.
-            return _string(key_type.encode("ascii")) + _string(_mpint(r) + _mpint(s))
+            return wire.string(key_type.encode("ascii")) + wire.string(
+                wire.mpint(r) + wire.mpint(s)
+            )
 
     elif isinstance(private_key, rsa.RSAPrivateKey):
         if private_key.key_size < MIN_USER_RSA_BITS:
@@ -335,7 +296,7 @@ def _raw_signer(private_key: Any) -> tuple[PublicKey, Callable[[bytes], bytes]]:
         def raw(data: bytes) -> bytes:
             # Always rsa-sha2-512: PROTOCOL.sshsig forbids legacy ssh-rsa (SHA-1).
             sig = private_key.sign(data, padding.PKCS1v15(), hashes.SHA512())
-            return _string(b"rsa-sha2-512") + _string(sig)
+            return wire.string(b"rsa-sha2-512") + wire.string(sig)
 
     else:
         raise UnsupportedKeyType(
@@ -426,7 +387,13 @@ class _Parsed:
 
 
 def _parse(blob: bytes) -> _Parsed:
-    r = _Reader(blob, "signature")
+    try:
+        return _parse_fields(wire.Reader(blob, context="signature"))
+    except wire.WireError as e:
+        raise _refusal(e) from None
+
+
+def _parse_fields(r: wire.Reader) -> _Parsed:
     if r.take(len(_MAGIC), "magic") != _MAGIC:
         raise InvalidSignatureError(
             "not an SSH signature (it does not start with 'SSHSIG')", field="signature"
@@ -439,11 +406,13 @@ def _parse(blob: bytes) -> _Parsed:
             f"unsupported SSH signature version {version} (only 1 is known)", field="signature"
         )
     public_key_blob = r.string("public key")
-    namespace = r.text("namespace")
+    # NULs pass here as they always have: a namespace or hash algorithm with
+    # one matches no expected value and is refused below for that.
+    namespace = r.text("namespace", allow_nul=True)
     reserved = r.string("reserved field")
-    hash_alg = r.text("hash algorithm")
-    inner = r.string("signature")
-    r.end()
+    hash_alg = r.text("hash algorithm", allow_nul=True)
+    inner = r.sub("signature", context="signature's inner signature")
+    r.done()
     if reserved:
         # PROTOCOL.sshsig says to ignore a non-empty reserved field, and
         # OpenSSH does, but it is not covered by the signature (the signed
@@ -457,18 +426,19 @@ def _parse(blob: bytes) -> _Parsed:
             f"hash algorithm {_show(hash_alg)} is not allowed (only sha256 and sha512)",
             field="signature",
         )
-    sr = _Reader(inner, "signature's inner signature")
-    sig_alg = sr.text("algorithm")
-    sig = sr.string("signature bytes")
-    sr.end()
+    sig_alg = inner.text("algorithm", allow_nul=True)
+    sig = inner.string("signature bytes")
+    inner.done()
     return _Parsed(public_key_blob, namespace, hash_alg, sig_alg, sig)
 
 
 def _load_public(blob: bytes) -> PublicKey:
     """The signer's key, through the same strict parser as enrolled keys."""
     try:
-        key_type = _Reader(blob, "signature's public key").text("key type")
-    except InvalidSignatureError:
+        key_type = wire.Reader(blob, context="signature's public key").text(
+            "key type", allow_nul=True
+        )
+    except wire.WireError:
         raise InvalidSignatureError(
             "the signature's public key is malformed", field="signature"
         ) from None
@@ -507,6 +477,17 @@ def _check_algorithm(key_type: str, sig_alg: str) -> None:
         )
 
 
+def _ecdsa_r_s(sig: bytes) -> tuple[int, int]:
+    """RFC 5656 3.1.2: an ECDSA signature blob is ``mpint r, mpint s``, and nothing after."""
+    fields = wire.Reader(sig, context="ECDSA signature")
+    try:
+        r, s = fields.mpint("r"), fields.mpint("s")
+        fields.done()
+    except wire.WireError as e:
+        raise _refusal(e) from None
+    return r, s
+
+
 def _verify_raw(public: PublicKey, sig_alg: str, sig: bytes, data: bytes) -> None:
     key = public.key
     try:
@@ -517,9 +498,7 @@ def _verify_raw(public: PublicKey, sig_alg: str, sig: bytes, data: bytes) -> Non
                 )
             key.verify(sig, data)
         elif isinstance(key, ec.EllipticCurvePublicKey):
-            r_ = _Reader(sig, "ECDSA signature")
-            r, s = r_.mpint("r"), r_.mpint("s")
-            r_.end()
+            r, s = _ecdsa_r_s(sig)
             limit = key.curve.key_size
             if not (0 < r and 0 < s and r.bit_length() <= limit and s.bit_length() <= limit):
                 raise InvalidSignatureError(

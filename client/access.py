@@ -25,7 +25,7 @@ import subprocess
 import sys
 import unicodedata
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from ca.errors import InvalidName, JitSshError
 from ca.names import check_login_user, check_principal, check_target
 
+from .files import write_atomic
 from .settings import keys_dir
 from .verify import check_request_id, check_serial
 
@@ -166,14 +167,8 @@ def new_key_pair(target: str, directory: Path | None = None) -> tuple[Path, str]
         .decode()
     )
     pub += f" jit-ssh-{target}"
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, pem)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    path.with_name(path.name + ".pub").write_text(pub + "\n")
+    write_atomic(path, pem, mode=0o600)
+    write_atomic(path.with_name(path.name + ".pub"), pub + "\n")
     old_cert = path.with_name(path.name + "-cert.pub")
     if old_cert.exists():
         old_cert.unlink()
@@ -184,9 +179,9 @@ def save_access(record: AccessRecord, certificate: str) -> None:
     """Write the (verified) certificate, the record and ssh_config, once the record passes :func:`check_record`."""
     directory = Path(record.key_path).parent
     check_record(record, directory)
-    Path(record.cert_path).write_text(certificate.strip() + "\n")
+    write_atomic(record.cert_path, certificate.strip() + "\n")
     meta = Path(record.key_path).with_name(Path(record.key_path).name + ".json")
-    meta.write_text(json.dumps(asdict(record), indent=2) + "\n")
+    write_atomic(meta, json.dumps(asdict(record), indent=2) + "\n")
     write_ssh_config(directory)
 
 
@@ -249,7 +244,7 @@ def write_ssh_config(directory: Path) -> Path:
             "",
         ]
     path = directory / "config"
-    path.write_text("\n".join(lines))
+    write_atomic(path, "\n".join(lines))
     return path
 
 
@@ -274,10 +269,3 @@ def agent_remove(key_path: str) -> None:
         return
     if Path(key_path + ".pub").exists() or Path(key_path).exists():
         subprocess.run(["ssh-add", "-q", "-d", key_path], capture_output=True, timeout=15)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-__all__.append("now_utc")

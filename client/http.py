@@ -30,9 +30,17 @@ from typing import Any
 import httpx
 
 from ca import request_signing as rs
-from ca.errors import JitSshError
 
-from .signing import Signer
+from .clock import unix_time
+from .errors import (
+    ApiError,
+    BadServerAnswer,
+    InsecureServerURL,
+    InvalidApiPath,
+    RedirectRefused,
+    ServerUnreachable,
+)
+from .signing import Signer, SignerError
 
 __all__ = [
     "defang",
@@ -51,43 +59,6 @@ __all__ = [
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 #: The largest answer read by default (JSON, CA keys); callers may pass their own (the KRL).
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
-
-
-class ApiError(JitSshError):
-    """The server answered with a problem (RFC 9457); ``code`` is the server's code."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        field: str | None = None,
-        body: dict[str, Any] | None = None,
-    ):
-        super().__init__(detail, field=field)
-        self.status = status
-        self.code = code  # type: ignore[misc]
-        self.body = body or {}
-
-
-class BadServerAnswer(JitSshError):
-    """The server's answer is not what the call expects (no JSON object, empty, too large)."""
-
-    code = "bad_server_answer"
-
-
-class RedirectRefused(BadServerAnswer):
-    """The server answered with a redirect; jit-ssh never follows one."""
-
-    code = "redirect_refused"
-
-
-class ServerUnreachable(JitSshError):
-    code = "server_unreachable"
-
-
-class InsecureServerURL(JitSshError):
-    code = "insecure_server_url"
 
 
 def _escape_char(c: str) -> str:
@@ -128,10 +99,6 @@ def defang(value: Any) -> Any:
 # '%' escapes. Request ids and serials from the server's answers are put into
 # paths: this is the one check every call goes through, whoever built the path.
 _API_PATH = re.compile(r"(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+")
-
-
-class InvalidApiPath(JitSshError):
-    code = "invalid_api_path"
 
 
 def check_api_path(path: str) -> str:
@@ -208,10 +175,10 @@ class ApiClient:
         import base64
 
         if self.signer is None or not self.user:
-            raise JitSshError(
+            raise SignerError(
                 "no identity to sign the call with (configure user and identity)", field="identity"
             )
-        ts = int(time.time())
+        ts = int(unix_time())
         nonce = secrets.token_urlsafe(18)
         msg = rs.signing_message(
             method=method,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ca import paths
 from ca.errors import JitSshError
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "load_settings",
     "config_path",
     "keys_dir",
-    "state_dir",
 ]
 
 
@@ -38,26 +38,12 @@ class InvalidSettings(JitSshError):
 
 
 def config_path(env: Mapping[str, str] = os.environ) -> Path:
-    base = (
-        Path(env["XDG_CONFIG_HOME"]).expanduser()
-        if env.get("XDG_CONFIG_HOME")
-        else Path.home() / ".config"
-    )
-    return base / "jit-ssh" / "config.toml"
+    return paths.config_dir(env) / "config.toml"
 
 
 def keys_dir() -> Path:
     """Where per-access keys and certificates live (``~/.ssh/jit-ssh``)."""
     return Path.home() / ".ssh" / "jit-ssh"
-
-
-def state_dir(env: Mapping[str, str] = os.environ) -> Path:
-    base = (
-        Path(env["XDG_STATE_HOME"]).expanduser()
-        if env.get("XDG_STATE_HOME")
-        else Path.home() / ".local" / "state"
-    )
-    return base / "jit-ssh"
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ Errors::
     JitSshError
     └── SignerError               code "signer_error"
         ├── KeyFileError          "key_file_error"        missing, unreadable, not a key, unsupported type
-        │   ├── KeyPassphraseRequired "passphrase_required"
-        │   └── KeyBadPassphrase  "bad_passphrase"
+        │   ├── PassphraseRequired "passphrase_required"  also a ca.errors.PassphraseRequired
+        │   └── BadPassphrase     "bad_passphrase"        also a ca.errors.BadPassphrase
         └── AgentError            "agent_error"           the agent refused or went away
             ├── AgentUnavailable  "agent_unavailable"     SSH_AUTH_SOCK unset or dead
             └── AgentKeyNotFound  "agent_key_not_found"   the key is not in the agent
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from ca import errors
 from ca.errors import InvalidKeyError, JitSshError
 from ca.keys import fingerprint_of_blob, parse_public_key
 from ca.sshsig import sign as _sshsig_sign
@@ -51,8 +52,8 @@ __all__ = [
     "signer_from_identity",
     "SignerError",
     "KeyFileError",
-    "KeyPassphraseRequired",
-    "KeyBadPassphrase",
+    "PassphraseRequired",
+    "BadPassphrase",
     "AgentError",
     "AgentUnavailable",
     "AgentKeyNotFound",
@@ -67,11 +68,15 @@ class KeyFileError(SignerError):
     code = "key_file_error"
 
 
-class KeyPassphraseRequired(KeyFileError):
+class PassphraseRequired(KeyFileError, errors.PassphraseRequired):
+    """The key file is encrypted and no passphrase was given."""
+
     code = "passphrase_required"
 
 
-class KeyBadPassphrase(KeyFileError):
+class BadPassphrase(KeyFileError, errors.BadPassphrase):
+    """The passphrase does not decrypt the key file."""
+
     code = "bad_passphrase"
 
 
@@ -153,8 +158,8 @@ class KeyFileSigner:
 
         Raises :class:`KeyFileError` for a missing or unreadable file, a file
         that is not an OpenSSH private key or holds an unsupported key type
-        (DSA, security keys, RSA under 2048 bits), :class:`KeyPassphraseRequired`
-        for an encrypted key without passphrase and :class:`KeyBadPassphrase`.
+        (DSA, security keys, RSA under 2048 bits), :class:`PassphraseRequired`
+        for an encrypted key without passphrase and :class:`BadPassphrase`.
         """
         p = Path(path).expanduser()
         try:
@@ -177,7 +182,7 @@ class KeyFileSigner:
             # cryptography raises TypeError both for "encrypted, no password"
             # and "password given, key not encrypted".
             if not passphrase:
-                raise KeyPassphraseRequired(
+                raise PassphraseRequired(
                     f"{p} is encrypted; a passphrase is needed", field="passphrase"
                 ) from None
             private = _load_unencrypted(p, data)
@@ -185,7 +190,7 @@ class KeyFileSigner:
             # A wrong passphrase shows up as a broken checksum: the decrypted
             # check-ints of PROTOCOL.key do not match.
             if passphrase and "checksum" in str(e).lower():
-                raise KeyBadPassphrase(f"{p}: wrong passphrase", field="passphrase") from None
+                raise BadPassphrase(f"{p}: wrong passphrase", field="passphrase") from None
             raise KeyFileError(
                 f"{p} is not an OpenSSH private key ({e})", field="identity"
             ) from None
@@ -487,7 +492,7 @@ def signer_from_identity(
         )
     try:
         return KeyFileSigner.from_path(identity)
-    except KeyPassphraseRequired:
+    except PassphraseRequired:
         if passphrase is None:
             raise
         secret = passphrase()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -31,12 +31,19 @@ from ca.errors import InvalidCertificate, JitSshError
 from ca.keys import PublicKey, load_public_keys, parse_public_key
 from ca.names import check_key_id, check_login_user, check_principal, check_target
 
+from .errors import BadServerAnswer
+
 __all__ = [
     "CertificateMismatch",
     "IssueAnswer",
     "VerifiedCertificate",
+    "Approval",
+    "RequestCertificate",
+    "RequestView",
+    "TargetView",
     "check_request_answer",
     "check_request_list",
+    "check_target_list",
     "check_request_id",
     "check_serial",
     "fetch_ca_keys",
@@ -53,10 +60,6 @@ class CertificateMismatch(InvalidCertificate):
     """The certificate the server sent is not the one its answer describes, or not for this key."""
 
     code = "certificate_mismatch"
-
-
-class _BadField(InvalidCertificate):
-    code = "bad_server_answer"
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class VerifiedCertificate:
 def _field(answer: Mapping[str, Any], name: str, kind: type) -> Any:
     value = answer.get(name)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise _BadField(
+        raise BadServerAnswer(
             f"the server's answer has no valid {name!r} ({kind.__name__} expected)", field=name
         )
     return value
@@ -107,7 +110,7 @@ def _field(answer: Mapping[str, Any], name: str, kind: type) -> Any:
 def check_serial(value: Any) -> int:
     """A certificate serial as the API writes it: a decimal string of 1 to 2**64-1."""
     if not isinstance(value, str) or not _SERIAL.fullmatch(value) or not 0 < int(value) < 2**64:
-        raise _BadField(
+        raise BadServerAnswer(
             f"the server's serial {str(value)[:32]!r} is not a number between 1 and 2**64-1",
             field="serial",
         )
@@ -116,34 +119,34 @@ def check_serial(value: Any) -> int:
 
 def _time(value: Any, name: str) -> datetime:
     if not isinstance(value, str) or len(value) > 40:
-        raise _BadField(f"the server's {name} is not a time", field=name)
+        raise BadServerAnswer(f"the server's {name} is not a time", field=name)
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _BadField(
+        raise BadServerAnswer(
             f"the server's {name} {value[:40]!r} is not an ISO 8601 time", field=name
         ) from None
     if t.tzinfo is None or t.utcoffset() is None:
-        raise _BadField(f"the server's {name} {value!r} has no time zone", field=name)
+        raise BadServerAnswer(f"the server's {name} {value!r} has no time zone", field=name)
     return t
 
 
 def _principals(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or len(value) > _MAX_PRINCIPALS:
-        raise _BadField(
+        raise BadServerAnswer(
             f"the server's principals must be a list of 1 to {_MAX_PRINCIPALS} names",
             field="principals",
         )
     out = tuple(check_principal(p, field="the server's principal") for p in value)
     if len(set(out)) != len(out):
-        raise _BadField("the server's principals list a name twice", field="principals")
+        raise BadServerAnswer("the server's principals list a name twice", field="principals")
     return out
 
 
 def check_request_id(value: Any, *, field: str = "request id") -> str:
     """A request id as the server makes them: letters, digits, '_' and '-', at most 64."""
     if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
-        raise _BadField(
+        raise BadServerAnswer(
             f"{field} {str(value)[:64]!r} must be 1-64 letters, digits, '_' or '-'", field=field
         )
     return value
@@ -155,22 +158,73 @@ _REQUEST_STATES = frozenset(
 
 
 def _answer_error(message: str, field: str) -> JitSshError:
-    from client.http import BadServerAnswer
-
     return BadServerAnswer(f"the server's answer is malformed: {message}", field=field)
 
 
-def check_request_answer(answer: Any) -> dict[str, Any]:
-    """A request as the server describes it (``GET /v1/requests/ID``, a row of a
-    list, the answer to submit, approve, deny), checked field by field before
-    any command reads it: the id goes into URL paths, the rest onto the screen.
-    Returns ``answer`` itself; raises :class:`client.http.BadAnswer` naming the field.
+@dataclass(frozen=True)
+class Approval:
+    """One approver's decision on a request, as the server lists it."""
+
+    decision: str
+    approver: str
+
+
+@dataclass(frozen=True)
+class RequestCertificate:
+    """What a request's answer says of its certificate."""
+
+    serial: int
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """A typed view of a request as the server describes it (``GET /v1/requests/ID``, a row
+    of a list, the answer to submit, approve, deny), built by :func:`check_request_answer`."""
+
+    id: str
+    state: str
+    target: str
+    requester: str
+    reason: str
+    created_at: str
+    approval_url: str | None
+    deny_reason: str | None
+    duration_seconds: int
+    approvals_required: int
+    approvals: tuple[Approval, ...]
+    certificate: RequestCertificate | None
+    #: The checked answer itself, for ``--json`` output (its serial normalised to a string).
+    answer: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def approved_by(self) -> tuple[str, ...]:
+        return tuple(a.approver for a in self.approvals if a.decision == "approve")
+
+    @property
+    def denied_by(self) -> tuple[str, ...]:
+        return tuple(a.approver for a in self.approvals if a.decision == "deny")
+
+
+@dataclass(frozen=True)
+class TargetView:
+    """One target of ``GET /v1/targets``: its name, principals and login users, as sent (each
+    is checked strictly where it is used: ``host setup`` checks the names it writes)."""
+
+    name: str
+    principals: tuple[str, ...]
+    login_users: tuple[str, ...]
+
+
+def check_request_answer(answer: Any) -> RequestView:
+    """A request as the server describes it, checked field by field before any command
+    reads it: the id goes into URL paths, the rest onto the screen. Raises
+    :class:`client.errors.BadServerAnswer` naming the field.
     """
     if not isinstance(answer, dict):
         raise _answer_error(
             f"a request must be a JSON object, not {type(answer).__name__}", "request"
         )
-    check_request_id(answer.get("id"), field="request id")
+    request_id = check_request_id(answer.get("id"), field="request id")
     state = answer.get("state")
     if state not in _REQUEST_STATES:
         raise _answer_error(f"request state {str(state)[:32]!r} is not one jit-ssh knows", "state")
@@ -178,12 +232,15 @@ def check_request_answer(answer: Any) -> dict[str, Any]:
         value = answer.get(name)
         if value is not None and not isinstance(value, str):
             raise _answer_error(f"{name} must be a string, not {type(value).__name__}", name)
-    if not isinstance(answer.get("target"), str):
+    target = answer.get("target")
+    if not isinstance(target, str):
         raise _answer_error("the request names no target", "target")
+    counts: dict[str, int] = {}
     for name in ("duration_seconds", "approvals_required"):
         value = answer.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _answer_error(f"{name} must be a whole number >= 0, not {value!r:.32}", name)
+        counts[name] = value
     approvals = answer.setdefault("approvals", [])
     if not isinstance(approvals, list) or not all(
         isinstance(a, dict)
@@ -193,17 +250,33 @@ def check_request_answer(answer: Any) -> dict[str, Any]:
     ):
         raise _answer_error("approvals must be a list of {decision, approver} objects", "approvals")
     certificate = answer.get("certificate")
+    summary = None
     if certificate is not None:
         if not isinstance(certificate, dict):
             raise _answer_error("certificate must be an object", "certificate")
         serial = certificate.get("serial")
         if isinstance(serial, int) and not isinstance(serial, bool):
             serial = str(serial)
-        certificate["serial"] = str(check_serial(serial))
-    return answer
+        summary = RequestCertificate(serial=check_serial(serial))
+        certificate["serial"] = str(summary.serial)
+    return RequestView(
+        id=request_id,
+        state=state,
+        target=target,
+        requester=answer.get("requester") or "",
+        reason=answer.get("reason") or "",
+        created_at=answer.get("created_at") or "",
+        approval_url=answer.get("approval_url"),
+        deny_reason=answer.get("deny_reason"),
+        duration_seconds=counts["duration_seconds"],
+        approvals_required=counts["approvals_required"],
+        approvals=tuple(Approval(a["decision"], a.get("approver", "")) for a in approvals),
+        certificate=summary,
+        answer=answer,
+    )
 
 
-def check_request_list(answer: Any) -> list[dict[str, Any]]:
+def check_request_list(answer: Any) -> list[RequestView]:
     """The ``requests`` of a ``GET /v1/requests`` answer, each checked by :func:`check_request_answer`."""
     rows = answer.get("requests") if isinstance(answer, dict) else None
     if not isinstance(rows, list):
@@ -211,10 +284,35 @@ def check_request_list(answer: Any) -> list[dict[str, Any]]:
     return [check_request_answer(r) for r in rows]
 
 
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _answer_error(f"a target's {what} must be a list of strings", what)
+    return tuple(value)
+
+
+def check_target_list(answer: Any) -> dict[str, TargetView]:
+    """The targets of a ``GET /v1/targets`` answer, by name, each field checked for its kind."""
+    rows = answer.get("targets") if isinstance(answer, dict) else None
+    if not isinstance(rows, list):
+        raise _answer_error("'targets' must be a list", "targets")
+    out: dict[str, TargetView] = {}
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+            raise _answer_error("each target must be an object with a name", "targets")
+        out[row["name"]] = TargetView(
+            name=row["name"],
+            principals=_names(row.get("principals", []), "principals"),
+            login_users=_names(row.get("login_users", []), "login_users"),
+        )
+    return out
+
+
 def parse_issue_answer(answer: Any) -> IssueAnswer:
     """The certificate answer's fields, each checked for its kind (names through :mod:`ca.names`)."""
     if not isinstance(answer, Mapping):
-        raise _BadField("the server's certificate answer is not a JSON object", field="certificate")
+        raise BadServerAnswer(
+            "the server's certificate answer is not a JSON object", field="certificate"
+        )
     return IssueAnswer(
         certificate=_field(answer, "certificate", str),
         serial=check_serial(answer.get("serial")),
@@ -232,12 +330,14 @@ def fetch_ca_keys(api: Any) -> tuple[PublicKey, ...]:
     try:
         text = resp.content.decode("ascii")
     except UnicodeDecodeError:
-        raise _BadField(
+        raise BadServerAnswer(
             "the server's CA keys (/v1/ca.pub) are not ASCII text", field="ca_keys"
         ) from None
     keys = load_public_keys(text, field="the server's CA keys")
     if not keys:
-        raise _BadField("the server publishes no CA key (/v1/ca.pub is empty)", field="ca_keys")
+        raise BadServerAnswer(
+            "the server publishes no CA key (/v1/ca.pub is empty)", field="ca_keys"
+        )
     return keys
 
 
@@ -246,21 +346,20 @@ def verify_issued(
     *,
     public_key: PublicKey | str,
     ca_keys: Sequence[PublicKey],
-    request: Mapping[str, Any],
+    request: RequestView,
     target: str,
 ) -> VerifiedCertificate:
     """Check the server's certificate answer for the key just made; raise unless every check passes.
 
-    ``request`` is the server's JSON for the request (its ``id`` and
-    ``target``); ``target`` is the one the engineer asked for.
+    ``request`` is the server's request (its ``id`` and ``target``), as
+    :func:`check_request_answer` checked it; ``target`` is the one the
+    engineer asked for.
     """
     check_target(target, field="target")
-    if not isinstance(request, Mapping):
-        raise _BadField("the server's request is not a JSON object", field="request")
-    request_id = check_request_id(request.get("id"), field="the server's request id")
-    if request.get("target") != target:
+    request_id = check_request_id(request.id, field="the server's request id")
+    if request.target != target:
         raise CertificateMismatch(
-            f"the server's request {request_id} is for target {str(request.get('target'))[:64]!r}, not {target!r}",
+            f"the server's request {request_id} is for target {request.target[:64]!r}, not {target!r}",
             field="target",
         )
     stated = parse_issue_answer(answer)

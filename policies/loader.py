@@ -529,9 +529,13 @@ class _Loader:
                 "is false, but reason_pattern is set: a pattern needs a reason to check",
             )
 
-        wait = {"limit": _MAX_WAIT, "limit_why": "the longest a request may wait"}
-        pending_ttl = self.duration(body, "pending_ttl", path, DEFAULT_PENDING_TTL, **wait)
-        claim_window = self.duration(body, "claim_window", path, DEFAULT_CLAIM_WINDOW, **wait)
+        why = "the longest a request may wait"
+        pending_ttl = self.duration(
+            body, "pending_ttl", path, DEFAULT_PENDING_TTL, limit=_MAX_WAIT, limit_why=why
+        )
+        claim_window = self.duration(
+            body, "claim_window", path, DEFAULT_CLAIM_WINDOW, limit=_MAX_WAIT, limit_why=why
+        )
 
         def extension_problem(e: str) -> str | None:
             if e in EXTENSIONS:

@@ -86,7 +86,7 @@ class Admin:
         )
 
     def _user(self, s: Any, name: str) -> User:
-        u = s.execute(
+        u: User | None = s.execute(
             select(User).where(User.name == name).with_for_update(of=User)
         ).scalar_one_or_none()
         if u is None:

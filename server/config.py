@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ca import paths
 from ca.errors import JitSshError
 
 __all__ = ["ServerConfig", "InvalidConfig", "resolve_config", "load_config", "default_data_dir"]
@@ -31,10 +32,7 @@ class InvalidConfig(JitSshError):
 
 
 def default_data_dir(env: Mapping[str, str] = os.environ) -> Path:
-    if env.get("JIT_SSH_DATA_DIR"):
-        return Path(env["JIT_SSH_DATA_DIR"]).expanduser()
-    xdg = env.get("XDG_DATA_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "jit-ssh"
+    return paths.data_dir(env)
 
 
 @dataclass(frozen=True)

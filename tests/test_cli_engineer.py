@@ -1,23 +1,25 @@
-"""The engineer's and approver's commands, with an in-memory server behind ``httpx.MockTransport``.
+"""The engineer's and approver's commands, against the real app behind ``httpx.WSGITransport``.
 
 Each test runs ``client.cli.main`` (the real entry point: one line on stderr
 per error, the documented exit codes) inside ``CliRunner``'s isolation, with
-the transport injected through the click context's meta. The fake server
-checks every call's SSHSIG signature against the engineer's enrolled key, so
-a client that signs the wrong bytes fails here, not only against the real
-server. HOME is a temporary directory: keys and certificates land in
-``tmp_path/home/.ssh/jit-ssh``.
+the transport injected through the click context's meta. Behind it is the
+real server (``create_app`` over a temporary SQLite database, a test policy,
+alice enrolled as an engineer and bob as an approver), which checks every
+call's SSHSIG signature against the enrolled key. :class:`Server` records the
+calls the client makes, and can make a call fail (an unreachable server, a
+problem answer) or let something happen on the server between two of them
+(bob approves while alice's login waits). HOME is a temporary directory:
+keys and certificates land in ``tmp_path/home/.ssh/jit-ssh``.
 """
 
 from __future__ import annotations
 
-import base64
+import itertools
 import json
 import os
 import re
 import stat
-import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,34 +31,51 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ca import (
-    CAKey,
-    generate_ca_key,
-    issue_certificate,
-    make_key_id,
-    parse_certificate,
-    parse_public_key,
-    sshsig,
-)
+from ca import parse_certificate, parse_public_key
 from ca import request_signing as rs
 from client import http as client_http
 from client.cli import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, cli, main
 from client.commands import engineer
 
+from .support import signed_headers
+
 SERVER = "https://jit.example.com"
 TARGET = "prod-db"
 PRINCIPAL = f"root@{TARGET}"
 
+POLICY = """
+[targets.prod-db]
+principals = ["root@prod-db"]
+login_users = ["root"]
 
-# --------------------------------------------------------------------------- a fake server
+[targets.other]
+principals = ["root@other"]
+login_users = ["root"]
+
+[targets.other-target]
+principals = ["root@other-target"]
+login_users = ["root"]
+
+[[rules]]
+name = "engineers"
+targets = ["prod-db", "other", "other-target"]
+groups = ["engineers"]
+max_duration = "2h"
+default_duration = "30m"
+approvals_required = 1
+approver_groups = ["approvers"]
+approvers_may_shorten = true
+reason_required = false
+pending_ttl = "1h"
+claim_window = "15m"
+
+[rules.auto_approve]
+groups = ["oncall"]
+max_duration = "2h"
+"""
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso(t: datetime) -> str:
-    return t.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+# --------------------------------------------------------------------------- the real server
 
 
 def _problem(status: int, code: str, detail: str, **extra: Any) -> httpx.Response:
@@ -73,53 +92,40 @@ def _problem(status: int, code: str, detail: str, **extra: Any) -> httpx.Respons
 
 
 @dataclass
-class FakeServer:
-    """Just enough of ``/v1`` to drive the client, with scripted state changes.
+class Server:
+    """The real app, and what the client sent it.
 
-    ``submit`` decides what ``POST /v1/requests`` does: "auto" (approved at
-    once), "pending", or a ``httpx.Response`` to answer with. ``script[id]``
-    is a list of changes applied one per ``GET /v1/requests/<id>`` (a waiting
-    login's polls). ``fail`` maps "METHOD /path" to a response or exception.
+    ``submit`` says whether alice's requests are auto-approved ("auto": she is
+    on call) or wait for an approver ("pending"). ``script[id]`` is a list of
+    steps, one run before each ``GET /v1/requests/<id>`` (a waiting login's
+    polls): ``None`` or a function. ``fail`` maps "METHOD /path" to a response
+    or an exception, instead of the server's answer.
     """
 
-    users: dict[str, str]  # name -> enrolled key fingerprint
-    ca: CAKey
-    submit: Any = "auto"
-    script: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    app: Any
+    keys: dict[str, Any]
+    database_url: str
+    script: dict[str, list[Callable[[], Any] | None]] = field(default_factory=dict)
     fail: dict[str, Any] = field(default_factory=dict)
-    requests: dict[str, dict[str, Any]] = field(default_factory=dict)
-    certs: dict[str, dict[str, Any]] = field(
-        default_factory=dict
-    )  # serial -> {request_id, revoked}
     calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     nonces: list[str] = field(default_factory=list)
-    approvers: set[str] = field(default_factory=lambda: {"bob"})
+    _submit: str = "auto"
+    _forgotten: bool = False
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
 
-    # -- plumbing
+    @property
+    def submit(self) -> str:
+        return self._submit
 
-    def _caller(self, request: httpx.Request) -> str:
-        h = request.headers
-        message = rs.signing_message(
-            method=request.method,
-            path=request.url.path,
-            query=request.url.query.decode(),
-            body=request.content,
-            timestamp=int(h[rs.HEADER_TIMESTAMP]),
-            nonce=h[rs.HEADER_NONCE],
-            user=h[rs.HEADER_USER],
-        )
-        signed_by = sshsig.verify(
-            message, base64.b64decode(h[rs.HEADER_SIGNATURE]), namespace=rs.NAMESPACE
-        )
-        assert signed_by.fingerprint == self.users[h[rs.HEADER_USER]], (
-            "signed with a key not enrolled for the user"
-        )
-        assert abs(int(h[rs.HEADER_TIMESTAMP]) - _now().timestamp()) < 60
-        self.nonces.append(h[rs.HEADER_NONCE])
-        return h[rs.HEADER_USER]
+    @submit.setter
+    def submit(self, mode: str) -> None:
+        from server.admin import Admin
+
+        groups = ("engineers", "oncall") if mode == "auto" else ("engineers",)
+        Admin(self.app.extensions["jit_ssh"].service).set_groups("alice", groups)
+        self._submit = mode
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content) if request.content else {}
@@ -131,139 +137,87 @@ class FakeServer:
                 body,
             )
         )
+        if rs.HEADER_NONCE in request.headers:
+            self.nonces.append(request.headers[rs.HEADER_NONCE])
         if key in self.fail:
             outcome = self.fail[key]
             if isinstance(outcome, BaseException):
                 raise outcome
             return outcome
-        path = request.url.path
-        if request.method == "GET" and path == "/v1/ca.pub":  # unsigned, as on the real server
-            return httpx.Response(200, text=self.ca.public.openssh + "\n")
-        me = self._caller(request)
-        if request.method == "POST" and path == "/v1/requests":
-            return self._submit(me, body)
-        if request.method == "GET" and path == "/v1/requests":
-            q = urllib.parse.parse_qs(request.url.query.decode())
-            if q.get("pending_for_me"):
-                rows = [
-                    r
-                    for r in self.requests.values()
-                    if r["state"] == "pending" and r["requester"] != me
-                ]
-            else:
-                rows = [r for r in self.requests.values() if r["requester"] == me]
-            return httpx.Response(200, json={"requests": rows})
-        m = re.fullmatch(r"/v1/requests/([^/]+)(?:/(approve|deny|cancel|certificate))?", path)
-        if m:
-            req = self.requests.get(m.group(1))
-            if req is None:
-                return _problem(404, "not_found", f"no request {m.group(1)!r}", field="id")
-            action = m.group(2)
-            if action is None:
-                steps = self.script.get(req["id"])
-                if steps:
-                    req.update(steps.pop(0))
-                return httpx.Response(200, json=req)
-            if action == "certificate":
-                return self._certificate(me, req, body)
-            if action == "cancel":
-                req["state"] = "cancelled"
-                return httpx.Response(200, json=req)
-            if req["requester"] == me:
-                return _problem(
-                    403, "self_approval", "requesters can never approve or deny their own request"
-                )
-            if me not in self.approvers:
-                return _problem(403, "not_eligible", f"{me!r} does not have the approver role")
-            if action == "approve":
-                req["approvals"].append(
-                    {"approver": me, "decision": "approve", "comment": body.get("comment", "")}
-                )
-                req["state"] = "approved"
-            else:
-                req["approvals"].append(
-                    {"approver": me, "decision": "deny", "comment": body.get("reason")}
-                )
-                req["state"], req["deny_reason"] = "denied", body.get("reason")
-            return httpx.Response(200, json=req)
-        m = re.fullmatch(r"/v1/certificates/(\d+)/revoke", path)
-        if m and request.method == "POST":
-            cert = self.certs.get(m.group(1))
-            if cert is None:
-                return _problem(
-                    404, "not_found", f"no certificate with serial {m.group(1)}", field="serial"
-                )
-            cert["revoked"] = True
-            self.requests[cert["request_id"]]["state"] = "revoked"
-            return httpx.Response(
-                200, json={"serial": m.group(1), "revoked_at": _iso(_now()), "revoked_by": me}
+        m = re.fullmatch(r"/v1/certificates/(\d+)/revoke", request.url.path)
+        if m and self._forgotten:
+            return _problem(
+                404, "not_found", f"no certificate with serial {m.group(1)}", field="serial"
             )
-        return _problem(404, "not_found", f"no route {key}")
+        m = re.fullmatch(r"/v1/requests/([^/]+)", request.url.path)
+        if m and request.method == "GET" and self.script.get(m.group(1)):
+            step = self.script[m.group(1)].pop(0)
+            if step is not None:
+                step()
+        return httpx.WSGITransport(app=self.app).handle_request(request)
 
-    def _submit(self, me: str, body: dict[str, Any]) -> httpx.Response:
-        if isinstance(self.submit, httpx.Response):
-            return self.submit
-        rid = f"{len(self.requests) + 1:016x}"
-        seconds = (
-            int(str(body.get("duration", "30m")).rstrip("smh"))
-            * {"s": 1, "m": 60, "h": 3600}[str(body.get("duration", "30m"))[-1]]
-        )
-        req = {
-            "id": rid,
-            "state": "approved" if self.submit == "auto" else "pending",
-            "requester": me,
-            "target": body["target"],
-            "reason": body.get("reason", ""),
-            "requested_seconds": seconds,
-            "duration_seconds": seconds,
-            "created_at": _iso(_now()),
-            "approvals_required": 0 if self.submit == "auto" else 1,
-            "approvals": [],
-            "deny_reason": None,
-            "principals": [PRINCIPAL],
-            "approval_url": f"{SERVER}/requests/{rid}",
-            "auto_approved": self.submit == "auto",
-        }
-        self.requests[rid] = req
-        return httpx.Response(201, json=req)
+    # -- what happens on the server meanwhile, through its own API
 
-    def _certificate(self, me: str, req: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
-        if req["state"] == "pending":
-            return _problem(409, "not_approved", f"request {req['id']} is still pending approval")
-        if req["state"] == "expired":
-            return _problem(410, "request_expired", f"request {req['id']} expired")
-        if req.get("issued"):
-            return httpx.Response(200, json={**req["issued"], "reissued": True})
-        by = [a["approver"] for a in req["approvals"] if a["decision"] == "approve"] or ["auto"]
-        cert = issue_certificate(
-            self.ca,
-            parse_public_key(body["public_key"]),
-            principals=[PRINCIPAL],
-            duration=timedelta(seconds=req["duration_seconds"]),
-            key_id=make_key_id(req["id"], me, by),
-            now=_now(),
-        )
-        answer = {
-            "certificate": cert.openssh,
-            "serial": str(cert.serial),
-            "key_id": cert.key_id,
-            "principals": list(cert.principals),
-            "valid_after": _iso(cert.valid_after),
-            "valid_before": _iso(cert.valid_before),
-            "reissued": False,
-        }
-        req["issued"], req["state"] = answer, "issued"
-        # What GET /v1/requests/<id> shows of it, as the real server does.
-        req["certificate"] = {
-            "serial": answer["serial"],
-            "key_id": cert.key_id,
-            "valid_after": answer["valid_after"],
-            "valid_before": answer["valid_before"],
-            "principals": answer["principals"],
-            "revoked": False,
-        }
-        self.certs[str(cert.serial)] = {"request_id": req["id"], "revoked": False}
-        return httpx.Response(200, json=answer)
+    def call(self, user: str, method: str, path: str, body: Any = None) -> Any:
+        data = b"" if body is None else json.dumps(body).encode()
+        path_only, _, query = path.partition("?")
+        headers = signed_headers(self.keys[user], user, method, path_only, data, query)
+        with httpx.Client(transport=httpx.WSGITransport(app=self.app), base_url=SERVER) as c:
+            resp = c.request(method, path, content=data or None, headers=headers)
+        assert resp.status_code < 300, resp.text
+        return resp.json()
+
+    def approve(self, request_id: str, by: str = "bob") -> None:
+        self.call(by, "POST", f"/v1/requests/{request_id}/approve", {"comment": ""})
+
+    def deny(self, request_id: str, reason: str, by: str = "bob") -> None:
+        self.call(by, "POST", f"/v1/requests/{request_id}/deny", {"reason": reason})
+
+    def expire(self, request_id: str) -> None:
+        """The request's pending deadline passes (the next read expires it)."""
+        from sqlalchemy import update
+
+        from server.db import make_engine
+        from server.models import AccessRequest
+
+        engine = make_engine(self.database_url)
+        try:
+            with engine.begin() as c:
+                c.execute(
+                    update(AccessRequest)
+                    .where(AccessRequest.id == request_id)
+                    .values(pending_until=datetime.now(UTC) - timedelta(seconds=1))
+                )
+        finally:
+            engine.dispose()
+
+    def revoke(self, request_id: str) -> None:
+        """Someone revokes the request's certificate on the server (an approver, an admin)."""
+        serial = self.call("alice", "GET", f"/v1/requests/{request_id}")["certificate"]["serial"]
+        self.call("bob", "POST", f"/v1/certificates/{serial}/revoke", {"reason": "test"})
+
+    def forget_certificates(self) -> None:
+        """From now on the server knows no certificate to revoke (a server restored from an
+        older backup)."""
+        self._forgotten = True
+
+    def state(self, request_id: str) -> str:
+        state: str = self.call("alice", "GET", f"/v1/requests/{request_id}")["state"]
+        return state
+
+    def revoked(self, serial: str) -> bool:
+        from sqlalchemy import select
+
+        from server.db import make_engine
+        from server.models import Revocation
+
+        engine = make_engine(self.database_url)
+        try:
+            with engine.connect() as c:
+                row = c.execute(select(Revocation).where(Revocation.serial == int(serial))).first()
+        finally:
+            engine.dispose()
+        return row is not None
 
     def paths(self) -> list[str]:
         return [f"{m} {p}" for m, p, _ in self.calls]
@@ -272,7 +226,7 @@ class FakeServer:
 # --------------------------------------------------------------------------- fixtures
 
 
-def _write_key(path: Path) -> str:
+def _write_key(path: Path) -> tuple[str, Any]:
     key = ed25519.Ed25519PrivateKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(
@@ -289,7 +243,7 @@ def _write_key(path: Path) -> str:
         .decode()
     )
     path.with_name(path.name + ".pub").write_text(pub + "\n")
-    return parse_public_key(pub).fingerprint
+    return parse_public_key(pub).fingerprint, key
 
 
 @pytest.fixture
@@ -305,6 +259,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "JIT_SSH_USER",
         "JIT_SSH_IDENTITY",
         "JIT_SSH_DEBUG",
+        "JIT_SSH_CA_PASSPHRASE",
     ):
         monkeypatch.delenv(var, raising=False)
     return h
@@ -314,18 +269,68 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def keys(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     """name -> (private key file, fingerprint), for alice (engineer) and bob (approver)."""
     return {
-        name: (p, _write_key(p))
+        name: (p, _write_key(p)[0])
         for name in ("alice", "bob")
         for p in [tmp_path / "ids" / f"id_{name}"]
     }
 
 
+class _SequentialIds:
+    """``secrets`` for the server's request ids: 0000000000000001, 0000000000000002, ..."""
+
+    def __init__(self) -> None:
+        self._next = itertools.count(1)
+
+    def token_hex(self, nbytes: int) -> str:
+        return f"{next(self._next):0{2 * nbytes}x}"
+
+
 @pytest.fixture
-def server(keys: dict[str, tuple[Path, str]]) -> FakeServer:
-    return FakeServer(
-        users={n: fp for n, (_, fp) in keys.items()},
-        ca=CAKey.from_private(generate_ca_key("ed25519"), comment="test-ca"),
+def server(
+    tmp_path: Path, keys: dict[str, tuple[Path, str]], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Server]:
+    """The real app on a temporary SQLite database: alice (engineers, on call: her requests
+    are auto-approved until a test sets ``server.submit = "pending"``) and bob (approvers)."""
+    import server.services as services
+    from server.admin import Admin
+    from server.app import create_app
+    from server.config import ServerConfig
+
+    # Request ids the tests can name before they exist.
+    monkeypatch.setattr(services, "secrets", _SequentialIds())
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    url = f"sqlite:///{tmp_path / 'server.sqlite3'}"
+    cfg = ServerConfig(
+        data_dir=tmp_path / "data",
+        database_url=url,
+        policy_path=policy,
+        base_url=SERVER,
+        # Every signed call is checked by the server: the enrolled key, and a timestamp
+        # within a minute of its clock.
+        max_clock_skew=60,
     )
+    app = create_app(cfg, say=lambda m: None)
+    admin = Admin(app.extensions["jit_ssh"].service)
+
+    def pub(name: str) -> str:
+        path = keys[name][0]
+        return path.with_name(path.name + ".pub").read_text()
+
+    # alice may approve too (others' requests, never her own: the server says so).
+    admin.add_user(
+        "alice",
+        groups=["engineers", "oncall"],
+        roles=["requester", "approver"],
+        ssh_keys=[pub("alice")],
+    )
+    admin.add_user("bob", groups=["approvers"], roles=["approver"], ssh_keys=[pub("bob")])
+    private = {
+        name: serialization.load_ssh_private_key(path.read_bytes(), password=None)
+        for name, (path, _) in keys.items()
+    }
+    yield Server(app=app, keys=private, database_url=url)
+    app.extensions["jit_ssh.engine"].dispose()
 
 
 @pytest.fixture
@@ -345,7 +350,7 @@ class Run:
 
 @pytest.fixture
 def jit(
-    home: Path, keys: dict[str, tuple[Path, str]], server: FakeServer, sleeps: list[float]
+    home: Path, keys: dict[str, tuple[Path, str]], server: Server, sleeps: list[float]
 ) -> Callable[..., Run]:
     """``jit("login", ..., as_user="alice")``: run the real entry point as that user."""
     runner = CliRunner()
@@ -385,7 +390,7 @@ def keys_dir(home: Path) -> Path:
 
 
 def test_login_auto_approved_installs_key_certificate_record_and_ssh_config(
-    jit: Callable[..., Run], server: FakeServer, home: Path
+    jit: Callable[..., Run], server: Server, home: Path
 ) -> None:
     r = jit("login", TARGET, "--for", "30m", "--reason", "INC-1")
     assert r.code == EXIT_OK, r.stderr
@@ -417,14 +422,14 @@ def test_login_auto_approved_installs_key_certificate_record_and_ssh_config(
 
 
 def test_login_pending_waits_then_approved(
-    jit: Callable[..., Run], server: FakeServer, home: Path, sleeps: list[float]
+    jit: Callable[..., Run], server: Server, home: Path, sleeps: list[float]
 ) -> None:
     server.submit = "pending"
-    bob_approves = {
-        "state": "approved",
-        "approvals": [{"approver": "bob", "decision": "approve", "comment": ""}],
-    }
-    server.script["0000000000000001"] = [{}, {}, bob_approves]
+    server.script["0000000000000001"] = [
+        None,
+        None,
+        lambda: server.approve("0000000000000001", by="bob"),
+    ]
     r = jit("login", TARGET, "--for", "1h", "--poll", "0.25")
     assert r.code == EXIT_OK, r.stderr
     assert "Request 0000000000000001 for prod-db (1h): pending" in r.stderr
@@ -438,15 +443,11 @@ def test_login_pending_waits_then_approved(
 
 
 def test_login_denied_shows_who_and_why(
-    jit: Callable[..., Run], server: FakeServer, home: Path
+    jit: Callable[..., Run], server: Server, home: Path
 ) -> None:
     server.submit = "pending"
     server.script["0000000000000001"] = [
-        {
-            "state": "denied",
-            "deny_reason": "not during the freeze",
-            "approvals": [{"approver": "bob", "decision": "deny", "comment": "x"}],
-        }
+        lambda: server.deny("0000000000000001", "not during the freeze", by="bob")
     ]
     r = jit("login", TARGET, "--poll", "0")
     assert r.code == EXIT_FAILED
@@ -458,9 +459,9 @@ def test_login_denied_shows_who_and_why(
     assert not any(p.endswith("/certificate") for p in server.paths())
 
 
-def test_login_denied_with_json(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_login_denied_with_json(jit: Callable[..., Run], server: Server) -> None:
     server.submit = "pending"
-    server.script["0000000000000001"] = [{"state": "denied", "deny_reason": "no"}]
+    server.script["0000000000000001"] = [lambda: server.deny("0000000000000001", "no")]
     r = jit("login", TARGET, "--poll", "0", "--json")
     assert r.code == EXIT_FAILED
     assert json.loads(r.stdout) == {
@@ -470,9 +471,9 @@ def test_login_denied_with_json(jit: Callable[..., Run], server: FakeServer) -> 
     }
 
 
-def test_login_expired_while_waiting(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_login_expired_while_waiting(jit: Callable[..., Run], server: Server) -> None:
     server.submit = "pending"
-    server.script["0000000000000001"] = [{}, {"state": "expired"}]
+    server.script["0000000000000001"] = [None, lambda: server.expire("0000000000000001")]
     r = jit("login", TARGET, "--poll", "0")
     assert r.code == EXIT_FAILED
     assert (
@@ -481,9 +482,9 @@ def test_login_expired_while_waiting(jit: Callable[..., Run], server: FakeServer
     )
 
 
-def test_login_claim_window_passed_is_one_line(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_login_claim_window_passed_is_one_line(jit: Callable[..., Run], server: Server) -> None:
     server.submit = "pending"
-    server.script["0000000000000001"] = [{"state": "approved"}]
+    server.script["0000000000000001"] = [lambda: server.approve("0000000000000001")]
     server.fail["POST /v1/requests/0000000000000001/certificate"] = _problem(
         410, "request_expired", "request 0000000000000001 expired"
     )
@@ -492,9 +493,9 @@ def test_login_claim_window_passed_is_one_line(jit: Callable[..., Run], server: 
     assert r.stderr.splitlines()[-1] == "error: request 0000000000000001 expired [request_expired]"
 
 
-def test_policy_refusal_says_why_once(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_policy_refusal_says_why_once(jit: Callable[..., Run], server: Server) -> None:
     reason = "2h is over the maximum of 1h for rule 'engineers'; ask for 1h or less"
-    server.submit = _problem(
+    server.fail["POST /v1/requests"] = _problem(
         403, "policy_denied", f"request denied by policy: {reason}", reasons=[reason]
     )
     r = jit("login", TARGET, "--for", "2h")
@@ -503,9 +504,9 @@ def test_policy_refusal_says_why_once(jit: Callable[..., Run], server: FakeServe
 
 
 def test_policy_refusal_adds_reasons_the_detail_left_out(
-    jit: Callable[..., Run], server: FakeServer
+    jit: Callable[..., Run], server: Server
 ) -> None:
-    server.submit = _problem(
+    server.fail["POST /v1/requests"] = _problem(
         403, "policy_denied", "not eligible", reasons=["no rule names group 'interns'"]
     )
     r = jit("login", TARGET)
@@ -515,7 +516,7 @@ def test_policy_refusal_adds_reasons_the_detail_left_out(
     )
 
 
-def test_clock_skew_says_so(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_clock_skew_says_so(jit: Callable[..., Run], server: Server) -> None:
     server.fail["POST /v1/requests"] = _problem(
         401,
         "clock_skew",
@@ -528,7 +529,7 @@ def test_clock_skew_says_so(jit: Callable[..., Run], server: FakeServer) -> None
 
 
 def test_server_unreachable_retries_with_backoff_then_one_line(
-    jit: Callable[..., Run], server: FakeServer, sleeps: list[float]
+    jit: Callable[..., Run], server: Server, sleeps: list[float]
 ) -> None:
     server.fail["POST /v1/requests"] = httpx.ConnectError("[Errno 111] Connection refused")
     r = jit("login", TARGET)
@@ -542,7 +543,7 @@ def test_server_unreachable_retries_with_backoff_then_one_line(
 
 
 def test_server_back_on_the_last_attempt(
-    jit: Callable[..., Run], server: FakeServer, home: Path
+    jit: Callable[..., Run], server: Server, home: Path
 ) -> None:
     attempts = {"n": 0}
     inner = server.handle
@@ -558,7 +559,7 @@ def test_server_back_on_the_last_attempt(
     assert (keys_dir(home) / f"{TARGET}-cert.pub").exists()
 
 
-def test_no_wait_then_resume(jit: Callable[..., Run], server: FakeServer, home: Path) -> None:
+def test_no_wait_then_resume(jit: Callable[..., Run], server: Server, home: Path) -> None:
     server.submit = "pending"
     r = jit("login", TARGET, "--no-wait")
     assert r.code == EXIT_OK
@@ -586,7 +587,7 @@ def test_no_wait_then_resume(jit: Callable[..., Run], server: FakeServer, home: 
 
 
 def test_resume_refuses_another_targets_request(
-    jit: Callable[..., Run], server: FakeServer, home: Path
+    jit: Callable[..., Run], server: Server, home: Path
 ) -> None:
     server.submit = "pending"
     jit("login", "other-target", "--no-wait")
@@ -596,7 +597,7 @@ def test_resume_refuses_another_targets_request(
     assert not keys_dir(home).exists() or not (keys_dir(home) / TARGET).exists()
 
 
-def test_login_json_output(jit: Callable[..., Run], server: FakeServer, home: Path) -> None:
+def test_login_json_output(jit: Callable[..., Run], server: Server, home: Path) -> None:
     r = jit("login", TARGET, "--for", "15m", "--json")
     assert r.code == EXIT_OK
     out = json.loads(r.stdout)  # stdout is exactly one JSON document
@@ -616,7 +617,7 @@ def test_login_json_output(jit: Callable[..., Run], server: FakeServer, home: Pa
     assert out["key"] == str(keys_dir(home) / TARGET)
 
 
-def test_no_wait_json(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_no_wait_json(jit: Callable[..., Run], server: Server) -> None:
     server.submit = "pending"
     r = jit("login", TARGET, "--no-wait", "--json")
     assert json.loads(r.stdout) == {
@@ -627,14 +628,14 @@ def test_no_wait_json(jit: Callable[..., Run], server: FakeServer) -> None:
 
 
 def test_ctrl_c_without_a_terminal_leaves_the_request_pending(
-    jit: Callable[..., Run], server: FakeServer
+    jit: Callable[..., Run], server: Server
 ) -> None:
     server.submit = "pending"
     server.fail["GET /v1/requests/0000000000000001"] = KeyboardInterrupt()
     r = jit("login", TARGET, "--poll", "0")
     assert r.code == 130
     assert "Left pending. Later: jit-ssh login prod-db --resume 0000000000000001" in r.stderr
-    assert server.requests["0000000000000001"]["state"] == "pending"
+    assert server.state("0000000000000001") == "pending"
 
 
 # --------------------------------------------------------------------------- ssh-agent
@@ -654,7 +655,7 @@ def fake_ssh_add(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_agent_gets_the_certificate_for_its_remaining_time_and_loses_it_on_done(
-    jit: Callable[..., Run], server: FakeServer, home: Path, fake_ssh_add: Path, tmp_path: Path
+    jit: Callable[..., Run], server: Server, home: Path, fake_ssh_add: Path, tmp_path: Path
 ) -> None:
     # The identity is signed with from its file: this "agent" holds nothing.
     env = {"SSH_AUTH_SOCK": str(tmp_path / "no-agent.sock")}
@@ -674,7 +675,7 @@ def test_agent_gets_the_certificate_for_its_remaining_time_and_loses_it_on_done(
 
 
 def test_status_lists_active_access_and_pending_requests(
-    jit: Callable[..., Run], server: FakeServer
+    jit: Callable[..., Run], server: Server
 ) -> None:
     assert jit("login", TARGET, "--for", "1h").code == EXIT_OK
     server.submit = "pending"
@@ -702,13 +703,12 @@ def test_status_lists_active_access_and_pending_requests(
 
 
 def test_status_hides_access_the_server_revoked_and_works_offline(
-    jit: Callable[..., Run], server: FakeServer, sleeps: list[float]
+    jit: Callable[..., Run], server: Server, sleeps: list[float]
 ) -> None:
     jit("login", TARGET)
-    server.requests["0000000000000001"]["state"] = "revoked"
+    server.revoke("0000000000000001")
     assert json.loads(jit("status", "--json").stdout)["active"] == []
 
-    server.requests["0000000000000001"]["state"] = "issued"
     offline = httpx.MockTransport(
         lambda request: (_ for _ in ()).throw(httpx.ConnectError("refused"))
     )
@@ -723,7 +723,7 @@ def test_status_with_nothing(jit: Callable[..., Run]) -> None:
 
 
 def test_done_revokes_then_removes_key_certificate_and_host_block(
-    jit: Callable[..., Run], server: FakeServer, home: Path
+    jit: Callable[..., Run], server: Server, home: Path
 ) -> None:
     jit("login", TARGET)
     serial = json.loads((keys_dir(home) / f"{TARGET}.json").read_text())["serial"]
@@ -732,14 +732,12 @@ def test_done_revokes_then_removes_key_certificate_and_host_block(
     assert f"Revoked serial {serial} ({TARGET}, request 0000000000000001)." in r.stdout
     assert server.paths()[-1] == f"POST /v1/certificates/{serial}/revoke"
     assert server.calls[-1][2] == {"reason": "done"}
-    assert server.certs[serial]["revoked"]
+    assert server.revoked(serial)
     assert sorted(p.name for p in keys_dir(home).iterdir()) == ["config"]
     assert "Host " not in (keys_dir(home) / "config").read_text()
 
 
-def test_done_by_target_name_and_all(
-    jit: Callable[..., Run], server: FakeServer, home: Path
-) -> None:
+def test_done_by_target_name_and_all(jit: Callable[..., Run], server: Server, home: Path) -> None:
     jit("login", TARGET)
     jit("login", "other")
     assert jit("done", "other").code == EXIT_OK
@@ -748,7 +746,7 @@ def test_done_by_target_name_and_all(
     assert not (keys_dir(home) / TARGET).exists()
 
 
-def test_done_with_nothing_to_end_is_exit_3(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_done_with_nothing_to_end_is_exit_3(jit: Callable[..., Run], server: Server) -> None:
     r = jit("done")
     assert (r.code, r.stderr) == (EXIT_NOT_FOUND, "error: no local access to end\n")
     assert server.calls == []
@@ -759,7 +757,7 @@ def test_done_with_nothing_to_end_is_exit_3(jit: Callable[..., Run], server: Fak
 
 
 def test_done_for_an_access_made_on_another_machine(
-    jit: Callable[..., Run], server: FakeServer, home: Path
+    jit: Callable[..., Run], server: Server, home: Path
 ) -> None:
     jit("login", TARGET)
     serial = json.loads((keys_dir(home) / f"{TARGET}.json").read_text())["serial"]
@@ -772,11 +770,11 @@ def test_done_for_an_access_made_on_another_machine(
         "GET /v1/requests/0000000000000001",
         f"POST /v1/certificates/{serial}/revoke",
     ]
-    assert server.certs[serial]["revoked"]
+    assert server.revoked(serial)
 
 
 def test_done_keeps_the_files_when_the_server_cannot_revoke(
-    jit: Callable[..., Run], server: FakeServer, home: Path
+    jit: Callable[..., Run], server: Server, home: Path
 ) -> None:
     jit("login", TARGET)
     serial = json.loads((keys_dir(home) / f"{TARGET}.json").read_text())["serial"]
@@ -788,17 +786,17 @@ def test_done_keeps_the_files_when_the_server_cannot_revoke(
 
 
 def test_done_removes_locally_what_the_server_does_not_know(
-    jit: Callable[..., Run], server: FakeServer, home: Path
+    jit: Callable[..., Run], server: Server, home: Path
 ) -> None:
     jit("login", TARGET)
-    server.certs.clear()
+    server.forget_certificates()
     r = jit("done")
     assert r.code == EXIT_OK
     assert "unknown to the server; removing it locally" in r.stderr
     assert not (keys_dir(home) / TARGET).exists()
 
 
-def test_requests_history(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_requests_history(jit: Callable[..., Run], server: Server) -> None:
     jit("login", TARGET, "--reason", "INC-7: disk full on the replica, long text " + "x" * 40)
     r = jit("requests")
     assert r.code == EXIT_OK
@@ -819,7 +817,7 @@ def test_requests_empty(jit: Callable[..., Run]) -> None:
 # --------------------------------------------------------------------------- approvers
 
 
-def test_pending_lists_what_waits_for_me(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_pending_lists_what_waits_for_me(jit: Callable[..., Run], server: Server) -> None:
     server.submit = "pending"
     jit("login", TARGET, "--no-wait", "--reason", "INC-9")
     r = jit("pending", as_user="bob")
@@ -829,7 +827,7 @@ def test_pending_lists_what_waits_for_me(jit: Callable[..., Run], server: FakeSe
     assert jit("pending", as_user="alice").stdout == "Nothing waits for you.\n"
 
 
-def test_approve_with_comment(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_approve_with_comment(jit: Callable[..., Run], server: Server) -> None:
     server.submit = "pending"
     jit("login", TARGET, "--no-wait")
     r = jit("approve", "0000000000000001", "--comment", "ok, INC-9", "--for", "10m", as_user="bob")
@@ -838,7 +836,7 @@ def test_approve_with_comment(jit: Callable[..., Run], server: FakeServer) -> No
     assert server.calls[-1][2] == {"comment": "ok, INC-9", "duration": "10m"}
 
 
-def test_approve_own_request_is_refused(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_approve_own_request_is_refused(jit: Callable[..., Run], server: Server) -> None:
     server.submit = "pending"
     jit("login", TARGET, "--no-wait")
     r = jit("approve", "0000000000000001")
@@ -856,7 +854,7 @@ def test_approve_unknown_request_is_exit_3(jit: Callable[..., Run]) -> None:
     )
 
 
-def test_deny_needs_a_reason_and_sends_it(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_deny_needs_a_reason_and_sends_it(jit: Callable[..., Run], server: Server) -> None:
     server.submit = "pending"
     jit("login", TARGET, "--no-wait")
     missing = jit("deny", "0000000000000001", as_user="bob")
@@ -864,14 +862,14 @@ def test_deny_needs_a_reason_and_sends_it(jit: Callable[..., Run], server: FakeS
     r = jit("deny", "0000000000000001", "--reason", "freeze", as_user="bob")
     assert (r.code, r.stdout) == (EXIT_OK, "Request 0000000000000001 denied.\n")
     assert server.calls[-1][2] == {"reason": "freeze"}
-    assert server.requests["0000000000000001"]["state"] == "denied"
+    assert server.state("0000000000000001") == "denied"
 
 
 # --------------------------------------------------------------------------- ssh
 
 
 def test_ssh_logs_in_if_needed_then_runs_openssh_with_the_certificate(
-    jit: Callable[..., Run], server: FakeServer, home: Path, monkeypatch: pytest.MonkeyPatch
+    jit: Callable[..., Run], server: Server, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     execs: list[list[str]] = []
 
@@ -1038,7 +1036,7 @@ def test_config_init_refuses_bad_values(
 
 
 def test_config_file_default_duration_is_used(
-    jit: Callable[..., Run], server: FakeServer, home: Path
+    jit: Callable[..., Run], server: Server, home: Path
 ) -> None:
     path = home / ".config" / "jit-ssh" / "config.toml"
     path.parent.mkdir(parents=True)
@@ -1054,7 +1052,7 @@ def test_config_file_default_duration_is_used(
     "url", ["http://jit.example.com", "http://10.0.0.1:8022", "ftp://jit.example.com"]
 )
 def test_plain_http_is_refused_except_to_localhost(
-    jit: Callable[..., Run], server: FakeServer, url: str
+    jit: Callable[..., Run], server: Server, url: str
 ) -> None:
     r = jit("login", TARGET, "--server", url)
     assert r.code == EXIT_FAILED and "[insecure_server_url]" in r.stderr
@@ -1064,9 +1062,7 @@ def test_plain_http_is_refused_except_to_localhost(
 @pytest.mark.parametrize(
     "url", ["http://localhost:8022", "http://127.0.0.1:8022", "http://[::1]:8022", SERVER]
 )
-def test_localhost_and_https_are_allowed(
-    jit: Callable[..., Run], server: FakeServer, url: str
-) -> None:
+def test_localhost_and_https_are_allowed(jit: Callable[..., Run], server: Server, url: str) -> None:
     assert jit("requests", env={"JIT_SSH_SERVER": url}).code == EXIT_OK
     assert server.calls
 
@@ -1080,9 +1076,7 @@ def test_no_server_configured(jit: Callable[..., Run]) -> None:
     )
 
 
-def test_an_unexpected_server_error_is_one_line(
-    jit: Callable[..., Run], server: FakeServer
-) -> None:
+def test_an_unexpected_server_error_is_one_line(jit: Callable[..., Run], server: Server) -> None:
     server.fail["GET /v1/requests"] = httpx.Response(500, text="<html>oops</html>")
     r = jit("requests")
     assert (r.code, r.stderr) == (EXIT_FAILED, "error: Internal Server Error [http_500]\n")
@@ -1106,7 +1100,7 @@ def test_help_documents_the_exit_codes() -> None:
 def test_clirunner_invoke_takes_the_transport_too(
     home: Path,
     keys: dict[str, tuple[Path, str]],
-    server: FakeServer,
+    server: Server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("JIT_SSH_SERVER", SERVER)
@@ -1117,7 +1111,7 @@ def test_clirunner_invoke_takes_the_transport_too(
     assert server.paths() == ["GET /v1/requests?mine=1"]
 
 
-def test_api_makes_one_signed_call(jit: Callable[..., Run], server: FakeServer) -> None:
+def test_api_makes_one_signed_call(jit: Callable[..., Run], server: Server) -> None:
     jit("login", TARGET)
     r = jit("api", "GET", "/v1/requests?mine=1")
     assert r.code == EXIT_OK
@@ -1128,7 +1122,7 @@ def test_api_makes_one_signed_call(jit: Callable[..., Run], server: FakeServer) 
 
 
 def test_service_unavailable_is_retried(
-    jit: Callable[..., Run], server: FakeServer, sleeps: list[float]
+    jit: Callable[..., Run], server: Server, sleeps: list[float]
 ) -> None:
     answers = [
         _problem(

@@ -632,6 +632,84 @@ def test_corruptions_are_refused(data, message) -> None:
     assert message in str(err.value)
 
 
+# Each message in full: the byte offset and the section it names are what an
+# admin reads to find the flaw, and hosts log them (CA_A is an Ed25519 key:
+# its blob is 51 bytes, so the first subsection starts at byte 108).
+_SECTION_1 = "certificates section #1 at byte 44"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            MAGIC + b"\0\0",
+            "invalid KRL at byte 8 (header): truncated: format version needs 4 bytes, only 2 left",
+        ),
+        (header(comment=b"a\0b"), "invalid KRL at byte 40 (header): comment contains a NUL byte"),
+        (header(comment=b"\xff"), "invalid KRL at byte 40 (header): comment is not valid UTF-8"),
+        (
+            header() + b"\x01",
+            f"invalid KRL at byte 45 ({_SECTION_1}): truncated: section body length needs 4 bytes, "
+            "only 0 left",
+        ),
+        (
+            header() + b"\x01\x00\x00\x00\x09abc",
+            f"invalid KRL at byte 45 ({_SECTION_1}): section body claims 9 bytes, but only 3 are left",
+        ),
+        (
+            header() + section(2, h.ssh_string(CA_A)[:-1]),
+            "invalid KRL at byte 49 (explicit keys section #1 at byte 44): public key claims 51 "
+            "bytes, but only 50 are left",
+        ),
+        (
+            header() + cert_section(CA_A, b"\x20"),
+            f"invalid KRL at byte 109 ({_SECTION_1}, subsection #1): truncated: subsection body "
+            "length needs 4 bytes, only 0 left",
+        ),
+        (
+            header() + cert_section(CA_A, section(0x20, b"\0" * 12)),
+            f"invalid KRL at byte 108 ({_SECTION_1}, serial list subsection at byte 108): serial "
+            "list length 12 is not a multiple of 8",
+        ),
+        (
+            header() + cert_section(CA_A, section(0x22, b"\0" * 5)),
+            f"invalid KRL at byte 113 ({_SECTION_1}, serial bitmap subsection at byte 108): "
+            "truncated: bitmap start serial needs 8 bytes, only 5 left",
+        ),
+        (
+            header() + cert_section(CA_A, bitmap_sub(1, b"\x80")),
+            f"invalid KRL at byte 121 ({_SECTION_1}, serial bitmap subsection at byte 108): bitmap "
+            "is a negative mpint; OpenSSH rejects the whole KRL",
+        ),
+        (
+            header() + cert_section(CA_A, bitmap_sub(1, b"\x01" + b"\0" * 2048)),
+            f"invalid KRL at byte 121 ({_SECTION_1}, serial bitmap subsection at byte 108): bitmap "
+            "of 2049 bytes is over OpenSSH's 16,384-bit mpint limit; OpenSSH rejects the whole KRL",
+        ),
+        (
+            # Negative and followed by junk: the junk is reported.
+            header()
+            + cert_section(
+                CA_A, section(0x22, struct.pack(">Q", 1) + h.ssh_string(b"\x80") + b"x")
+            ),
+            f"invalid KRL at byte 126 ({_SECTION_1}, serial bitmap subsection at byte 108): 1 "
+            "unexpected bytes after the bitmap",
+        ),
+        (
+            header() + cert_section(CA_A, section(0x23, h.ssh_string(b"a\0b"))),
+            f"invalid KRL at byte 113 ({_SECTION_1}, key id subsection at byte 108): key id "
+            "contains a NUL byte",
+        ),
+    ],
+)
+def test_error_messages_in_full(data: bytes, message: str) -> None:
+    assert len(CA_A) == 51
+    with pytest.raises(InvalidKRL) as err:
+        parse_krl(data)
+    assert str(err.value) == message
+    assert (err.value.code, err.value.field) == ("invalid_krl", "krl")
+
+
 def test_trailing_garbage_after_a_valid_krl_is_refused() -> None:
     data = small_krl()
     for tail in (b"\0", b"\x01\x00", b"junk", b"\x02\x00\x00\x00\x00" + b"\x00"):

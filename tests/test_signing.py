@@ -27,10 +27,10 @@ from client.signing import (
     AgentKeyNotFound,
     AgentSigner,
     AgentUnavailable,
-    KeyBadPassphrase,
+    BadPassphrase,
     KeyFileError,
     KeyFileSigner,
-    KeyPassphraseRequired,
+    PassphraseRequired,
     Signer,
     SignerError,
     signer_from_identity,
@@ -137,9 +137,9 @@ def test_key_file_signature_verifies_with_ssh_keygen(keys: dict[str, Any], tmp_p
 
 def test_key_file_passphrases(keys: dict[str, Any], tmp_path: Path) -> None:
     path = write_key(tmp_path / "id", keys["ed25519"], passphrase=b"correct horse")
-    with pytest.raises(KeyPassphraseRequired, match="is encrypted"):
+    with pytest.raises(PassphraseRequired, match="is encrypted"):
         KeyFileSigner.from_path(path)
-    with pytest.raises(KeyBadPassphrase, match="wrong passphrase"):
+    with pytest.raises(BadPassphrase, match="wrong passphrase"):
         KeyFileSigner.from_path(path, passphrase=b"battery staple")
     signer = KeyFileSigner.from_path(path, passphrase=b"correct horse")
     verify(MSG, signer.sign(MSG, namespace=NS), namespace=NS)
@@ -199,7 +199,7 @@ def test_signer_from_identity_key_file(keys: dict[str, Any], tmp_path: Path) -> 
     signer = signer_from_identity(str(path), use_agent=False, passphrase=ask)
     assert asked == [1]
     verify(MSG, signer.sign(MSG, namespace=NS), namespace=NS)
-    with pytest.raises(KeyPassphraseRequired):
+    with pytest.raises(PassphraseRequired):
         signer_from_identity(str(path), use_agent=False)
     plain = write_key(tmp_path / "plain", keys["ed25519"])
     signer_from_identity(str(plain), use_agent=False, passphrase=ask)

@@ -370,6 +370,49 @@ def test_trailing_bytes(
     )
 
 
+def test_wire_flaws_are_named_in_full(
+    good_blob: bytes, ed_key: ed25519.Ed25519PrivateKey, keys: dict[str, Any]
+) -> None:
+    pub = blob_of(ed_key)
+    ed_inner = s("ssh-ed25519") + s(ed_key.sign(signed_data(MSG)))
+    head = b"SSHSIG" + struct.pack(">I", 1)
+    assert refused(good_blob[:3]) == "signature is truncated (in its magic)"
+    assert refused(head[:8]) == "signature is truncated (in its version)"
+    assert refused(head + s(pub)[:-1]) == "signature is truncated (in its public key)"
+    assert refused(good_blob + b"\0") == "signature has 1 trailing byte(s)"
+    assert (
+        refused(head + s(pub) + s(b"\xff") + s(b"") + s("sha512") + s(ed_inner))
+        == "signature: the namespace is not UTF-8 text"
+    )
+    assert (
+        refused(assemble(pub, ed_inner + b"\0\0"))
+        == "signature's inner signature has 2 trailing byte(s)"
+    )
+    assert (
+        refused(assemble(pub, s(b"\xc3") + s(b"x")))
+        == "signature's inner signature: the algorithm is not UTF-8 text"
+    )
+    assert (
+        refused(assemble(pub, s("ssh-ed25519")))
+        == "signature's inner signature is truncated (in its signature bytes)"
+    )
+    p256 = keys["p256"]
+    r, s_ = decode_dss_signature(p256.sign(signed_data(MSG), ec.ECDSA(hashes.SHA256())))
+
+    def ecdsa(raw: bytes) -> str:
+        return refused(assemble(blob_of(p256), s("ecdsa-sha2-nistp256") + s(raw)))
+
+    assert (
+        ecdsa(s(b"\x00" + mpint(r)[4:]) + mpint(s_))
+        == "ECDSA signature: the r has a superfluous leading zero byte"
+    )
+    assert ecdsa(s(b"\xff" + r.to_bytes(32, "big")) + mpint(s_)) == (
+        "ECDSA signature: the r is negative"
+    )
+    assert ecdsa(mpint(r) + mpint(s_) + b"\0") == "ECDSA signature has 1 trailing byte(s)"
+    assert ecdsa(mpint(r) + mpint(s_)[:-1]) == "ECDSA signature is truncated (in its s)"
+
+
 def test_trailing_bytes_in_public_key(ed_key: ed25519.Ed25519PrivateKey) -> None:
     pub = blob_of(ed_key) + b"\x00"
     inner = s("ssh-ed25519") + s(ed_key.sign(signed_data(MSG)))

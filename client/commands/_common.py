@@ -1,25 +1,23 @@
-"""Helpers shared by the subcommands: options, passphrases, the clock."""
+"""Helpers shared by the subcommands: options, the data directory, passphrases."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from client.config import resolve_data_dir
 
-__all__ = ["data_dir_option", "get_data_dir", "read_passphrase", "utcnow", "write_file"]
+if TYPE_CHECKING:
+    from client.http import ApiClient
+    from client.signing import Signer
+
+__all__ = ["data_dir_option", "get_data_dir", "open_api", "read_passphrase"]
 
 PASSPHRASE_ENV = "JIT_SSH_CA_PASSPHRASE"
-
-
-def utcnow() -> datetime:
-    """The one place the client reads the clock (tests may patch this)."""
-    return datetime.now(UTC)
 
 
 def _set_data_dir(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -62,16 +60,28 @@ def read_passphrase(passphrase_file: str | None) -> bytes | None:
     return None
 
 
-def write_file(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0o644) -> None:
-    """Write atomically: a temporary file beside ``path``, then rename over it."""
-    p = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, raw)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, p)
+def open_api(
+    server: str,
+    *,
+    user: str | None = None,
+    signer: Signer | None = None,
+    ca_bundle: str | None = None,
+    timeout: float = 15.0,
+    retries: int = 3,
+) -> ApiClient:
+    """The CLI's one HTTP client (:class:`client.http.ApiClient`: one URL check, TLS
+    verified, no redirect followed, size-limited answers), for every command that talks to
+    a server. Its transport is the one tests inject as ``meta["jit_ssh.transport"]``."""
+    from client.http import ApiClient
+
+    ctx = click.get_current_context(silent=True)
+    transport = ctx.meta.get("jit_ssh.transport") if ctx is not None else None
+    return ApiClient(
+        server=server,
+        user=user,
+        signer=signer,
+        transport=transport,
+        ca_bundle=ca_bundle,
+        timeout=timeout,
+        retries=retries,
+    )

@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._common import data_dir_option, read_passphrase, utcnow, write_file
-from .service import config_option
+from client.clock import utcnow
+from client.files import write_atomic
+
+from ._admin import AdminHandle, with_admin
+from ._common import data_dir_option, read_passphrase
 
 if TYPE_CHECKING:
     from ca import IssuedCertificate
@@ -25,64 +28,13 @@ def ca() -> None:
     """Create, show, rotate and use the CA keys in the data directory."""
 
 
-def _config(ctx: click.Context, config_path: str | None) -> Any:
-    from .service import server_config
-
-    return server_config(ctx, config_path)
-
-
-def _data_dir(ctx: click.Context, config_path: str | None) -> Path:
-    """The data directory, resolved as the server resolves it (flag > env > TOML > default)."""
-    return Path(_config(ctx, config_path).data_dir)
-
-
-class NoDatabase(Exception):
-    """The configuration names no database that exists (ca commands never create one)."""
-
-
-def _open_database(
-    ctx: click.Context, config_path: str | None, passphrase_file: str | None = None
-) -> Any:
-    """The service (its database, audit key and recorded keyring), as `serve` opens it.
-
-    Refuses a default SQLite database that does not exist: creating an empty
-    one here would record into a database no server reads.
-    """
-    from dataclasses import replace
-
-    from server.app import create_app
-    from server.db import is_sqlite
-
-    cfg = _config(ctx, config_path)
-    if passphrase_file:
-        cfg = replace(cfg, ca_passphrase_file=Path(passphrase_file))
-    url = cfg.resolved_database_url
-    if is_sqlite(url):
-        from sqlalchemy.engine import make_url
-
-        path = make_url(url).database
-        if not path or path == ":memory:" or not Path(path).exists():
-            raise NoDatabase(
-                f"no database at {path} (configure the server's with --config, $JIT_SSH_CONFIG or "
-                "$JIT_SSH_DATABASE_URL; `jit-ssh serve` creates the default one on first start)"
-            )
-    app = create_app(replace(cfg, bootstrap=False), say=lambda m: click.echo(m, err=True))
-    return app.extensions["jit_ssh"]
-
-
-def _no_database_error(e: Exception) -> Any:
-    from server.errors import DatabaseUnavailable
-
-    return DatabaseUnavailable(f"{e}", field="database")
-
-
 def _by() -> str:
     return os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
 
 
 @ca.command("init")
 @data_dir_option
-@config_option
+@with_admin(create=False, lazy=True)
 @click.option(
     "--type",
     "key_type",
@@ -98,10 +50,8 @@ def _by() -> str:
     help="Encrypt the private key with the passphrase in this file (or $JIT_SSH_CA_PASSPHRASE).",
 )
 @click.option("--rotate", is_flag=True, hidden=True, help="Removed: see jit-ssh ca add-key.")
-@click.pass_context
 def ca_init(
-    ctx: click.Context,
-    config_path: str | None,
+    admin: AdminHandle,
     key_type: str,
     bits: int | None,
     passphrase_file: str | None,
@@ -113,7 +63,7 @@ def ca_init(
     """
     from ca.keyring import ca_dir, init_keyring
 
-    data_dir = _data_dir(ctx, config_path)
+    data_dir = admin.config.data_dir
     if rotate:
         raise click.UsageError(
             "ca init --rotate is gone: it switched the signer at once, and hosts refused the new certificates. "
@@ -143,12 +93,11 @@ def ca_init(
 
 @ca.command("show")
 @data_dir_option
-@config_option
+@with_admin(create=False, lazy=True)
 @click.option(
     "--fingerprints/--no-fingerprints", default=True, help="Print fingerprints as # comments."
 )
-@click.pass_context
-def ca_show(ctx: click.Context, config_path: str | None, fingerprints: bool) -> None:
+def ca_show(admin: AdminHandle, fingerprints: bool) -> None:
     """Print the trusted CA public keys (a TrustedUserCAKeys file) and their fingerprints.
 
     The output is a valid TrustedUserCAKeys file as it is: fingerprints are
@@ -158,7 +107,7 @@ def ca_show(ctx: click.Context, config_path: str | None, fingerprints: bool) -> 
     """
     from ca.keyring import load_keyring
 
-    ring = load_keyring(_data_dir(ctx, config_path), private=False)
+    ring = load_keyring(admin.config.data_dir, private=False)
     for key in ring.keys:
         if fingerprints:
             role = (
@@ -179,18 +128,14 @@ _passphrase_option = click.option(
 
 @ca.command("list")
 @data_dir_option
-@config_option
+@with_admin(create=False, lazy=True)
 @click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def ca_list(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
+def ca_list(admin: AdminHandle, as_json: bool) -> None:
     """List the CA keys the service's database records, with their state, and the audit key."""
     from ca.keyring import key_files
     from server.keystore import list_keys
 
-    try:
-        ext = _open_database(ctx, config_path)
-    except NoDatabase as e:
-        raise _no_database_error(e) from None
+    ext = admin.open()
     here = {pub.fingerprint for _, pub in key_files(ext.config.data_dir)}
     rows = [
         {
@@ -213,7 +158,7 @@ def ca_list(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
 
 @ca.command("add-key")
 @data_dir_option
-@config_option
+@with_admin(create=False, lazy=True)
 @click.option(
     "--type",
     "key_type",
@@ -224,10 +169,8 @@ def ca_list(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
 )
 @click.option("--bits", type=int, help="RSA key size (3072 to 8192; default 3072).")
 @_passphrase_option
-@click.pass_context
 def ca_add_key(
-    ctx: click.Context,
-    config_path: str | None,
+    admin: AdminHandle,
     key_type: str,
     bits: int | None,
     passphrase_file: str | None,
@@ -243,10 +186,7 @@ def ca_add_key(
 
     if bits is not None and key_type != "rsa":
         raise click.BadParameter("--bits applies to --type rsa only", param_hint="--bits")
-    try:
-        ext = _open_database(ctx, config_path, passphrase_file)
-    except NoDatabase as e:
-        raise _no_database_error(e) from None
+    ext = admin.open(passphrase_file=passphrase_file)
     key = add_key(
         ext.service,
         ext.keyring,
@@ -267,20 +207,14 @@ def ca_add_key(
 
 @ca.command("promote")
 @data_dir_option
-@config_option
+@with_admin(create=False, lazy=True)
 @click.argument("fingerprint")
 @_passphrase_option
-@click.pass_context
-def ca_promote(
-    ctx: click.Context, config_path: str | None, fingerprint: str, passphrase_file: str | None
-) -> None:
+def ca_promote(admin: AdminHandle, fingerprint: str, passphrase_file: str | None) -> None:
     """Rotation, step 2: the staged key FINGERPRINT signs from now on (the old one stays trusted)."""
     from server.keystore import promote_key
 
-    try:
-        ext = _open_database(ctx, config_path, passphrase_file)
-    except NoDatabase as e:
-        raise _no_database_error(e) from None
+    ext = admin.open(passphrase_file=passphrase_file)
     state = promote_key(ext.service, ext.keyring, fingerprint, now=utcnow(), by=f"ca:{_by()}")
     click.echo(
         f"CA key {state.signer} signs from now on; the previous signer stays trusted until "
@@ -290,17 +224,13 @@ def ca_promote(
 
 @ca.command("retire")
 @data_dir_option
-@config_option
+@with_admin(create=False, lazy=True)
 @click.argument("fingerprint")
-@click.pass_context
-def ca_retire(ctx: click.Context, config_path: str | None, fingerprint: str) -> None:
+def ca_retire(admin: AdminHandle, fingerprint: str) -> None:
     """Rotation, step 3: stop trusting and publishing FINGERPRINT (never the signer)."""
     from server.keystore import retire_key
 
-    try:
-        ext = _open_database(ctx, config_path)
-    except NoDatabase as e:
-        raise _no_database_error(e) from None
+    ext = admin.open()
     retire_key(ext.service, ext.keyring, fingerprint, now=utcnow(), by=f"ca:{_by()}")
     click.echo(
         f"CA key {fingerprint} is retired: no longer in /v1/ca.pub; re-run host setup so hosts drop it"
@@ -321,7 +251,7 @@ def _read_text_file(path: str, what: str) -> str:
 
 @ca.command("sign")
 @data_dir_option
-@config_option
+@with_admin(create=False, lazy=True)
 @click.argument("pubkey_file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--principal",
@@ -371,10 +301,8 @@ def _read_text_file(path: str, what: str) -> str:
     help="Sign even when the database cannot record it now; it is recorded when the database next answers.",
 )
 @click.option("--no-db", "no_db", is_flag=True, hidden=True, help="Old name of --no-record.")
-@click.pass_context
 def ca_sign(
-    ctx: click.Context,
-    config_path: str | None,
+    admin: AdminHandle,
     pubkey_file: str,
     principals: tuple[str, ...],
     duration: str,
@@ -421,7 +349,7 @@ def ca_sign(
     no_record = no_record or no_db
     if not reason.strip():
         raise click.BadParameter("a reason is required", param_hint="--reason")
-    data_dir = _data_dir(ctx, config_path)
+    data_dir = admin.config.data_dir
     user_key = parse_public_key(
         _read_text_file(pubkey_file, "a public key"), field=f"public key {pubkey_file}"
     )
@@ -463,8 +391,8 @@ def ca_sign(
     ext = None
     unrecorded: str | None = None
     try:
-        ext = _open_database(ctx, config_path, passphrase_file)
-    except (NoDatabase, DBAPIError) as e:
+        ext = admin.open(passphrase_file=passphrase_file)
+    except (DatabaseUnavailable, DBAPIError) as e:
         unrecorded = _first_line(e)
         if not no_record:
             raise DatabaseUnavailable(
@@ -506,7 +434,7 @@ def ca_sign(
         )
     _record_offline_issuance(data_dir, cert, reason=reason, now=now, backdate=bd)
     if out:
-        write_file(out, cert.openssh + "\n", mode=0o644)
+        write_atomic(out, cert.openssh + "\n", mode=0o644)
         click.echo(
             f"Wrote {out}: serial {cert.serial}, valid {cert.valid_after:%Y-%m-%dT%H:%M:%SZ} to "
             f"{cert.valid_before:%Y-%m-%dT%H:%M:%SZ}",

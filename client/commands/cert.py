@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 
-from ._common import get_data_dir, utcnow
+from client.clock import utcnow
+
+from ._common import get_data_dir
 
 __all__ = ["cert"]
 
@@ -36,11 +39,7 @@ def cert_inspect(
     """
     from ca import load_public_keys, parse_certificate, verify_certificate
 
-    text = (
-        click.get_text_stream("stdin").read(64 * 1024)
-        if file == "-"
-        else Path(file).read_text("ascii", "replace")
-    )
+    text = sys.stdin.read(64 * 1024) if file == "-" else Path(file).read_text("ascii", "replace")
     trusted = None
     if ca_keys:
         trusted = load_public_keys(Path(ca_keys).read_text("ascii", "replace"), field=ca_keys)

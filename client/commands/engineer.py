@@ -1,5 +1,5 @@
-"""The engineer's and approver's commands: login, status, done, requests, pending,
-approve, deny, ssh, config and api. They talk to the server over HTTP only."""
+"""The engineer's commands: login, status, done, requests, ssh and config.
+They talk to the server over HTTP only (approvers' commands: :mod:`.approver`)."""
 
 from __future__ import annotations
 
@@ -7,114 +7,35 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-__all__ = [
-    "login",
-    "status",
-    "done",
-    "requests_cmd",
-    "pending",
-    "approve",
-    "deny",
-    "ssh",
-    "config",
-    "api",
-]
+from client.errors import EXIT_FAILED, EXIT_INTERRUPTED, Failure, NothingFound, ToolMissing
 
-EXIT_REFUSED = 1
-EXIT_NOT_FOUND = 3
-EXIT_UNREACHABLE = 4
+from ._connect import (
+    checked,
+    checked_list,
+    connect,
+    connection_options,
+    duration_text,
+    list_requests,
+)
 
-
-def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option(
-        "--identity",
-        "-i",
-        help="Private key enrolled for API calls (default from config; ssh-agent if it holds it).",
-    )(f)
-    f = click.option(
-        "--user", "-u", help="Your jit-ssh user name (default from config or $JIT_SSH_USER)."
-    )(f)
-    f = click.option("--server", "-s", help="Server URL (default from config or $JIT_SSH_SERVER).")(
-        f
-    )
-    return f
-
-
-def _client(
-    server: str | None, user: str | None, identity: str | None, *, signed: bool = True
-) -> Any:
+if TYPE_CHECKING:
     from client.http import ApiClient
-    from client.settings import load_settings
+    from client.settings import ClientSettings
+    from client.verify import RequestView, VerifiedCertificate
 
-    settings = load_settings(server=server, user=user, identity=identity)
-    transport = click.get_current_context().meta.get("jit_ssh.transport")
-    signer = None
-    if signed:
-
-        def ask() -> bytes | None:
-            if not sys.stdin.isatty():
-                return None
-            return (
-                click.prompt(
-                    "Passphrase for your key", hide_input=True, default="", show_default=False
-                ).encode()
-                or None
-            )
-
-        signer = _signer(settings.identity, settings.use_agent, ask)
-    return ApiClient(
-        server=settings.need("server"),
-        user=settings.need("user") if signed else settings.user,
-        signer=signer,
-        transport=transport,
-        ca_bundle=settings.ca_bundle,
-        timeout=settings.timeout,
-    ), settings
+__all__ = ["login", "status", "done", "requests_cmd", "ssh", "config"]
 
 
-def _signer(identity: str | None, use_agent: bool, ask: Callable[[], bytes | None]) -> Any:
-    """ssh-agent when it runs and holds the key; else the key file itself."""
-    from client.signing import AgentError, signer_from_identity
-
-    can_file = (
-        bool(identity)
-        and not identity.startswith("SHA256:")
-        and Path(identity).is_file()
-        and not identity.endswith(".pub")
-    )  # type: ignore[union-attr]
-    if use_agent and os.environ.get("SSH_AUTH_SOCK"):
-        try:
-            return signer_from_identity(identity, use_agent=True, passphrase=ask)
-        except AgentError:
-            if not can_file:
-                raise
-    return signer_from_identity(
-        identity, use_agent=False if can_file or not use_agent else True, passphrase=ask
-    )
-
-
-def _fail(message: str, code: int = EXIT_REFUSED) -> None:
-    click.echo(f"error: {message}", err=True)
-    raise click.exceptions.Exit(code)
-
-
-def _iso(t: Any) -> str:
+def _iso(t: datetime) -> str:
     """A certificate time as the server writes it: ``2026-01-01T10:00:00Z``."""
 
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _duration_text(seconds: int) -> str:
-    from ca import format_duration
-
-    return format_duration(seconds)
 
 
 # ----------------------------------------------------------------------------- login
@@ -145,7 +66,7 @@ def _duration_text(seconds: int) -> str:
 @click.option(
     "--poll", type=float, default=1.0, show_default=True, help="Seconds between status checks."
 )
-@_connection_options
+@connection_options
 def login(
     target: str,
     duration: str | None,
@@ -173,16 +94,16 @@ def login(
     from client.access import new_key_pair
 
     check_target(target, field="target")
-    api_client, settings = _client(server, user, identity)
+    api_client, settings = connect(server, user, identity)
     with api_client:
         if resume_id:
-            req = _checked(api_client.get(f"/v1/requests/{resume_id}"))
-            if req["target"] != target:
+            req = checked(api_client.get(f"/v1/requests/{resume_id}"))
+            if req.target != target:
                 # The key, certificate and ssh_config block are filed under
                 # TARGET: a mismatch would put another target's access there.
-                _fail(
-                    f"request {resume_id} is for target {req['target']!r}, not {target!r}: "
-                    f"jit-ssh login {req['target']} --resume {resume_id}"
+                raise Failure(
+                    f"request {resume_id} is for target {req.target!r}, not {target!r}: "
+                    f"jit-ssh login {req.target} --resume {resume_id}"
                 )
         else:
             body: dict[str, Any] = {"target": target, "reason": reason}
@@ -191,57 +112,44 @@ def login(
                 body["duration"] = want
             if break_glass:
                 body["break_glass"] = True
-            req = _checked(api_client.post("/v1/requests", body))
+            req = checked(api_client.post("/v1/requests", body))
             if not as_json:
                 click.echo(
-                    f"Request {req['id']} for {target} ({_duration_text(req['duration_seconds'])}): {req['state']}",
+                    f"Request {req.id} for {target} ({duration_text(req.duration_seconds)}): {req.state}",
                     err=True,
                 )
-                if req["state"] == "pending":
-                    click.echo(f"Approve at: {req['approval_url']}", err=True)
-        if no_wait and req["state"] == "pending":
+                if req.state == "pending":
+                    click.echo(f"Approve at: {req.approval_url}", err=True)
+        if no_wait and req.state == "pending":
             if as_json:
                 click.echo(
                     json.dumps(
                         {
-                            "request_id": req["id"],
-                            "state": req["state"],
-                            "approval_url": req["approval_url"],
+                            "request_id": req.id,
+                            "state": req.state,
+                            "approval_url": req.approval_url,
                         }
                     )
                 )
             else:
                 click.echo(
-                    f"Not waiting. Later: jit-ssh login {target} --resume {req['id']}", err=True
+                    f"Not waiting. Later: jit-ssh login {target} --resume {req.id}", err=True
                 )
             return
         req = _wait(api_client, req, poll=poll, quiet=as_json)
-        if req["state"] != "approved" and not (req["state"] == "issued" and resume_id):
+        if req.state != "approved" and not (req.state == "issued" and resume_id):
             _report_end(req, as_json)
         key_path, pub = (
             new_key_pair(target)
-            if req["state"] == "approved" or not _have_key(target)
+            if req.state == "approved" or not _have_key(target)
             else (_key_path(target), _pub(target))
         )
         # As sent: client.verify checks every value of it strictly before anything is printed or written.
         cert = api_client.post(
-            f"/v1/requests/{req['id']}/certificate", {"public_key": pub}, printable=False
+            f"/v1/requests/{req.id}/certificate", {"public_key": pub}, printable=False
         )
         verified = _verify(api_client, target, req, cert, pub)
         _install(verified, key_path, settings, as_json)
-
-
-def _checked(answer: Any) -> dict[str, Any]:
-    """A request answer, checked field by field before it is read (client.verify)."""
-    from client.verify import check_request_answer
-
-    return check_request_answer(answer)
-
-
-def _checked_list(answer: Any) -> list[dict[str, Any]]:
-    from client.verify import check_request_list
-
-    return check_request_list(answer)
 
 
 def _key_path(target: str) -> Path:
@@ -258,66 +166,64 @@ def _pub(target: str) -> str:
     return (_key_path(target).with_name(target + ".pub")).read_text().strip()
 
 
-def _wait(api_client: Any, req: dict[str, Any], *, poll: float, quiet: bool) -> dict[str, Any]:
+def _wait(api_client: ApiClient, req: RequestView, *, poll: float, quiet: bool) -> RequestView:
     """Poll until the request leaves 'pending', with a live status line; Ctrl-C offers to cancel."""
     spinner = "|/-\\"
     start = time.monotonic()
     tty = sys.stderr.isatty() and not quiet
     i = 0
     delay = poll
-    while req["state"] == "pending":
+    while req.state == "pending":
         try:
             if tty:
-                got = sum(1 for a in req.get("approvals", []) if a["decision"] == "approve")
+                got = len(req.approved_by)
                 elapsed = int(time.monotonic() - start)
                 click.echo(
-                    f"\r{spinner[i % 4]} waiting for approval: {got}/{req['approvals_required']} approvals, "
+                    f"\r{spinner[i % 4]} waiting for approval: {got}/{req.approvals_required} approvals, "
                     f"{elapsed // 60}:{elapsed % 60:02d} elapsed ",
                     nl=False,
                     err=True,
                 )
                 i += 1
             time.sleep(delay)
-            req = _checked(api_client.get(f"/v1/requests/{req['id']}"))
+            req = checked(api_client.get(f"/v1/requests/{req.id}"))
         except KeyboardInterrupt:
             if tty:
                 click.echo("", err=True)
             if sys.stdin.isatty() and click.confirm("Cancel the request?", default=True, err=True):
-                api_client.post(f"/v1/requests/{req['id']}/cancel", {})
-                click.echo(f"Request {req['id']} cancelled.", err=True)
+                api_client.post(f"/v1/requests/{req.id}/cancel", {})
+                click.echo(f"Request {req.id} cancelled.", err=True)
             else:
                 click.echo(
-                    f"Left pending. Later: jit-ssh login {req['target']} --resume {req['id']}",
+                    f"Left pending. Later: jit-ssh login {req.target} --resume {req.id}",
                     err=True,
                 )
-            raise click.exceptions.Exit(130) from None
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
     if tty:
         click.echo("\r" + " " * 70 + "\r", nl=False, err=True)
     return req
 
 
-def _report_end(req: dict[str, Any], as_json: bool) -> None:
-    state = req["state"]
+def _report_end(req: RequestView, as_json: bool) -> NoReturn:
+    state = req.state
     if as_json:
         click.echo(
-            json.dumps(
-                {"request_id": req["id"], "state": state, "deny_reason": req.get("deny_reason")}
-            )
+            json.dumps({"request_id": req.id, "state": state, "deny_reason": req.deny_reason})
         )
-        raise click.exceptions.Exit(EXIT_REFUSED)
+        raise click.exceptions.Exit(EXIT_FAILED)
     if state == "denied":
-        by = ", ".join(a["approver"] for a in req.get("approvals", []) if a["decision"] == "deny")
-        _fail(
-            f"request {req['id']} was denied by {by or 'an approver'}: {req.get('deny_reason') or '(no reason given)'}"
+        by = ", ".join(req.denied_by)
+        raise Failure(
+            f"request {req.id} was denied by {by or 'an approver'}: {req.deny_reason or '(no reason given)'}"
         )
     if state == "expired":
-        _fail(f"request {req['id']} expired before it was approved or claimed")
-    _fail(f"request {req['id']} is {state}")
+        raise Failure(f"request {req.id} expired before it was approved or claimed")
+    raise Failure(f"request {req.id} is {state}")
 
 
 def _verify(
-    api_client: Any, target: str, req: dict[str, Any], answer: dict[str, Any], pub: str
-) -> Any:
+    api_client: ApiClient, target: str, req: RequestView, answer: Any, pub: str
+) -> VerifiedCertificate:
     """The server's certificate, checked against the key just made and the CA keys it publishes;
     on any mismatch one clear error, and nothing written (client.verify)."""
     from ca.errors import JitSshError
@@ -330,11 +236,14 @@ def _verify(
     except JitSshError as e:
         if e.code in ("server_unreachable",):
             raise
-        _fail(describe_refusal(e))
+        raise Failure(describe_refusal(e)) from None
 
 
-def _install(verified: Any, key_path: Path, settings: Any, as_json: bool) -> None:
-    from client.access import AccessRecord, agent_add, now_utc, save_access
+def _install(
+    verified: VerifiedCertificate, key_path: Path, settings: ClientSettings, as_json: bool
+) -> None:
+    from client.access import AccessRecord, agent_add, save_access
+    from client.clock import utcnow
 
     cert = verified.certificate
     target, login_user, principals = verified.target, verified.login_user, list(cert.principals)
@@ -352,14 +261,13 @@ def _install(verified: Any, key_path: Path, settings: Any, as_json: bool) -> Non
         cert_path=str(key_path) + "-cert.pub",
     )
     save_access(record, verified.openssh)
-    req = {"id": verified.request_id}
-    left = record.seconds_left(now_utc())
+    left = record.seconds_left(utcnow())
     in_agent = agent_add(str(key_path), left)
     if as_json:
         click.echo(
             json.dumps(
                 {
-                    "request_id": req["id"],
+                    "request_id": verified.request_id,
                     "state": "issued",
                     "serial": str(cert.serial),
                     "valid_before": valid_before,
@@ -373,7 +281,7 @@ def _install(verified: Any, key_path: Path, settings: Any, as_json: bool) -> Non
         )
         return
     click.echo(
-        f"Access granted to {target} until {valid_before} ({_duration_text(left) if left else 'expired'}), serial {cert.serial}."
+        f"Access granted to {target} until {valid_before} ({duration_text(left) if left else 'expired'}), serial {cert.serial}."
     )
     dest = f"{login_user}@{target}" if login_user else target
     click.echo(f"  ssh -i {key_path} -o CertificateFile={record.cert_path} {dest}")
@@ -381,8 +289,8 @@ def _install(verified: Any, key_path: Path, settings: Any, as_json: bool) -> Non
         f"  or: jit-ssh ssh {target}   (or `Include {key_path.parent}/config` in ~/.ssh/config, then: ssh {target})"
     )
     if in_agent:
-        click.echo(f"  Key and certificate are in ssh-agent for {_duration_text(left)}.")
-    click.echo("  End access early with: jit-ssh done " + req["id"])
+        click.echo(f"  Key and certificate are in ssh-agent for {duration_text(left)}.")
+    click.echo("  End access early with: jit-ssh done " + verified.request_id)
 
 
 # ---------------------------------------------------------------------- status / done
@@ -390,20 +298,21 @@ def _install(verified: Any, key_path: Path, settings: Any, as_json: bool) -> Non
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
-@_connection_options
+@connection_options
 def status(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
     """Your active certificates (target, principals, time left) and pending requests."""
-    from client.access import load_accesses, now_utc
+    from client.access import load_accesses
+    from client.clock import utcnow
 
-    now = now_utc()
+    now = utcnow()
     local = [r for r in load_accesses() if r.seconds_left(now) > 0]
-    pending: list[dict[str, Any]] = []
+    pending: list[RequestView] = []
     try:
-        api_client, _ = _client(server, user, identity)
+        api_client, _ = connect(server, user, identity)
         with api_client:
-            mine = _checked_list(api_client.get("/v1/requests", query={"mine": "1"}))
-        pending = [r for r in mine if r["state"] in ("pending", "approved")]
-        revoked = {r["id"] for r in mine if r["state"] in ("revoked", "ended")}
+            mine = checked_list(api_client.get("/v1/requests", query={"mine": "1"}))
+        pending = [r for r in mine if r.state in ("pending", "approved")]
+        revoked = {r.id for r in mine if r.state in ("revoked", "ended")}
         local = [r for r in local if r.request_id not in revoked]
     except Exception as e:
         if not as_json:
@@ -425,13 +334,11 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
                     ],
                     "pending": [
                         {
-                            "request_id": r["id"],
-                            "target": r["target"],
-                            "state": r["state"],
-                            "approvals": sum(
-                                1 for a in r["approvals"] if a["decision"] == "approve"
-                            ),
-                            "approvals_required": r["approvals_required"],
+                            "request_id": r.id,
+                            "target": r.target,
+                            "state": r.state,
+                            "approvals": len(r.approved_by),
+                            "approvals_required": r.approvals_required,
                         }
                         for r in pending
                     ],
@@ -444,19 +351,18 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
         click.echo("No active access and no pending requests.")
     for r in local:
         click.echo(
-            f"active   {r.target:<16} {','.join(r.principals):<28} {_duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  serial {r.serial}"
+            f"active   {r.target:<16} {','.join(r.principals):<28} {duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  serial {r.serial}"
         )
-    for r in pending:
-        got = sum(1 for a in r["approvals"] if a["decision"] == "approve")
+    for p in pending:
         click.echo(
-            f"{r['state']:<8} {r['target']:<16} {got}/{r['approvals_required']} approvals  request {r['id']}"
+            f"{p.state:<8} {p.target:<16} {len(p.approved_by)}/{p.approvals_required} approvals  request {p.id}"
         )
 
 
 @click.command()
 @click.argument("request_id", required=False)
 @click.option("--reason", default="done", show_default=True, help="Recorded with the revocation.")
-@_connection_options
+@connection_options
 def done(
     request_id: str | None, reason: str, server: str | None, user: str | None, identity: str | None
 ) -> None:
@@ -473,8 +379,8 @@ def done(
         _revoke_remote(request_id, reason, server, user, identity)
         return
     if not chosen:
-        _fail("no local access to end", EXIT_NOT_FOUND)
-    api_client, _ = _client(server, user, identity)
+        raise NothingFound("no local access to end")
+    api_client, _ = connect(server, user, identity)
     with api_client:
         for r in chosen:
             from client.http import ApiError
@@ -498,26 +404,25 @@ def _revoke_remote(
 ) -> None:
     from client.http import ApiError
 
-    api_client, _ = _client(server, user, identity)
+    api_client, _ = connect(server, user, identity)
     with api_client:
         try:
-            req = _checked(api_client.get(f"/v1/requests/{request_id}"))
+            req = checked(api_client.get(f"/v1/requests/{request_id}"))
         except ApiError as e:
             if e.code == "not_found":
-                _fail(
-                    f"no local access and no request {request_id!r} on the server", EXIT_NOT_FOUND
-                )
+                raise NothingFound(
+                    f"no local access and no request {request_id!r} on the server"
+                ) from None
             raise
-        cert = req.get("certificate")
-        if not cert:
-            _fail(
-                f"request {request_id} has no certificate (it is {req['state']}); "
-                f"to withdraw a pending request: jit-ssh api POST /v1/requests/{request_id}/cancel",
-                EXIT_NOT_FOUND,
+        cert = req.certificate
+        if cert is None:
+            raise NothingFound(
+                f"request {request_id} has no certificate (it is {req.state}); "
+                f"to withdraw a pending request: jit-ssh api POST /v1/requests/{request_id}/cancel"
             )
-        api_client.post(f"/v1/certificates/{cert['serial']}/revoke", {"reason": reason})
+        api_client.post(f"/v1/certificates/{cert.serial}/revoke", {"reason": reason})
     click.echo(
-        f"Revoked serial {cert['serial']} ({req['target']}, request {request_id}); "
+        f"Revoked serial {cert.serial} ({req.target}, request {request_id}); "
         "its key was made on another machine, so nothing was removed here."
     )
     click.echo("Hosts refuse the certificate once they sync the KRL (jit-ssh host sync-krl).")
@@ -526,95 +431,12 @@ def _revoke_remote(
 # ---------------------------------------------------------------- requests / approvers
 
 
-def _request_line(r: dict[str, Any]) -> str:
-    got = sum(1 for a in r["approvals"] if a["decision"] == "approve")
-    reason = (r.get("reason") or "").replace("\n", " ")
-    if len(reason) > 40:
-        reason = reason[:39] + "…"
-    return (
-        f"{r['id']}  {r['state']:<9} {r['requester']:<12} {r['target']:<14} {_duration_text(r['duration_seconds']):>7} "
-        f"{got}/{r['approvals_required']}  {r['created_at'][:19]}  {reason}"
-    )
-
-
-def _list_requests(
-    query: dict[str, str],
-    empty: str,
-    as_json: bool,
-    server: str | None,
-    user: str | None,
-    identity: str | None,
-) -> None:
-    api_client, _ = _client(server, user, identity)
-    with api_client:
-        rows = _checked_list(api_client.get("/v1/requests", query=query))
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for r in rows:
-        click.echo(_request_line(r))
-    if not rows:
-        click.echo(empty)
-
-
 @click.command("requests")
 @click.option("--json", "as_json", is_flag=True)
-@_connection_options
+@connection_options
 def requests_cmd(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
     """Your request history."""
-    _list_requests({"mine": "1"}, "No requests yet.", as_json, server, user, identity)
-
-
-@click.command()
-@click.option("--json", "as_json", is_flag=True)
-@_connection_options
-def pending(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
-    """Requests waiting for your approval."""
-    _list_requests(
-        {"pending_for_me": "1"}, "Nothing waits for you.", as_json, server, user, identity
-    )
-
-
-@click.command()
-@click.argument("request_id")
-@click.option("--comment", default="", help="Recorded with the approval.")
-@click.option(
-    "--for", "duration", help="Grant less than was asked (where the policy allows), e.g. 15m."
-)
-@_connection_options
-def approve(
-    request_id: str,
-    comment: str,
-    duration: str | None,
-    server: str | None,
-    user: str | None,
-    identity: str | None,
-) -> None:
-    """Approve request REQUEST_ID."""
-    api_client, _ = _client(server, user, identity)
-    body: dict[str, Any] = {"comment": comment}
-    if duration:
-        body["duration"] = duration
-    with api_client:
-        r = _checked(api_client.post(f"/v1/requests/{request_id}/approve", body))
-    got = sum(1 for a in r["approvals"] if a["decision"] == "approve")
-    click.echo(
-        f"Request {r['id']} ({r['requester']} -> {r['target']}): {r['state']}, {got}/{r['approvals_required']} approvals."
-    )
-
-
-@click.command()
-@click.argument("request_id")
-@click.option("--reason", required=True, help="Why (shown to the requester).")
-@_connection_options
-def deny(
-    request_id: str, reason: str, server: str | None, user: str | None, identity: str | None
-) -> None:
-    """Deny request REQUEST_ID."""
-    api_client, _ = _client(server, user, identity)
-    with api_client:
-        r = _checked(api_client.post(f"/v1/requests/{request_id}/deny", {"reason": reason}))
-    click.echo(f"Request {r['id']} denied.")
+    list_requests({"mine": "1"}, "No requests yet.", as_json, server, user, identity)
 
 
 # ------------------------------------------------------------------------------ ssh
@@ -638,7 +460,7 @@ def deny(
     metavar="OPTION",
     help="Passed to ssh as -o OPTION (repeatable), e.g. -o StrictHostKeyChecking=accept-new.",
 )
-@_connection_options
+@connection_options
 @click.pass_context
 def ssh(
     ctx: click.Context,
@@ -662,7 +484,8 @@ def ssh(
 
     from ca.errors import JitSshError
     from ca.names import check_hostname, check_login_user, check_target
-    from client.access import load_accesses, now_utc, ssh_path
+    from client.access import load_accesses, ssh_path
+    from client.clock import utcnow
 
     # Checked before anything else (a login included): each value goes to ssh's argv.
     try:
@@ -672,11 +495,11 @@ def ssh(
             check_hostname(host, field="--host") if host else check_hostname(target, field="target")
         )
     except JitSshError as e:
-        _fail(f"{e} [{e.code}]")
+        raise Failure(f"{e} [{e.code}]") from None
 
     def current() -> Any:
         return next(
-            (r for r in load_accesses() if r.target == target and r.seconds_left(now_utc()) > 0),
+            (r for r in load_accesses() if r.target == target and r.seconds_left(utcnow()) > 0),
             None,
         )
 
@@ -698,10 +521,10 @@ def ssh(
         )
         record = current()
         if record is None:
-            _fail("no certificate after login")
+            raise Failure("no certificate after login")
     ssh_bin = shutil.which("ssh")
     if not ssh_bin:
-        _fail("OpenSSH's ssh is not installed", EXIT_UNREACHABLE)
+        raise ToolMissing("OpenSSH's ssh is not installed")
     who = wanted_user or record.login_user
     try:
         argv = [
@@ -714,7 +537,7 @@ def ssh(
             "IdentitiesOnly=yes",
         ]
     except JitSshError as e:
-        _fail(f"{e} [{e.code}]")
+        raise Failure(f"{e} [{e.code}]") from None
     for option in ssh_options:
         argv += ["-o", option]
     if port:
@@ -766,12 +589,13 @@ def config_init(
     --server and --user are required and the rest take their defaults.
     """
     from ca import parse_duration
+    from client.files import write_atomic
     from client.http import check_server_url
     from client.settings import config_path
 
     path = config_path()
     if path.exists() and not force:
-        _fail(f"{path} exists; use --force to replace it")
+        raise Failure(f"{path} exists; use --force to replace it")
     default_identity = str(Path.home() / ".ssh" / "id_ed25519")
     if _interactive():
         server = server or click.prompt("jit-ssh server URL")
@@ -794,7 +618,7 @@ def config_init(
         f"server = {_toml_string(server)}\nuser = {_toml_string(user)}\nidentity = {_toml_string(identity)}\n"
         f"use_agent = true\ndefault_duration = {_toml_string(default_duration)}\n"
     )
-    path.write_text(text)
+    write_atomic(path, text)
     click.echo(f"Wrote {path}.")
     pub = Path(identity).expanduser()
     pub = pub.with_name(pub.name + ".pub")
@@ -815,41 +639,3 @@ def config_show() -> None:
 
 
 # ------------------------------------------------------------------------------ api
-
-
-@click.command()
-@click.argument("method", type=click.Choice(["GET", "POST"], case_sensitive=False))
-@click.argument("path")
-@click.option("--data", "-d", help="JSON body for POST.")
-@_connection_options
-def api(
-    method: str,
-    path: str,
-    data: str | None,
-    server: str | None,
-    user: str | None,
-    identity: str | None,
-) -> None:
-    """Make one signed API call and print the JSON answer (like `gh api`).
-
-    Example: jit-ssh api POST /v1/requests -d '{"target": "demo", "duration": "5m"}'
-    """
-    body = None
-    if data is not None:
-        try:
-            body = json.loads(data)
-        except ValueError:
-            raise click.BadParameter("not valid JSON", param_hint="--data") from None
-    api_client, _ = _client(server, user, identity)
-    split = path.split("?", 1)
-    query = (
-        dict(p.split("=", 1) for p in split[1].split("&") if "=" in p) if len(split) > 1 else None
-    )
-    with api_client:
-        result = api_client.request(
-            method.upper(),
-            split[0],
-            json_body=body if method.upper() == "POST" else None,
-            query=query,
-        )
-    click.echo(json.dumps(result, indent=2))

@@ -19,11 +19,14 @@ import shutil
 import subprocess
 from datetime import UTC
 from pathlib import Path
-from typing import Any
 
 import click
 
-from ._common import utcnow, write_file
+from client.clock import unix_time, utcnow
+from client.errors import EXIT_KRL_OLDER, EXIT_KRL_REFUSED, EXIT_KRL_STALE, EXIT_OK
+from client.files import write_atomic
+
+from ._common import open_api
 
 __all__ = ["host"]
 
@@ -49,20 +52,8 @@ def _check_server_url(url: str) -> str:
         ) from None
 
 
-def _server_client(
-    base: str, ca_bundle: str | None, timeout: float = 15.0, retries: int = 3
-) -> Any:
-    """The CLI's one HTTP client (client.http.ApiClient): no redirects, TLS verified, size-limited answers."""
-    from client.http import ApiClient
-
-    transport = click.get_current_context().meta.get("jit_ssh.transport")
-    return ApiClient(
-        server=base, transport=transport, ca_bundle=ca_bundle, timeout=timeout, retries=retries
-    )
-
-
 def _fetch(base: str, path: str, ca_bundle: str | None = None) -> bytes:
-    with _server_client(base, ca_bundle) as api:
+    with open_api(base, ca_bundle=ca_bundle) as api:
         data: bytes = api.get(path, signed=False, raw=True, max_bytes=_MAX_DOWNLOAD).content
     return data
 
@@ -160,21 +151,22 @@ def host_setup(
         base = _check_server_url(server)
         ca_text = _fetch(base, "/v1/ca.pub", ca_bundle).decode("ascii", "replace")
         if not principals or not login_users:
-            import json
+            from client.errors import BadServerAnswer
+            from client.verify import check_target_list
 
             try:
-                listing = json.loads(_fetch(base, "/v1/targets", ca_bundle))
-                known = {t["name"]: t for t in listing["targets"]}
-            except (ValueError, KeyError, TypeError):
+                with open_api(base, ca_bundle=ca_bundle) as api:
+                    known = check_target_list(api.get("/v1/targets", signed=False))
+            except BadServerAnswer as e:
                 raise click.ClickException(
-                    f"{base}/v1/targets did not answer with a target list"
+                    f"{base}/v1/targets did not answer with a target list ({e})"
                 ) from None
             if target not in known:
                 raise click.ClickException(
                     f"the server's policy has no target {target!r} (known: {', '.join(sorted(known)) or 'none'})"
                 )
-            principals = principals or tuple(known[target]["principals"])
-            login_users = login_users or tuple(known[target]["login_users"])
+            principals = principals or known[target].principals
+            login_users = login_users or known[target].login_users
     else:
         ca_text = Path(ca_keys).read_text("ascii", "replace")  # type: ignore[arg-type]
     if not login_users:
@@ -249,7 +241,7 @@ def host_setup(
     # them last, so a crash half-way never leaves sshd refusing every key.
     for path, data, mode in sorted(files, key=lambda f: f[0] == dropin):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        write_file(path, data, mode=mode)
+        write_atomic(path, data, mode=mode)
         click.echo(f"wrote {path}")
 
     main_config = root / "sshd_config"
@@ -262,7 +254,7 @@ def host_setup(
             if previous is None:
                 dropin.unlink()
             else:
-                write_file(dropin, previous, mode=0o644)
+                write_atomic(dropin, previous, mode=0o644)
             raise click.ClickException(
                 "sshd -t rejected the configuration; the previous drop-in was put back:\n"
                 + result.stderr.strip()
@@ -277,12 +269,6 @@ def host_setup(
         click.echo("sshd -t: configuration OK. Reload sshd to apply (e.g. systemctl reload ssh).")
     else:
         click.echo("not validated with sshd -t (no sshd or no sshd_config here).", err=True)
-
-
-#: sync-krl's exit codes beyond 0 (fresh) and the CLI's usual 1 and 2.
-EXIT_KRL_STALE = 4
-EXIT_KRL_OLDER = 5
-EXIT_KRL_REFUSED = 6
 
 
 @host.command("sync-krl")
@@ -354,7 +340,6 @@ def sync_krl(
     """
     import hashlib
     import json
-    import time as _time
 
     from ca import InvalidKRL, UnacceptableKRL, parse_duration
     from ca.errors import JitSshError
@@ -408,7 +393,7 @@ def sync_krl(
         headers["If-None-Match"] = state["etag"]
 
     def stale_exit(reason: str) -> None:
-        age = _time.time() - float(state.get("synced_at", 0))
+        age = unix_time() - float(state.get("synced_at", 0))
         if current is None or age > limit:
             click.echo(
                 f"WARNING: {reason}; the KRL at {target} is {'missing or corrupt' if current is None else f'{int(age)} s old'}"
@@ -417,12 +402,12 @@ def sync_krl(
             )
             raise click.exceptions.Exit(EXIT_KRL_STALE)
         click.echo(f"warning: {reason}; keeping the last good KRL ({int(age)} s old)", err=True)
-        raise click.exceptions.Exit(0)
+        raise click.exceptions.Exit(EXIT_OK)
 
     try:
         # The CLI's one HTTP client: no redirect followed, TLS verified, at most MAX_KRL_SIZE read,
         # and any answer but 200 or 304 an error.
-        with _server_client(base, ca_bundle, timeout=timeout, retries=1) as api:
+        with open_api(base, ca_bundle=ca_bundle, timeout=timeout, retries=1) as api:
             resp = api.get(
                 "/v1/krl",
                 signed=False,
@@ -438,7 +423,7 @@ def sync_krl(
         stale_exit(f"could not fetch {base}/v1/krl: {e}")
         return
     if resp.status_code == 304:
-        state["synced_at"] = _time.time()
+        state["synced_at"] = unix_time()
         _write_state(state_path, state)
         click.echo(f"{target}: unchanged (version {current.version if current else '?'})")
         return
@@ -480,19 +465,19 @@ def sync_krl(
             "are no longer enforced here.",
             err=True,
         )
-        state["accepted_older"] = {"from": current.version, "to": new.version, "at": _time.time()}
+        state["accepted_older"] = {"from": current.version, "to": new.version, "at": unix_time()}
     # Only the sections for the CA keys this host trusts reach sshd: another
     # CA that sshd trusts through some other file must not be revocable by
     # whoever serves this KRL (ca.krl.restrict_krl).
     installed = restrict_krl(new, trusted_ca_keys=trusted)
-    kept = parse_krl(installed)
+    kept_krl = parse_krl(installed)
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_file(target, installed, mode=0o644)
+    write_atomic(target, installed, mode=0o644)
     state.update(
-        {"etag": resp.headers.get("ETag"), "synced_at": _time.time(), "version": new.version}
+        {"etag": resp.headers.get("ETag"), "synced_at": unix_time(), "version": new.version}
     )
     _write_state(state_path, state)
-    click.echo(f"{target}: installed KRL version {new.version} ({kept.summary()})")
+    click.echo(f"{target}: installed KRL version {new.version} ({kept_krl.summary()})")
     untrusted = [s for s in new.cert_sections if s.ca_key not in trusted]
     if untrusted:
         click.echo(
@@ -575,4 +560,4 @@ def _trusted_ca_blobs(out: Path, explicit: str | None) -> list[bytes]:
 def _write_state(path: Path, state: dict) -> None:  # type: ignore[type-arg]
     import json
 
-    write_file(path, json.dumps(state) + "\n", mode=0o644)
+    write_atomic(path, json.dumps(state) + "\n", mode=0o644)

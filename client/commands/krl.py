@@ -6,7 +6,10 @@ from pathlib import Path
 
 import click
 
-from ._common import data_dir_option, get_data_dir, utcnow, write_file
+from client.clock import utcnow
+from client.files import write_atomic
+
+from ._common import data_dir_option, get_data_dir
 
 __all__ = ["krl"]
 
@@ -89,7 +92,7 @@ def krl_build(
         comment=comment,
     )
     parsed = parse_krl(data)  # never write what we could not read back
-    write_file(out, data, mode=0o644)
+    write_atomic(out, data, mode=0o644)
     click.echo(f"Wrote {out}: version {parsed.version}, {len(data)} bytes", err=True)
 
 

@@ -12,10 +12,13 @@ from typing import Any
 
 import click
 
+from client.clock import utcnow
+from client.errors import EXIT_FAILED
+
 __all__ = ["policy"]
 
 
-class _Duration(click.ParamType):
+class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2 on
     name = "DURATION"
 
     def convert(
@@ -34,7 +37,7 @@ class _Duration(click.ParamType):
             self.fail(f"{value!r} is not a duration like '90s', '15m' or '1h30m'", param, ctx)
 
 
-class _Moment(click.ParamType):
+class _Moment(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2 on
     name = "ISO-TIME"
 
     def convert(
@@ -67,7 +70,7 @@ def _load(path: str) -> Any:
             click.echo(str(problem))
         count = len(e.problems)
         click.echo(f"{count} problem{'s' if count != 1 else ''} found in {path}", err=True)
-        raise click.exceptions.Exit(1) from None
+        raise click.exceptions.Exit(EXIT_FAILED) from None
 
 
 @click.group()
@@ -157,7 +160,7 @@ def explain(
     from policies import AccessRequest, decide
 
     pol = _load(file)
-    now = at if at is not None else datetime.now(UTC)
+    now = at if at is not None else utcnow()
     request = AccessRequest(
         requester=user,
         requester_groups=frozenset(groups),
@@ -174,7 +177,7 @@ def explain(
     else:
         _print_decision(decision, groups, now, format_duration)
     if not decision.allowed:
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(EXIT_FAILED)
 
 
 def _iso(moment: datetime) -> str:

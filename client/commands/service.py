@@ -1,6 +1,8 @@
 """``jit-ssh serve``, ``db``, ``admin`` and ``audit``: commands run on the CA server itself.
 
-They import the server package lazily: the engineer's client never loads it.
+They import the server package lazily: the engineer's client never loads it. Only ``serve``
+loads the web app (Flask); ``admin`` and ``audit`` work through the admin context
+(:mod:`client.commands._admin`, :mod:`server.context`).
 """
 
 from __future__ import annotations
@@ -8,45 +10,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import click
 
-__all__ = ["serve", "db", "admin", "audit", "server_config", "config_option"]
+from client.errors import EXIT_FAILED
 
-config_option = _config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    envvar="JIT_SSH_CONFIG",
-    help="Server configuration file (TOML; default $JIT_SSH_CONFIG).",
-)
+from ._admin import AdminHandle, config_option, server_config, with_admin
 
-
-def server_config(ctx: click.Context, config_path: str | None) -> Any:
-    """The server's configuration, resolved as every command resolves it
-    (server.config.resolve_config: flag > environment > TOML file > default)."""
-    from server.config import resolve_config
-
-    flag = ctx.meta.get("jit_ssh.data_dir") or ctx.find_root().params.get("data_dir")
-    return resolve_config(config_path, data_dir=flag, env=os.environ)
-
-
-_load = server_config
-
-
-def _service(ctx: click.Context, config_path: str | None) -> Any:
-    from server.app import create_app
-
-    cfg = server_config(ctx, config_path)
-    app = create_app(cfg, say=lambda m: click.echo(m, err=True))
-    return app.extensions["jit_ssh"]
+__all__ = ["serve", "db", "admin", "audit"]
 
 
 @click.command()
-@_config_option
+@config_option
 @click.option("--bind", default="127.0.0.1:8022", show_default=True, help="Address to listen on.")
 @click.option(
     "--workers", type=int, default=2, show_default=True, help="gunicorn worker processes."
@@ -65,18 +42,19 @@ def serve(
 
     from gunicorn.app.base import BaseApplication
 
-    from server.app import bootstrap, create_app
+    from server.app import create_app
+    from server.context import bootstrap
     from server.db import is_sqlite, make_engine
     from server.migrate import upgrade
 
     logging.basicConfig(level=os.environ.get("JIT_SSH_LOG_LEVEL", "INFO"), format="%(message)s")
     # Alembic narrates every migration step at INFO; the schema version is all that matters here.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    cfg = _load(ctx, config_path)
-    from datetime import datetime
+    cfg = server_config(ctx, config_path)
+    from client.clock import utcnow
 
     # Once, before forking: workers must not race to create keys.
-    bootstrap(cfg, now=datetime.now(UTC), say=lambda m: click.echo(m, err=True))
+    bootstrap(cfg, now=utcnow(), say=lambda m: click.echo(m, err=True))
     engine = make_engine(cfg.resolved_database_url)
     if is_sqlite(engine):
         upgrade(engine)
@@ -121,14 +99,14 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@_config_option
+@config_option
 @click.pass_context
 def db_upgrade(ctx: click.Context, config_path: str | None) -> None:
     """Apply the Alembic migrations (done automatically on start for SQLite)."""
     from server.db import make_engine
     from server.migrate import upgrade
 
-    cfg = _load(ctx, config_path)
+    cfg = server_config(ctx, config_path)
     upgrade(make_engine(cfg.resolved_database_url))
     click.echo("database schema is up to date")
 
@@ -168,7 +146,7 @@ def _password_from_stdin() -> str:
 
 
 @user.command("add")
-@_config_option
+@with_admin()
 @click.argument("name")
 @click.option(
     "--group",
@@ -195,10 +173,8 @@ def _password_from_stdin() -> str:
     is_flag=True,
     help="Read a web password from the first line of standard input.",
 )
-@click.pass_context
 def user_add(
-    ctx: click.Context,
-    config_path: str | None,
+    admin_ctx: AdminHandle,
     name: str,
     groups: tuple[str, ...],
     roles: tuple[str, ...],
@@ -209,7 +185,7 @@ def user_add(
     from server.admin import Admin
 
     password = _password_from_stdin() if password_stdin else None
-    info = Admin(_service(ctx, config_path).service).add_user(
+    info = Admin(admin_ctx.context.service).add_user(
         name,
         groups=groups,
         roles=roles,
@@ -220,16 +196,15 @@ def user_add(
 
 
 @user.command("list")
-@_config_option
+@with_admin()
 @click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def user_list(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
+def user_list(admin_ctx: AdminHandle, as_json: bool) -> None:
     """List users."""
     from dataclasses import asdict
 
     from server.admin import Admin
 
-    users = Admin(_service(ctx, config_path).service).list_users()
+    users = Admin(admin_ctx.context.service).list_users()
     if as_json:
         click.echo(json.dumps([asdict(u) for u in users], indent=2))
         return
@@ -238,68 +213,57 @@ def user_list(ctx: click.Context, config_path: str | None, as_json: bool) -> Non
 
 
 @user.command("disable")
-@_config_option
+@with_admin()
 @click.argument("name")
 @click.option("--enable", is_flag=True, help="Enable the user again instead.")
-@click.pass_context
-def user_disable(ctx: click.Context, config_path: str | None, name: str, enable: bool) -> None:
+def user_disable(admin_ctx: AdminHandle, name: str, enable: bool) -> None:
     """Disable user NAME: their signed calls are refused from now on."""
     from server.admin import Admin
 
-    _show(Admin(_service(ctx, config_path).service).set_disabled(name, not enable))
+    _show(Admin(admin_ctx.context.service).set_disabled(name, not enable))
 
 
 @user.command("enroll-key")
-@_config_option
+@with_admin()
 @click.argument("name")
 @click.argument("pubkey_file", type=click.Path(exists=True, dir_okay=False))
-@click.pass_context
-def user_enroll_key(
-    ctx: click.Context, config_path: str | None, name: str, pubkey_file: str
-) -> None:
+def user_enroll_key(admin_ctx: AdminHandle, name: str, pubkey_file: str) -> None:
     """Enrol the public key in PUBKEY_FILE for NAME's API calls."""
     from server.admin import Admin
 
-    _show(Admin(_service(ctx, config_path).service).enroll_key(name, _read_key(pubkey_file)))
+    _show(Admin(admin_ctx.context.service).enroll_key(name, _read_key(pubkey_file)))
 
 
 @user.command("remove-key")
-@_config_option
+@with_admin()
 @click.argument("name")
 @click.argument("fingerprint")
-@click.pass_context
-def user_remove_key(
-    ctx: click.Context, config_path: str | None, name: str, fingerprint: str
-) -> None:
+def user_remove_key(admin_ctx: AdminHandle, name: str, fingerprint: str) -> None:
     """Remove NAME's key with FINGERPRINT (SHA256:...)."""
     from server.admin import Admin
 
-    _show(Admin(_service(ctx, config_path).service).remove_key(name, fingerprint))
+    _show(Admin(admin_ctx.context.service).remove_key(name, fingerprint))
 
 
 @user.command("set-password")
-@_config_option
+@with_admin()
 @click.argument("name")
 @click.option(
     "--password-stdin", is_flag=True, required=True, help="Read the password from standard input."
 )
-@click.pass_context
-def user_set_password(
-    ctx: click.Context, config_path: str | None, name: str, password_stdin: bool
-) -> None:
+def user_set_password(admin_ctx: AdminHandle, name: str, password_stdin: bool) -> None:
     """Set NAME's web password (argon2id)."""
     from server.admin import Admin
 
-    Admin(_service(ctx, config_path).service).set_password(name, _password_from_stdin())
+    Admin(admin_ctx.context.service).set_password(name, _password_from_stdin())
     click.echo(f"password set for {name}")
 
 
 @user.command("totp")
-@_config_option
+@with_admin()
 @click.argument("name")
 @click.option("--disable", is_flag=True, help="Stop asking NAME for a code.")
-@click.pass_context
-def user_totp(ctx: click.Context, config_path: str | None, name: str, disable: bool) -> None:
+def user_totp(admin_ctx: AdminHandle, name: str, disable: bool) -> None:
     """Ask NAME for a one-time code (TOTP) after the web password; prints a new secret.
 
     Give the secret, or the otpauth:// URI (as a QR code: qrencode -t ansiutf8
@@ -308,7 +272,7 @@ def user_totp(ctx: click.Context, config_path: str | None, name: str, disable: b
     """
     from server.web.totp import provisioning_uri, set_totp
 
-    secret = set_totp(_service(ctx, config_path).service, name, enabled=not disable)
+    secret = set_totp(admin_ctx.context.service, name, enabled=not disable)
     if secret is None:
         click.echo(f"{name}'s web login no longer asks for a one-time code")
         return
@@ -318,16 +282,14 @@ def user_totp(ctx: click.Context, config_path: str | None, name: str, disable: b
 
 
 @user.command("set-groups")
-@_config_option
+@with_admin()
 @click.argument("name")
 @click.option("--group", "groups", multiple=True)
 @click.option(
     "--role", "roles", multiple=True, type=click.Choice(["requester", "approver", "admin"])
 )
-@click.pass_context
 def user_set_groups(
-    ctx: click.Context,
-    config_path: str | None,
+    admin_ctx: AdminHandle,
     name: str,
     groups: tuple[str, ...],
     roles: tuple[str, ...],
@@ -335,15 +297,14 @@ def user_set_groups(
     """Replace NAME's groups (and roles, if given)."""
     from server.admin import Admin
 
-    _show(Admin(_service(ctx, config_path).service).set_groups(name, groups, roles or None))
+    _show(Admin(admin_ctx.context.service).set_groups(name, groups, roles or None))
 
 
 @admin.command("expire")
-@_config_option
-@click.pass_context
-def admin_expire(ctx: click.Context, config_path: str | None) -> None:
+@with_admin()
+def admin_expire(admin_ctx: AdminHandle) -> None:
     """Expire pending and approved requests past their deadlines (a sweep; reads also do it)."""
-    n = _service(ctx, config_path).service.expire_sweep()
+    n = admin_ctx.context.service.expire_sweep()
     click.echo(f"{n} request(s) changed state")
 
 
@@ -353,18 +314,16 @@ def audit() -> None:
 
 
 @audit.command("export")
-@_config_option
+@with_admin()
 @click.option("--since", type=int, default=0, help="Only events after this id.")
-@click.pass_context
-def audit_export(ctx: click.Context, config_path: str | None, since: int) -> None:
+def audit_export(admin_ctx: AdminHandle, since: int) -> None:
     """Write the audit log as JSON lines to standard output (with a fresh signed checkpoint)."""
-    ext = _service(ctx, config_path)
-    for line in ext.export_audit(since):
+    for line in admin_ctx.context.export_audit(since):
         click.echo(line.rstrip("\n"))
 
 
 @audit.command("verify")
-@_config_option
+@with_admin(lazy=True)
 @click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--pubkey",
@@ -376,9 +335,8 @@ def audit_export(ctx: click.Context, config_path: str | None, since: int) -> Non
     is_flag=True,
     help="FILE is an `export --since N`: do not expect it to start at event 1.",
 )
-@click.pass_context
 def audit_verify(
-    ctx: click.Context, config_path: str | None, file: str | None, pubkey: str | None, partial: bool
+    admin_ctx: AdminHandle, file: str | None, pubkey: str | None, partial: bool
 ) -> None:
     """Verify an export FILE offline (or, with no FILE, the server's database).
 
@@ -389,14 +347,13 @@ def audit_verify(
 
     first = None if partial else 1
     if file is None:
-        ext = _service(ctx, config_path)
+        context = admin_ctx.context
         result = chain.verify_export_lines(
-            list(ext.export_audit(0)), [ext.audit_public_key], expect_first_id=first
+            list(context.export_audit(0)), [context.audit_public_key], expect_first_id=first
         )
     else:
         if pubkey is None:
-            cfg = _load(ctx, config_path)
-            default = Path(str(cfg.audit_key_path) + ".pub")
+            default = Path(str(admin_ctx.config.audit_key_path) + ".pub")
             if not default.exists():
                 raise click.UsageError("give the audit public key with --pubkey")
             pubkey = str(default)
@@ -409,6 +366,6 @@ def audit_verify(
         )
         return
     p = result.problem
-    assert p is not None  # a failed result always names its first problem
+    assert p is not None  # a result that is not ok names its problem
     click.echo(f"audit log FAILED at event {p.event_id}: {p.kind}: {p.message}", err=True)
-    ctx.exit(1)
+    raise click.exceptions.Exit(EXIT_FAILED)

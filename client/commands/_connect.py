@@ -1,0 +1,150 @@
+"""What every command that talks to the server shares: the connection options, the
+signed client built from the settings, and the checked, typed views of requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from client.http import ApiClient
+    from client.settings import ClientSettings
+    from client.signing import Signer
+    from client.verify import RequestView
+
+__all__ = [
+    "connection_options",
+    "connect",
+    "make_signer",
+    "checked",
+    "checked_list",
+    "duration_text",
+    "request_line",
+    "list_requests",
+]
+
+
+def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--identity",
+        "-i",
+        help="Private key enrolled for API calls (default from config; ssh-agent if it holds it).",
+    )(f)
+    f = click.option(
+        "--user", "-u", help="Your jit-ssh user name (default from config or $JIT_SSH_USER)."
+    )(f)
+    f = click.option("--server", "-s", help="Server URL (default from config or $JIT_SSH_SERVER).")(
+        f
+    )
+    return f
+
+
+def connect(
+    server: str | None, user: str | None, identity: str | None, *, signed: bool = True
+) -> tuple[ApiClient, ClientSettings]:
+    """The settings (flags > environment > config file) and the CLI's one HTTP client built
+    from them, signing every call with the enrolled key unless ``signed`` is false."""
+    from client.settings import load_settings
+
+    from ._common import open_api
+
+    settings = load_settings(server=server, user=user, identity=identity)
+    signer = None
+    if signed:
+
+        def ask() -> bytes | None:
+            if not sys.stdin.isatty():
+                return None
+            return (
+                click.prompt(
+                    "Passphrase for your key", hide_input=True, default="", show_default=False
+                ).encode()
+                or None
+            )
+
+        signer = make_signer(settings.identity, settings.use_agent, ask)
+    api_client = open_api(
+        settings.need("server"),
+        user=settings.need("user") if signed else settings.user,
+        signer=signer,
+        ca_bundle=settings.ca_bundle,
+        timeout=settings.timeout,
+    )
+    return api_client, settings
+
+
+def make_signer(identity: str | None, use_agent: bool, ask: Callable[[], bytes | None]) -> Signer:
+    """ssh-agent when it runs and holds the key; else the key file itself."""
+    from client.signing import AgentError, signer_from_identity
+
+    can_file = (
+        identity is not None
+        and not identity.startswith("SHA256:")
+        and Path(identity).is_file()
+        and not identity.endswith(".pub")
+    )
+    if use_agent and os.environ.get("SSH_AUTH_SOCK"):
+        try:
+            return signer_from_identity(identity, use_agent=True, passphrase=ask)
+        except AgentError:
+            if not can_file:
+                raise
+    return signer_from_identity(
+        identity, use_agent=False if can_file or not use_agent else True, passphrase=ask
+    )
+
+
+def duration_text(seconds: int) -> str:
+    from ca.durations import format_duration
+
+    return format_duration(seconds)
+
+
+def checked(answer: Any) -> RequestView:
+    """A request answer, checked field by field before it is read (client.verify)."""
+    from client.verify import check_request_answer
+
+    return check_request_answer(answer)
+
+
+def checked_list(answer: Any) -> list[RequestView]:
+    from client.verify import check_request_list
+
+    return check_request_list(answer)
+
+
+def request_line(r: RequestView) -> str:
+    got = len(r.approved_by)
+    reason = r.reason.replace("\n", " ")
+    if len(reason) > 40:
+        reason = reason[:39] + "…"
+    return (
+        f"{r.id}  {r.state:<9} {r.requester:<12} {r.target:<14} {duration_text(r.duration_seconds):>7} "
+        f"{got}/{r.approvals_required}  {r.created_at[:19]}  {reason}"
+    )
+
+
+def list_requests(
+    query: dict[str, str],
+    empty: str,
+    as_json: bool,
+    server: str | None,
+    user: str | None,
+    identity: str | None,
+) -> None:
+    api_client, _ = connect(server, user, identity)
+    with api_client:
+        rows = checked_list(api_client.get("/v1/requests", query=query))
+    if as_json:
+        click.echo(json.dumps([r.answer for r in rows], indent=2))
+        return
+    for r in rows:
+        click.echo(request_line(r))
+    if not rows:
+        click.echo(empty)

@@ -1,0 +1,216 @@
+"""The client's exit codes, its errors, and the one handler that turns an error into both.
+
+Exit codes (also shown in ``jit-ssh --help``)::
+
+    0    success
+    1    the request was refused or failed (bad input, policy, verification)
+    2    usage error (unknown option, missing argument)
+    3    not found / nothing to do
+    4    the server or a local tool could not be reached
+    130  interrupted (Ctrl-C)
+
+``host sync-krl`` adds 4 (the installed KRL is stale), 5 (the server's KRL is
+older than the installed one) and 6 (the server's KRL was refused).
+
+Errors the client raises on its own, beside those of :mod:`ca.errors`; each
+code is its class's name in snake_case (a trailing ``_error`` dropped)::
+
+    JitSshError
+    ├── ApiError                  the server's own code  a problem answer (RFC 9457)
+    ├── BadServerAnswer           "bad_server_answer"    not what the call expects
+    │   └── RedirectRefused       "redirect_refused"     a 3xx: never followed
+    ├── ServerUnreachable         "server_unreachable"
+    ├── InsecureServerURL         "insecure_server_url"
+    └── InvalidApiPath            "invalid_api_path"
+
+(and, in their own modules: ``InvalidSettings``, ``InvalidAccessRecord``,
+``CertificateMismatch``, the signers' ``SignerError`` tree).
+
+:class:`Failure` and its subclasses are the ``click.ClickException`` s a
+command raises to stop with one ``error: ...`` line and an exit code.
+:func:`run` is the handler: every expected error becomes one line on stderr
+and its exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import IO, Any, NoReturn
+
+import click
+
+from ca.errors import JitSshError
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_NOT_FOUND",
+    "EXIT_UNREACHABLE",
+    "EXIT_KRL_STALE",
+    "EXIT_KRL_OLDER",
+    "EXIT_KRL_REFUSED",
+    "EXIT_INTERRUPTED",
+    "ApiError",
+    "BadServerAnswer",
+    "RedirectRefused",
+    "ServerUnreachable",
+    "InsecureServerURL",
+    "InvalidApiPath",
+    "Failure",
+    "NothingFound",
+    "ToolMissing",
+    "exit_code_for",
+    "describe",
+    "run",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_UNREACHABLE = 4
+#: ``host sync-krl``: the installed KRL could not be refreshed for longer than --max-age.
+EXIT_KRL_STALE = 4
+#: ``host sync-krl``: the server's KRL is older than the installed one, which is kept.
+EXIT_KRL_OLDER = 5
+#: ``host sync-krl``: the server's KRL was refused; the installed one is kept.
+EXIT_KRL_REFUSED = 6
+#: Ctrl-C (128 + SIGINT), as a shell reports it.
+EXIT_INTERRUPTED = 130
+
+#: Error codes that mean "could not reach it", not "it said no".
+_UNREACHABLE_CODES = frozenset({"server_unreachable", "database_unavailable"})
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ApiError(JitSshError):
+    """The server answered with a problem (RFC 9457); ``code`` is the server's code."""
+
+    code = "api_error"
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        field: str | None = None,
+        body: dict[str, Any] | None = None,
+    ):
+        super().__init__(detail, field=field)
+        self.status = status
+        self.code = code
+        self.body = body or {}
+
+
+class BadServerAnswer(JitSshError):
+    """The server's answer is not what the call expects (no JSON object, empty, too large,
+    a field of the wrong kind)."""
+
+    code = "bad_server_answer"
+
+
+class RedirectRefused(BadServerAnswer):
+    """The server answered with a redirect; jit-ssh never follows one."""
+
+    code = "redirect_refused"
+
+
+class ServerUnreachable(JitSshError):
+    code = "server_unreachable"
+
+
+class InsecureServerURL(JitSshError):
+    code = "insecure_server_url"
+
+
+class InvalidApiPath(JitSshError):
+    code = "invalid_api_path"
+
+
+# --------------------------------------------------------------------------- click exceptions
+
+
+class Failure(click.ClickException):
+    """Stop the command: ``error: MESSAGE`` on stderr, exit 1 (a subclass says otherwise)."""
+
+    exit_code = EXIT_FAILED
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=file is None, file=file)
+
+
+class NothingFound(Failure):
+    """Nothing to act on (no local access, no such request): exit 3."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class ToolMissing(Failure):
+    """A local tool the command runs (OpenSSH's ``ssh``) is not installed: exit 4."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+# --------------------------------------------------------------------------- the handler
+
+
+def exit_code_for(error: JitSshError) -> int:
+    """The exit code of an error that reached the top: 4 unreachable, 3 not found, else 1."""
+    if error.code in _UNREACHABLE_CODES:
+        return EXIT_UNREACHABLE
+    if error.code == "not_found":
+        return EXIT_NOT_FOUND
+    return EXIT_FAILED
+
+
+def describe(error: JitSshError) -> str:
+    """The one line the engineer reads for ``error``, its code in brackets."""
+    code = error.code
+    if code == "clock_skew":
+        return f"clock skew too large: {error} [clock_skew]"
+    if code == "policy_denied":
+        # The server's detail usually spells the reasons out already
+        # ("request denied by policy: <reasons>"); add only what it left out.
+        body = getattr(error, "body", None) or {}
+        reasons = body.get("reasons") if isinstance(body, dict) else None
+        text = str(error).removeprefix("request denied by policy: ")
+        missing = [r for r in reasons or () if isinstance(r, str) and r not in text]
+        extra = f": {'; '.join(missing)}" if missing else ""
+        return f"refused by policy: {text}{extra} [policy_denied]"
+    return f"{error} [{code}]"
+
+
+def run(invoke: Callable[[], Any]) -> NoReturn:
+    """Run ``invoke`` (the click group in non-standalone mode) and exit: one clear line on
+    stderr for every expected error, never a traceback (unless ``$JIT_SSH_DEBUG``)."""
+    try:
+        rv = invoke()
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except JitSshError as e:
+        click.echo(f"error: {describe(e)}", err=True)
+        sys.exit(exit_code_for(e))
+    except OSError as e:
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        click.echo(f"error: {e.strerror or e}{where}", err=True)
+        sys.exit(EXIT_FAILED)
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("JIT_SSH_DEBUG"):
+            raise
+        click.echo(
+            f"error: internal error ({type(e).__name__}: {e}); rerun with JIT_SSH_DEBUG=1 for details",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
+    sys.exit(rv if isinstance(rv, int) else EXIT_OK)
