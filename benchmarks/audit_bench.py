@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from server import audit_chain as chain
+from ca import audit as chain
 
 
 def run(quick: bool) -> list[dict[str, Any]]:

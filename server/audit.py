@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import Table, bindparam, event, insert, select, update
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from . import audit_chain as chain
+from ca import audit as chain
+
 from .models import AuditCheckpoint, AuditEvent, AuditHead
 
 __all__ = [
@@ -106,7 +107,8 @@ def record(
         type=type,
         actor=actor,
         request_id=request_id,
-        data=dict(data or {}),
+        # Callers hand plain dicts of JSON values; make_event's canonical form refuses anything else.
+        data=cast(chain.JsonObject, dict(data or {})),
     )
     conn = session.connection()
     conn.execute(

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import Engine
 
 import policies
+from ca.audit import generate_audit_key, load_audit_key, save_audit_key
 from ca.keyring import init_keyring
 from server import audit
-from server.audit_chain import generate_audit_key, load_audit_key, save_audit_key
 from server.config import ServerConfig
 from server.db import is_sqlite, make_engine, make_session_factory, transaction
 from server.keystore import LiveKeyring, RecordedState, check_and_record

@@ -39,7 +39,7 @@ its status where it is not 400::
     │       ├── ForceCommandConflict     force_command_conflict   403
     │       ├── SourceAddressConflict    source_address_conflict  403
     │       └── MoreApprovalsRequired    more_approvals_required  403
-    ├── AuditError                 audit_error              400  server.audit_chain
+    ├── AuditError                 audit_error              400  ca.audit
     │   ├── AuditKeyError          audit_key_error          500
     │   ├── InvalidAuditEvent      invalid_audit_event      400
     │   └── InvalidAuditExport     invalid_audit_export     400

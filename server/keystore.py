@@ -47,12 +47,12 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import keyring as kr
+from ca.audit import audit_key_fingerprint, audit_public_key_text
 from ca.errors import CAKeyError, JitSshError
 from ca.keyring import Keyring, KeyState
 from ca.keys import CAKey, PublicKey, parse_public_key
 
 from . import audit
-from .audit_chain import audit_key_fingerprint, audit_public_key_text
 from .db import transaction
 from .models import RecordedKey
 

@@ -1,4 +1,4 @@
-"""server.audit_chain: canonical JSON, the hash chain, checkpoints, export, and verify
+"""ca.audit: canonical JSON, the hash chain, checkpoints, export, and verify
 naming the first tampered event."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import math
 import os
 import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -23,8 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ca.errors import BadPassphrase, InsecureKeyFile, JitSshError, PassphraseRequired
-from server.audit_chain import (
+from ca.audit import (
     CHECKPOINT_DOMAIN,
     GENESIS_HASH,
     GENESIS_HEX,
@@ -59,6 +59,7 @@ from server.audit_chain import (
     verify_export_file,
     verify_export_lines,
 )
+from ca.errors import BadPassphrase, InsecureKeyFile, JitSshError, PassphraseRequired
 from tests.conftest import require_tool
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
@@ -1245,3 +1246,185 @@ def test_absurd_ids_do_not_crash_the_fast_path() -> None:
     lines[1] = lines[1].replace('"id":' + "9" * 30 + ",", '"id":' + "9" * 5000 + ",")
     with pytest.raises(InvalidAuditExport, match="line 2"):
         verify_export_lines(lines, [PUB])
+
+
+# --------------------------------------------------------------------------- a pure library
+
+
+def test_ca_audit_imports_neither_flask_nor_sqlalchemy_nor_click() -> None:
+    # A fresh interpreter: this test process has long imported the server.
+    code = (
+        "import sys, ca.audit, ca.audit.chain, ca.audit.keys, ca.audit.export, ca.audit.verify\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(out.split())
+    assert "ca" in loaded
+    assert not loaded & {"flask", "sqlalchemy", "click", "server", "client", "werkzeug"}, loaded
+
+
+def test_the_package_exports_what_it_names() -> None:
+    import ca.audit
+
+    assert sorted(ca.audit.__all__) == sorted(set(ca.audit.__all__))
+    for name in ca.audit.__all__:
+        assert hasattr(ca.audit, name), name
+
+
+def test_format_at_pads_early_years_so_the_time_is_accepted() -> None:
+    # strftime("%Y") writes year 999 as "999": the time would fail every reader's check.
+    t = datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert format_at(t) == "0999-01-02T03:04:05.000000Z"
+    make_event(None, id=1, at=format_at(t), type="x", actor=None, request_id=None, data={})
+
+
+# --------------------------------------------------------------------------- properties: the line format
+
+names = st.none() | st.text(
+    st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=30
+)
+event_types = st.from_regex(r"[a-z][a-z0-9_.\-]{0,20}", fullmatch=True)
+times = st.datetimes(
+    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+)
+data_values = st.dictionaries(
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**70), 2**70)
+        | st.text(st.characters(blacklist_categories=("Cs",)), max_size=20),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(
+                st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
+                children,
+                max_size=4,
+            )
+        ),
+        max_leaves=15,
+    ),
+    max_size=4,
+)
+
+
+@st.composite
+def any_events(draw: Any) -> list[AuditEvent]:
+    """A chain of events with drawn fields: any names, types, times and data."""
+    events: list[AuditEvent] = []
+    prev = None
+    for i in range(1, draw(st.integers(1, 6)) + 1):
+        prev = make_event(
+            prev,
+            id=i,
+            at=format_at(draw(times)),
+            type=draw(event_types),
+            actor=draw(names),
+            request_id=draw(names),
+            data=draw(data_values),
+        )
+        events.append(prev)
+    return events
+
+
+@given(times)
+@settings(max_examples=200, deadline=None)
+def test_property_format_at_is_fixed_width_and_round_trips(t: datetime) -> None:
+    text = format_at(t)
+    assert len(text) == len("2026-11-29T12:00:00.000000Z") and text.endswith("Z")
+    assert datetime.fromisoformat(text.replace("Z", "+00:00")) == t
+    make_event(None, id=1, at=text, type="x", actor=None, request_id=None, data={})
+
+
+@given(any_events())
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_property_event_line_round_trips_byte_for_byte(events: list[AuditEvent]) -> None:
+    for ev in events:
+        line = event_line(ev)
+        (parsed,) = list(iter_export([line]))
+        assert parsed == ev
+        assert event_line(parsed) == line
+        # The hashed body is a literal slice of the line.
+        assert ("{" + line.split('"hash":"', 1)[1][66:]).encode() == ev.body()
+        assert hashlib.sha256(bytes.fromhex(ev.prev_hash) + ev.body()).hexdigest() == ev.hash
+
+
+@given(any_events(), st.lists(times, min_size=1, max_size=3), st.data())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_property_export_round_trips_and_verifies(
+    events: list[AuditEvent], cp_times: list[datetime], data: st.DataObject
+) -> None:
+    cps = [sign_checkpoint(KEY, data.draw(st.sampled_from(events)), format_at(t)) for t in cp_times]
+    cps.append(sign_checkpoint(KEY, events[-1], format_at(cp_times[0])))
+    text = "".join(export_lines(events, cps))
+    # Lines end at "\n" only: str.splitlines would also cut at U+0085 or U+2028 inside a string.
+    got_events, got_cps = parse_export(io.StringIO(text, newline="\n"))
+    assert got_events == events
+    assert sorted(got_cps, key=lambda c: c.event_id) == sorted(cps, key=lambda c: c.event_id)
+    assert "".join(export_lines(got_events, got_cps)) == text
+    # As bytes and as str, with and without the key, the export verifies.
+    for keys in ([PUB], None):
+        r = verify_export_lines(text.encode("utf-8").splitlines(keepends=True), keys)
+        assert r.ok, r.problem
+        assert (r.events_checked, r.head_hash) == (len(events), events[-1].hash)
+    assert verify_chain(got_events, got_cps, [PUB], expect_first_id=1).ok
+
+
+@given(any_events(), st.sampled_from(["indent", "ascii", "spaces", "sorted"]))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_property_a_reformatted_line_is_identical_or_refused(
+    events: list[AuditEvent], how: str
+) -> None:
+    for ev in events:
+        line = event_line(ev)
+        obj = json.loads(line)
+        other = {
+            "indent": lambda: json.dumps(obj, ensure_ascii=False, indent=1),
+            "ascii": lambda: json.dumps(obj, separators=(",", ":")),
+            "spaces": lambda: json.dumps(obj, ensure_ascii=False),
+            "sorted": lambda: json.dumps(
+                obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True
+            ),
+        }[how]().replace("\n", "")
+        if other == line:
+            continue
+        # The lines mean the same, but evidence has one spelling.
+        with pytest.raises(InvalidAuditExport, match="line 1: event is not in canonical form"):
+            list(iter_export([other]))
+        with pytest.raises(InvalidAuditExport, match="line 1"):
+            verify_export_lines([other], None)
+
+
+def test_offline_audit_verify_loads_no_server(tmp_path: Path) -> None:
+    # `jit-ssh audit verify FILE --pubkey PUB` runs where only the CLI is installed.
+    events, cps = build(12, every=5)
+    good = tmp_path / "audit.jsonl"
+    good.write_text("".join(export_lines(events, cps)), encoding="utf-8")
+    bad = tmp_path / "edited.jsonl"
+    edited = [*events[:4], dataclasses.replace(events[4], actor="mallory"), *events[5:]]
+    bad.write_text("".join(export_lines(edited, cps)), encoding="utf-8")
+    pub = tmp_path / "audit_ed25519.pub"
+    pub.write_text(audit_public_key_text(KEY) + "\n")
+    code = (
+        "import json, sys\n"
+        "from click.testing import CliRunner\n"
+        "from client.cli import cli\n"
+        "out = []\n"
+        "for f in sys.argv[1:3]:\n"
+        "    r = CliRunner().invoke(cli, ['audit', 'verify', f, '--pubkey', sys.argv[3]])\n"
+        "    out.append([r.exit_code, r.output])\n"
+        "out.append(sorted({m.split('.')[0] for m in sys.modules}))\n"
+        "print(json.dumps(out))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(good), str(bad), str(pub)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (ok_code, ok_out), (bad_code, bad_out), loaded = json.loads(run.stdout)
+    assert ok_code == 0 and "audit log OK: 12 events, 3 checkpoints, head 12" in ok_out
+    assert bad_code == 1 and "audit log FAILED at event 5: edited" in bad_out
+    assert not set(loaded) & {"flask", "sqlalchemy", "server"}, loaded

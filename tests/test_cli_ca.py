@@ -485,7 +485,7 @@ def test_ca_sign_is_recorded_in_the_service_database(
 ) -> None:
     from sqlalchemy import select
 
-    from server import audit_chain as chain
+    from ca import audit as chain
     from server.app import create_app
     from server.config import load_config
     from server.models import Certificate

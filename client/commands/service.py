@@ -343,7 +343,7 @@ def audit_verify(
     Exit 0 when the chain and its checkpoints verify; exit 1 naming the first
     event that was edited, deleted, inserted or reordered, or a rewritten chain.
     """
-    from server import audit_chain as chain
+    from ca import audit as chain
 
     first = None if partial else 1
     if file is None:

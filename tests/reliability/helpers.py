@@ -516,7 +516,7 @@ def export_and_verify_audit(dep: Deployment, admin: Person, url: str) -> list[An
     """Export the audit log over the API (as an admin), verify it offline with
     `jit-ssh audit verify FILE --pubkey`, and verify it in-process from event 1.
     Returns the events."""
-    from server import audit_chain as chain
+    from ca import audit as chain
 
     with admin.client(url, timeout=60) as api:
         text = api.get("/v1/audit", raw=True).text

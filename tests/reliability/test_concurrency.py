@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from server import audit_chain as chain
+from ca import audit as chain
 from tests.server.conftest import (  # noqa: F401 - fixtures
     Caller,
     Clock,

@@ -171,7 +171,7 @@ def test_audit_export_verifies_and_detects_tampering(
 ) -> None:
     from sqlalchemy import text
 
-    from server import audit_chain as chain
+    from ca import audit as chain
 
     rid = _create(alice, target="demo", duration="5m").json["id"]
     bob.post(f"/v1/requests/{rid}/approve", {})

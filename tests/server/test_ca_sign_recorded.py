@@ -75,7 +75,7 @@ def _sign(tmp_path: Path, *extra: str, serial: str, **env: str) -> subprocess.Co
 
 
 def _issued(app: Any, serial: int) -> tuple[Any, list[Any]]:
-    from server import audit_chain as chain
+    from ca import audit as chain
     from server.models import Certificate
 
     ext = app.extensions["jit_ssh"]

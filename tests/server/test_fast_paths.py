@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from ca import audit as chain
 from server import audit
-from server import audit_chain as chain
 from server.db import transaction
 from server.models import AccessRequest, AuditEvent, AuditHead, Certificate
 

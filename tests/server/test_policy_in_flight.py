@@ -380,7 +380,7 @@ def test_the_audit_chain_still_verifies(
     assert_problem(_fetch(alice, refused), 403, "no_principals_left")
     export = root.get("/v1/audit")
     assert export.status_code == 200
-    from server.audit_chain import parse_export, verify_chain
+    from ca.audit import parse_export, verify_chain
 
     events, checkpoints = parse_export(export.get_data(as_text=True).splitlines())
     public = app.extensions["jit_ssh"].audit_public_key

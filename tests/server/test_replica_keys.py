@@ -18,7 +18,7 @@ from .conftest import Caller, Clock, build_app, user_key_line
 
 def _fingerprints(app: Any) -> tuple[str, str]:
     ext = app.extensions["jit_ssh"]
-    from server.audit_chain import audit_key_fingerprint
+    from ca.audit import audit_key_fingerprint
 
     return ext.keyring.signing_key.fingerprint, audit_key_fingerprint(ext.audit_public_key)
 
@@ -52,7 +52,7 @@ def test_a_replica_with_its_own_generated_keys_refuses_to_start(
 def test_a_replica_with_another_audit_key_refuses_to_start(
     tmp_path: Path, database_url: str, clock: Clock
 ) -> None:
-    from server.audit_chain import audit_key_fingerprint, load_audit_key
+    from ca.audit import audit_key_fingerprint, load_audit_key
     from server.keystore import ReplicaKeysDiffer
 
     first = build_app(tmp_path, database_url, clock)
@@ -150,7 +150,7 @@ def test_rotation_is_staged_add_then_promote_then_retire(
     assert _issue(oncall) == new
 
     # Every step is in the audit log, and the chain verifies.
-    from server import audit_chain as chain
+    from ca import audit as chain
 
     events, cps = chain.parse_export(list(ext.export_audit(0)))
     steps = [(e.type, e.data["fingerprint"]) for e in events if e.type.startswith("ca.key_")]
