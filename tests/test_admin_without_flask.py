@@ -78,6 +78,8 @@ def test_admin_commands_and_ca_sign_import_no_flask(tmp_path: Path, env: dict[st
         ("audit", "export"),
         ("audit", "verify"),
         ("ca", "list"),
+        ("admin", "user", "totp", "alice"),
+        ("admin", "user", "totp", "alice", "--disable"),
     ):
         assert _run(tmp_path, env, *args)["web"] == [], args
     signed = _run(
@@ -105,7 +107,7 @@ def test_admin_commands_and_ca_sign_import_no_flask(tmp_path: Path, env: dict[st
 
 def test_the_admin_context_module_imports_no_flask(tmp_path: Path, env: dict[str, str]) -> None:
     code = (
-        "import sys, server.context, server.admin, client.commands.service, client.commands.ca;"
+        "import sys, server.context, server.admin, server.totp, client.commands.service, client.commands.ca;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'werkzeug')))"
     )
     proc = subprocess.run(

@@ -270,7 +270,7 @@ def user_totp(admin_ctx: AdminHandle, name: str, disable: bool) -> None:
     'URI'), to NAME over a trusted channel for their authenticator app. Running
     it again replaces the secret. Either way NAME's web sessions end.
     """
-    from server.web.totp import provisioning_uri, set_totp
+    from server.totp import provisioning_uri, set_totp
 
     secret = set_totp(admin_ctx.context.service, name, enabled=not disable)
     if secret is None:

@@ -40,7 +40,7 @@ from server.db import CommitThenRaise, transaction
 from server.deps import Deps
 from server.models import LoginThrottle, User, WebSession
 
-from . import totp as totp_mod
+from .. import totp as totp_mod
 
 __all__ = [
     "WebSettings",

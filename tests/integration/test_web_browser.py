@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ca import parse_certificate, public_key_from_crypto
 from ca.krl import parse_krl
-from server.web.totp import totp
+from server.totp import totp
 from tests.conftest import IN_CI, require_tool
 from tests.support import signed_headers
 

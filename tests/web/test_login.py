@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import text
 
-from server.web import totp as totp_mod
+from server import totp as totp_mod
 
 from .conftest import PASSWORD, Browser, csrf_token
 
