@@ -25,7 +25,6 @@ import base64
 import binascii
 import os
 import socket
-import struct
 import sys
 import threading
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from ca import errors
+from ca import errors, wire
 from ca.errors import InvalidKeyError, JitSshError
 from ca.keys import fingerprint_of_blob, parse_public_key
 from ca.sshsig import sign as _sshsig_sign
@@ -451,18 +450,16 @@ def _public_blob_from_private_file(data: bytes) -> bytes | None:
         return None
     if not raw.startswith(_KEY_V1_MAGIC):
         return None
-    pos = len(_KEY_V1_MAGIC)
+    # PROTOCOL.key: magic, ciphername, kdfname, kdfoptions, number of keys, then the public keys.
+    r = wire.Reader(raw, start=len(_KEY_V1_MAGIC), context="private key file")
     try:
-        for _ in range(3):  # ciphername, kdfname, kdfoptions
-            (n,) = struct.unpack_from(">I", raw, pos)
-            pos += 4 + n
-        (nkeys,) = struct.unpack_from(">I", raw, pos)
-        pos += 4
-        (n,) = struct.unpack_from(">I", raw, pos)
-    except struct.error:
+        for field in ("ciphername", "kdfname", "kdfoptions"):
+            r.string(field)
+        nkeys = r.uint32("number of keys")
+        blob = r.string("public key")
+    except wire.WireError:
         return None
-    blob = raw[pos + 4 : pos + 4 + n]
-    return blob if nkeys >= 1 and len(blob) == n else None
+    return blob if nkeys >= 1 else None
 
 
 def signer_from_identity(
