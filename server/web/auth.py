@@ -34,13 +34,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ca.errors import JitSshError
+from server import totp as totp_mod
 from server.admin import MAX_PASSWORD, password_hasher
 from server.auth import log_failure, record_failure
 from server.db import CommitThenRaise, transaction
 from server.deps import Deps
 from server.models import LoginThrottle, User, WebSession
-
-from .. import totp as totp_mod
 
 __all__ = [
     "WebSettings",
