@@ -16,9 +16,6 @@ __all__ = ["UserService"]
 
 
 class UserService(ServiceBase):
-    def user_by_name(self, s: Session, name: str) -> User | None:
-        return s.execute(select(User).where(User.name == name)).scalar_one_or_none()
-
     def _lock_user(self, s: Session, name: object) -> User:
         u = (
             s.execute(
