@@ -29,15 +29,27 @@ def _home(env: Mapping[str, str]) -> Path:
 
 
 def expand_home(value: str, env: Mapping[str, str]) -> Path:
-    """``value`` as a path, a leading ``~`` (alone or before ``/``) replaced by ``$HOME``."""
+    """``value`` as a path: a leading ``~`` (alone or before ``/``) is ``$HOME``, and a leading
+    ``~user`` that account's home directory, as the shell would expand them."""
     if value == "~" or value.startswith("~/"):
         return _home(env) / value[2:]
+    if value.startswith("~"):
+        # ~user: only the password database knows it (Path.expanduser raises if it does not).
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:
+            return Path(value)
     return Path(value)
 
 
 def _xdg(env: Mapping[str, str], variable: str, *fallback: str) -> Path:
     base = env.get(variable)
-    return (expand_home(base, env) if base else _home(env).joinpath(*fallback)) / _APP
+    expanded = expand_home(base, env) if base else None
+    # The XDG base directory spec: a relative path in these variables is invalid and ignored,
+    # so a stray value never puts keys and a database under the working directory.
+    if expanded is None or not expanded.is_absolute():
+        expanded = _home(env).joinpath(*fallback)
+    return expanded / _APP
 
 
 def data_dir(env: Mapping[str, str]) -> Path:

@@ -43,3 +43,23 @@ def test_server_and_client_share_the_resolver() -> None:
     assert default_data_dir(env) == resolve_data_dir(None, env) == paths.data_dir(env)
     assert config_path(env) == paths.config_dir(env) / "config.toml"
     assert resolve_data_dir("~/x", env) == Path("/h/carol/x")
+
+
+def test_tilde_user_is_that_accounts_home() -> None:
+    import pwd
+
+    root = pwd.getpwuid(0).pw_dir
+    assert paths.data_dir({"XDG_DATA_HOME": "~root/x", "HOME": "/elsewhere"}) == Path(
+        root, "x", "jit-ssh"
+    )
+    assert paths.data_dir({"JIT_SSH_DATA_DIR": "~root/d", "HOME": "/elsewhere"}) == Path(root, "d")
+
+
+def test_a_relative_xdg_directory_is_ignored() -> None:
+    # The XDG spec: relative paths there are invalid; never fall into the working directory.
+    assert paths.data_dir({"XDG_DATA_HOME": "rel/x", "HOME": "/h"}) == Path(
+        "/h/.local/share/jit-ssh"
+    )
+    assert paths.config_dir({"XDG_CONFIG_HOME": "~nosuchuser_xyz/c", "HOME": "/h"}) == Path(
+        "/h/.config/jit-ssh"
+    )
