@@ -31,6 +31,42 @@ with open(out, "w") as f:
 """
 
 
+_PROBE_EACH = """
+import contextlib, io, json, sys
+from client.cli import main
+out, commands = sys.argv[1], json.loads(sys.argv[2])
+results = []
+for args in commands:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    web = sorted(m for m in sys.modules if m.split(".")[0] in ("flask", "werkzeug", "flask_wtf"))
+    results.append({"code": code, "web": web, "stderr": err.getvalue()[-2000:]})
+with open(out, "w") as f:
+    json.dump(results, f)
+"""
+
+
+def _run_each(
+    tmp_path: Path, env: dict[str, str], commands: list[tuple[str, ...]]
+) -> list[dict[str, object]]:
+    out = tmp_path / "probe-each.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE_EACH, str(out), json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.exists(), proc.stderr
+    results: list[dict[str, object]] = json.loads(out.read_text())
+    return results
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("JIT_SSH_")}
@@ -71,7 +107,9 @@ def test_admin_commands_and_ca_sign_import_no_flask(tmp_path: Path, env: dict[st
     assert added["web"] == [] and "alice (active) groups=eng" in str(added["stdout"])
     listed = _run(tmp_path, env, "admin", "user", "list", "--json")
     assert listed["web"] == [] and json.loads(str(listed["stdout"]))[0]["name"] == "alice"
-    for args in (
+    # One interpreter runs these in turn (a fresh one each cost a second apiece); after each, the
+    # modules loaded so far must still hold no Flask, so none of them loaded it.
+    commands = [
         ("admin", "user", "set-groups", "alice", "--group", "oncall"),
         ("admin", "user", "disable", "alice"),
         ("admin", "expire"),
@@ -80,8 +118,9 @@ def test_admin_commands_and_ca_sign_import_no_flask(tmp_path: Path, env: dict[st
         ("ca", "list"),
         ("admin", "user", "totp", "alice"),
         ("admin", "user", "totp", "alice", "--disable"),
-    ):
-        assert _run(tmp_path, env, *args)["web"] == [], args
+    ]
+    for args, result in zip(commands, _run_each(tmp_path, env, commands), strict=True):
+        assert result["code"] == 0 and result["web"] == [], (args, result)
     signed = _run(
         tmp_path,
         env,
