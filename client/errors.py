@@ -62,8 +62,11 @@ __all__ = [
     "Failure",
     "NothingFound",
     "ToolMissing",
+    "Unreachable",
+    "failure_for",
     "exit_code_for",
     "describe",
+    "fix_for",
     "run",
 ]
 
@@ -156,6 +159,12 @@ class ToolMissing(Failure):
     exit_code = EXIT_UNREACHABLE
 
 
+class Unreachable(Failure):
+    """The server could not be reached: exit 4."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
 # --------------------------------------------------------------------------- the handler
 
 
@@ -183,6 +192,48 @@ def describe(error: JitSshError) -> str:
         extra = f": {'; '.join(missing)}" if missing else ""
         return f"refused by policy: {text}{extra} [policy_denied]"
     return f"{error} [{code}]"
+
+
+def fix_for(error: JitSshError, *, user: str | None = None, identity: str | None = None) -> str:
+    """How to fix ``error`` (a connection, settings or authentication failure), or ""."""
+    code = error.code
+    who = user or "USER"
+    if code == "invalid_settings" and "config init" not in str(error):
+        return "check the config file (jit-ssh config show), or run: jit-ssh config init --force"
+    if code in _UNREACHABLE_CODES:
+        return "check the server URL (jit-ssh config show) and that the server runs; then retry"
+    if code in ("unknown_key", "auth_failed"):
+        pub = f"{identity}.pub" if identity and not identity.endswith(".pub") else identity
+        return (
+            f"the server knows no such key for {who}: ask an admin to enrol it: "
+            f"jit-ssh admin user add {who} --group engineers --ssh-key {pub or 'KEY.pub'}"
+        )
+    if code == "bad_signature":
+        return "the signature did not verify: check --identity (the key enrolled for you)"
+    if code == "user_disabled":
+        return f"{who} is disabled on the server: ask an admin"
+    if code == "clock_skew":
+        return "set this machine's clock right (NTP), then retry"
+    if code in ("key_file_error", "passphrase_required", "bad_passphrase"):
+        return "give your enrolled private key: --identity FILE, or identity in the config file"
+    if code.startswith("agent_"):
+        return "add your enrolled key to ssh-agent (ssh-add), or give --identity FILE"
+    return ""
+
+
+def failure_for(
+    error: JitSshError, *, user: str | None = None, identity: str | None = None
+) -> Failure:
+    """``error`` as the :class:`Failure` that says what is wrong and how to fix it, with the
+    exit code :func:`exit_code_for` documents; ``.code`` is the error's code."""
+    fix = fix_for(error, user=user, identity=identity)
+    message = describe(error) + (f"\n  fix: {fix}" if fix else "")
+    kind = {EXIT_UNREACHABLE: Unreachable, EXIT_NOT_FOUND: NothingFound}.get(
+        exit_code_for(error), Failure
+    )
+    failure = kind(message)
+    failure.code = error.code  # type: ignore[attr-defined]
+    return failure
 
 
 def run(invoke: Callable[[], Any]) -> NoReturn:

@@ -713,8 +713,9 @@ def test_status_hides_access_the_server_revoked_and_works_offline(
         lambda request: (_ for _ in ()).throw(httpx.ConnectError("refused"))
     )
     r = jit("status", transport=offline)
-    assert r.code == EXIT_OK
-    assert "server not asked" in r.stderr and r.stdout.startswith(f"active   {TARGET}")
+    # Issue 12: an unreachable server is exit 4, said so; the local access still prints.
+    assert r.code == EXIT_UNREACHABLE
+    assert "[server_unreachable]" in r.stderr and r.stdout.startswith(f"active   {TARGET}")
 
 
 def test_status_with_nothing(jit: Callable[..., Run]) -> None:

@@ -55,6 +55,10 @@ def connect(
     from ._common import open_api
 
     settings = load_settings(server=server, user=user, identity=identity)
+    # Before the key: without a config file, "run jit-ssh config init" is the
+    # fix, not "no ssh-agent".
+    url = settings.need("server")
+    name = settings.need("user") if signed else settings.user
     signer = None
     if signed:
 
@@ -70,8 +74,8 @@ def connect(
 
         signer = make_signer(settings.identity, settings.use_agent, ask)
     api_client = open_api(
-        settings.need("server"),
-        user=settings.need("user") if signed else settings.user,
+        url,
+        user=name,
         signer=signer,
         ca_bundle=settings.ca_bundle,
         timeout=settings.timeout,

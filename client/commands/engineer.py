@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from client.errors import EXIT_FAILED, EXIT_INTERRUPTED, Failure, NothingFound, ToolMissing
+from ca.errors import JitSshError
+from client.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    Failure,
+    NothingFound,
+    ToolMissing,
+    failure_for,
+)
 
 from ._connect import (
     checked,
@@ -226,7 +234,6 @@ def _verify(
 ) -> VerifiedCertificate:
     """The server's certificate, checked against the key just made and the CA keys it publishes;
     on any mismatch one clear error, and nothing written (client.verify)."""
-    from ca.errors import JitSshError
     from client.verify import describe_refusal, fetch_ca_keys, verify_issued
 
     try:
@@ -307,6 +314,7 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
     now = utcnow()
     local = [r for r in load_accesses() if r.seconds_left(now) > 0]
     pending: list[RequestView] = []
+    problem = None
     try:
         api_client, _ = connect(server, user, identity)
         with api_client:
@@ -314,49 +322,84 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
         pending = [r for r in mine if r.state in ("pending", "approved")]
         revoked = {r.id for r in mine if r.state in ("revoked", "ended")}
         local = [r for r in local if r.request_id not in revoked]
-    except Exception as e:
-        if not as_json:
-            click.echo(f"(server not asked: {e})", err=True)
+    except JitSshError as e:
+        # Local accesses still print (useful offline), but the exit code and
+        # the message say the server was not heard: never "nothing pending".
+        problem = _failure(e, server, user, identity)
     if as_json:
-        click.echo(
-            json.dumps(
+        answer: dict[str, Any] = {
+            "active": [
                 {
-                    "active": [
-                        {
-                            "target": r.target,
-                            "request_id": r.request_id,
-                            "serial": r.serial,
-                            "principals": r.principals,
-                            "valid_before": r.valid_before,
-                            "seconds_left": r.seconds_left(now),
-                        }
-                        for r in local
-                    ],
-                    "pending": [
-                        {
-                            "request_id": r.id,
-                            "target": r.target,
-                            "state": r.state,
-                            "approvals": len(r.approved_by),
-                            "approvals_required": r.approvals_required,
-                        }
-                        for r in pending
-                    ],
-                },
-                indent=2,
-            )
-        )
+                    "target": r.target,
+                    "request_id": r.request_id,
+                    "serial": r.serial,
+                    "principals": r.principals,
+                    "valid_before": r.valid_before,
+                    "seconds_left": r.seconds_left(now),
+                }
+                for r in local
+            ],
+            "pending": [
+                {
+                    "request_id": r.id,
+                    "target": r.target,
+                    "state": r.state,
+                    "approvals": len(r.approved_by),
+                    "approvals_required": r.approvals_required,
+                }
+                for r in pending
+            ],
+        }
+        if problem is not None:
+            answer["error"] = {
+                "code": getattr(problem, "code", "error"),
+                "message": problem.format_message(),
+            }
+        click.echo(json.dumps(answer, indent=2))
+        if problem is not None:
+            problem.show()
+            raise click.exceptions.Exit(problem.exit_code)
         return
+    if problem is not None:
+        for r in local:
+            click.echo(_active_line(r, now))
+        click.echo(
+            "(active accesses from this machine's records only: "
+            "the server's revocations and pending requests are unknown)"
+            if local
+            else "(no active access recorded on this machine; the server's requests are unknown)",
+            err=True,
+        )
+        raise problem
     if not local and not pending:
         click.echo("No active access and no pending requests.")
     for r in local:
-        click.echo(
-            f"active   {r.target:<16} {','.join(r.principals):<28} {duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  serial {r.serial}"
-        )
+        click.echo(_active_line(r, now))
     for p in pending:
         click.echo(
             f"{p.state:<8} {p.target:<16} {len(p.approved_by)}/{p.approvals_required} approvals  request {p.id}"
         )
+
+
+def _active_line(r: Any, now: datetime) -> str:
+    return (
+        f"active   {r.target:<16} {','.join(r.principals):<28} "
+        f"{duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  serial {r.serial}"
+    )
+
+
+def _failure(
+    error: JitSshError, server: str | None, user: str | None, identity: str | None
+) -> Failure:
+    """``error`` as one line that says what is wrong, how to fix it, and its exit code."""
+    from client.settings import load_settings
+
+    try:
+        settings = load_settings(server=server, user=user, identity=identity)
+        user, identity = settings.user, settings.identity
+    except JitSshError:
+        pass
+    return failure_for(error, user=user, identity=identity)
 
 
 @click.command()
@@ -482,7 +525,6 @@ def ssh(
     """
     import shutil
 
-    from ca.errors import JitSshError
     from ca.names import check_hostname, check_login_user, check_target
     from client.access import load_accesses, ssh_path
     from client.clock import utcnow

@@ -1,0 +1,87 @@
+"""Issue 12, points 1 and 5: ``status`` and the other commands tell the truth when the server,
+the settings or the key fail (the documented exit code, what is wrong, how to fix it), and
+typos get a suggestion. Over the real app, with the fixtures of :mod:`tests.test_cli_engineer`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from client.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+
+from .test_cli_engineer import (  # noqa: F401 (fixtures)
+    TARGET,
+    Run,
+    Server,
+    home,
+    jit,
+    keys,
+    server,
+    sleeps,
+)
+
+
+def _offline() -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: (_ for _ in ()).throw(httpx.ConnectError("refused")))
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_server_down_is_exit_4_not_nothing(jit: Callable[..., Run]) -> None:
+    r = jit("status", transport=_offline())
+    assert r.code == EXIT_UNREACHABLE, r
+    assert "No active access and no pending requests." not in r.stdout
+    assert "[server_unreachable]" in r.stderr and "fix:" in r.stderr
+
+
+def test_status_server_down_still_lists_local_access(
+    jit: Callable[..., Run], server: Server
+) -> None:
+    assert jit("login", TARGET).code == EXIT_OK
+    r = jit("status", transport=_offline())
+    assert r.code == EXIT_UNREACHABLE
+    assert r.stdout.startswith(f"active   {TARGET}")
+    assert "this machine's records only" in r.stderr
+
+
+def test_status_json_server_down_has_an_error_field(jit: Callable[..., Run]) -> None:
+    r = jit("status", "--json", transport=_offline())
+    assert r.code == EXIT_UNREACHABLE
+    js = json.loads(r.stdout)
+    assert js["error"]["code"] == "server_unreachable" and js["active"] == []
+
+
+def test_status_unknown_key_says_how_to_enrol(jit: Callable[..., Run], tmp_path: Path) -> None:
+    from .test_cli_engineer import _write_key
+
+    stranger = tmp_path / "ids" / "id_stranger"
+    _write_key(stranger)
+    r = jit("status", env={"JIT_SSH_IDENTITY": str(stranger)})
+    assert r.code == EXIT_FAILED, r
+    assert "No active access" not in r.stdout
+    assert "ask an admin to enrol it: jit-ssh admin user add alice" in r.stderr
+    assert f"--ssh-key {stranger}.pub" in r.stderr
+
+
+def test_status_unknown_user_is_refused(jit: Callable[..., Run]) -> None:
+    r = jit("status", env={"JIT_SSH_USER": "carol"})
+    assert r.code == EXIT_FAILED, r
+    assert "jit-ssh admin user add carol" in r.stderr
+
+
+def test_status_missing_key_file_says_which(jit: Callable[..., Run], tmp_path: Path) -> None:
+    r = jit("status", env={"JIT_SSH_IDENTITY": str(tmp_path / "nope")})
+    assert r.code == EXIT_FAILED, r
+    assert "no such key file" in r.stderr and "--identity" in r.stderr
+    assert "No active access" not in r.stdout
+
+
+def test_status_without_config_says_run_config_init(jit: Callable[..., Run]) -> None:
+    r = jit("status", env={"JIT_SSH_SERVER": "", "JIT_SSH_USER": "", "JIT_SSH_IDENTITY": ""})
+    assert r.code == EXIT_FAILED, r
+    assert "jit-ssh config init" in r.stderr
+    assert "No active access" not in r.stdout
