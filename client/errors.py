@@ -222,12 +222,17 @@ def fix_for(error: JitSshError, *, user: str | None = None, identity: str | None
 
 
 def failure_for(
-    error: JitSshError, *, user: str | None = None, identity: str | None = None
+    error: JitSshError,
+    *,
+    user: str | None = None,
+    identity: str | None = None,
+    note: str = "",
 ) -> Failure:
-    """``error`` as the :class:`Failure` that says what is wrong and how to fix it, with the
-    exit code :func:`exit_code_for` documents; ``.code`` is the error's code."""
+    """``error`` as the :class:`Failure` that says what is wrong and how to fix it (``note``
+    adds a line), with the exit code :func:`exit_code_for` documents; ``.code`` is the
+    error's code."""
     fix = fix_for(error, user=user, identity=identity)
-    message = describe(error) + (f"\n  fix: {fix}" if fix else "")
+    message = describe(error) + (f"\n  fix: {fix}" if fix else "") + (f"\n  {note}" if note else "")
     kind = {EXIT_UNREACHABLE: Unreachable, EXIT_NOT_FOUND: NothingFound}.get(
         exit_code_for(error), Failure
     )

@@ -85,3 +85,18 @@ def test_status_without_config_says_run_config_init(jit: Callable[..., Run]) -> 
     assert r.code == EXIT_FAILED, r
     assert "jit-ssh config init" in r.stderr
     assert "No active access" not in r.stdout
+
+
+# --------------------------------------------------------------------------- typos
+
+
+def test_login_typo_suggests_the_target_and_keeps_the_servers_code(
+    jit: Callable[..., Run], server: Server
+) -> None:
+    plain = jit("login", "nowhere-at-all")
+    r = jit("login", "prod-bd")
+    assert r.code == plain.code != EXIT_OK
+    code = plain.stderr.rsplit("[", 1)[1].split("]")[0]
+    assert f"[{code}]" in r.stderr
+    assert "did you mean 'prod-db'? jit-ssh login prod-db" in r.stderr
+    assert "did you mean" not in plain.stderr

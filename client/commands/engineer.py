@@ -120,7 +120,15 @@ def login(
                 body["duration"] = want
             if break_glass:
                 body["break_glass"] = True
-            req = checked(api_client.post("/v1/requests", body))
+            try:
+                req = checked(api_client.post("/v1/requests", body))
+            except JitSshError as e:
+                if e.code not in ("not_found", "policy_denied", "invalid_input"):
+                    raise
+                guess = _close_target(api_client, target)
+                if guess is None:
+                    raise
+                raise _did_you_mean(e, guess) from None
             if not as_json:
                 click.echo(
                     f"Request {req.id} for {target} ({duration_text(req.duration_seconds)}): {req.state}",
@@ -158,6 +166,36 @@ def login(
         )
         verified = _verify(api_client, target, req, cert, pub)
         _install(verified, key_path, settings, as_json)
+
+
+def _close_target(api_client: ApiClient, target: str) -> str | None:
+    """The target the server knows that ``target`` most likely misspells, if any."""
+    from difflib import get_close_matches
+
+    try:
+        answer = api_client.get("/v1/targets")
+    except JitSshError:
+        return None  # the suggestion is a courtesy: the server's own error stands
+    rows = answer.get("targets") if isinstance(answer, dict) else None
+    names = [
+        t["name"] for t in rows or () if isinstance(t, dict) and isinstance(t.get("name"), str)
+    ]
+    if target in names:
+        return None
+    from ca.names import check_target
+
+    for guess in get_close_matches(target, names, n=1, cutoff=0.6):
+        try:
+            # The name goes into a printed command line: only a valid target name.
+            return check_target(guess, field="target")
+        except JitSshError:
+            return None
+    return None
+
+
+def _did_you_mean(error: JitSshError, guess: str) -> Failure:
+    """The server's refusal, its code and exit code kept, with the likely target."""
+    return failure_for(error, note=f"did you mean {guess!r}? jit-ssh login {guess}")
 
 
 def _key_path(target: str) -> Path:
