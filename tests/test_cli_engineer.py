@@ -942,7 +942,9 @@ def test_config_init_non_interactive(
     assert r.code == EXIT_OK, r.stderr
     path = home / ".config" / "jit-ssh" / "config.toml"
     assert f"Wrote {path}." in r.stdout
-    assert f"jit-ssh admin user add alice --group engineers --ssh-key {identity}.pub" in r.stdout
+    # Issue 12: alice's key is enrolled, and config init asks the server (GET /v1/whoami)
+    # instead of always telling her to ask for enrolment (tests/test_first_hour_status.py).
+    assert "Your key is enrolled as 'alice'" in r.stdout
     import tomllib
 
     assert tomllib.loads(path.read_text()) == {

@@ -100,3 +100,65 @@ def test_login_typo_suggests_the_target_and_keeps_the_servers_code(
     assert f"[{code}]" in r.stderr
     assert "did you mean 'prod-db'? jit-ssh login prod-db" in r.stderr
     assert "did you mean" not in plain.stderr
+
+
+# --------------------------------------------------------------------------- config init
+
+
+def _init(jit: Callable[..., Run], identity: Path, transport: object = None) -> Run:
+    return jit(
+        "config",
+        "init",
+        "--server",
+        "https://jit.example.com",
+        "--user",
+        "alice",
+        "--identity",
+        str(identity),
+        transport=transport,
+    )
+
+
+def test_config_init_says_the_key_is_enrolled_and_as_whom(
+    jit: Callable[..., Run], server: Server, keys: dict[str, tuple[Path, str]]
+) -> None:
+    r = _init(jit, keys["alice"][0])
+    assert r.code == EXIT_OK, r.stderr
+    assert "Your key is enrolled as 'alice'" in r.stdout
+    assert "admin user add" not in r.stdout
+    assert "GET /v1/whoami" in server.paths()
+
+
+def test_config_init_with_an_unknown_key_says_to_ask_for_enrolment(
+    jit: Callable[..., Run], tmp_path: Path
+) -> None:
+    from .test_cli_engineer import _write_key
+
+    stranger = tmp_path / "ids" / "id_new"
+    _write_key(stranger)
+    r = _init(jit, stranger)
+    assert r.code == EXIT_OK, r.stderr
+    assert "does not know this key for alice" in r.stdout
+    assert f"jit-ssh admin user add alice --group engineers --ssh-key {stranger}.pub" in r.stdout
+    assert "enrolled as" not in r.stdout
+
+
+def test_config_init_with_the_server_down_warns_and_still_writes(
+    jit: Callable[..., Run], home: Path, keys: dict[str, tuple[Path, str]]
+) -> None:
+    r = _init(jit, keys["alice"][0], transport=_offline())
+    assert r.code == EXIT_OK, r.stderr
+    assert (home / ".config" / "jit-ssh" / "config.toml").exists()
+    assert "warning: could not reach https://jit.example.com" in r.stderr
+    assert "The config is written all the same" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+# --------------------------------------------------------------------------- the other commands
+
+
+def test_requests_and_pending_offline_are_exit_4_not_nothing(jit: Callable[..., Run]) -> None:
+    for command, nothing in (("requests", "No requests yet."), ("pending", "Nothing waits")):
+        r = jit(command, transport=_offline())
+        assert r.code == EXIT_UNREACHABLE, (command, r)
+        assert nothing not in r.stdout

@@ -17,10 +17,14 @@ from ca.errors import JitSshError
 from client.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_UNREACHABLE,
     Failure,
     NothingFound,
     ToolMissing,
+    describe,
+    exit_code_for,
     failure_for,
+    fix_for,
 )
 
 from ._connect import (
@@ -700,11 +704,45 @@ def config_init(
     )
     write_atomic(path, text)
     click.echo(f"Wrote {path}.")
+    _check_enrolment(server, user, identity)
+
+
+def _check_enrolment(server: str, user: str, identity: str) -> None:
+    """Ask the server who the key is (GET /v1/whoami): enrolled, not yet, or not reachable.
+    The config is written whatever the answer."""
     pub = Path(identity).expanduser()
     pub = pub.with_name(pub.name + ".pub")
-    if pub.exists():
-        click.echo("Ask an admin to enrol your key:")
-        click.echo(f"  jit-ssh admin user add {user} --group engineers --ssh-key {pub}")
+    enrol = f"  jit-ssh admin user add {user} --group engineers --ssh-key {pub if pub.exists() else 'KEY.pub'}"
+    try:
+        api_client, _ = connect(server, user, identity)
+        with api_client:
+            me = api_client.get("/v1/whoami")
+    except JitSshError as e:
+        if e.code in ("unknown_key", "auth_failed"):
+            click.echo(f"The server does not know this key for {user}. Ask an admin to enrol it:")
+            click.echo(enrol)
+            return
+        what = (
+            f"could not reach {server}"
+            if exit_code_for(e) == EXIT_UNREACHABLE
+            else "could not check your key with the server"
+        )
+        click.echo(f"warning: {what}: {describe(e)}", err=True)
+        fix = fix_for(e, user=user, identity=identity)
+        if fix:
+            click.echo(f"  fix: {fix}", err=True)
+        click.echo("  The config is written all the same; check it with: jit-ssh status", err=True)
+        if pub.exists():
+            click.echo("If your key is not enrolled yet, ask an admin:", err=True)
+            click.echo(enrol, err=True)
+        return
+    name = me.get("user") if isinstance(me, dict) else None
+    groups = me.get("groups") if isinstance(me, dict) else None
+    if not isinstance(name, str):
+        click.echo("warning: the server's /v1/whoami answer names no user", err=True)
+        return
+    shown = ", ".join(g for g in groups or () if isinstance(g, str)) or "none"
+    click.echo(f"Your key is enrolled as {name!r} (groups: {shown}). Try: jit-ssh status")
 
 
 @config.command("show")
