@@ -162,3 +162,16 @@ def test_requests_and_pending_offline_are_exit_4_not_nothing(jit: Callable[..., 
         r = jit(command, transport=_offline())
         assert r.code == EXIT_UNREACHABLE, (command, r)
         assert nothing not in r.stdout
+
+
+def test_deny_answered_with_a_pending_request_is_not_reported_as_denied(
+    jit: Callable[..., Run], server: Server
+) -> None:
+    server.submit = "pending"
+    jit("login", TARGET, "--no-wait")
+    still = server.call("alice", "GET", "/v1/requests/0000000000000001")
+    server.fail["POST /v1/requests/0000000000000001/deny"] = httpx.Response(200, json=still)
+    r = jit("deny", "0000000000000001", "--reason", "freeze", as_user="bob")
+    assert r.code == EXIT_FAILED, r
+    assert "denied." not in r.stdout
+    assert "is pending after the deny, not denied" in r.stderr

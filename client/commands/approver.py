@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from client.errors import Failure
+
 from ._connect import checked, connect, connection_options, list_requests
 
 __all__ = ["pending", "approve", "deny"]
@@ -60,4 +62,7 @@ def deny(
     api_client, _ = connect(server, user, identity)
     with api_client:
         r = checked(api_client.post(f"/v1/requests/{request_id}/deny", {"reason": reason}))
+    if r.state != "denied":
+        # A 200 that does not say "denied" is not a denial: never claim one.
+        raise Failure(f"request {r.id} is {r.state} after the deny, not denied")
     click.echo(f"Request {r.id} denied.")
