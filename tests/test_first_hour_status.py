@@ -175,3 +175,26 @@ def test_deny_answered_with_a_pending_request_is_not_reported_as_denied(
     assert r.code == EXIT_FAILED, r
     assert "denied." not in r.stdout
     assert "is pending after the deny, not denied" in r.stderr
+
+
+def test_every_command_says_how_to_enrol_an_unknown_key(
+    jit: Callable[..., Run], tmp_path: Path
+) -> None:
+    from .test_cli_engineer import _write_key
+
+    stranger = tmp_path / "ids" / "id_stranger"
+    _write_key(stranger)
+    for args in (
+        ("requests",),
+        ("pending",),
+        ("login", TARGET),
+        ("done", "0000000000000001"),
+        ("approve", "0000000000000001"),
+        ("deny", "0000000000000001", "--reason", "x"),
+    ):
+        r = jit(*args, env={"JIT_SSH_IDENTITY": str(stranger)})
+        assert r.code == EXIT_FAILED, (args, r)
+        assert "[unknown_key]" in r.stderr, args
+        assert f"jit-ssh admin user add alice --group engineers --ssh-key {stranger}.pub" in (
+            r.stderr
+        ), args

@@ -3,6 +3,7 @@ signed client built from the settings, and the checked, typed views of requests.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -12,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ca.errors import JitSshError
+
 if TYPE_CHECKING:
     from client.http import ApiClient
     from client.settings import ClientSettings
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "connection_options",
+    "explain",
+    "explained",
     "connect",
     "make_signer",
     "checked",
@@ -43,6 +48,57 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
         f
     )
     return f
+
+
+#: Failures of the settings, the key or the caller's enrolment: each gets a "fix:" line.
+#: (Unreachable and clock skew keep their one line: the message says it all.)
+_EXPLAINED = frozenset(
+    {
+        "unknown_key",
+        "auth_failed",
+        "bad_signature",
+        "user_disabled",
+        "key_file_error",
+        "passphrase_required",
+        "bad_passphrase",
+        "agent_error",
+        "agent_unavailable",
+        "agent_key_not_found",
+    }
+)
+
+
+def explain(
+    error: JitSshError, server: str | None, user: str | None, identity: str | None
+) -> click.ClickException:
+    """``error`` as one failure that says what is wrong, how to fix it (with the user and
+    key of the settings), and exits with the code :func:`client.errors.exit_code_for` gives."""
+    from client.errors import failure_for
+    from client.settings import load_settings
+
+    try:
+        settings = load_settings(server=server, user=user, identity=identity)
+        user, identity = settings.user or user, settings.identity or identity
+    except JitSshError:
+        pass
+    return failure_for(error, user=user, identity=identity)
+
+
+def explained(f: Callable[..., Any]) -> Callable[..., Any]:
+    """A command whose settings, key and enrolment failures say how to fix them."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except JitSshError as e:
+            if e.code not in _EXPLAINED:
+                raise
+            raise explain(
+                e, kwargs.get("server"), kwargs.get("user"), kwargs.get("identity")
+            ) from None
+
+    return wrapper
 
 
 def connect(

@@ -8,7 +8,7 @@ import click
 
 from client.errors import Failure
 
-from ._connect import checked, connect, connection_options, list_requests
+from ._connect import checked, connect, connection_options, explained, list_requests
 
 __all__ = ["pending", "approve", "deny"]
 
@@ -16,6 +16,7 @@ __all__ = ["pending", "approve", "deny"]
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
 @connection_options
+@explained
 def pending(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
     """Requests waiting for your approval."""
     list_requests(
@@ -30,6 +31,7 @@ def pending(as_json: bool, server: str | None, user: str | None, identity: str |
     "--for", "duration", help="Grant less than was asked (where the policy allows), e.g. 15m."
 )
 @connection_options
+@explained
 def approve(
     request_id: str,
     comment: str,
@@ -55,6 +57,7 @@ def approve(
 @click.argument("request_id")
 @click.option("--reason", required=True, help="Why (shown to the requester).")
 @connection_options
+@explained
 def deny(
     request_id: str, reason: str, server: str | None, user: str | None, identity: str | None
 ) -> None:

@@ -33,6 +33,8 @@ from ._connect import (
     connect,
     connection_options,
     duration_text,
+    explain,
+    explained,
     list_requests,
 )
 
@@ -79,6 +81,7 @@ def _iso(t: datetime) -> str:
     "--poll", type=float, default=1.0, show_default=True, help="Seconds between status checks."
 )
 @connection_options
+@explained
 def login(
     target: str,
     duration: str | None,
@@ -356,7 +359,7 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
     now = utcnow()
     local = [r for r in load_accesses() if r.seconds_left(now) > 0]
     pending: list[RequestView] = []
-    problem = None
+    problem: click.ClickException | None = None
     try:
         api_client, _ = connect(server, user, identity)
         with api_client:
@@ -367,7 +370,7 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
     except JitSshError as e:
         # Local accesses still print (useful offline), but the exit code and
         # the message say the server was not heard: never "nothing pending".
-        problem = _failure(e, server, user, identity)
+        problem = explain(e, server, user, identity)
     if as_json:
         answer: dict[str, Any] = {
             "active": [
@@ -430,24 +433,11 @@ def _active_line(r: Any, now: datetime) -> str:
     )
 
 
-def _failure(
-    error: JitSshError, server: str | None, user: str | None, identity: str | None
-) -> Failure:
-    """``error`` as one line that says what is wrong, how to fix it, and its exit code."""
-    from client.settings import load_settings
-
-    try:
-        settings = load_settings(server=server, user=user, identity=identity)
-        user, identity = settings.user, settings.identity
-    except JitSshError:
-        pass
-    return failure_for(error, user=user, identity=identity)
-
-
 @click.command()
 @click.argument("request_id", required=False)
 @click.option("--reason", default="done", show_default=True, help="Recorded with the revocation.")
 @connection_options
+@explained
 def done(
     request_id: str | None, reason: str, server: str | None, user: str | None, identity: str | None
 ) -> None:
@@ -519,6 +509,7 @@ def _revoke_remote(
 @click.command("requests")
 @click.option("--json", "as_json", is_flag=True)
 @connection_options
+@explained
 def requests_cmd(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
     """Your request history."""
     list_requests({"mine": "1"}, "No requests yet.", as_json, server, user, identity)
@@ -547,6 +538,7 @@ def requests_cmd(as_json: bool, server: str | None, user: str | None, identity: 
 )
 @connection_options
 @click.pass_context
+@explained
 def ssh(
     ctx: click.Context,
     target: str,
