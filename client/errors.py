@@ -205,7 +205,7 @@ def fix_for(error: JitSshError, *, user: str | None = None, identity: str | None
     if code in ("unknown_key", "auth_failed"):
         pub = f"{identity}.pub" if identity and not identity.endswith(".pub") else identity
         return (
-            f"the server knows no such key for {who}: ask an admin to enrol it: "
+            "ask an admin to enrol it: "
             f"jit-ssh admin user add {who} --group engineers --ssh-key {pub or 'KEY.pub'}"
         )
     if code == "bad_signature":
