@@ -1,0 +1,61 @@
+"""Issue 12, points 3 and 8: durations need a unit, and messages that do not mislead."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from client.cli import EXIT_USAGE, cli
+
+from .test_cli_ca import _user_key
+from .test_cli_engineer import (  # noqa: F401  # fixtures
+    TARGET,
+    Run,
+    Server,
+    home,
+    jit,
+    keys,
+    server,
+    sleeps,
+)
+
+UNIT_HINT = "give a unit, e.g. 30m, 1h or 90s"
+
+
+# -- point 3: durations need a unit --------------------------------------------------
+
+
+def test_login_for_a_bare_number_is_refused_with_the_forms_that_work(
+    jit: Callable[..., Run],  # noqa: F811
+    server: Server,  # noqa: F811
+) -> None:
+    r = jit("login", TARGET, "--for", "30", "--reason", "INC-1")
+    # The server refuses it: approvers are not asked to approve a 30-second request.
+    assert r.code == 1
+    assert f"duration '30': {UNIT_HINT}" in r.stderr
+    assert server.paths() == ["POST /v1/requests"]
+
+
+def test_ca_sign_for_a_bare_number_is_refused(
+    runner: CliRunner, data_dir: Path, tmp_path: Path
+) -> None:
+    assert runner.invoke(cli, ["ca", "init"]).exit_code == 0
+    args = ["ca", "sign", str(_user_key(tmp_path)), "-n", "demo", "--key-id", "k"]
+    r = runner.invoke(cli, [*args, "--reason", "r", "--no-record", "--for", "30"])
+    assert r.exit_code != 0
+    assert f"--for '30': {UNIT_HINT}" in r.output + str(r.exception)
+
+
+@pytest.mark.parametrize("value", ["30", " 30 "])
+def test_the_api_refuses_a_bare_number_as_text_but_takes_integer_seconds(value: str) -> None:
+    from ca import InvalidDuration
+    from server.api import _duration
+
+    with pytest.raises(InvalidDuration) as exc:
+        _duration(value, "duration")
+    assert f"duration '30': {UNIT_HINT}" in str(exc.value)
+    # A JSON number is seconds, as the API has always documented.
+    assert _duration(30, "duration") is not None and _duration(30, "duration").total_seconds() == 30
