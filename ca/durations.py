@@ -45,7 +45,7 @@ def parse_duration(text: str, *, field: str = "duration", bare_seconds: bool = F
         if not bare_seconds:
             n = int(s[:9])
             raise InvalidDuration(
-                f"{field} {text.strip()!r}: give a unit, e.g. {n if n else 30}m, 1h or 90s "
+                f"{field} {text.strip()!r}: give a unit, e.g. {n if 0 < n < 1000 else 30}m, 1h or 90s "
                 "(d, h, m, s, largest first: 1h30m)",
                 field=field,
             )

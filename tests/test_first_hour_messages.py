@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from client.cli import EXIT_USAGE, cli
+from client.cli import cli
 
 from .test_cli_ca import _user_key
 from .test_cli_engineer import (  # noqa: F401  # fixtures
@@ -29,8 +29,8 @@ UNIT_HINT = "give a unit, e.g. 30m, 1h or 90s"
 
 
 def test_login_for_a_bare_number_is_refused_with_the_forms_that_work(
-    jit: Callable[..., Run],  # noqa: F811
-    server: Server,  # noqa: F811
+    jit: Callable[..., Run],
+    server: Server,
 ) -> None:
     r = jit("login", TARGET, "--for", "30", "--reason", "INC-1")
     # The server refuses it: approvers are not asked to approve a 30-second request.
