@@ -59,3 +59,54 @@ def test_the_api_refuses_a_bare_number_as_text_but_takes_integer_seconds(value: 
     assert f"duration '30': {UNIT_HINT}" in str(exc.value)
     # A JSON number is seconds, as the API has always documented.
     assert _duration(30, "duration") is not None and _duration(30, "duration").total_seconds() == 30
+
+
+# -- point 8: messages that do not mislead -------------------------------------------
+
+
+def _export(runner: CliRunner, data_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """An audit export and its key, the key then moved out of the data directory."""
+    from .test_cli_ca import _serve_once
+
+    _serve_once(data_dir)
+    r = runner.invoke(cli, ["audit", "export"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    export = tmp_path / "audit.jsonl"
+    export.write_text(r.output)
+    pub = next(data_dir.rglob("audit_ed25519.pub"))
+    kept = tmp_path / "kept-audit.pub"
+    pub.rename(kept)
+    return export, kept
+
+
+def test_audit_verify_without_pubkey_says_the_signatures_were_not_checked(
+    runner: CliRunner, data_dir: Path, tmp_path: Path
+) -> None:
+    export, _ = _export(runner, data_dir, tmp_path)
+    r = runner.invoke(cli, ["audit", "verify", str(export)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("audit log OK: ")
+    assert "signatures NOT checked: only the hash chain was" in r.output
+    assert "--pubkey" in r.output
+
+
+def test_audit_verify_takes_several_pubkeys(
+    runner: CliRunner, data_dir: Path, tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    export, kept = _export(runner, data_dir, tmp_path)
+    older = tmp_path / "older-audit.pub"
+    older.write_bytes(
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    args = ["audit", "verify", str(export), "--pubkey", str(older), "--pubkey", str(kept)]
+    r = runner.invoke(cli, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "checked against the 2 audit key(s) given with --pubkey" in r.output
+    # The older key alone did not sign these checkpoints.
+    r = runner.invoke(cli, ["audit", "verify", str(export), "--pubkey", str(older)])
+    assert r.exit_code == 1
