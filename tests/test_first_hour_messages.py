@@ -110,3 +110,18 @@ def test_audit_verify_takes_several_pubkeys(
     # The older key alone did not sign these checkpoints.
     r = runner.invoke(cli, ["audit", "verify", str(export), "--pubkey", str(older)])
     assert r.exit_code == 1
+
+
+def test_db_upgrade_says_what_it_created_then_that_it_is_up_to_date(
+    runner: CliRunner, data_dir: Path
+) -> None:
+    from alembic.script import ScriptDirectory
+
+    from server.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    r = runner.invoke(cli, ["db", "upgrade"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert r.output == f"the database was empty: created the schema at revision {head}\n"
+    r = runner.invoke(cli, ["db", "upgrade"], catch_exceptions=False)
+    assert r.output == f"database schema is up to date (revision {head})\n"

@@ -107,8 +107,25 @@ def db_upgrade(ctx: click.Context, config_path: str | None) -> None:
     from server.migrate import upgrade
 
     cfg = server_config(ctx, config_path)
-    upgrade(make_engine(cfg.resolved_database_url))
-    click.echo("database schema is up to date")
+    engine = make_engine(cfg.resolved_database_url)
+    before = _schema_revision(engine)
+    upgrade(engine)
+    after = _schema_revision(engine)
+    if before is None:
+        click.echo(f"the database was empty: created the schema at revision {after}")
+    elif before != after:
+        click.echo(f"upgraded the database schema from revision {before} to {after}")
+    else:
+        click.echo(f"database schema is up to date (revision {after})")
+
+
+def _schema_revision(engine: Any) -> str | None:
+    """The Alembic revision the database is at, or None for a database without the schema."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        revision: str | None = MigrationContext.configure(conn).get_current_revision()
+    return revision
 
 
 @click.group()
