@@ -368,11 +368,13 @@ def audit_verify(
     from ca import audit as chain
 
     first = None if partial else 1
-    keys: list[Any] | None = [
+    given = [
         key for pubkey in pubkeys for key in chain.load_audit_public_keys(Path(pubkey).read_text())
     ]
-    if pubkeys:
-        checked = f"checkpoint signatures checked against the {len(keys)} audit key(s) given with --pubkey"
+    keys: list[Any] | None = given
+    checked = (
+        f"checkpoint signatures checked against the {len(given)} audit key(s) given with --pubkey"
+    )
     if file is None:
         context = admin_ctx.context
         if not pubkeys:
