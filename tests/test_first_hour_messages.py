@@ -125,3 +125,35 @@ def test_db_upgrade_says_what_it_created_then_that_it_is_up_to_date(
     assert r.output == f"the database was empty: created the schema at revision {head}\n"
     r = runner.invoke(cli, ["db", "upgrade"], catch_exceptions=False)
     assert r.output == f"database schema is up to date (revision {head})\n"
+
+
+def test_config_show_prints_toml_that_reads_back_as_the_same_settings(
+    jit: Callable[..., Run],
+    home: Path,
+) -> None:
+    import tomllib
+
+    from client.settings import load_settings
+
+    path = home / ".config" / "jit-ssh" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        'server = "https://jit.example.com"\nuser = "o\'brien"\n'
+        "identity = '/keys/a \"b\"'\nuse_agent = false\ntimeout = 7\n"
+    )
+    env = {"JIT_SSH_SERVER": "", "JIT_SSH_USER": "", "JIT_SSH_IDENTITY": ""}
+    shown = jit("config", "show", env=env)
+    assert shown.code == 0, shown.stderr
+    data = tomllib.loads(shown.stdout)
+    assert data == {
+        "server": "https://jit.example.com",
+        "user": "o'brien",
+        "identity": '/keys/a "b"',
+        "use_agent": False,
+        "timeout": 7.0,
+    }
+    assert "# default_duration is not set" in shown.stdout
+    # Saved as the config file, it means the same settings.
+    before = load_settings(path, env={})
+    path.write_text(shown.stdout)
+    assert load_settings(path, env={}) == before
