@@ -157,3 +157,42 @@ def test_config_show_prints_toml_that_reads_back_as_the_same_settings(
     before = load_settings(path, env={})
     path.write_text(shown.stdout)
     assert load_settings(path, env={}) == before
+
+
+def test_a_reason_pattern_refusal_shows_the_pattern_as_written() -> None:
+    from policies import AccessRequest, decide, parse_policy
+
+    from .test_policies_decide import NOW, POLICY_TEXT
+
+    assert "reason_pattern = 'INC-\\d+'" in POLICY_TEXT  # as the policy file holds it
+    request = AccessRequest(
+        requester="dan", requester_groups=frozenset({"dba"}), target="db", reason="disk full"
+    )
+    decision = decide(parse_policy(POLICY_TEXT), request, NOW)
+    assert any("the pattern 'INC-\\d+' required by rule 'dba'" in r for r in decision.reasons), (
+        decision.reasons
+    )
+
+
+def test_already_enrolled_names_the_user_who_holds_the_key(
+    runner: CliRunner, data_dir: Path, tmp_path: Path
+) -> None:
+    key = _user_key(tmp_path)
+    add = ["admin", "user", "add"]
+    r = runner.invoke(cli, [*add, "alice", "--group", "eng", "--ssh-key", str(key)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, [*add, "bob", "--group", "eng", "--ssh-key", str(key)])
+    assert r.exit_code != 0
+    assert "is already enrolled for user 'alice'" in r.output + str(r.exception)
+    assert runner.invoke(cli, [*add, "carol", "--group", "eng"]).exit_code == 0
+    r = runner.invoke(cli, ["admin", "user", "enroll-key", "carol", str(key)])
+    assert r.exit_code != 0
+    assert "is already enrolled for user 'alice'" in r.output + str(r.exception)
+    # A removed key stays on record for its user: it says so instead of "already enrolled".
+    from ca import parse_public_key
+
+    fingerprint = parse_public_key(key.read_text()).fingerprint
+    assert runner.invoke(cli, ["admin", "user", "remove-key", "alice", fingerprint]).exit_code == 0
+    r = runner.invoke(cli, ["admin", "user", "enroll-key", "carol", str(key)])
+    assert r.exit_code != 0
+    assert "was enrolled for user 'alice' and removed" in r.output + str(r.exception)
