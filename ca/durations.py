@@ -1,6 +1,9 @@
 """Durations as people write them: ``90s``, ``15m``, ``1h30m``, ``2h``, ``1d``.
 
-A bare integer means seconds. Units must appear in descending order and at
+A bare number is refused: ``--for 30`` is more likely thirty minutes meant than
+thirty seconds. Policy files, where the documentation has always said a bare
+number means seconds, ask for that reading explicitly (``bare_seconds=True``).
+Units must appear in descending order and at
 most once each, so ``30m1h`` and ``1h1h`` are refused rather than guessed at.
 """
 
@@ -25,10 +28,11 @@ _MAX_SECONDS = timedelta.max.days * 86400 + timedelta.max.seconds
 _MAX_TEXT = 64
 
 
-def parse_duration(text: str, *, field: str = "duration") -> timedelta:
+def parse_duration(text: str, *, field: str = "duration", bare_seconds: bool = False) -> timedelta:
     """Parse ``text`` into a positive :class:`timedelta` with whole seconds.
 
-    Raises :class:`InvalidDuration` naming ``field`` for anything else.
+    A bare number (``"30"``) is refused unless ``bare_seconds`` says it means
+    seconds. Raises :class:`InvalidDuration` naming ``field`` for anything else.
     """
     if not isinstance(text, str):
         raise InvalidDuration(f"{field} must be a string like '15m' or '1h30m'", field=field)
@@ -38,6 +42,13 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
             f"{field} must be a duration like '90s', '15m' or '1h30m'", field=field
         )
     if _DIGITS.fullmatch(s):
+        if not bare_seconds:
+            n = int(s[:9])
+            raise InvalidDuration(
+                f"{field} {text.strip()!r}: give a unit, e.g. {n if 0 < n < 1000 else 30}m, 1h or 90s "
+                "(d, h, m, s, largest first: 1h30m)",
+                field=field,
+            )
         seconds = int(s)
     else:
         seconds = 0

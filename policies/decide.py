@@ -134,8 +134,9 @@ def decide(policy: Policy, request: AccessRequest, now: datetime) -> Decision:
     if rule.reason_required and not reason:
         refusals.append(f"rule {rule.name!r} requires a reason")
     elif rule.reason_pattern is not None and not rule.reason_pattern.search(reason):
+        # The pattern as written (a TOML literal string), not repr(): that doubles each backslash.
         refusals.append(
-            f"the reason does not match the pattern {rule.reason_pattern.pattern!r} required by rule {rule.name!r}"
+            f"the reason does not match the pattern '{rule.reason_pattern.pattern}' required by rule {rule.name!r}"
         )
     if refusals:
         return deny(matched, *refusals, rule=rule)

@@ -285,7 +285,8 @@ class _Loader:
         if value is None or isinstance(value, timedelta):
             return value
         try:
-            result = parse_duration(value, field=key)
+            # The policy format documents a bare number as seconds ("30").
+            result = parse_duration(value, field=key, bare_seconds=True)
         except InvalidDuration as e:
             self.problem(path + (key,), e.message)
             return None

@@ -141,7 +141,18 @@ class Admin:
             if existing.user_id == u.id and existing.removed_at is not None:
                 existing.removed_at = None
                 return
-            raise InvalidState(f"key {key.fingerprint} is already enrolled", field="ssh_key")
+            holder = s.get(User, existing.user_id)
+            who = repr(holder.name) if holder is not None else f"#{existing.user_id}"
+            if existing.removed_at is not None:
+                # The row stays for the audit trail, so the key cannot be enrolled again.
+                raise InvalidState(
+                    f"key {key.fingerprint} was enrolled for user {who} and removed;"
+                    " a removed key cannot be enrolled again: make a new key",
+                    field="ssh_key",
+                )
+            raise InvalidState(
+                f"key {key.fingerprint} is already enrolled for user {who}", field="ssh_key"
+            )
         s.add(
             SshKey(
                 user_id=u.id,

@@ -47,7 +47,7 @@ def test_format_then_parse_is_identity(seconds: int) -> None:
 
 @given(st.integers(min_value=1, max_value=10**9))
 def test_bare_numbers_are_seconds(seconds: int) -> None:
-    assert parse_duration(str(seconds)) == timedelta(seconds=seconds)
+    assert parse_duration(str(seconds), bare_seconds=True) == timedelta(seconds=seconds)
 
 
 @given(
@@ -87,7 +87,7 @@ def test_duration_text_in_a_policy_is_either_accepted_or_a_policy_error(text: st
     except InvalidPolicy as e:
         assert e.problems[0].line == 8 and e.problems[0].field == "rules[0].max_duration"
         return
-    assert policy.rules[0].max_duration == parse_duration(text)
+    assert policy.rules[0].max_duration == parse_duration(text, bare_seconds=True)
     assert policy.rules[0].max_duration <= timedelta(hours=24)
 
 

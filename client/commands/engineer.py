@@ -739,13 +739,25 @@ def _check_enrolment(server: str, user: str, identity: str) -> None:
 
 @config.command("show")
 def config_show() -> None:
-    """Print the effective settings and where they came from."""
+    """Print the effective settings, as TOML a config file may hold, and where they came from."""
     from dataclasses import asdict
 
     from client.settings import load_settings
 
-    for k, v in asdict(load_settings()).items():
-        click.echo(f"{k} = {v!r}")
+    def toml_value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            # A literal string reads as written; one it cannot hold gets escapes.
+            plain = "'" not in v and all(c == "\t" or (" " <= c and c != "\x7f") for c in v)
+            return f"'{v}'" if plain else _toml_string(v)
+        return repr(v)
+
+    settings = asdict(load_settings())
+    # Not a setting: a comment, so the output can be saved as a config file.
+    click.echo(f"# source = {toml_value(settings.pop('source'))}")
+    for k, v in settings.items():
+        click.echo(f"# {k} is not set" if v is None else f"{k} = {toml_value(v)}")
 
 
 # ------------------------------------------------------------------------------ api

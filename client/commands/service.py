@@ -107,8 +107,25 @@ def db_upgrade(ctx: click.Context, config_path: str | None) -> None:
     from server.migrate import upgrade
 
     cfg = server_config(ctx, config_path)
-    upgrade(make_engine(cfg.resolved_database_url))
-    click.echo("database schema is up to date")
+    engine = make_engine(cfg.resolved_database_url)
+    before = _schema_revision(engine)
+    upgrade(engine)
+    after = _schema_revision(engine)
+    if before is None:
+        click.echo(f"the database was empty: created the schema at revision {after}")
+    elif before != after:
+        click.echo(f"upgraded the database schema from revision {before} to {after}")
+    else:
+        click.echo(f"database schema is up to date (revision {after})")
+
+
+def _schema_revision(engine: Any) -> str | None:
+    """The Alembic revision the database is at, or None for a database without the schema."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        revision: str | None = MigrationContext.configure(conn).get_current_revision()
+    return revision
 
 
 @click.group()
@@ -327,8 +344,11 @@ def audit_export(admin_ctx: AdminHandle, since: int) -> None:
 @click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--pubkey",
+    "pubkeys",
+    multiple=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="The audit public key (audit_ed25519.pub).",
+    help="An audit public key (audit_ed25519.pub) to check the checkpoint signatures with;"
+    " repeat it for every key the log was signed with (after a rotation).",
 )
 @click.option(
     "--partial",
@@ -336,34 +356,58 @@ def audit_export(admin_ctx: AdminHandle, since: int) -> None:
     help="FILE is an `export --since N`: do not expect it to start at event 1.",
 )
 def audit_verify(
-    admin_ctx: AdminHandle, file: str | None, pubkey: str | None, partial: bool
+    admin_ctx: AdminHandle, file: str | None, pubkeys: tuple[str, ...], partial: bool
 ) -> None:
     """Verify an export FILE offline (or, with no FILE, the server's database).
 
     Exit 0 when the chain and its checkpoints verify; exit 1 naming the first
     event that was edited, deleted, inserted or reordered, or a rewritten chain.
+    Without --pubkey the checkpoint signatures are checked with this server's
+    own audit key when there is one, else not at all (the output says which).
     """
     from ca import audit as chain
 
     first = None if partial else 1
+    given = [
+        key for pubkey in pubkeys for key in chain.load_audit_public_keys(Path(pubkey).read_text())
+    ]
+    keys: list[Any] | None = given
+    checked = (
+        f"checkpoint signatures checked against the {len(given)} audit key(s) given with --pubkey"
+    )
     if file is None:
         context = admin_ctx.context
+        if not pubkeys:
+            keys = [context.audit_public_key]
+            checked = (
+                "checkpoint signatures checked against this server's own audit key only;"
+                " give --pubkey with a copy kept elsewhere to rule out a rewritten log"
+            )
         result = chain.verify_export_lines(
-            list(context.export_audit(0)), [context.audit_public_key], expect_first_id=first
+            list(context.export_audit(0)), keys, expect_first_id=first
         )
     else:
-        if pubkey is None:
+        if not pubkeys:
             default = Path(str(admin_ctx.config.audit_key_path) + ".pub")
-            if not default.exists():
-                raise click.UsageError("give the audit public key with --pubkey")
-            pubkey = str(default)
-        keys = chain.load_audit_public_keys(Path(pubkey).read_text())
+            if default.exists():
+                keys = chain.load_audit_public_keys(default.read_text())
+                checked = (
+                    f"checkpoint signatures checked against this server's own audit key ({default});"
+                    " give --pubkey with a copy kept elsewhere to rule out a rewritten log"
+                )
+            else:
+                keys = None
+                checked = (
+                    "signatures NOT checked: only the hash chain was (it catches an edited event,"
+                    " not a rewritten log); give --pubkey AUDIT_KEY.pub to check them"
+                )
         source: Any = sys.stdin.buffer if file == "-" else file
         result = chain.verify_export_file(source, keys, expect_first_id=first)
     if result.ok:
         click.echo(
             f"audit log OK: {result.events_checked} events, {result.checkpoints_checked} checkpoints, head {result.head_id}"
         )
+        click.echo(checked)
         return
     p = result.problem
     assert p is not None  # a result that is not ok names its problem
