@@ -33,10 +33,13 @@ def test_login_for_a_bare_number_is_refused_with_the_forms_that_work(
     server: Server,
 ) -> None:
     r = jit("login", TARGET, "--for", "30", "--reason", "INC-1")
-    # The server refuses it: approvers are not asked to approve a 30-second request.
+    # Refused before anything is sent: approvers are never asked to approve a 30-second request.
     assert r.code == 1
-    assert f"duration '30': {UNIT_HINT}" in r.stderr
-    assert server.paths() == ["POST /v1/requests"]
+    assert f"--for '30': {UNIT_HINT}" in r.stderr and "[invalid_duration]" in r.stderr
+    assert server.paths() == []
+    s = jit("ssh", TARGET, "--for", "45", "--reason", "INC-1")
+    assert s.code == 1 and "--for '45': give a unit, e.g. 45m, 1h or 90s" in s.stderr
+    assert server.paths() == []
 
 
 def test_ca_sign_for_a_bare_number_is_refused(

@@ -55,11 +55,22 @@ def _iso(t: datetime) -> str:
 # ----------------------------------------------------------------------------- login
 
 
+def _typed_duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A duration a person typed is checked before anything is sent: ``--for 30`` (no unit) is
+    refused here, with the accepted forms, instead of becoming a 30-second request."""
+    if value is not None:
+        from ca import parse_duration
+
+        parse_duration(value, field=f"--{param.name}" if param.name != "duration" else "--for")
+    return value
+
+
 @click.command()
 @click.argument("target")
 @click.option(
     "--for",
     "duration",
+    callback=_typed_duration,
     help="How long, e.g. 30m, 1h (default: config default_duration, else the policy's default).",
 )
 @click.option(
@@ -526,7 +537,9 @@ def requests_cmd(as_json: bool, server: str | None, user: str | None, identity: 
 @click.option(
     "--login-user", "-l", help="Remote account (default: from the certificate's principal)."
 )
-@click.option("--for", "duration", help="Duration, if a new access is needed.")
+@click.option(
+    "--for", "duration", callback=_typed_duration, help="Duration, if a new access is needed."
+)
 @click.option("--reason", "-r", default="", help="Reason, if a new access is needed.")
 @click.option(
     "--ssh-option",
