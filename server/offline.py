@@ -40,6 +40,23 @@ log = logging.getLogger("jit_ssh.server")
 PENDING_FILE = "pending-records.jsonl"
 
 
+def certificate_fields(cert: IssuedCertificate, *, backdate: timedelta) -> dict[str, object]:
+    """What an offline signing records of its certificate, in the audit event and in
+    ``issuances.jsonl`` alike (each caller adds its own ``serial`` form and context)."""
+    return {
+        "serial": cert.serial,
+        "key_id": cert.key_id,
+        "principals": list(cert.principals),
+        "valid_after": cert.valid_after.isoformat(),
+        "valid_before": cert.valid_before.isoformat(),
+        "backdate_seconds": int(backdate.total_seconds()),
+        "public_key_fingerprint": cert.public_key.fingerprint,
+        "ca_fingerprint": cert.ca_public_key.fingerprint,
+        "critical_options": dict(cert.critical_options),
+        "extensions": list(cert.extensions),
+    }
+
+
 def record_offline_issuance(
     service: Service,
     cert: IssuedCertificate,
@@ -80,16 +97,8 @@ def record_offline_issuance(
         data: dict[str, object] = {
             "offline": True,
             "reason": reason,
+            **certificate_fields(cert, backdate=backdate),
             "serial": str(cert.serial),
-            "key_id": cert.key_id,
-            "principals": list(cert.principals),
-            "valid_after": cert.valid_after.isoformat(),
-            "valid_before": cert.valid_before.isoformat(),
-            "backdate_seconds": int(backdate.total_seconds()),
-            "public_key_fingerprint": cert.public_key.fingerprint,
-            "ca_fingerprint": cert.ca_public_key.fingerprint,
-            "critical_options": dict(cert.critical_options),
-            "extensions": list(cert.extensions),
         }
         if no_record:
             data["no_record"] = True

@@ -457,19 +457,12 @@ def _record_offline_issuance(
     The service keeps its audit log in its database; this file is what an
     offline signing leaves behind, so it is never silent.
     """
+    from server.offline import certificate_fields
+
     entry = {
         "event": "certificate.issued.offline",
         "at": now.isoformat(),
-        "serial": cert.serial,
-        "key_id": cert.key_id,
-        "principals": list(cert.principals),
-        "valid_after": cert.valid_after.isoformat(),
-        "valid_before": cert.valid_before.isoformat(),
-        "backdate_seconds": int(backdate.total_seconds()),
-        "public_key_fingerprint": cert.public_key.fingerprint,
-        "ca_fingerprint": cert.ca_public_key.fingerprint,
-        "critical_options": dict(cert.critical_options),
-        "extensions": list(cert.extensions),
+        **certificate_fields(cert, backdate=backdate),
         "reason": reason,
         "by": os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown",
     }
