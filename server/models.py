@@ -31,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 import policies
 
 __all__ = [
+    "LIVE_STATES",
     "Base",
     "ApprovalDecision",
     "decision_text",
@@ -94,6 +95,11 @@ class RequestState(enum.StrEnum):
     ISSUED = "issued"
     REVOKED = "revoked"
     ENDED = "ended"
+
+
+#: The states in which a request can still become, or already is, a valid certificate: what the
+#: expiry sweep looks at and what ending a user's access ends.
+LIVE_STATES = (RequestState.PENDING, RequestState.APPROVED, RequestState.ISSUED)
 
 
 class ApprovalDecision(enum.StrEnum):

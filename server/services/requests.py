@@ -22,6 +22,7 @@ from server.errors import (
     SelfApproval,
 )
 from server.models import (
+    LIVE_STATES,
     AccessRequest,
     Approval,
     ApprovalDecision,
@@ -454,15 +455,7 @@ class RequestService(ServiceBase):
             rows = (
                 s.execute(
                     select(AccessRequest)
-                    .where(
-                        AccessRequest.state.in_(
-                            [
-                                RequestState.PENDING,
-                                RequestState.APPROVED,
-                                RequestState.ISSUED,
-                            ]
-                        )
-                    )
+                    .where(AccessRequest.state.in_(LIVE_STATES))
                     .order_by(AccessRequest.id)
                     .with_for_update(of=AccessRequest)
                 )

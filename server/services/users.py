@@ -8,7 +8,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.errors import NotFound
-from server.models import AccessRequest, Certificate, RequestState, Revocation, SshKey, User
+from server.models import (
+    LIVE_STATES,
+    AccessRequest,
+    Certificate,
+    RequestState,
+    Revocation,
+    SshKey,
+    User,
+)
 
 from .base import ServiceBase
 
@@ -105,13 +113,7 @@ class UserService(ServiceBase):
                 select(AccessRequest)
                 .where(
                     AccessRequest.requester_id == u.id,
-                    AccessRequest.state.in_(
-                        [
-                            RequestState.PENDING,
-                            RequestState.APPROVED,
-                            RequestState.ISSUED,
-                        ]
-                    ),
+                    AccessRequest.state.in_(LIVE_STATES),
                 )
                 .order_by(AccessRequest.id)
                 .with_for_update(of=AccessRequest)
