@@ -31,12 +31,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import unicodedata
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+import click
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -246,7 +246,7 @@ def _record_path(record: AccessRecord) -> Path:
 
 
 def _warn(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
+    click.echo(f"warning: {message}", err=True)
 
 
 def _read_record(p: Path) -> AccessRecord | None:
@@ -294,9 +294,10 @@ def _migrate_legacy(d: Path) -> None:
                 os.replace(old, new)
         write_atomic(_record_path(moved), json.dumps(asdict(moved), indent=2) + "\n")
         p.unlink()
-        sys.stderr.write(
+        click.echo(
             f"note: the access to {record.target} (request {record.request_id}) now lives in "
-            f"{new_key} (one key per request)\n"
+            f"{new_key} (one key per request)",
+            err=True,
         )
 
 
