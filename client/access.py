@@ -252,16 +252,18 @@ def _warn(message: str) -> None:
 def _read_record(p: Path) -> AccessRecord | None:
     try:
         return AccessRecord(**json.loads(p.read_text()))
-    except (ValueError, TypeError):
+    except (OSError, ValueError, TypeError):
         return None
 
 
-def _migrate_legacy(d: Path) -> None:
+def _migrate_legacy(d: Path) -> bool:
     """Move each access of the older one-per-target layout to its request's names.
 
     A record that fails :func:`check_record` stays where it is, skipped with a warning
     each time (as the older versions did); so does one whose new names are taken.
+    Returns whether any moved (ssh_config is then rewritten with the new names).
     """
+    moved_any = False
     for p in sorted(d.glob("*.json")) if d.is_dir() else []:
         if "+" in p.name:
             continue
@@ -279,26 +281,44 @@ def _migrate_legacy(d: Path) -> None:
             _warn(f"skipping {p}: {e}")
             continue
         moved = replace(record, key_path=str(new_key), cert_path=f"{new_key}-cert.pub")
+        old_key = Path(record.key_path)
+        olds = (old_key, old_key.with_name(old_key.name + ".pub"), Path(record.cert_path), p)
+        if _read_record(_record_path(moved)) == moved:
+            # Moved already, but interrupted before the old files were removed.
+            for old in olds:
+                old.unlink(missing_ok=True)
+            continue
         if _record_path(moved).exists():
             _warn(
                 f"skipping {p}: {_record_path(moved).name} already holds request {record.request_id}"
             )
             continue
-        old_key = Path(record.key_path)
-        for old, new in (
-            (old_key, new_key),
-            (old_key.with_name(old_key.name + ".pub"), new_key.with_name(new_key.name + ".pub")),
-            (Path(record.cert_path), Path(moved.cert_path)),
-        ):
+        moves = (
+            (old_key, new_key, 0o600),
+            (
+                old_key.with_name(old_key.name + ".pub"),
+                new_key.with_name(new_key.name + ".pub"),
+                0o644,
+            ),
+            (Path(record.cert_path), Path(moved.cert_path), 0o644),
+        )
+        # Copied through the one atomic writer (the key keeps 0600), the old files removed
+        # only once the new record is in place: an interruption leaves both, never neither.
+        for old, new, mode in moves:
             if old.exists():
-                os.replace(old, new)
+                write_atomic(new, old.read_bytes(), mode=mode)
         write_atomic(_record_path(moved), json.dumps(asdict(moved), indent=2) + "\n")
-        p.unlink()
+        for old in olds:
+            old.unlink(missing_ok=True)
         click.echo(
             f"note: the access to {record.target} (request {record.request_id}) now lives in "
             f"{new_key} (one key per request)",
             err=True,
         )
+        moved_any = True
+    if moved_any:
+        write_ssh_config(d)
+    return moved_any
 
 
 def load_accesses(directory: Path | None = None) -> list[AccessRecord]:
@@ -306,6 +326,10 @@ def load_accesses(directory: Path | None = None) -> list[AccessRecord]:
     warning), expired ones included, by target and then most time left first."""
     d = directory or keys_dir()
     _migrate_legacy(d)
+    return _load(d)
+
+
+def _load(d: Path) -> list[AccessRecord]:
     out = []
     for p in sorted(d.glob("*+*.json")) if d.is_dir() else []:
         record = _read_record(p)
@@ -387,7 +411,7 @@ def write_ssh_config(directory: Path) -> Path:
         "",
     ]
     now = utcnow()
-    valid = [r for r in load_accesses(directory) if r.seconds_left(now) > 0]
+    valid = [r for r in _load(directory) if r.seconds_left(now) > 0]
     for target in sorted({r.target for r in valid}):
         best = best_access(valid, target, now)
         assert best is not None

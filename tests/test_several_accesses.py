@@ -451,6 +451,9 @@ def test_an_access_of_the_older_layout_is_moved_and_still_listed_used_and_ended(
     assert f"note: the access to {TARGET} (request {FIRST}) now lives in {access(home)}" in r.stderr
     assert access(home).read_bytes() == key_bytes
     assert not any(Path(f"{old}{end}").exists() for end in ("", ".pub", "-cert.pub", ".json"))
+    config = (keys_dir(home) / "config").read_text()
+    assert f"IdentityFile {old}\n" not in config
+    assert f"Host {TARGET}\n    User root\n    IdentityFile {access(home)}\n" in config
     assert "note:" not in jit("status").stderr  # moved once
     # A second login no longer replaces it.
     assert jit("login", TARGET, "--for", "10m").code == EXIT_OK
