@@ -529,3 +529,21 @@ def test_an_access_name_is_one_file_name_that_names_no_other(request_id: str) ->
     with pytest.raises(JitSshError):
         access_name(TARGET, request_id)
     assert access_name(TARGET, FIRST) == f"{TARGET}+{FIRST}"
+
+
+def test_who_revoked_it_is_printed_only_when_it_is_plainly_a_name_and_a_time(
+    jit: Callable[..., Run], server: Server, home: Path
+) -> None:
+    import httpx
+
+    assert jit("login", TARGET).code == EXIT_OK
+    serial = str(_record(home, FIRST)["serial"])
+    server.revoke(FIRST)
+    server.fail[f"POST /v1/certificates/{serial}/revoke"] = httpx.Response(
+        200,
+        json={"serial": serial, "revoked_by": "\x1b[2Jmallory", "revoked_at": "now\r\nok"},
+    )
+    r = jit("done", FIRST)
+    assert r.code == EXIT_OK, r.stderr
+    assert f"Request {FIRST} ({TARGET}, serial {serial}) was already revoked; removed" in r.stdout
+    assert "\x1b" not in r.stdout and "mallory" not in r.stdout and "\r" not in r.stdout

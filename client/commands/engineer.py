@@ -440,7 +440,7 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
         return
     if problem is not None:
         for r in local:
-            click.echo(_active_line(r, now, several=_several(local, r)))
+            click.echo(_active_line(r, now, marked=_marked(local, r, defaults)))
         click.echo(
             "(active accesses from this machine's records only: "
             "the server's revocations and pending requests are unknown)"
@@ -452,19 +452,17 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
     if not local and not pending:
         click.echo("No active access and no pending requests.")
     for r in local:
-        click.echo(_active_line(r, now, several=_several(local, r)))
+        click.echo(_active_line(r, now, marked=_marked(local, r, defaults)))
     for p in pending:
         click.echo(
             f"{p.state:<8} {p.target:<16} {len(p.approved_by)}/{p.approvals_required} approvals  request {p.id}"
         )
 
 
-def _several(records: list[Any], record: Any) -> bool | None:
-    """For a target with several accesses: whether ``record`` is the one ``ssh`` uses; else None."""
-    same = [r for r in records if r.target == record.target]
-    if len(same) < 2:
-        return None
-    return bool(max(same, key=lambda r: r.valid_before).request_id == record.request_id)
+def _marked(records: list[Any], record: Any, defaults: set[str]) -> bool:
+    """Whether ``record`` is marked as ssh's choice: among several accesses to its target."""
+    several = sum(r.target == record.target for r in records) > 1
+    return several and record.request_id in defaults
 
 
 def _ssh_defaults(records: list[Any], now: datetime) -> set[str]:
@@ -477,12 +475,12 @@ def _ssh_defaults(records: list[Any], now: datetime) -> set[str]:
     }
 
 
-def _active_line(r: Any, now: datetime, *, several: bool | None = None) -> str:
-    mark = {True: "  (jit-ssh ssh's default)", False: "", None: ""}[several]
+def _active_line(r: Any, now: datetime, *, marked: bool = False) -> str:
     return (
         f"active   {r.target:<16} {','.join(r.principals):<28} "
         f"{duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  "
-        f"login {r.login_user or '-'}  serial {r.serial}{mark}"
+        f"login {r.login_user or '-'}  serial {r.serial}"
+        + ("  (jit-ssh ssh's default)" if marked else "")
     )
 
 
