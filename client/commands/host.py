@@ -114,7 +114,8 @@ def _verify_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _warn_missing_users(login_users: tuple[str, ...], where: str) -> None:
     """A login user without a local account: every certificate for it is refused.
-    ``where`` says where the name came from (what to take it out of instead)."""
+    ``where`` says where the name came from, what to take it out of instead (``{user}``
+    stands for the name)."""
     from ._sshd_effective import missing_users
 
     missing = missing_users(login_users)
@@ -127,7 +128,7 @@ def _warn_missing_users(login_users: tuple[str, ...], where: str) -> None:
         err=True,
     )
     for user in missing:
-        click.echo(f"  fix: useradd -m {user}   (or take {user} out of {where})", err=True)
+        click.echo(f"  fix: useradd -m {user}   (or {where.format(user=user)})", err=True)
 
 
 def _verify(
@@ -172,7 +173,7 @@ def _verify(
         f"sshd -T -f {main_config}: sshd uses the jit-ssh settings "
         f"(TrustedUserCAKeys {expected.trusted_user_ca_keys}, RevokedKeys {expected.revoked_keys}, "
         f"AuthorizedPrincipalsFile {expected.authorized_principals_file}, PubkeyAuthentication yes) "
-        f"for {', '.join(checked)}."
+        f"for {_and(checked)}."
     )
 
 
@@ -252,7 +253,7 @@ def host_setup(
     except InvalidName as e:
         raise click.BadParameter(e.message, param_hint="--target") from None
 
-    users_from = "--login-user"
+    users_from = "leave out --login-user {user}"
     if server:
         base = _check_server_url(server)
         ca_text = _fetch(base, "/v1/ca.pub", ca_bundle).decode("ascii", "replace")
@@ -273,7 +274,7 @@ def host_setup(
                 )
             principals = principals or known[target].principals
             if not login_users:
-                users_from = f"the login_users of target {target} in the server's policy"
+                users_from = f"take {{user}} out of target {target}'s login_users in the policy"
             login_users = login_users or known[target].login_users
     else:
         ca_text = Path(ca_keys).read_text("ascii", "replace")  # type: ignore[arg-type]
@@ -387,6 +388,10 @@ def host_setup(
     click.echo("Reload sshd to apply (e.g. systemctl reload ssh).")
 
 
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def _check_command(root: Path, sshd_config: str | None) -> str:
     cmd = "jit-ssh host check"
     if root != Path("/etc/ssh"):
@@ -480,7 +485,10 @@ def host_check(
             sorted(p.name for p in pdir.glob("*") if p.is_file() and not p.name.startswith("."))
         )
     _warn_missing_users(
-        login_users, "--login-user" if given_users else f"jit-ssh's principals files in {pdir}"
+        login_users,
+        "leave out --login-user {user}"
+        if given_users
+        else f"take {{user}} out of the target's login_users, then delete {pdir}/{{user}}",
     )
     main_config = Path(sshd_config) if sshd_config else root / "sshd_config"
     if not main_config.exists():
