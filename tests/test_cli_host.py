@@ -629,3 +629,35 @@ def test_check_refuses_a_missing_krl_that_would_lock_everyone_out(
     r = runner.invoke(cli, ["host", "check", "--sshd-dir", str(sshd_dir)])
     assert r.exit_code == 1, r.output
     assert "is missing or invalid" in r.output and "sshd refuses every key" in r.output
+
+
+@pytest.mark.parametrize(
+    ("stderr", "fix"),
+    [
+        # sshd's own words (OpenSSH 9.2) when /run/sshd is missing: a new machine, ssh not started.
+        ("Missing privilege separation directory: /run/sshd\n", "mkdir -m 0755 /run/sshd"),
+        (
+            "Unable to load host key: /etc/ssh/k\nsshd: no hostkeys available -- exiting.\n",
+            "host key",
+        ),
+        ("sshd: no hostkeys available -- exiting.\n", "host key"),
+        # A syntax error is the configuration's fault: "rejected", not "could not verify".
+        ("sshd_config: line 6: Bad configuration option: Bogus\n", ""),
+        ("sshd_config line 7: Directive 'HostKey' is not allowed within a Match block\n", ""),
+    ],
+)
+def test_an_sshd_failure_that_is_not_the_configurations_gets_its_fix(stderr: str, fix: str) -> None:
+    from client.commands._sshd_effective import trouble_fix
+
+    got = trouble_fix(stderr)
+    assert (fix in got and got) if fix else got == "", got
+
+
+@pytest.mark.parametrize(("euid", "fix"), [(1000, "run as root"), (0, "check the HostKey lines")])
+def test_unreadable_host_keys_say_run_as_root_unless_root(
+    monkeypatch: pytest.MonkeyPatch, euid: int, fix: str
+) -> None:
+    import client.commands._sshd_effective as effective
+
+    monkeypatch.setattr(effective.os, "geteuid", lambda: euid)
+    assert effective.trouble_fix("sshd: no hostkeys available -- exiting.\n").startswith(fix)

@@ -115,22 +115,20 @@ def missing_users(users: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- running sshd
 
 
-def _why_sshd_failed(stderr: str) -> str:
-    """The fix for an ``sshd -t``/``-T`` failure that is not about the configuration."""
-    if "privilege separation directory" in stderr:
+def trouble_fix(stderr: str) -> str:
+    """When an ``sshd -t``/``-T`` failure is about running sshd (host keys, the privilege
+    separation directory), not about the configuration: how to fix it; else ""."""
+    m = re.search(r"Missing privilege separation directory: (\S+)", stderr)
+    if m:
         # Debian's systemd unit makes it (RuntimeDirectory=sshd) when ssh.service starts.
-        return "create it (mkdir -m 0755 /run/sshd; the ssh service makes it when it starts), then run again"
+        return f"create it (mkdir -m 0755 {m.group(1)}; the ssh service makes it when it starts), then run again"
     if "host key" in stderr.lower() or "no hostkeys" in stderr:
         if os.geteuid() != 0:
-            return "run as root (sshd -T must read the host keys), e.g. with sudo"
-        return "check the HostKey lines of the sshd_config: sshd -T must load a host key"
+            return (
+                "run as root (sshd reads the host keys to check its configuration), e.g. with sudo"
+            )
+        return "check the HostKey lines of the sshd_config: sshd loads a host key to check its configuration"
     return ""
-
-
-def trouble_fix(stderr: str) -> str:
-    """When an ``sshd -t`` failure is about running sshd (host keys, privilege separation
-    directory), not about the configuration's syntax: how to fix it; else ""."""
-    return _why_sshd_failed(stderr)
 
 
 def run_sshd_test(sshd: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -150,7 +148,7 @@ def _effective(sshd: str, config: Path, spec: str | None) -> dict[str, str]:
     result = run_sshd_test(sshd, config, *args)
     if result.returncode != 0:
         said = result.stderr.strip() or f"exit status {result.returncode}, nothing on stderr"
-        fix = _why_sshd_failed(result.stderr)
+        fix = trouble_fix(result.stderr)
         raise CouldNotVerify(
             f"could not verify the settings sshd uses: sshd {' '.join(args)} -f {config} failed:\n"
             + "\n".join(f"  {line}" for line in said.splitlines())

@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from client.clock import unix_time, utcnow
-from client.errors import EXIT_KRL_OLDER, EXIT_KRL_REFUSED, EXIT_KRL_STALE, EXIT_OK
+from client.errors import EXIT_KRL_OLDER, EXIT_KRL_REFUSED, EXIT_KRL_STALE, EXIT_OK, Failure
 from client.files import write_atomic
 
 from ._common import open_api
@@ -381,8 +381,9 @@ def host_setup(
                     f"could not verify the configuration: sshd -t -f {main_config} failed, so the "
                     f"previous drop-in was put back:\n  {said}\n  fix: {fix}"
                 )
-            raise click.ClickException(
-                "sshd -t rejected the configuration; the previous drop-in was put back:\n" + said
+            raise Failure(
+                "sshd -t rejected the configuration; the previous drop-in was put back:\n"
+                + "\n".join(f"  {line}" for line in said.splitlines())
             )
     _verify(root, main_config, login_users, connections, again=again)
     click.echo("Reload sshd to apply (e.g. systemctl reload ssh).")
@@ -442,7 +443,6 @@ def host_check(
     """
     from ca import JitSshError, load_public_keys
     from ca.krl import parse_krl
-    from client.errors import Failure
 
     root = Path(sshd_dir).absolute()
     dropin = root / "sshd_config.d" / DROPIN_NAME
