@@ -173,6 +173,11 @@ class _Line:
     text: str
     match: str | None  # the Match line this setting sits under, None when global
 
+    @property
+    def value(self) -> str:
+        m = _LINE.match(self.text)
+        return m.group(2).strip().strip("\"'") if m else ""
+
     def where(self) -> str:
         return f"{self.file} line {self.number}"
 
@@ -254,7 +259,8 @@ def _diagnose(
     if who:
         overrides = config.in_match(keyword)
         if overrides:
-            o = overrides[0]
+            # The Match block that set what sshd reports, if the value tells which.
+            o = next((line for line in overrides if line.value == got), overrides[0])
             return _Problem(
                 keyword,
                 got,

@@ -321,3 +321,21 @@ def test_a_syntax_error_is_rejected_by_sshd_t_and_the_dropin_put_back(
     assert "sshd -t rejected the configuration" in r.output
     assert "Bad configuration option: NoSuchOption" in r.output
     assert not host.dropin.exists()
+
+
+def test_of_several_match_blocks_the_one_that_applies_is_named(host: Host, setup: Run) -> None:
+    host.write_config(
+        f"Include {host.dir}/sshd_config.d/*.conf\n"
+        "Match Address 10.0.0.0/8\n    TrustedUserCAKeys /etc/ssh/lab_ca.pub\n"
+        "Match User root\n    TrustedUserCAKeys /etc/ssh/root_ca.pub\n"
+    )
+
+    r = setup()
+
+    assert r.exit_code == 1, r.output
+    assert "trustedusercakeys for connections as root: sshd uses /etc/ssh/root_ca.pub" in r.output
+    assert (
+        f"{host.config} line 7, under 'Match User root': TrustedUserCAKeys /etc/ssh/root_ca.pub"
+        in r.output
+    )
+    assert "lab_ca" not in r.output
