@@ -359,15 +359,27 @@ def _check_output(block: Block, output: str) -> None:
 # --------------------------------------------------------------------------- checks
 
 
-def _certificate(ssh_keygen: str, home: Path) -> str:
-    """``ssh-keygen -L`` of the one certificate under HOME/.ssh/jit-ssh/."""
+def _certificate(ssh_keygen: str, home: Path, keep: Path) -> str:
+    """``ssh-keygen -L`` of the one certificate under HOME/.ssh/jit-ssh/, copied to KEEP
+    (``done`` removes it; the copy is checked against the server's KRL afterwards)."""
     certs = sorted((home / ".ssh" / "jit-ssh").glob("*-cert.pub"))
     assert len(certs) == 1, f"expected one certificate in ~/.ssh/jit-ssh, found {certs}"
+    shutil.copyfile(certs[0], keep)
     result = subprocess.run(
-        [ssh_keygen, "-L", "-f", str(certs[0])], capture_output=True, text=True, timeout=30
+        [ssh_keygen, "-L", "-f", str(keep)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def _revoked(ssh_keygen: str, server_url: str, cert: Path) -> str:
+    """``ssh-keygen -Q``'s verdict on CERT under the server's KRL now (OpenSSH reads the KRL)."""
+    krl = cert.with_name("revoked_keys.krl")
+    krl.write_bytes(httpx.get(f"{server_url}/v1/krl", timeout=30).raise_for_status().content)
+    result = subprocess.run(
+        [ssh_keygen, "-Q", "-f", str(krl), str(cert)], capture_output=True, text=True, timeout=30
+    )
+    return result.stdout + result.stderr
 
 
 def _web_page(url: str, user: str, password: str, path: str) -> str:
@@ -501,13 +513,18 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path, tools: tuple[str, st
     walk = Walkthrough(tmp_path, jit_ssh_command())
     walk.serve()
 
+    kept = tmp_path / "certificate-cert.pub"
+    certificate = ""
+
     def joined(person: str) -> None:
+        nonlocal certificate
         running = walk.join(person)
         if running is not None and re.search(r"\bjit-ssh login\b", running.command.text):
             # The certificate login wrote, read by OpenSSH itself.
-            cert = _certificate(ssh_keygen, walk.home(person))
-            assert "jit-demo@demo" in cert, cert
-            assert f"req={walk.values['request-id']}:user={person}:by=" in cert, cert
+            certificate = _certificate(ssh_keygen, walk.home(person), kept)
+            assert "jit-demo@demo" in certificate, certificate
+            assert f"req={walk.values['request-id']}:user={person}:by=bob" in certificate
+            assert "REVOKED" not in _revoked(ssh_keygen, walk.server_url, kept)
 
     try:
         for block in steps:
@@ -518,14 +535,22 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path, tools: tuple[str, st
             output = ""
             for command in block.commands:
                 output = walk.run(block.person, command)
+                if re.search(r"\bjit-ssh status\b", command.text) and certificate:
+                    assert walk.values["request-id"] in output, (
+                        f"README.md:{command.line}: status does not list the access:\n{output}"
+                    )
                 if re.search(r"\bjit-ssh done\b", command.text):
-                    # done removes the key and certificate (the server revoked it).
+                    # done removes the key and certificate, and the server revoked it.
                     left = list((walk.home(block.person) / ".ssh" / "jit-ssh").glob("*-cert.pub"))
                     assert not left, f"README.md:{command.line}: `done` left {left}"
+                    verdict = _revoked(ssh_keygen, walk.server_url, kept)
+                    assert "REVOKED" in verdict, f"README.md:{command.line}: {verdict}"
+                    certificate = ""
             if block.output:
                 _check_output(block, output)
         for person in list(walk.background):
             joined(person)
+        assert kept.exists(), "the walkthrough's login got no certificate"
 
         # Alice's web password from the README opens My requests, which lists her request.
         password = _web_password(blocks, "alice")
