@@ -552,3 +552,112 @@ def test_the_trusted_ca_keys_come_from_the_host_not_the_server(
     krl_server.krl = _server_krl(host_krl, serials=(8,))
     r = _sync(runner, krl_server, host_krl, "--trusted-ca-keys", str(other))
     assert r.exit_code == 6 and "none of its CA keys" in r.stderr
+
+
+# --- what host setup and host check say when they cannot check sshd (no sshd run here) ---------
+# tests/integration/test_host_setup_effective.py runs the real sshd -T.
+
+
+def _setup_args(sshd_dir: Path, ca_keys: Path, *extra: str) -> list[str]:
+    return [
+        "host",
+        "setup",
+        "--ca-keys",
+        str(ca_keys),
+        "--sshd-dir",
+        str(sshd_dir),
+        "--target",
+        "t",
+        "--login-user",
+        "root",
+        "--principal",
+        "root@t",
+        *extra,
+    ]
+
+
+def test_without_sshd_setup_could_not_verify_and_never_says_ok(
+    runner: CliRunner, tmp_path: Path, ca_keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import client.commands._sshd_effective as effective
+
+    monkeypatch.setattr(effective, "find_sshd", lambda: None)
+    sshd_dir = tmp_path / "ssh"
+    sshd_dir.mkdir()
+    (sshd_dir / "sshd_config").write_text(f"Include {sshd_dir}/sshd_config.d/*.conf\n")
+    r = runner.invoke(cli, _setup_args(sshd_dir, ca_keys))
+    assert r.exit_code == 4, r.output
+    assert "could not verify the settings sshd uses: no sshd here" in r.output
+    assert "fix: install OpenSSH's server" in r.output
+    assert f"jit-ssh host check --sshd-dir {sshd_dir}" in r.output
+    assert "sshd uses the jit-ssh settings" not in r.output and "OK" not in r.output
+
+
+def test_setup_into_a_directory_without_sshd_config_says_it_did_not_verify(
+    runner: CliRunner, tmp_path: Path, ca_keys: Path
+) -> None:
+    sshd_dir = tmp_path / "ssh"
+    r = runner.invoke(cli, _setup_args(sshd_dir, ca_keys))
+    assert r.exit_code == 0, r.output
+    assert f"not verified: there is no {sshd_dir}/sshd_config" in r.output
+    assert "sshd uses the jit-ssh settings" not in r.output and "OK" not in r.output
+
+
+@pytest.mark.parametrize("spec", ["root", "user=root,-oX=y", "user=a b", "user=root,"])
+def test_a_bad_connection_spec_is_refused_before_anything_is_written(
+    runner: CliRunner, tmp_path: Path, ca_keys: Path, spec: str
+) -> None:
+    sshd_dir = tmp_path / "ssh"
+    r = runner.invoke(cli, _setup_args(sshd_dir, ca_keys, "--connection", spec))
+    assert r.exit_code == 2 and "is not a connection spec" in r.output, r.output
+    assert not sshd_dir.exists()
+
+
+def test_check_without_a_dropin_says_to_run_setup(runner: CliRunner, tmp_path: Path) -> None:
+    r = runner.invoke(cli, ["host", "check", "--sshd-dir", str(tmp_path)])
+    assert r.exit_code == 1, r.output
+    assert f"there is no jit-ssh drop-in at {tmp_path}/sshd_config.d/60-jit-ssh.conf" in r.output
+    assert f"fix: jit-ssh host setup --server URL --target TARGET --sshd-dir {tmp_path}" in r.output
+
+
+def test_check_refuses_a_missing_krl_that_would_lock_everyone_out(
+    runner: CliRunner, tmp_path: Path, ca_keys: Path
+) -> None:
+    sshd_dir = tmp_path / "ssh"
+    assert runner.invoke(cli, _setup_args(sshd_dir, ca_keys)).exit_code == 0
+    (sshd_dir / "jit-ssh" / "revoked_keys.krl").unlink()
+    r = runner.invoke(cli, ["host", "check", "--sshd-dir", str(sshd_dir)])
+    assert r.exit_code == 1, r.output
+    assert "is missing or invalid" in r.output and "sshd refuses every key" in r.output
+
+
+@pytest.mark.parametrize(
+    ("stderr", "fix"),
+    [
+        # sshd's own words (OpenSSH 9.2) when /run/sshd is missing: a new machine, ssh not started.
+        ("Missing privilege separation directory: /run/sshd\n", "mkdir -m 0755 /run/sshd"),
+        (
+            "Unable to load host key: /etc/ssh/k\nsshd: no hostkeys available -- exiting.\n",
+            "host key",
+        ),
+        ("sshd: no hostkeys available -- exiting.\n", "host key"),
+        # A syntax error is the configuration's fault: "rejected", not "could not verify".
+        ("sshd_config: line 6: Bad configuration option: Bogus\n", ""),
+        ("sshd_config line 7: Directive 'HostKey' is not allowed within a Match block\n", ""),
+    ],
+)
+def test_an_sshd_failure_that_is_not_the_configurations_gets_its_fix(stderr: str, fix: str) -> None:
+    from client.commands._sshd_effective import trouble_fix
+
+    got = trouble_fix(stderr)
+    assert (fix in got and got) if fix else got == "", got
+
+
+@pytest.mark.parametrize(("euid", "fix"), [(1000, "run as root"), (0, "check the HostKey lines")])
+def test_unreadable_host_keys_say_run_as_root_unless_root(
+    monkeypatch: pytest.MonkeyPatch, euid: int, fix: str
+) -> None:
+    import client.commands._sshd_effective as effective
+
+    monkeypatch.setattr(effective.os, "geteuid", lambda: euid)
+    assert effective.trouble_fix("sshd: no hostkeys available -- exiting.\n").startswith(fix)

@@ -37,11 +37,15 @@ approver_groups = ["approvers"]
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Any]:
+    yield from _app(tmp_path, POLICY)
+
+
+def _app(tmp_path: Path, policy_text: str) -> Iterator[Any]:
     from server.app import create_app
     from server.config import ServerConfig
 
     policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY)
+    policy.write_text(policy_text)
     cfg = ServerConfig(
         data_dir=tmp_path / "data",
         database_url=f"sqlite:///{tmp_path / 'server.sqlite3'}",
@@ -91,3 +95,32 @@ def test_setup_then_sync_krl_from_the_real_server(app: Any, tmp_path: Path) -> N
     assert again.exit_code == 0, again.output
     assert "unchanged" in again.output
     assert calls[-2:] == ["GET /v1/krl", "GET /v1/krl"]
+
+
+def test_setup_warns_about_a_policy_login_user_with_no_account_here(tmp_path: Path) -> None:
+    import pwd
+
+    missing = "jitssh-nosuchuser"
+    try:
+        pwd.getpwnam(missing)
+        pytest.skip(f"{missing} exists on this machine")
+    except KeyError:
+        pass
+    from contextlib import contextmanager
+
+    policy = POLICY.replace('["root"]', f'["root", "{missing}"]')
+    with contextmanager(_app)(tmp_path, policy) as app:
+        r = CliRunner().invoke(
+            cli,
+            ["host", "setup", "--server", SERVER, "--target", "prod-db"]
+            + ["--sshd-dir", str(tmp_path / "ssh")],
+            meta={"jit_ssh.transport": httpx.WSGITransport(app=app)},
+        )
+    # A warning, not a failure; root exists, so only the other one is named.
+    assert r.exit_code == 0, r.output
+    assert f"can log in as it: {missing}\n" in r.output
+    assert (
+        f"fix: useradd -m {missing}   (or take {missing} out of target prod-db's login_users in the policy)"
+        in r.output
+    )
+    assert "useradd -m root" not in r.output

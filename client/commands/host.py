@@ -10,20 +10,26 @@
 * ``jit-ssh/revoked_keys.krl``: a valid empty KRL, unless a valid one is
   already there. sshd refuses EVERY key when RevokedKeys names a missing or
   unreadable file, so this file must exist before the drop-in takes effect.
+
+Then it checks, with ``sshd -T``, that sshd really uses those settings
+(``_sshd_effective``); ``host check`` runs that check alone. Exit codes of both:
+0 in effect, 1 not in effect (or ``sshd -t`` rejected the configuration), 4 could
+not verify (no sshd, or ``sshd -T`` could not run: host keys unreadable, no
+privilege separation directory).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import click
 
 from client.clock import unix_time, utcnow
-from client.errors import EXIT_KRL_OLDER, EXIT_KRL_REFUSED, EXIT_KRL_STALE, EXIT_OK
+from client.errors import EXIT_KRL_OLDER, EXIT_KRL_REFUSED, EXIT_KRL_STALE, EXIT_OK, Failure
 from client.files import write_atomic
 
 from ._common import open_api
@@ -77,9 +83,97 @@ def _merge_principals(existing: str, target: str, principals: tuple[str, ...]) -
     return "\n".join(out) + "\n"
 
 
-def _find_sshd() -> str | None:
-    return shutil.which("sshd") or next(
-        (p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if Path(p).exists()), None
+def _connection_specs(
+    _ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    from ._sshd_effective import check_connection_spec
+
+    try:
+        return tuple(check_connection_spec(v) for v in value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param=param) from None
+
+
+def _verify_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--connection",
+        "connections",
+        multiple=True,
+        callback=_connection_specs,
+        metavar="SPEC",
+        help="Also check the settings sshd applies to this connection, as sshd -T -C SPEC "
+        "(e.g. user=root,host=10.0.0.5,addr=10.0.0.5), for a Match block (repeatable).",
+    )(f)
+    f = click.option(
+        "--sshd-config",
+        type=click.Path(exists=True, dir_okay=False),
+        help="The sshd_config the host's sshd runs with  [default: SSHD_DIR/sshd_config]",
+    )(f)
+    return f
+
+
+def _warn_missing_users(login_users: tuple[str, ...], where: str) -> None:
+    """A login user without a local account: every certificate for it is refused.
+    ``where`` says where the name came from, what to take it out of instead (``{user}``
+    stands for the name)."""
+    from ._sshd_effective import missing_users
+
+    missing = missing_users(login_users)
+    if not missing:
+        return
+    click.echo(
+        f"warning: {'this login user does' if len(missing) == 1 else 'these login users do'} "
+        f"not exist on this host, so no certificate can log in as "
+        f"{'it' if len(missing) == 1 else 'them'}: {', '.join(missing)}",
+        err=True,
+    )
+    for user in missing:
+        click.echo(f"  fix: useradd -m {user}   (or {where.format(user=user)})", err=True)
+
+
+def _verify(
+    root: Path,
+    main_config: Path,
+    login_users: tuple[str, ...],
+    connections: tuple[str, ...],
+    *,
+    again: str,
+) -> None:
+    """``sshd -T`` agrees with the drop-in, or NotInEffect / CouldNotVerify."""
+    from ._sshd_effective import CouldNotVerify, Expected, find_sshd, verify
+
+    dropin = root / "sshd_config.d" / DROPIN_NAME
+    state = root / "jit-ssh"
+    text = dropin.read_text("utf-8", "replace") if dropin.exists() else ""
+    # What the drop-in itself says (host setup wrote it from this layout).
+    expected = Expected(
+        dropin=dropin,
+        trusted_user_ca_keys=_dropin_value(text, "TrustedUserCAKeys")
+        or str(state / "trusted_user_ca_keys"),
+        revoked_keys=_dropin_value(text, "RevokedKeys") or str(state / "revoked_keys.krl"),
+        authorized_principals_file=_dropin_value(text, "AuthorizedPrincipalsFile")
+        or f"{state / 'principals'}/%u",
+    )
+    sshd = find_sshd()
+    if sshd is None:
+        raise CouldNotVerify(
+            "could not verify the settings sshd uses: no sshd here (looked on PATH, in /usr/sbin "
+            "and /usr/local/sbin)\n  fix: install OpenSSH's server (Debian: apt-get install "
+            f"openssh-server), then run: {again}"
+        )
+    checked = verify(
+        sshd,
+        main_config,
+        expected,
+        login_users=login_users,
+        connections=connections,
+        again=again,
+    )
+    click.echo(
+        f"sshd -T -f {main_config}: sshd uses the jit-ssh settings "
+        f"(TrustedUserCAKeys {expected.trusted_user_ca_keys}, RevokedKeys {expected.revoked_keys}, "
+        f"AuthorizedPrincipalsFile {expected.authorized_principals_file}, PubkeyAuthentication yes) "
+        f"for {_and(checked)}."
     )
 
 
@@ -117,6 +211,7 @@ def _find_sshd() -> str | None:
     type=click.Path(file_okay=False),
     help="sshd's configuration directory.",
 )
+@_verify_options
 @click.option("--dry-run", is_flag=True, help="Print what would be written, write nothing.")
 def host_setup(
     ca_keys: str | None,
@@ -126,13 +221,24 @@ def host_setup(
     login_users: tuple[str, ...],
     principals: tuple[str, ...],
     sshd_dir: str,
+    sshd_config: str | None,
+    connections: tuple[str, ...],
     dry_run: bool,
 ) -> None:
     """Configure this host's sshd to accept jit-ssh certificates for TARGET.
 
-    Validates the result with `sshd -t` when sshd is installed, and puts the
-    previous drop-in back if sshd rejects the new one. Reload sshd afterwards
-    (systemctl reload ssh).
+    Validates the result with `sshd -t`, and puts the previous drop-in back if
+    sshd rejects it. Then checks with `sshd -T` that sshd really uses the
+    drop-in's settings (see `jit-ssh host check`), and warns about login users
+    that have no account here. Reload sshd afterwards (systemctl reload ssh).
+
+    \b
+    Exit codes:
+      0  written, and sshd -T shows sshd uses it (or there is no sshd_config
+         in SSHD_DIR to check against: said so on stderr);
+      1  refused, sshd -t rejected it, or sshd does not use the settings
+         (each wrong setting, its cause and the fix are printed);
+      4  could not verify: no sshd, or sshd -T could not run.
     """
     from ca import load_public_keys, validate_principals
     from ca.krl import empty_krl, parse_krl
@@ -147,6 +253,7 @@ def host_setup(
     except InvalidName as e:
         raise click.BadParameter(e.message, param_hint="--target") from None
 
+    users_from = "leave out --login-user {user}"
     if server:
         base = _check_server_url(server)
         ca_text = _fetch(base, "/v1/ca.pub", ca_bundle).decode("ascii", "replace")
@@ -166,6 +273,8 @@ def host_setup(
                     f"the server's policy has no target {target!r} (known: {', '.join(sorted(known)) or 'none'})"
                 )
             principals = principals or known[target].principals
+            if not login_users:
+                users_from = f"take {{user}} out of target {target}'s login_users in the policy"
             login_users = login_users or known[target].login_users
     else:
         ca_text = Path(ca_keys).read_text("ascii", "replace")  # type: ignore[arg-type]
@@ -228,6 +337,7 @@ def host_setup(
         files.append((krl_path, empty_krl(version=0, now=utcnow()), 0o644))
 
     if dry_run:
+        _warn_missing_users(login_users, users_from)
         for path, data, mode in files:
             click.echo(f"--- {path} (mode {mode:04o})")
             if path.suffix == ".krl":
@@ -244,31 +354,148 @@ def host_setup(
         write_atomic(path, data, mode=mode)
         click.echo(f"wrote {path}")
 
-    main_config = root / "sshd_config"
-    sshd = _find_sshd()
-    if sshd and main_config.exists():
-        result = subprocess.run(
-            [sshd, "-t", "-f", str(main_config)], capture_output=True, text=True, timeout=30
+    _warn_missing_users(login_users, users_from)
+    main_config = Path(sshd_config) if sshd_config else root / "sshd_config"
+    if not main_config.exists():
+        click.echo(
+            f"not verified: there is no {main_config} for sshd to read these files with. "
+            f"On the host, check with: jit-ssh host check --sshd-dir {root} --sshd-config FILE",
+            err=True,
         )
+        return
+    again = _check_command(root, sshd_config)
+    from ._sshd_effective import CouldNotVerify, find_sshd, run_sshd_test, trouble_fix
+
+    sshd = find_sshd()
+    if sshd is not None:
+        result = run_sshd_test(sshd, main_config, "-t")
         if result.returncode != 0:
             if previous is None:
                 dropin.unlink()
             else:
                 write_atomic(dropin, previous, mode=0o644)
-            raise click.ClickException(
+            said = result.stderr.strip() or f"exit status {result.returncode}"
+            fix = trouble_fix(result.stderr)
+            if fix:
+                raise CouldNotVerify(
+                    f"could not verify the configuration: sshd -t -f {main_config} failed, so the "
+                    f"previous drop-in was put back:\n  {said}\n  fix: {fix}"
+                )
+            raise Failure(
                 "sshd -t rejected the configuration; the previous drop-in was put back:\n"
-                + result.stderr.strip()
+                + "\n".join(f"  {line}" for line in said.splitlines())
             )
-        text = main_config.read_text("utf-8", "replace")
-        if not re.search(r"^\s*Include\s+\S*sshd_config\.d", text, re.M | re.I):
-            click.echo(
-                f"warning: {main_config} does not Include sshd_config.d/*.conf; add at its top:\n"
-                f"  Include {root}/sshd_config.d/*.conf",
-                err=True,
-            )
-        click.echo("sshd -t: configuration OK. Reload sshd to apply (e.g. systemctl reload ssh).")
-    else:
-        click.echo("not validated with sshd -t (no sshd or no sshd_config here).", err=True)
+    _verify(root, main_config, login_users, connections, again=again)
+    click.echo("Reload sshd to apply (e.g. systemctl reload ssh).")
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _check_command(root: Path, sshd_config: str | None) -> str:
+    cmd = "jit-ssh host check"
+    if root != Path("/etc/ssh"):
+        cmd += f" --sshd-dir {root}"
+    if sshd_config:
+        cmd += f" --sshd-config {Path(sshd_config)}"
+    return cmd
+
+
+@host.command("check")
+@click.option(
+    "--sshd-dir",
+    default="/etc/ssh",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="sshd's configuration directory, as given to host setup.",
+)
+@click.option(
+    "--login-user",
+    "login_users",
+    multiple=True,
+    help="Local account certificates log in as (repeatable; default: each one host setup "
+    "wrote a principals file for).",
+)
+@_verify_options
+def host_check(
+    sshd_dir: str,
+    login_users: tuple[str, ...],
+    sshd_config: str | None,
+    connections: tuple[str, ...],
+) -> None:
+    """Check that this host's sshd really uses what host setup wrote.
+
+    Runs `sshd -T -f SSHD_CONFIG` (the settings sshd runs with; `-C` for a
+    connection as each login user, where a Match block may differ) and checks
+    TrustedUserCAKeys, RevokedKeys and AuthorizedPrincipalsFile against the
+    jit-ssh drop-in, and PubkeyAuthentication yes. Also checks that the CA keys
+    and the KRL are in place, and warns about login users with no account here.
+    It reads the configuration on disk: what sshd uses after its next reload.
+
+    \b
+    Exit codes:
+      0  sshd uses the jit-ssh settings;
+      1  it does not: each wrong setting, what sshd reports, the likely cause
+         (the drop-in is not included, or an earlier setting wins) and the fix;
+      4  could not verify: no sshd, or sshd -T failed (syntax error, host keys
+         unreadable when not root, no /run/sshd).
+    """
+    from ca import JitSshError, load_public_keys
+    from ca.krl import parse_krl
+
+    root = Path(sshd_dir).absolute()
+    dropin = root / "sshd_config.d" / DROPIN_NAME
+    if not dropin.exists():
+        raise Failure(
+            f"there is no jit-ssh drop-in at {dropin}\n"
+            "  fix: jit-ssh host setup --server URL --target TARGET"
+            + (f" --sshd-dir {root}" if root != Path("/etc/ssh") else "")
+        )
+    text = dropin.read_text("utf-8", "replace")
+    trusted = Path(
+        _dropin_value(text, "TrustedUserCAKeys") or root / "jit-ssh" / "trusted_user_ca_keys"
+    )
+    krl = Path(_dropin_value(text, "RevokedKeys") or root / "jit-ssh" / "revoked_keys.krl")
+    again = "jit-ssh host setup again"
+    try:
+        keys = load_public_keys(trusted.read_text("ascii"), field=str(trusted))
+    except (OSError, UnicodeDecodeError, JitSshError) as e:
+        raise Failure(
+            f"cannot read the CA keys sshd is told to trust ({trusted}): {e}\n  fix: run {again}"
+        ) from None
+    if not keys:
+        raise Failure(
+            f"{trusted} holds no CA key: sshd would accept no certificate\n  fix: run {again}"
+        )
+    try:
+        parse_krl(krl.read_bytes())
+    except (OSError, JitSshError) as e:
+        # sshd refuses EVERY key when RevokedKeys names a missing or unreadable file.
+        raise Failure(
+            f"the KRL at {krl} is missing or invalid ({e}): sshd refuses every key while it is\n"
+            f"  fix: run {again} (it writes a valid empty KRL), then jit-ssh host sync-krl"
+        ) from None
+    given_users = bool(login_users)
+    pdir = Path(
+        _dropin_value(text, "AuthorizedPrincipalsFile") or f"{root}/jit-ssh/principals/%u"
+    ).parent
+    if not login_users:
+        login_users = tuple(
+            sorted(p.name for p in pdir.glob("*") if p.is_file() and not p.name.startswith("."))
+        )
+    _warn_missing_users(
+        login_users,
+        "leave out --login-user {user}"
+        if given_users
+        else f"take {{user}} out of the target's login_users, then delete {pdir}/{{user}}",
+    )
+    main_config = Path(sshd_config) if sshd_config else root / "sshd_config"
+    if not main_config.exists():
+        raise Failure(
+            f"there is no {main_config}\n  fix: name the sshd_config sshd runs with: --sshd-config FILE"
+        )
+    _verify(root, main_config, login_users, connections, again=_check_command(root, sshd_config))
 
 
 @host.command("sync-krl")

@@ -53,8 +53,10 @@ def serve(
     cfg = server_config(ctx, config_path)
     from client.clock import utcnow
 
-    # Once, before forking: workers must not race to create keys.
-    bootstrap(cfg, now=utcnow(), say=lambda m: click.echo(m, err=True))
+    # Once, before forking: workers must not race to create keys. With `bootstrap = false`
+    # (replicas fed by configuration management) a missing file is an error, not a new key.
+    if cfg.bootstrap:
+        bootstrap(cfg, now=utcnow(), say=lambda m: click.echo(m, err=True))
     engine = make_engine(cfg.resolved_database_url)
     if is_sqlite(engine):
         upgrade(engine)

@@ -196,3 +196,26 @@ def test_serve_with_other_keys_exits_naming_both_fingerprints(
     mine = parse_public_key(next((tmp_path / "r2" / "ca").glob("ca-*.pub")).read_text()).fingerprint
     assert mine in r.stderr and "Traceback" not in r.stderr
     first.extensions["jit_ssh.engine"].dispose()
+
+
+def test_serve_with_bootstrap_false_makes_no_key(tmp_path: Path) -> None:
+    """A replica fed by configuration management (`bootstrap = false`) whose files are missing
+    refuses to start: it never makes a CA key nobody trusts."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "server.toml").write_text("bootstrap = false\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JIT_SSH_")}
+    env.update(JIT_SSH_DATA_DIR=str(tmp_path / "data"))
+    r = subprocess.run(
+        [sys.executable, "-c", "from client.cli import main; main()", "serve"]
+        + ["--config", str(tmp_path / "server.toml"), "--bind", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert not list((tmp_path / "data").rglob("*ed25519*")), "no key may be made"
+    assert not list((tmp_path / "data").rglob("ca-*"))
