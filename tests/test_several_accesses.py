@@ -480,7 +480,9 @@ def test_a_broken_record_of_the_older_layout_is_skipped_with_a_warning(
     assert re.search(
         rf"warning: skipping \S+/{TARGET}\.json: access record for '{TARGET}': login user", r.stderr
     )
-    assert "No active access" in r.stdout
+    # Not used here, but not hidden: the server still holds it valid.
+    assert r.stdout.startswith(f"issued   {TARGET}") and "no key on this machine" in r.stdout
+    assert "active " not in r.stdout
     assert Path(f"{old}.json").exists()  # left as it was, for the user to look at
     assert jit("login", TARGET).code == EXIT_OK
     assert "ProxyCommand" not in (keys_dir(home) / "config").read_text()
@@ -547,3 +549,42 @@ def test_who_revoked_it_is_printed_only_when_it_is_plainly_a_name_and_a_time(
     assert r.code == EXIT_OK, r.stderr
     assert f"Request {FIRST} ({TARGET}, serial {serial}) was already revoked; removed" in r.stdout
     assert "\x1b" not in r.stdout and "mallory" not in r.stdout and "\r" not in r.stdout
+
+
+def test_status_shows_an_access_valid_on_the_server_that_this_machine_holds_no_key_for(
+    jit: Callable[..., Run], server: Server, home: Path
+) -> None:
+    """The finding: an access the client lost track of stayed valid on the server, unseen."""
+    _two(jit)
+    for p in _files(home, FIRST):
+        p.unlink()
+    r = jit("status")
+    assert r.code == EXIT_OK, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("active   ") and f"request {SECOND}" in lines[0]
+    assert re.match(
+        rf"issued\s+{TARGET}\s+(59m\d*s?|1h)\s+left\s+request {FIRST}\s+no key on this machine "
+        rf"\(jit-ssh done {FIRST} revokes it\)",
+        lines[1],
+    ), lines
+    js = json.loads(jit("status", "--json").stdout)
+    assert [(e["request_id"], e["target"]) for e in js["elsewhere"]] == [(FIRST, TARGET)]
+    assert jit("done", FIRST).code == EXIT_OK
+    assert json.loads(jit("status", "--json").stdout)["elsewhere"] == []
+
+
+@pytest.mark.parametrize("valid_before", ["\x1b[2J", "2020-01-01T00:00:00Z", 12, None, "x" * 50])
+def test_status_lists_no_server_side_access_whose_end_is_not_plainly_ahead(
+    jit: Callable[..., Run], server: Server, home: Path, valid_before: object
+) -> None:
+    import httpx
+
+    assert jit("login", TARGET).code == EXIT_OK
+    for p in _files(home, FIRST):
+        p.unlink()
+    row = server.call("alice", "GET", f"/v1/requests/{FIRST}")
+    row["certificate"]["valid_before"] = valid_before
+    server.fail["GET /v1/requests"] = httpx.Response(200, json={"requests": [row]})
+    r = jit("status", "--json")
+    assert r.code == EXIT_OK, r.stderr
+    assert json.loads(r.stdout)["elsewhere"] == []

@@ -388,6 +388,8 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
     now = utcnow()
     local = [r for r in load_accesses() if r.seconds_left(now) > 0]
     pending: list[RequestView] = []
+    # Issued to you, valid on the server, and no key for it here (another machine's).
+    elsewhere: list[tuple[RequestView, int]] = []
     problem: click.ClickException | None = None
     try:
         api_client, _ = connect(server, user, identity)
@@ -396,6 +398,12 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
         pending = [r for r in mine if r.state in ("pending", "approved")]
         revoked = {r.id for r in mine if r.state in ("revoked", "ended")}
         local = [r for r in local if r.request_id not in revoked]
+        held = {r.request_id for r in local}
+        elsewhere = [
+            (r, left)
+            for r in mine
+            if r.state == "issued" and r.id not in held and (left := _server_left(r, now)) > 0
+        ]
     except JitSshError as e:
         # Local accesses still print (useful offline), but the exit code and
         # the message say the server was not heard: never "nothing pending".
@@ -427,6 +435,10 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
                 }
                 for r in pending
             ],
+            "elsewhere": [
+                {"request_id": r.id, "target": r.target, "seconds_left": left}
+                for r, left in elsewhere
+            ],
         }
         if problem is not None:
             answer["error"] = {
@@ -449,14 +461,33 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
             err=True,
         )
         raise problem
-    if not local and not pending:
+    if not local and not pending and not elsewhere:
         click.echo("No active access and no pending requests.")
     for r in local:
         click.echo(_active_line(r, now, marked=_marked(local, r, defaults)))
+    for other, left in elsewhere:
+        click.echo(
+            f"issued   {other.target:<16} {duration_text(left):>8} left  request {other.id}  "
+            f"no key on this machine (jit-ssh done {other.id} revokes it)"
+        )
     for p in pending:
         click.echo(
             f"{p.state:<8} {p.target:<16} {len(p.approved_by)}/{p.approvals_required} approvals  request {p.id}"
         )
+
+
+def _server_left(req: RequestView, now: datetime) -> int:
+    """Seconds left of the request's certificate as the server states it (0 if it states none)."""
+    shown = req.answer.get("certificate")
+    end = shown.get("valid_before") if isinstance(shown, dict) else None
+    if not isinstance(end, str) or len(end) > 40:
+        return 0
+    try:
+        return max(
+            0, int((datetime.fromisoformat(end.replace("Z", "+00:00")) - now).total_seconds())
+        )
+    except (ValueError, TypeError):
+        return 0
 
 
 def _marked(records: list[Any], record: Any, defaults: set[str]) -> bool:
