@@ -1,12 +1,21 @@
 """The engineer's local side of an access: key pair, certificate, agent, ssh_config.
 
-Per target, under ``~/.ssh/jit-ssh/``:
+One key and certificate per request (several accesses to one target live side by
+side), under ``~/.ssh/jit-ssh/``, each named ``<target>+<request id>`` (``+`` is in
+neither a target nor a request id, so the name splits one way only):
 
-* ``<target>`` and ``<target>.pub``: a fresh Ed25519 key made for this access (0600);
-* ``<target>-cert.pub``: its certificate;
-* ``<target>.json``: request id, serial, window, login user, server;
-* ``config``: an ssh_config with a ``Host <target>`` block per access, to
-  ``Include`` from ``~/.ssh/config``.
+* ``<target>+<id>`` and ``<target>+<id>.pub``: a fresh Ed25519 key made for this
+  access (0600);
+* ``<target>+<id>-cert.pub``: its certificate;
+* ``<target>+<id>.json``: request id, serial, window, login user, server;
+* ``config``: an ssh_config to ``Include`` from ``~/.ssh/config``, with a
+  ``Host <target>`` block pointing at the target's access with the most time
+  left, and a ``Host <target>+<id>`` alias for each access.
+
+Files of the older layout, one access per target (``<target>``,
+``<target>-cert.pub``, ``<target>.json``), are moved to their request's names
+the first time they are read, with a note; one that fails the checks below is
+skipped with a warning, as before.
 
 Nothing reaches ssh_config or ``ssh``'s argv unchecked: a certificate is
 saved only once :func:`client.verify.verify_issued` passed it, and every
@@ -22,18 +31,19 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+import click
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ca.errors import InvalidName, JitSshError
 from ca.names import check_login_user, check_principal, check_target
 
+from .clock import utcnow
 from .files import write_atomic
 from .settings import keys_dir
 from .verify import check_request_id, check_serial
@@ -41,20 +51,36 @@ from .verify import check_request_id, check_serial
 __all__ = [
     "AccessRecord",
     "InvalidAccessRecord",
+    "SSH_AUTH_OPTIONS",
+    "access_name",
+    "key_path_for",
     "check_record",
     "ssh_path",
     "new_key_pair",
     "save_access",
     "load_accesses",
+    "best_access",
     "remove_access",
+    "remove_expired",
     "agent_add",
     "agent_remove",
     "write_ssh_config",
 ]
 
+#: What every ssh to a jit-ssh access is given (``ssh -o`` and the ssh_config blocks alike):
+#: the certificate or nothing. A refused certificate ends the connection with "Permission
+#: denied (publickey)" instead of falling back to a password or keyboard-interactive prompt,
+#: and no other key from the agent is offered in its place.
+SSH_AUTH_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("IdentitiesOnly", "yes"),
+    ("PreferredAuthentications", "publickey"),
+    ("PasswordAuthentication", "no"),
+    ("KbdInteractiveAuthentication", "no"),
+)
+
 
 class InvalidAccessRecord(JitSshError):
-    """A stored access record (``<target>.json``) that fails the checks of what may reach ssh."""
+    """A stored access record (``<target>+<id>.json``) that fails the checks of what may reach ssh."""
 
     code = "invalid_access_record"
 
@@ -75,6 +101,27 @@ class AccessRecord:
     def seconds_left(self, now: datetime) -> int:
         end = datetime.fromisoformat(self.valid_before.replace("Z", "+00:00"))
         return max(0, int((end - now).total_seconds()))
+
+    @property
+    def alias(self) -> str:
+        """This access's own ssh_config Host alias (and file name): ``<target>+<request id>``."""
+        return access_name(self.target, self.request_id)
+
+
+def access_name(target: str, request_id: str) -> str:
+    """``<target>+<request id>``: the name of one access's files and of its ssh_config alias."""
+    check_target(target, field="target")
+    check_request_id(request_id, field="request_id")
+    # A request id ending in "-cert" would name its public key "<t>+<id>-cert.pub",
+    # the certificate file of request "<id minus -cert>".
+    if request_id.endswith("-cert"):
+        raise InvalidName(f"request id {request_id!r} may not end in '-cert'", field="request_id")
+    return f"{target}+{request_id}"
+
+
+def key_path_for(target: str, request_id: str, directory: Path | None = None) -> Path:
+    """Where the private key of the access for ``request_id`` lives."""
+    return (directory or keys_dir()) / access_name(target, request_id)
 
 
 # Characters a path may hold as it is in ssh_config or an -o option: anything
@@ -114,8 +161,11 @@ def ssh_path(path: str | os.PathLike[str], *, quote: bool = True) -> str:
     return text
 
 
-def check_record(record: AccessRecord, directory: Path) -> AccessRecord:
-    """Check a stored record as if it had just come from the server; raise :class:`InvalidAccessRecord` if it fails."""
+def check_record(record: AccessRecord, directory: Path, *, legacy: bool = False) -> AccessRecord:
+    """Check a stored record as if it had just come from the server; raise :class:`InvalidAccessRecord` if it fails.
+
+    ``legacy``: a record of the older layout, whose files are named after the target alone.
+    """
     try:
         check_target(record.target, field="target")
         # The same checks as for the server's answer the record was made from.
@@ -134,27 +184,33 @@ def check_record(record: AccessRecord, directory: Path) -> AccessRecord:
             check_login_user(record.login_user)
         if not isinstance(record.server, str):
             raise InvalidName("server must be text", field="server")
-        # The files are where this machine keeps them for that target, nowhere else.
-        key = directory / record.target
+        # The files are where this machine keeps them for that access, nowhere else.
+        key = (
+            directory / record.target
+            if legacy
+            else key_path_for(record.target, record.request_id, directory)
+        )
         if record.key_path != str(key) or record.cert_path != f"{key}-cert.pub":
             raise InvalidName(f"key or certificate path is not {key}[-cert.pub]", field="key_path")
         ssh_path(key)
         ssh_path(record.cert_path)
     except JitSshError as e:
         raise InvalidAccessRecord(
-            f"access record for {record.target!r}: {e}", field=e.field
+            f"access record for {str(record.target)[:64]!r}: {e}", field=e.field
         ) from None
     except (ValueError, TypeError) as e:
-        raise InvalidAccessRecord(f"access record for {record.target!r}: {e}") from None
+        raise InvalidAccessRecord(f"access record for {str(record.target)[:64]!r}: {e}") from None
     return record
 
 
-def new_key_pair(target: str, directory: Path | None = None) -> tuple[Path, str]:
-    """A fresh Ed25519 key for one access; returns the private key path and the public key line."""
+def new_key_pair(target: str, request_id: str, directory: Path | None = None) -> tuple[Path, str]:
+    """A fresh Ed25519 key for the access of ``request_id``; returns the private key path and
+    the public key line. Another request's key, to this target or another, is left alone."""
     d = directory or keys_dir()
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(d, 0o700)
-    path = d / check_target(target, field="target")
+    _migrate_legacy(d)
+    path = key_path_for(target, request_id, d)
     key = ed25519.Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -166,7 +222,7 @@ def new_key_pair(target: str, directory: Path | None = None) -> tuple[Path, str]
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
-    pub += f" jit-ssh-{target}"
+    pub += f" jit-ssh-{path.name}"
     write_atomic(path, pem, mode=0o600)
     write_atomic(path.with_name(path.name + ".pub"), pub + "\n")
     old_cert = path.with_name(path.name + "-cert.pub")
@@ -180,69 +236,189 @@ def save_access(record: AccessRecord, certificate: str) -> None:
     directory = Path(record.key_path).parent
     check_record(record, directory)
     write_atomic(record.cert_path, certificate.strip() + "\n")
-    meta = Path(record.key_path).with_name(Path(record.key_path).name + ".json")
-    write_atomic(meta, json.dumps(asdict(record), indent=2) + "\n")
+    write_atomic(_record_path(record), json.dumps(asdict(record), indent=2) + "\n")
     write_ssh_config(directory)
 
 
+def _record_path(record: AccessRecord) -> Path:
+    key = Path(record.key_path)
+    return key.with_name(key.name + ".json")
+
+
 def _warn(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
+    click.echo(f"warning: {message}", err=True)
 
 
-def load_accesses(directory: Path | None = None) -> list[AccessRecord]:
-    """The stored records that pass :func:`check_record`; the others are skipped with a warning."""
-    d = directory or keys_dir()
-    out = []
+def _read_record(p: Path) -> AccessRecord | None:
+    try:
+        return AccessRecord(**json.loads(p.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _migrate_legacy(d: Path) -> bool:
+    """Move each access of the older one-per-target layout to its request's names.
+
+    A record that fails :func:`check_record` stays where it is, skipped with a warning
+    each time (as the older versions did); so does one whose new names are taken.
+    Returns whether any moved (ssh_config is then rewritten with the new names).
+    """
+    moved_any = False
     for p in sorted(d.glob("*.json")) if d.is_dir() else []:
-        try:
-            record = AccessRecord(**json.loads(p.read_text()))
-        except (ValueError, TypeError):
+        if "+" in p.name:
+            continue
+        record = _read_record(p)
+        if record is None:
             continue
         try:
             if p.name != f"{record.target}.json":
                 raise InvalidAccessRecord(
                     f"{p.name} holds the record of target {str(record.target)[:64]!r}"
                 )
+            check_record(record, d, legacy=True)
+            new_key = key_path_for(record.target, record.request_id, d)
+        except JitSshError as e:
+            _warn(f"skipping {p}: {e}")
+            continue
+        moved = replace(record, key_path=str(new_key), cert_path=f"{new_key}-cert.pub")
+        old_key = Path(record.key_path)
+        olds = (old_key, old_key.with_name(old_key.name + ".pub"), Path(record.cert_path), p)
+        if _read_record(_record_path(moved)) == moved:
+            # Moved already, but interrupted before the old files were removed.
+            for old in olds:
+                old.unlink(missing_ok=True)
+            continue
+        if _record_path(moved).exists():
+            _warn(
+                f"skipping {p}: {_record_path(moved).name} already holds request {record.request_id}"
+            )
+            continue
+        moves = (
+            (old_key, new_key, 0o600),
+            (
+                old_key.with_name(old_key.name + ".pub"),
+                new_key.with_name(new_key.name + ".pub"),
+                0o644,
+            ),
+            (Path(record.cert_path), Path(moved.cert_path), 0o644),
+        )
+        # Copied through the one atomic writer (the key keeps 0600), the old files removed
+        # only once the new record is in place: an interruption leaves both, never neither.
+        for old, new, mode in moves:
+            if old.exists():
+                write_atomic(new, old.read_bytes(), mode=mode)
+        write_atomic(_record_path(moved), json.dumps(asdict(moved), indent=2) + "\n")
+        for old in olds:
+            old.unlink(missing_ok=True)
+        click.echo(
+            f"note: the access to {record.target} (request {record.request_id}) now lives in "
+            f"{new_key} (one key per request)",
+            err=True,
+        )
+        moved_any = True
+    if moved_any:
+        write_ssh_config(d)
+    return moved_any
+
+
+def load_accesses(directory: Path | None = None) -> list[AccessRecord]:
+    """Every stored access that passes :func:`check_record` (the others are skipped with a
+    warning), expired ones included, by target and then most time left first."""
+    d = directory or keys_dir()
+    _migrate_legacy(d)
+    return _load(d)
+
+
+def _load(d: Path) -> list[AccessRecord]:
+    out = []
+    for p in sorted(d.glob("*+*.json")) if d.is_dir() else []:
+        record = _read_record(p)
+        if record is None:
+            continue
+        try:
+            if p.name != f"{record.target}+{record.request_id}.json":
+                raise InvalidAccessRecord(
+                    f"{p.name} holds the record of request {str(record.request_id)[:64]!r} "
+                    f"to target {str(record.target)[:64]!r}"
+                )
             out.append(check_record(record, d))
         except InvalidAccessRecord as e:
             _warn(f"skipping {p}: {e}")
+    out.sort(key=lambda r: (r.target, -_end(r)))
     return out
+
+
+def _end(record: AccessRecord) -> float:
+    return datetime.fromisoformat(record.valid_before.replace("Z", "+00:00")).timestamp()
+
+
+def best_access(records: list[AccessRecord], target: str, now: datetime) -> AccessRecord | None:
+    """The access to ``target`` valid longest from ``now``, if any is valid at all."""
+    valid = [r for r in records if r.target == target and r.seconds_left(now) > 0]
+    return max(valid, key=_end, default=None)
 
 
 def remove_access(record: AccessRecord) -> None:
     key = Path(record.key_path)
-    for p in (
-        key,
-        key.with_name(key.name + ".pub"),
-        Path(record.cert_path),
-        key.with_name(key.name + ".json"),
-    ):
+    for p in (key, key.with_name(key.name + ".pub"), Path(record.cert_path), _record_path(record)):
         p.unlink(missing_ok=True)
     write_ssh_config(key.parent)
+
+
+def remove_expired(directory: Path | None = None, *, now: datetime) -> list[AccessRecord]:
+    """Delete the key, certificate and record of every access whose window has passed
+    (ssh-agent dropped them by itself: they were added for exactly that long)."""
+    d = directory or keys_dir()
+    gone = [r for r in load_accesses(d) if r.seconds_left(now) <= 0]
+    for r in gone:
+        key = Path(r.key_path)
+        for p in (key, key.with_name(key.name + ".pub"), Path(r.cert_path), _record_path(r)):
+            p.unlink(missing_ok=True)
+    if gone:
+        write_ssh_config(d)
+    return gone
+
+
+def _block(host: str, r: AccessRecord, *, hostname: str | None = None) -> list[str]:
+    lines = [f"Host {host}"]
+    if hostname:
+        lines += [f"    HostName {hostname}"]
+    if r.login_user:
+        lines += [f"    User {r.login_user}"]
+    lines += [
+        f"    IdentityFile {ssh_path(r.key_path)}",
+        f"    CertificateFile {ssh_path(r.cert_path)}",
+    ]
+    lines += [f"    {name} {value}" for name, value in SSH_AUTH_OPTIONS]
+    return [*lines, ""]
 
 
 def write_ssh_config(directory: Path) -> Path:
     """``~/.ssh/jit-ssh/config``: ``Include ~/.ssh/jit-ssh/config`` from ``~/.ssh/config``.
 
-    Only records that pass :func:`check_record` are written, and every value
-    in it went through :mod:`ca.names` or :func:`ssh_path`.
+    ``Host <target>`` uses the target's valid access with the most time left;
+    ``Host <target>+<request id>`` names each valid access. Only records that
+    pass :func:`check_record` are written, and every value in it went through
+    :mod:`ca.names` or :func:`ssh_path`. Host keys are checked as the rest of
+    your ssh_config says: nothing here changes StrictHostKeyChecking or
+    known_hosts.
     """
     where = ssh_path(directory / "config")
     lines = [
-        "# Managed by jit-ssh: one block per active access. Include it from ~/.ssh/config:",
+        "# Managed by jit-ssh: one block per target (its access with the most time left)",
+        "# and one alias <target>+<request id> per access. Include it from ~/.ssh/config:",
         f"#   Include {where}",
         "",
     ]
-    for r in load_accesses(directory):
-        lines += [f"Host {r.target}"]
-        if r.login_user:
-            lines += [f"    User {r.login_user}"]
-        lines += [
-            f"    IdentityFile {ssh_path(r.key_path)}",
-            f"    CertificateFile {ssh_path(r.cert_path)}",
-            "    IdentitiesOnly yes",
-            "",
-        ]
+    now = utcnow()
+    valid = [r for r in _load(directory) if r.seconds_left(now) > 0]
+    for target in sorted({r.target for r in valid}):
+        best = best_access(valid, target, now)
+        assert best is not None
+        lines += _block(target, best)
+        for r in valid:
+            if r.target == target:
+                lines += _block(r.alias, r, hostname=target)
     path = directory / "config"
     write_atomic(path, "\n".join(lines))
     return path

@@ -386,6 +386,11 @@ def keys_dir(home: Path) -> Path:
     return home / ".ssh" / "jit-ssh"
 
 
+def access(home: Path, target: str = TARGET, request_id: str = "0000000000000001") -> Path:
+    """One access's private key: one per request (issue 12), ``<target>+<request id>``."""
+    return keys_dir(home) / f"{target}+{request_id}"
+
+
 # --------------------------------------------------------------------------- login
 
 
@@ -395,14 +400,15 @@ def test_login_auto_approved_installs_key_certificate_record_and_ssh_config(
     r = jit("login", TARGET, "--for", "30m", "--reason", "INC-1")
     assert r.code == EXIT_OK, r.stderr
     d = keys_dir(home)
-    key, cert_file = d / TARGET, d / f"{TARGET}-cert.pub"
+    key = access(home)
+    cert_file = Path(f"{key}-cert.pub")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     cert = parse_certificate(cert_file.read_text())
     # The certificate is for the fresh key made for this access, not the identity.
-    assert cert.public_key.openssh.split()[:2] == (d / f"{TARGET}.pub").read_text().split()[:2]
+    assert cert.public_key.openssh.split()[:2] == Path(f"{key}.pub").read_text().split()[:2]
     assert cert.principals == (PRINCIPAL,)
-    record = json.loads((d / f"{TARGET}.json").read_text())
+    record = json.loads(Path(f"{key}.json").read_text())
     assert record["serial"] == str(cert.serial) and record["login_user"] == "root"
     assert (
         f"Host {TARGET}\n    User root\n    IdentityFile {key}\n    CertificateFile {cert_file}"
@@ -436,7 +442,7 @@ def test_login_pending_waits_then_approved(
     assert f"Approve at: {SERVER}/requests/0000000000000001" in r.stderr
     assert server.paths().count("GET /v1/requests/0000000000000001") == 3
     assert sleeps == [0.25, 0.25, 0.25]
-    cert = parse_certificate((keys_dir(home) / f"{TARGET}-cert.pub").read_text())
+    cert = parse_certificate(Path(f"{access(home)}-cert.pub").read_text())
     assert cert.key_id.endswith(":by=bob")
     # A fresh nonce on every call.
     assert len(set(server.nonces)) == len(server.nonces) == 5
@@ -455,7 +461,7 @@ def test_login_denied_shows_who_and_why(
         r.stderr.splitlines()[-1]
         == "error: request 0000000000000001 was denied by bob: not during the freeze"
     )
-    assert not (keys_dir(home) / f"{TARGET}-cert.pub").exists()
+    assert not Path(f"{access(home)}-cert.pub").exists()
     assert not any(p.endswith("/certificate") for p in server.paths())
 
 
@@ -556,7 +562,7 @@ def test_server_back_on_the_last_attempt(
 
     r = jit("login", TARGET, transport=httpx.MockTransport(flaky))
     assert r.code == EXIT_OK, r.stderr
-    assert (keys_dir(home) / f"{TARGET}-cert.pub").exists()
+    assert Path(f"{access(home)}-cert.pub").exists()
 
 
 def test_no_wait_then_resume(jit: Callable[..., Run], server: Server, home: Path) -> None:
@@ -564,7 +570,7 @@ def test_no_wait_then_resume(jit: Callable[..., Run], server: Server, home: Path
     r = jit("login", TARGET, "--no-wait")
     assert r.code == EXIT_OK
     assert "Not waiting. Later: jit-ssh login prod-db --resume 0000000000000001" in r.stderr
-    assert not (keys_dir(home) / f"{TARGET}-cert.pub").exists()
+    assert not Path(f"{access(home)}-cert.pub").exists()
 
     # Still pending: --resume --no-wait says so again without waiting.
     again = jit("login", TARGET, "--resume", "0000000000000001", "--no-wait", "--json")
@@ -575,15 +581,15 @@ def test_no_wait_then_resume(jit: Callable[..., Run], server: Server, home: Path
     assert done.code == EXIT_OK, done.stderr
     out = json.loads(done.stdout)
     assert out["state"] == "issued" and out["request_id"] == "0000000000000001"
-    assert parse_certificate((keys_dir(home) / f"{TARGET}-cert.pub").read_text()).serial == int(
+    assert parse_certificate(Path(f"{access(home)}-cert.pub").read_text()).serial == int(
         out["serial"]
     )
 
     # Resuming an issued request fetches the same certificate for the same key.
-    key_before = (keys_dir(home) / TARGET).read_bytes()
+    key_before = (access(home)).read_bytes()
     third = jit("login", TARGET, "--resume", "0000000000000001", "--json")
     assert third.code == EXIT_OK and json.loads(third.stdout)["serial"] == out["serial"]
-    assert (keys_dir(home) / TARGET).read_bytes() == key_before
+    assert (access(home)).read_bytes() == key_before
 
 
 def test_resume_refuses_another_targets_request(
@@ -594,7 +600,7 @@ def test_resume_refuses_another_targets_request(
     r = jit("login", TARGET, "--resume", "0000000000000001")
     assert r.code == EXIT_FAILED
     assert "is for target 'other-target', not 'prod-db'" in r.stderr
-    assert not keys_dir(home).exists() or not (keys_dir(home) / TARGET).exists()
+    assert not keys_dir(home).exists() or not (access(home)).exists()
 
 
 def test_login_json_output(jit: Callable[..., Run], server: Server, home: Path) -> None:
@@ -614,7 +620,7 @@ def test_login_json_output(jit: Callable[..., Run], server: Server, home: Path) 
     }
     assert out["state"] == "issued" and out["principals"] == [PRINCIPAL] and out["agent"] is False
     assert 14 * 60 < out["seconds_left"] <= 15 * 60
-    assert out["key"] == str(keys_dir(home) / TARGET)
+    assert out["key"] == str(access(home))
 
 
 def test_no_wait_json(jit: Callable[..., Run], server: Server) -> None:
@@ -661,7 +667,7 @@ def test_agent_gets_the_certificate_for_its_remaining_time_and_loses_it_on_done(
     env = {"SSH_AUTH_SOCK": str(tmp_path / "no-agent.sock")}
     r = jit("login", TARGET, "--for", "10m", "--json", env=env)
     assert r.code == EXIT_OK, r.stderr
-    key = str(keys_dir(home) / TARGET)
+    key = str(access(home))
     add = fake_ssh_add.read_text().split()
     assert add[:3] == ["-q", "-t", add[2]] and 590 <= int(add[2]) <= 600 and add[3] == key
     assert json.loads(r.stdout)["agent"] is True
@@ -727,7 +733,7 @@ def test_done_revokes_then_removes_key_certificate_and_host_block(
     jit: Callable[..., Run], server: Server, home: Path
 ) -> None:
     jit("login", TARGET)
-    serial = json.loads((keys_dir(home) / f"{TARGET}.json").read_text())["serial"]
+    serial = json.loads((Path(f"{access(home)}.json")).read_text())["serial"]
     r = jit("done", "0000000000000001")
     assert r.code == EXIT_OK, r.stderr
     assert f"Revoked serial {serial} ({TARGET}, request 0000000000000001)." in r.stdout
@@ -742,9 +748,9 @@ def test_done_by_target_name_and_all(jit: Callable[..., Run], server: Server, ho
     jit("login", TARGET)
     jit("login", "other")
     assert jit("done", "other").code == EXIT_OK
-    assert not (keys_dir(home) / "other").exists() and (keys_dir(home) / TARGET).exists()
+    assert not (access(home, "other", "0000000000000002")).exists() and (access(home)).exists()
     assert jit("done").code == EXIT_OK
-    assert not (keys_dir(home) / TARGET).exists()
+    assert not (access(home)).exists()
 
 
 def test_done_with_nothing_to_end_is_exit_3(jit: Callable[..., Run], server: Server) -> None:
@@ -761,7 +767,7 @@ def test_done_for_an_access_made_on_another_machine(
     jit: Callable[..., Run], server: Server, home: Path
 ) -> None:
     jit("login", TARGET)
-    serial = json.loads((keys_dir(home) / f"{TARGET}.json").read_text())["serial"]
+    serial = json.loads((Path(f"{access(home)}.json")).read_text())["serial"]
     for p in keys_dir(home).iterdir():  # this machine never held the key
         p.unlink()
     r = jit("done", "0000000000000001")
@@ -778,12 +784,12 @@ def test_done_keeps_the_files_when_the_server_cannot_revoke(
     jit: Callable[..., Run], server: Server, home: Path
 ) -> None:
     jit("login", TARGET)
-    serial = json.loads((keys_dir(home) / f"{TARGET}.json").read_text())["serial"]
+    serial = json.loads((Path(f"{access(home)}.json")).read_text())["serial"]
     server.fail[f"POST /v1/certificates/{serial}/revoke"] = httpx.ConnectError("refused")
     r = jit("done")
     assert r.code == EXIT_UNREACHABLE
     # Not revoked, so not forgotten: the engineer can try again.
-    assert (keys_dir(home) / f"{TARGET}.json").exists()
+    assert (Path(f"{access(home)}.json")).exists()
 
 
 def test_done_removes_locally_what_the_server_does_not_know(
@@ -794,7 +800,7 @@ def test_done_removes_locally_what_the_server_does_not_know(
     r = jit("done")
     assert r.code == EXIT_OK
     assert "unknown to the server; removing it locally" in r.stderr
-    assert not (keys_dir(home) / TARGET).exists()
+    assert not (access(home)).exists()
 
 
 def test_requests_history(jit: Callable[..., Run], server: Server) -> None:
@@ -894,7 +900,7 @@ def test_ssh_logs_in_if_needed_then_runs_openssh_with_the_certificate(
         "-un",
     )
     assert r.code == EXIT_OK, r.stderr
-    key = str(keys_dir(home) / TARGET)
+    key = str(access(home))
     assert execs == [
         [
             "/usr/bin/ssh",
@@ -904,6 +910,13 @@ def test_ssh_logs_in_if_needed_then_runs_openssh_with_the_certificate(
             f"CertificateFile={key}-cert.pub",
             "-o",
             "IdentitiesOnly=yes",
+            # Issue 12: the certificate or nothing, never a password prompt.
+            "-o",
+            "PreferredAuthentications=publickey",
+            "-o",
+            "PasswordAuthentication=no",
+            "-o",
+            "KbdInteractiveAuthentication=no",
             "-o",
             "StrictHostKeyChecking=accept-new",
             "-p",

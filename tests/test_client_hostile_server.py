@@ -222,8 +222,9 @@ def before(home: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, bytes]:
 
 def assert_nothing_written(home: Path, before: dict[str, bytes]) -> None:
     d = keys_dir(home)
-    assert not (d / f"{TARGET}-cert.pub").exists()
-    assert not (d / f"{TARGET}.json").exists()
+    # One access per request (issue 12): <target>+<request id>, none for TARGET.
+    assert not list(d.glob(f"{TARGET}+*-cert.pub"))
+    assert not list(d.glob(f"{TARGET}+*.json"))
     assert {
         p.name: p.read_bytes() for p in d.iterdir() if p.name.startswith(("config", "other"))
     } == before
@@ -331,7 +332,7 @@ def test_a_real_ssh_reads_only_what_jit_ssh_meant(
     options = dict(line.split(" ", 1) for line in shown.splitlines() if " " in line)
     assert "proxycommand" not in options
     assert options["user"] == "root"
-    assert options["certificatefile"] == str(keys_dir(home) / "other-cert.pub")
+    assert options["certificatefile"] == str(keys_dir(home) / "other+0000000000000001-cert.pub")
 
 
 # --------------------------------------------------------------------------- stored records
@@ -341,15 +342,15 @@ def test_a_stale_record_is_skipped_with_a_warning_never_written_to_ssh_config(
     home: Path, before: dict[str, bytes], capsys: pytest.CaptureFixture[str]
 ) -> None:
     d = keys_dir(home)
-    record = json.loads((d / "other.json").read_text())
+    record = json.loads((d / "other+0000000000000001.json").read_text())
     stale = {
         **record,
         "target": "stale",
-        "key_path": str(d / "stale"),
-        "cert_path": str(d / "stale-cert.pub"),
+        "key_path": str(d / "stale+0000000000000001"),
+        "cert_path": str(d / "stale+0000000000000001-cert.pub"),
         "login_user": "root\n    ProxyCommand id",
     }
-    (d / "stale.json").write_text(json.dumps(stale))
+    (d / "stale+0000000000000001.json").write_text(json.dumps(stale))
     # Any login or done rewrites the config; a second good login does.
     r = jit("login", "third", transport=httpx.WSGITransport(app=HostileServer()), capsys=capsys)
     assert r.code == EXIT_OK, r.stderr
@@ -361,7 +362,7 @@ def test_a_stale_record_is_skipped_with_a_warning_never_written_to_ssh_config(
         and "Host other" in text
     )
     assert re.search(
-        r"warning: skipping .*stale\.json: access record for 'stale': login user .* is not a valid user name",
+        r"warning: skipping .*stale\+0000000000000001\.json: access record for 'stale': login user .* is not a valid user name",
         r.stderr,
     ), r.stderr
 
@@ -432,9 +433,9 @@ def test_ssh_never_uses_a_stale_record(
     home: Path, before: dict[str, bytes], execs: list[list[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     d = keys_dir(home)
-    record = json.loads((d / "other.json").read_text())
+    record = json.loads((d / "other+0000000000000001.json").read_text())
     record["login_user"] = "-oProxyCommand=id"
-    (d / "other.json").write_text(json.dumps(record))
+    (d / "other+0000000000000001.json").write_text(json.dumps(record))
     # The stale record is skipped, so ssh logs in afresh (the server sends a good certificate).
     r = jit("ssh", "other", transport=httpx.WSGITransport(app=HostileServer()), capsys=capsys)
     assert r.code == EXIT_OK, r.stderr
@@ -636,11 +637,11 @@ def test_login_against_a_real_socket(
         "POST /v1/requests/0000000000000001/certificate",
         "GET /v1/ca.pub",
     ]
-    assert not (keys_dir(home) / f"{TARGET}-cert.pub").exists()
+    assert not (keys_dir(home) / f"{TARGET}+0000000000000001-cert.pub").exists()
     good = HostileServer()
     r = jit("login", TARGET, "--server", serve(good), capsys=capsys)
     assert r.code == EXIT_OK, r.stderr
-    assert (keys_dir(home) / f"{TARGET}-cert.pub").exists()
+    assert (keys_dir(home) / f"{TARGET}+0000000000000001-cert.pub").exists()
 
 
 def test_paths_with_spaces_and_percent_reach_ssh_as_they_are(
@@ -681,8 +682,8 @@ def test_paths_with_spaces_and_percent_reach_ssh_as_they_are(
     # One token each, space included (quoted); ssh -G shows values before %-expansion,
     # where "%%" is a literal "%" (ssh_config(5), TOKENS).
     escaped = str(d).replace("%", "%%")
-    assert ["identityfile", f"{escaped}/{TARGET}"] in options
-    assert ["certificatefile", f"{escaped}/{TARGET}-cert.pub"] in options
+    assert ["identityfile", f"{escaped}/{TARGET}+0000000000000001"] in options
+    assert ["certificatefile", f"{escaped}/{TARGET}+0000000000000001-cert.pub"] in options
     assert ["user", "root"] in options
 
 

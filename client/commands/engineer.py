@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -173,10 +174,11 @@ def login(
         req = _wait(api_client, req, poll=poll, quiet=as_json)
         if req.state != "approved" and not (req.state == "issued" and resume_id):
             _report_end(req, as_json)
+        # One key per request: another access, to this target or another, is left alone.
         key_path, pub = (
-            new_key_pair(target)
-            if req.state == "approved" or not _have_key(target)
-            else (_key_path(target), _pub(target))
+            new_key_pair(target, req.id)
+            if req.state == "approved" or not _have_key(target, req.id)
+            else (_key_path(target, req.id), _pub(target, req.id))
         )
         # As sent: client.verify checks every value of it strictly before anything is printed or written.
         cert = api_client.post(
@@ -216,18 +218,19 @@ def _did_you_mean(error: JitSshError, guess: str) -> Failure:
     return failure_for(error, note=f"did you mean {guess!r}? jit-ssh login {guess}")
 
 
-def _key_path(target: str) -> Path:
-    from client.settings import keys_dir
+def _key_path(target: str, request_id: str) -> Path:
+    from client.access import key_path_for
 
-    return keys_dir() / target
-
-
-def _have_key(target: str) -> bool:
-    return _key_path(target).exists()
+    return key_path_for(target, request_id)
 
 
-def _pub(target: str) -> str:
-    return (_key_path(target).with_name(target + ".pub")).read_text().strip()
+def _have_key(target: str, request_id: str) -> bool:
+    return _key_path(target, request_id).exists()
+
+
+def _pub(target: str, request_id: str) -> str:
+    key = _key_path(target, request_id)
+    return key.with_name(key.name + ".pub").read_text().strip()
 
 
 def _wait(api_client: ApiClient, req: RequestView, *, poll: float, quiet: bool) -> RequestView:
@@ -305,7 +308,7 @@ def _verify(
 def _install(
     verified: VerifiedCertificate, key_path: Path, settings: ClientSettings, as_json: bool
 ) -> None:
-    from client.access import AccessRecord, agent_add, save_access
+    from client.access import AccessRecord, agent_add, load_accesses, remove_expired, save_access
     from client.clock import utcnow
 
     cert = verified.certificate
@@ -324,7 +327,10 @@ def _install(
         cert_path=str(key_path) + "-cert.pub",
     )
     save_access(record, verified.openssh)
-    left = record.seconds_left(utcnow())
+    now = utcnow()
+    # Keys whose window has passed are of no use to anyone: they go as new ones come.
+    remove_expired(key_path.parent, now=now)
+    left = record.seconds_left(now)
     in_agent = agent_add(str(key_path), left)
     if as_json:
         click.echo(
@@ -353,6 +359,17 @@ def _install(
     )
     if in_agent:
         click.echo(f"  Key and certificate are in ssh-agent for {duration_text(left)}.")
+    others = [
+        r
+        for r in load_accesses(key_path.parent)
+        if r.target == target and r.request_id != record.request_id and r.seconds_left(now) > 0
+    ]
+    if others:
+        ids = ", ".join(r.request_id for r in others)
+        click.echo(
+            f"  Your other access to {target} stays valid too (request {ids}); "
+            f"jit-ssh ssh {target} uses the one with the most time left (--request ID picks one)."
+        )
     click.echo("  End access early with: jit-ssh done " + verified.request_id)
 
 
@@ -363,13 +380,16 @@ def _install(
 @click.option("--json", "as_json", is_flag=True)
 @connection_options
 def status(as_json: bool, server: str | None, user: str | None, identity: str | None) -> None:
-    """Your active certificates (target, principals, time left) and pending requests."""
+    """Your valid accesses on this machine (request, target, login user, time left; several to one
+    target side by side) and your pending requests."""
     from client.access import load_accesses
     from client.clock import utcnow
 
     now = utcnow()
     local = [r for r in load_accesses() if r.seconds_left(now) > 0]
     pending: list[RequestView] = []
+    # Issued to you, valid on the server, and no key for it here (another machine's).
+    elsewhere: list[tuple[RequestView, int]] = []
     problem: click.ClickException | None = None
     try:
         api_client, _ = connect(server, user, identity)
@@ -378,20 +398,30 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
         pending = [r for r in mine if r.state in ("pending", "approved")]
         revoked = {r.id for r in mine if r.state in ("revoked", "ended")}
         local = [r for r in local if r.request_id not in revoked]
+        held = {r.request_id for r in local}
+        elsewhere = [
+            (r, left)
+            for r in mine
+            if r.state == "issued" and r.id not in held and (left := _server_left(r, now)) > 0
+        ]
     except JitSshError as e:
         # Local accesses still print (useful offline), but the exit code and
         # the message say the server was not heard: never "nothing pending".
         problem = explain(e, server, user, identity)
+    defaults = _ssh_defaults(local, now)
     if as_json:
         answer: dict[str, Any] = {
             "active": [
                 {
                     "target": r.target,
                     "request_id": r.request_id,
+                    "login_user": r.login_user,
                     "serial": r.serial,
                     "principals": r.principals,
                     "valid_before": r.valid_before,
                     "seconds_left": r.seconds_left(now),
+                    # What `jit-ssh ssh TARGET` (and `ssh TARGET` through the Include) uses.
+                    "ssh_default": r.request_id in defaults,
                 }
                 for r in local
             ],
@@ -404,6 +434,10 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
                     "approvals_required": r.approvals_required,
                 }
                 for r in pending
+            ],
+            "elsewhere": [
+                {"request_id": r.id, "target": r.target, "seconds_left": left}
+                for r, left in elsewhere
             ],
         }
         if problem is not None:
@@ -418,7 +452,7 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
         return
     if problem is not None:
         for r in local:
-            click.echo(_active_line(r, now))
+            click.echo(_active_line(r, now, marked=_marked(local, r, defaults)))
         click.echo(
             "(active accesses from this machine's records only: "
             "the server's revocations and pending requests are unknown)"
@@ -427,62 +461,172 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
             err=True,
         )
         raise problem
-    if not local and not pending:
+    if not local and not pending and not elsewhere:
         click.echo("No active access and no pending requests.")
     for r in local:
-        click.echo(_active_line(r, now))
+        click.echo(_active_line(r, now, marked=_marked(local, r, defaults)))
+    for other, left in elsewhere:
+        click.echo(
+            f"issued   {other.target:<16} {duration_text(left):>8} left  request {other.id}  "
+            f"no key on this machine (jit-ssh done {other.id} revokes it)"
+        )
     for p in pending:
         click.echo(
             f"{p.state:<8} {p.target:<16} {len(p.approved_by)}/{p.approvals_required} approvals  request {p.id}"
         )
 
 
-def _active_line(r: Any, now: datetime) -> str:
+def _server_left(req: RequestView, now: datetime) -> int:
+    """Seconds left of the request's certificate as the server states it (0 if it states none)."""
+    shown = req.answer.get("certificate")
+    end = shown.get("valid_before") if isinstance(shown, dict) else None
+    if not isinstance(end, str) or len(end) > 40:
+        return 0
+    try:
+        return max(
+            0, int((datetime.fromisoformat(end.replace("Z", "+00:00")) - now).total_seconds())
+        )
+    except (ValueError, TypeError):
+        return 0
+
+
+def _marked(records: list[Any], record: Any, defaults: set[str]) -> bool:
+    """Whether ``record`` is marked as ssh's choice: among several accesses to its target."""
+    several = sum(r.target == record.target for r in records) > 1
+    return several and record.request_id in defaults
+
+
+def _ssh_defaults(records: list[Any], now: datetime) -> set[str]:
+    from client.access import best_access
+
+    return {
+        best.request_id
+        for target in {r.target for r in records}
+        if (best := best_access(records, target, now)) is not None
+    }
+
+
+def _active_line(r: Any, now: datetime, *, marked: bool = False) -> str:
     return (
         f"active   {r.target:<16} {','.join(r.principals):<28} "
-        f"{duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  serial {r.serial}"
+        f"{duration_text(r.seconds_left(now)):>8} left  request {r.request_id}  "
+        f"login {r.login_user or '-'}  serial {r.serial}"
+        + ("  (jit-ssh ssh's default)" if marked else "")
     )
 
 
 @click.command()
 @click.argument("request_id", required=False)
+@click.option("--all", "end_all", is_flag=True, help="End every valid access on this machine.")
 @click.option("--reason", default="done", show_default=True, help="Recorded with the revocation.")
 @connection_options
 @explained
 def done(
-    request_id: str | None, reason: str, server: str | None, user: str | None, identity: str | None
+    request_id: str | None,
+    end_all: bool,
+    reason: str,
+    server: str | None,
+    user: str | None,
+    identity: str | None,
 ) -> None:
     """End access early: revoke the certificate, then remove key and certificate from agent and disk.
 
-    Without REQUEST_ID: every active access of yours on this machine.
-    """
-    from client.access import agent_remove, load_accesses, remove_access
+    REQUEST_ID ends that access (a target name ends the target's access, if only one is
+    valid); --all ends every valid access on this machine; with neither, the one valid access,
+    and when there are several, none: they are listed, to name one or use --all.
 
-    records = load_accesses()
-    chosen = [r for r in records if request_id in (None, r.request_id, r.target)]
+    Exit codes: 0 ended (revoked now, or already revoked on the server, which is said, and
+    removed here); 1 several accesses and none named, or the server refused; 3 nothing to end
+    (no such access, or the server had already revoked one this machine holds no key for);
+    4 server unreachable (nothing is removed here).
+    """
+    from client.access import load_accesses, remove_expired
+    from client.clock import utcnow
+
+    if end_all and request_id:
+        raise click.UsageError("give REQUEST_ID or --all, not both")
+    now = utcnow()
+    # An access whose window has passed needs no revocation: its files just go.
+    remove_expired(now=now)
+    records = [r for r in load_accesses() if r.seconds_left(now) > 0]
+    if request_id and not end_all:
+        chosen = [r for r in records if r.request_id == request_id] or [
+            r for r in records if r.target == request_id
+        ]
+    else:
+        chosen = records
     if not chosen and request_id:
-        # An access made on another machine: the server knows its serial.
+        # No key for it here: the server knows its serial.
         _revoke_remote(request_id, reason, server, user, identity)
         return
     if not chosen:
         raise NothingFound("no local access to end")
+    if len(chosen) > 1 and not end_all:
+        what = f"to {request_id} " if request_id else ""
+        listing = "\n".join("  " + _active_line(r, now) for r in chosen)
+        raise Failure(
+            f"{len(chosen)} accesses {what}are valid on this machine; nothing was ended:\n"
+            f"{listing}\n"
+            f"  fix: name the one to end (jit-ssh done {chosen[0].request_id}), "
+            "or end them all: jit-ssh done --all"
+        )
     api_client, _ = connect(server, user, identity)
     with api_client:
         for r in chosen:
-            from client.http import ApiError
-
-            try:
-                api_client.post(f"/v1/certificates/{r.serial}/revoke", {"reason": reason})
-                click.echo(f"Revoked serial {r.serial} ({r.target}, request {r.request_id}).")
-            except ApiError as e:
-                if e.code != "not_found":
-                    raise
-                click.echo(
-                    f"Serial {r.serial} unknown to the server; removing it locally.", err=True
-                )
-            agent_remove(r.key_path)
-            remove_access(r)
+            _end_one(api_client, r, reason)
     click.echo("Hosts refuse the certificate once they sync the KRL (jit-ssh host sync-krl).")
+
+
+def _already_revoked(req: RequestView, serial: str) -> bool:
+    """Whether the server's view of the request says this certificate is revoked already."""
+    cert = req.certificate
+    if cert is None or str(cert.serial) != serial:
+        return False
+    shown = req.answer.get("certificate")
+    return req.state == "revoked" or (isinstance(shown, dict) and shown.get("revoked") is True)
+
+
+def _revocation_text(answer: Any) -> str:
+    """ " by NAME at TIME" from the server's revoke answer, each part only if it is plainly one."""
+    text = ""
+    if isinstance(answer, dict):
+        by, at = answer.get("revoked_by"), answer.get("revoked_at")
+        if isinstance(by, str) and re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", by):
+            text += f" by {by}"
+        if isinstance(at, str) and re.fullmatch(r"[0-9T:.+Z-]{10,40}", at):
+            text += f" at {at}"
+    return text
+
+
+def _end_one(api_client: ApiClient, r: Any, reason: str) -> None:
+    """Revoke one local access (the server's own view first: it may be revoked already), then
+    remove its key and certificate from the agent and the disk."""
+    from client.access import agent_remove, remove_access
+    from client.http import ApiError
+
+    try:
+        view: RequestView | None = checked(api_client.get(f"/v1/requests/{r.request_id}"))
+    except ApiError as e:
+        if e.code != "not_found":
+            raise
+        view = None
+    try:
+        # Revoking a revoked certificate changes nothing and answers who revoked it, when.
+        answer = api_client.post(f"/v1/certificates/{r.serial}/revoke", {"reason": reason})
+    except ApiError as e:
+        if e.code != "not_found":
+            raise
+        click.echo(f"Serial {r.serial} unknown to the server; removing it locally.", err=True)
+    else:
+        if view is not None and _already_revoked(view, r.serial):
+            click.echo(
+                f"Request {r.request_id} ({r.target}, serial {r.serial}) was already revoked"
+                f"{_revocation_text(answer)}; removed its key and certificate here."
+            )
+        else:
+            click.echo(f"Revoked serial {r.serial} ({r.target}, request {r.request_id}).")
+    agent_remove(r.key_path)
+    remove_access(r)
 
 
 def _revoke_remote(
@@ -506,10 +650,17 @@ def _revoke_remote(
                 f"request {request_id} has no certificate (it is {req.state}); "
                 f"to withdraw a pending request: jit-ssh api POST /v1/requests/{request_id}/cancel"
             )
-        api_client.post(f"/v1/certificates/{cert.serial}/revoke", {"reason": reason})
+        already = _already_revoked(req, str(cert.serial))
+        answer = api_client.post(f"/v1/certificates/{cert.serial}/revoke", {"reason": reason})
+    if already:
+        raise NothingFound(
+            f"request {request_id} ({req.target}, serial {cert.serial}) was already revoked"
+            f"{_revocation_text(answer)}; nothing to do (this machine holds no key for it)"
+        )
     click.echo(
         f"Revoked serial {cert.serial} ({req.target}, request {request_id}); "
-        "its key was made on another machine, so nothing was removed here."
+        "this machine holds no key for it (made on another machine, or already removed), "
+        "so nothing was removed here."
     )
     click.echo("Hosts refuse the certificate once they sync the KRL (jit-ssh host sync-krl).")
 
@@ -528,6 +679,38 @@ def requests_cmd(as_json: bool, server: str | None, user: str | None, identity: 
 
 # ------------------------------------------------------------------------------ ssh
 
+#: StrictHostKeyChecking values that let ssh connect to a host whose key changed.
+_NO_HOST_KEY_CHECK = frozenset({"no", "off", "false"})
+_SSH_OPTION = re.compile(r"\s*([A-Za-z]+)\s*(?:=|\s)\s*(.*?)\s*")
+
+
+def _option(option: str) -> tuple[str, str]:
+    """An ``-o`` option as (lower-case keyword, value), as ssh splits it ("Key=Value", "Key Value")."""
+    m = _SSH_OPTION.fullmatch(option)
+    return (m.group(1).lower(), m.group(2).strip('"').lower()) if m else ("", "")
+
+
+def _host_key_checking(ssh_bin: str, args: list[str]) -> str | None:
+    """The StrictHostKeyChecking ``ssh -G`` finds in the user's ssh_config for these arguments
+    (``true``, ``false``, ``ask``, ``accept-new``), or None if ssh cannot say."""
+    import subprocess
+
+    try:
+        shown = subprocess.run(
+            [ssh_bin, "-G", *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in shown.stdout.splitlines() if shown.returncode == 0 else ():
+        name, _, value = line.partition(" ")
+        if name == "stricthostkeychecking":
+            return value.strip()
+    return None
+
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("target")
@@ -536,6 +719,12 @@ def requests_cmd(as_json: bool, server: str | None, user: str | None, identity: 
 @click.option("--port", "-p", type=int, help="SSH port.")
 @click.option(
     "--login-user", "-l", help="Remote account (default: from the certificate's principal)."
+)
+@click.option(
+    "--request",
+    "request_id",
+    metavar="ID",
+    help="Use the access of this request (default: TARGET's with the most time left).",
 )
 @click.option(
     "--for", "duration", callback=_typed_duration, help="Duration, if a new access is needed."
@@ -559,6 +748,7 @@ def ssh(
     host: str | None,
     port: int | None,
     login_user: str | None,
+    request_id: str | None,
     duration: str | None,
     reason: str,
     ssh_options: tuple[str, ...],
@@ -568,13 +758,21 @@ def ssh(
 ) -> None:
     """Log in to TARGET if needed, then run OpenSSH with the certificate: jit-ssh ssh TARGET [-- COMMAND].
 
+    With several accesses to TARGET, the one with the most time left (or --request ID's).
+    ssh offers the certificate only: a host that refuses it ends the connection, with no
+    password or keyboard-interactive prompt. Host keys are checked against your known_hosts
+    as your ssh_config says, but never with StrictHostKeyChecking off: a changed host key is
+    always refused, and a host not yet known is shown for you to confirm (ssh's "ask"), unless
+    you chose accept-new or yes.
+
     ssh's exit status is this command's (255: ssh itself failed, e.g. the host refused the certificate).
     """
     import shutil
 
     from ca.names import check_hostname, check_login_user, check_target
-    from client.access import load_accesses, ssh_path
+    from client.access import SSH_AUTH_OPTIONS, best_access, load_accesses, ssh_path
     from client.clock import utcnow
+    from client.verify import check_request_id
 
     # Checked before anything else (a login included): each value goes to ssh's argv.
     try:
@@ -583,16 +781,43 @@ def ssh(
         dest_host = (
             check_hostname(host, field="--host") if host else check_hostname(target, field="target")
         )
+        if request_id is not None:
+            check_request_id(request_id, field="--request")
     except JitSshError as e:
         raise Failure(f"{e} [{e.code}]") from None
+    for option in ssh_options:
+        name, value = _option(option)
+        if name == "stricthostkeychecking" and value in _NO_HOST_KEY_CHECK:
+            raise Failure(
+                f"-o {option}: jit-ssh ssh never connects without checking the host key "
+                "(a changed key may be someone in the middle)\n"
+                "  fix: -o StrictHostKeyChecking=accept-new trusts a host seen for the first "
+                "time; if the host was really reinstalled: ssh-keygen -R HOST"
+            )
 
     def current() -> Any:
+        records = load_accesses()
+        if request_id is None:
+            return best_access(records, target, utcnow())
         return next(
-            (r for r in load_accesses() if r.target == target and r.seconds_left(utcnow()) > 0),
+            (
+                r
+                for r in records
+                if r.request_id == request_id
+                and r.target == target
+                and r.seconds_left(utcnow()) > 0
+            ),
             None,
         )
 
     record = current()
+    if record is None and request_id is not None:
+        # A named access is used or nothing: no new request in its place.
+        raise NothingFound(
+            f"no valid access of request {request_id} to {target} on this machine\n"
+            f"  fix: jit-ssh status lists yours; without --request, jit-ssh ssh {target} "
+            "uses the one with the most time left (or asks for a new one)"
+        )
     if record is None:
         ctx.invoke(
             login,
@@ -622,11 +847,12 @@ def ssh(
             ssh_path(record.key_path, quote=False),
             "-o",
             f"CertificateFile={ssh_path(record.cert_path)}",
-            "-o",
-            "IdentitiesOnly=yes",
         ]
     except JitSshError as e:
         raise Failure(f"{e} [{e.code}]") from None
+    # Before the user's own -o: ssh keeps the first value it gets for each option.
+    for name, value in SSH_AUTH_OPTIONS:
+        argv += ["-o", f"{name}={value}"]
     for option in ssh_options:
         argv += ["-o", option]
     if port:
@@ -634,7 +860,21 @@ def ssh(
     # "--" ends ssh's options: OpenSSH parses options again after the
     # destination unless "--" came first, so a destination or a command
     # word starting with '-' (-oProxyCommand=...) would be an option.
-    argv += ["--", f"{who}@{dest_host}" if who else dest_host]
+    destination = ["--", f"{who}@{dest_host}" if who else dest_host]
+    if not any(_option(o)[0] == "stricthostkeychecking" for o in ssh_options):
+        # Until hosts have certificates, known_hosts is what proves the host: the user's
+        # own setting stands (ask, yes, accept-new), except "off", which would let a
+        # changed key through.
+        effective = _host_key_checking(ssh_bin, [*argv[1:], *destination])
+        if effective not in ("true", "ask", "accept-new"):
+            argv += ["-o", "StrictHostKeyChecking=ask"]
+            if effective == "false":
+                click.echo(
+                    f"note: your ssh_config turns StrictHostKeyChecking off for {dest_host}; "
+                    "jit-ssh ssh checks the host key all the same (ask)",
+                    err=True,
+                )
+    argv += destination
     argv += list(command)
     sys.stdout.flush()
     os.execv(ssh_bin, argv)

@@ -484,7 +484,8 @@ class HostSshd(Sshd):
         )
 
     def jit_ssh_args(self) -> list[str]:
-        """Arguments for ``jit-ssh ssh TARGET ...`` to reach this throwaway host (a host key made a moment ago)."""
+        """Arguments for ``jit-ssh ssh TARGET ...`` to reach this throwaway host (a host key made a
+        moment ago: trusted on first use, as jit-ssh ssh never turns host key checking off)."""
         return [
             "--host",
             "127.0.0.1",
@@ -493,7 +494,7 @@ class HostSshd(Sshd):
             "-o",
             "BatchMode=yes",
             "-o",
-            "StrictHostKeyChecking=no",
+            "StrictHostKeyChecking=accept-new",
             "-o",
             "UserKnownHostsFile=/dev/null",
             "-o",

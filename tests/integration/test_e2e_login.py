@@ -97,8 +97,9 @@ def test_login_waits_for_approval_then_ssh_works_until_the_window_ends(world: Wo
     assert status == 0, f"stdout: {out.read_text()}\nstderr: {err.read_text()}"
     assert f"Access granted to {TARGET}" in out.read_text()
 
-    key = alice.keys_dir / TARGET
-    cert_path = alice.keys_dir / f"{TARGET}-cert.pub"
+    # One key per request (issue 12): <target>+<request id>.
+    key = alice.keys_dir / f"{TARGET}+{request_id}"
+    cert_path = alice.keys_dir / f"{TARGET}+{request_id}-cert.pub"
     assert key.stat().st_mode & 0o777 == 0o600
     cert = parse_certificate(cert_path.read_text())
     assert cert.principals == (PRINCIPAL,)
@@ -171,17 +172,19 @@ def test_done_and_sync_krl_refuse_at_once_while_another_certificate_works(world:
     copy = world.root / "copy"
     copy.mkdir(exist_ok=True)
     key_copy, cert_copy = copy / "key", copy / "key-cert.pub"
-    shutil.copy(alice.keys_dir / TARGET, key_copy)
+    shutil.copy(alice.keys_dir / f"{TARGET}+{request_id}", key_copy)
     os.chmod(key_copy, 0o600)
-    shutil.copy(alice.keys_dir / f"{TARGET}-cert.pub", cert_copy)
+    shutil.copy(alice.keys_dir / f"{TARGET}+{request_id}-cert.pub", cert_copy)
     alice_cert = parse_certificate(cert_copy.read_text())
-    carol_cert_path = carol.keys_dir / f"{TARGET}-cert.pub"
+    carol_id = load_json(carol.jit("status", "--json").stdout)["active"][0]["request_id"]
+    carol_cert_path = carol.keys_dir / f"{TARGET}+{carol_id}-cert.pub"
     assert str(alice_cert.serial) == resumed["serial"]
 
     # done: revoked on the server, gone from agent and disk and the ssh_config.
     done = alice.jit("done", request_id)
     assert f"Revoked serial {alice_cert.serial}" in done.stdout
-    for name in (TARGET, f"{TARGET}.pub", f"{TARGET}-cert.pub", f"{TARGET}.json"):
+    access = f"{TARGET}+{request_id}"
+    for name in (access, f"{access}.pub", f"{access}-cert.pub", f"{access}.json"):
         assert not (alice.keys_dir / name).exists(), name
     assert f"Host {TARGET}" not in (alice.keys_dir / "config").read_text()
     assert "ED25519" not in alice.ssh_add_list()
@@ -219,7 +222,8 @@ def test_help_and_repeated_auto_approved_logins_succeed(world: World) -> None:
     carol.jit("--help")
     for _ in range(5):
         carol.jit("login", TARGET, "--for", "1m", "--reason", "again")
-    carol.jit("done")
+    # Five accesses side by side now (issue 12): plain `done` would refuse to guess.
+    carol.jit("done", "--all")
 
 
 def test_a_host_whose_clock_runs_ahead_still_takes_the_servers_krl(
