@@ -32,9 +32,10 @@ class PolicyHolder:
     """The current policy, reloaded when its file changes (checked at most once a second).
 
     ``on_change(policy)`` is called (outside any transaction) with each version
-    this holder loads and has not yet handed over, the first one included; a
-    call that raises is retried later. It is not called from the constructor: a
-    worker must start even while the database is out of reach.
+    this holder loads and has not yet handed over, the first one included: by
+    :meth:`reload` at once, by :meth:`get` in a thread of its own. A call that
+    raises is retried later. It is not called from the constructor: a worker
+    must start even while the database is out of reach.
     """
 
     def __init__(
@@ -72,15 +73,32 @@ class PolicyHolder:
     def _sync(self, policy: policies.Policy) -> None:
         if self.on_change is None or self._synced == policy.version:
             return
+        if policy is not self._policy:
+            # Superseded while waiting for the lock: handing it over now would record a
+            # change back to it. The current version is handed over next.
+            return
         self.on_change(policy)
         self._synced = policy.version
 
     def _try_sync(self, policy: policies.Policy, t: float) -> None:
+        """Hand ``policy`` over in a thread of its own: a request never waits for it (nor
+        for a database that is down or hangs). At most one hand-over at a time per holder."""
         if self.on_change is None or self._synced == policy.version or t < self._sync_after:
             return
-        # Another thread of this worker is at it: it hands over the same version.
         if not self._sync_lock.acquire(blocking=False):
-            return
+            return  # one is under way; the next check hands over what is current then
+        try:
+            threading.Thread(
+                target=self._sync_in_background,
+                args=(policy, t),
+                name="jit-ssh-policy-record",
+                daemon=True,
+            ).start()
+        except BaseException:
+            self._sync_lock.release()
+            raise
+
+    def _sync_in_background(self, policy: policies.Policy, t: float) -> None:
         try:
             self._sync(policy)
         except Exception:
@@ -92,6 +110,16 @@ class PolicyHolder:
             )
         finally:
             self._sync_lock.release()
+
+    def wait_recorded(self, timeout: float = 30.0) -> bool:
+        """Wait for a hand-over under way to end; return whether the version in force was
+        handed over (tests, and a caller that must know the change is on record)."""
+        if not self._sync_lock.acquire(timeout=timeout):
+            return False
+        self._sync_lock.release()
+        return self.on_change is None or (
+            self._policy is not None and self._synced == self._policy.version
+        )
 
     def get(self, monotonic: float | None = None) -> policies.Policy:
         t = time.monotonic() if monotonic is None else monotonic

@@ -82,8 +82,11 @@ def _race(workers: list[Deps]) -> list[str]:
     def notice(d: Deps) -> None:
         try:
             barrier.wait(timeout=30)
-            # As a request would: the once-a-second check finds the new file.
-            seen.append(d.service.policy.get(_later()).version)
+            # As a request would: the once-a-second check finds the new file (and hands
+            # the new version over in a thread of its own: waited for here).
+            holder = d.service.policy
+            seen.append(holder.get(_later()).version)
+            assert holder.wait_recorded()
         except BaseException as e:  # reported below, in the test's thread
             errors.append(e)
 
@@ -97,7 +100,9 @@ def _race(workers: list[Deps]) -> list[str]:
 
 
 def test_the_first_start_records_no_change(app: Any) -> None:
-    version = app.extensions["jit_ssh"].service.policy.get().version
+    holder = app.extensions["jit_ssh"].service.policy
+    version = holder.get().version
+    assert holder.wait_recorded()
     # A first load was never a change: the version is stored, no event.
     assert _recorded_version(app) == version
     assert _reloaded(app) == []
@@ -106,9 +111,10 @@ def test_the_first_start_records_no_change(app: Any) -> None:
 def test_workers_noticing_one_change_record_one_event(app: Any, clock: Clock) -> None:
     workers = _workers(app, clock, 4)
     try:
-        first = app.extensions["jit_ssh"].service.policy.get().version
+        first = app.extensions["jit_ssh"].service.policy.reload().version
         for d in workers:
             assert d.service.policy.get(_later()).version == first
+            assert d.service.policy.wait_recorded()
         policy_file = _config(app).resolved_policy_path
         policy_file.write_text(POLICY_B)
 
@@ -133,9 +139,10 @@ def test_a_change_back_to_an_earlier_version_is_recorded_again(app: Any, clock: 
     workers = _workers(app, clock, 3)
     try:
         policy_file = _config(app).resolved_policy_path
-        a = app.extensions["jit_ssh"].service.policy.get().version
+        a = app.extensions["jit_ssh"].service.policy.reload().version
         for d in workers:
             d.service.policy.get(_later())
+            assert d.service.policy.wait_recorded()
         versions = [a]
         for body in (POLICY_B, TEST_POLICY, POLICY_B):
             policy_file.write_text(body)
@@ -158,7 +165,7 @@ def test_a_change_back_to_an_earlier_version_is_recorded_again(app: Any, clock: 
 def test_a_change_made_while_the_server_was_down_is_recorded_at_start(
     app: Any, clock: Clock
 ) -> None:
-    a = app.extensions["jit_ssh"].service.policy.get().version
+    a = app.extensions["jit_ssh"].service.policy.reload().version
     _config(app).resolved_policy_path.write_text(POLICY_B)
     # A restart: new workers, which never held version A, see B on disk and A in the database.
     restarted = _workers(app, clock, 2)
@@ -185,11 +192,14 @@ cfg = ServerConfig(
     bootstrap=False, audit_checkpoint_every=5,
 )
 d = build_deps(cfg, say=lambda m: None)
-d.service.policy.get()
+holder = d.service.policy
+holder.get()
+assert holder.wait_recorded()
 pathlib.Path(ready).touch()
 while not pathlib.Path(go).exists():
     time.sleep(0.002)
-print(d.service.policy.get(time.monotonic() + 3600).version, flush=True)
+print(holder.get(time.monotonic() + 3600).version, flush=True)
+assert holder.wait_recorded()
 d.engine.dispose()
 """
 
@@ -198,7 +208,7 @@ def test_worker_processes_noticing_one_change_record_one_event(
     app: Any, tmp_path: Path, database_url: str
 ) -> None:
     cfg = _config(app)
-    first = app.extensions["jit_ssh"].service.policy.get().version
+    first = app.extensions["jit_ssh"].service.policy.reload().version
     go = tmp_path / "go"
     procs, ready = [], []
     for i in range(3):
@@ -262,18 +272,42 @@ def test_a_record_that_fails_is_retried_and_the_worker_keeps_serving(tmp_path: P
     assert calls == []
     t = 1000.0
     served = holder.get(t).version
+    assert not holder.wait_recorded()
     assert calls == [served]
     # Within the retry interval the requests go on, with no new try.
-    assert holder.get(t + 1.5).version == served and len(calls) == 1
+    assert holder.get(t + 1.5).version == served
+    holder.wait_recorded()
+    assert len(calls) == 1
     down[0] = False
     holder.get(t + 1.5 + SYNC_RETRY_SECONDS)
+    assert holder.wait_recorded()
     assert calls == [served, served]
     # Handed over: not again until the version changes.
     holder.get(t + 30)
-    assert len(calls) == 2
+    assert holder.wait_recorded() and len(calls) == 2
     policy_file.write_text(POLICY_B)
     new = holder.get(t + 40).version
+    assert holder.wait_recorded()
     assert new != served and calls[-1] == new and len(calls) == 3
+
+
+def test_a_request_does_not_wait_for_the_record(tmp_path: Path) -> None:
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(TEST_POLICY)
+    release = threading.Event()
+
+    def record(policy: Any) -> None:
+        # A database that hangs.
+        release.wait(30)
+
+    holder = PolicyHolder(policy_file, on_change=record)
+    started = time.monotonic()
+    holder.get(1000.0)
+    holder.get(1002.0)
+    assert time.monotonic() - started < 5
+    assert not holder.wait_recorded(timeout=0.1)
+    release.set()
+    assert holder.wait_recorded()
 
 
 # ---- the migration ------------------------------------------------------------------------

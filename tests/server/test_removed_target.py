@@ -132,6 +132,7 @@ def test_the_sweep_expires_a_request_filed_by_a_worker_that_had_not_seen_the_cha
 ) -> None:
     service = app.extensions["jit_ssh"].service
     service.policy.get()
+    assert service.policy.wait_recorded()
     late = _submit(alice)
     holder = service.policy
     holder.path.write_text(_without_prod_db(TEST_POLICY))
