@@ -208,7 +208,7 @@ class Admin:
 
         A warning only: groups may be given ahead of the policy change that uses them.
         """
-        named = policy_groups(self.service.policy.get())
+        named = policy_groups(self.service.policy.current())
         listed = ", ".join(sorted(named)) or "none"
         out = []
         for g in sorted(set(groups) - named):

@@ -121,6 +121,12 @@ class PolicyHolder:
             self._policy is not None and self._synced == self._policy.version
         )
 
+    def current(self) -> policies.Policy:
+        """The policy as loaded, handing nothing over: for one-shot tools (an admin
+        command), which must not start a thread that recording a change would need."""
+        assert self._policy is not None
+        return self._policy
+
     def get(self, monotonic: float | None = None) -> policies.Policy:
         t = time.monotonic() if monotonic is None else monotonic
         if t - self._checked >= 1.0:

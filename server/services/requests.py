@@ -472,7 +472,9 @@ class RequestService(ServiceBase):
 
     def expire_sweep(self) -> int:
         now = self.now()
-        policy = self.policy.get()
+        # The sweep runs from `jit-ssh admin expire`, a one-shot process: the policy as
+        # its file says, recording no change (the server's workers do that).
+        policy = self.policy.current()
         n = 0
         with self._tx() as s:
             # A request filed through a worker that had not yet seen the change is

@@ -358,3 +358,108 @@ def test_workers_put_a_missing_row_back_once(app_without_state_row: Any, clock: 
     finally:
         for d in workers:
             d.engine.dispose()
+
+
+# ---- the real server: gunicorn workers ----------------------------------------------------
+
+
+def _burst(url: str, n: int = 12) -> list[str]:
+    """``n`` concurrent /healthz calls (so that every worker answers some): the versions served."""
+    import httpx
+
+    out: list[str] = []
+
+    def one() -> None:
+        r = httpx.get(url + "/healthz", timeout=10)
+        assert r.status_code == 200, r.text
+        out.append(r.json()["policy_version"])
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(out) == n
+    return out
+
+
+def _served_everywhere(url: str, version: str) -> None:
+    deadline = time.monotonic() + 30
+    streak = 0
+    while streak < 3:
+        assert time.monotonic() < deadline, "the workers did not all pick up the new policy"
+        streak = streak + 1 if set(_burst(url)) == {version} else 0
+        time.sleep(0.5)
+    # Each worker hands the new version over in a thread of its own: give them a moment.
+    time.sleep(1.0)
+
+
+@pytest.mark.integration
+def test_gunicorn_workers_record_one_event_per_change(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import signal
+
+    from policies import parse_policy
+    from tests.support import answers_healthz, free_port, wait_ready
+
+    jit_ssh = Path(sys.executable).with_name("jit-ssh")
+    command = str(jit_ssh) if jit_ssh.exists() else shutil.which("jit-ssh")
+    assert command, "the jit-ssh command is not installed (pip install -e '.[test]')"
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(TEST_POLICY)
+    (tmp_path / "home").mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path / "home"),
+        "JIT_SSH_DATA_DIR": str(tmp_path / "data"),
+        "JIT_SSH_POLICY": str(policy_file),
+        "JIT_SSH_LOG_LEVEL": "WARNING",
+    }
+    url = f"http://127.0.0.1:{free_port()}"
+    with open(tmp_path / "serve.log", "ab") as log:
+        proc = subprocess.Popen(
+            [command, "serve", "--bind", url.removeprefix("http://"), "--workers", "3"]
+            + ["--threads", "1"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            # Its own process group: the master and its workers end together, by this pid.
+            start_new_session=True,
+        )
+    try:
+        assert wait_ready(proc, lambda: answers_healthz(url), 60), (
+            tmp_path / "serve.log"
+        ).read_text()[-3000:]
+        a, b = parse_policy(TEST_POLICY).version, parse_policy(POLICY_B).version
+        _served_everywhere(url, a)
+        from sqlalchemy import create_engine
+
+        engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'jit-ssh.sqlite3'}")
+
+        def reloaded() -> list[tuple[str, str]]:
+            with engine.connect() as c:
+                rows = c.execute(
+                    text("SELECT data FROM audit_events WHERE type = 'policy.reloaded'")
+                ).all()
+            return [(d["previous"], d["version"]) for d in (json.loads(r[0]) for r in rows)]
+
+        try:
+            assert reloaded() == []
+            policy_file.write_text(POLICY_B)
+            _served_everywhere(url, b)
+            assert reloaded() == [(a, b)]
+            policy_file.write_text(TEST_POLICY)
+            _served_everywhere(url, a)
+            assert reloaded() == [(a, b), (b, a)]
+        finally:
+            engine.dispose()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)

@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from ca.audit import verify_export_lines
 from client.cli import EXIT_FAILED
+from policies import load_policy
 from server.services.requests import removed_target_reason
 from tests.test_cli_engineer import (  # noqa: F401 (fixtures)
     POLICY,
@@ -136,7 +137,7 @@ def test_the_sweep_expires_a_request_filed_by_a_worker_that_had_not_seen_the_cha
     late = _submit(alice)
     holder = service.policy
     holder.path.write_text(_without_prod_db(TEST_POLICY))
-    new = holder._load().version  # what the other worker read
+    new = load_policy(holder.path).version  # what the other worker read
     # Another worker recorded the change already; this request reached one still on the old policy.
     with app.extensions["jit_ssh.engine"].begin() as c:
         c.execute(text("UPDATE policy_state SET version = :v WHERE id = 1"), {"v": new})
