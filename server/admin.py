@@ -5,6 +5,7 @@ Used by ``jit-ssh admin ...``. Every change is one transaction with its audit ev
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
+import policies
 from ca import parse_public_key
 
 from .db import transaction
@@ -21,7 +23,7 @@ from .errors import InvalidInput, InvalidState, NotFound
 from .models import Role, SshKey, User, UserGroup, UserRole
 from .services import Service
 
-__all__ = ["Admin", "UserInfo", "password_hasher", "validate_user_name"]
+__all__ = ["Admin", "UserInfo", "password_hasher", "validate_user_name", "policy_groups"]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,63}")
 _GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -41,6 +43,16 @@ def validate_user_name(name: Any, field: str = "name") -> str:
             field=field,
         )
     return name
+
+
+def policy_groups(policy: policies.Policy) -> frozenset[str]:
+    """Every group a rule of ``policy`` names: who may request, approve, or is auto-approved."""
+    named: set[str] = set()
+    for rule in policy.rules:
+        named |= rule.groups | rule.approver_groups
+        if rule.auto_approve is not None:
+            named |= rule.auto_approve.groups
+    return frozenset(named)
 
 
 @dataclass(frozen=True)
@@ -189,6 +201,23 @@ class Admin:
                 field="password",
             )
         return password_hasher().hash(password)
+
+    def group_warnings(self, groups: Iterable[str]) -> list[str]:
+        """One warning per group in ``groups`` that no rule of the current policy names (a
+        typo, most likely: such a group grants nothing), with the closest one it does name.
+
+        A warning only: groups may be given ahead of the policy change that uses them.
+        """
+        named = policy_groups(self.service.policy.current())
+        listed = ", ".join(sorted(named)) or "none"
+        out = []
+        for g in sorted(set(groups) - named):
+            close = difflib.get_close_matches(g, sorted(named), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            out.append(
+                f"no rule of the policy names the group {g!r}{hint}; the groups it names: {listed}"
+            )
+        return out
 
     def list_users(self) -> list[UserInfo]:
         with transaction(self.service.sessions) as s:

@@ -140,20 +140,7 @@ def build_deps(
     )
     keyring = LiveKeyring(sessions, config.data_dir, recorded, passphrase=_ca_passphrase(config))
 
-    def on_reload(new: policies.Policy, old: policies.Policy | None) -> None:
-        with transaction(sessions) as s:
-            writer.record(
-                s,
-                type="policy.reloaded",
-                now=clock(),
-                data={
-                    "path": str(config.resolved_policy_path),
-                    "version": new.version,
-                    "previous": old.version if old else None,
-                },
-            )
-
-    holder = PolicyHolder(config.resolved_policy_path, on_reload=on_reload)
+    holder = PolicyHolder(config.resolved_policy_path)
     base_url = config.base_url or DEFAULT_BASE_URL
     notifier = Notifier(config.webhook_url, base_url=base_url) if config.webhook_url else None
     service = Service(
@@ -166,6 +153,8 @@ def build_deps(
         krl_clock_skew=config.krl_clock_skew,
         notify=notifier.send if notifier else None,
     )
+    # Each version the holder loads is recorded once across workers and replicas.
+    holder.on_change = service.record_policy_version
 
     # Break-glass certificates `ca sign --no-record` could not record at the time.
     if recorded_keys is None:

@@ -54,6 +54,7 @@ __all__ = [
     "LoginThrottle",
     "AuthFailureCount",
     "RecordedKey",
+    "PolicyState",
 ]
 
 
@@ -418,6 +419,28 @@ class RecordedKey(Base):
     state: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PolicyState(Base):
+    """One row (``id`` 1): the policy version the audit log last recorded.
+
+    Every worker of every replica notices a changed policy file on its own; the
+    one that moves this row from the recorded version to the new one, under its
+    row lock (SQLite: the write lock), records ``policy.reloaded`` in the same
+    transaction, and the others find the row already moved and record nothing
+    (``server.services.requests.RequestService.record_policy_version``). A
+    change back to an earlier version moves the row again: it is recorded too.
+    ``version`` is ``None`` until the first start records one (silently: a
+    first load is not a change). Migration 0006 creates the row.
+    """
+
+    __tablename__ = "policy_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The ``policy.reloaded`` event that recorded ``version`` (None for the first one).
+    audit_event_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 Index("ix_requests_requester_state", AccessRequest.requester_id, AccessRequest.state)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from server.config import ServerConfig
     from server.context import AdminContext
 
-__all__ = ["AdminHandle", "config_option", "server_config", "with_admin"]
+__all__ = ["AdminHandle", "config_option", "server_config", "warn_unnamed_groups", "with_admin"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -129,3 +129,12 @@ def with_admin(*, create: bool = True, lazy: bool = False) -> Callable[[F], F]:
         return config_option(run)  # type: ignore[return-value]
 
     return decorate
+
+
+def warn_unnamed_groups(admin: AdminHandle, groups: tuple[str, ...]) -> None:
+    """Warn (on stderr; the command still succeeds) about each of ``groups`` that no rule of
+    the server's policy names: ``--group enginers`` grants nothing."""
+    from server.admin import Admin
+
+    for warning in Admin(admin.context.service).group_warnings(groups):
+        click.echo(f"warning: {warning}", err=True)

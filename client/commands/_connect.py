@@ -184,10 +184,14 @@ def request_line(r: RequestView) -> str:
     reason = r.reason.replace("\n", " ")
     if len(reason) > 40:
         reason = reason[:39] + "…"
-    return (
+    line = (
         f"{r.id}  {r.state:<9} {r.requester:<12} {r.target:<14} {duration_text(r.duration_seconds):>7} "
         f"{got}/{r.approvals_required}  {r.created_at[:19]}  {reason}"
     )
+    if r.state in ("denied", "expired") and r.deny_reason:
+        # Why it ended without a certificate: an approver's reason, or the server's.
+        line += f"\n    {r.state}: {r.deny_reason.replace(chr(10), ' ')}"
+    return line
 
 
 def list_requests(

@@ -284,6 +284,9 @@ def _report_end(req: RequestView, as_json: bool) -> NoReturn:
             f"request {req.id} was denied by {by or 'an approver'}: {req.deny_reason or '(no reason given)'}"
         )
     if state == "expired":
+        if req.deny_reason:
+            # The server ended it early, and says why (its target left the policy).
+            raise Failure(f"request {req.id} expired: {req.deny_reason}")
         raise Failure(f"request {req.id} expired before it was approved or claimed")
     raise Failure(f"request {req.id} is {state}")
 

@@ -17,7 +17,7 @@ import click
 
 from client.errors import EXIT_FAILED
 
-from ._admin import AdminHandle, config_option, server_config, with_admin
+from ._admin import AdminHandle, config_option, server_config, warn_unnamed_groups, with_admin
 
 __all__ = ["serve", "db", "admin", "audit"]
 
@@ -212,6 +212,7 @@ def user_add(
         password=password,
     )
     _show(info)
+    warn_unnamed_groups(admin_ctx, groups)
 
 
 @user.command("list")
@@ -317,6 +318,7 @@ def user_set_groups(
     from server.admin import Admin
 
     _show(Admin(admin_ctx.context.service).set_groups(name, groups, roles or None))
+    warn_unnamed_groups(admin_ctx, groups)
 
 
 @admin.command("expire")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import enum
 import secrets
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 import policies
 from ca import InvalidDuration
@@ -26,6 +28,7 @@ from server.models import (
     AccessRequest,
     Approval,
     ApprovalDecision,
+    PolicyState,
     RequestState,
     Role,
     User,
@@ -36,7 +39,21 @@ from . import fast
 from .base import ServiceBase
 from .validation import MAX_COMMENT, MAX_REASON, check_target, check_text
 
-__all__ = ["RequestService", "MayDecide", "NotDecidable"]
+__all__ = ["RequestService", "MayDecide", "NotDecidable", "removed_target_reason"]
+
+#: The states a removed target's requests are expired from: not yet a certificate. An issued
+#: certificate is signed already and stays valid until it expires or is revoked.
+_UNISSUED = (RequestState.PENDING, RequestState.APPROVED)
+
+
+def removed_target_reason(version: str) -> str:
+    """Why a request was expired when its target left the policy (``deny_reason``)."""
+    return f"target removed from the policy (version {version[:12]})"
+
+
+def _expired(req: AccessRequest, text: str) -> str:
+    """``text``, with the reason the request was expired early when there is one."""
+    return f"{text}: {req.deny_reason}" if req.deny_reason else text
 
 
 class NotDecidable(enum.StrEnum):
@@ -309,7 +326,10 @@ class RequestService(ServiceBase):
                 raise NotEligible(f"{me.name!r} does not have the approver role", field="id")
             if req.state == RequestState.EXPIRED:
                 raise CommitThenRaise(
-                    RequestExpired(f"request {req.id} expired before it was decided", field="id")
+                    RequestExpired(
+                        _expired(req, f"request {req.id} expired before it was decided"),
+                        field="id",
+                    )
                 )
             if req.state != RequestState.PENDING:
                 raise InvalidState(f"request {req.id} is {req.state}, not pending", field="id")
@@ -435,7 +455,9 @@ class RequestService(ServiceBase):
             self._refresh(s, req, now)
             if req.state == RequestState.EXPIRED:
                 # As approve, deny and fetch say: 410, and the expiry just found is kept.
-                raise CommitThenRaise(RequestExpired(f"request {req.id} expired", field="id"))
+                raise CommitThenRaise(
+                    RequestExpired(_expired(req, f"request {req.id} expired"), field="id")
+                )
             if req.state not in (RequestState.PENDING, RequestState.APPROVED):
                 raise InvalidState(
                     f"request {req.id} is {req.state}; only pending or approved requests can be cancelled",
@@ -450,8 +472,14 @@ class RequestService(ServiceBase):
 
     def expire_sweep(self) -> int:
         now = self.now()
+        # The sweep runs from `jit-ssh admin expire`, a one-shot process: the policy as
+        # its file says, recording no change (the server's workers do that).
+        policy = self.policy.current()
         n = 0
         with self._tx() as s:
+            # A request filed through a worker that had not yet seen the change is
+            # caught here (the change's own transaction expired the others).
+            n += self._expire_removed_targets(s, policy, now)
             rows = (
                 s.execute(
                     select(AccessRequest)
@@ -467,3 +495,90 @@ class RequestService(ServiceBase):
                 self._refresh(s, r, now)
                 n += r.state != before
         return n
+
+    # ---- policy changes ----------------------------------------------------------------
+
+    def record_policy_version(self, policy: policies.Policy) -> bool:
+        """Record that ``policy`` is now in force, once for all workers and replicas.
+
+        Compare-and-set on the one :class:`~server.models.PolicyState` row,
+        under its row lock (SQLite: the write lock every transaction takes): the
+        worker that moves it from the recorded version records
+        ``policy.reloaded`` (with that version as ``previous``) and expires the
+        unissued requests whose target the policy no longer has, in the same
+        transaction; a worker that finds the row at ``policy.version`` already
+        records nothing. A first version (the row holds none) is stored without
+        an event. Returns whether this call recorded the change.
+        """
+        now = self.now()
+        with self._tx() as s:
+            row = self._lock_policy_state(s)
+            previous = row.version
+            if previous == policy.version:
+                return False
+            row.version = policy.version
+            row.changed_at = now
+            if previous is None:
+                return False
+            ev = self.audit.record(
+                s,
+                type="policy.reloaded",
+                now=now,
+                data={
+                    "path": str(self.policy.path),
+                    "version": policy.version,
+                    "previous": previous,
+                },
+            )
+            row.audit_event_id = ev.id
+            self._expire_removed_targets(s, policy, now)
+        return True
+
+    @staticmethod
+    def _lock_policy_state(s: Session) -> PolicyState:
+        """The policy state row, locked ``FOR UPDATE`` (created if a database lacks it)."""
+        lock = select(PolicyState).where(PolicyState.id == 1).with_for_update()
+        row = s.execute(lock).scalar_one_or_none()
+        if row is None:
+            # Migration 0006 creates the row; should it be gone, two workers may race
+            # to put it back: the loser's insert fails and it reads the winner's.
+            try:
+                with s.begin_nested():
+                    s.add(PolicyState(id=1, version=None))
+            except IntegrityError:
+                pass
+            row = s.execute(lock.execution_options(populate_existing=True)).scalar_one()
+        return row
+
+    def _expire_removed_targets(self, s: Session, policy: policies.Policy, now: datetime) -> int:
+        """Expire, under their row locks, the pending and approved requests whose target
+        ``policy`` no longer has, each with its reason and a ``request.expired`` event."""
+        known = [t.name for t in policy.targets]
+        rows = (
+            s.execute(
+                select(AccessRequest)
+                .where(AccessRequest.state.in_(_UNISSUED), AccessRequest.target.not_in(known))
+                .order_by(AccessRequest.id)
+                .with_for_update(of=AccessRequest)
+            )
+            .scalars()
+            .all()
+        )
+        reason = removed_target_reason(policy.version)
+        for r in rows:
+            was = r.state
+            r.state = RequestState.EXPIRED
+            r.deny_reason = reason
+            self._record(
+                s,
+                "request.expired",
+                now,
+                request_id=r.id,
+                data={
+                    "was": str(was),
+                    "reason": reason,
+                    "target": r.target,
+                    "policy_version": policy.version,
+                },
+            )
+        return len(rows)

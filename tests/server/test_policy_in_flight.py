@@ -235,7 +235,6 @@ def _assert_refused(
 @pytest.mark.parametrize(
     "now_denies",
     [
-        pytest.param(dict(target="elsewhere"), id="target-gone"),
         pytest.param(dict(groups=("contractors",)), id="requester-not-in-an-allowed-group"),
     ],
 )
@@ -252,6 +251,27 @@ def test_a_policy_that_now_denies_ends_the_request(
     problem = assert_problem(r, 403, "policy_changed")
     assert problem["reasons"]  # the current policy's own reasons
     _assert_refused(app, alice, request_id, "policy_changed", hop)
+
+
+@pytest.mark.parametrize("hop", ["approval", "fetch"])
+def test_a_removed_target_expires_the_request_at_the_reload(
+    prod: Any, alice: Caller, bob: Caller, hop: str
+) -> None:
+    # Issue 12: a request whose target left the policy no longer waits to be refused at
+    # the next hop; the reload expires it, with the reason (tests/server/test_removed_target.py).
+    app = prod
+    request_id = _submit(alice)
+    if hop == "fetch":
+        assert _approve(bob, request_id).status_code == 200
+    _set_policy(app, _policy(target="elsewhere"))
+    answer = alice.get(f"/v1/requests/{request_id}").json
+    assert answer["state"] == "expired" and answer["certificate"] is None
+    assert "target removed from the policy" in answer["deny_reason"]
+    r = _approve(bob, request_id) if hop == "approval" else _fetch(alice, request_id)
+    assert_problem(r, 410, "request_expired")
+    engine = app.extensions["jit_ssh.engine"]
+    with engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM certificates")).scalar_one() == 0
 
 
 def test_a_removed_rule_ends_the_request_at_fetch(prod: Any, alice: Caller, bob: Caller) -> None:
