@@ -661,11 +661,12 @@ def revoke(serial: str) -> ResponseReturnValue:
     form = RevokeForm()
     back = safe_next(form.next.data or url_for("web.active"))
     if not form.validate():
-        flash(next(iter(form.errors.values()))[0], "error")
-        if "confirm" in form.errors:
-            # Not confirmed: nothing is revoked, and the confirmation is asked again.
-            return _revoke_page(serial, form=form, status=400)
-        return redirect(back, 303)
+        # Not confirmed, or a reason too long: nothing is revoked, and the confirmation
+        # is asked again with what was typed.
+        for errors in form.errors.values():
+            for message in errors:
+                flash(message, "error")
+        return _revoke_page(serial, form=form, status=400)
     try:
         rev = deps().service.revoke(g.user, serial, reason=_text(form.reason.data))
     except JitSshError as e:

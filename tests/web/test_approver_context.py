@@ -358,6 +358,21 @@ def test_an_unconfirmed_revoke_is_refused_and_changes_nothing(
     assert str(cert["serial"]) in bob_web.text(bob_web.get("/active"))
 
 
+def test_a_too_long_revoke_reason_is_refused_and_changes_nothing(
+    app: Any, bob_web: Browser, requester: Any
+) -> None:
+    req, cert = _issued(bob_web, requester, "demo", "INC-23")
+    page = f"/certificates/{cert['serial']}/revoke?next=/active"
+    resp = bob_web.post(
+        f"/certificates/{cert['serial']}/revoke",
+        {"reason": "x" * 1001, "confirm": "y", "next": "/active"},
+        page=page,
+    )
+    assert resp.status_code == 400 and "Revoke this certificate?" in bob_web.text(resp)
+    assert "Field cannot be longer than 1000 characters." in _flash(bob_web.text(resp), "error")
+    assert _counts(app)[2] == 0 and _state(app, req["id"])[0] == "issued"
+
+
 def test_a_confirmed_revoke_without_the_csrf_token_changes_nothing(
     app: Any, bob_web: Browser, requester: Any
 ) -> None:
