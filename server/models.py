@@ -444,3 +444,5 @@ class PolicyState(Base):
 
 
 Index("ix_requests_requester_state", AccessRequest.requester_id, AccessRequest.state)
+# An approver's decisions, newest first (the web page "Decided by me").
+Index("ix_approvals_approver", Approval.approver_id, Approval.id)

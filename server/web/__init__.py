@@ -4,8 +4,9 @@ Server-rendered Jinja with one small stylesheet and no JavaScript, usable on a
 phone. ``/login`` (password, then a TOTP code where an admin set one up),
 ``/`` the pending list ("Pending for me"), ``/requests/<id>`` one request
 with its policy rule, its audit trail and the Approve and Deny forms,
-``/active`` the certificates valid now (with Revoke), ``/mine`` the
-requester's own requests.
+``/active`` the certificates valid now (with Revoke, confirmed on
+``/certificates/<serial>/revoke``), ``/mine`` the requester's own requests
+and who decided them, ``/decided`` an approver's decisions.
 
 Safety: CSRF tokens on every POST (Flask-WTF), sessions held server-side
 (:mod:`server.web.auth`) behind an HttpOnly, SameSite=Lax cookie (Secure over

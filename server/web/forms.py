@@ -4,7 +4,14 @@ refuses any POST without a valid one before a view runs."""
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms import (
+    BooleanField,
+    HiddenField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, Length, Optional
 
 __all__ = ["LoginForm", "TotpForm", "ApproveForm", "DenyForm", "RevokeForm", "ActionForm"]
@@ -43,7 +50,16 @@ class DenyForm(FlaskForm):
 
 
 class RevokeForm(FlaskForm):
+    """Revoke, from its confirmation page: the box must be ticked (no script asks "are
+    you sure?", the page's CSP allows none), and a POST without it revokes nothing."""
+
     reason = StringField("Reason (optional)", validators=[Optional(), Length(max=MAX_TEXT)])
+    confirm = BooleanField(
+        "Yes, revoke this certificate now",
+        validators=[
+            DataRequired(message="Tick the box to confirm the revoke; nothing was revoked.")
+        ],
+    )
     next = HiddenField()
 
 

@@ -36,9 +36,10 @@ import policies
 from ca import format_duration, parse_duration
 from ca.errors import JitSshError
 from server.deps import deps
-from server.errors import http_status
+from server.errors import NotFound, http_status
 from server.models import AccessRequest, ApprovalDecision, RequestState, Role, User
 from server.services import MayDecide, NotDecidable
+from server.services.validation import check_serial
 
 from . import auth, queries
 from .forms import ActionForm, ApproveForm, DenyForm, LoginForm, RevokeForm, TotpForm
@@ -183,6 +184,12 @@ def _ago(seconds: float) -> str:
 @web.app_template_filter("utc")
 def _utc(t: datetime | None) -> str:
     return "" if t is None else t.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@web.app_template_filter("short_date")
+def _short_date(t: datetime | None) -> str:
+    """Date and minute, short enough for a phone's line: 2026-12-02 14:05 UTC."""
+    return "" if t is None else t.strftime("%Y-%m-%d %H:%M UTC")
 
 
 @web.app_template_filter("short_utc")
@@ -355,9 +362,15 @@ def _summary(req: AccessRequest, now: datetime) -> dict[str, object]:
         "created_at": req.created_at,
         "age": (now - req.created_at).total_seconds(),
         "pending_until": req.pending_until,
-        "expires_in": (req.pending_until - now).total_seconds(),
+        "lapses_in": (req.pending_until - now).total_seconds(),
         "approvals": len({a.approver_id for a in approvals}),
         "required": req.approvals_required,
+        # Who answered, in order: "approved by bob", "denied by carol: reason".
+        "deciders": [
+            queries.Decider(name=a.approver.name, decision=a.decision, comment=a.comment or "")
+            for a in req.approvals
+        ],
+        "deny_reason": req.deny_reason,
         "break_glass": req.break_glass,
         "auto_approved": req.auto_approved,
     }
@@ -394,6 +407,12 @@ def active() -> ResponseReturnValue:
     return render_template(
         "web/active.html", certs=certs, now=now, everyone=everyone, revoke_form=RevokeForm()
     )
+
+
+#: How many of the requester's other requests the request page lists.
+RECENT = 10
+#: Decisions per page of "Decided by me".
+DECIDED_PAGE = 50
 
 
 #: What the request page says when the Approve and Deny forms are not shown.
@@ -482,6 +501,18 @@ def _request_page(
     cert_active = cert is not None and cert.revocation is None and cert.valid_before > now
     can_revoke = cert_active and (req.requester_id == user.id or _sees_everything(user))
     rule = ext.service.policy.get().rule(req.rule or "")
+    # The requester's context. Whoever may see this page (the requester, an approver or
+    # an admin: ``service.get`` refused anyone else) may see every one of these requests.
+    holds = queries.valid_access(
+        ext.service.sessions,
+        now,
+        requester_id=req.requester_id,
+        target=req.target,
+        other_than=req.id,
+    )
+    recent = queries.recent_requests(
+        ext.service.sessions, now, requester_id=req.requester_id, other_than=req.id, limit=RECENT
+    )
     return render_template(
         "web/request.html",
         r=summary,
@@ -501,6 +532,9 @@ def _request_page(
         cert_active=cert_active,
         can_revoke=can_revoke,
         trail=queries.audit_trail(ext.service.sessions, req.id),
+        holds=holds,
+        recent=recent,
+        recent_limit=RECENT,
         event_names=_EVENT_NAMES,
         trail_details=trail_details,
         now=now,
@@ -588,14 +622,51 @@ def cancel(request_id: str) -> ResponseReturnValue:
     return redirect(url_for("web.request_page", request_id=req.id), 303)
 
 
+def _revoke_page(
+    serial: str, *, form: RevokeForm | None = None, status: int = 200
+) -> ResponseReturnValue:
+    """The confirmation before a revoke: what is revoked, for whom, until when."""
+    user: User = g.user
+    serial_no = check_serial(serial)
+    cert = queries.certificate_to_revoke(deps().service.sessions, serial_no)
+    # The rule of the request page: the requester, or an approver or admin. Anyone
+    # else learns nothing, not even that the serial exists.
+    if cert is None or not (
+        (cert.requester_id is not None and cert.requester_id == user.id) or _sees_everything(user)
+    ):
+        raise NotFound(f"no certificate with serial {serial_no}", field="serial")
+    now = deps().clock()
+    if form is None:
+        form = RevokeForm(formdata=None)
+        form.next.data = safe_next(request.args.get("next") or url_for("web.active"))
+    return render_template(
+        "web/revoke.html",
+        cert=cert,
+        form=form,
+        back=safe_next(form.next.data or url_for("web.active")),
+        active=cert.revoked_by is None and cert.valid_before > now,
+        now=now,
+    ), status
+
+
+@web.get("/certificates/<serial>/revoke")
+@login_required
+def revoke_confirm(serial: str) -> ResponseReturnValue:
+    return _revoke_page(serial)
+
+
 @web.post("/certificates/<serial>/revoke")
 @login_required
 def revoke(serial: str) -> ResponseReturnValue:
     form = RevokeForm()
     back = safe_next(form.next.data or url_for("web.active"))
     if not form.validate():
-        flash(next(iter(form.errors.values()))[0], "error")
-        return redirect(back, 303)
+        # Not confirmed, or a reason too long: nothing is revoked, and the confirmation
+        # is asked again with what was typed.
+        for errors in form.errors.values():
+            for message in errors:
+                flash(message, "error")
+        return _revoke_page(serial, form=form, status=400)
     try:
         rev = deps().service.revoke(g.user, serial, reason=_text(form.reason.data))
     except JitSshError as e:
@@ -606,3 +677,28 @@ def revoke(serial: str) -> ResponseReturnValue:
         "ok",
     )
     return redirect(back, 303)
+
+
+# ---------------------------------------------------------------------------- decided by me
+
+
+@web.get("/decided")
+@login_required
+def decided() -> ResponseReturnValue:
+    user: User = g.user
+    # Other people's requests and reasons: for those who may open their pages.
+    if not _sees_everything(user):
+        return _error_page(403, "Only approvers have decisions to list.")
+    raw = request.args.get("page", "1")
+    page = int(raw) if raw.isascii() and raw.isdigit() and 0 < len(raw) <= 6 else 0
+    if page < 1:
+        return _error_page(400, "page must be a whole number from 1.")
+    now = deps().clock()
+    rows, more = queries.decided_by(
+        deps().service.sessions,
+        now,
+        approver_id=user.id,
+        limit=DECIDED_PAGE,
+        offset=(page - 1) * DECIDED_PAGE,
+    )
+    return render_template("web/decided.html", items=rows, page=page, more=more, now=now)

@@ -6,8 +6,10 @@ and users (made with ``jit-ssh admin user add``). Engineers are the installed
 ``jit-ssh login`` command waiting for approval, or a small signed API client
 over HTTP (httpx).
 
-Screenshots of the pending list and a request page (desktop and phone sizes)
-go to ``test-results/``.
+Screenshots of the pending list, a request page and Active access (desktop and
+phone sizes) go to ``test-results/``. At a phone's width (390 px) no page may
+scroll sideways: every page is checked with long names, a 19-digit serial and
+a long reason.
 
 Without Chromium or Playwright these tests skip and say why; under CI=true
 they fail instead.
@@ -51,15 +53,25 @@ CHROMIUM_ARGS = [
 ]
 RESULTS = Path(__file__).resolve().parents[2] / "test-results"
 COMMAND_TIMEOUT = 30
+#: Long, within the limits: a 63-character target, a long user name, a reason with long words.
+LONG_TARGET = "payments-reconciliation-eu-west-1.primary-db-replica-cluster-07"
+LONG_USER = "maximilian.schwarzenberger-lindqvist"
+LONG_REASON = (
+    "INC-48213: the nightly reconciliation batch for the EU ledger stalled at step 7 of 12 "
+    "after the replica failover; see https://status.example.com/incidents/48213/timeline"
+    "?view=full&tz=UTC and runbook RB-PAYMENTS-RECONCILIATION-0042-restart-the-ledger-consumer"
+)
 PASSWORD = {
     "bob": "bob's long web password",
     "carol": "carol's long web password",
     "erin": "erin's long web password",
+    "tina": "tina's long web password",
+    LONG_USER: "max's long web password",
 }
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
-POLICY = """\
+POLICY = f"""\
 [targets.prod-db]
 description = "The production PostgreSQL primary and replicas."
 principals = ["root@prod-db", "postgres@prod-db"]
@@ -95,6 +107,23 @@ approver_groups = ["approvers"]
 reason_required = true
 pending_ttl = "15m"
 force_command = "/usr/local/bin/payments-console"
+
+[targets."{LONG_TARGET}"]
+principals = ["deploy@{LONG_TARGET}", "postgres@{LONG_TARGET}"]
+login_users = ["deploy", "postgres"]
+
+[[rules]]
+name = "reconciliation-on-call"
+description = "Engineers reach the reconciliation replicas with one approver's OK."
+targets = ["{LONG_TARGET}"]
+groups = ["engineers"]
+max_duration = "12h"
+default_duration = "8h"
+approvals_required = 1
+approver_groups = ["approvers"]
+reason_required = true
+pending_ttl = "30m"
+claim_window = "10m"
 """
 
 
@@ -460,7 +489,7 @@ def test_pending_list_and_request_page_through_the_notification_link(
                 "postgres@prod-db",
                 "45m asked",
                 "asked",
-                "expires in",
+                "lapses unanswered in",
                 "0/1",
                 "prod-db-on-call",
             ):
@@ -492,7 +521,7 @@ def test_pending_list_and_request_page_through_the_notification_link(
                 "inc-4712: refund batch stuck",
                 "0/2",
                 "0/1",
-                "expires in",
+                "lapses unanswered in",
                 "asked",
             ):
                 assert needle in text, (needle, text)
@@ -527,7 +556,7 @@ def test_approve_and_the_waiting_client_gets_its_certificate(
         assert set(cert.principals) == {"root@prod-db", "postgres@prod-db"}
 
         page.reload()
-        assert "issued" in page.locator(".badge").text_content()
+        assert "issued" in page.locator(".page-head .badge").text_content()
         session.shot("web-request-issued-desktop.png")
         trail = page.locator("ol.trail").inner_text()
         assert (
@@ -548,7 +577,7 @@ def test_deny_and_the_waiting_client_sees_the_reason(session: Session, server: S
         page.fill("#reason", "Use the read replica: prod-db-ro has the same logs")
         page.click("button.deny-button")
         assert "Denied" in page.locator(".flash-ok").inner_text()
-        assert "denied" in page.locator(".badge").text_content()
+        assert "denied" in page.locator(".page-head .badge").text_content()
 
         rc, _out, err = waiting.finish()
         assert rc == 1
@@ -635,8 +664,17 @@ def test_revoke_on_active_access_puts_the_serial_in_the_krl(
     card = page.locator("ul.cards > li", has_text=str(serial))
     assert "alice" in card.inner_text() and "left" in card.inner_text()
     session.shot("web-active-desktop.png")
-    card.locator("input[name=reason]").fill("drill over")
-    card.locator("button:has-text('Revoke')").click()
+    card.locator("a:has-text('Revoke')").click()
+    page.wait_for_url(f"{server.url}/certificates/{serial}/revoke?next=/active")
+    assert "Revoke this certificate?" in page.locator("h1").inner_text()
+    page.fill("#revoke-reason", "drill over")
+    # Not confirmed: the browser does not send the form (the box is required).
+    page.click("form.revoke-confirm button:has-text('Revoke')")
+    assert page.url.endswith(f"/certificates/{serial}/revoke?next=/active")
+    assert alice.get(req["id"])["state"] == "issued"
+    page.check("#revoke-confirm")
+    page.click("form.revoke-confirm button:has-text('Revoke')")
+    page.wait_for_url(server.url + "/active")
     assert f"Certificate {serial} revoked" in page.locator(".flash-ok").inner_text()
     assert page.locator("ul.cards > li", has_text=str(serial)).count() == 0
 
@@ -668,3 +706,150 @@ def test_an_approver_with_totp_logs_in_with_a_code(session: Session, server: Ser
     page.click("button:has-text('Continue')")
     assert page.url == server.url + "/active"
     assert page.locator(".me").inner_text() == "erin"
+
+
+# --------------------------------------------------------------------------- phones
+
+#: Every element's box, and the page's, against the viewport: an element pushed past the
+#: right edge (a serial, a date, a long target) is what makes a phone scroll sideways, and
+#: one inside an overflow:auto box would hide instead; the visually hidden labels are 1 px.
+_OVERFLOW = """() => {
+  const inner = window.innerWidth;
+  const out = [];
+  for (const e of document.querySelectorAll('body *')) {
+    if (e.closest('.visually-hidden')) continue;
+    const r = e.getBoundingClientRect();
+    if (r.width > 0 && (r.right > inner + 0.5 || r.left < -0.5)) {
+      out.push(e.tagName.toLowerCase() + '.' + e.className + ' ' + Math.round(r.right) + 'px: '
+               + (e.textContent || '').trim().slice(0, 50));
+    }
+  }
+  return {doc: document.documentElement.scrollWidth, body: document.body.scrollWidth,
+          inner: inner, wide: out.slice(0, 10)};
+}"""
+
+
+def assert_fits_a_phone(page: Any, what: str) -> None:
+    m = page.evaluate(_OVERFLOW)
+    assert m["inner"] == PHONE["width"], m
+    assert m["doc"] <= m["inner"] and m["body"] <= m["inner"], (what, page.url, m)
+    assert m["wide"] == [], (what, page.url, m["wide"])
+
+
+def _form_post(s: Session, path: str, form: dict[str, str]) -> Any:
+    r = s.page.request.post(path, form={"csrf_token": s.csrf_token(), **form}, max_redirects=0)
+    assert r.status == 303, (path, r.status, r.text()[:500])
+    return r
+
+
+def test_no_page_scrolls_sideways_on_a_phone(browser: Any, server: Server) -> None:
+    """At 390 px every page fits: login, the code page, Pending for me, a request (pending,
+    with the requester's access and history, and issued, with its certificate), My
+    requests, Active access, Decided by me, the revoke confirmation (and its refusal),
+    and the error pages. Long names, a 19-digit serial, a long reason."""
+    if LONG_USER not in server.people:
+        server.add_person(LONG_USER, "--group", "engineers", password=PASSWORD[LONG_USER])
+    max_api = server.api(LONG_USER)
+    approver = Session(browser, server, DESKTOP)
+    approver.login("bob", "/")
+    # A live access with a 19-digit serial (serials are random below 2**63: most have 19).
+    issued = serial = None
+    for _ in range(10):
+        req = max_api.submit(LONG_TARGET, "8h", LONG_REASON)
+        _form_post(approver, f"/requests/{req['id']}/approve", {"comment": LONG_REASON})
+        key = ed25519.Ed25519PrivateKey.generate()
+        r = max_api.call(
+            "POST",
+            f"/v1/requests/{req['id']}/certificate",
+            {"public_key": public_key_from_crypto(key.public_key()).openssh},
+        )
+        assert r.status_code == 200, r.text
+        issued, serial = req, int(r.json()["serial"])
+        if len(str(serial)) == 19:
+            break
+    assert issued is not None and serial is not None and len(str(serial)) == 19
+    denied = max_api.submit(LONG_TARGET, "12h", LONG_REASON)
+    _form_post(approver, f"/requests/{denied['id']}/deny", {"reason": LONG_REASON})
+    pending = max_api.submit(LONG_TARGET, "8h", LONG_REASON)
+    approver.close()
+
+    s = Session(browser, server, PHONE)
+    try:
+        page = s.page
+        page.goto("/login")
+        assert_fits_a_phone(page, "login")
+        s.login("bob", f"/requests/{pending['id']}")
+        context = page.locator("section.context").inner_text()
+        assert f"{LONG_USER} already holds valid access to" in context
+        assert issued["id"] in context and denied["id"] in context
+        assert_fits_a_phone(page, "request, pending")
+        s.shot("web-request-context-phone.png")
+        for path, what in (
+            ("/", "pending"),
+            (f"/requests/{issued['id']}", "request, issued"),
+            ("/active", "active"),
+            ("/decided", "decided"),
+            ("/mine", "mine"),
+            ("/requests/no-such-request", "error 404"),
+            ("/decided?page=0", "error 400"),
+        ):
+            page.goto(path)
+            assert_fits_a_phone(page, what)
+            if what == "decided":
+                assert "You denied" in page.locator("ul.cards").inner_text()
+                s.shot("web-decided-phone.png")
+        page.goto("/active")
+        card = page.locator("ul.cards > li", has_text=str(serial))
+        assert LONG_TARGET in card.inner_text() and "left" in card.inner_text()
+        # The phone screenshot of Active access with a live access.
+        card.scroll_into_view_if_needed()
+        s.shot("web-active-phone.png")
+        card.locator("a:has-text('Revoke')").click()
+        page.wait_for_url(f"{server.url}/certificates/{serial}/revoke?next=/active")
+        assert_fits_a_phone(page, "revoke confirmation")
+        s.shot("web-revoke-phone.png")
+        # Refused unconfirmed (the box's `required` taken out, as a forged form would):
+        # asked again with a 400, nothing revoked.
+        page.fill("#revoke-reason", LONG_REASON[:200])
+        page.locator("#revoke-confirm").evaluate("e => e.removeAttribute('required')")
+        with page.expect_response(lambda r: r.request.method == "POST") as resp:
+            page.click("form.revoke-confirm button:has-text('Revoke')")
+        assert resp.value.status == 400
+        assert "Tick the box to confirm" in page.locator(".flash-error").inner_text()
+        assert_fits_a_phone(page, "revoke refused")
+        assert max_api.get(issued["id"])["state"] == "issued"
+        page.click("button:has-text('Log out')")
+        assert_fits_a_phone(page, "logged out")
+
+        # The requester: My requests (who denied and why), his Active access, no Decided page.
+        s.login(LONG_USER, "/mine")
+        row = page.locator(f"table.list tr:has(a[href='/requests/{denied['id']}'])")
+        assert "denied by bob" in row.inner_text().lower()
+        assert_fits_a_phone(page, "mine, requester")
+        s.shot("web-mine-phone.png")
+        page.goto("/active")
+        assert_fits_a_phone(page, "active, requester")
+        page.goto("/decided")
+        assert "Not allowed" in page.locator("h1").inner_text()
+        assert_fits_a_phone(page, "error 403")
+        page.click("button:has-text('Log out')")
+    finally:
+        s.close()
+
+    # The one-time code page.
+    if "tina" not in server.people:
+        server.add_person(
+            "tina", "--group", "approvers", "--role", "approver", password=PASSWORD["tina"]
+        )
+        server.admin("user", "totp", "tina")
+    s = Session(browser, server, PHONE)
+    try:
+        page = s.page
+        page.goto("/login")
+        page.fill("#username", "tina")
+        page.fill("#password", PASSWORD["tina"])
+        page.click("button:has-text('Log in')")
+        assert page.url == server.url + "/login/code"
+        assert_fits_a_phone(page, "totp")
+    finally:
+        s.close()

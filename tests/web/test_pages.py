@@ -89,7 +89,7 @@ def test_pending_list_shows_what_an_approver_needs(
         "INC-42: replica lag on db-3",
         "0/2",
         "0/1",
-        "Expires in",
+        "Lapses unanswered in",
         "Asked",
         "just now",
         "9 min",
@@ -139,7 +139,7 @@ def test_request_page_shows_rule_audit_trail_and_the_forms(
         "1h asked",
         "INC-9: vacuum",
         "0/2",
-        "Expires in",
+        "Lapses unanswered in",
         "prod-two-approvals",
         "2 approvals from",
         "approvers",
@@ -341,7 +341,7 @@ def test_unknown_request_and_service_errors_are_pages_not_500s(
     assert "expired" in " ".join(_flash(bob_web.text(resp), "error"))
     resp = bob_web.post(f"{page}/deny", {"reason": "late\x00"}, page=page)
     assert resp.status_code in (400, 409, 410) and resp.mimetype == "text/html"
-    resp = bob_web.post("/certificates/123/revoke", {}, page="/active")
+    resp = bob_web.post("/certificates/123/revoke", {"confirm": "yes"}, page="/active")
     assert resp.status_code == 303
     assert "no certificate with serial 123" in " ".join(
         _flash(bob_web.text(bob_web.get("/active")), "error")
@@ -396,7 +396,7 @@ def test_active_access_and_revoke_puts_the_serial_in_the_krl(
 
     resp = bob_web.post(
         f"/certificates/{cert['serial']}/revoke",
-        {"reason": "drill over", "next": "/active"},
+        {"reason": "drill over", "next": "/active", "confirm": "yes"},
         page="/active",
     )
     assert resp.status_code == 303 and resp.headers["Location"] == "/active"
@@ -430,16 +430,22 @@ def test_a_requester_sees_and_revokes_only_their_own(
     alice.login()
     body = alice.text(alice.get("/active"))
     assert str(mine["serial"]) in body and str(other["serial"]) not in body
-    alice.post(f"/certificates/{other['serial']}/revoke", {}, page="/active")
+    alice.post(f"/certificates/{other['serial']}/revoke", {"confirm": "yes"}, page="/active")
     assert "only the requester, an approver or an admin" in " ".join(
         _flash(alice.text(alice.get("/active")), "error")
     )
-    alice.post(f"/certificates/{mine['serial']}/revoke", {"next": page}, page="/active")
+    alice.post(
+        f"/certificates/{mine['serial']}/revoke", {"next": page, "confirm": "yes"}, page="/active"
+    )
     assert _state(app, req["id"])[0] == "revoked"
 
 
 def test_revoke_redirects_only_locally(bob_web: Browser) -> None:
-    resp = bob_web.post("/certificates/1/revoke", {"next": "https://evil.example/"}, page="/active")
+    resp = bob_web.post(
+        "/certificates/1/revoke",
+        {"next": "https://evil.example/", "confirm": "yes"},
+        page="/active",
+    )
     assert resp.headers["Location"] == "/"
 
 
