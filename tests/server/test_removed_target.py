@@ -157,6 +157,8 @@ def test_the_requester_sees_the_reason_on_the_web(app: Any, admin: Any, alice: C
     assert b.login().status_code == 303
     page = b.text(b.get(f"/requests/{rid}"))
     assert "Expired because" in page and removed_target_reason(version) in page
+    mine = b.text(b.get("/mine"))
+    assert "Expired because" in mine and removed_target_reason(version) in mine
 
 
 # ---- the client ---------------------------------------------------------------------------
