@@ -329,7 +329,7 @@ def test_the_migration_creates_the_one_row_and_steps_back(database_url: str) -> 
             diffs = [d for d in compare_metadata(ctx, Base.metadata) if "policy_state" in repr(d)]
         assert [tuple(r) for r in rows] == [(1, None)]
         assert diffs == []
-        downgrade(engine, "-1")
+        downgrade(engine, "0005")
         with engine.connect() as c:
             assert "policy_state" not in inspect(c).get_table_names()
         upgrade(engine)
