@@ -309,7 +309,7 @@ def _approval(a: Any) -> Approval:
         raise _answer_error("approvals must be a list of {decision, approver} objects", "approvals")
     approver = a.get("approver", "")
     if approver and not _NAME.fullmatch(approver):
-        raise _answer_error(f"approver {approver[:64]!r} is not a name", "approvals")
+        raise _answer_error(f"an approval's approver {approver[:64]!r} is not a name", "approvals")
     at = a.get("at")
     return Approval(
         decision=a["decision"],

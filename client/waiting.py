@@ -130,12 +130,17 @@ def wait_header(req: RequestView, now: datetime) -> list[str]:
     return lines
 
 
+def _is_tty() -> bool:
+    """Whether stderr is a terminal (tests patch this)."""
+    return sys.stderr.isatty()
+
+
 class _Screen:
     """stderr: one updating status line on a terminal, plain lines otherwise."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.tty = sys.stderr.isatty() and not quiet
+        self.tty = _is_tty() and not quiet
         self._status = 0  # width of the status line now on screen
 
     def line(self, text: str, *, always: bool = False) -> None:
@@ -185,15 +190,17 @@ def wait_for_decision(
     fetch: Callable[[ApiClient, str], RequestView] | None = None,
 ) -> RequestView:
     """Poll until ``req`` leaves 'pending' and return it; see the module docstring."""
+    if req.state != "pending":
+        return req
     screen = _Screen(quiet)
     get = fetch or _fetch
-    for text in wait_header(req, _now()):
-        screen.line(text)
     seen = len(req.approvals)
     frame = 0
     start = time.monotonic()
     with _sigterm_raises():
         try:
+            for text in wait_header(req, _now()):
+                screen.line(text)
             while req.state == "pending":
                 if screen.tty:
                     screen.status(_status_text(req, frame, start))
@@ -268,10 +275,10 @@ def _poll(
                 raise
             delay = min(BACKOFF_CAP, BACKOFF_START * 2**failures)
             delay = min(delay + random.uniform(0, delay / 10), (deadline - now).total_seconds())
+            what = f"server unreachable ({describe(e)})" if failures == 0 else "still unreachable"
             screen.line(
-                f"{'server unreachable' if failures == 0 else 'still unreachable'} ({describe(e)}); "
-                f"retrying in {max(round(delay), 1)}s until {_clock(deadline)} "
-                f"(the request lapses then)",
+                f"{what}; retrying in {max(round(delay), 1)}s until {_clock(deadline)} "
+                "(the request lapses then)",
                 always=True,
             )
             failures += 1

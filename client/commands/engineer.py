@@ -179,6 +179,11 @@ def login(
                     )
                 )
             else:
+                from client.clock import utcnow
+                from client.waiting import wait_header
+
+                for line in wait_header(req, utcnow()):
+                    click.echo(line, err=True)
                 click.echo(
                     f"Not waiting. Later: jit-ssh login {target} --resume {req.id}", err=True
                 )
