@@ -261,7 +261,7 @@ def _poll(
             fresh = get(api_client, req.id)
             break
         except JitSshError as e:
-            if exit_code_for(e) != EXIT_UNREACHABLE:
+            if not _outage(e):
                 raise
             now = _now()
             down_since = down_since or now
@@ -295,6 +295,12 @@ def _poll(
         if i >= seen:
             screen.line(_approval_line(a, got, fresh.approvals_required))
     return fresh, max(seen, len(fresh.approvals))
+
+
+def _outage(e: JitSshError) -> bool:
+    """Whether ``e`` means the server is not there for now (not that it said no): unreachable,
+    or a proxy in front of it answering 502, 503 or 504 for it."""
+    return exit_code_for(e) == EXIT_UNREACHABLE or getattr(e, "status", None) in (502, 503, 504)
 
 
 def _interrupted(api_client: ApiClient, req: RequestView, screen: _Screen) -> None:

@@ -175,6 +175,30 @@ def test_an_outage_past_the_deadline_gives_up_with_exit_4_and_the_resume_command
     assert server.state(ID) == "pending"
 
 
+def test_a_proxy_answering_502_for_a_while_is_an_outage_not_the_end(
+    jit: Callable[..., Run], server: Server
+) -> None:
+    server.submit = "pending"
+    # The load balancer in front answers 502 for the first two polls, then the server is back.
+    server.fail[f"GET /v1/requests/{ID}"] = httpx.Response(502, text="<html>Bad Gateway</html>")
+    inner = server.handle
+    polls = {"n": 0}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == f"/v1/requests/{ID}":
+            polls["n"] += 1
+            if polls["n"] == 3:
+                del server.fail[f"GET /v1/requests/{ID}"]
+                _approve(server, "")()
+        return inner(request)
+
+    r = jit("login", TARGET, "--poll", "0", transport=httpx.MockTransport(handle))
+    assert r.code == EXIT_OK, r.stderr
+    assert "server unreachable (" in r.stderr and "[http_502]" in r.stderr
+    assert "still unreachable; retrying in 2s" in r.stderr
+    assert "server is back" in r.stderr and "+ approved by bob" in r.stderr
+
+
 # --------------------------------------------------------------------------- a real outage
 
 
