@@ -43,6 +43,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "login",
         "Request access to a target and get a certificate.",
     ),
+    "targets": (
+        "client.commands.targets",
+        "targets",
+        "What you may request: targets, for how long, who approves.",
+    ),
     "status": ("client.commands.engineer", "status", "Your active access and pending requests."),
     "done": ("client.commands.engineer", "done", "End access early (revoke, remove the key)."),
     "requests": ("client.commands.engineer", "requests_cmd", "Your request history."),

@@ -21,6 +21,7 @@ It refuses the certificate unless:
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,7 +39,9 @@ __all__ = [
     "IssueAnswer",
     "VerifiedCertificate",
     "Approval",
+    "Approvers",
     "RequestCertificate",
+    "TargetAccess",
     "RequestView",
     "TargetView",
     "check_request_answer",
@@ -54,6 +57,12 @@ __all__ = [
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SERIAL = re.compile(r"[0-9]{1,20}")
 _MAX_PRINCIPALS = 256
+#: A user or group name as the server makes them (server.admin, policies.loader).
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,63}")
+#: The longest comment, reason or pattern shown from a request's view (the server's limit).
+_MAX_TEXT = 1000
+#: The most approver names (and groups) one view may list.
+_MAX_NAMES = 256
 
 
 class CertificateMismatch(InvalidCertificate):
@@ -167,6 +176,20 @@ class Approval:
 
     decision: str
     approver: str
+    comment: str = ""
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Approvers:
+    """Who may still approve a pending request (its view's ``approvers``): the rule's
+    approver groups and users, and the eligible accounts by name (at most 20 named,
+    ``eligible_total`` counted)."""
+
+    groups: tuple[str, ...]
+    users: tuple[str, ...]
+    eligible: tuple[str, ...]
+    eligible_total: int
 
 
 @dataclass(frozen=True)
@@ -193,8 +216,12 @@ class RequestView:
     approvals_required: int
     approvals: tuple[Approval, ...]
     certificate: RequestCertificate | None
+    #: When a pending request lapses unanswered (``pending_until``), if the server says.
+    pending_until: datetime | None = None
+    #: Who may still approve it (pending requests' own view only).
+    approvers: Approvers | None = None
     #: The checked answer itself, for ``--json`` output (its serial normalised to a string).
-    answer: Mapping[str, Any] = field(repr=False, compare=False)
+    answer: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def approved_by(self) -> tuple[str, ...]:
@@ -213,6 +240,100 @@ class TargetView:
     name: str
     principals: tuple[str, ...]
     login_users: tuple[str, ...]
+    description: str = ""
+    #: What the caller's deciding rule grants (``GET /v1/targets?mine=1`` only).
+    access: TargetAccess | None = None
+    #: The caller's break-glass rule for the target, if any (``mine=1`` only).
+    break_glass: TargetAccess | None = None
+
+
+@dataclass(frozen=True)
+class TargetAccess:
+    """What a rule grants the caller on a target: for how long, and who approves."""
+
+    rule: str
+    max_duration_seconds: int
+    default_duration_seconds: int
+    approvals_required: int
+    approver_groups: tuple[str, ...]
+    approver_users: tuple[str, ...]
+    #: The auto-approval that applies to the caller: its maximum, and its window if any.
+    auto_approve_seconds: int | None
+    auto_approve_window: str | None
+    reason_required: bool
+    reason_pattern: str | None
+
+
+def _visible(value: Any, name: str, *, limit: int = _MAX_TEXT, optional: bool = False) -> Any:
+    """A text the server sends for the screen: a string of at most ``limit`` characters,
+    without control or format characters (a tab aside)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise _answer_error(f"{name} must be a string, not {type(value).__name__}", name)
+    if len(value) > limit:
+        raise _answer_error(f"{name} is longer than {limit} characters", name)
+    bad = next(
+        (c for c in value if c != "\t" and unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")),
+        None,
+    )
+    if bad is not None:
+        raise _answer_error(f"{name} holds the control character U+{ord(bad):04X}", name)
+    return value
+
+
+def _name_list(value: Any, name: str) -> tuple[str, ...]:
+    """A list of user or group names (each as the server makes names), at most 256."""
+    if not isinstance(value, list) or len(value) > _MAX_NAMES:
+        raise _answer_error(f"{name} must be a list of at most {_MAX_NAMES} names", name)
+    for v in value:
+        if not isinstance(v, str) or not _NAME.fullmatch(v):
+            raise _answer_error(f"{name} holds {str(v)[:64]!r}, which is not a name", name)
+    return tuple(value)
+
+
+def _count(value: Any, name: str, *, limit: int = 10**9) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise _answer_error(
+            f"{name} must be a whole number from 0 to {limit}, not {value!r:.32}", name
+        )
+    return value
+
+
+def _approval(a: Any) -> Approval:
+    if not (
+        isinstance(a, dict)
+        and isinstance(a.get("decision"), str)
+        and isinstance(a.get("approver", ""), str)
+    ):
+        raise _answer_error("approvals must be a list of {decision, approver} objects", "approvals")
+    approver = a.get("approver", "")
+    if approver and not _NAME.fullmatch(approver):
+        raise _answer_error(f"an approval's approver {approver[:64]!r} is not a name", "approvals")
+    at = a.get("at")
+    return Approval(
+        decision=a["decision"],
+        approver=approver,
+        comment=_visible(a.get("comment") or "", "an approval's comment"),
+        at=None if at is None else _time(at, "an approval's time"),
+    )
+
+
+def _approvers(value: Any) -> Approvers | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _answer_error("approvers must be an object", "approvers")
+    eligible = _name_list(value.get("eligible", []), "approvers.eligible")
+    total = _count(value.get("eligible_total", len(eligible)), "approvers.eligible_total")
+    if total < len(eligible):
+        raise _answer_error("approvers.eligible_total is less than the names listed", "approvers")
+    return Approvers(
+        groups=_name_list(value.get("groups", []), "approvers.groups"),
+        users=_name_list(value.get("users", []), "approvers.users"),
+        eligible=eligible,
+        eligible_total=total,
+    )
 
 
 def check_request_answer(answer: Any) -> RequestView:
@@ -242,13 +363,10 @@ def check_request_answer(answer: Any) -> RequestView:
             raise _answer_error(f"{name} must be a whole number >= 0, not {value!r:.32}", name)
         counts[name] = value
     approvals = answer.setdefault("approvals", [])
-    if not isinstance(approvals, list) or not all(
-        isinstance(a, dict)
-        and isinstance(a.get("decision"), str)
-        and isinstance(a.get("approver", ""), str)
-        for a in approvals
-    ):
+    if not isinstance(approvals, list) or len(approvals) > _MAX_NAMES:
         raise _answer_error("approvals must be a list of {decision, approver} objects", "approvals")
+    checked_approvals = tuple(_approval(a) for a in approvals)
+    pending_until = answer.get("pending_until")
     certificate = answer.get("certificate")
     summary = None
     if certificate is not None:
@@ -270,8 +388,10 @@ def check_request_answer(answer: Any) -> RequestView:
         deny_reason=answer.get("deny_reason"),
         duration_seconds=counts["duration_seconds"],
         approvals_required=counts["approvals_required"],
-        approvals=tuple(Approval(a["decision"], a.get("approver", "")) for a in approvals),
+        approvals=checked_approvals,
         certificate=summary,
+        pending_until=None if pending_until is None else _time(pending_until, "pending_until"),
+        approvers=_approvers(answer.get("approvers")),
         answer=answer,
     )
 
@@ -303,8 +423,53 @@ def check_target_list(answer: Any) -> dict[str, TargetView]:
             name=row["name"],
             principals=_names(row.get("principals", []), "principals"),
             login_users=_names(row.get("login_users", []), "login_users"),
+            description=_visible(row.get("description") or "", "a target's description"),
+            access=_target_access(row.get("access"), "access"),
+            break_glass=_target_access(row.get("break_glass"), "break_glass"),
         )
     return out
+
+
+def _target_access(value: Any, name: str) -> TargetAccess | None:
+    """A target's ``access`` or ``break_glass`` (``GET /v1/targets?mine=1``), checked."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _answer_error(f"a target's {name} must be an object", name)
+    rule = value.get("rule")
+    if not isinstance(rule, str) or not _NAME.fullmatch(rule):
+        raise _answer_error(f"a target's {name} names no valid rule", name)
+    auto = value.get("auto_approve")
+    if auto is not None and not isinstance(auto, dict):
+        raise _answer_error(f"a target's {name}.auto_approve must be an object", name)
+    reason_required = value.get("reason_required", False)
+    if not isinstance(reason_required, bool):
+        raise _answer_error(f"a target's {name}.reason_required must be true or false", name)
+    year = 366 * 86400
+    return TargetAccess(
+        rule=rule,
+        max_duration_seconds=_count(
+            value.get("max_duration_seconds"), f"{name}.max_duration_seconds", limit=year
+        ),
+        default_duration_seconds=_count(
+            value.get("default_duration_seconds"), f"{name}.default_duration_seconds", limit=year
+        ),
+        approvals_required=_count(
+            value.get("approvals_required", 0), f"{name}.approvals_required", limit=1000
+        ),
+        approver_groups=_name_list(value.get("approver_groups", []), f"{name}.approver_groups"),
+        approver_users=_name_list(value.get("approver_users", []), f"{name}.approver_users"),
+        auto_approve_seconds=None
+        if auto is None
+        else _count(auto.get("max_duration_seconds"), f"{name}.auto_approve", limit=year),
+        auto_approve_window=None
+        if auto is None
+        else _visible(auto.get("window"), f"{name}.auto_approve.window", limit=200, optional=True),
+        reason_required=reason_required,
+        reason_pattern=_visible(
+            value.get("reason_pattern"), f"{name}.reason_pattern", optional=True
+        ),
+    )
 
 
 def parse_issue_answer(answer: Any) -> IssueAnswer:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, g, request
 from flask.typing import ResponseReturnValue
 
 from ca import InvalidDuration, parse_duration
 
-from .api_auth import signed
+from .api_auth import authenticate_request, signed
 from .deps import deps
 from .errors import Forbidden, InvalidInput
-from .models import AccessRequest, Role, User
+from .models import AccessRequest, RequestState, Role, User
+
+if TYPE_CHECKING:
+    import policies
+    from server.services.requests import WhoMayApprove
 
 __all__ = ["api", "request_to_dict"]
 
@@ -78,10 +83,14 @@ def _duration(value: object, name: str) -> timedelta | None:
     raise InvalidDuration(f"{name} must be seconds or a duration like '30m'", field=name)
 
 
-def request_to_dict(req: AccessRequest, *, base_url: str) -> dict[str, object]:
+def request_to_dict(
+    req: AccessRequest, *, base_url: str, approvers: WhoMayApprove | None = None
+) -> dict[str, object]:
+    """A request as the API shows it. ``approvers`` (one request's view, while it is
+    pending) adds who may still approve it: the requester's wait shows it."""
     decision = req.stored_decision()
     cert = req.certificate
-    return {
+    out: dict[str, object] = {
         "id": req.id,
         "state": req.state,
         "requester": req.requester.name,
@@ -124,10 +133,21 @@ def request_to_dict(req: AccessRequest, *, base_url: str) -> dict[str, object]:
         },
         "approval_url": f"{base_url.rstrip('/')}/requests/{req.id}",
     }
+    if approvers is not None:
+        out["approvers"] = {
+            "groups": list(approvers.groups),
+            "users": list(approvers.users),
+            "eligible": list(approvers.eligible),
+            "eligible_total": approvers.eligible_total,
+        }
+    return out
 
 
 def _out(req: AccessRequest, status: int = 200) -> tuple[dict[str, object], int]:
-    return request_to_dict(req, base_url=deps().base_url), status
+    """One request's view; while it is pending, with who may still approve it."""
+    d = deps()
+    approvers = d.service.who_may_approve(req) if req.state == RequestState.PENDING else None
+    return request_to_dict(req, base_url=d.base_url, approvers=approvers), status
 
 
 @api.post("/requests")
@@ -267,21 +287,70 @@ def krl() -> ResponseReturnValue:
     )
 
 
+def _rule_for(
+    policy: policies.Policy, name: str, groups: frozenset[str], target: str, *, break_glass: bool
+) -> policies.Rule | None:
+    """The rule that decides ``name``'s requests for ``target``: as ``policies.decide``
+    picks it, the first (break-glass exactly when asked) naming the user or a group."""
+    for rule in policy.rules:
+        if rule.break_glass == break_glass and target in rule.targets:
+            if name in rule.users or groups & rule.groups:
+                return rule
+    return None
+
+
+def _access(rule: policies.Rule, name: str, groups: frozenset[str]) -> dict[str, object]:
+    """What ``rule`` grants the caller: for how long, and who approves."""
+    auto = rule.auto_approve
+    mine = auto is not None and (name in auto.users or bool(groups & auto.groups))
+    return {
+        "rule": rule.name,
+        "max_duration_seconds": int(rule.max_duration.total_seconds()),
+        "default_duration_seconds": int(rule.default_duration.total_seconds()),
+        "approvals_required": 0 if rule.break_glass else rule.approvals_required,
+        "approver_groups": sorted(rule.approver_groups),
+        "approver_users": sorted(rule.approver_users),
+        "auto_approve": None
+        if auto is None or not mine
+        else {
+            "max_duration_seconds": int(auto.max_duration.total_seconds()),
+            "window": None if auto.window is None else auto.window.describe(),
+        },
+        "reason_required": rule.reason_required or rule.break_glass,
+        "reason_pattern": None if rule.reason_pattern is None else rule.reason_pattern.pattern,
+        "pending_ttl_seconds": int(rule.pending_ttl.total_seconds()),
+    }
+
+
 @api.get("/targets")
 def targets() -> ResponseReturnValue:
+    """Every target (``host setup`` reads it unsigned). With ``mine=1``, a signed call:
+    only the targets the caller may request, each with what the deciding rule grants
+    them (``access``) and, where one applies, their break-glass rule (``break_glass``)."""
+    mine = request.args.get("mine") in ("1", "true")
+    me: User | None = authenticate_request(deps(), request) if mine else None
     policy = deps().service.policy.get()
-    return {
-        "policy_version": policy.version,
-        "targets": [
-            {
-                "name": t.name,
-                "description": t.description,
-                "principals": list(t.principals),
-                "login_users": list(t.login_users),
-            }
-            for t in policy.targets
-        ],
-    }
+    rows: list[dict[str, object]] = []
+    for t in policy.targets:
+        row: dict[str, object] = {
+            "name": t.name,
+            "description": t.description,
+            "principals": list(t.principals),
+            "login_users": list(t.login_users),
+        }
+        if me is not None:
+            groups = frozenset(me.group_names)
+            rule = _rule_for(policy, me.name, groups, t.name, break_glass=False)
+            glass = _rule_for(policy, me.name, groups, t.name, break_glass=True)
+            if rule is None and glass is None:
+                continue
+            row["access"] = None if rule is None else _access(rule, me.name, groups)
+            row["break_glass"] = None if glass is None else _access(glass, me.name, groups)
+        rows.append(row)
+    answer: dict[str, object] = {"policy_version": policy.version, "targets": rows}
+    if me is not None:
+        answer["user"] = me.name
+    return answer
 
 
 @api.get("/audit")

@@ -185,12 +185,27 @@ def spec() -> dict[str, object]:
             },
             "/v1/targets": {
                 "get": {
-                    "summary": "Targets with principals and login users",
+                    "summary": "Targets with principals and login users; with mine=1 (signed), "
+                    "only those the caller may request, with what the deciding rule grants them",
+                    "parameters": [
+                        {
+                            "name": "mine",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["1", "true"]},
+                            "description": "A signed call: only the caller's targets, each with "
+                            "access and break_glass",
+                        }
+                    ],
                     "responses": {
                         "200": {
                             "description": "OK",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/TargetList"}
+                                }
+                            },
+                        },
+                        "401": _PROBLEM,
                     },
                 }
             },
@@ -264,10 +279,83 @@ def spec() -> dict[str, object]:
                         "reason": {"type": "string"},
                         "duration_seconds": {"type": "integer"},
                         "approvals_required": {"type": "integer"},
-                        "approvals": {"type": "array"},
+                        "pending_until": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "When the request lapses if nobody answers it",
+                        },
+                        "approvals": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "approver": {"type": "string"},
+                                    "decision": {"type": "string", "enum": ["approve", "deny"]},
+                                    "comment": {"type": "string", "maxLength": 1000},
+                                    "duration_seconds": {"type": ["integer", "null"]},
+                                    "at": {"type": "string", "format": "date-time"},
+                                },
+                            },
+                        },
+                        "approvers": {
+                            "type": "object",
+                            "description": "Who may still approve it (one pending request's "
+                            "own view only): the rule's approver groups and users, and the "
+                            "eligible accounts (at most 20 named, all counted)",
+                            "properties": {
+                                "groups": {"type": "array", "items": {"type": "string"}},
+                                "users": {"type": "array", "items": {"type": "string"}},
+                                "eligible": {"type": "array", "items": {"type": "string"}},
+                                "eligible_total": {"type": "integer"},
+                            },
+                        },
                         "principals": {"type": "array", "items": {"type": "string"}},
                         "certificate": {"type": ["object", "null"]},
                         "approval_url": {"type": "string"},
+                    },
+                },
+                "TargetAccess": {
+                    "type": ["object", "null"],
+                    "properties": {
+                        "rule": {"type": "string"},
+                        "max_duration_seconds": {"type": "integer"},
+                        "default_duration_seconds": {"type": "integer"},
+                        "approvals_required": {"type": "integer"},
+                        "approver_groups": {"type": "array", "items": {"type": "string"}},
+                        "approver_users": {"type": "array", "items": {"type": "string"}},
+                        "auto_approve": {
+                            "type": ["object", "null"],
+                            "description": "Only when it applies to the caller",
+                            "properties": {
+                                "max_duration_seconds": {"type": "integer"},
+                                "window": {"type": ["string", "null"]},
+                            },
+                        },
+                        "reason_required": {"type": "boolean"},
+                        "reason_pattern": {"type": ["string", "null"]},
+                        "pending_ttl_seconds": {"type": "integer"},
+                    },
+                },
+                "TargetList": {
+                    "type": "object",
+                    "properties": {
+                        "policy_version": {"type": "string"},
+                        "user": {"type": "string", "description": "mine=1: the caller"},
+                        "targets": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "principals", "login_users"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "description": {"type": "string"},
+                                    "principals": {"type": "array", "items": {"type": "string"}},
+                                    "login_users": {"type": "array", "items": {"type": "string"}},
+                                    "access": {"$ref": "#/components/schemas/TargetAccess"},
+                                    "break_glass": {"$ref": "#/components/schemas/TargetAccess"},
+                                },
+                            },
+                        },
                     },
                 },
                 "RequestList": {

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -17,7 +16,6 @@ import click
 from ca.errors import JitSshError
 from client.errors import (
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_UNREACHABLE,
     Failure,
     NothingFound,
@@ -67,7 +65,7 @@ def _typed_duration(_ctx: click.Context, param: click.Parameter, value: str | No
 
 
 @click.command()
-@click.argument("target")
+@click.argument("target", required=False)
 @click.option(
     "--for",
     "duration",
@@ -82,7 +80,11 @@ def _typed_duration(_ctx: click.Context, param: click.Parameter, value: str | No
     is_flag=True,
     help="Return after submitting; pick the certificate up later with --resume.",
 )
-@click.option("--resume", "resume_id", help="Pick up the certificate for an earlier request ID.")
+@click.option(
+    "--resume",
+    "resume_id",
+    help="Pick up an earlier request ID (wait for it, then get the certificate); TARGET may be left out.",
+)
 @click.option(
     "--break-glass",
     is_flag=True,
@@ -95,7 +97,7 @@ def _typed_duration(_ctx: click.Context, param: click.Parameter, value: str | No
 @connection_options
 @explained
 def login(
-    target: str,
+    target: str | None,
     duration: str | None,
     reason: str,
     no_wait: bool,
@@ -110,29 +112,45 @@ def login(
     """Request access to TARGET and wait for approval; then get a certificate.
 
     Makes a fresh Ed25519 key for this access in ~/.ssh/jit-ssh/, submits a
-    signed request, shows the approval URL and waits. On approval the
-    certificate is written beside the key, added to ssh-agent for exactly its
-    remaining validity, and ~/.ssh/jit-ssh/config gets a Host block for TARGET.
+    signed request, shows the approval URL and waits: when the request lapses
+    unanswered, who may approve it, each approval and comment as it comes. A
+    server outage meanwhile is retried until the request lapses. On approval
+    the certificate is written beside the key, added to ssh-agent for exactly
+    its remaining validity, and ~/.ssh/jit-ssh/config gets a Host block for
+    TARGET. `jit-ssh login --resume ID` picks up a request left pending.
 
     Exit codes: 0 certificate issued (or submitted, with --no-wait); 1 denied,
-    refused by policy, expired or cancelled; 4 server unreachable.
+    refused by policy, expired or cancelled; 4 server unreachable (past the
+    request's deadline, while waiting); 130 Ctrl-C and 143 SIGTERM while
+    waiting (the request stays pending; the resume command is printed).
     """
     from ca.names import check_target
     from client.access import new_key_pair
+    from client.waiting import wait_for_decision
 
-    check_target(target, field="target")
+    if target is None and not resume_id:
+        raise click.UsageError("give a TARGET, or --resume ID to pick up an earlier request")
+    if target is not None:
+        check_target(target, field="target")
     api_client, settings = connect(server, user, identity)
     with api_client:
         if resume_id:
             req = checked(api_client.get(f"/v1/requests/{resume_id}"))
-            if req.target != target:
+            if target is None:
+                # The key, certificate and ssh_config block are filed under the
+                # target's name: only a valid one.
+                target = check_target(req.target, field="the server's target")
+            elif req.target != target:
                 # The key, certificate and ssh_config block are filed under
                 # TARGET: a mismatch would put another target's access there.
                 raise Failure(
                     f"request {resume_id} is for target {req.target!r}, not {target!r}: "
                     f"jit-ssh login {req.target} --resume {resume_id}"
                 )
+            if not as_json and req.state == "pending":
+                _say_submitted(req)
         else:
+            assert target is not None
             body: dict[str, Any] = {"target": target, "reason": reason}
             want = duration or settings.default_duration
             if want:
@@ -149,12 +167,7 @@ def login(
                     raise
                 raise _did_you_mean(e, guess) from None
             if not as_json:
-                click.echo(
-                    f"Request {req.id} for {target} ({duration_text(req.duration_seconds)}): {req.state}",
-                    err=True,
-                )
-                if req.state == "pending":
-                    click.echo(f"Approve at: {req.approval_url}", err=True)
+                _say_submitted(req)
         if no_wait and req.state == "pending":
             if as_json:
                 click.echo(
@@ -167,11 +180,16 @@ def login(
                     )
                 )
             else:
+                from client.clock import utcnow
+                from client.waiting import wait_header
+
+                for line in wait_header(req, utcnow()):
+                    click.echo(line, err=True)
                 click.echo(
                     f"Not waiting. Later: jit-ssh login {target} --resume {req.id}", err=True
                 )
             return
-        req = _wait(api_client, req, poll=poll, quiet=as_json)
+        req = wait_for_decision(api_client, req, poll=poll, quiet=as_json)
         if req.state != "approved" and not (req.state == "issued" and resume_id):
             _report_end(req, as_json)
         # One key per request: another access, to this target or another, is left alone.
@@ -186,6 +204,33 @@ def login(
         )
         verified = _verify(api_client, target, req, cert, pub)
         _install(verified, key_path, settings, as_json)
+        if not as_json:
+            click.echo(_granted_line(req, verified), err=True)
+
+
+def _say_submitted(req: RequestView) -> None:
+    click.echo(
+        f"Request {req.id} for {req.target} ({duration_text(req.duration_seconds)}): {req.state}",
+        err=True,
+    )
+    if req.state == "pending":
+        click.echo(f"Approve at: {req.approval_url}", err=True)
+
+
+def _granted_line(req: RequestView, verified: VerifiedCertificate) -> str:
+    """The last line: who approved, and until when the certificate is valid."""
+    by = req.approved_by
+    if by:
+        who = f"Approved by {', '.join(by)}"
+    elif req.answer.get("break_glass") is True:
+        who = "Self-approved (break-glass, reviewed afterwards)"
+    elif req.answer.get("auto_approved") is True:
+        who = "Auto-approved by the policy"
+    else:
+        who = "Approved"
+    until = verified.certificate.valid_before
+    local = until.astimezone()
+    return f"{who}; certificate valid until {local:%Y-%m-%d %H:%M} {local.tzname() or ''} ({_iso(until)})."
 
 
 def _close_target(api_client: ApiClient, target: str) -> str | None:
@@ -231,44 +276,6 @@ def _have_key(target: str, request_id: str) -> bool:
 def _pub(target: str, request_id: str) -> str:
     key = _key_path(target, request_id)
     return key.with_name(key.name + ".pub").read_text().strip()
-
-
-def _wait(api_client: ApiClient, req: RequestView, *, poll: float, quiet: bool) -> RequestView:
-    """Poll until the request leaves 'pending', with a live status line; Ctrl-C offers to cancel."""
-    spinner = "|/-\\"
-    start = time.monotonic()
-    tty = sys.stderr.isatty() and not quiet
-    i = 0
-    delay = poll
-    while req.state == "pending":
-        try:
-            if tty:
-                got = len(req.approved_by)
-                elapsed = int(time.monotonic() - start)
-                click.echo(
-                    f"\r{spinner[i % 4]} waiting for approval: {got}/{req.approvals_required} approvals, "
-                    f"{elapsed // 60}:{elapsed % 60:02d} elapsed ",
-                    nl=False,
-                    err=True,
-                )
-                i += 1
-            time.sleep(delay)
-            req = checked(api_client.get(f"/v1/requests/{req.id}"))
-        except KeyboardInterrupt:
-            if tty:
-                click.echo("", err=True)
-            if sys.stdin.isatty() and click.confirm("Cancel the request?", default=True, err=True):
-                api_client.post(f"/v1/requests/{req.id}/cancel", {})
-                click.echo(f"Request {req.id} cancelled.", err=True)
-            else:
-                click.echo(
-                    f"Left pending. Later: jit-ssh login {req.target} --resume {req.id}",
-                    err=True,
-                )
-            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-    if tty:
-        click.echo("\r" + " " * 70 + "\r", nl=False, err=True)
-    return req
 
 
 def _report_end(req: RequestView, as_json: bool) -> NoReturn:

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,8 @@ from server.models import (
     RequestState,
     Role,
     User,
+    UserGroup,
+    UserRole,
     decision_text,
 )
 
@@ -39,7 +41,12 @@ from . import fast
 from .base import ServiceBase
 from .validation import MAX_COMMENT, MAX_REASON, check_target, check_text
 
-__all__ = ["RequestService", "MayDecide", "NotDecidable", "removed_target_reason"]
+__all__ = ["RequestService", "MayDecide", "NotDecidable", "WhoMayApprove", "removed_target_reason"]
+
+#: At most this many eligible approvers are named in a request's view (the rest are counted).
+MAX_NAMED_APPROVERS = 20
+#: At most this many approver accounts are judged for one view.
+_MAX_CANDIDATES = 500
 
 #: The states a removed target's requests are expired from: not yet a certificate. An issued
 #: certificate is signed already and stays valid until it expires or is revoked.
@@ -75,6 +82,22 @@ class MayDecide:
     allowed: bool
     why_not: NotDecidable | None = None
     reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WhoMayApprove:
+    """Who may still approve a pending request under the current policy (what
+    :meth:`RequestService.who_may_approve` answers, for the requester's wait).
+
+    ``groups`` and ``users`` are the deciding rule's approvers as the policy names
+    them; ``eligible`` names (sorted, at most :data:`MAX_NAMED_APPROVERS`) the enabled
+    accounts with the approver role that the policy lets approve now, never the
+    requester nor anyone who already decided; ``eligible_total`` counts them all."""
+
+    groups: tuple[str, ...]
+    users: tuple[str, ...]
+    eligible: tuple[str, ...]
+    eligible_total: int
 
 
 class RequestService(ServiceBase):
@@ -216,6 +239,54 @@ class RequestService(ServiceBase):
             s.flush()
             s.refresh(req)
             return req
+
+    def who_may_approve(self, req: AccessRequest) -> WhoMayApprove | None:
+        """Who may still approve ``req`` (as :meth:`get` returned it), or ``None`` when it
+        is not pending or the current policy no longer lets anyone approve it. Reads only."""
+        if req.state != RequestState.PENDING:
+            return None
+        now = self.now()
+        policy = self.policy.get()
+        preq = self._policy_request(req, req.requester.group_names)
+        decision = policies.decide(policy, preq, now)
+        rule = policy.rule(decision.rule or "") if decision.allowed else None
+        if rule is None or rule.break_glass:
+            return None
+        decided = {a.approver_id for a in req.approvals}
+        groups, users = sorted(rule.approver_groups), sorted(rule.approver_users)
+        named = []
+        if groups:
+            named.append(User.id.in_(select(UserGroup.user_id).where(UserGroup.name.in_(groups))))
+        if users:
+            named.append(User.name.in_(users))
+        eligible: list[str] = []
+        if named:
+            with self._tx() as s:
+                rows = s.execute(
+                    select(User)
+                    .where(
+                        User.disabled.is_(False),
+                        User.id != req.requester_id,
+                        User.id.in_(
+                            select(UserRole.user_id).where(UserRole.role == Role.APPROVER.value)
+                        ),
+                        or_(*named),
+                    )
+                    .order_by(User.name)
+                    .limit(_MAX_CANDIDATES)
+                ).scalars()
+                for u in rows:
+                    if u.id in decided:
+                        continue
+                    approver = policies.Approver(name=u.name, groups=frozenset(u.group_names))
+                    if policies.may_approve(policy, preq, approver, now).allowed:
+                        eligible.append(u.name)
+        return WhoMayApprove(
+            groups=tuple(groups),
+            users=tuple(users),
+            eligible=tuple(eligible[:MAX_NAMED_APPROVERS]),
+            eligible_total=len(eligible),
+        )
 
     def list(
         self, user: User, *, mine: bool = False, pending_for_me: bool = False, limit: int = 100
