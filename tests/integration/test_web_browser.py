@@ -550,7 +550,10 @@ def test_approve_and_the_waiting_client_gets_its_certificate(
         rc, out, err = waiting.finish()
         assert rc == 0, err
         assert "Access granted to prod-db" in out
-        cert = parse_certificate((alice.home / ".ssh" / "jit-ssh" / "prod-db-cert.pub").read_text())
+        # One key and certificate per request: <target>+<request id>-cert.pub.
+        (cert_file,) = (alice.home / ".ssh" / "jit-ssh").glob("prod-db+*-cert.pub")
+        assert url.rstrip("/").rsplit("/", 1)[-1] in cert_file.name
+        cert = parse_certificate(cert_file.read_text())
         assert "by=bob" in cert.key_id
         assert (cert.valid_before - cert.valid_after).total_seconds() == 15 * 60
         assert set(cert.principals) == {"root@prod-db", "postgres@prod-db"}
