@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from client import waiting
+from client.access import access_name
 from client.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, main
 from client.errors import BadServerAnswer
 from client.verify import check_request_answer
@@ -74,7 +75,7 @@ def test_the_wait_shows_deadline_approvers_approvals_comments_and_who_approved(
         lines[-1],
     )
     assert cert_until, lines[-1]
-    record = (keys_dir(home) / f"{TARGET}.json").read_text()
+    record = (keys_dir(home) / f"{access_name(TARGET, ID)}.json").read_text()
     assert f'"valid_before": "{cert_until.group(1)}"' in record
     # Not a terminal: lines only, no spinner frames, no carriage returns.
     assert "\r" not in r.stderr and "waiting for approval" not in r.stderr
@@ -109,7 +110,7 @@ def test_resume_without_a_target_shows_the_same_and_files_the_access_under_its_t
     assert f"Request {ID} for {TARGET} (30m): pending" in r.stderr
     assert "Lapses unanswered at" in r.stderr and "may approve now: bob" in r.stderr
     assert "+ approved by bob at" in r.stderr
-    assert (keys_dir(home) / f"{TARGET}-cert.pub").exists()
+    assert (keys_dir(home) / f"{access_name(TARGET, ID)}-cert.pub").exists()
 
 
 def test_resume_lists_the_approvals_so_far(jit: Callable[..., Run], server: Server) -> None:
@@ -298,7 +299,7 @@ def test_a_server_restart_mid_wait_is_retried_with_backoff_then_the_wait_goes_on
     assert back == lines.index(out[-1]) + 1
     assert re.fullmatch(r'\+ approved by bob at .*: "back online, go ahead"', lines[back + 1])
     assert lines[-1].startswith("Approved by bob; certificate valid until")
-    assert (keys_dir(home) / f"{TARGET}-cert.pub").exists()
+    assert (keys_dir(home) / f"{access_name(TARGET, ID)}-cert.pub").exists()
 
 
 # --------------------------------------------------------------------------- SIGTERM
