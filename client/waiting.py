@@ -9,7 +9,10 @@ changes are printed, one line each, never a spinner frame.
 
 A server that stops answering is asked again with a capped exponential
 backoff (1 s doubling to 30 s, with a little jitter) until the request's own
-deadline (``pending_until``): after it the request has lapsed anyway. Whenever
+deadline (``pending_until``): after it the request has lapsed anyway. That
+deadline is the first one the server gave: a later answer may bring it
+nearer, never push it out, so a server cannot keep the client retrying an
+outage for ever. Whenever
 the wait ends with the request still pending (the deadline passed during an
 outage, an error, Ctrl-C, SIGTERM) the command to pick it up again is printed.
 
@@ -197,6 +200,7 @@ def wait_for_decision(
     seen = len(req.approvals)
     frame = 0
     start = time.monotonic()
+    limit = req.pending_until  # the first deadline the server gave; never pushed out
     with _sigterm_raises():
         try:
             for text in wait_header(req, _now()):
@@ -206,7 +210,7 @@ def wait_for_decision(
                     screen.status(_status_text(req, frame, start))
                     frame += 1
                 time.sleep(poll)
-                req, seen = _poll(api_client, req, get, screen, seen)
+                req, seen = _poll(api_client, req, get, screen, seen, limit)
         except KeyboardInterrupt:
             screen.clear()
             _interrupted(api_client, req, screen)
@@ -252,8 +256,10 @@ def _poll(
     get: Callable[[ApiClient, str], RequestView],
     screen: _Screen,
     seen: int,
+    limit: datetime | None = None,
 ) -> tuple[RequestView, int]:
-    """One look at the request, an outage retried until its deadline; new approvals shown."""
+    """One look at the request, an outage retried until its deadline (the nearer of the latest
+    ``pending_until`` and ``limit``, the first one given); new approvals shown."""
     failures = 0
     down_since: datetime | None = None
     while True:
@@ -265,7 +271,8 @@ def _poll(
                 raise
             now = _now()
             down_since = down_since or now
-            deadline = req.pending_until or (down_since + _UNKNOWN_DEADLINE)
+            given = [d for d in (req.pending_until, limit) if d is not None]
+            deadline = min(given) if given else down_since + _UNKNOWN_DEADLINE
             if now >= deadline:
                 screen.line(
                     f"server still unreachable, and request {req.id} lapsed unanswered at "

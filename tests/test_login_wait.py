@@ -466,3 +466,52 @@ def test_hostile_wait_fields_are_refused_naming_the_field(
     with pytest.raises(BadServerAnswer) as e:
         check_request_answer(_answer(**changes))
     assert field in str(e.value), str(e.value)
+
+
+def test_a_server_pushing_its_deadline_out_cannot_keep_an_outage_retried_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hostile server answers now and then, each time with a later ``pending_until``, and is
+    unreachable in between: the outage is retried only until the first deadline it gave."""
+    from client.errors import ServerUnreachable
+
+    start = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    first = start + timedelta(minutes=10)
+
+    def view(pending_until: datetime) -> Any:
+        return check_request_answer(
+            {
+                "id": ID,
+                "state": "pending",
+                "target": TARGET,
+                "requester": "alice",
+                "reason": "r",
+                "created_at": "2026-12-02T10:00:00Z",
+                "approval_url": None,
+                "deny_reason": None,
+                "duration_seconds": 1800,
+                "approvals_required": 1,
+                "approvals": [],
+                "certificate": None,
+                "pending_until": pending_until.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+
+    now = {"t": start}
+    calls = {"n": 0}
+
+    def fetch(_client: Any, _id: str) -> Any:
+        calls["n"] += 1
+        if calls["n"] % 2 == 0:  # every other call: "still pending", a day later each time
+            return view(now["t"] + timedelta(days=calls["n"]))
+        raise ServerUnreachable("connection refused")
+
+    def sleep(seconds: float) -> None:
+        now["t"] += timedelta(seconds=max(seconds, 60))
+        assert calls["n"] < 1000, "the wait never gave up"
+
+    monkeypatch.setattr(waiting, "_now", lambda: now["t"])
+    monkeypatch.setattr(waiting.time, "sleep", sleep)
+    with pytest.raises(ServerUnreachable):
+        waiting.wait_for_decision(None, view(first), poll=0, quiet=True, fetch=fetch)  # type: ignore[arg-type]
+    assert now["t"] <= first + timedelta(minutes=2)
