@@ -415,6 +415,23 @@ def test_done_id_for_a_request_this_machine_holds_no_key_for(
     assert all(p.exists() for p in _files(home, SECOND))
 
 
+def test_done_id_of_someone_elses_request_revokes_nothing(
+    jit: Callable[..., Run], server: Server, home: Path
+) -> None:
+    """bob, an approver, pastes alice's request id from an approval page into `done`: the
+    server would let him revoke it, but `done` ends only the caller's own access."""
+    _two(jit)
+    serial = json.loads(Path(f"{access(home, TARGET, FIRST)}.json").read_text())["serial"]
+    for p in _files(home, FIRST):  # bob's machine holds none of alice's files
+        p.unlink()
+    r = jit("done", FIRST, as_user="bob")
+    assert r.code == EXIT_FAILED, r.stdout
+    assert f"request {FIRST} is alice's access to {TARGET}, not yours" in r.stderr
+    assert "/v1/certificates/SERIAL/revoke" in r.stderr
+    assert not server.revoked(serial)
+    assert "Traceback" not in r.stderr
+
+
 # --------------------------------------------------------------------------- older layout
 
 

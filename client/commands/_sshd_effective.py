@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
+
 from client.errors import EXIT_FAILED, EXIT_UNREACHABLE, Failure
 
 __all__ = [
@@ -75,6 +77,12 @@ class Expected:
     trusted_user_ca_keys: str
     revoked_keys: str
     authorized_principals_file: str
+    #: The signature algorithms the trusted CA keys sign with (``ssh-ed25519``,
+    #: ``rsa-sha2-512``...): sshd's ``CASignatureAlgorithms`` must allow each.
+    ca_signature_algorithms: tuple[str, ...] = ()
+    #: The certificate types jit-ssh clients present (each access key is Ed25519):
+    #: sshd's ``PubkeyAcceptedAlgorithms`` must allow them.
+    certificate_types: tuple[str, ...] = ("ssh-ed25519-cert-v01@openssh.com",)
 
     def values(self) -> dict[str, str]:
         return {
@@ -84,6 +92,37 @@ class Expected:
             # Not in the drop-in (the default is yes), but without it no certificate works.
             "pubkeyauthentication": "yes",
         }
+
+    def allowed(self) -> dict[str, tuple[str, ...]]:
+        """List-valued settings that must CONTAIN these values."""
+        wanted = {
+            "casignaturealgorithms": self.ca_signature_algorithms,
+            "pubkeyacceptedalgorithms": self.certificate_types,
+        }
+        return {k: v for k, v in wanted.items() if v}
+
+
+#: How each CA key type signs certificates (an RSA CA always signs with rsa-sha2-512).
+_SIGNATURE_ALGORITHM = {
+    "ssh-ed25519": "ssh-ed25519",
+    "ssh-rsa": "rsa-sha2-512",
+    "ecdsa-sha2-nistp256": "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384": "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521": "ecdsa-sha2-nistp521",
+}
+
+
+def ca_signature_algorithms(trusted_user_ca_keys: str) -> tuple[str, ...]:
+    """The signature algorithms of the keys in a TrustedUserCAKeys file (unknown types and
+    unreadable files give nothing to check)."""
+    try:
+        text = Path(trusted_user_ca_keys).read_text("utf-8", "replace")
+    except OSError:
+        return ()
+    found = (
+        _SIGNATURE_ALGORITHM.get(line.split()[0]) for line in text.splitlines() if line.split()
+    )
+    return tuple(dict.fromkeys(a for a in found if a))
 
 
 def find_sshd() -> str | None:
@@ -328,6 +367,48 @@ def _diagnose(
     )
 
 
+def _refused(
+    keyword: str, reported: str, lacking: list[str], config: _Config, who: str
+) -> _Problem:
+    """A list setting (CASignatureAlgorithms, PubkeyAcceptedAlgorithms) that leaves out what
+    jit-ssh certificates need: sshd would refuse every one of them."""
+    name = {"casignaturealgorithms": "CASignatureAlgorithms"}.get(
+        keyword, "PubkeyAcceptedAlgorithms"
+    )
+    line = config.first(keyword)
+    overrides = config.in_match(keyword) if who else []
+    source = overrides[0] if overrides else line
+    cause = (
+        f"{source.where()} sets it: {source.text}"
+        + (f" (under '{source.match}')" if source.match else "")
+        if source is not None
+        else "sshd's built-in default leaves it out"
+    )
+    return _Problem(
+        keyword,
+        reported,
+        f"a list with {', '.join(lacking)}",
+        cause,
+        f"add {','.join(lacking)} to {name}"
+        + (f" at {source.where()}" if source is not None else "")
+        + " (or remove that line): without it sshd refuses every jit-ssh certificate",
+        who,
+    )
+
+
+def _warn_match_overrides(config: _Config, keywords: Sequence[str]) -> None:
+    """The checks passed for the connections checked; a Match block that sets one of these
+    settings may still change them for others (a client network, a port): say which."""
+    for keyword in dict.fromkeys(keywords):
+        for line in config.in_match(keyword):
+            click.echo(
+                f"warning: {line.where()} sets {line.keyword} under '{line.match}': {line.text}; "
+                "connections that block matches may not use the jit-ssh settings. Check them "
+                "with --connection user=USER,host=HOST,addr=ADDR",
+                err=True,
+            )
+
+
 def verify(
     sshd: str,
     main: Path,
@@ -360,6 +441,16 @@ def verify(
             if spec is None:
                 wrong_globally.add(keyword)
             problems.append(_diagnose(keyword, actual, value, config, main, expected, who))
+        for keyword, needed in expected.allowed().items():
+            reported = got.get(keyword)
+            if reported is None or keyword in wrong_globally:
+                continue  # an sshd that does not report it has no such restriction
+            lacking = [a for a in needed if a not in reported.split(",")]
+            if not lacking:
+                continue
+            if spec is None:
+                wrong_globally.add(keyword)
+            problems.append(_refused(keyword, reported, lacking, config, who))
     if problems:
         lines = [f"sshd does not use what host setup wrote (sshd -T -f {main}):"]
         for i, p in enumerate(problems):
@@ -374,6 +465,7 @@ def verify(
         if again:
             lines.append(f"  then check again: {again}")
         raise NotInEffect("\n".join(lines))
+    _warn_match_overrides(config, [*want, *expected.allowed()])
     checked = ["the global settings"]
     users = [u for u in dict.fromkeys(login_users)]
     if users:

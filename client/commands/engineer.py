@@ -644,7 +644,7 @@ def _revoke_remote(
 ) -> None:
     from client.http import ApiError
 
-    api_client, _ = connect(server, user, identity)
+    api_client, settings = connect(server, user, identity)
     with api_client:
         try:
             req = checked(api_client.get(f"/v1/requests/{request_id}"))
@@ -654,6 +654,15 @@ def _revoke_remote(
                     f"no local access and no request {request_id!r} on the server"
                 ) from None
             raise
+        if req.requester != settings.user:
+            # `done` ends the caller's own access. An approver or admin may see (and revoke)
+            # anyone's request, but a pasted id must not end a colleague's access by mistake.
+            raise Failure(
+                f"request {request_id} is {req.requester}'s access to {req.target}, not yours: "
+                "`jit-ssh done` ends only your own. To revoke someone else's certificate, use "
+                "the request's web page (Revoke) or "
+                f"`jit-ssh api POST /v1/certificates/SERIAL/revoke`."
+            )
         cert = req.certificate
         if cert is None:
             raise NothingFound(

@@ -140,16 +140,23 @@ def _verify(
     again: str,
 ) -> None:
     """``sshd -T`` agrees with the drop-in, or NotInEffect / CouldNotVerify."""
-    from ._sshd_effective import CouldNotVerify, Expected, find_sshd, verify
+    from ._sshd_effective import (
+        CouldNotVerify,
+        Expected,
+        ca_signature_algorithms,
+        find_sshd,
+        verify,
+    )
 
     dropin = root / "sshd_config.d" / DROPIN_NAME
     state = root / "jit-ssh"
     text = dropin.read_text("utf-8", "replace") if dropin.exists() else ""
     # What the drop-in itself says (host setup wrote it from this layout).
+    trusted = _dropin_value(text, "TrustedUserCAKeys") or str(state / "trusted_user_ca_keys")
     expected = Expected(
         dropin=dropin,
-        trusted_user_ca_keys=_dropin_value(text, "TrustedUserCAKeys")
-        or str(state / "trusted_user_ca_keys"),
+        trusted_user_ca_keys=trusted,
+        ca_signature_algorithms=ca_signature_algorithms(trusted),
         revoked_keys=_dropin_value(text, "RevokedKeys") or str(state / "revoked_keys.krl"),
         authorized_principals_file=_dropin_value(text, "AuthorizedPrincipalsFile")
         or f"{state / 'principals'}/%u",

@@ -587,6 +587,11 @@ class RequestService(ServiceBase):
             previous = row.version
             if previous == policy.version:
                 return False
+            if self._file_version() != policy.version:
+                # A hand-over that waited for the lock while the file moved on: recording
+                # it now would log a change that is not in force, and expire requests the
+                # version in force allows. The file's version is handed over next.
+                return False
             row.version = policy.version
             row.changed_at = now
             if previous is None:
@@ -604,6 +609,14 @@ class RequestService(ServiceBase):
             row.audit_event_id = ev.id
             self._expire_removed_targets(s, policy, now)
         return True
+
+    def _file_version(self) -> str | None:
+        """The version the policy file holds now (None when it cannot be read), checked under
+        the policy state row's lock."""
+        try:
+            return policies.load_policy(self.policy.path).version
+        except (OSError, policies.InvalidPolicy):
+            return None
 
     @staticmethod
     def _lock_policy_state(s: Session) -> PolicyState:

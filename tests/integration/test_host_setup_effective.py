@@ -249,6 +249,38 @@ def test_a_match_block_for_an_address_is_checked_for_the_connection_given(
         "sshd uses /etc/ssh/lab_ca.pub" in c.output
     )
 
+    # Passing for the connections checked, the Match block is still named: it may change
+    # the settings for the connections that come from there.
+    assert "warning: " in setup().output and "under 'Match Address 10.0.0.0/8'" in setup().output
+
+
+@pytest.mark.parametrize(
+    ("line", "keyword", "lacking"),
+    [
+        ("CASignatureAlgorithms rsa-sha2-512", "casignaturealgorithms", "ssh-ed25519"),
+        (
+            "PubkeyAcceptedAlgorithms -ssh-ed25519-cert-v01@openssh.com",
+            "pubkeyacceptedalgorithms",
+            "ssh-ed25519-cert-v01@openssh.com",
+        ),
+    ],
+)
+def test_a_setting_that_refuses_every_jit_ssh_certificate_is_named(
+    host: Host, setup: Run, line: str, keyword: str, lacking: str
+) -> None:
+    """The drop-in is in effect, but sshd would refuse the Ed25519 CA's signature (or the
+    Ed25519 certificate type): every jit-ssh certificate. Checked with sshd itself."""
+    host.write_config(f"Include {host.dir}/sshd_config.d/*.conf\n{line}\n")
+    assert lacking not in host.effective()[keyword].split(",")
+
+    r = setup()
+
+    assert r.exit_code == 1, r.output
+    assert IN_EFFECT not in r.output
+    assert f"{keyword}: sshd uses " in r.output and f"not a list with {lacking}" in r.output
+    assert f"{host.config} line 4 sets it: {line}" in r.output
+    assert f"fix: add {lacking} to " in r.output
+
 
 # --------------------------------------------------------------------------- (4)
 

@@ -193,3 +193,25 @@ def test_a_waiting_login_says_why_the_request_expired(
     assert history.code == 0, history
     assert "expired" in history.stdout
     assert "expired: target removed from the policy (version " in history.stdout
+
+
+def test_a_stale_hand_over_that_waited_for_the_lock_records_nothing_and_expires_nothing(
+    app: Any, alice: Caller, tmp_path: Any
+) -> None:
+    """A worker read version B a moment ago; its hand-over waited for the database lock while
+    the admin put the file back to A, the version in force, and alice filed a request that A
+    allows. When the hand-over finally runs it must see that the file no longer holds B: no
+    ``policy.reloaded`` back to B, and alice's request stays pending."""
+    service = app.extensions["jit_ssh"].service
+    service.policy.get()
+    assert service.policy.wait_recorded()
+    before = _events(app, "policy.reloaded")
+    b_file = tmp_path / "b.toml"
+    b_file.write_text(_without_prod_db(TEST_POLICY))
+    stale_b = load_policy(b_file)
+    assert stale_b.version != service.policy.get().version
+    rid = _submit(alice)
+
+    assert service.record_policy_version(stale_b) is False
+    assert alice.get(f"/v1/requests/{rid}").json["state"] == "pending"
+    assert _events(app, "policy.reloaded") == before
