@@ -404,9 +404,7 @@ def verify_signed_call(
     return SignedCall(user=user, signer=signer, nonce=nonce, timestamp=int(ts))
 
 
-def _record_nonce(
-    s: Session, call: SignedCall, *, now: datetime, max_clock_skew: int
-) -> None:
+def _record_nonce(s: Session, call: SignedCall, *, now: datetime, max_clock_skew: int) -> None:
     """Insert the call's nonce (a replay hits the primary key), in ``s``'s transaction."""
     try:
         s.connection().execute(

@@ -50,11 +50,11 @@ from ca.errors import JitSshError
 from server.db import CommitThenRaise, transaction
 from server.errors import (
     BadSignature,
-    Forbidden,
     InvalidInput,
     InvalidState,
     NotFound,
     SsoBadClaim,
+    SsoDenied,
     SsoFlowExpired,
     SsoFlowUnknown,
     SsoRedirectRefused,
@@ -111,13 +111,6 @@ MAX_NEXT_URL = 2000
 #: The device grant's poll interval when the provider names none (RFC 8628, 3.2).
 _DEFAULT_INTERVAL = 5
 _MAX_INTERVAL = 60
-
-
-class SsoDenied(Forbidden):
-    """The provider answered with an error instead of a sign-in (the person declined
-    consent, ``access_denied``; or another OAuth error): nothing is signed in."""
-
-    code = "sso_denied"
 
 
 class OidcProviderLike(Protocol):
@@ -310,7 +303,9 @@ class SsoService:
     def _tx(self) -> Any:
         return transaction(self.service.sessions)
 
-    def _record(self, s: Session, type: str, now: datetime, *, actor: str | None, data: dict[str, object]) -> None:
+    def _record(
+        self, s: Session, type: str, now: datetime, *, actor: str | None, data: dict[str, object]
+    ) -> None:
         self.service.audit.record(s, type=type, now=now, actor=actor, data=data)
 
     @staticmethod
@@ -464,18 +459,24 @@ class SsoService:
                 # response (a mix-up) is refused.
                 from server.errors import SsoTokenInvalid
 
-                refusal = SsoTokenInvalid("the authorization response names another issuer", field="iss")
+                refusal = SsoTokenInvalid(
+                    "the authorization response names another issuer", field="iss"
+                )
             elif not isinstance(code, str) or not _AUTH_CODE.fullmatch(code):
                 refusal = InvalidInput("the provider's answer has no usable code", field="code")
             if refusal is not None:
                 if kind == SsoFlowKind.CLI:
                     assert port is not None
-                    return CliSignIn(redirect=self._loopback(port, flow_id, error=refusal.code), refusal=refusal)
+                    return CliSignIn(
+                        redirect=self._loopback(port, flow_id, error=refusal.code), refusal=refusal
+                    )
                 raise CommitThenRaise(refusal)
         assert isinstance(code, str)
         try:
             tokens = self.provider.exchange_code(code, verifier, self.redirect_uri)
-            claims = self.provider.validate_id_token(_id_token(tokens), nonce=nonce, now=self.service.now())
+            claims = self.provider.validate_id_token(
+                _id_token(tokens), nonce=nonce, now=self.service.now()
+            )
             identity = self._identity(claims)
             if kind == SsoFlowKind.WEB:
                 return self._web_sign_in(flow_id, identity, start_session)
@@ -551,7 +552,9 @@ class SsoService:
             if now >= flow.expires_at:
                 flow.done_at = now
                 raise CommitThenRaise(
-                    SsoFlowExpired("this sign-in took longer than 10 minutes; start again", field="flow")
+                    SsoFlowExpired(
+                        "this sign-in took longer than 10 minutes; start again", field="flow"
+                    )
                 )
             flow.done_at = now
             user = s.execute(
@@ -580,7 +583,9 @@ class SsoService:
             if now >= flow.expires_at:
                 flow.used_at = now
                 raise CommitThenRaise(
-                    SsoFlowExpired("the device code expired before the sign-in; start again", field="flow")
+                    SsoFlowExpired(
+                        "the device code expired before the sign-in; start again", field="flow"
+                    )
                 )
             interval = flow.poll_interval or _DEFAULT_INTERVAL
             if flow.polled_at is not None and now < flow.polled_at + timedelta(seconds=interval):
@@ -599,12 +604,16 @@ class SsoService:
                     flow = self._lock_flow(s, fid)
                     if flow is not None:
                         # RFC 8628, 3.5: each slow_down adds 5 seconds to the interval.
-                        flow.poll_interval = min((flow.poll_interval or interval) + 5, _MAX_INTERVAL)
+                        flow.poll_interval = min(
+                            (flow.poll_interval or interval) + 5, _MAX_INTERVAL
+                        )
                         interval = flow.poll_interval
                 return PollWait("slow_down", interval)
             return PollWait("pending", interval)
         try:
-            claims = self.provider.validate_id_token(_id_token(answer), nonce=None, now=self.service.now())
+            claims = self.provider.validate_id_token(
+                _id_token(answer), nonce=None, now=self.service.now()
+            )
             identity = self._identity(claims)
         except JitSshError as e:
             self._spend_unless_transient(fid, e)
