@@ -215,9 +215,14 @@ class SsoNotConfigured(NotFound):
 
 class SsoProviderError(JitSshError):
     """The OpenID provider is unreachable or answered something jit-ssh refuses; ``field``
-    names the part of its answer (``issuer``, ``jwks_uri``, ``token_type``...)."""
+    names the part of its answer (``issuer``, ``jwks_uri``, ``token_type``...).
+    ``unreachable``: no answer at all (a connection refused, a timeout), not a wrong one."""
 
     code = "sso_provider_error"
+
+    def __init__(self, message: str, *, field: str | None = None, unreachable: bool = False):
+        super().__init__(message, field=field)
+        self.unreachable = unreachable
 
 
 class SsoFlowUnknown(JitSshError):
