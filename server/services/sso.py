@@ -434,7 +434,8 @@ class SsoService:
                 raise SsoFlowUnknown("no such sign-in flow", field="state")
             if flow.used_at is not None:
                 raise SsoFlowUnknown(
-                    "this sign-in was already completed once (a replayed state); start again",
+                    "this sign-in link is no longer valid: it was already used once (a replayed "
+                    "state); start again",
                     field="state",
                 )
             kind = SsoFlowKind(flow.kind)

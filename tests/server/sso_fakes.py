@@ -178,7 +178,9 @@ class FakeProvider:
         self.devices[device_code] = claims
 
 
-def make_app(tmp_path: Path, database_url: str, clock: Clock, **sso: Any) -> tuple[Any, FakeProvider]:
+def make_app(
+    tmp_path: Path, database_url: str, clock: Clock, **sso: Any
+) -> tuple[Any, FakeProvider]:
     base = sso.pop("base_url", BASE_URL)
     app = build_app(tmp_path, database_url, clock, base_url=base, sso=settings(**sso))
     fake = FakeProvider(clock)
