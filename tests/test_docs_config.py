@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
 
+from ca.durations import parse_duration
 from server.config import _ENV, InvalidConfig, ServerConfig, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,11 +90,21 @@ def _plain(value: object) -> object:
         return [_plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, Mapping):
+        return dict(value)
     return value
 
 
 def _same(key: str, loaded: object, written: object) -> bool:
-    """The loaded value is what the TOML wrote (a proxy address is read as its network)."""
+    """The loaded value is what the TOML wrote (a proxy address is read as its network; each
+    key of the [sso] table is its settings' attribute, a duration its timedelta)."""
+    if key == "sso" and isinstance(written, dict):
+        return loaded is not None and all(
+            parse_duration(v) == getattr(loaded, k)
+            if k == "enrolment_lifetime"
+            else _plain(getattr(loaded, k)) == v
+            for k, v in written.items()
+        )
     if key == "trusted_proxies" and isinstance(loaded, tuple) and isinstance(written, list):
         return [ip_network(v) for v in loaded] == [ip_network(str(v)) for v in written]
     return _plain(loaded) == written
