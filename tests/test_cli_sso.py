@@ -410,6 +410,30 @@ def test_a_callback_for_another_flow_or_path_is_refused_and_the_wait_goes_on(
     assert fake.finished == 1 and read_config(home)["user"] == "alice"
 
 
+def test_an_idle_browser_connection_does_not_hold_up_the_callback(
+    jit: Callable[..., Run], fake: FakeSso, browser: Browser
+) -> None:
+    import socket
+    import time
+
+    idle: list[socket.socket] = []
+
+    def preconnect(s: FakeSso) -> tuple[str, dict[str, str]]:
+        # Chromium opens a connection ahead of time and sends nothing on it.
+        assert s.port is not None
+        idle.append(socket.create_connection(("127.0.0.1", s.port)))
+        return right_callback(s)
+
+    fake.callbacks = [preconnect]
+    began = time.monotonic()
+    r = jit("sso", "login")
+    assert r.code == EXIT_OK, r.stderr
+    # Not the 10 s a one-at-a-time listener would wait on the idle connection.
+    assert time.monotonic() - began < 8
+    for sock in idle:
+        sock.close()
+
+
 def test_a_refusal_sent_back_to_the_loopback_ends_the_sign_in_and_writes_nothing(
     jit: Callable[..., Run], fake: FakeSso, browser: Browser, home: Path
 ) -> None:
@@ -612,7 +636,7 @@ def test_the_config_keeps_its_comments_and_other_settings(
         "identity": str(sso_key(home)),
     }
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o640
-    assert "Wrote identity and user to" in r.stderr
+    assert "Wrote user and identity to" in r.stderr
 
 
 def test_a_configured_identity_that_does_not_exist_gives_way_to_jit_sshs_own_key(
