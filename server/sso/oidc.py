@@ -453,6 +453,7 @@ class OidcProvider:
         self._metadata_at: datetime | None = None
         self._jwks: KeySet | None = None
         self._jwks_at: datetime | None = None
+        self._jwks_tried_at: datetime | None = None
         self._timeout = httpx.Timeout(settings.http_timeout)
         registry = JWSRegistry(algorithms=list(ALLOWED_ALGORITHMS), strict_check_header=False)
         # Some providers put x5c chains or long kids in the header; the whole token is
@@ -541,9 +542,16 @@ class OidcProvider:
         ``refresh``: fetch again now unless fetched within :data:`JWKS_REFETCH_SECONDS`."""
         with self._lock:
             if self._jwks is not None:
-                limit = JWKS_REFETCH_SECONDS if refresh else CACHE_SECONDS
-                if self._fresh(self._jwks_at, limit):
+                if refresh:
+                    # Counted from the last attempt, so a provider that fails is not asked
+                    # again on every token either.
+                    if self._fresh(self._jwks_at, JWKS_REFETCH_SECONDS) or self._fresh(
+                        self._jwks_tried_at, JWKS_REFETCH_SECONDS
+                    ):
+                        return self._jwks
+                elif self._fresh(self._jwks_at, CACHE_SECONDS):
                     return self._jwks
+            self._jwks_tried_at = self._clock()
         keys = _check_jwks(self._get_json(self.metadata().jwks_uri, "jwks_uri"))
         with self._lock:
             self._jwks, self._jwks_at = keys, self._clock()
@@ -673,6 +681,8 @@ class OidcProvider:
 
         ``nonce``: the one sent with the authorization request (then the token must carry it);
         None for a token that was not asked for with one (the device grant)."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
         if not isinstance(raw, str) or not raw:
             raise SsoTokenInvalid("the ID token is missing", field="token")
         if len(raw) > MAX_ID_TOKEN_BYTES:

@@ -393,6 +393,27 @@ def test_an_unknown_kid_still_unknown_refetches_once(
     assert fake.jwks_fetches == 3
 
 
+def test_a_failing_refetch_is_rate_limited_too(
+    provider: OidcProvider, fake: FakeProvider, clock: Clock
+) -> None:
+    provider.validate_id_token(sign(good_claims()), nonce=NONCE, now=NOW)
+    clock.now += timedelta(seconds=JWKS_REFETCH_SECONDS + 1)
+    fake.override["/jwks"] = lambda r: httpx.Response(503)
+    with pytest.raises(SsoProviderError):
+        provider.validate_id_token(sign(good_claims(), "rsa2"), nonce=NONCE, now=NOW)
+    assert fake.jwks_fetches == 2
+    clock.now += timedelta(seconds=5)
+    assert refused(provider, sign(good_claims(), "rsa2")).field == "kid"
+    assert fake.jwks_fetches == 2
+    # The cached keys still verify meanwhile.
+    assert provider.validate_id_token(sign(good_claims()), nonce=NONCE, now=NOW)
+
+
+def test_now_must_be_aware(provider: OidcProvider) -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        provider.validate_id_token(sign(good_claims()), nonce=NONCE, now=NOW.replace(tzinfo=None))
+
+
 def test_no_kid_and_several_keys(provider: OidcProvider, fake: FakeProvider) -> None:
     fake.jwks["keys"].append(public(keys()["rsa2"]))
     assert refused(provider, sign(good_claims(), "rsa", kid=None)).field == "kid"
