@@ -13,9 +13,10 @@ from flask.typing import ResponseReturnValue
 from ca import InvalidDuration, parse_duration
 
 from .api_auth import authenticate_request, signed
+from .auth import SigningKey
 from .deps import deps
 from .errors import Forbidden, InvalidInput
-from .models import AccessRequest, RequestState, Role, User
+from .models import AccessRequest, GroupsSource, RequestState, Role, User
 
 if TYPE_CHECKING:
     import policies
@@ -132,6 +133,8 @@ def request_to_dict(
             "revoked": cert.revocation is not None,
         },
         "approval_url": f"{base_url.rstrip('/')}/requests/{req.id}",
+        "groups_used": req.groups_used_list,
+        "groups_source": None if req.groups_source is None else str(req.groups_source),
     }
     if approvers is not None:
         out["approvers"] = {
@@ -260,7 +263,16 @@ def revoke(serial: str) -> ResponseReturnValue:
 @signed
 def whoami() -> ResponseReturnValue:
     u: User = g.user
-    return {"user": u.name, "groups": list(u.group_names), "roles": list(u.role_names)}
+    out: dict[str, object] = {
+        "user": u.name,
+        "groups": list(u.group_names),
+        "roles": list(u.role_names),
+        "groups_source": str(u.groups_source or GroupsSource.LOCAL),
+    }
+    key: SigningKey | None = g.get("signing_key")
+    if key is not None and key.expires_at is not None:
+        out["enrolment_expires_at"] = _iso(key.expires_at)
+    return out
 
 
 @api.get("/ca.pub")

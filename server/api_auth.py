@@ -13,12 +13,12 @@ from typing import ParamSpec, TypeVar
 
 from flask import Request, g, request
 
-from server.auth import authenticate, report_failure
+from server.auth import SigningKey, authenticate_key, report_failure
 from server.deps import Deps, deps
 from server.errors import AuthFailed
 from server.models import User
 
-__all__ = ["authenticate_request", "signed"]
+__all__ = ["authenticate_request", "authenticate_request_key", "signed"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,6 +26,11 @@ R = TypeVar("R")
 
 def authenticate_request(d: Deps, req: Request) -> User:
     """The calling user of ``req``, or an :class:`AuthFailed` (recorded)."""
+    return authenticate_request_key(d, req)[0]
+
+
+def authenticate_request_key(d: Deps, req: Request) -> tuple[User, SigningKey]:
+    """:func:`authenticate_request`, with the enrolled key that signed ``req``."""
     body = req.get_data(cache=True)
 
     def failed(err: AuthFailed, claimed: str | None) -> None:
@@ -39,7 +44,7 @@ def authenticate_request(d: Deps, req: Request) -> User:
             writer=d.audit,
         )
 
-    return authenticate(
+    return authenticate_key(
         d.service.sessions,
         method=req.method,
         path=req.path,
@@ -53,11 +58,11 @@ def authenticate_request(d: Deps, req: Request) -> User:
 
 
 def signed(view: Callable[P, R]) -> Callable[P, R]:
-    """Require a signed call; the caller is ``g.user``."""
+    """Require a signed call; the caller is ``g.user``, the key it signed with ``g.signing_key``."""
 
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        g.user = authenticate_request(deps(), request)
+        g.user, g.signing_key = authenticate_request_key(deps(), request)
         return view(*args, **kwargs)
 
     return wrapper

@@ -2,6 +2,7 @@
 
 The dependency graph is built without Flask (:func:`server.deps.build_deps`);
 this wraps it in an app: the blueprints ``api`` (``/v1``, server/api.py),
+``sso_api`` (``/v1/sso``, server/sso_api.py),
 ``web`` (the approver's pages) and ``ops`` (``/healthz``, ``/metrics``), and
 the one error handler (server/problems.py).
 """
@@ -32,6 +33,7 @@ def _init_web(app: Flask, config: ServerConfig) -> None:
     from flask_wtf.csrf import CSRFProtect
 
     from .api import api
+    from .sso_api import sso_api
     from .web import SessionInterface, WebSettings, load_or_create_secret_key, web
 
     app.secret_key = load_or_create_secret_key(config)
@@ -48,6 +50,7 @@ def _init_web(app: Flask, config: ServerConfig) -> None:
     app.extensions["jit_ssh.web"] = WebSettings()
     csrf = CSRFProtect(app)
     csrf.exempt(api)
+    csrf.exempt(sso_api)
     app.register_blueprint(web)
 
 
@@ -76,8 +79,10 @@ def create_app(
 
     from .api import api
     from .ops import ops
+    from .sso_api import sso_api
 
     app.register_blueprint(api)
+    app.register_blueprint(sso_api)
     app.register_blueprint(ops)
     _init_web(app, config)
 

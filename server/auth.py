@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, cast
 
@@ -25,15 +26,29 @@ from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert
 
 from ca import request_signing as rs
-from ca.sshsig import InvalidSignatureError, verify
+from ca.sshsig import InvalidSignatureError, VerifiedSignature, verify
 
 from . import audit
 from .db import transaction
-from .errors import AuthFailed, BadSignature, ClockSkew, ReplayedNonce, UnknownKey, UserDisabled
+from .errors import (
+    AuthFailed,
+    BadSignature,
+    ClockSkew,
+    EnrolmentExpired,
+    ReplayedNonce,
+    UnknownKey,
+    UserDisabled,
+)
 from .models import AuthFailureCount, Nonce, SshKey, User, UserGroup, UserRole
 
 __all__ = [
     "authenticate",
+    "authenticate_key",
+    "verify_signed_call",
+    "verify_possession",
+    "POSSESSION_USER",
+    "SignedCall",
+    "SigningKey",
     "nonce_expiry",
     "REPLICA_CLOCK_DRIFT",
     "report_failure",
@@ -61,7 +76,14 @@ _KEYS = SshKey.__table__
 _GROUPS = UserGroup.__table__
 _ROLES = UserRole.__table__
 _ACCOUNT = (
-    select(_USERS, _GROUPS.c.name.label("group_name"), _ROLES.c.role.label("role_name"))
+    select(
+        _USERS,
+        _GROUPS.c.name.label("group_name"),
+        _ROLES.c.role.label("role_name"),
+        # An SSO enrolment's end is checked in the same query (no second round trip).
+        _KEYS.c.source.label("key_source"),
+        _KEYS.c.expires_at.label("key_expires_at"),
+    )
     .select_from(
         _KEYS.join(_USERS, _USERS.c.id == _KEYS.c.user_id)
         .outerjoin(_GROUPS, _GROUPS.c.user_id == _USERS.c.id)
@@ -111,6 +133,32 @@ def authenticate(
     on_failure: Callable[[AuthFailed, str | None], None] | None = None,
 ) -> User:
     """Return the calling :class:`User`, or raise an :class:`AuthFailed` subclass."""
+    return authenticate_key(
+        sessions,
+        method=method,
+        path=path,
+        query=query,
+        body=body,
+        headers=headers,
+        now=now,
+        max_clock_skew=max_clock_skew,
+        on_failure=on_failure,
+    )[0]
+
+
+def authenticate_key(
+    sessions: sessionmaker[Session],
+    *,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    headers: _Headers,
+    now: datetime,
+    max_clock_skew: int,
+    on_failure: Callable[[AuthFailed, str | None], None] | None = None,
+) -> tuple[User, SigningKey]:
+    """:func:`authenticate`, also returning the enrolled key that signed the call."""
     claimed = headers.get(rs.HEADER_USER)
     try:
         return _authenticate(sessions, method, path, query, body, headers, now, max_clock_skew)
@@ -130,6 +178,7 @@ def report_failure(
     claimed_user: str | None,
     data: Mapping[str, object],
     writer: audit.AuditWriter,
+    event_type: str = "auth.failed",
 ) -> None:
     """Report one failed API authentication: a JSON line in the server log (always, for
     a SIEM), then :func:`record_failure` in a transaction of its own. Never raises: a
@@ -144,6 +193,7 @@ def report_failure(
                 claimed_user=claimed_user,
                 data=data,
                 writer=writer,
+                event_type=event_type,
             )
     except Exception:
         log.exception("could not record an authentication failure")
@@ -175,9 +225,12 @@ def record_failure(
     claimed_user: str | None,
     data: Mapping[str, object],
     writer: audit.AuditWriter,
+    event_type: str = "auth.failed",
 ) -> int:
     """Count one failed authentication in ``auth_failures``, in the caller's transaction;
     return how many of its kind (claimed user and code) this window has seen.
+    ``event_type``: the audit event's type (``sso.refused`` for a refused single sign-on,
+    counted and capped with the rest).
 
     Only the first of its kind in a window becomes an ``auth.failed`` audit event,
     and at most :data:`MAX_FAILURE_EVENTS` per window in all: anyone can send failing
@@ -209,7 +262,7 @@ def record_failure(
         if claimed is not None or events <= MAX_FAILURE_EVENTS:
             writer.record(
                 session,
-                type="auth.failed",
+                type=event_type,
                 now=now,
                 actor=None,
                 data={
@@ -269,8 +322,28 @@ def _plausible_user(user: object) -> bool:
     return isinstance(user, str) and 0 < len(user) <= 64 and user.isprintable()
 
 
-def _authenticate(
-    sessions: sessionmaker[Session],
+@dataclass(frozen=True)
+class SignedCall:
+    """A call whose signature verified (:func:`verify_signed_call`): the user header it
+    named, the key that signed it, and its nonce and timestamp (not yet recorded)."""
+
+    user: str
+    signer: VerifiedSignature
+    nonce: str
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """The enrolled key a call was signed with: how it was enrolled, and until when."""
+
+    fingerprint: str
+    source: str
+    expires_at: datetime | None
+
+
+def verify_signed_call(
+    *,
     method: str,
     path: str,
     query: str,
@@ -278,7 +351,10 @@ def _authenticate(
     headers: _Headers,
     now: datetime,
     max_clock_skew: int,
-) -> User:
+) -> SignedCall:
+    """Check the four headers and the SSHSIG signature over the canonical message, and
+    nothing about who the key belongs to: both the enrolled-key authentication and the
+    proof of possession of the single sign-on calls (:func:`verify_possession`) start here."""
     user = headers.get(rs.HEADER_USER)
     ts = headers.get(rs.HEADER_TIMESTAMP)
     nonce = headers.get(rs.HEADER_NONCE)
@@ -325,7 +401,95 @@ def _authenticate(
         signer = verify(message, blob, namespace=rs.NAMESPACE)
     except InvalidSignatureError as e:
         raise BadSignature(f"bad signature: {e}", field=rs.HEADER_SIGNATURE) from None
+    return SignedCall(user=user, signer=signer, nonce=nonce, timestamp=int(ts))
 
+
+def _record_nonce(s: Session, call: SignedCall, *, now: datetime, max_clock_skew: int) -> None:
+    """Insert the call's nonce (a replay hits the primary key), in ``s``'s transaction."""
+    try:
+        s.connection().execute(
+            _INSERT_NONCE,
+            {
+                "nonce": call.nonce,
+                "key_fingerprint": call.signer.fingerprint,
+                "expires_at": nonce_expiry(call.timestamp, max_clock_skew),
+            },
+        )
+    except IntegrityError:
+        raise ReplayedNonce(
+            "this call was already made once (replayed nonce)", field=rs.HEADER_NONCE
+        ) from None
+    # Forget nonces whose call can no longer pass the timestamp check on any
+    # replica (see nonce_expiry). About one call in 256 sweeps, so no one
+    # second makes every call wait on it.
+    if secrets.randbelow(256) == 0:
+        s.execute(delete(Nonce).where(Nonce.expires_at < now))
+
+
+#: The user header of the single sign-on calls (start, finish, poll): the key need not be
+#: enrolled, so the call names nobody. No user can be called "-" (a name starts with a
+#: letter, digit or '_'), so such a call never authenticates as anyone elsewhere.
+POSSESSION_USER = "-"
+
+
+def verify_possession(
+    sessions: sessionmaker[Session],
+    *,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    headers: _Headers,
+    now: datetime,
+    max_clock_skew: int,
+    on_failure: Callable[[AuthFailed, str | None], None] | None = None,
+) -> VerifiedSignature:
+    """The key that signed a single sign-on call (user header ``-``), its nonce recorded;
+    or an :class:`AuthFailed`. The caller compares the key with the one the call is about."""
+    try:
+        call = verify_signed_call(
+            method=method,
+            path=path,
+            query=query,
+            body=body,
+            headers=headers,
+            now=now,
+            max_clock_skew=max_clock_skew,
+        )
+        if call.user != POSSESSION_USER:
+            raise AuthFailed(
+                f"sign this call with the user header {rs.HEADER_USER}: {POSSESSION_USER}",
+                field=rs.HEADER_USER,
+            )
+        with transaction(sessions) as s:
+            _record_nonce(s, call, now=now, max_clock_skew=max_clock_skew)
+    except AuthFailed as e:
+        if on_failure is not None:
+            on_failure(e, None)
+        raise
+    return call.signer
+
+
+def _authenticate(
+    sessions: sessionmaker[Session],
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    headers: _Headers,
+    now: datetime,
+    max_clock_skew: int,
+) -> tuple[User, SigningKey]:
+    call = verify_signed_call(
+        method=method,
+        path=path,
+        query=query,
+        body=body,
+        headers=headers,
+        now=now,
+        max_clock_skew=max_clock_skew,
+    )
+    user, signer = call.user, call.signer
     with transaction(sessions) as s:
         conn = s.connection()
         rows = conn.execute(_ACCOUNT, {"fingerprint": signer.fingerprint}).all()
@@ -336,25 +500,25 @@ def _authenticate(
             )
         if rows[0].disabled:
             raise UserDisabled(f"user {user!r} is disabled", field=rs.HEADER_USER)
-        try:
-            conn.execute(
-                _INSERT_NONCE,
-                {
-                    "nonce": nonce,
-                    "key_fingerprint": signer.fingerprint,
-                    "expires_at": nonce_expiry(int(ts), max_clock_skew),
-                },
-            )
-        except IntegrityError:
-            raise ReplayedNonce(
-                "this call was already made once (replayed nonce)", field=rs.HEADER_NONCE
-            ) from None
-        # Forget nonces whose call can no longer pass the timestamp check on any
-        # replica (see nonce_expiry). About one call in 256 sweeps, so no one
-        # second makes every call wait on it.
-        if secrets.randbelow(256) == 0:
-            s.execute(delete(Nonce).where(Nonce.expires_at < now))
-    return _detached_user(rows)
+        expires_at = rows[0].key_expires_at
+        if expires_at is not None:
+            # The driver's value (naive on SQLite): read as the column type would.
+            expires_at = _as_utc(expires_at)
+            if expires_at <= now:
+                raise EnrolmentExpired(
+                    f"your single sign-on enrolment of key {signer.fingerprint} ended at "
+                    f"{expires_at.isoformat().replace('+00:00', 'Z')}; run `jit-ssh sso login`",
+                    field=rs.HEADER_SIGNATURE,
+                )
+        _record_nonce(s, call, now=now, max_clock_skew=max_clock_skew)
+    key = SigningKey(
+        fingerprint=signer.fingerprint, source=str(rows[0].key_source), expires_at=expires_at
+    )
+    return _detached_user(rows), key
+
+
+def _as_utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _detached_user(rows: Sequence[Row[tuple[object, ...]]]) -> User:

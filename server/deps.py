@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import Engine
@@ -32,7 +34,10 @@ from server.notify import Notifier
 from server.offline import flush_pending
 from server.services import PolicyHolder, Service
 
-__all__ = ["Deps", "build_deps", "bootstrap", "deps", "DEFAULT_BASE_URL"]
+if TYPE_CHECKING:
+    from server.services.sso import OidcProviderLike, SsoService
+
+__all__ = ["Deps", "build_deps", "bootstrap", "deps", "DEFAULT_BASE_URL", "SsoHolder"]
 
 log = logging.getLogger("jit_ssh.server")
 
@@ -42,6 +47,16 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8022"
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass
+class SsoHolder:
+    """The OpenID provider client, built on first use from ``config.sso`` (its discovery
+    document and keys are fetched, and cached, by the provider object itself). Unit
+    tests may put a provider of their own in ``provider``."""
+
+    provider: OidcProviderLike | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,26 @@ class Deps:
     audit: audit.AuditWriter
     clock: Callable[[], datetime]
     metrics: Metrics = field(default_factory=Metrics)
+    sso_holder: SsoHolder = field(default_factory=SsoHolder)
+
+    def sso(self) -> SsoService:
+        """The single sign-on flows; :class:`~server.errors.SsoNotConfigured` without ``[sso]``."""
+        from server.errors import SsoNotConfigured
+        from server.services.sso import SsoService
+
+        settings = self.config.sso
+        if settings is None:
+            raise SsoNotConfigured(
+                "single sign-on is not configured on this server (no [sso] table)", field="sso"
+            )
+        holder = self.sso_holder
+        with holder.lock:
+            if holder.provider is None:
+                from server.sso.oidc import OidcProvider
+
+                holder.provider = OidcProvider(settings, None)
+            provider = holder.provider
+        return SsoService(self.service, settings, provider, base_url=self.base_url)
 
     @property
     def audit_public_key(self) -> ed25519.Ed25519PublicKey:

@@ -66,6 +66,7 @@ its status where it is not 400::
     │   ├── SelfApproval           self_approval            403
     │   ├── NotEligible            not_eligible             403
     │   ├── SsoDomainRefused       sso_domain_refused       403  the email's domain is not in allowed_email_domains
+    │   ├── SsoDenied              sso_denied               403  the provider answered an error (access_denied...), not a sign-in
     │   └── PasswordLoginDisabled  password_login_disabled  403  password_login = false, and not a break-glass admin
     ├── NotFound                   not_found                404
     │   └── SsoNotConfigured       sso_not_configured       404  the server has no [sso] table
@@ -112,6 +113,7 @@ __all__ = [
     "SsoEmailUnverified",
     "SsoBadClaim",
     "SsoDomainRefused",
+    "SsoDenied",
     "PasswordLoginDisabled",
     "SsoNotConfigured",
     "SsoProviderError",
@@ -190,6 +192,13 @@ class NotEligible(Forbidden):
 
 class SsoDomainRefused(Forbidden):
     code = "sso_domain_refused"
+
+
+class SsoDenied(Forbidden):
+    """The provider answered with an error instead of a sign-in (the person declined,
+    ``access_denied``, or another OAuth error): nothing is signed in."""
+
+    code = "sso_denied"
 
 
 class PasswordLoginDisabled(Forbidden):

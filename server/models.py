@@ -55,6 +55,10 @@ __all__ = [
     "AuthFailureCount",
     "RecordedKey",
     "PolicyState",
+    "GroupsSource",
+    "KeySource",
+    "SsoFlowKind",
+    "SsoFlow",
 ]
 
 
@@ -103,6 +107,31 @@ class RequestState(enum.StrEnum):
 LIVE_STATES = (RequestState.PENDING, RequestState.APPROVED, RequestState.ISSUED)
 
 
+class GroupsSource(enum.StrEnum):
+    """Where a user's groups come from: set by an admin, or by the provider's claim at the
+    last single sign-on."""
+
+    LOCAL = "local"
+    SSO = "sso"
+
+
+class KeySource(enum.StrEnum):
+    """How an API key was enrolled: by an admin (never expires), or by a single sign-on
+    (expires after the configured enrolment lifetime)."""
+
+    ADMIN = "admin"
+    SSO = "sso"
+
+
+class SsoFlowKind(enum.StrEnum):
+    """A single sign-on in progress: a browser's web login, the CLI's loopback
+    redirect, or the CLI's device authorization grant (RFC 8628)."""
+
+    WEB = "web"
+    CLI = "cli"
+    DEVICE = "device"
+
+
 class ApprovalDecision(enum.StrEnum):
     """One approver's answer to a request."""
 
@@ -142,6 +171,16 @@ class User(Base):
     #: The last TOTP time step accepted: a code is never accepted twice (RFC 6238, 5.2).
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: "sso" once a single sign-on replaced the groups with the provider's claim.
+    groups_source: Mapped[GroupsSource] = mapped_column(
+        _enum_column(GroupsSource, 8, "ck_users_groups_source"),
+        # The database's default only: a Core insert written for an older schema (the
+        # migration tests) must not name the column.
+        server_default=GroupsSource.LOCAL.value,
+    )
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    #: SHA-256 (hex) of ``issuer + "\n" + sub``: who this user is at the provider.
+    sso_subject: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
 
     groups: Mapped[list[UserGroup]] = relationship(cascade="all, delete-orphan", lazy="selectin")
     roles: Mapped[list[UserRole]] = relationship(cascade="all, delete-orphan", lazy="selectin")
@@ -191,6 +230,15 @@ class SshKey(Base):
     comment: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    source: Mapped[KeySource] = mapped_column(
+        _enum_column(KeySource, 8, "ck_ssh_keys_source"),
+        default=KeySource.ADMIN,
+        server_default=KeySource.ADMIN.value,
+    )
+    #: When a single sign-on enrolment ends (``None``: an admin's key, which does not expire).
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The user's groups at enrolment, as a JSON list (SSO enrolments).
+    groups: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AccessRequest(Base):
@@ -217,6 +265,12 @@ class AccessRequest(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     claim_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     deny_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The requester's groups the decision at submit used (a JSON list), and where they came
+    #: from; ``None`` for requests made before single sign-on existed.
+    groups_used: Mapped[str | None] = mapped_column(Text, nullable=True)
+    groups_source: Mapped[GroupsSource | None] = mapped_column(
+        _enum_column(GroupsSource, 8, "ck_requests_groups_source"), nullable=True
+    )
 
     requester: Mapped[User] = relationship(lazy="joined", innerjoin=True)
     approvals: Mapped[list[Approval]] = relationship(
@@ -225,6 +279,14 @@ class AccessRequest(Base):
     certificate: Mapped[Certificate | None] = relationship(
         lazy="selectin", back_populates="request"
     )
+
+    @property
+    def groups_used_list(self) -> list[str] | None:
+        """:attr:`groups_used` as a list (``None`` for a request from before it was kept)."""
+        if self.groups_used is None:
+            return None
+        value = json.loads(self.groups_used)
+        return [str(g) for g in value] if isinstance(value, list) else None
 
     def stored_decision(self, *, requester: str | None = None) -> policies.Decision:
         """The policy decision stored with this request, as a value. ``requester``:
@@ -441,6 +503,41 @@ class PolicyState(Base):
     changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: The ``policy.reloaded`` event that recorded ``version`` (None for the first one).
     audit_event_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class SsoFlow(Base):
+    """A single sign-on in progress (``server.services.sso``).
+
+    ``id_hash`` is the SHA-256 of the flow's id, which is also the OAuth ``state``:
+    a database dump holds no usable state. ``used_at`` is set once, when the
+    provider's answer was taken (the callback, or the device grant's token): a
+    replayed state finds it set. ``finish_code_hash`` (cli) is the SHA-256 of the
+    one-time code the browser carried back to the loopback listener; ``done_at`` is
+    set when the key was enrolled (finish, or the device poll that got the token).
+    """
+
+    __tablename__ = "sso_flows"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[SsoFlowKind] = mapped_column(_enum_column(SsoFlowKind, 8, "ck_sso_flows_kind"))
+    nonce: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    code_verifier: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    next_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    loopback_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    public_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    key_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    device_code: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Seconds between device-token polls (the provider's, raised by each slow_down).
+    poll_interval: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    finish_code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 Index("ix_requests_requester_state", AccessRequest.requester_id, AccessRequest.state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from server.models import (
     AccessRequest,
     Approval,
     ApprovalDecision,
+    GroupsSource,
     PolicyState,
     RequestState,
     Role,
@@ -168,6 +170,9 @@ class RequestService(ServiceBase):
                 if auto
                 else None,
                 deny_reason=None,
+                # What the decision used: the requester's groups now, and where they came from.
+                groups_used=json.dumps(list(me.group_names)),
+                groups_source=str(me.groups_source or GroupsSource.LOCAL),
             )
             # A Core insert of every column (the ORM's unit of work costs more than
             # the statement), and the same values, not read back, for the response:

@@ -17,6 +17,8 @@ typed.
 
 from __future__ import annotations
 
+# The single sign-on pages (/sso/login, /sso/callback) are routes of the same blueprint.
+from . import sso as _sso  # noqa: F401
 from .auth import LoginFailed, WebSettings
 from .setup import (
     SessionInterface,

@@ -39,6 +39,7 @@ from server.admin import MAX_PASSWORD, password_hasher
 from server.auth import log_failure, record_failure
 from server.db import CommitThenRaise, transaction
 from server.deps import Deps
+from server.errors import PasswordLoginDisabled
 from server.models import LoginThrottle, User, WebSession
 
 __all__ = [
@@ -50,6 +51,8 @@ __all__ = [
     "load_session",
     "end_session",
     "auth_stamp",
+    "sso_session",
+    "check_password_allowed",
 ]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,63}")
@@ -227,6 +230,7 @@ def _start(
     remote: str,
     totp_used: bool,
     now: datetime,
+    via: str = "password",
 ) -> str:
     user.failed_logins = 0
     user.locked_until = None
@@ -253,9 +257,41 @@ def _start(
         type="web.login",
         now=now,
         actor=user.name,
-        data={"totp": totp_used, "remote": remote[:64]},
+        data={"totp": totp_used, "remote": remote[:64], "via": via},
     )
     return sid
+
+
+def sso_session(
+    s: Session,
+    ext: Deps,
+    settings: WebSettings,
+    secret_key: bytes,
+    user: User,
+    *,
+    remote: str,
+    now: datetime,
+) -> str | PreAuth:
+    """A web sign-in through single sign-on, in the sign-in's transaction ``s``: a new
+    session id, or :class:`PreAuth` when the user also needs their TOTP code (the
+    provider vouched for who they are; a code an admin set up is asked all the same)."""
+    if user.totp_secret:
+        return PreAuth(user_id=user.id, token=_pre_token(secret_key, user))
+    return _start(s, ext, settings, user, remote=remote, totp_used=False, now=now, via="sso")
+
+
+def check_password_allowed(ext: Deps, name: object) -> None:
+    """With ``password_login = false`` only ``break_glass_admins`` may use a local password:
+    anyone else is refused, whatever the password (and before it is even checked)."""
+    sso = ext.config.sso
+    if sso is None or sso.password_login:
+        return
+    if isinstance(name, str) and name in sso.break_glass_admins:
+        return
+    raise PasswordLoginDisabled(
+        f"password login is turned off on this server: sign in with {sso.display_name}",
+        field="password",
+    )
 
 
 def check_password(
@@ -269,8 +305,10 @@ def check_password(
 ) -> str | PreAuth:
     """A new session id, or :class:`PreAuth` when the user also needs a TOTP code.
 
-    Raises :class:`LoginFailed` (after the slow-down) for every failure.
+    Raises :class:`LoginFailed` (after the slow-down) for every failure, and
+    :class:`PasswordLoginDisabled` when passwords are off for this name.
     """
+    check_password_allowed(ext, name)
     now = ext.clock()
     name = name if isinstance(name, str) else ""
     password = password if isinstance(password, str) else ""
@@ -348,8 +386,10 @@ def check_totp(
     code: object,
     *,
     remote: str = "",
+    via: str = "password",
 ) -> str:
-    """The second step: a new session id, or :class:`LoginFailed` (after the slow-down)."""
+    """The second step: a new session id, or :class:`LoginFailed` (after the slow-down).
+    ``via``: how the first step was passed ("password" or "sso"), for the audit event."""
     now = ext.clock()
     delay = 0.0
     try:
@@ -393,7 +433,7 @@ def check_totp(
                 )
                 raise CommitThenRaise(LoginFailed())
             user.totp_last_step = step
-            return _start(s, ext, settings, user, remote=remote, totp_used=True, now=now)
+            return _start(s, ext, settings, user, remote=remote, totp_used=True, now=now, via=via)
     except LoginFailed:
         settings.sleep(delay)
         raise

@@ -36,7 +36,7 @@ import policies
 from ca import format_duration, parse_duration
 from ca.errors import JitSshError
 from server.deps import deps
-from server.errors import NotFound, http_status
+from server.errors import NotFound, PasswordLoginDisabled, http_status
 from server.models import AccessRequest, ApprovalDecision, RequestState, Role, User
 from server.services import MayDecide, NotDecidable
 from server.services.validation import check_serial
@@ -274,6 +274,9 @@ def login() -> ResponseReturnValue:
             except auth.LoginFailed as e:
                 flash(str(e), "error")
                 status = 401
+            except PasswordLoginDisabled as e:
+                flash(str(e), "error")
+                status = http_status(e)
             else:
                 # A fresh session: nothing from before the login (a planted
                 # cookie, an old CSRF token) carries over.
@@ -293,7 +296,13 @@ def login() -> ResponseReturnValue:
             status = 400
     form.next.data = nxt
     form.password.data = ""
-    return render_template("web/login.html", form=form), status
+    sso = deps().config.sso
+    # With password_login = false the form is for break-glass admins only, behind a link
+    # (the server refuses anyone else's password all the same: check_password_allowed).
+    show_password = sso is None or sso.password_login or request.args.get("break_glass") == "1"
+    return render_template(
+        "web/login.html", form=form, sso=sso, show_password=show_password, next=nxt
+    ), status
 
 
 @web.route("/login/code", methods=["GET", "POST"])
@@ -320,6 +329,7 @@ def login_totp() -> ResponseReturnValue:
                     pre.get("token"),
                     form.code.data,
                     remote=request.remote_addr or "",
+                    via="sso" if pre.get("via") == "sso" else "password",
                 )
             except auth.LoginFailed as e:
                 flash(str(e), "error")

@@ -90,4 +90,9 @@ def test_auto_approved_issuance_answers_and_records_as_before(app: Any, oncall: 
 def test_caller_carries_groups_and_roles(bob: Any) -> None:
     r = bob.get("/v1/whoami")
     assert r.status_code == 200
-    assert r.json == {"user": "bob", "groups": ["approvers"], "roles": ["approver", "requester"]}
+    assert r.json == {
+        "user": "bob",
+        "groups": ["approvers"],
+        "roles": ["approver", "requester"],
+        "groups_source": "local",
+    }
