@@ -42,7 +42,7 @@ from tests.oidc_support import (
     provider_factory,
 )
 
-from .e2e_helpers import end_process, jit_ssh_command, run
+from .e2e_helpers import jit_ssh_command, run
 from .sso_helpers import CliRun, SsoServer, authorize_url, device_code, person_env
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,7 @@ def _setup(prefix: str, sso: dict[str, Any]) -> Iterator[Setup]:
             provider = s.start_with(start)
             yield Setup(s, provider, root)
     finally:
-        end_process(s.proc, group=True)
+        s.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

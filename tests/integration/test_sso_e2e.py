@@ -40,7 +40,7 @@ from tests.oidc_support import (
 )
 
 from .conftest import LOGIN_USER, Tools
-from .e2e_helpers import HostSshd, end_process, jit_ssh_command
+from .e2e_helpers import HostSshd, jit_ssh_command
 from .sso_helpers import CliRun, SsoServer, browser_recorder, person_env, sign_in_on_the_web, until
 
 pytestmark = pytest.mark.integration
@@ -96,7 +96,7 @@ def world(openssh: Tools, login_user: str) -> Iterator[World]:
             yield World(server, provider, host, root)
     finally:
         host.stop()
-        end_process(server.proc, group=True)
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
