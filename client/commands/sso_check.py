@@ -33,8 +33,6 @@ def check(ctx: click.Context, config_path: str | None) -> None:
     and keys, the device endpoint, the client secret file and the client credentials, and
     prints the redirect URI to register at the provider.
     """
-    import httpx
-
     from server.sso.check import Level, check_provider
 
     cfg = server_config(ctx, config_path)
@@ -45,9 +43,7 @@ def check(ctx: click.Context, config_path: str | None) -> None:
             "(see docs/server-config.md, `sso`)"
         )
     transport: Any = ctx.meta.get("jit_ssh.transport")
-    http = httpx.Client(transport=transport) if transport is not None else httpx.Client()
-    with http:
-        findings = check_provider(cfg.sso, cfg.base_url, http)
+    findings = check_provider(cfg.sso, cfg.base_url, transport=transport)
     click.echo(f"single sign-on with {cfg.sso.issuer} (client {cfg.sso.client_id})")
     for f in findings:
         label = f.level.value

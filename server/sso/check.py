@@ -78,9 +78,23 @@ def _problem(what: str, fix: str) -> Finding:
 
 
 def check_provider(
-    settings: SsoSettings, base_url: str, http: httpx.Client | None = None
+    settings: SsoSettings,
+    base_url: str,
+    http: httpx.Client | None = None,
+    *,
+    transport: httpx.BaseTransport | None = None,
 ) -> list[Finding]:
-    """Every finding about ``settings``' provider, in the order an admin would fix them."""
+    """Every finding about ``settings``' provider, in the order an admin would fix them.
+
+    ``http``: the client to fetch with; without one, a client of its own (over ``transport``,
+    when given: tests pass an ``httpx.MockTransport``), closed before returning."""
+    if http is None:
+        with httpx.Client(transport=transport) as own:
+            return _check_provider(settings, base_url, own)
+    return _check_provider(settings, base_url, http)
+
+
+def _check_provider(settings: SsoSettings, base_url: str, http: httpx.Client) -> list[Finding]:
     findings: list[Finding] = []
     provider = OidcProvider(settings, http)
     findings.extend(_check_secret(settings))
