@@ -22,6 +22,7 @@ from .db import transaction
 from .errors import InvalidInput, InvalidState, NotFound
 from .models import Role, SshKey, User, UserGroup, UserRole
 from .services import Service
+from .services.sso import EnrolmentInfo, list_enrolments, revoke_enrolments
 
 __all__ = ["Admin", "UserInfo", "password_hasher", "validate_user_name", "policy_groups"]
 
@@ -243,6 +244,16 @@ class Admin:
     def remove_key(self, name: str, fingerprint: str) -> UserInfo:
         # Through the service: removing the last key also ends the user's access.
         return _info(self.service.remove_key(name, fingerprint, actor=self.actor))
+
+    def enrolments(self, name: str) -> list[EnrolmentInfo]:
+        """Every API key of ``name``: admin keys and single sign-on enrolments, with their state."""
+        return list_enrolments(self.service, name)
+
+    def revoke_enrolments(
+        self, name: str, fingerprints: Sequence[str] | None
+    ) -> list[EnrolmentInfo]:
+        """End ``name``'s single sign-on enrolments ``fingerprints`` (``None``: every active one)."""
+        return revoke_enrolments(self.service, name, fingerprints, actor=self.actor)
 
     def set_password(self, name: str, password: str) -> None:
         hashed = self._hash(password)

@@ -46,6 +46,9 @@ _ID = [
         "schema": {"type": "string", "maxLength": 32},
     }
 ]
+#: What the single sign-on calls answer besides 200: bad input, refused, not configured (404),
+#: a conflicting key (409), an expired flow (410), the provider out of reach (502).
+_SSO_ERRORS = (400, 401, 403, 404, 409, 410, 413, 502)
 _DURATION = {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "example": "30m"}]}
 
 
@@ -155,6 +158,64 @@ def spec() -> dict[str, object]:
                 )
             },
             "/v1/whoami": {"get": _op("Who am I", schema="WhoAmI")},
+            "/v1/sso": {
+                "get": _op(
+                    "Whether the server offers single sign-on, and how",
+                    schema="SsoInfo",
+                    signed=False,
+                    errors=(),
+                )
+            },
+            "/v1/sso/start": {
+                "post": _op(
+                    "Start a single sign-on for a key (signed by that key, user header '-')",
+                    schema="SsoStarted",
+                    body={
+                        "type": "object",
+                        "required": ["public_key", "mode"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "public_key": {"type": "string", "maxLength": 16384},
+                            "mode": {"type": "string", "enum": ["loopback", "device"]},
+                            "loopback_port": {
+                                "type": "integer",
+                                "minimum": 1024,
+                                "maximum": 65535,
+                            },
+                        },
+                    },
+                    errors=_SSO_ERRORS,
+                )
+            },
+            "/v1/sso/finish": {
+                "post": _op(
+                    "Enrol the key of a loopback sign-in (signed by that key, user header '-')",
+                    schema="SsoEnrolment",
+                    body={
+                        "type": "object",
+                        "required": ["flow", "code"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "flow": {"type": "string", "maxLength": 32},
+                            "code": {"type": "string", "maxLength": 43},
+                        },
+                    },
+                    errors=_SSO_ERRORS,
+                )
+            },
+            "/v1/sso/poll": {
+                "post": _op(
+                    "Poll a device sign-in; enrols the key once done (signed by that key)",
+                    schema="SsoEnrolment",
+                    body={
+                        "type": "object",
+                        "required": ["flow"],
+                        "additionalProperties": False,
+                        "properties": {"flow": {"type": "string", "maxLength": 32}},
+                    },
+                    errors=_SSO_ERRORS,
+                )
+            },
             "/v1/ca.pub": {
                 "get": {
                     "summary": "Trusted CA keys (TrustedUserCAKeys text)",
@@ -278,6 +339,16 @@ def spec() -> dict[str, object]:
                         "target": {"type": "string"},
                         "reason": {"type": "string"},
                         "duration_seconds": {"type": "integer"},
+                        "groups_used": {
+                            "type": ["array", "null"],
+                            "items": {"type": "string"},
+                            "description": "The requester's groups the decision at submit used",
+                        },
+                        "groups_source": {
+                            "type": ["string", "null"],
+                            "enum": ["local", "sso", None],
+                            "description": "Where those groups came from: jit-ssh, or the provider's claim",
+                        },
                         "approvals_required": {"type": "integer"},
                         "pending_until": {
                             "type": "string",
@@ -394,6 +465,47 @@ def spec() -> dict[str, object]:
                         "user": {"type": "string"},
                         "groups": {"type": "array"},
                         "roles": {"type": "array"},
+                        "groups_source": {"type": "string", "enum": ["local", "sso"]},
+                        "enrolment_expires_at": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "When the calling key's single sign-on enrolment ends",
+                        },
+                    },
+                },
+                "SsoInfo": {
+                    "type": "object",
+                    "required": ["enabled"],
+                    "properties": {
+                        "enabled": {"type": "boolean"},
+                        "display_name": {"type": "string"},
+                        "device_flow": {"type": "boolean"},
+                        "enrolment_lifetime_seconds": {"type": "integer"},
+                    },
+                },
+                "SsoStarted": {
+                    "type": "object",
+                    "required": ["flow", "expires_at"],
+                    "properties": {
+                        "flow": {"type": "string"},
+                        "authorize_url": {"type": "string", "description": "loopback mode"},
+                        "user_code": {"type": "string", "description": "device mode"},
+                        "verification_uri": {"type": "string"},
+                        "verification_uri_complete": {"type": ["string", "null"]},
+                        "interval": {"type": "integer"},
+                        "expires_at": {"type": "string", "format": "date-time"},
+                    },
+                },
+                "SsoEnrolment": {
+                    "type": "object",
+                    "properties": {
+                        "status": {"type": "string", "enum": ["pending", "slow_down", "done"]},
+                        "interval": {"type": "integer"},
+                        "user": {"type": "string"},
+                        "groups": {"type": "array", "items": {"type": "string"}},
+                        "groups_source": {"type": "string", "enum": ["local", "sso"]},
+                        "fingerprint": {"type": "string"},
+                        "expires_at": {"type": ["string", "null"], "format": "date-time"},
                     },
                 },
                 "AuditLines": {"type": "string"},

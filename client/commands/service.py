@@ -265,6 +265,76 @@ def user_remove_key(admin_ctx: AdminHandle, name: str, fingerprint: str) -> None
     _show(Admin(admin_ctx.context.service).remove_key(name, fingerprint))
 
 
+@user.command("enrolments")
+@with_admin()
+@click.argument("name")
+@click.option(
+    "--revoke",
+    "revoke",
+    metavar="FINGERPRINT",
+    multiple=True,
+    help="End this single sign-on enrolment (SHA256:...; repeatable).",
+)
+@click.option("--all", "revoke_all", is_flag=True, help="End every active SSO enrolment of NAME.")
+@click.option("--json", "as_json", is_flag=True)
+def user_enrolments(
+    admin_ctx: AdminHandle, name: str, revoke: tuple[str, ...], revoke_all: bool, as_json: bool
+) -> None:
+    """List NAME's API keys and single sign-on enrolments; --revoke or --all ends them.
+
+    An enrolment is made by `jit-ssh sso login` and ends by itself after the server's
+    enrolment_lifetime; a revoked one is refused at once. With no usable key left, NAME's
+    certificates are revoked and open requests cancelled, as when the last key is removed.
+    """
+    from server.admin import Admin
+
+    if revoke and revoke_all:
+        raise click.UsageError("give --revoke FINGERPRINT or --all, not both")
+    a = Admin(admin_ctx.context.service)
+    if revoke or revoke_all:
+        ended = a.revoke_enrolments(name, list(revoke) if revoke else None)
+        if not ended:
+            click.echo(f"{name} has no active single sign-on enrolment")
+        for e in ended:
+            click.echo(f"revoked {e.fingerprint}")
+        return
+    rows = a.enrolments(name)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "fingerprint": e.fingerprint,
+                        "key_type": e.key_type,
+                        "source": e.source,
+                        "created_at": _iso(e.created_at),
+                        "expires_at": _iso(e.expires_at),
+                        "groups": list(e.groups),
+                        "state": e.state,
+                    }
+                    for e in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not rows:
+        click.echo(f"{name} has no keys")
+        return
+    click.echo(
+        f"{'FINGERPRINT':<51} {'SOURCE':<6} {'CREATED':<20} {'EXPIRES':<20} {'STATE':<8} GROUPS"
+    )
+    for e in rows:
+        click.echo(
+            f"{e.fingerprint:<51} {e.source:<6} {_iso(e.created_at):<20} "
+            f"{_iso(e.expires_at) or 'never':<20} {e.state:<8} {','.join(e.groups) or '-'}"
+        )
+
+
+def _iso(t: Any) -> str | None:
+    return None if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @user.command("set-password")
 @with_admin()
 @click.argument("name")

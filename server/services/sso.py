@@ -252,7 +252,9 @@ def check_loopback_port(value: object) -> int:
 
 def sso_subject(issuer: str, subject: str) -> str:
     """``users.sso_subject``: who a user is at the provider, as the SHA-256 of issuer and sub."""
-    return hashlib.sha256(f"{issuer}\n{subject}".encode()).hexdigest()
+    from server.sso.identity import subject_key
+
+    return subject_key(issuer, subject)
 
 
 def _hash(value: str) -> str:
@@ -265,9 +267,9 @@ def _iso(t: datetime) -> str:
 
 def _code_challenge(verifier: str) -> str:
     """PKCE S256 (RFC 7636, 4.2), through Authlib."""
-    from authlib.oauth2.rfc7636 import create_s256_code_challenge
+    from server.sso.oidc import code_challenge
 
-    return str(create_s256_code_challenge(verifier))
+    return code_challenge(verifier)
 
 
 def _id_token(tokens: Any) -> str:
@@ -360,8 +362,10 @@ class SsoService:
 
     def _begin(self, kind: SsoFlowKind, **values: Any) -> StartedFlow:
         now = self.service.now()
-        nonce = secrets.token_urlsafe(24)
-        verifier = secrets.token_urlsafe(48)  # 64 characters (RFC 7636: 43 to 128)
+        from server.sso.oidc import new_code_verifier, new_nonce
+
+        nonce = new_nonce()
+        verifier = new_code_verifier()
         with self._tx() as s:
             flow_id = self._new_flow(
                 s, now, kind=kind, nonce=nonce, code_verifier=verifier, **values
@@ -430,7 +434,8 @@ class SsoService:
                 raise SsoFlowUnknown("no such sign-in flow", field="state")
             if flow.used_at is not None:
                 raise SsoFlowUnknown(
-                    "this sign-in was already completed once (a replayed state); start again",
+                    "this sign-in link is no longer valid: it was already used once (a replayed "
+                    "state); start again",
                     field="state",
                 )
             kind = SsoFlowKind(flow.kind)

@@ -289,7 +289,8 @@ def check_password_allowed(ext: Deps, name: object) -> None:
     if isinstance(name, str) and name in sso.break_glass_admins:
         return
     raise PasswordLoginDisabled(
-        f"password login is turned off on this server: sign in with {sso.display_name}",
+        "local passwords are turned off on this server (password_login_disabled): use "
+        f"single sign-on, 'Sign in with {sso.display_name}'",
         field="password",
     )
 

@@ -547,6 +547,8 @@ def _request_page(
         recent_limit=RECENT,
         event_names=_EVENT_NAMES,
         trail_details=trail_details,
+        # The requester's groups the decision at submit used, and where they came from.
+        groups_used=req.groups_used_list,
         now=now,
     ), status
 
