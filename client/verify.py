@@ -692,7 +692,8 @@ def check_browser_url(value: Any, name: str) -> str:
         )
     scheme = value.split(":", 1)[0] if ":" in value else ""
     if scheme not in ("https", "http") or not value.startswith(f"{scheme}://"):
-        raise _answer_error(f"{name} must be an https:// URL, not {value[:40]!r}", name)
+        shown = f"a {scheme[:20]}: URL" if scheme else "no URL"
+        raise _answer_error(f"{name} must be an https:// URL, not {shown}", name)
     try:
         parts = urllib.parse.urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number

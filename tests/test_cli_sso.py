@@ -84,6 +84,8 @@ class FakeSso:
     port: int | None = None
     mode: str | None = None
     finished: int = 0
+    #: Called with the public key when finish (or a poll) enrols it: the real app enrols it too.
+    on_enrol: Callable[[str, str], None] | None = None
     threads: list[threading.Thread] = field(default_factory=list)
 
     def transport(self) -> httpx.MockTransport:
@@ -126,6 +128,9 @@ class FakeSso:
             if body != {"flow": self.flow, "code": self.finish_code} or self.finished:
                 return _problem(400, "sso_flow_unknown", "no such sign-in")
             self.finished += 1
+            if self.on_enrol is not None:
+                assert self.public_key is not None
+                self.on_enrol(self.user, self.public_key)
             return httpx.Response(200, json=self.enrolment())
         if key == "POST /v1/sso/poll":
             assert self._signer(request) == self.fingerprint
@@ -639,3 +644,204 @@ def test_sso_appears_in_the_help(home: Path) -> None:
     assert "sso " in r.stdout and "single sign-on" in r.stdout
     r = run_cli("sso", "login", "--help", transport=None)
     assert "--headless" in r.stdout and "--no-browser" in r.stdout
+
+
+# --------------------------------------------------------------------------- jit-ssh login signs in first
+
+from tests.test_cli_engineer import TARGET, Server, keys, server  # noqa: E402, F401
+
+
+@pytest.fixture
+def app_and_sso(server: Server, fake: FakeSso) -> tuple[Server, FakeSso, list[str]]:
+    """The real app for every call but /v1/sso*, which the fake answers; when the fake
+    enrols a key, the real app enrols it too (as the server's finish does)."""
+    from server.admin import Admin
+
+    admin = Admin(server.app.extensions["jit_ssh"].service)
+
+    def enrol(user: str, public_key: str) -> None:
+        known = {u.name: u for u in admin.list_users()}
+        if user in known:
+            if parse_public_key(public_key).fingerprint not in str(known[user]):
+                admin.enroll_key(user, public_key)
+        else:
+            admin.add_user(
+                user, groups=["engineers", "oncall"], roles=["requester"], ssh_keys=[public_key]
+            )
+
+    fake.on_enrol = enrol
+    return server, fake, []
+
+
+def _both(app: Server, fake: FakeSso, order: list[str]) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        order.append(f"{request.method} {request.url.path}")
+        if request.url.path.startswith("/v1/sso"):
+            return fake.handle(request)
+        return app.handle(request)
+
+    return httpx.MockTransport(handle)
+
+
+def test_login_with_no_key_signs_in_first_and_goes_on_with_the_request(
+    home: Path, app_and_sso: tuple[Server, FakeSso, list[str]]
+) -> None:
+    app, fake, order = app_and_sso
+    fake.user = "carol"
+    r = run_cli("login", TARGET, "--for", "30m", transport=_both(app, fake, order))
+    assert r.code == EXIT_OK, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == "no enrolled key; signing in with Okta first"
+    assert any(
+        line.startswith("Signed in as carol (groups: engineers) through Okta;") for line in lines
+    )
+    assert order[:4] == [
+        "GET /v1/sso",
+        "POST /v1/sso/start",
+        "POST /v1/sso/finish",
+        "POST /v1/requests",
+    ]
+    assert f"Access granted to {TARGET}" in r.stdout
+    assert read_config(home) == {"server": SERVER, "user": "carol", "identity": str(sso_key(home))}
+    # The request was signed by the enrolled key, as carol.
+    assert app.state("0000000000000001") == "issued"
+
+
+def test_login_with_a_key_the_server_does_not_know_signs_in_then_retries(
+    home: Path, app_and_sso: tuple[Server, FakeSso, list[str]], tmp_path: Path
+) -> None:
+    from tests.test_cli_engineer import _write_key
+
+    app, fake, order = app_and_sso
+    stranger = tmp_path / "ids" / "id_new"
+    fingerprint, _ = _write_key(stranger)
+    env = {"JIT_SSH_USER": "alice", "JIT_SSH_IDENTITY": str(stranger)}
+    r = run_cli("login", TARGET, transport=_both(app, fake, order), env=env)
+    assert r.code == EXIT_OK, r.stderr
+    assert "the server does not know this key; signing in with Okta first" in r.stderr
+    assert order[:5] == [
+        "POST /v1/requests",
+        "GET /v1/sso",
+        "POST /v1/sso/start",
+        "POST /v1/sso/finish",
+        "POST /v1/requests",
+    ]
+    assert fake.fingerprint == fingerprint  # the configured key, not a new one
+    assert not sso_key(home).exists()
+
+
+def test_login_after_the_enrolment_ended_signs_in_again(
+    home: Path, app_and_sso: tuple[Server, FakeSso, list[str]], keys: Any
+) -> None:
+    app, fake, order = app_and_sso
+    app.fail["POST /v1/requests"] = _problem(
+        401,
+        "enrolment_expired",
+        "your single sign-on enrolment of key SHA256:x ended at 2026-01-02T22:15:00Z; "
+        "run `jit-ssh sso login`",
+    )
+    real = app.handle
+
+    def once(request: httpx.Request) -> httpx.Response:
+        answer = real(request)
+        if request.url.path == "/v1/requests":
+            app.fail.clear()
+        return answer
+
+    app.handle = once  # type: ignore[method-assign]
+    env = {"JIT_SSH_USER": "alice", "JIT_SSH_IDENTITY": str(keys["alice"][0])}
+    r = run_cli("login", TARGET, transport=_both(app, fake, order), env=env)
+    assert r.code == EXIT_OK, r.stderr
+    assert (
+        "your single sign-on enrolment ended at 2026-01-02 22:15 UTC; signing in with Okta again"
+        in r.stderr
+    )
+    assert order.count("POST /v1/requests") == 2 and "POST /v1/sso/finish" in order
+
+
+def test_an_ended_enrolment_in_any_other_command_says_to_sign_in(
+    home: Path, server: Server, keys: Any
+) -> None:
+    server.fail["GET /v1/requests"] = _problem(
+        401,
+        "enrolment_expired",
+        "your single sign-on enrolment of key SHA256:x ended at 2026-01-02T22:15:00Z; "
+        "run `jit-ssh sso login`",
+    )
+    env = {"JIT_SSH_USER": "alice", "JIT_SSH_IDENTITY": str(keys["alice"][0])}
+    for command in (["requests"], ["status"]):
+        r = run_cli(*command, transport=server.transport(), env=env)
+        assert r.code == EXIT_FAILED
+        assert (
+            "your single sign-on enrolment ended at 2026-01-02 22:15 UTC; run: jit-ssh sso login"
+            in r.stderr
+        ), r.stderr
+
+
+def test_login_against_a_server_without_single_sign_on_is_unchanged(
+    home: Path, server: Server
+) -> None:
+    r = run_cli("login", TARGET, transport=server.transport())
+    assert r.code == EXIT_FAILED
+    # Asked once (404: this server has no single sign-on), then the error as before.
+    assert server.paths() == ["GET /v1/sso"]
+    assert "no user configured: run `jit-ssh config init`" in r.stderr
+
+
+def test_status_shows_when_the_enrolment_ends(home: Path, server: Server, keys: Any) -> None:
+    ends = datetime.now(UTC) + timedelta(hours=3)
+    server.fail["GET /v1/whoami"] = httpx.Response(
+        200,
+        json={
+            "user": "alice",
+            "groups": ["engineers"],
+            "roles": ["requester"],
+            "groups_source": "sso",
+            "enrolment_expires_at": _iso(ends),
+        },
+    )
+    env = {"JIT_SSH_USER": "alice", "JIT_SSH_IDENTITY": str(keys["alice"][0])}
+    r = run_cli("status", transport=server.transport(), env=env)
+    assert r.code == EXIT_OK, r.stderr
+    assert (
+        f"This key is enrolled by single sign-on until {flows.until_text(ends)} "
+        "(jit-ssh sso login renews it)." in r.stdout
+    )
+    r = run_cli("status", "--json", transport=server.transport(), env=env)
+    assert json.loads(r.stdout)["enrolment_expires_at"] == _iso(ends)
+
+
+def test_status_of_an_admin_enrolled_key_says_nothing_of_single_sign_on(
+    home: Path, server: Server, keys: Any
+) -> None:
+    env = {"JIT_SSH_USER": "alice", "JIT_SSH_IDENTITY": str(keys["alice"][0])}
+    r = run_cli("status", transport=server.transport(), env=env)
+    assert r.code == EXIT_OK, r.stderr
+    assert "single sign-on" not in r.stdout
+    assert server.paths() == ["GET /v1/requests?mine=1", "GET /v1/whoami"]
+
+
+def test_sso_status_says_who_and_until_when(
+    home: Path, app_and_sso: tuple[Server, FakeSso, list[str]]
+) -> None:
+    app, fake, order = app_and_sso
+    ends = datetime.now(UTC) + timedelta(hours=3)
+    app.fail["GET /v1/whoami"] = httpx.Response(
+        200,
+        json={
+            "user": "carol",
+            "groups": ["engineers"],
+            "roles": [],
+            "groups_source": "sso",
+            "enrolment_expires_at": _iso(ends),
+        },
+    )
+    fake.user = "carol"
+    assert run_cli("sso", "login", transport=_both(app, fake, order)).code == EXIT_OK
+    r = run_cli("sso", "status", transport=_both(app, fake, order))
+    assert r.code == EXIT_OK, r.stderr
+    assert r.stdout.splitlines() == [
+        "Single sign-on: Okta (in the browser, or with a code: --headless).",
+        f"Signed in as carol (groups: engineers, from the provider); this key is enrolled "
+        f"until {flows.until_text(ends)}.",
+    ]

@@ -24,8 +24,9 @@ from ._connect import connection_options, explained
 
 if TYPE_CHECKING:
     from client.sso import SignedIn
+    from client.verify import SsoInfo
 
-__all__ = ["sso", "sign_in"]
+__all__ = ["sso", "sign_in", "sign_in_if_needed"]
 
 
 @click.group()
@@ -44,6 +45,78 @@ class Interrupted(Failure):
     exit_code = EXIT_INTERRUPTED
 
 
+#: Refusals a sign-in mends: the server does not know the key, or its enrolment ended.
+_SIGN_IN_MENDS = frozenset({"unknown_key", "enrolment_expired"})
+
+
+def _missing_enrolment(server: str | None, user: str | None, identity: str | None) -> str | None:
+    """Why no signed call can be made from here yet (no user, no key), or None."""
+    from client.settings import load_settings
+
+    try:
+        settings = load_settings(server=server, user=user, identity=identity)
+    except JitSshError:
+        return None
+    if not settings.server:
+        return None
+    chosen = settings.identity
+    if chosen is None:
+        if settings.use_agent and os.environ.get("SSH_AUTH_SOCK"):
+            # The agent's key may be the enrolled one: the server will say.
+            return None if settings.user else "no user configured"
+        return "no enrolled key"
+    if not chosen.startswith("SHA256:") and not os.path.exists(chosen):
+        return "no enrolled key"
+    return None if settings.user else "no user configured"
+
+
+def sign_in_if_needed(
+    server: str | None,
+    user: str | None,
+    identity: str | None,
+    *,
+    refused: JitSshError | None = None,
+    say: Callable[[str], None] = _say,
+) -> tuple[str, str] | None:
+    """For ``jit-ssh login``: when this machine has no usable enrolment (no key or user here,
+    or the server ``refused`` the key: unknown, or its enrolment ended) and the server signs
+    people in, sign in now and return the user and identity to go on with; else None (the
+    caller goes on as it would have, or raises ``refused``)."""
+    from client import sso as flows
+    from client.errors import enrolment_end
+    from client.settings import load_settings
+
+    from ._common import open_api
+
+    if refused is None:
+        why = _missing_enrolment(server, user, identity)
+    elif refused.code == "unknown_key":
+        why = "the server does not know this key"
+    elif refused.code == "enrolment_expired":
+        end = enrolment_end(refused)
+        why = f"your single sign-on enrolment ended{f' at {end}' if end else ''}"
+    else:
+        why = None
+    if why is None:
+        return None
+    try:
+        settings = load_settings(server=server, user=user, identity=identity)
+        url = settings.need("server")
+        with open_api(url, ca_bundle=settings.ca_bundle, timeout=settings.timeout) as plain:
+            info = flows.sso_info(plain)
+    except JitSshError:
+        if refused is not None:
+            raise refused from None
+        return None
+    if not info.enabled:
+        return None
+    again = "again" if refused is not None and refused.code == "enrolment_expired" else "first"
+    say(f"{why}; signing in with {info.display_name} {again}")
+    done, summary = sign_in(server, user, identity, info=info, say=say)
+    say(summary)
+    return done.enrolment.user, done.key.identity
+
+
 def sign_in(
     server: str | None,
     user: str | None,
@@ -51,6 +124,7 @@ def sign_in(
     *,
     headless: bool = False,
     no_browser: bool = False,
+    info: SsoInfo | None = None,
     say: Callable[[str], None] = _say,
 ) -> tuple[SignedIn, str]:
     """Run the sign-in; return the :class:`client.sso.SignedIn` and its one-line summary.
@@ -88,8 +162,9 @@ def sign_in(
         )
         return text.encode() or None
 
-    with open_api(url, ca_bundle=settings.ca_bundle, timeout=settings.timeout) as plain:
-        info = flows.sso_info(plain)
+    if info is None:
+        with open_api(url, ca_bundle=settings.ca_bundle, timeout=settings.timeout) as plain:
+            info = flows.sso_info(plain)
     if not info.enabled:
         raise Failure(
             f"{url} does not offer single sign-on; ask an admin to enrol your key:\n"
@@ -197,7 +272,7 @@ def status(server: str | None, user: str | None, identity: str | None) -> None:
     if not info.enabled:
         click.echo(f"{url} does not offer single sign-on.")
         return
-    how = "browser or code (--headless)" if info.device_flow else "browser"
+    how = "in the browser, or with a code: --headless" if info.device_flow else "in the browser"
     click.echo(f"Single sign-on: {info.display_name} ({how}).")
     if not settings.user:
         click.echo("Not signed in on this machine: jit-ssh sso login")
