@@ -276,8 +276,8 @@ class CliRun:
 
 def authorize_url(run: CliRun, provider: OidcProvider, timeout: float = COMMAND_TIMEOUT) -> str:
     """The provider authorization URL the CLI printed (its loopback flow)."""
-    issuer = re.escape(provider.issuer)
-    return run.wait_for(rf"({issuer}/\S+)", timeout).group(1)
+    endpoint = re.escape(provider.discovery()["authorization_endpoint"])
+    return run.wait_for(rf"({endpoint}\?\S+)", timeout).group(1)
 
 
 def device_code(run: CliRun, timeout: float = COMMAND_TIMEOUT) -> tuple[str, str]:

@@ -230,7 +230,7 @@ def test_a_replayed_callback_is_refused(server: SsoServer, page: Any) -> None:
     # The same code and state again, even from the same browser: the flow is used up.
     response = page.goto(callbacks[0])
     assert response is not None and response.status == 400
-    assert "already completed once" in page.inner_text("main")
+    assert "no longer valid" in page.inner_text("main")
     refused = server.audit_data("sso.refused", code="sso_flow_unknown")
     assert refused
 

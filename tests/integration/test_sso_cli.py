@@ -22,6 +22,7 @@ under CI=true they fail instead.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import tomllib
@@ -277,9 +278,12 @@ def test_an_expired_enrolment_is_refused_and_login_signs_in_again(setup: Setup, 
         env,
     )
     try:
-        signed = cli.wait_for(rf"({provider.issuer}/\S+|\b[A-Z0-9]{{4}}-[A-Z0-9]{{4}}\b)")
-        if signed.group(1).startswith(provider.issuer):
-            page.goto(signed.group(1))
+        authorize = re.escape(provider.discovery()["authorization_endpoint"])
+        signed = cli.wait_for(
+            rf"(?P<url>{authorize}\?\S+)|\b(?P<code>[A-Z0-9]{{4}}-[A-Z0-9]{{4}})\b"
+        )
+        if signed.group("url"):
+            page.goto(signed.group("url"))
             complete_provider_login(page, "gina")
         else:
             uri, code = device_code(cli)

@@ -112,13 +112,15 @@ def _provider_url(cli: CliRun, opened: Path, provider: OidcProvider) -> str:
     """The sign-in URL: the one the CLI opened in the "browser" (our $BROWSER recorder),
     else the one it printed."""
 
+    endpoint = provider.discovery()["authorization_endpoint"]
+
     def found() -> str | None:
         if opened.exists():
             for line in opened.read_text().splitlines():
-                if line.startswith(provider.issuer + "/"):
+                if line.startswith(endpoint + "?"):
                     return line
         text = "".join(cli.stdout + cli.stderr)
-        m = re.search(rf"{re.escape(provider.issuer)}/\S+", text)
+        m = re.search(rf"{re.escape(endpoint)}\?\S+", text)
         return m.group(0) if m else None
 
     deadline = time.monotonic() + 30
