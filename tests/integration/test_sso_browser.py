@@ -15,6 +15,7 @@ under CI=true they fail instead.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -65,7 +66,11 @@ def server() -> Iterator[SsoServer]:
         root / "server",
         jit_ssh_command(),
         policy_text=POLICY,
-        sso={"password_login": False, "break_glass_admins": [BREAK_GLASS]},
+        sso={
+            "password_login": False,
+            "break_glass_admins": [BREAK_GLASS],
+            "allowed_email_domains": ["example.com"],
+        },
     )
     try:
         with provider_factory(root / "oidc") as start:
@@ -255,6 +260,121 @@ def test_an_unknown_account_at_the_provider_never_reaches_jit_ssh(
     with pytest.raises(ProviderLoginRefused):
         complete_provider_login(page, "mallory")
     assert server.user("mallory") is None
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def _refused_sign_in(page: Any, server: SsoServer, login: str) -> tuple[int, str]:
+    """Start a web sign-in, pass the provider as ``login``: (the status of jit-ssh's answer at
+    /sso/callback, the text of its page). The browser must not end up signed in."""
+    statuses: list[int] = []
+    page.on(
+        "response",
+        lambda r: statuses.append(r.status) if r.url.startswith(server.redirect_uri) else None,
+    )
+    page.goto(server.url + "/login")
+    page.get_by_role("link", name=f"Sign in with {DISPLAY_NAME}").or_(
+        page.get_by_role("button", name=f"Sign in with {DISPLAY_NAME}")
+    ).click()
+    complete_provider_login(page, login)
+    page.wait_for_load_state()
+    assert statuses, f"the browser never came back to {server.redirect_uri}: {page.url}"
+    assert page.locator("header .me").count() == 0, "signed in after a refusal"
+    return statuses[-1], page.inner_text("main")
+
+
+def test_an_unverified_email_is_refused_where_domains_are_restricted(
+    server: SsoServer, provider: OidcProvider, page: Any
+) -> None:
+    provider.set_account(
+        "henry", email="henry@example.com", email_verified=False, groups=["approvers"]
+    )
+    status, text = _refused_sign_in(page, server, "henry")
+    assert status == 401, text
+    assert "verified" in text.lower(), text
+    assert server.user("henry") is None
+    assert server.audit_data("sso.refused", code="sso_email_unverified")
+
+
+def test_an_email_outside_the_allowed_domains_is_refused(
+    server: SsoServer, provider: OidcProvider, page: Any
+) -> None:
+    provider.set_account(
+        "ivan", email="ivan@elsewhere.example.org", email_verified=True, groups=["approvers"]
+    )
+    status, text = _refused_sign_in(page, server, "ivan")
+    assert status == 403, text
+    assert server.user("ivan") is None
+    assert server.audit_data("sso.refused", code="sso_domain_refused")
+
+
+def test_a_name_held_by_another_identity_is_refused(
+    server: SsoServer, provider: OidcProvider, browser: Any, page: Any
+) -> None:
+    # bob's name, linked to the provider's subject "bob", claimed by another subject.
+    context = new_context(browser)
+    try:
+        sign_in_on_the_web(context.new_page(), server, "bob")
+    finally:
+        context.close()
+    provider.set_account(
+        "bob-impostor",
+        preferred_username="bob",
+        email="bob@example.com",
+        email_verified=True,
+        groups=["approvers", "admins"],
+    )
+    status, _text = _refused_sign_in(page, server, "bob-impostor")
+    assert status == 401
+    assert server.audit_data("sso.refused", code="sso_bad_claim")
+    assert _groups(server, "bob") == ["approvers"]  # nothing of the impostor's claim
+
+
+def test_a_disabled_user_cannot_sign_in(
+    server: SsoServer, provider: OidcProvider, browser: Any, page: Any
+) -> None:
+    provider.set_account("judy", email="judy@example.com", email_verified=True, groups=["x2"])
+    context = new_context(browser)
+    try:
+        sign_in_on_the_web(context.new_page(), server, "judy")
+    finally:
+        context.close()
+    server.admin("user", "disable", "judy")
+    status, _text = _refused_sign_in(page, server, "judy")
+    assert status in (401, 403)
+    assert server.audit_data("sso.refused", code="user_disabled")
+
+
+def test_a_totp_code_is_still_asked_after_sso(
+    server: SsoServer, provider: OidcProvider, browser: Any, page: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    from server.totp import totp
+
+    provider.set_account("kim", email="kim@example.com", email_verified=True, groups=["approvers"])
+    first = new_context(browser)
+    try:
+        sign_in_on_the_web(first.new_page(), server, "kim")
+    finally:
+        first.close()
+    out = server.admin("user", "totp", "kim").stdout
+    secret = re.search(r"secret: (\S+)", out).group(1)  # type: ignore[union-attr]
+
+    page.goto(server.url + "/mine")
+    page.get_by_role("link", name=f"Sign in with {DISPLAY_NAME}").or_(
+        page.get_by_role("button", name=f"Sign in with {DISPLAY_NAME}")
+    ).click()
+    complete_provider_login(page, "kim")
+    page.wait_for_load_state()
+    # Signing in at the provider is not enough: the code comes next.
+    assert page.url == server.url + "/login/code", page.url
+    assert page.locator("header .me").count() == 0
+    page.fill("#code", totp(secret, datetime.now(UTC)))
+    page.click("button:has-text('Continue')")
+    assert page.url == server.url + "/mine", page.url
+    assert page.locator("header .me").inner_text().strip() == "kim"
 
 
 # --------------------------------------------------------------------------- passwords
