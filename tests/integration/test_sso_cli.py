@@ -204,6 +204,53 @@ def test_a_refused_identity_is_reported_by_the_cli_and_enrols_nothing(
     assert not server.audit_data("key.enrolled", user="mallory; rm -rf /")
 
 
+def test_a_revoked_enrolment_is_refused_at_once(setup: Setup, page: Any) -> None:
+    server, provider = setup.server, setup.provider
+    provider.set_account(
+        "lena", email="lena@example.com", email_verified=True, groups=["engineers"]
+    )
+    env = person_env(setup.root, "lena", server)
+    _loopback_sign_in(server, provider, page, env, "lena")
+    (enrolled,) = server.audit_data("key.enrolled", user="lena")
+    fingerprint = enrolled["fingerprint"]
+    listed = json.loads(server.admin("user", "enrolments", "lena", "--json").stdout)
+    assert fingerprint in json.dumps(listed)
+
+    server.admin("user", "enrolments", "lena", "--revoke", fingerprint)
+    r = run([server.jit_ssh, "api", "get", "/v1/whoami"], env)
+    assert r.returncode != 0, r.stdout
+    assert server.audit_data("key.removed", user="lena")
+    assert "unknown_key" in r.stderr, r.stderr
+    (row,) = [
+        line
+        for line in server.admin("user", "enrolments", "lena").stdout.splitlines()
+        if line.startswith(fingerprint)
+    ]
+    assert "revoked" in row.split()
+
+
+def test_a_sign_in_aborted_on_the_device_page_fails_the_cli(setup: Setup, page: Any) -> None:
+    server = setup.server
+    env = person_env(setup.root, "alice-abort", server)
+    cli = CliRun(server.jit_ssh, ["sso", "login", "--headless"], env)
+    try:
+        uri, code = device_code(cli)
+        page.goto(uri)
+        page.fill('input[name="user_code"]', code)
+        with page.expect_navigation():
+            page.click('button[form="op.deviceInputForm"]')
+        # "[ Abort ]" on the provider's confirmation page.
+        with page.expect_navigation():
+            page.click('button[name="abort"]')
+        assert cli.finish() == 1, cli.output()
+    finally:
+        cli.stop()
+    assert "denied" in cli.output().lower() or "sso_" in cli.output(), cli.output()
+    assert not (_config_dir(env) / "config.toml").exists() or "user" not in tomllib.loads(
+        (_config_dir(env) / "config.toml").read_text()
+    )
+
+
 # --------------------------------------------------------------------------- device flow
 
 
