@@ -454,6 +454,8 @@ class OidcProvider:
         self._jwks: KeySet | None = None
         self._jwks_at: datetime | None = None
         self._jwks_tried_at: datetime | None = None
+        #: The client authentication method the token endpoint accepted (see _token_call).
+        self._auth_method: str | None = None
         self._timeout = httpx.Timeout(settings.http_timeout)
         registry = JWSRegistry(algorithms=list(ALLOWED_ALGORITHMS), strict_check_header=False)
         # Some providers put x5c chains or long kids in the header; the whole token is
@@ -582,29 +584,52 @@ class OidcProvider:
             )
         )
 
-    def _auth_method(self, metadata: ProviderMetadata) -> str:
-        secret = self.settings.client_secret_file
-        if secret is None:
-            return "none"
+    def _auth_methods(self, metadata: ProviderMetadata) -> list[str]:
+        """The client authentication methods to try at the token endpoint, best first."""
+        if self.settings.client_secret_file is None:
+            return ["none"]
+        if self._auth_method is not None:
+            return [self._auth_method]
         supported = metadata.token_endpoint_auth_methods_supported
-        if "client_secret_basic" in supported:
-            return "client_secret_basic"
-        if "client_secret_post" in supported:
-            return "client_secret_post"
-        raise _refuse(
-            "token_endpoint_auth_methods_supported",
-            f"offers neither client_secret_basic nor client_secret_post ({_show(list(supported))})",
-        )
+        methods: list[str] = [
+            m for m in ("client_secret_basic", "client_secret_post") if m in supported
+        ]
+        if not methods:
+            raise _refuse(
+                "token_endpoint_auth_methods_supported",
+                f"offers neither client_secret_basic nor client_secret_post "
+                f"({_show(list(supported))})",
+            )
+        return methods
 
     def _token_call(self, url: str, what: str, form: str) -> tuple[int, object]:
-        metadata = self.metadata()
-        method = self._auth_method(metadata)
-        client_id, secret = self.settings.client_id, self.settings.client_secret()
-        if method == "client_secret_basic":
-            # RFC 6749 section 2.3.1: both are form-urlencoded before they are joined by ':'.
-            client_id, secret = quote(client_id, safe=""), quote(secret or "", safe="")
-        _, headers, body = ClientAuth(client_id, secret, method).prepare("POST", url, {}, form)
-        return self._request("POST", url, what, form=body, headers=headers)
+        """POST ``form`` to ``url`` with the client's authentication.
+
+        The discovery document lists the methods the provider supports, not the one this
+        client was registered with: when it offers both and client_secret_basic is refused
+        as invalid_client, client_secret_post is tried once, and the method that worked is
+        kept. (The provider authenticates the client before it looks at a code, so the code
+        is not used up by the first try.)"""
+        methods = self._auth_methods(self.metadata())
+        secret = self.settings.client_secret()
+        status: int = 0
+        doc: object = None
+        for i, method in enumerate(methods):
+            client_id, method_secret = self.settings.client_id, secret
+            if method == "client_secret_basic":
+                # RFC 6749 section 2.3.1: both are form-urlencoded before they are joined.
+                client_id = quote(client_id, safe="")
+                method_secret = quote(secret or "", safe="")
+            _, headers, body = ClientAuth(client_id, method_secret, method).prepare(
+                "POST", url, {}, form
+            )
+            status, doc = self._request("POST", url, what, form=body, headers=headers)
+            if _oauth_error(doc)[0] == "invalid_client" and i + 1 < len(methods):
+                continue
+            if _oauth_error(doc)[0] != "invalid_client" and method != "none":
+                self._auth_method = method
+            break
+        return status, doc
 
     def exchange_code(self, code: str, code_verifier: str, redirect_uri: str) -> TokenSet:
         """The tokens for an authorization ``code`` (the ID token is not validated yet)."""

@@ -725,6 +725,42 @@ def test_exchange_code_as_a_public_client(fake: FakeProvider) -> None:
     assert "authorization" not in request.headers
 
 
+def test_a_client_registered_for_client_secret_post(fake: FakeProvider, tmp_path: Any) -> None:
+    """The provider supports both methods; the client was registered for post only."""
+    tried: list[str] = []
+
+    def token(request: httpx.Request) -> httpx.Response:
+        form = parse_qs(request.content.decode())
+        if "authorization" in request.headers:
+            tried.append("basic")
+            return httpx.Response(401, json={"error": "invalid_client"})
+        tried.append("post")
+        assert form["client_secret"] == ["s3cret:%x"]
+        return httpx.Response(200, json=token_doc())
+
+    fake.override["/token"] = token
+    p = OidcProvider(with_secret(tmp_path), fake.http())
+    assert p.exchange_code("c", new_code_verifier(), REDIRECT).access_token == "at-1"
+    assert tried == ["basic", "post"]
+    # The method that worked is kept.
+    p.exchange_code("c", new_code_verifier(), REDIRECT)
+    assert tried == ["basic", "post", "post"]
+
+
+def test_a_wrong_secret_is_invalid_client_with_both_methods(
+    fake: FakeProvider, tmp_path: Any
+) -> None:
+    fake.token_answer = (401, {"error": "invalid_client"})
+    e = provider_error(
+        fake,
+        lambda p: OidcProvider(with_secret(tmp_path), fake.http()).exchange_code(
+            "c", new_code_verifier(), REDIRECT
+        ),
+    )
+    assert "invalid_client" in str(e)
+    assert [r.url.path for r in fake.requests].count("/token") == 2
+
+
 def test_no_auth_method_in_common(fake: FakeProvider, tmp_path: Any) -> None:
     fake.discovery["token_endpoint_auth_methods_supported"] = ["private_key_jwt"]
     p = OidcProvider(with_secret(tmp_path), fake.http())
