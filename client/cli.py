@@ -64,6 +64,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "admin",
         "Manage users, keys and passwords on the server.",
     ),
+    "sso": (
+        "client.commands.sso",
+        "sso",
+        "Sign in with the identity provider (single sign-on) to enrol this machine's key.",
+    ),
     "audit": ("client.commands.service", "audit", "Export and verify the audit log."),
 }
 

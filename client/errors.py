@@ -35,6 +35,7 @@ and its exit code, never a traceback.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import IO, Any, NoReturn
@@ -66,6 +67,7 @@ __all__ = [
     "failure_for",
     "exit_code_for",
     "describe",
+    "enrolment_end",
     "fix_for",
     "run",
 ]
@@ -177,9 +179,39 @@ def exit_code_for(error: JitSshError) -> int:
     return EXIT_FAILED
 
 
+_ENDED_AT = re.compile(
+    r"ended at (\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d))"
+)
+
+
+def enrolment_end(error: JitSshError) -> str | None:
+    """When an ``enrolment_expired`` refusal says the enrolment ended, as ``2026-01-02 22:15
+    UTC`` (from the problem's ``expires_at``, else its detail), or None."""
+    from datetime import UTC, datetime
+
+    body = getattr(error, "body", None) or {}
+    stated = body.get("expires_at") if isinstance(body, dict) else None
+    if not isinstance(stated, str):
+        m = _ENDED_AT.search(str(error))
+        stated = m.group(1) if m else None
+    if not isinstance(stated, str) or len(stated) > 40:
+        return None
+    try:
+        t = datetime.fromisoformat(stated.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        return None
+    return f"{t.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
 def describe(error: JitSshError) -> str:
     """The one line the engineer reads for ``error``, its code in brackets."""
     code = error.code
+    if code == "enrolment_expired":
+        end = enrolment_end(error)
+        ended = f"ended at {end}" if end else "has ended"
+        return f"your single sign-on enrolment {ended}; run: jit-ssh sso login [enrolment_expired]"
     if code == "clock_skew":
         return f"clock skew too large: {error} [clock_skew]"
     if code == "policy_denied":
@@ -206,8 +238,28 @@ def fix_for(error: JitSshError, *, user: str | None = None, identity: str | None
         pub = f"{identity}.pub" if identity and not identity.endswith(".pub") else identity
         return (
             "ask an admin to enrol it: "
-            f"jit-ssh admin user add {who} --group engineers --ssh-key {pub or 'KEY.pub'}"
+            f"jit-ssh admin user add {who} --group engineers --ssh-key {pub or 'KEY.pub'} "
+            "(or, where the server has single sign-on: jit-ssh sso login)"
         )
+    if code in ("sso_flow_expired", "sso_flow_unknown", "sign_in_timed_out"):
+        return "start again: jit-ssh sso login"
+    if code == "sso_provider_error":
+        return (
+            "the server could not reach the identity provider, or could not read its answer: "
+            "try again later; an admin can run: jit-ssh sso check"
+        )
+    if code == "sso_email_unverified":
+        return "verify your email address at the identity provider, then: jit-ssh sso login"
+    if code == "sso_domain_refused":
+        return "sign in with an account in your organisation's email domain"
+    if code in ("sso_token_invalid", "sso_bad_claim", "sso_redirect_refused", "sso_error"):
+        return (
+            "the server refused what the identity provider sent: ask an admin (jit-ssh sso check)"
+        )
+    if code == "sso_not_configured":
+        return "this server has no single sign-on: ask an admin to enrol your key"
+    if code == "sso_user_mismatch":
+        return "one user per config file: fix `user`, or use another $XDG_CONFIG_HOME"
     if code == "bad_signature":
         return "the signature did not verify: check --identity (the key enrolled for you)"
     if code == "user_disabled":

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ca.certs import IssuedCertificate, verify_certificate
@@ -52,6 +53,20 @@ __all__ = [
     "fetch_ca_keys",
     "parse_issue_answer",
     "verify_issued",
+    "SsoInfo",
+    "SsoStart",
+    "SsoDeviceStart",
+    "SsoEnrolment",
+    "SsoPoll",
+    "check_browser_url",
+    "check_flow_id",
+    "check_sso_info",
+    "check_sso_start",
+    "check_sso_device_start",
+    "check_sso_poll",
+    "check_sso_finish",
+    "WhoAmI",
+    "check_whoami",
 ]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -578,3 +593,298 @@ def describe_refusal(e: JitSshError) -> str:
 
 
 __all__.append("describe_refusal")
+
+
+# --------------------------------------------------------------------------- single sign-on
+#
+# The answers of /v1/sso, /v1/sso/start, /v1/sso/poll and /v1/sso/finish. The
+# authorize and verification URLs are shown to a person and opened in a browser:
+# a hostile server must not be able to run script (javascript:), open a local
+# file (file:), hide the real host (user:pass@, a backslash browsers read as '/'),
+# or fill the terminal. The finish answer names the user and key the client
+# then writes into its config: only a valid name, and only this key.
+
+_FLOW_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
+#: RFC 8628 user codes as providers make them: "WDJB-MJHT", "GQVQJKEC", "ABC-DEF-GHI".
+_USER_CODE = re.compile(r"[A-Za-z0-9]{1,16}(?:-[A-Za-z0-9]{1,16}){0,4}")
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\]")
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+#: The longest URL shown or opened (an authorize URL with PKCE, state and nonce is ~600).
+MAX_URL = 4096
+#: The longest a sign-in flow may last, by the server's own expires_at.
+_MAX_FLOW = timedelta(days=1)
+_MAX_INTERVAL = 600
+
+
+@dataclass(frozen=True)
+class SsoInfo:
+    """``GET /v1/sso``: whether the server signs people in with an identity provider."""
+
+    enabled: bool
+    display_name: str = "single sign-on"
+    device_flow: bool = False
+    enrolment_lifetime_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class SsoStart:
+    """A loopback flow (``POST /v1/sso/start`` with ``mode: loopback``)."""
+
+    flow: str
+    authorize_url: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class SsoDeviceStart:
+    """A device flow (``POST /v1/sso/start`` with ``mode: device``)."""
+
+    flow: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    interval: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class SsoEnrolment:
+    """The finish answer (``POST /v1/sso/finish``, or a poll that says ``done``)."""
+
+    user: str
+    groups: tuple[str, ...]
+    groups_source: str
+    fingerprint: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class SsoPoll:
+    """One ``POST /v1/sso/poll`` answer: ``pending`` or ``slow_down`` (with the interval to
+    wait), or ``done`` with the enrolment."""
+
+    status: str
+    interval: int | None = None
+    enrolment: SsoEnrolment | None = None
+
+
+def _need_object(answer: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(answer, dict):
+        raise _answer_error(f"{what} must be a JSON object, not {type(answer).__name__}", what)
+    return answer
+
+
+def check_browser_url(value: Any, name: str) -> str:
+    """A URL the client prints for a person and opens in a browser: ``https://HOST[:PORT]/...``,
+    or ``http://`` to 127.0.0.1, localhost or [::1] only; printable ASCII without spaces,
+    quotes, backslashes or credentials, at most :data:`MAX_URL` characters."""
+    if not isinstance(value, str):
+        raise _answer_error(f"{name} must be a string, not {type(value).__name__}", name)
+    if len(value) > MAX_URL:
+        raise _answer_error(f"{name} is longer than {MAX_URL} characters", name)
+    bad = next((c for c in value if not 0x21 <= ord(c) <= 0x7E or c in "\\\"'<>`"), None)
+    if bad is not None:
+        raise _answer_error(
+            f"{name} holds U+{ord(bad):04X}: a URL to open is printable ASCII without "
+            "spaces, quotes or backslashes",
+            name,
+        )
+    scheme = value.split(":", 1)[0] if ":" in value else ""
+    if scheme not in ("https", "http") or not value.startswith(f"{scheme}://"):
+        shown = f"a {scheme[:20]}: URL" if scheme else "no URL"
+        raise _answer_error(f"{name} must be an https:// URL, not {shown}", name)
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise _answer_error(f"{name} {value[:80]!r} is not a valid URL", name) from None
+    host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
+    if "@" in parts.netloc:
+        raise _answer_error(f"{name} must not hold credentials (user@host)", name)
+    if not host or not _HOSTNAME.fullmatch(host):
+        raise _answer_error(f"{name} names no valid host", name)
+    if parts.fragment:
+        raise _answer_error(f"{name} must not have a fragment", name)
+    if scheme == "http" and host.lower() not in _LOOPBACK_HOSTS:
+        raise _answer_error(
+            f"{name} is plain http to {host[:64]}: only https (plain http only to localhost)",
+            name,
+        )
+    return value
+
+
+def check_flow_id(value: Any, name: str = "flow") -> str:
+    """A sign-in flow's id (the OAuth state): 16 to 128 url-safe characters."""
+    if not isinstance(value, str) or not _FLOW_ID.fullmatch(value):
+        raise _answer_error(f"{name} {str(value)[:40]!r} is not a flow id", name)
+    return value
+
+
+def _flow_expiry(value: Any, now: datetime) -> datetime:
+    expires_at = _time(value, "expires_at")
+    if expires_at <= now:
+        raise _answer_error(
+            "expires_at is already past (is this machine's clock right?)", "expires_at"
+        )
+    if expires_at - now > _MAX_FLOW:
+        raise _answer_error("expires_at is more than a day away", "expires_at")
+    return expires_at
+
+
+def _interval(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_INTERVAL:
+        raise _answer_error(
+            f"interval must be a whole number of seconds from 1 to {_MAX_INTERVAL}, "
+            f"not {value!r:.32}",
+            "interval",
+        )
+    return value
+
+
+def check_sso_info(answer: Any) -> SsoInfo:
+    """``GET /v1/sso``: ``{"enabled": false}``, or enabled with a display name (at most 100
+    printable characters), whether the device flow is offered, and the enrolment lifetime."""
+    answer = _need_object(answer, "the /v1/sso answer")
+    enabled = answer.get("enabled")
+    if not isinstance(enabled, bool):
+        raise _answer_error("enabled must be true or false", "enabled")
+    if not enabled:
+        return SsoInfo(enabled=False)
+    display_name = _visible(answer.get("display_name", "single sign-on"), "display_name", limit=100)
+    if not display_name.strip() or "\t" in display_name:
+        raise _answer_error("display_name must be a name to show", "display_name")
+    device_flow = answer.get("device_flow", False)
+    if not isinstance(device_flow, bool):
+        raise _answer_error("device_flow must be true or false", "device_flow")
+    lifetime = answer.get("enrolment_lifetime_seconds")
+    return SsoInfo(
+        enabled=True,
+        display_name=display_name,
+        device_flow=device_flow,
+        enrolment_lifetime_seconds=None
+        if lifetime is None
+        else _count(lifetime, "enrolment_lifetime_seconds", limit=366 * 86400),
+    )
+
+
+def check_sso_start(answer: Any, *, now: datetime) -> SsoStart:
+    """The answer to a loopback start: the flow id, the provider URL to open, and when the
+    flow ends (after ``now``, within a day)."""
+    answer = _need_object(answer, "the sign-in start answer")
+    return SsoStart(
+        flow=check_flow_id(answer.get("flow")),
+        authorize_url=check_browser_url(answer.get("authorize_url"), "authorize_url"),
+        expires_at=_flow_expiry(answer.get("expires_at"), now),
+    )
+
+
+def check_sso_device_start(answer: Any, *, now: datetime) -> SsoDeviceStart:
+    """The answer to a device start: the code to type (a strict pattern), the page to type it
+    on, the page with the code filled in (null, or on the same site), how often to poll."""
+    answer = _need_object(answer, "the sign-in start answer")
+    code = answer.get("user_code")
+    if not isinstance(code, str) or len(code) > 40 or not _USER_CODE.fullmatch(code):
+        raise _answer_error(
+            f"user_code {str(code)[:40]!r} is not a code to type (letters and digits in "
+            "groups joined by '-')",
+            "user_code",
+        )
+    uri = check_browser_url(answer.get("verification_uri"), "verification_uri")
+    complete = answer.get("verification_uri_complete")
+    if complete is not None:
+        complete = check_browser_url(complete, "verification_uri_complete")
+        site = urllib.parse.urlsplit(uri)
+        other = urllib.parse.urlsplit(complete)
+        if (site.scheme, site.netloc.lower()) != (other.scheme, other.netloc.lower()):
+            raise _answer_error(
+                "verification_uri_complete is on another site than verification_uri",
+                "verification_uri_complete",
+            )
+    return SsoDeviceStart(
+        flow=check_flow_id(answer.get("flow")),
+        user_code=code,
+        verification_uri=uri,
+        verification_uri_complete=complete,
+        interval=_interval(answer.get("interval", 5)),
+        expires_at=_flow_expiry(answer.get("expires_at"), now),
+    )
+
+
+def check_sso_finish(answer: Any, *, fingerprint: str, now: datetime) -> SsoEnrolment:
+    """The finish answer: the user (a valid name), their groups, where the groups came from,
+    the key enrolled (it must be THIS key, ``fingerprint``) and until when (in the future)."""
+    answer = _need_object(answer, "the sign-in finish answer")
+    user = answer.get("user")
+    if not isinstance(user, str) or not _NAME.fullmatch(user):
+        raise _answer_error(f"user {str(user)[:64]!r} is not a user name", "user")
+    groups = _name_list(answer.get("groups", []), "groups")
+    source = answer.get("groups_source", "sso")
+    if source not in ("sso", "local"):
+        raise _answer_error(
+            f"groups_source {str(source)[:32]!r} is not sso or local", "groups_source"
+        )
+    got = answer.get("fingerprint")
+    if not isinstance(got, str) or not _FINGERPRINT.fullmatch(got):
+        raise _answer_error(
+            f"fingerprint {str(got)[:64]!r} is not a SHA256 fingerprint", "fingerprint"
+        )
+    if got != fingerprint:
+        raise _answer_error(
+            f"the server enrolled {got}, not this key ({fingerprint})", "fingerprint"
+        )
+    expires_at = _time(answer.get("expires_at"), "expires_at")
+    if expires_at <= now:
+        raise _answer_error("the enrolment's expires_at is already past", "expires_at")
+    return SsoEnrolment(
+        user=user,
+        groups=groups,
+        groups_source=source,
+        fingerprint=got,
+        expires_at=expires_at,
+    )
+
+
+def check_sso_poll(answer: Any, *, fingerprint: str, now: datetime) -> SsoPoll:
+    """A poll answer: ``pending`` / ``slow_down`` with an interval, or ``done`` with the
+    finish answer's fields (checked by :func:`check_sso_finish`)."""
+    answer = _need_object(answer, "the sign-in poll answer")
+    status = answer.get("status")
+    if status in ("pending", "slow_down"):
+        return SsoPoll(status=status, interval=_interval(answer.get("interval", 5)))
+    if status == "done":
+        return SsoPoll(
+            status="done", enrolment=check_sso_finish(answer, fingerprint=fingerprint, now=now)
+        )
+    raise _answer_error(f"status {str(status)[:32]!r} is not pending, slow_down or done", "status")
+
+
+@dataclass(frozen=True)
+class WhoAmI:
+    """``GET /v1/whoami``: who the key is, their groups and where those came from, and when
+    an enrolment made by signing in ends (None for a key an admin enrolled)."""
+
+    user: str
+    groups: tuple[str, ...]
+    groups_source: str
+    enrolment_expires_at: datetime | None
+
+
+def check_whoami(answer: Any) -> WhoAmI:
+    """The ``/v1/whoami`` answer, each field checked."""
+    answer = _need_object(answer, "the /v1/whoami answer")
+    user = answer.get("user")
+    if not isinstance(user, str) or not _NAME.fullmatch(user):
+        raise _answer_error(f"user {str(user)[:64]!r} is not a user name", "user")
+    source = answer.get("groups_source", "local")
+    if source not in ("sso", "local"):
+        raise _answer_error(
+            f"groups_source {str(source)[:32]!r} is not sso or local", "groups_source"
+        )
+    expires = answer.get("enrolment_expires_at")
+    return WhoAmI(
+        user=user,
+        groups=_name_list(answer.get("groups", []), "groups"),
+        groups_source=source,
+        enrolment_expires_at=None if expires is None else _time(expires, "enrolment_expires_at"),
+    )

@@ -3,10 +3,12 @@ They talk to the server over HTTP only (approvers' commands: :mod:`.approver`)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -119,6 +121,9 @@ def login(
     its remaining validity, and ~/.ssh/jit-ssh/config gets a Host block for
     TARGET. `jit-ssh login --resume ID` picks up a request left pending.
 
+    With a server that signs people in (single sign-on), no enrolled key here, or a key
+    whose enrolment ended, runs `jit-ssh sso login` first, then goes on with the request.
+
     Exit codes: 0 certificate issued (or submitted, with --no-wait); 1 denied,
     refused by policy, expired or cancelled; 4 server unreachable (past the
     request's deadline, while waiting); 130 Ctrl-C and 143 SIGTERM while
@@ -132,10 +137,32 @@ def login(
         raise click.UsageError("give a TARGET, or --resume ID to pick up an earlier request")
     if target is not None:
         check_target(target, field="target")
+    from client.commands.sso import sign_in_if_needed
+
+    # Single sign-on: no key or no user here yet, and the server signs people in.
+    again = sign_in_if_needed(server, user, identity)
+    if again is not None:
+        user, identity = again
     api_client, settings = connect(server, user, identity)
-    with api_client:
+    with contextlib.ExitStack() as clients:
+        clients.enter_context(api_client)
+
+        def enrolled(call: Callable[[ApiClient], Any]) -> Any:
+            """``call``; when the server does not know the key or its enrolment ended, and it
+            signs people in, the sign-in first and then ``call`` again, in this command."""
+            nonlocal api_client, settings
+            try:
+                return call(api_client)
+            except JitSshError as e:
+                fixed = sign_in_if_needed(server, user, identity, refused=e)
+                if fixed is None:
+                    raise
+                api_client, settings = connect(server, *fixed)
+            clients.enter_context(api_client)
+            return call(api_client)
+
         if resume_id:
-            req = checked(api_client.get(f"/v1/requests/{resume_id}"))
+            req = checked(enrolled(lambda api: api.get(f"/v1/requests/{resume_id}")))
             if target is None:
                 # The key, certificate and ssh_config block are filed under the
                 # target's name: only a valid one.
@@ -158,7 +185,7 @@ def login(
             if break_glass:
                 body["break_glass"] = True
             try:
-                req = checked(api_client.post("/v1/requests", body))
+                req = checked(enrolled(lambda api: api.post("/v1/requests", body)))
             except JitSshError as e:
                 if e.code not in ("not_found", "policy_denied", "invalid_input"):
                     raise
@@ -401,10 +428,12 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
     # Issued to you, valid on the server, and no key for it here (another machine's).
     elsewhere: list[tuple[RequestView, int]] = []
     problem: click.ClickException | None = None
+    enrolment_ends: datetime | None = None
     try:
         api_client, _ = connect(server, user, identity)
         with api_client:
             mine = checked_list(api_client.get("/v1/requests", query={"mine": "1"}))
+            enrolment_ends = _enrolment_ends(api_client)
         pending = [r for r in mine if r.state in ("pending", "approved")]
         revoked = {r.id for r in mine if r.state in ("revoked", "ended")}
         local = [r for r in local if r.request_id not in revoked]
@@ -450,6 +479,8 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
                 for r, left in elsewhere
             ],
         }
+        if enrolment_ends is not None:
+            answer["enrolment_expires_at"] = _iso(enrolment_ends)
         if problem is not None:
             answer["error"] = {
                 "code": getattr(problem, "code", "error"),
@@ -484,6 +515,24 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
         click.echo(
             f"{p.state:<8} {p.target:<16} {len(p.approved_by)}/{p.approvals_required} approvals  request {p.id}"
         )
+    if enrolment_ends is not None:
+        from client.sso import until_text
+
+        click.echo(
+            f"This key is enrolled by single sign-on until {until_text(enrolment_ends, now)} "
+            "(jit-ssh sso login renews it)."
+        )
+
+
+def _enrolment_ends(api_client: ApiClient) -> datetime | None:
+    """When the key's single sign-on enrolment ends (``GET /v1/whoami``), or None: an admin
+    enrolled it, or the server does not say."""
+    from client.verify import check_whoami
+
+    try:
+        return check_whoami(api_client.get("/v1/whoami", printable=False)).enrolment_expires_at
+    except JitSshError:
+        return None
 
 
 def _server_left(req: RequestView, now: datetime) -> int:

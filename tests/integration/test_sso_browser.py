@@ -15,6 +15,7 @@ under CI=true they fail instead.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from tests.oidc_support import (
     provider_factory,
 )
 
-from .e2e_helpers import end_process, jit_ssh_command
+from .e2e_helpers import jit_ssh_command, run
 from .sso_helpers import DISPLAY_NAME, SsoServer, sign_in_on_the_web
 
 pytestmark = pytest.mark.integration
@@ -65,7 +66,11 @@ def server() -> Iterator[SsoServer]:
         root / "server",
         jit_ssh_command(),
         policy_text=POLICY,
-        sso={"password_login": False, "break_glass_admins": [BREAK_GLASS]},
+        sso={
+            "password_login": False,
+            "break_glass_admins": [BREAK_GLASS],
+            "allowed_email_domains": ["example.com"],
+        },
     )
     try:
         with provider_factory(root / "oidc") as start:
@@ -78,7 +83,7 @@ def server() -> Iterator[SsoServer]:
             s.set_password(BREAK_GLASS, BREAK_GLASS_PASSWORD)
             yield s
     finally:
-        end_process(s.proc, group=True)
+        s.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -135,6 +140,10 @@ def test_first_sign_in_creates_the_user_with_the_provider_groups(
     sign_in_on_the_web(page, server, "carol")
 
     assert _groups(server, "carol") == ["approvers"]
+    carol = server.user("carol")
+    assert carol is not None and carol["groups_source"] == "sso"
+    assert carol["email"] == "carol@example.com"
+    assert carol["roles"] == []  # an admin gives roles; the provider gives groups
     (created,) = server.audit_data("user.created", user="carol")
     assert created["source"] == "sso"
     signed_in = server.audit_data("sso.signed_in", user="carol")
@@ -156,6 +165,7 @@ def test_sign_in_links_an_existing_user_and_replaces_the_local_groups(
 
     assert server.audit_data("user.sso_linked", user="bob")
     assert _groups(server, "bob") == ["approvers"]
+    assert server.user("bob")["groups_source"] == "sso"  # type: ignore[index]
     (changed,) = server.audit_data("user.groups_changed", user="bob")
     assert changed["before"] == ["legacy-approvers"]
     assert changed["after"] == ["approvers"]
@@ -225,7 +235,7 @@ def test_a_replayed_callback_is_refused(server: SsoServer, page: Any) -> None:
     # The same code and state again, even from the same browser: the flow is used up.
     response = page.goto(callbacks[0])
     assert response is not None and response.status == 400
-    assert "sso_flow_unknown" in page.content() or "no longer valid" in page.content().lower()
+    assert "no longer valid" in page.inner_text("main")
     refused = server.audit_data("sso.refused", code="sso_flow_unknown")
     assert refused
 
@@ -252,37 +262,166 @@ def test_an_unknown_account_at_the_provider_never_reaches_jit_ssh(
     assert server.user("mallory") is None
 
 
+# --------------------------------------------------------------------------- refusals
+
+
+def _refused_sign_in(page: Any, server: SsoServer, login: str) -> tuple[int, str]:
+    """Start a web sign-in, pass the provider as ``login``: (the status of jit-ssh's answer at
+    /sso/callback, the text of its page). The browser must not end up signed in."""
+    statuses: list[int] = []
+    page.on(
+        "response",
+        lambda r: statuses.append(r.status) if r.url.startswith(server.redirect_uri) else None,
+    )
+    page.goto(server.url + "/login")
+    page.get_by_role("link", name=f"Sign in with {DISPLAY_NAME}").or_(
+        page.get_by_role("button", name=f"Sign in with {DISPLAY_NAME}")
+    ).click()
+    complete_provider_login(page, login)
+    page.wait_for_load_state()
+    assert statuses, f"the browser never came back to {server.redirect_uri}: {page.url}"
+    assert page.locator("header .me").count() == 0, "signed in after a refusal"
+    return statuses[-1], page.inner_text("main")
+
+
+def test_an_unverified_email_is_refused_where_domains_are_restricted(
+    server: SsoServer, provider: OidcProvider, page: Any
+) -> None:
+    provider.set_account(
+        "henry", email="henry@example.com", email_verified=False, groups=["approvers"]
+    )
+    status, text = _refused_sign_in(page, server, "henry")
+    assert status == 401, text
+    assert "verified" in text.lower(), text
+    assert server.user("henry") is None
+    assert server.audit_data("sso.refused", code="sso_email_unverified")
+
+
+def test_an_email_outside_the_allowed_domains_is_refused(
+    server: SsoServer, provider: OidcProvider, page: Any
+) -> None:
+    provider.set_account(
+        "ivan", email="ivan@elsewhere.example.org", email_verified=True, groups=["approvers"]
+    )
+    status, text = _refused_sign_in(page, server, "ivan")
+    assert status == 403, text
+    assert server.user("ivan") is None
+    assert server.audit_data("sso.refused", code="sso_domain_refused")
+
+
+def test_a_name_held_by_another_identity_is_refused(
+    server: SsoServer, provider: OidcProvider, browser: Any, page: Any
+) -> None:
+    # bob's name, linked to the provider's subject "bob", claimed by another subject.
+    context = new_context(browser)
+    try:
+        sign_in_on_the_web(context.new_page(), server, "bob")
+    finally:
+        context.close()
+    provider.set_account(
+        "bob-impostor",
+        preferred_username="bob",
+        email="bob@example.com",
+        email_verified=True,
+        groups=["approvers", "admins"],
+    )
+    status, _text = _refused_sign_in(page, server, "bob-impostor")
+    assert status == 401
+    assert server.audit_data("sso.refused", code="sso_bad_claim")
+    assert _groups(server, "bob") == ["approvers"]  # nothing of the impostor's claim
+
+
+def test_a_disabled_user_cannot_sign_in(
+    server: SsoServer, provider: OidcProvider, browser: Any, page: Any
+) -> None:
+    provider.set_account("judy", email="judy@example.com", email_verified=True, groups=["x2"])
+    context = new_context(browser)
+    try:
+        sign_in_on_the_web(context.new_page(), server, "judy")
+    finally:
+        context.close()
+    server.admin("user", "disable", "judy")
+    status, _text = _refused_sign_in(page, server, "judy")
+    assert status in (401, 403)
+    assert server.audit_data("sso.refused", code="user_disabled")
+
+
+def test_a_totp_code_is_still_asked_after_sso(
+    server: SsoServer, provider: OidcProvider, browser: Any, page: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    from server.totp import totp
+
+    provider.set_account("kim", email="kim@example.com", email_verified=True, groups=["approvers"])
+    first = new_context(browser)
+    try:
+        sign_in_on_the_web(first.new_page(), server, "kim")
+    finally:
+        first.close()
+    out = server.admin("user", "totp", "kim").stdout
+    secret = re.search(r"secret: (\S+)", out).group(1)  # type: ignore[union-attr]
+
+    page.goto(server.url + "/mine")
+    page.get_by_role("link", name=f"Sign in with {DISPLAY_NAME}").or_(
+        page.get_by_role("button", name=f"Sign in with {DISPLAY_NAME}")
+    ).click()
+    complete_provider_login(page, "kim")
+    page.wait_for_load_state()
+    # Signing in at the provider is not enough: the code comes next.
+    assert page.url == server.url + "/login/code", page.url
+    assert page.locator("header .me").count() == 0
+    page.fill("#code", totp(secret, datetime.now(UTC)))
+    page.click("button:has-text('Continue')")
+    assert page.url == server.url + "/mine", page.url
+    assert page.locator("header .me").inner_text().strip() == "kim"
+
+
 # --------------------------------------------------------------------------- passwords
 
 
-def _post_password(page: Any, server: SsoServer, name: str, password: str) -> Any:
-    """POST the password form as a browser would (with the CSRF token /login carries)."""
+def _password_login(page: Any, server: SsoServer, name: str, password: str) -> int:
+    """The break-glass form, reached from /login's link, filled and sent: the HTTP status of
+    the answer to the POST (303 when it signed in and redirected)."""
     page.goto(server.url + "/login")
-    token = page.locator('input[name="csrf_token"]').first.get_attribute("value")
-    assert token, "the login page carries no CSRF token"
-    return page.request.post(
-        server.url + "/login",
-        form={"csrf_token": token, "username": name, "password": password, "next": "/"},
-        max_redirects=0,
-    )
+    page.get_by_role("link", name="Break-glass admin login").click()
+    page.wait_for_load_state()
+    page.fill("#username", name)
+    page.fill("#password", password)
+    with page.expect_navigation() as navigation:
+        page.click("button:has-text('Log in')")
+    response = navigation.value
+    assert response is not None
+    # The browser follows a redirect by itself: the POST's own answer is then the request
+    # the final page was redirected from.
+    posted = response.request.redirected_from
+    if posted is not None:
+        answer = posted.response()
+        assert answer is not None
+        return int(answer.status)
+    return int(response.status)
 
 
 def test_a_local_password_is_refused_when_password_login_is_off(
     server: SsoServer, page: Any
 ) -> None:
-    response = _post_password(page, server, "bob", BOB_PASSWORD)
-    assert response.status == 403, response.text()
-    assert "password_login_disabled" in response.text() or "single sign-on" in response.text()
-    page.goto(server.url + "/")
+    status = _password_login(page, server, "bob", BOB_PASSWORD)
+    assert status == 403
+    assert "password" in page.inner_text("main").lower()
+    page.goto(server.url + "/mine")
     assert "/login" in page.url  # still not signed in
 
 
 def test_the_break_glass_admin_may_still_use_a_password(server: SsoServer, page: Any) -> None:
-    response = _post_password(page, server, BREAK_GLASS, BREAK_GLASS_PASSWORD)
-    assert response.status == 303, response.text()
-    page.goto(server.url + "/")
+    # A wrong password is still wrong for the break-glass admin...
+    assert _password_login(page, server, BREAK_GLASS, "not it") == 401
+    # ... and the right one signs in.
+    assert _password_login(page, server, BREAK_GLASS, BREAK_GLASS_PASSWORD) == 303
     assert page.locator("header .me").inner_text().strip() == BREAK_GLASS
-    # A wrong password is still wrong for the break-glass admin.
-    page.context.clear_cookies()
-    wrong = _post_password(page, server, BREAK_GLASS, "not it")
-    assert wrong.status == 401
+
+
+def test_the_audit_log_with_the_sign_ins_still_verifies(server: SsoServer) -> None:
+    """Every event the sign-ins wrote is in the hash chain: `jit-ssh audit verify` passes."""
+    assert server.audit("sso.signed_in")
+    r = run([server.jit_ssh, "audit", "verify"], server.env())
+    assert r.returncode == 0, r.stdout + r.stderr

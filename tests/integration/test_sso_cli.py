@@ -22,6 +22,7 @@ under CI=true they fail instead.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import tomllib
@@ -42,7 +43,7 @@ from tests.oidc_support import (
     provider_factory,
 )
 
-from .e2e_helpers import end_process, jit_ssh_command, run
+from .e2e_helpers import jit_ssh_command, run
 from .sso_helpers import CliRun, SsoServer, authorize_url, device_code, person_env
 
 pytestmark = pytest.mark.integration
@@ -81,7 +82,7 @@ def _setup(prefix: str, sso: dict[str, Any]) -> Iterator[Setup]:
             provider = s.start_with(start)
             yield Setup(s, provider, root)
     finally:
-        end_process(s.proc, group=True)
+        s.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -203,6 +204,53 @@ def test_a_refused_identity_is_reported_by_the_cli_and_enrols_nothing(
     assert not server.audit_data("key.enrolled", user="mallory; rm -rf /")
 
 
+def test_a_revoked_enrolment_is_refused_at_once(setup: Setup, page: Any) -> None:
+    server, provider = setup.server, setup.provider
+    provider.set_account(
+        "lena", email="lena@example.com", email_verified=True, groups=["engineers"]
+    )
+    env = person_env(setup.root, "lena", server)
+    _loopback_sign_in(server, provider, page, env, "lena")
+    (enrolled,) = server.audit_data("key.enrolled", user="lena")
+    fingerprint = enrolled["fingerprint"]
+    listed = json.loads(server.admin("user", "enrolments", "lena", "--json").stdout)
+    assert fingerprint in json.dumps(listed)
+
+    server.admin("user", "enrolments", "lena", "--revoke", fingerprint)
+    r = run([server.jit_ssh, "api", "get", "/v1/whoami"], env)
+    assert r.returncode != 0, r.stdout
+    assert server.audit_data("key.removed", user="lena")
+    assert "unknown_key" in r.stderr, r.stderr
+    (row,) = [
+        line
+        for line in server.admin("user", "enrolments", "lena").stdout.splitlines()
+        if line.startswith(fingerprint)
+    ]
+    assert "revoked" in row.split()
+
+
+def test_a_sign_in_aborted_on_the_device_page_fails_the_cli(setup: Setup, page: Any) -> None:
+    server = setup.server
+    env = person_env(setup.root, "alice-abort", server)
+    cli = CliRun(server.jit_ssh, ["sso", "login", "--headless"], env)
+    try:
+        uri, code = device_code(cli)
+        page.goto(uri)
+        page.fill('input[name="user_code"]', code)
+        with page.expect_navigation():
+            page.click('button[form="op.deviceInputForm"]')
+        # "[ Abort ]" on the provider's confirmation page.
+        with page.expect_navigation():
+            page.click('button[name="abort"]')
+        assert cli.finish() == 1, cli.output()
+    finally:
+        cli.stop()
+    assert "denied" in cli.output().lower() or "sso_" in cli.output(), cli.output()
+    assert not (_config_dir(env) / "config.toml").exists() or "user" not in tomllib.loads(
+        (_config_dir(env) / "config.toml").read_text()
+    )
+
+
 # --------------------------------------------------------------------------- device flow
 
 
@@ -277,9 +325,12 @@ def test_an_expired_enrolment_is_refused_and_login_signs_in_again(setup: Setup, 
         env,
     )
     try:
-        signed = cli.wait_for(rf"({provider.issuer}/\S+|\b[A-Z0-9]{{4}}-[A-Z0-9]{{4}}\b)")
-        if signed.group(1).startswith(provider.issuer):
-            page.goto(signed.group(1))
+        authorize = re.escape(provider.discovery()["authorization_endpoint"])
+        signed = cli.wait_for(
+            rf"(?P<url>{authorize}\?\S+)|\b(?P<code>[A-Z0-9]{{4}}-[A-Z0-9]{{4}})\b"
+        )
+        if signed.group("url"):
+            page.goto(signed.group("url"))
             complete_provider_login(page, "gina")
         else:
             uri, code = device_code(cli)

@@ -19,10 +19,12 @@ fails instead.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +42,8 @@ from tests.oidc_support import (
 )
 
 from .conftest import LOGIN_USER, Tools
-from .e2e_helpers import HostSshd, end_process, jit_ssh_command
-from .sso_helpers import CliRun, SsoServer, browser_recorder, person_env, sign_in_on_the_web, until
+from .e2e_helpers import HostSshd, jit_ssh_command, run
+from .sso_helpers import CliRun, SsoServer, browser_recorder, person_env, sign_in_on_the_web
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +98,7 @@ def world(openssh: Tools, login_user: str) -> Iterator[World]:
             yield World(server, provider, host, root)
     finally:
         host.stop()
-        end_process(server.proc, group=True)
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -110,16 +112,26 @@ def _provider_url(cli: CliRun, opened: Path, provider: OidcProvider) -> str:
     """The sign-in URL: the one the CLI opened in the "browser" (our $BROWSER recorder),
     else the one it printed."""
 
+    endpoint = provider.discovery()["authorization_endpoint"]
+
     def found() -> str | None:
         if opened.exists():
             for line in opened.read_text().splitlines():
-                if line.startswith(provider.issuer + "/"):
+                if line.startswith(endpoint + "?"):
                     return line
         text = "".join(cli.stdout + cli.stderr)
-        m = re.search(rf"{re.escape(provider.issuer)}/\S+", text)
+        m = re.search(rf"{re.escape(endpoint)}\?\S+", text)
         return m.group(0) if m else None
 
-    url: str = until(found, "the provider sign-in URL from jit-ssh login", timeout=30)
+    deadline = time.monotonic() + 30
+    while (url := found()) is None:
+        if cli.proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(
+                f"jit-ssh login opened no provider sign-in URL (exit {cli.proc.poll()});\n"
+                f"{cli.output()}",
+                pytrace=False,
+            )
+        time.sleep(0.1)
     return url
 
 
@@ -190,6 +202,12 @@ def test_no_key_sign_in_approve_with_sso_and_sshd_accepts_the_certificate(
         rf"ID {re.escape(cert.key_id)} \(serial {cert.serial}\)",
         mark,
     )
+    # The request records the groups its decision used, and that they came from the provider.
+    shown = run([server.jit_ssh, "api", "get", f"/v1/requests/{request_id}"], env)
+    assert shown.returncode == 0, shown.stderr
+    record = json.loads(shown.stdout)
+    assert record["groups_used"] == ["engineers"]
+    assert record["groups_source"] == "sso"
     # The audit log has both sign-ins.
     assert server.audit_data("sso.signed_in", user="alice", kind="cli")
     assert server.audit_data("sso.signed_in", user="bob", kind="web")
