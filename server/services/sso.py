@@ -63,11 +63,13 @@ from server.errors import (
 from server.models import (
     GroupsSource,
     KeySource,
+    Role,
     SshKey,
     SsoFlow,
     SsoFlowKind,
     User,
     UserGroup,
+    UserRole,
 )
 
 if TYPE_CHECKING:
@@ -683,6 +685,8 @@ class SsoService:
             user.email = identity.email
         if settings.groups_claim:
             self._set_groups(s, user, identity, now)
+            if settings.approver_groups:
+                self._set_approver_role(s, user, identity, now)
         self._record(
             s,
             "sso.signed_in",
@@ -709,7 +713,8 @@ class SsoService:
             sso_subject=subject,
         )
         user.groups = []
-        user.roles = []
+        # As `jit-ssh admin user add` gives by default; approver comes from approver_groups.
+        user.roles = [UserRole(role=Role.REQUESTER.value)]
         s.add(user)
         try:
             with s.begin_nested():
@@ -730,7 +735,7 @@ class SsoService:
                 "user": user.name,
                 "source": "sso",
                 "issuer": identity.issuer,
-                "roles": [],
+                "roles": [Role.REQUESTER.value],
             },
         )
         return user
@@ -757,6 +762,34 @@ class SsoService:
         if was != GroupsSource.SSO:
             data["before_source"] = str(was)
         self._record(s, "user.groups_changed", now, actor=user.name, data=data)
+
+    def _set_approver_role(
+        self, s: Session, user: User, identity: SsoIdentity, now: datetime
+    ) -> None:
+        """With ``approver_groups`` set, the approver role follows the provider's groups: given
+        at a sign-in in one of them, taken away at a sign-in in none. Admin is never touched."""
+        before = list(user.role_names)
+        want = bool(set(user.group_names) & set(self.settings.approver_groups))
+        has = Role.APPROVER.value in before
+        if want == has:
+            return
+        if want:
+            user.roles = [*user.roles, UserRole(role=Role.APPROVER.value)]
+        else:
+            user.roles = [r for r in user.roles if r.role != Role.APPROVER.value]
+        self._record(
+            s,
+            "user.roles_changed",
+            now,
+            actor=user.name,
+            data={
+                "user": user.name,
+                "before": before,
+                "after": sorted(r.role for r in user.roles),
+                "source": "sso",
+                "issuer": identity.issuer,
+            },
+        )
 
     def _enrol(self, s: Session, user: User, flow: SsoFlow, now: datetime) -> Enrolment:
         """Enrol the flow's key for ``user`` until now + the enrolment lifetime."""

@@ -15,6 +15,7 @@
     enrolment_lifetime = "12h"
     password_login = true
     break_glass_admins = ["root-admin"]
+    approver_groups = ["approvers"]
     clock_skew = 60
     http_timeout = 10
 
@@ -98,6 +99,7 @@ _KEYS = (
     "enrolment_lifetime",
     "password_login",
     "break_glass_admins",
+    "approver_groups",
     "clock_skew",
     "http_timeout",
 )
@@ -241,6 +243,19 @@ def _check_admins(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def _check_approver_groups(value: object) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > _MAX_GROUP_MAP:
+        raise _fail("approver_groups", "must be a list of jit-ssh group names")
+    for name in value:
+        if not isinstance(name, str) or not _GROUP_NAME.fullmatch(name):
+            raise _fail(
+                "approver_groups",
+                f"holds {str(name)[:80]!r}, which is not a jit-ssh group name "
+                "(1-64 letters, digits, '_', '.', '-', starting with a letter or digit)",
+            )
+    return tuple(dict.fromkeys(value))
+
+
 def _check_lifetime(value: object) -> timedelta:
     if isinstance(value, timedelta):
         lifetime = value
@@ -303,6 +318,10 @@ class SsoSettings:
     #: False: only ``break_glass_admins`` may sign in with a local password.
     password_login: bool = True
     break_glass_admins: tuple[str, ...] = ()
+    #: jit-ssh groups (after ``group_map``) whose members get the approver role at each
+    #: sign-in, and lose it when they leave them. Empty: roles stay as the admin set them.
+    #: The admin role never comes from the provider.
+    approver_groups: tuple[str, ...] = ()
     #: Seconds allowed on iat/exp/nbf (0..300).
     clock_skew: int = 60
     #: Seconds for each request to the provider.
@@ -336,6 +355,7 @@ class SsoSettings:
         if not isinstance(self.password_login, bool):
             raise _fail("password_login", "must be true or false")
         set_(self, "break_glass_admins", _check_admins(self.break_glass_admins))
+        set_(self, "approver_groups", _check_approver_groups(self.approver_groups))
         set_(self, "clock_skew", _check_int("clock_skew", self.clock_skew, 0, MAX_CLOCK_SKEW))
         set_(self, "http_timeout", _check_timeout(self.http_timeout))
 

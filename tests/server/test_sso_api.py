@@ -125,7 +125,7 @@ def test_the_loopback_flow_enrols_the_key_for_the_lifetime(
     assert who.json["groups"] == ["engineers"]
     assert who.json["groups_source"] == "sso"
     assert who.json["enrolment_expires_at"] == done.json["expires_at"]
-    assert who.json["roles"] == []
+    assert who.json["roles"] == ["requester"]  # as `admin user add` gives; never approver
 
     (enrolled,) = events(app, "key.enrolled")
     assert enrolled["fingerprint"] == holder.fingerprint

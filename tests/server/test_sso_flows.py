@@ -176,6 +176,47 @@ def test_group_map_only_mapped_groups_count(
         app.extensions["jit_ssh.engine"].dispose()
 
 
+def _roles(app: Any, name: str) -> tuple[str, ...]:
+    with transaction(app.extensions["jit_ssh"].service.sessions) as s:
+        return s.execute(select(User).where(User.name == name)).scalar_one().role_names
+
+
+def test_a_first_sign_in_makes_a_requester_and_no_approver(
+    app: Any, sso: SsoService, fake: FakeProvider
+) -> None:
+    _cli(sso, fake, claims_for("carol", ["approvers"]))
+    assert _roles(app, "carol") == ("requester",)
+    assert events(app, "user.roles_changed") == []
+
+
+def test_approver_groups_give_and_take_the_approver_role_at_each_sign_in(
+    tmp_path: Path, database_url: str, clock: Clock
+) -> None:
+    """With approver_groups, membership at the provider decides the approver role: given when
+    bob signs in in the group, taken when he signs in without it; admin never changes."""
+    from server.admin import Admin
+
+    app, fake = make_app(tmp_path, database_url, clock, approver_groups=["approvers"])
+    try:
+        sso = app.extensions["jit_ssh"].sso()
+        _cli(sso, fake, claims_for("bob", ["approvers"]))
+        assert _roles(app, "bob") == ("approver", "requester")
+        Admin(app.extensions["jit_ssh"].service).add_user("root-admin", roles=["admin"])
+        _cli(sso, fake, claims_for("root-admin", ["engineers"]))
+        assert _roles(app, "root-admin") == ("admin",)  # no approver group: nothing to take
+
+        _cli(sso, fake, claims_for("bob", ["engineers"]))
+        assert _roles(app, "bob") == ("requester",)
+        changes = events(app, "user.roles_changed")
+        assert [(c["user"], c["before"], c["after"]) for c in changes] == [
+            ("bob", ["requester"], ["approver", "requester"]),
+            ("bob", ["approver", "requester"], ["requester"]),
+        ]
+        assert {c["source"] for c in changes} == {"sso"}
+    finally:
+        app.extensions["jit_ssh.engine"].dispose()
+
+
 # --------------------------------------------------------------------------- keys
 
 

@@ -118,7 +118,7 @@ def test_a_first_sign_in_creates_the_user_and_a_session(
 
     (created,) = events(app, "user.created")
     assert created["user"] == "carol" and created["source"] == "sso"
-    assert created["roles"] == []
+    assert created["roles"] == ["requester"]
     (signed_in,) = events(app, "sso.signed_in")
     assert signed_in == {
         "actor": "carol",
