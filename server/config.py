@@ -18,10 +18,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ca import paths
 from ca.errors import JitSshError
+
+if TYPE_CHECKING:
+    from .sso.settings import SsoSettings
 
 __all__ = ["ServerConfig", "InvalidConfig", "resolve_config", "load_config", "default_data_dir"]
 
@@ -63,6 +66,8 @@ class ServerConfig:
     #: Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For/-Proto/-Host
     #: headers are believed (see server.proxy); empty: nobody's.
     trusted_proxies: tuple[str, ...] = ()
+    #: Single sign-on (the ``[sso]`` table, see server.sso.settings); None: not configured.
+    sso: SsoSettings | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
@@ -116,7 +121,12 @@ def _proxies(value: object, source: str) -> tuple[str, ...]:
         raise InvalidConfig(str(e), field="trusted_proxies") from None
 
 
-def _coerce(name: str, value: object, source: str) -> object:
+def _coerce(name: str, value: object, source: str, env: Mapping[str, str]) -> object:
+    if name == "sso":
+        # Imported here: server.sso.settings imports InvalidConfig from this module.
+        from .sso.settings import parse_sso_settings
+
+        return parse_sso_settings(value, source=source, env=env)
     if name == "trusted_proxies":
         return _proxies(value, source)
     kind = str(_TYPES[name])
@@ -169,14 +179,14 @@ def resolve_config(
                 raise InvalidConfig(
                     f"{p}: unknown setting {key!r} (known: {', '.join(sorted(known))})", field=key
                 )
-            values[key] = _coerce(key, value, str(p))
+            values[key] = _coerce(key, value, str(p), env)
     for var, name in _ENV.items():
         if env.get(var):
-            values[name] = _coerce(name, env[var], var)
+            values[name] = _coerce(name, env[var], var, env)
     if data_dir:
-        values["data_dir"] = _coerce("data_dir", str(data_dir), "--data-dir")
+        values["data_dir"] = _coerce("data_dir", str(data_dir), "--data-dir", env)
     if database_url:
-        values["database_url"] = _coerce("database_url", database_url, "--database-url")
+        values["database_url"] = _coerce("database_url", database_url, "--database-url", env)
     # The data directory's default needs only XDG_DATA_HOME here:
     # JIT_SSH_DATA_DIR was read above with the other variables.
     found = values.pop("data_dir", None) or default_data_dir(

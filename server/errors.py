@@ -46,6 +46,10 @@ its status where it is not 400::
     ├── InvalidConfig              invalid_config           500  server.config
     ├── ReplicaKeysDiffer          replica_keys_differ      500  server.keystore
     ├── LoginFailed                login_failed             401  server.web.auth
+    ├── SsoProviderError           sso_provider_error       502  the OpenID provider is unreachable or answers nonsense
+    ├── SsoFlowUnknown             sso_flow_unknown         400  no such sign-in flow (or state), or already used
+    ├── SsoFlowExpired             sso_flow_expired         410  the sign-in flow's ten minutes have passed
+    ├── SsoRedirectRefused         sso_redirect_refused     400  a redirect (next URL, loopback port) jit-ssh will not follow
     ├── InvalidInput               invalid_input            400  a field of the body is missing or wrong
     ├── BodyTooLarge               body_too_large           413
     ├── AuthFailed                 auth_failed              401  (subclasses say why)
@@ -53,11 +57,18 @@ its status where it is not 400::
     │   ├── BadSignature           bad_signature            401
     │   ├── ClockSkew              clock_skew               401
     │   ├── ReplayedNonce          replayed_nonce           401
-    │   └── UserDisabled           user_disabled            401
+    │   ├── UserDisabled           user_disabled            401
+    │   ├── EnrolmentExpired       enrolment_expired        401  the key's single sign-on enrolment has ended
+    │   ├── SsoTokenInvalid        sso_token_invalid        401  an ID token refused (field: iss, aud, azp, exp, iat, nbf, nonce, alg, signature, kid)
+    │   ├── SsoEmailUnverified     sso_email_unverified     401  the email that names the user is not verified
+    │   └── SsoBadClaim            sso_bad_claim            401  a claim missing or unusable (field: the claim)
     ├── Forbidden                  forbidden                403
     │   ├── SelfApproval           self_approval            403
-    │   └── NotEligible            not_eligible             403
+    │   ├── NotEligible            not_eligible             403
+    │   ├── SsoDomainRefused       sso_domain_refused       403  the email's domain is not in allowed_email_domains
+    │   └── PasswordLoginDisabled  password_login_disabled  403  password_login = false, and not a break-glass admin
     ├── NotFound                   not_found                404
+    │   └── SsoNotConfigured       sso_not_configured       404  the server has no [sso] table
     ├── InvalidState               invalid_state            409
     │   ├── NotApproved            not_approved             409
     │   ├── AlreadyDecided         already_decided          409
@@ -96,6 +107,17 @@ __all__ = [
     "KeyMismatch",
     "RequestExpired",
     "DatabaseUnavailable",
+    "EnrolmentExpired",
+    "SsoTokenInvalid",
+    "SsoEmailUnverified",
+    "SsoBadClaim",
+    "SsoDomainRefused",
+    "PasswordLoginDisabled",
+    "SsoNotConfigured",
+    "SsoProviderError",
+    "SsoFlowUnknown",
+    "SsoFlowExpired",
+    "SsoRedirectRefused",
 ]
 
 
@@ -131,6 +153,29 @@ class UserDisabled(AuthFailed):
     code = "user_disabled"
 
 
+class EnrolmentExpired(AuthFailed):
+    """The key's single sign-on enrolment has ended: sign in again (``jit-ssh sso login``)."""
+
+    code = "enrolment_expired"
+
+
+class SsoTokenInvalid(AuthFailed):
+    """An ID token refused; ``field`` names what: iss, aud, azp, exp, iat, nbf, nonce, alg,
+    signature, kid (or token, when it is not a JWT at all)."""
+
+    code = "sso_token_invalid"
+
+
+class SsoEmailUnverified(AuthFailed):
+    code = "sso_email_unverified"
+
+
+class SsoBadClaim(AuthFailed):
+    """A claim is missing or unusable; ``field`` names the claim."""
+
+    code = "sso_bad_claim"
+
+
 class Forbidden(JitSshError):
     code = "forbidden"
 
@@ -143,8 +188,41 @@ class NotEligible(Forbidden):
     code = "not_eligible"
 
 
+class SsoDomainRefused(Forbidden):
+    code = "sso_domain_refused"
+
+
+class PasswordLoginDisabled(Forbidden):
+    code = "password_login_disabled"
+
+
 class NotFound(JitSshError):
     code = "not_found"
+
+
+class SsoNotConfigured(NotFound):
+    code = "sso_not_configured"
+
+
+class SsoProviderError(JitSshError):
+    """The OpenID provider is unreachable or answered something jit-ssh refuses; ``field``
+    names the part of its answer (``issuer``, ``jwks_uri``, ``token_type``...)."""
+
+    code = "sso_provider_error"
+
+
+class SsoFlowUnknown(JitSshError):
+    """No such sign-in flow (or OAuth ``state``), or it was already used: a replay."""
+
+    code = "sso_flow_unknown"
+
+
+class SsoFlowExpired(JitSshError):
+    code = "sso_flow_expired"
+
+
+class SsoRedirectRefused(JitSshError):
+    code = "sso_redirect_refused"
 
 
 class InvalidState(JitSshError):
@@ -192,6 +270,8 @@ HTTP_STATUS: Mapping[str, int] = MappingProxyType(
         "invalid_state": 409,
         "request_expired": 410,
         "database_unavailable": 503,
+        "sso_provider_error": 502,
+        "sso_flow_expired": 410,
     }
 )
 
