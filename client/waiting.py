@@ -103,7 +103,11 @@ def approvers_text(req: RequestView) -> str:
         names = ", ".join(a.eligible) + (f" and {more} more" if more > 0 else "")
         text += f"; may approve now: {names}"
     elif a.eligible_total == 0:
-        text += "; nobody may approve it now (ask an admin)"
+        # With single sign-on an approver's account exists only after their first sign-in.
+        text += (
+            "; nobody may approve it now: no account with the approver role is in them yet "
+            "(ask an admin, or, with single sign-on, an approver to sign in to the web form once)"
+        )
     return text
 
 

@@ -517,3 +517,36 @@ def test_a_server_pushing_its_deadline_out_cannot_keep_an_outage_retried_for_eve
     with pytest.raises(ServerUnreachable):
         waiting.wait_for_decision(None, view(first), poll=0, quiet=True, fetch=fetch)  # type: ignore[arg-type]
     assert now["t"] <= first + timedelta(minutes=2)
+
+
+def test_with_no_eligible_approver_yet_the_wait_says_why_and_what_to_do() -> None:
+    """With single sign-on an approver has no account until they sign in once: the wait says
+    so, instead of only "ask an admin"."""
+    from client.verify import Approvers
+
+    req = waiting_view(Approvers(groups=("approvers",), users=(), eligible=(), eligible_total=0))
+    text = waiting.approvers_text(req)
+    assert text.startswith("1 approval from group approvers; nobody may approve it now")
+    assert "an approver to sign in to the web form once" in text
+
+
+def waiting_view(approvers: Any) -> Any:
+    from dataclasses import replace
+
+    view = check_request_answer(
+        {
+            "id": ID,
+            "state": "pending",
+            "target": TARGET,
+            "requester": "alice",
+            "reason": "r",
+            "created_at": "2026-12-02T10:00:00Z",
+            "approval_url": None,
+            "deny_reason": None,
+            "duration_seconds": 1800,
+            "approvals_required": 1,
+            "approvals": [],
+            "certificate": None,
+        }
+    )
+    return replace(view, approvers=approvers)

@@ -62,6 +62,23 @@ def test_all_good(fake: FakeProvider, secret: Path) -> None:
     assert not any(f.unreachable for f in found)
 
 
+def test_a_groups_scope_the_table_does_not_ask_for_is_warned_about(
+    fake: FakeProvider, secret: Path
+) -> None:
+    """The provider offers scope "groups" (oidc-provider, Okta custom servers put the claim
+    in the ID token only then): without it in [sso] scopes nobody gets groups."""
+    from server.sso.check import Level
+
+    fake.discovery["scopes_supported"] = ["openid", "email", "profile", "groups"]
+    found = findings(fake, secret)
+    warned = [f for f in found if f.level is Level.WARN and "scope 'groups'" in f.what]
+    assert warned and "scopes = ['openid', 'email', 'profile', 'groups']" in warned[0].fix
+    asked = check_provider(
+        settings(secret, scopes=("openid", "email", "profile", "groups")), BASE_URL, fake.http()
+    )
+    assert not [f for f in asked if "scope 'groups'" in f.what]
+
+
 def test_an_issuer_that_differs(fake: FakeProvider, secret: Path) -> None:
     fake.discovery["issuer"] = ISSUER.rstrip("/")
     found = findings(fake, secret)
@@ -195,6 +212,23 @@ def test_the_command_all_good(fake: FakeProvider, secret: Path, tmp_path: Path) 
     assert "ok       issuer is exactly" in result.output
     assert "all good" in result.output
     assert "s3cret" not in result.output
+
+
+def test_without_base_url_the_command_uses_serves_address_as_serve_does(
+    fake: FakeProvider, secret: Path, tmp_path: Path
+) -> None:
+    """The README's sso-demo.toml sets no base_url: serve then answers at its own address
+    (http://127.0.0.1:8022, or --bind), so that is the redirect URI to check and register."""
+    path = _config(tmp_path, secret)
+    path.write_text(path.read_text().replace(f'base_url = "{BASE_URL}"\n', ""))
+    result = _invoke(path, httpx.MockTransport(fake.handler))
+    assert result.exit_code == 0, result.output
+    assert (
+        "note     base_url is not set: the server's URL is http://127.0.0.1:8022" in result.output
+    )
+    assert "redirect URI to register at the provider: http://127.0.0.1:8022/sso/callback" in (
+        result.output
+    )
 
 
 def test_the_command_with_a_problem(fake: FakeProvider, secret: Path, tmp_path: Path) -> None:

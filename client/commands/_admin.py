@@ -27,6 +27,9 @@ __all__ = ["AdminHandle", "config_option", "server_config", "warn_unnamed_groups
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Where `jit-ssh serve` listens unless told (and so the server's URL when base_url is unset).
+DEFAULT_BIND = "127.0.0.1:8022"
+
 config_option = click.option(
     "--config",
     "config_path",

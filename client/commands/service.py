@@ -17,14 +17,21 @@ import click
 
 from client.errors import EXIT_FAILED
 
-from ._admin import AdminHandle, config_option, server_config, warn_unnamed_groups, with_admin
+from ._admin import (
+    DEFAULT_BIND,
+    AdminHandle,
+    config_option,
+    server_config,
+    warn_unnamed_groups,
+    with_admin,
+)
 
 __all__ = ["serve", "db", "admin", "audit"]
 
 
 @click.command()
 @config_option
-@click.option("--bind", default="127.0.0.1:8022", show_default=True, help="Address to listen on.")
+@click.option("--bind", default=DEFAULT_BIND, show_default=True, help="Address to listen on.")
 @click.option(
     "--workers", type=int, default=2, show_default=True, help="gunicorn worker processes."
 )

@@ -16,7 +16,7 @@ import click
 
 from client.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, Failure
 
-from ._admin import config_option, server_config
+from ._admin import DEFAULT_BIND, config_option, server_config
 
 __all__ = ["check"]
 
@@ -25,8 +25,14 @@ _LABEL_WIDTH = 8
 
 @click.command("check")
 @config_option
+@click.option(
+    "--bind",
+    default=DEFAULT_BIND,
+    show_default=True,
+    help="The address `jit-ssh serve` listens on: the server's URL when base_url is unset.",
+)
 @click.pass_context
-def check(ctx: click.Context, config_path: str | None) -> None:
+def check(ctx: click.Context, config_path: str | None, bind: str) -> None:
     """Fetch the provider's discovery document and keys; say what is wrong.
 
     Checks the issuer, https endpoints, the code flow with PKCE S256, the signing algorithms
@@ -43,8 +49,15 @@ def check(ctx: click.Context, config_path: str | None) -> None:
             "(see docs/server-config.md, `sso`)"
         )
     transport: Any = ctx.meta.get("jit_ssh.transport")
-    findings = check_provider(cfg.sso, cfg.base_url, transport=transport)
+    # As `jit-ssh serve` does: without base_url, the server's URL is its own address.
+    base_url = cfg.base_url or f"http://{bind}"
+    findings = check_provider(cfg.sso, base_url, transport=transport)
     click.echo(f"single sign-on with {cfg.sso.issuer} (client {cfg.sso.client_id})")
+    if not cfg.base_url:
+        click.echo(
+            f"{'note':<{_LABEL_WIDTH}} base_url is not set: the server's URL is {base_url}, "
+            "where `jit-ssh serve` listens (set base_url when people reach it elsewhere)"
+        )
     for f in findings:
         label = f.level.value
         click.echo(f"{label:<{_LABEL_WIDTH}} {f.what}")

@@ -263,6 +263,7 @@ def _check_lists(doc: dict[str, object], settings: SsoSettings) -> list[Finding]
                 "have the provider sign ID tokens with RS256 (or ES256) for this client",
             )
         )
+    found.extend(_check_groups_scope(doc, settings))
     if settings.client_secret_file is not None:
         if not {"client_secret_basic", "client_secret_post"} & set(auth):
             found.append(
@@ -281,6 +282,38 @@ def _check_lists(doc: dict[str, object], settings: SsoSettings) -> list[Finding]
             )
         )
     return found
+
+
+def _check_groups_scope(doc: dict[str, object], settings: SsoSettings) -> list[Finding]:
+    """Many providers (oidc-provider, Okta's custom servers) put the groups claim in the ID
+    token only when a scope of that name is asked for: without it every sign-in has no groups,
+    and every policy rule that names a group refuses."""
+    if not settings.groups_claim:
+        return []
+    try:
+        scopes = _strings(doc, "scopes_supported")
+        claims = _strings(doc, "claims_supported")
+    except SsoProviderError:
+        return []  # optional lists; a malformed one says nothing about groups
+    name = settings.groups_claim
+    if name in scopes and name not in settings.scopes:
+        wanted = [*settings.scopes, name]
+        return [
+            _warn(
+                f"the provider offers a scope {name!r}, and [sso] scopes does not ask for it: "
+                f"ID tokens may then carry no {name!r} claim, so nobody has groups",
+                f"set [sso] scopes = {wanted!r}",
+            )
+        ]
+    if claims and name not in claims:
+        return [
+            _info(
+                f"the provider does not list the claim {name!r} in claims_supported",
+                f"make sure it puts {name!r} in the ID token (a groups mapper or claim "
+                "rule); `jit-ssh sso login` prints the groups a sign-in brought",
+            )
+        ]
+    return []
 
 
 def _check_keys(provider: OidcProvider, doc: dict[str, object]) -> list[Finding]:
