@@ -50,6 +50,7 @@ its status where it is not 400::
     ├── SsoFlowUnknown             sso_flow_unknown         400  no such sign-in flow (or state), or already used
     ├── SsoFlowExpired             sso_flow_expired         410  the sign-in flow's ten minutes have passed
     ├── SsoRedirectRefused         sso_redirect_refused     400  a redirect (next URL, loopback port) jit-ssh will not follow
+    ├── SsoBusy                    sso_busy                 429  too many sign-ins in progress; try again in a minute
     ├── InvalidInput               invalid_input            400  a field of the body is missing or wrong
     ├── BodyTooLarge               body_too_large           413
     ├── AuthFailed                 auth_failed              401  (subclasses say why)
@@ -66,6 +67,7 @@ its status where it is not 400::
     │   ├── SelfApproval           self_approval            403
     │   ├── NotEligible            not_eligible             403
     │   ├── SsoDomainRefused       sso_domain_refused       403  the email's domain is not in allowed_email_domains
+    │   ├── SsoNameTaken           sso_name_taken           403  the name is a local user's, not linked to this identity
     │   ├── SsoDenied              sso_denied               403  the provider answered an error (access_denied...), not a sign-in
     │   └── PasswordLoginDisabled  password_login_disabled  403  password_login = false, and not a break-glass admin
     ├── NotFound                   not_found                404
@@ -113,6 +115,8 @@ __all__ = [
     "SsoEmailUnverified",
     "SsoBadClaim",
     "SsoDomainRefused",
+    "SsoNameTaken",
+    "SsoBusy",
     "SsoDenied",
     "PasswordLoginDisabled",
     "SsoNotConfigured",
@@ -194,6 +198,13 @@ class SsoDomainRefused(Forbidden):
     code = "sso_domain_refused"
 
 
+class SsoNameTaken(Forbidden):
+    """The username claim names a local jit-ssh user who is not linked to this provider
+    identity, and may not be linked by name (``link_by_name`` off, or an admin)."""
+
+    code = "sso_name_taken"
+
+
 class SsoDenied(Forbidden):
     """The provider answered with an error instead of a sign-in (the person declined,
     ``access_denied``, or another OAuth error): nothing is signed in."""
@@ -237,6 +248,12 @@ class SsoFlowExpired(JitSshError):
 
 class SsoRedirectRefused(JitSshError):
     code = "sso_redirect_refused"
+
+
+class SsoBusy(JitSshError):
+    """More sign-ins are in progress than the server keeps (``MAX_OPEN_FLOWS``)."""
+
+    code = "sso_busy"
 
 
 class InvalidState(JitSshError):
@@ -286,6 +303,7 @@ HTTP_STATUS: Mapping[str, int] = MappingProxyType(
         "database_unavailable": 503,
         "sso_provider_error": 502,
         "sso_flow_expired": 410,
+        "sso_busy": 429,
     }
 )
 

@@ -79,6 +79,21 @@ def test_a_groups_scope_the_table_does_not_ask_for_is_warned_about(
     assert not [f for f in asked if "scope 'groups'" in f.what]
 
 
+def test_approver_groups_without_a_group_map_are_warned_about(
+    fake: FakeProvider, secret: Path
+) -> None:
+    from server.sso.check import Level
+
+    bare = check_provider(settings(secret, approver_groups=("approvers",)), BASE_URL, fake.http())
+    assert any(f.level is Level.WARN and "no group_map" in f.what for f in bare)
+    mapped = check_provider(
+        settings(secret, approver_groups=("approvers",), group_map={"okta-approvers": "approvers"}),
+        BASE_URL,
+        fake.http(),
+    )
+    assert not any("no group_map" in f.what for f in mapped)
+
+
 def test_an_issuer_that_differs(fake: FakeProvider, secret: Path) -> None:
     fake.discovery["issuer"] = ISSUER.rstrip("/")
     found = findings(fake, secret)

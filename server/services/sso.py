@@ -54,9 +54,11 @@ from server.errors import (
     InvalidState,
     NotFound,
     SsoBadClaim,
+    SsoBusy,
     SsoDenied,
     SsoFlowExpired,
     SsoFlowUnknown,
+    SsoNameTaken,
     SsoRedirectRefused,
     UserDisabled,
 )
@@ -100,7 +102,9 @@ __all__ = [
 #: A flow must be completed within this from its start.
 FLOW_LIFETIME = timedelta(minutes=10)
 #: Flows are kept this long past their end (then swept), for a look in the database.
-_FLOW_RETENTION = timedelta(days=1)
+_FLOW_RETENTION = timedelta(hours=1)
+#: Sign-ins in progress at most (anyone may start one): past it, starts answer 429 sso_busy.
+MAX_OPEN_FLOWS = 10_000
 #: ``secrets.token_urlsafe(24)``: 32 URL-safe characters, 192 random bits.
 _FLOW_ID = re.compile(r"[A-Za-z0-9_-]{32}")
 #: ``secrets.token_urlsafe(32)``: 43 URL-safe characters.
@@ -319,6 +323,19 @@ class SsoService:
         ).scalar_one_or_none()
 
     def _new_flow(self, s: Session, now: datetime, **values: Any) -> str:
+        # Anyone may start a sign-in: a bound on the flows in progress keeps a flood of
+        # starts from filling the table (or calling the provider) without end.
+        open_flows = s.execute(
+            select(func.count()).select_from(SsoFlow).where(SsoFlow.expires_at >= now)
+        ).scalar_one()
+        if open_flows >= MAX_OPEN_FLOWS:
+            s.execute(delete(SsoFlow).where(SsoFlow.expires_at < now))
+            raise CommitThenRaise(
+                SsoBusy(
+                    f"more than {MAX_OPEN_FLOWS} sign-ins are in progress; try again in a minute",
+                    field="flow",
+                )
+            )
         flow_id = secrets.token_urlsafe(24)
         s.add(
             SsoFlow(
@@ -329,7 +346,7 @@ class SsoService:
             )
         )
         # Housekeeping while the transaction is open anyway: flows long over.
-        if secrets.randbelow(64) == 0:
+        if secrets.randbelow(16) == 0:
             s.execute(delete(SsoFlow).where(SsoFlow.expires_at < now - _FLOW_RETENTION))
         return flow_id
 
@@ -669,6 +686,7 @@ class SsoService:
                         "identity; ask an admin",
                         field=settings.username_claim,
                     )
+                self._may_link(user, settings.username_claim)
                 user.sso_subject = subject
                 self._record(
                     s,
@@ -700,6 +718,26 @@ class SsoService:
             },
         )
         return user
+
+    def _may_link(self, user: User, claim: str) -> None:
+        """Whether a first sign-in may take over the local user of the same name. A name at
+        the provider is often chosen by its holder (``preferred_username`` in Keycloak, Entra
+        ID, Auth0): linking by it would hand anyone who picks "root-admin" that account. So
+        only with ``link_by_name``, and never an admin or a break-glass admin."""
+        settings = self.settings
+        if not settings.link_by_name:
+            raise SsoNameTaken(
+                f"{user.name!r} is a local jit-ssh user, not linked to a single sign-on identity: "
+                "an admin may allow linking local users at their first sign-in "
+                "([sso] link_by_name = true), or rename the local user",
+                field=claim,
+            )
+        if user.name in settings.break_glass_admins or user.has_role(Role.ADMIN):
+            raise SsoNameTaken(
+                f"{user.name!r} is a local admin: admins are never linked to a single sign-on "
+                "identity by name; sign in as another user, or ask another admin",
+                field=claim,
+            )
 
     def _create(self, s: Session, identity: SsoIdentity, subject: str, now: datetime) -> User:
         user = User(

@@ -290,6 +290,21 @@ def _check_groups_scope(doc: dict[str, object], settings: SsoSettings) -> list[F
     and every policy rule that names a group refuses."""
     if not settings.groups_claim:
         return []
+    found: list[Finding] = []
+    if settings.approver_groups and not settings.group_map:
+        found.append(
+            _warn(
+                f"approver_groups ({', '.join(settings.approver_groups)}) with no group_map: any "
+                "provider group of that name makes its members approvers",
+                "where people can make or join groups at the provider, map the approver group "
+                'from one only admins control: [sso] group_map = { "<provider group>" = '
+                f'"{settings.approver_groups[0]}" }}',
+            )
+        )
+    return found + _check_groups_claim(doc, settings)
+
+
+def _check_groups_claim(doc: dict[str, object], settings: SsoSettings) -> list[Finding]:
     try:
         scopes = _strings(doc, "scopes_supported")
         claims = _strings(doc, "claims_supported")

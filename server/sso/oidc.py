@@ -233,6 +233,20 @@ def _check_url(field: str, value: str) -> str:
     return value
 
 
+#: The latest instant a token may name (exp, iat): 9999-12-31, a datetime's own limit.
+_MAX_INSTANT = 253402300799
+
+
+def _instant(value: Any, field: str) -> datetime:
+    """A NumericDate claim as a UTC datetime; one a datetime cannot hold (``exp: 1e300``) is a
+    refused token, not an OverflowError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SsoTokenInvalid(f"the ID token's {field} is not a number", field=field)
+    if not 0 <= value <= _MAX_INSTANT:
+        raise SsoTokenInvalid(f"the ID token's {field} is not a plausible time", field=field)
+    return datetime.fromtimestamp(value, UTC)
+
+
 def _strings(doc: Mapping[str, Any], field: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
     value = doc.get(field)
     if value is None:
@@ -848,8 +862,8 @@ class OidcProvider:
             issuer=claims["iss"],
             subject=sub,
             audience=audience,
-            issued_at=datetime.fromtimestamp(iat, UTC),
-            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+            issued_at=_instant(iat, "iat"),
+            expires_at=_instant(claims["exp"], "exp"),
             nonce=claims.get("nonce"),
             claims=MappingProxyType(dict(claims)),
         )

@@ -16,6 +16,7 @@
     password_login = true
     break_glass_admins = ["root-admin"]
     approver_groups = ["approvers"]
+    link_by_name = false
     clock_skew = 60
     http_timeout = 10
 
@@ -100,6 +101,7 @@ _KEYS = (
     "password_login",
     "break_glass_admins",
     "approver_groups",
+    "link_by_name",
     "clock_skew",
     "http_timeout",
 )
@@ -322,6 +324,11 @@ class SsoSettings:
     #: sign-in, and lose it when they leave them. Empty: roles stay as the admin set them.
     #: The admin role never comes from the provider.
     approver_groups: tuple[str, ...] = ()
+    #: True: a first sign-in whose user name is a local jit-ssh user's, not linked to a
+    #: provider identity yet, links that user (never an admin or a break-glass admin).
+    #: False (the default): refused, ``sso_name_taken``. Only safe when people cannot choose
+    #: the username claim at the provider.
+    link_by_name: bool = False
     #: Seconds allowed on iat/exp/nbf (0..300).
     clock_skew: int = 60
     #: Seconds for each request to the provider.
@@ -356,6 +363,8 @@ class SsoSettings:
             raise _fail("password_login", "must be true or false")
         set_(self, "break_glass_admins", _check_admins(self.break_glass_admins))
         set_(self, "approver_groups", _check_approver_groups(self.approver_groups))
+        if not isinstance(self.link_by_name, bool):
+            raise _fail("link_by_name", "must be true or false")
         set_(self, "clock_skew", _check_int("clock_skew", self.clock_skew, 0, MAX_CLOCK_SKEW))
         set_(self, "http_timeout", _check_timeout(self.http_timeout))
 

@@ -39,6 +39,9 @@ def settings(**overrides: Any) -> SsoSettings:
         "client_id": "jit-ssh",
         "display_name": "Okta",
         "enrolment_lifetime": timedelta(hours=12),
+        # Most tests make local users first and sign them in: they opt in to linking, as an
+        # admin would. The default (off) and its refusals have tests of their own.
+        "link_by_name": True,
     }
     values.update(overrides)
     return SsoSettings(**values)

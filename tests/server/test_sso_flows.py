@@ -193,18 +193,12 @@ def test_approver_groups_give_and_take_the_approver_role_at_each_sign_in(
     tmp_path: Path, database_url: str, clock: Clock
 ) -> None:
     """With approver_groups, membership at the provider decides the approver role: given when
-    bob signs in in the group, taken when he signs in without it; admin never changes."""
-    from server.admin import Admin
-
+    bob signs in in the group, taken when he signs in without it."""
     app, fake = make_app(tmp_path, database_url, clock, approver_groups=["approvers"])
     try:
         sso = app.extensions["jit_ssh"].sso()
         _cli(sso, fake, claims_for("bob", ["approvers"]))
         assert _roles(app, "bob") == ("approver", "requester")
-        Admin(app.extensions["jit_ssh"].service).add_user("root-admin", roles=["admin"])
-        _cli(sso, fake, claims_for("root-admin", ["engineers"]))
-        assert _roles(app, "root-admin") == ("admin",)  # no approver group: nothing to take
-
         _cli(sso, fake, claims_for("bob", ["engineers"]))
         assert _roles(app, "bob") == ("requester",)
         changes = events(app, "user.roles_changed")
@@ -215,6 +209,72 @@ def test_approver_groups_give_and_take_the_approver_role_at_each_sign_in(
         assert {c["source"] for c in changes} == {"sso"}
     finally:
         app.extensions["jit_ssh.engine"].dispose()
+
+
+def test_by_default_a_local_users_name_is_not_linked(
+    tmp_path: Path, database_url: str, clock: Clock
+) -> None:
+    """Anyone may be able to choose their preferred_username at the provider: by default a
+    first sign-in naming a local user is refused, and nothing about that user changes."""
+    from server.admin import Admin
+    from server.errors import SsoNameTaken
+
+    app, fake = make_app(tmp_path, database_url, clock, link_by_name=False)
+    try:
+        Admin(app.extensions["jit_ssh"].service).add_user("alice", groups=["engineers"])
+        with pytest.raises(SsoNameTaken) as e:
+            _cli(app.extensions["jit_ssh"].sso(), fake, claims_for("alice", ["sre"]))
+        assert "link_by_name = true" in e.value.message
+        alice = _user(app, "alice")
+        assert alice.sso_subject is None and alice.group_names == ("engineers",)
+        assert events(app, "user.sso_linked") == [] and events(app, "key.enrolled") == []
+    finally:
+        app.extensions["jit_ssh.engine"].dispose()
+
+
+@pytest.mark.parametrize("how", ["admin role", "break-glass admin"])
+def test_an_admin_is_never_linked_by_name(
+    tmp_path: Path, database_url: str, clock: Clock, how: str
+) -> None:
+    """Even with link_by_name, a provider account named "root-admin" must not become the local
+    admin (the review's takeover: an admin API key, no TOTP)."""
+    from server.admin import Admin
+    from server.errors import SsoNameTaken
+
+    app, fake = make_app(
+        tmp_path, database_url, clock, link_by_name=True, break_glass_admins=["root-admin"]
+    )
+    try:
+        roles = ["admin"] if how == "admin role" else ["approver"]
+        Admin(app.extensions["jit_ssh"].service).add_user("root-admin", roles=roles)
+        with pytest.raises(SsoNameTaken):
+            _cli(app.extensions["jit_ssh"].sso(), fake, claims_for("root-admin", ["engineers"]))
+        assert _user(app, "root-admin").sso_subject is None
+        assert events(app, "key.enrolled") == []
+    finally:
+        app.extensions["jit_ssh.engine"].dispose()
+
+
+def test_too_many_sign_ins_in_progress_are_refused_until_some_end(
+    app: Any, sso: SsoService, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone may start a sign-in: past MAX_OPEN_FLOWS in progress a start is a 429
+    sso_busy, and once the old ones are over starts work again (and the old rows go)."""
+    from server.errors import SsoBusy
+    from server.services import sso as sso_module
+
+    monkeypatch.setattr(sso_module, "MAX_OPEN_FLOWS", 3)
+    for _ in range(3):
+        sso.begin_web("/")
+    with pytest.raises(SsoBusy):
+        sso.begin_web("/")
+    clock.advance(seconds=sso_module.FLOW_LIFETIME.total_seconds() + 1)
+    for _ in range(3):
+        sso.begin_web("/")  # the three that are over no longer count
+    with pytest.raises(SsoBusy):
+        sso.begin_web("/")
+    with transaction(app.extensions["jit_ssh"].service.sessions) as s:
+        assert len(s.execute(select(SsoFlow)).all()) == 3  # the refused start swept the old
 
 
 # --------------------------------------------------------------------------- keys

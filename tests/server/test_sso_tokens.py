@@ -292,6 +292,13 @@ def test_expired(provider: OidcProvider) -> None:
     assert refused(provider, sign(good_claims(exp=now - 61))).field == "exp"
 
 
+@pytest.mark.parametrize("exp", [1e300, 10**20, 253402300800])
+def test_an_exp_no_date_can_hold_is_refused_not_a_crash(provider: OidcProvider, exp: Any) -> None:
+    """A hostile provider's far-future exp passes the library's check; turning it into a date
+    must refuse the token, not raise OverflowError (a 500 at the callback)."""
+    assert refused(provider, sign(good_claims(exp=exp))).field == "exp"
+
+
 def test_exp_missing(provider: OidcProvider) -> None:
     assert refused(provider, sign(good_claims(exp=_DROP))).field == "exp"
 
