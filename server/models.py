@@ -538,6 +538,15 @@ class SsoFlow(Base):
     )
     finish_code_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: cli: the SHA-256 of the one-time token of the confirmation page ``/sso/cli/<token>``
+    #: (the URL the CLI opens; never the state), and the state sealed with that token, so
+    #: that only the token's holder can put the state in a browser.
+    open_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    open_state: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: cli: when a browser continued from the confirmation page (once: that browser holds
+    #: the state in its session cookie), and the address the flow was started from.
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_from: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 Index("ix_requests_requester_state", AccessRequest.requester_id, AccessRequest.state)

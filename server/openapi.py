@@ -488,7 +488,14 @@ def spec() -> dict[str, object]:
                     "required": ["flow", "expires_at"],
                     "properties": {
                         "flow": {"type": "string"},
-                        "authorize_url": {"type": "string", "description": "loopback mode"},
+                        "authorize_url": {
+                            "type": "string",
+                            "description": (
+                                "loopback mode: this server's confirmation page "
+                                "{base_url}/sso/cli/<token> (one-time), which shows the key "
+                                "and continues to the provider; open it in the browser"
+                            ),
+                        },
                         "user_code": {"type": "string", "description": "device mode"},
                         "verification_uri": {"type": "string"},
                         "verification_uri_complete": {"type": ["string", "null"]},

@@ -135,7 +135,12 @@ def start() -> ResponseReturnValue:
     def run() -> dict[str, object]:
         if mode == "loopback":
             _fields(body, {"public_key", "mode", "loopback_port"}, ("public_key", "loopback_port"))
-            flow = sso.begin_cli(body["public_key"], body["loopback_port"], signer=signer)
+            flow = sso.begin_cli(
+                body["public_key"],
+                body["loopback_port"],
+                signer=signer,
+                remote=request.remote_addr or "",
+            )
             return {
                 "flow": flow.flow,
                 "authorize_url": flow.authorize_url,

@@ -470,13 +470,41 @@ def _on_consent_page(page: Any) -> bool:
     return bool(page.locator('form input[name="prompt"][value="consent"]').count())
 
 
+#: jit-ssh's confirmation page of the CLI's sign-in (``/sso/cli/<token>``): its "Continue".
+CLI_CONTINUE = "button.sso-continue"
+
+
+def _on_cli_confirmation_page(page: Any) -> bool:
+    return "/sso/cli/" in page.url and bool(page.locator(CLI_CONTINUE).count())
+
+
+def continue_cli_sign_in(page: Any) -> str:
+    """On jit-ssh's confirmation page of a CLI sign-in (the URL ``jit-ssh login`` opens):
+    check it asks plainly, press "Continue to sign in with ...", and wait for the provider.
+    Returns the page's text (the key's fingerprint and comment, where and when)."""
+    text: str = page.locator("main").inner_text()
+    assert "A jit-ssh client asks to enrol an SSH key as you" in text, text
+    assert "Continue only if you just ran" in text, text
+    button = page.locator(CLI_CONTINUE)
+    assert button.inner_text().startswith("Continue to sign in with "), button.inner_text()
+    with page.expect_navigation():
+        button.click()
+    page.wait_for_load_state()
+    return text
+
+
 def complete_provider_login(page: Any, login: str, password: str = "x") -> None:
     """On the provider's login page (already open in ``page``): sign in as ``login``.
 
-    Fills the development login form and submits it; if the consent page follows (the
-    provider grants the jit-ssh client automatically, so normally it does not), continues.
-    Returns once the browser has left the provider: ``page.url`` is where it was sent.
-    Raises :class:`ProviderLoginRefused` when the provider shows its login page again."""
+    A CLI's sign-in opens jit-ssh's confirmation page first: from there, "Continue"
+    (:func:`continue_cli_sign_in`) leads to the provider. Fills the development login form
+    and submits it; if the consent page follows (the provider grants the jit-ssh client
+    automatically, so normally it does not), continues. Returns once the browser has left
+    the provider: ``page.url`` is where it was sent. Raises :class:`ProviderLoginRefused`
+    when the provider shows its login page again."""
+    page.wait_for_load_state()
+    if _on_cli_confirmation_page(page):
+        continue_cli_sign_in(page)
     page.wait_for_selector('form input[name="prompt"][value="login"]', state="attached")
     page.fill('input[name="login"]', login)
     page.fill('input[name="password"]', password)

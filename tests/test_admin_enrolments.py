@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from ca import public_key_from_crypto
 from client.cli import cli
 from tests.server.conftest import Clock
-from tests.server.sso_fakes import FakeProvider, claims_for, settings
+from tests.server.sso_fakes import FakeProvider, claims_for, open_cli, settings
 
 
 @pytest.fixture
@@ -37,8 +37,11 @@ def _enrol(env: dict[str, str], claims: dict[str, Any]) -> str:
     with open_context(cfg, say=lambda m: None) as ctx:
         sso = SsoService(ctx.service, settings(), fake, base_url=cfg.base_url)
         started = sso.begin_cli(key.openssh, 50000, signer=key.fingerprint)
-        back = fake.sign_in(started.authorize_url, claims)
-        result = sso.complete_callback(state=back["state"], code=back["code"], issuer=back["iss"])
+        opened = open_cli(sso, started)
+        back = fake.sign_in(opened.authorize_url, claims)
+        result = sso.complete_callback(
+            state=back["state"], code=back["code"], issuer=back["iss"], browser_state=opened.flow
+        )
         code = result.redirect.split("code=")[1]  # type: ignore[union-attr]
         sso.finish_cli(started.flow, code, signer=key.fingerprint)
     return key.fingerprint

@@ -893,6 +893,30 @@ def test_sso_status_says_who_and_until_when(
 # at the fake provider, follows the app's /sso/callback redirect to the loopback listener.
 
 
+class _HttpxBrowser:
+    """An httpx client (with its cookies) as the Flask test client ``continue_cli`` drives."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def get(self, path: str) -> Any:
+        return _Answer(self.client.get(path))
+
+    def post(self, path: str, data: dict[str, str]) -> Any:
+        # Over https Flask-WTF wants a Referer of this site, as a browser sends it.
+        return _Answer(self.client.post(path, data=data, headers={"Referer": SERVER + path}))
+
+
+class _Answer:
+    def __init__(self, r: httpx.Response) -> None:
+        self.status_code = r.status_code
+        self.headers = r.headers
+        self._text = r.text
+
+    def get_data(self, as_text: bool = True) -> str:
+        return self._text
+
+
 @dataclass
 class RealSso:
     app: Any
@@ -914,8 +938,14 @@ class RealSso:
         """A browser whose person signs in at the provider as ``claims`` says."""
 
         def open_url(url: str) -> bool:
-            back = self.provider.sign_in(url, claims)
+            from tests.server.sso_fakes import continue_cli
+
+            assert url.startswith(f"{SERVER}/sso/cli/"), url
             with httpx.Client(transport=httpx.WSGITransport(app=self.app), base_url=SERVER) as c:
+                # jit-ssh's confirmation page first ("Continue"), then the provider, then
+                # back to /sso/callback in the same browser (its session cookie).
+                provider_url = continue_cli(_HttpxBrowser(c), url)
+                back = self.provider.sign_in(provider_url, claims)
                 resp = c.get("/sso/callback", params=back)
             assert resp.status_code == 303, resp.text
             location = resp.headers["location"]

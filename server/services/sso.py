@@ -7,7 +7,10 @@ hold the database's write lock), so a flow moves in short transactions, each tak
 flow's row lock first:
 
     begin_web / begin_cli        a row with a fresh state, nonce and PKCE verifier (S256);
-                                 the browser goes to the provider's authorize URL
+                                 web: the browser goes to the provider's authorize URL;
+                                 cli: to this server's confirmation page first
+    open_cli                     cli: "Continue" on the confirmation page, once (``opened_at``):
+                                 the browser gets the state and goes to the provider
     begin_device                 the provider's device authorization, kept on the row
     complete_callback            the provider sent the browser back: the flow is CLAIMED
                                  (``used_at``, once; a replayed state finds it taken), then
@@ -30,6 +33,7 @@ authentications are (``server.auth.record_failure``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -41,6 +45,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -90,10 +95,13 @@ __all__ = [
     "PollWait",
     "WebSignIn",
     "CliSignIn",
+    "CliConfirmation",
+    "OpenedCli",
     "EnrolmentInfo",
     "list_enrolments",
     "revoke_enrolments",
     "check_flow_id",
+    "check_open_token",
     "check_next_url",
     "check_loopback_port",
     "sso_subject",
@@ -109,6 +117,8 @@ MAX_OPEN_FLOWS = 10_000
 _FLOW_ID = re.compile(r"[A-Za-z0-9_-]{32}")
 #: ``secrets.token_urlsafe(32)``: 43 URL-safe characters.
 _FINISH_CODE = re.compile(r"[A-Za-z0-9_-]{43}")
+#: The token of a cli flow's confirmation page (``/sso/cli/<token>``): as a finish code.
+_OPEN_TOKEN = _FINISH_CODE
 # An authorization code as providers write them: printable ASCII (RFC 6749's VSCHAR).
 _AUTH_CODE = re.compile(r"[\x20-\x7e]{1,2048}")
 _ERROR_CODE = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,128}")
@@ -192,6 +202,28 @@ class CliSignIn:
 
 
 @dataclass(frozen=True)
+class CliConfirmation:
+    """What the confirmation page of a cli flow (``/sso/cli/<token>``) shows: the key a
+    client asks to enrol, where and when it asked."""
+
+    key_type: str
+    fingerprint: str
+    comment: str
+    started_from: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class OpenedCli:
+    """A cli flow continued in a browser: its state (to keep in that browser's session
+    cookie) and the provider's authorization URL to send the browser to."""
+
+    flow: str
+    authorize_url: str
+
+
+@dataclass(frozen=True)
 class EnrolmentInfo:
     """One of a user's API keys, as ``jit-ssh admin user enrolments`` lists it."""
 
@@ -214,6 +246,36 @@ def check_flow_id(value: object, field: str = "flow") -> str:
     if not isinstance(value, str) or not _FLOW_ID.fullmatch(value):
         raise SsoFlowUnknown(f"{field} is not a sign-in flow this server started", field=field)
     return value
+
+
+def check_open_token(value: object) -> str:
+    """The token of a confirmation page's URL (``/sso/cli/<token>``), else
+    :class:`SsoFlowUnknown`."""
+    if not isinstance(value, str) or not _OPEN_TOKEN.fullmatch(value):
+        raise SsoFlowUnknown(
+            "this sign-in link is not one this server gave out; run `jit-ssh login` again",
+            field="token",
+        )
+    return value
+
+
+def _open_key(token: str) -> Fernet:
+    # The token's 256 random bits, hashed with a label of their own (the row keeps the
+    # token's plain SHA-256 to find the flow by).
+    digest = hashlib.sha256(b"jit-ssh sso cli open state\n" + token.encode("ascii")).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def _seal_state(token: str, flow_id: str) -> str:
+    return _open_key(token).encrypt(flow_id.encode("ascii")).decode("ascii")
+
+
+def _unseal_state(token: str, sealed: str | None) -> str:
+    try:
+        value = _open_key(token).decrypt((sealed or "").encode("ascii")).decode("ascii")
+    except (InvalidToken, ValueError):
+        raise SsoFlowUnknown("no such sign-in flow", field="token") from None
+    return check_flow_id(value, "token")
 
 
 def _check_finish_code(value: object) -> str:
@@ -305,6 +367,7 @@ class SsoService:
         self.settings = settings
         self.provider = provider
         self.redirect_uri = settings.redirect_uri(base_url)
+        self.base_url = base_url.rstrip("/")
 
     # ---- plumbing
 
@@ -368,16 +431,113 @@ class SsoService:
         target = check_next_url(next_url)
         return self._begin(SsoFlowKind.WEB, next_url=target)
 
-    def begin_cli(self, public_key: object, loopback_port: object, *, signer: str) -> StartedFlow:
-        """The CLI's loopback sign-in for ``public_key`` (which signed the call: ``signer``)."""
+    def begin_cli(
+        self, public_key: object, loopback_port: object, *, signer: str, remote: str = ""
+    ) -> StartedFlow:
+        """The CLI's loopback sign-in for ``public_key`` (which signed the call: ``signer``),
+        started from address ``remote``.
+
+        ``authorize_url`` is this server's confirmation page ``{base_url}/sso/cli/<token>``,
+        not the provider's: the person sees which key asks to be enrolled, and the browser
+        that continues from there is the only one the callback accepts (login CSRF: a
+        provider URL handed to someone else would sign them in for the starter's key)."""
         port = check_loopback_port(loopback_port)
         key = self._key_of_call(public_key, signer)
-        return self._begin(
-            SsoFlowKind.CLI,
-            loopback_port=port,
-            public_key=key.openssh,
-            key_fingerprint=key.fingerprint,
+        from server.sso.oidc import new_code_verifier, new_nonce
+
+        now = self.service.now()
+        token = secrets.token_urlsafe(32)
+        with self._tx() as s:
+            flow_id = self._new_flow(
+                s,
+                now,
+                kind=SsoFlowKind.CLI,
+                nonce=new_nonce(),
+                code_verifier=new_code_verifier(),
+                loopback_port=port,
+                public_key=key.openssh,
+                key_fingerprint=key.fingerprint,
+                open_token_hash=_hash(token),
+                started_from=remote[:64],
+            )
+            row = s.get(SsoFlow, _hash(flow_id))
+            assert row is not None
+            row.open_state = _seal_state(token, flow_id)
+        return StartedFlow(
+            flow=flow_id,
+            authorize_url=f"{self.base_url}/sso/cli/{token}",
+            expires_at=now + FLOW_LIFETIME,
         )
+
+    # ---- the confirmation page of a cli flow
+
+    def _open_flow(self, s: Session, token: str, now: datetime, *, lock: bool) -> SsoFlow:
+        """The cli flow of a confirmation page's token, if it can still be continued."""
+        q = select(SsoFlow).where(SsoFlow.open_token_hash == _hash(token))
+        flow = s.execute(q.with_for_update() if lock else q).scalar_one_or_none()
+        if flow is None or flow.kind != SsoFlowKind.CLI:
+            raise SsoFlowUnknown(
+                "this sign-in link is not one this server gave out; run `jit-ssh login` again",
+                field="token",
+            )
+        if flow.opened_at is not None:
+            raise SsoFlowUnknown(
+                "this sign-in link was already used in another browser; run `jit-ssh login` "
+                "again (and stop the one waiting, with Ctrl-C)",
+                field="token",
+            )
+        if flow.used_at is not None or flow.done_at is not None:
+            raise SsoFlowUnknown(
+                "this sign-in link was cancelled or has ended; run `jit-ssh login` again",
+                field="token",
+            )
+        if now >= flow.expires_at:
+            raise SsoFlowExpired(
+                "this sign-in link expired (a sign-in must be done within 10 minutes); run "
+                "`jit-ssh login` again",
+                field="token",
+            )
+        return flow
+
+    def cli_confirmation(self, token: object) -> CliConfirmation:
+        """What the confirmation page shows (nothing changes)."""
+        tok = check_open_token(token)
+        with self._tx() as s:
+            flow = self._open_flow(s, tok, self.service.now(), lock=False)
+            key = parse_public_key(flow.public_key or "", field="public_key")
+            return CliConfirmation(
+                key_type=key.key_type,
+                fingerprint=key.fingerprint,
+                comment=key.comment,
+                started_from=flow.started_from or "",
+                created_at=flow.created_at,
+                expires_at=flow.expires_at,
+            )
+
+    def open_cli(self, token: object) -> OpenedCli:
+        """ "Continue" on the confirmation page: the first browser to continue claims the
+        flow (``opened_at``, once); the caller keeps the state in that browser's session."""
+        tok = check_open_token(token)
+        now = self.service.now()
+        with self._tx() as s:
+            flow = self._open_flow(s, tok, now, lock=True)
+            flow_id = _unseal_state(tok, flow.open_state)
+            flow.opened_at = now
+            nonce, verifier = flow.nonce or "", flow.code_verifier or ""
+        url = self.provider.authorization_url(
+            flow_id, nonce, _code_challenge(verifier), self.redirect_uri
+        )
+        return OpenedCli(flow=flow_id, authorize_url=url)
+
+    def cancel_cli(self, token: object) -> None:
+        """ "Cancel" on the confirmation page: the flow ends, nothing is enrolled; the CLI's
+        wait ends with its time (nobody's finish code comes)."""
+        tok = check_open_token(token)
+        now = self.service.now()
+        with self._tx() as s:
+            flow = self._open_flow(s, tok, now, lock=True)
+            flow.used_at = now
+            flow.done_at = now
 
     def _begin(self, kind: SsoFlowKind, **values: Any) -> StartedFlow:
         now = self.service.now()
@@ -439,8 +599,9 @@ class SsoService:
     ) -> WebSignIn | CliSignIn:
         """The provider's redirect back (``/sso/callback``), for a web or a cli flow.
 
-        ``browser_state``: the state this browser started (its pre-login cookie): a web
-        flow completes only in the browser that started it. ``start_session(s, user,
+        ``browser_state``: the state this browser holds (its pre-login cookie): a web
+        flow completes only in the browser that started it, a cli flow only in the one
+        that continued from its confirmation page. ``start_session(s, user,
         now)``: starts the web session, in the sign-in's transaction. Raises for a
         refused web flow; a refused cli flow answers a :class:`CliSignIn` to the
         loopback with the refusal's code instead (the CLI says what went wrong).
@@ -458,11 +619,19 @@ class SsoService:
                     field="state",
                 )
             kind = SsoFlowKind(flow.kind)
-            if kind == SsoFlowKind.WEB and not (
-                isinstance(browser_state, str) and hmac.compare_digest(browser_state, flow_id)
-            ):
+            # Both kinds complete only in the browser holding the state: a web flow's
+            # started it (/sso/login), a cli flow's continued from its confirmation page.
+            # A foreign browser changes nothing: the flow stays its own browser's.
+            bound = isinstance(browser_state, str) and hmac.compare_digest(browser_state, flow_id)
+            if kind == SsoFlowKind.WEB and not bound:
                 raise SsoFlowUnknown(
                     "this sign-in was not started in this browser; start again from the login page",
+                    field="state",
+                )
+            if kind == SsoFlowKind.CLI and not (bound and flow.opened_at is not None):
+                raise SsoFlowUnknown(
+                    "this sign-in was not continued from jit-ssh's confirmation page in this "
+                    "browser; open the link `jit-ssh login` printed",
                     field="state",
                 )
             port = flow.loopback_port

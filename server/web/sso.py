@@ -7,26 +7,45 @@ the (signed, HttpOnly, SameSite=Lax) session cookie, which the provider's top-le
 redirect back carries, so a link with someone else's state cannot sign this browser in
 as someone else. The session it starts is an ordinary web session
 (:func:`server.web.auth.sso_session`); a user with a TOTP secret is still asked for a code.
+
+The CLI's loopback sign-in opens ``/sso/cli/<token>`` (the ``authorize_url`` of
+``POST /v1/sso/start``): a page of this server that says which key asks to be enrolled,
+from where and when. "Continue" (a POST, once per flow) keeps the state in this browser's
+session cookie, exactly as ``/sso/login`` does, then goes to the provider; the callback
+accepts a cli flow only from that browser. A link handed to someone else (or read off
+``ps``) thus shows them a page to refuse instead of enrolling the starter's key as them.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from urllib.parse import urlsplit
 
-from flask import current_app, g, redirect, request, session, url_for
+from flask import current_app, g, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
 from ca.errors import JitSshError
 from server.deps import deps
+from server.errors import SsoDenied
 from server.models import User
-from server.services.sso import CliSignIn
+from server.services.sso import CliSignIn, SsoService
 from server.sso_api import report_refusal
 
 from . import auth
+from .forms import ActionForm
+from .setup import CSP
 from .views import safe_next, web
 
-__all__ = ["sso_login", "sso_callback", "STATE_KEY"]
+__all__ = [
+    "sso_login",
+    "sso_callback",
+    "sso_cli",
+    "sso_cli_continue",
+    "sso_cli_cancel",
+    "STATE_KEY",
+]
 
 #: The session cookie's key for the state of the sign-in this browser started.
 STATE_KEY = "sso_state"
@@ -43,6 +62,42 @@ def _secret() -> bytes:
     return key if isinstance(key, bytes) else str(key).encode()
 
 
+_ORIGIN = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
+
+
+def _provider_origin(sso: SsoService) -> str | None:
+    """The origin of the provider's authorization endpoint (from discovery; the issuer's
+    when discovery is out of reach), as a CSP source, or None."""
+    url: object = sso.settings.issuer
+    metadata = getattr(sso.provider, "metadata", None)
+    if callable(metadata):
+        try:
+            url = metadata().authorization_endpoint
+        except JitSshError:
+            pass
+    if not isinstance(url, str):
+        return None
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return origin if _ORIGIN.fullmatch(origin) else None
+
+
+def _csp_continuing_to(origin: str | None) -> str:
+    """The pages' CSP, with the confirmation page's form allowed to end at the provider:
+    browsers apply ``form-action`` to the redirect a form's POST answers with."""
+    if origin is None:
+        return CSP
+    return CSP.replace("form-action 'self'", f"form-action 'self' {origin}")
+
+
+def _bind_to_this_browser(state: str) -> None:
+    """Keep ``state`` in this browser's session cookie: the callback completes the flow
+    only in a browser holding it (web and cli flows alike)."""
+    session[STATE_KEY] = state
+
+
 @web.get("/sso/login")
 def sso_login() -> ResponseReturnValue:
     d = deps()
@@ -55,8 +110,59 @@ def sso_login() -> ResponseReturnValue:
     except JitSshError as e:
         report_refusal(d, request, e, kind="web")
         raise
-    session[STATE_KEY] = flow.flow
+    _bind_to_this_browser(flow.flow)
     return redirect(flow.authorize_url, 303)
+
+
+@web.get("/sso/cli/<token>")
+def sso_cli(token: str) -> ResponseReturnValue:
+    """The confirmation page of the CLI's sign-in: which key, from where, and when."""
+    d = deps()
+    sso = d.sso()
+    try:
+        ask = sso.cli_confirmation(token)
+    except JitSshError as e:
+        report_refusal(d, request, e, kind="cli")
+        raise
+    page = render_template(
+        "web/sso_cli.html",
+        ask=ask,
+        token=token,
+        display_name=sso.settings.display_name,
+        form=ActionForm(),
+    )
+    return page, 200, {"Content-Security-Policy": _csp_continuing_to(_provider_origin(sso))}
+
+
+@web.post("/sso/cli/<token>")
+def sso_cli_continue(token: str) -> ResponseReturnValue:
+    """ "Continue": this browser claims the flow (the first one only) and goes to the provider."""
+    d = deps()
+    sso = d.sso()
+    try:
+        opened = sso.open_cli(token)
+    except JitSshError as e:
+        report_refusal(d, request, e, kind="cli")
+        raise
+    _bind_to_this_browser(opened.flow)
+    return redirect(opened.authorize_url, 303)
+
+
+@web.post("/sso/cli/<token>/cancel")
+def sso_cli_cancel(token: str) -> ResponseReturnValue:
+    """ "Cancel": the flow ends; nothing is enrolled."""
+    d = deps()
+    sso = d.sso()
+    try:
+        sso.cancel_cli(token)
+    except JitSshError as e:
+        report_refusal(d, request, e, kind="cli")
+        raise
+    # Audited as a refusal: a cancelled request to enrol a key may be someone's phishing.
+    report_refusal(
+        d, request, SsoDenied("cancelled on the confirmation page", field="cancel"), kind="cli"
+    )
+    return render_template("web/sso_cli_cancelled.html")
 
 
 @web.get("/sso/callback")
@@ -84,6 +190,8 @@ def sso_callback() -> ResponseReturnValue:
     if isinstance(result, CliSignIn):
         if result.refusal is not None:
             report_refusal(d, request, result.refusal, kind="cli")
+        # The state is spent: it has no more use in this browser.
+        session.pop(STATE_KEY, None)
         # To the CLI's listener on this machine (http://127.0.0.1:<port>/callback).
         return redirect(result.redirect, 303)
     started = result.session

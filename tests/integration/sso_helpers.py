@@ -274,10 +274,14 @@ class CliRun:
         end_process(self.proc, group=True)
 
 
-def authorize_url(run: CliRun, provider: OidcProvider, timeout: float = COMMAND_TIMEOUT) -> str:
-    """The provider authorization URL the CLI printed (its loopback flow)."""
-    endpoint = re.escape(provider.discovery()["authorization_endpoint"])
-    return run.wait_for(rf"({endpoint}\?\S+)", timeout).group(1)
+#: The URL a loopback sign-in opens: jit-ssh's confirmation page, never the provider's.
+CLI_PAGE = r"https?://\S+?/sso/cli/[A-Za-z0-9_-]{43}"
+
+
+def authorize_url(run: CliRun, timeout: float = COMMAND_TIMEOUT) -> str:
+    """The sign-in URL the CLI printed (its loopback flow): jit-ssh's confirmation page
+    ``{base_url}/sso/cli/<token>``, which continues to the provider."""
+    return run.wait_for(rf"({CLI_PAGE})", timeout).group(1)
 
 
 def device_code(run: CliRun, timeout: float = COMMAND_TIMEOUT) -> tuple[str, str]:

@@ -5,9 +5,10 @@ The installed ``jit-ssh`` in a subprocess with a fresh HOME and XDG directories 
 OpenID provider (oidc-provider on 127.0.0.1). Debian's Chromium, driven by Playwright, plays
 the engineer's browser:
 
-* loopback: ``jit-ssh sso login --no-browser`` prints the provider URL; Chromium signs in on
-  the provider's real login page, is sent to jit-ssh's ``/sso/callback`` and on to the CLI's
-  loopback listener; the CLI finishes and its own key (made locally) is enrolled;
+* loopback: ``jit-ssh sso login --no-browser`` prints jit-ssh's confirmation page (which
+  names the key); Chromium presses "Continue", signs in on the provider's real login page,
+  is sent to jit-ssh's ``/sso/callback`` and on to the CLI's loopback listener; the CLI
+  finishes and its own key (made locally) is enrolled;
 * device: ``jit-ssh sso login --headless`` prints a code and URL; Chromium completes it on
   the provider's ``/device`` pages while the CLI polls;
 * an enrolment past its end is refused with ``enrolment_expired``, and ``jit-ssh login``
@@ -22,7 +23,6 @@ under CI=true they fail instead.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 import tomllib
@@ -34,17 +34,20 @@ from typing import Any
 
 import pytest
 
+from ca import parse_public_key
 from tests.oidc_support import (
     OidcProvider,
     chromium,
     complete_device_flow,
     complete_provider_login,
+    continue_cli_sign_in,
     new_context,
     provider_factory,
 )
 
 from .e2e_helpers import jit_ssh_command, run
-from .sso_helpers import CliRun, SsoServer, authorize_url, device_code, person_env
+from .sso_helpers import CLI_PAGE, CliRun, SsoServer, authorize_url, device_code, person_env
+from .test_web_browser import PHONE, assert_fits_a_phone
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +124,7 @@ def _loopback_sign_in(
     finished run."""
     cli = CliRun(server.jit_ssh, ["sso", "login", "--no-browser"], env)
     try:
-        page.goto(authorize_url(cli, provider))
+        page.goto(authorize_url(cli))
         complete_provider_login(page, login)
         # The browser went provider -> jit-ssh /sso/callback -> the CLI's loopback listener.
         assert page.url.startswith("http://127.0.0.1:"), page.url
@@ -167,6 +170,77 @@ def test_sso_login_in_the_browser_enrols_the_clients_own_key(setup: Setup, page:
     assert server.audit_data("sso.signed_in", user="alice", kind="cli")
 
 
+def test_the_confirmation_page_names_the_clients_key_and_fits_a_phone(
+    setup: Setup, browser: Any
+) -> None:
+    """The URL ``jit-ssh sso login`` prints is jit-ssh's own page, naming the key the CLI
+    made (its fingerprint and comment) before anything happens at the provider."""
+    server = setup.server
+    setup.provider.set_account(
+        "carol",
+        preferred_username="carol",
+        email="carol@example.com",
+        email_verified=True,
+        groups=["engineers"],
+    )
+    env = person_env(setup.root, "carol-confirm", server)
+    context = new_context(browser, viewport=PHONE)
+    cli = CliRun(server.jit_ssh, ["sso", "login", "--no-browser"], env)
+    try:
+        url = authorize_url(cli)
+        assert url.startswith(server.url + "/sso/cli/"), url
+        public = (_config_dir(env) / "sso_ed25519.pub").read_text()
+        key = parse_public_key(public.strip(), field="public_key")
+        page = context.new_page()
+        page.goto(url)
+        assert_fits_a_phone(page, "the CLI's confirmation page")
+        text = continue_cli_sign_in(page)
+        assert key.fingerprint in text, text
+        assert key.comment in text, text
+        assert "Sign in with" not in text  # the provider's display name follows "Continue"
+        complete_provider_login(page, "carol")
+        assert page.url.startswith("http://127.0.0.1:"), page.url
+        assert cli.finish() == 0, cli.output()
+    finally:
+        cli.stop()
+        context.close()
+    (enrolled,) = server.audit_data("key.enrolled", user="carol")
+    assert enrolled["fingerprint"] == key.fingerprint
+
+
+def test_a_second_browser_cannot_continue_a_cli_sign_in(setup: Setup, browser: Any) -> None:
+    """The printed link opened in another browser (read off ``ps``) after the person's own
+    continued: that browser is told so and gets nowhere near the provider."""
+    server = setup.server
+    setup.provider.set_account(
+        "dave",
+        preferred_username="dave",
+        email="dave@example.com",
+        email_verified=True,
+        groups=["engineers"],
+    )
+    env = person_env(setup.root, "dave-second", server)
+    mine, other = new_context(browser), new_context(browser)
+    cli = CliRun(server.jit_ssh, ["sso", "login", "--no-browser"], env)
+    try:
+        url = authorize_url(cli)
+        late = other.new_page()
+        late.goto(url)  # both have the page open
+        page = mine.new_page()
+        page.goto(url)
+        complete_provider_login(page, "dave")
+        assert cli.finish() == 0, cli.output()
+        with late.expect_navigation():
+            late.locator("button.sso-continue").click()
+        body = late.locator("main").inner_text()
+        assert "already used in another browser" in body, body
+        assert "/sso/cli/" in late.url, late.url
+    finally:
+        cli.stop()
+        mine.close()
+        other.close()
+
+
 def test_the_loopback_page_tells_the_person_to_go_back_to_the_terminal(
     setup: Setup, page: Any
 ) -> None:
@@ -193,7 +267,7 @@ def test_a_refused_identity_is_reported_by_the_cli_and_enrols_nothing(
     env = person_env(setup.root, "mallory", server)
     cli = CliRun(server.jit_ssh, ["sso", "login", "--no-browser"], env)
     try:
-        page.goto(authorize_url(cli, provider))
+        page.goto(authorize_url(cli))
         complete_provider_login(page, "mallory")
         assert cli.finish() != 0, cli.output()
     finally:
@@ -325,10 +399,7 @@ def test_an_expired_enrolment_is_refused_and_login_signs_in_again(setup: Setup, 
         env,
     )
     try:
-        authorize = re.escape(provider.discovery()["authorization_endpoint"])
-        signed = cli.wait_for(
-            rf"(?P<url>{authorize}\?\S+)|\b(?P<code>[A-Z0-9]{{4}}-[A-Z0-9]{{4}})\b"
-        )
+        signed = cli.wait_for(rf"(?P<url>{CLI_PAGE})|\b(?P<code>[A-Z0-9]{{4}}-[A-Z0-9]{{4}})\b")
         if signed.group("url"):
             page.goto(signed.group("url"))
             complete_provider_login(page, "gina")

@@ -6,8 +6,8 @@ installed ``jit-ssh`` with a fresh HOME, and Debian's Chromium driven by Playwri
 
 1. alice, known only to the provider, runs ``jit-ssh login demo --for 30m --reason ...``: the
    server has SSO and her key is unknown, so the CLI signs her in first, in the browser it
-   opens (``$BROWSER``; Chromium follows the URL), catching the redirect on its loopback
-   port; then it submits and waits.
+   opens (``$BROWSER``; Chromium follows the URL to jit-ssh's confirmation page and presses
+   "Continue"), catching the redirect on its loopback port; then it submits and waits.
 2. bob, an approver whose groups come from the provider, opens the approval link, signs in
    with SSO (no password), sees which groups the decision used and where they came from,
    and approves.
@@ -108,19 +108,18 @@ def browser() -> Iterator[Any]:
         yield b
 
 
-def _provider_url(cli: CliRun, opened: Path, provider: OidcProvider) -> str:
+def _provider_url(cli: CliRun, opened: Path, server: SsoServer) -> str:
     """The sign-in URL: the one the CLI opened in the "browser" (our $BROWSER recorder),
-    else the one it printed."""
+    else the one it printed: jit-ssh's confirmation page, which continues to the provider."""
 
-    endpoint = provider.discovery()["authorization_endpoint"]
+    page = re.compile(rf"{re.escape(server.url)}/sso/cli/[A-Za-z0-9_-]{{43}}")
 
     def found() -> str | None:
         if opened.exists():
             for line in opened.read_text().splitlines():
-                if line.startswith(endpoint + "?"):
-                    return line
-        text = "".join(cli.stdout + cli.stderr)
-        m = re.search(rf"{re.escape(endpoint)}\?\S+", text)
+                if page.fullmatch(line.strip()):
+                    return line.strip()
+        m = page.search("".join(cli.stdout + cli.stderr))
         return m.group(0) if m else None
 
     deadline = time.monotonic() + 30
@@ -138,7 +137,7 @@ def _provider_url(cli: CliRun, opened: Path, provider: OidcProvider) -> str:
 def test_no_key_sign_in_approve_with_sso_and_sshd_accepts_the_certificate(
     world: World, browser: Any
 ) -> None:
-    server, provider, host = world.server, world.provider, world.host
+    server, host = world.server, world.host
     assert server.user("alice") is None
 
     # alice has a display (so the loopback flow, not the device flow) and a "browser" that
@@ -155,7 +154,7 @@ def test_no_key_sign_in_approve_with_sso_and_sshd_accepts_the_certificate(
     try:
         # 1. alice signs in at the provider; the CLI catches the redirect and enrols its key.
         alice_page = alice_ctx.new_page()
-        alice_page.goto(_provider_url(login, opened, provider))
+        alice_page.goto(_provider_url(login, opened, server))
         complete_provider_login(alice_page, "alice")
         assert alice_page.url.startswith("http://127.0.0.1:"), alice_page.url
         assert "/callback?" in alice_page.url, alice_page.url

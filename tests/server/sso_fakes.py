@@ -12,6 +12,7 @@ against oidc-provider in tests/integration/.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -179,6 +180,39 @@ class FakeProvider:
     def approve_device(self, claims: dict[str, Any] | str) -> None:
         (device_code,) = [c for c, v in self.devices.items() if v is None]
         self.devices[device_code] = claims
+
+
+_CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+
+
+def cli_token(authorize_url: str) -> str:
+    """The token of a loopback start's ``authorize_url``: this server's confirmation page
+    ``{base_url}/sso/cli/<token>``, never the provider's URL."""
+    parts = urlsplit(authorize_url)
+    assert parts.path.startswith("/sso/cli/") and not parts.query, authorize_url
+    return parts.path.rsplit("/", 1)[1]
+
+
+def open_cli(sso: Any, started: Any) -> Any:
+    """In the service: "Continue" on a cli flow's confirmation page (an ``OpenedCli``: the
+    state the browser holds from then on, and the provider's URL)."""
+    return sso.open_cli(cli_token(started.authorize_url))
+
+
+def continue_cli(client: Any, authorize_url: str) -> str:
+    """The person opens the CLI's ``authorize_url`` in browser ``client`` (a test client)
+    and presses "Continue": the provider's authorization URL the browser is sent to.
+    Only this browser can complete the flow's callback."""
+    path = urlsplit(authorize_url).path
+    page = client.get(path)
+    assert page.status_code == 200, page.get_data(as_text=True)
+    m = _CSRF.search(page.get_data(as_text=True))
+    assert m, "no CSRF token on the confirmation page"
+    r = client.post(path, data={"csrf_token": m.group(1)})
+    assert r.status_code == 303, r.get_data(as_text=True)
+    location: str = r.headers["Location"]
+    assert location.startswith(f"{ISSUER}/authorize?"), location
+    return location
 
 
 def make_app(

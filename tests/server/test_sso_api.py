@@ -13,10 +13,12 @@ import pytest
 
 from tests.server.conftest import Clock, build_app
 from tests.server.sso_fakes import (
+    BASE_URL,
     REDIRECT_URI,
     FakeProvider,
     KeyHolder,
     claims_for,
+    continue_cli,
     events,
     loopback_query,
     make_app,
@@ -49,11 +51,13 @@ def holder(app: Any, clock: Clock) -> KeyHolder:
 def _loopback_sign_in(
     app: Any, fake: FakeProvider, holder: KeyHolder, claims: dict[str, Any], port: int = 53682
 ) -> dict[str, str]:
-    """start (loopback) -> the provider -> /sso/callback: the loopback redirect's query."""
+    """start (loopback) -> the confirmation page -> the provider -> /sso/callback, in one
+    browser: the loopback redirect's query."""
     r = holder.start_loopback(port)
     assert r.status_code == 200, r.json
-    back = fake.sign_in(r.json["authorize_url"], claims)
-    cb = app.test_client().get("/sso/callback", query_string=back)
+    browser = app.test_client()
+    back = fake.sign_in(continue_cli(browser, r.json["authorize_url"]), claims)
+    cb = browser.get("/sso/callback", query_string=back)
     assert cb.status_code == 303, cb.data
     q = loopback_query(cb.headers["Location"])
     assert q["flow"] == r.json["flow"]
@@ -96,15 +100,19 @@ def test_the_loopback_flow_enrols_the_key_for_the_lifetime(
 ) -> None:
     clock.freeze()
     r = holder.start_loopback()
-    url = r.json["authorize_url"]
+    # The browser opens this server's confirmation page first, then the provider's.
+    assert r.json["authorize_url"].startswith(f"{BASE_URL}/sso/cli/")
+    assert r.json["flow"] not in r.json["authorize_url"]
+    assert utc(r.json["expires_at"]) == clock() + timedelta(minutes=10)
+    browser = app.test_client()
+    url = continue_cli(browser, r.json["authorize_url"])
     assert url.startswith("https://idp.example.test/authorize?")
     assert "code_challenge_method=S256" in url
-    assert utc(r.json["expires_at"]) == clock() + timedelta(minutes=10)
     (auth,) = fake.authorizations.values()
     assert auth.redirect_uri == REDIRECT_URI
     assert auth.state == r.json["flow"]
 
-    q = _loopback_sign_in_after(app, fake, url, claims_for("alice", ["engineers"]))
+    q = _loopback_sign_in_after(browser, fake, url, claims_for("alice", ["engineers"]))
     # Nothing is enrolled before finish.
     assert holder.get("/v1/whoami", user="alice").json["code"] == "unknown_key"
 
@@ -138,9 +146,9 @@ def test_the_loopback_flow_enrols_the_key_for_the_lifetime(
 
 
 def _loopback_sign_in_after(
-    app: Any, fake: FakeProvider, url: str, claims: dict[str, Any]
+    browser: Any, fake: FakeProvider, url: str, claims: dict[str, Any]
 ) -> dict[str, str]:
-    cb = app.test_client().get("/sso/callback", query_string=fake.sign_in(url, claims))
+    cb = browser.get("/sso/callback", query_string=fake.sign_in(url, claims))
     assert cb.status_code == 303, cb.data
     return loopback_query(cb.headers["Location"])
 
@@ -248,8 +256,9 @@ def test_a_replayed_callback_state_changes_nothing(
     app: Any, fake: FakeProvider, holder: KeyHolder
 ) -> None:
     r = holder.start_loopback()
-    back = fake.sign_in(r.json["authorize_url"], claims_for("alice"))
-    assert app.test_client().get("/sso/callback", query_string=back).status_code == 303
+    browser = app.test_client()
+    back = fake.sign_in(continue_cli(browser, r.json["authorize_url"]), claims_for("alice"))
+    assert browser.get("/sso/callback", query_string=back).status_code == 303
     before = len(events(app, "sso.signed_in"))
     again = app.test_client().get("/sso/callback", query_string=back)
     assert again.status_code == 400
@@ -264,9 +273,10 @@ def test_a_provider_refusal_goes_back_to_the_loopback_as_its_code(
     app: Any, fake: FakeProvider, holder: KeyHolder
 ) -> None:
     r = holder.start_loopback(40000)
-    back = fake.sign_in(r.json["authorize_url"], claims_for("alice"))
+    browser = app.test_client()
+    back = fake.sign_in(continue_cli(browser, r.json["authorize_url"]), claims_for("alice"))
     back["code"] = "made-up"  # the provider refuses it
-    cb = app.test_client().get("/sso/callback", query_string=back)
+    cb = browser.get("/sso/callback", query_string=back)
     assert cb.status_code == 303
     q = loopback_query(cb.headers["Location"])
     assert q == {"flow": r.json["flow"], "error": "sso_token_invalid"}
@@ -279,9 +289,9 @@ def test_an_error_answer_from_the_provider_is_denied(
 ) -> None:
     r = holder.start_loopback(40000)
     state = r.json["flow"]
-    cb = app.test_client().get(
-        "/sso/callback", query_string={"state": state, "error": "access_denied"}
-    )
+    browser = app.test_client()
+    continue_cli(browser, r.json["authorize_url"])
+    cb = browser.get("/sso/callback", query_string={"state": state, "error": "access_denied"})
     q = loopback_query(cb.headers["Location"])
     assert q == {"flow": state, "error": "sso_denied"}
     assert fake.exchanged == []
@@ -291,9 +301,10 @@ def test_a_flow_older_than_ten_minutes_is_expired(
     app: Any, fake: FakeProvider, holder: KeyHolder, clock: Clock
 ) -> None:
     r = holder.start_loopback()
-    back = fake.sign_in(r.json["authorize_url"], claims_for("alice"))
+    browser = app.test_client()
+    back = fake.sign_in(continue_cli(browser, r.json["authorize_url"]), claims_for("alice"))
     clock.advance(minutes=10, seconds=1)
-    cb = app.test_client().get("/sso/callback", query_string=back)
+    cb = browser.get("/sso/callback", query_string=back)
     assert loopback_query(cb.headers["Location"])["error"] == "sso_flow_expired"
     assert fake.exchanged == []
 
@@ -312,10 +323,11 @@ def test_a_nonce_other_than_the_flows_is_refused(
     app: Any, fake: FakeProvider, holder: KeyHolder
 ) -> None:
     r = holder.start_loopback(40000)
-    back = fake.sign_in(r.json["authorize_url"], claims_for("alice", nonce="someone-elses"))
-    q = loopback_query(
-        app.test_client().get("/sso/callback", query_string=back).headers["Location"]
+    browser = app.test_client()
+    back = fake.sign_in(
+        continue_cli(browser, r.json["authorize_url"]), claims_for("alice", nonce="someone-elses")
     )
+    q = loopback_query(browser.get("/sso/callback", query_string=back).headers["Location"])
     assert q["error"] == "sso_token_invalid"
     assert events(app, "sso.signed_in") == []
 
@@ -325,7 +337,7 @@ def test_a_cli_state_never_signs_a_browser_in(
 ) -> None:
     r = holder.start_loopback(40000)
     browser = app.test_client()
-    back = fake.sign_in(r.json["authorize_url"], claims_for("alice"))
+    back = fake.sign_in(continue_cli(browser, r.json["authorize_url"]), claims_for("alice"))
     cb = browser.get("/sso/callback", query_string=back)
     assert cb.headers["Location"].startswith("http://127.0.0.1:40000/")
     # The browser that carried it has no session.
@@ -471,8 +483,9 @@ def test_a_disabled_users_sso_enrolment_is_refused(
     assert holder.get("/v1/whoami", user="alice").json["code"] == "user_disabled"
     # Nor can a disabled user sign in again.
     r = holder.start_loopback(40000)
-    back = fake.sign_in(r.json["authorize_url"], claims_for("alice"))
-    cb = app.test_client().get("/sso/callback", query_string=back)
+    browser = app.test_client()
+    back = fake.sign_in(continue_cli(browser, r.json["authorize_url"]), claims_for("alice"))
+    cb = browser.get("/sso/callback", query_string=back)
     assert loopback_query(cb.headers["Location"])["error"] == "user_disabled"
 
 

@@ -34,7 +34,15 @@ from server.services.sso import (
     sso_subject,
 )
 from tests.server.conftest import Clock
-from tests.server.sso_fakes import BASE_URL, ISSUER, FakeProvider, claims_for, events, make_app
+from tests.server.sso_fakes import (
+    BASE_URL,
+    ISSUER,
+    FakeProvider,
+    claims_for,
+    events,
+    make_app,
+    open_cli,
+)
 
 
 @pytest.fixture
@@ -68,8 +76,11 @@ def _cli(sso: SsoService, fake: FakeProvider, claims: dict[str, Any], key: Any =
     """A whole loopback flow in the service: the enrolment."""
     key = key or _key()
     started = sso.begin_cli(key.openssh, 50000, signer=key.fingerprint)
-    back = fake.sign_in(started.authorize_url, claims)
-    result = sso.complete_callback(state=back["state"], code=back["code"], issuer=back["iss"])
+    opened = open_cli(sso, started)
+    back = fake.sign_in(opened.authorize_url, claims)
+    result = sso.complete_callback(
+        state=back["state"], code=back["code"], issuer=back["iss"], browser_state=opened.flow
+    )
     assert isinstance(result, CliSignIn)
     if result.refusal is not None:
         raise result.refusal
