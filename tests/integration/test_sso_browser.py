@@ -70,6 +70,8 @@ def server() -> Iterator[SsoServer]:
             "password_login": False,
             "break_glass_admins": [BREAK_GLASS],
             "allowed_email_domains": ["example.com"],
+            # Moving local users to SSO: bob below is linked at his first sign-in.
+            "link_by_name": True,
         },
     )
     try:
@@ -143,7 +145,7 @@ def test_first_sign_in_creates_the_user_with_the_provider_groups(
     carol = server.user("carol")
     assert carol is not None and carol["groups_source"] == "sso"
     assert carol["email"] == "carol@example.com"
-    assert carol["roles"] == []  # an admin gives roles; the provider gives groups
+    assert carol["roles"] == ["requester"]  # as `admin user add` gives; approver_groups unset
     (created,) = server.audit_data("user.created", user="carol")
     assert created["source"] == "sso"
     signed_in = server.audit_data("sso.signed_in", user="carol")

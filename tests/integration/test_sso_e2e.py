@@ -81,17 +81,20 @@ def world(openssh: Tools, login_user: str) -> Iterator[World]:
     # mkdtemp under /tmp, 0755: the login user must read the principals host setup writes.
     root = Path(tempfile.mkdtemp(prefix="jitssh-sso-e2e-"))
     os.chmod(root, 0o755)
+    # bob's approver role comes from the provider's group too (approver_groups).
     server = SsoServer(
-        root / "server", jit_ssh_command(), policy_text=POLICY, sso={"password_login": False}
+        root / "server",
+        jit_ssh_command(),
+        policy_text=POLICY,
+        sso={"password_login": False, "approver_groups": ["approvers"]},
     )
     host = HostSshd(root / "host", login_user, openssh)
     host.dir.mkdir(parents=True)
     try:
         with provider_factory(root / "oidc") as start:
             provider = server.start_with(start)
-            # The admin gives bob the approver role; who he is and his groups come from the
-            # provider at sign-in. alice is not a jit-ssh user at all yet.
-            server.admin("user", "add", "bob", "--role", "approver")
+            # Neither alice nor bob is a jit-ssh user yet: who they are, their groups and
+            # bob's approver role come from the provider at sign-in.
             host.prepare()
             host.setup_from(server, target=TARGET)
             host.start()
