@@ -493,15 +493,15 @@ def continue_cli_sign_in(page: Any) -> str:
     return text
 
 
-def complete_provider_login(page: Any, login: str, password: str = "x") -> None:
+def complete_provider_login(page: Any, login: str, password: str = "x") -> bool:
     """On the provider's login page (already open in ``page``): sign in as ``login``.
 
     A CLI's sign-in opens jit-ssh's confirmation page first: from there, "Continue"
     (:func:`continue_cli_sign_in`) leads to the provider. Fills the development login form
-    and submits it; if the consent page follows (the provider grants the jit-ssh client
-    automatically, so normally it does not), continues. Returns once the browser has left
-    the provider: ``page.url`` is where it was sent. Raises :class:`ProviderLoginRefused`
-    when the provider shows its login page again."""
+    and submits it; on the consent page that follows (the provider's own, once per browser
+    session), grants the scopes. Returns, once the browser has left the provider (``page.url``
+    is where it was sent), whether the consent page was passed. Raises
+    :class:`ProviderLoginRefused` when the provider shows its login page again."""
     page.wait_for_load_state()
     if _on_cli_confirmation_page(page):
         continue_cli_sign_in(page)
@@ -511,12 +511,16 @@ def complete_provider_login(page: Any, login: str, password: str = "x") -> None:
     with page.expect_navigation():
         page.click('button[type="submit"]')
     page.wait_for_load_state()
+    consented = False
     if _on_consent_page(page):
+        assert page.inner_text("body").startswith("Authorize"), "not the consent page"
         with page.expect_navigation():
             page.click('button[type="submit"]')
         page.wait_for_load_state()
+        consented = True
     if _on_login_page(page):
         raise ProviderLoginRefused(f"the provider refused the login {login!r} (no such account)")
+    return consented
 
 
 def complete_device_flow(

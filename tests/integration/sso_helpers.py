@@ -296,21 +296,23 @@ def device_code(run: CliRun, timeout: float = COMMAND_TIMEOUT) -> tuple[str, str
 
 def sign_in_on_the_web(
     page: Any, server: JitServer, login: str, path: str = "/", button: str = DISPLAY_NAME
-) -> None:
+) -> bool:
     """Open ``path`` on jit-ssh, be sent to /login, choose "Sign in with <button>", pass the
-    provider's login page as ``login``, and land back on ``path``, signed in."""
+    provider's login (and consent) page as ``login``, and land back on ``path``, signed in.
+    Returns whether the provider's consent page was passed."""
     page.goto(server.url + path)
     assert "/login" in page.url, page.url
     page.get_by_role("button", name=f"Sign in with {button}").or_(
         page.get_by_role("link", name=f"Sign in with {button}")
     ).click()
-    complete_provider_login(page, login)
+    consented = complete_provider_login(page, login)
     page.wait_for_load_state()
     landed = page.url.split("?")[0]
     assert landed.startswith(server.url + "/") and "/login" not in landed, page.url
     if path != "/":  # "/" itself sends a non-approver on to their own requests
         assert landed == server.url + path, page.url
     assert page.locator("header .me").inner_text().strip() == login
+    return consented
 
 
 def until(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:

@@ -158,7 +158,8 @@ def test_no_key_sign_in_approve_with_sso_and_sshd_accepts_the_certificate(
         # 1. alice signs in at the provider; the CLI catches the redirect and enrols its key.
         alice_page = alice_ctx.new_page()
         alice_page.goto(_provider_url(login, opened, server))
-        complete_provider_login(alice_page, "alice")
+        # Through the provider's real login and consent pages.
+        assert complete_provider_login(alice_page, "alice"), "the consent page was not shown"
         assert alice_page.url.startswith("http://127.0.0.1:"), alice_page.url
         assert "/callback?" in alice_page.url, alice_page.url
         approve_url = login.wait_for(r"Approve at: (\S+)").group(1)
@@ -173,7 +174,7 @@ def test_no_key_sign_in_approve_with_sso_and_sshd_accepts_the_certificate(
         bob_page = bob_ctx.new_page()
         path = approve_url.removeprefix(server.url)
         assert path.startswith("/requests/"), approve_url
-        sign_in_on_the_web(bob_page, server, "bob", path=path)
+        assert sign_in_on_the_web(bob_page, server, "bob", path=path), "no consent page"
         details = bob_page.locator("main").inner_text()
         assert "engineers" in details
         assert "provider" in details.lower(), details  # where alice's groups came from

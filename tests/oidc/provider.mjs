@@ -4,11 +4,13 @@
 //   node provider.mjs --port P --client-secret-file F --redirect-uri URI [--redirect-uri URI2]
 //                     [--accounts accounts.json] [--host 127.0.0.1|::1]
 //                     [--token-endpoint-auth-method client_secret_basic|client_secret_post]
+//                     [--auto-consent]
 //
 // Issuer: http://127.0.0.1:P (exactly, no trailing slash; http://[::1]:P with --host ::1). The login page is oidc-provider's
 // own development login ("devInteractions"): the login name picks the account, any password
-// is accepted; a name that is not an account goes back to the login page. Consent is given
-// automatically to the jit-ssh client, so a browser only has to pass the login page.
+// is accepted; a name that is not an account goes back to the login page. Then its own consent
+// page asks to grant the jit-ssh client the scopes it asked for (once per browser session);
+// with --auto-consent the grant is given without asking.
 //
 // Accounts are read from the --accounts JSON file on every lookup, so a test can change a
 // person's groups at the provider and the next sign-in sees it. Without --accounts: alice
@@ -65,6 +67,7 @@ function parseOptions(argv) {
         'redirect-uri': { type: 'string', multiple: true },
         accounts: { type: 'string' },
         'token-endpoint-auth-method': { type: 'string', default: 'client_secret_basic' },
+        'auto-consent': { type: 'boolean', default: false },
       },
       strict: true,
       allowPositionals: false,
@@ -95,6 +98,7 @@ function parseOptions(argv) {
     redirectUris: v['redirect-uri'],
     accountsFile: v.accounts,
     authMethod: v['token-endpoint-auth-method'],
+    autoConsent: v['auto-consent'],
   };
 }
 
@@ -159,7 +163,8 @@ async function findAccount(ctx, sub) {
 
 const ALL_SCOPES = 'openid email profile groups';
 
-// Consent is automatic for the jit-ssh client: a grant of every scope it may ask for.
+// With --auto-consent: consent is automatic for the jit-ssh client, a grant of every scope it
+// may ask for. Without it the provider's consent page asks.
 async function loadExistingGrant(ctx) {
   const { client, session } = ctx.oidc;
   const grantId = ctx.oidc.result?.consent?.grantId || session.grantIdFor(client.clientId);
@@ -201,7 +206,7 @@ const configuration = {
   clientAuthMethods: [options.authMethod],
   jwks: { keys: signingKeys() },
   findAccount,
-  loadExistingGrant,
+  ...(options.autoConsent ? { loadExistingGrant } : {}),
   interactions: { policy },
   claims: {
     openid: ['sub'],
