@@ -81,8 +81,13 @@ def world(openssh: Tools, login_user: str) -> Iterator[World]:
     # mkdtemp under /tmp, 0755: the login user must read the principals host setup writes.
     root = Path(tempfile.mkdtemp(prefix="jitssh-sso-e2e-"))
     os.chmod(root, 0o755)
+    # The README's minimal [sso] table (jit-ssh's default scopes and user name claim), and
+    # no local passwords.
     server = SsoServer(
-        root / "server", jit_ssh_command(), policy_text=POLICY, sso={"password_login": False}
+        root / "server",
+        jit_ssh_command(),
+        policy_text=POLICY,
+        sso={"scopes": None, "username_claim": None, "password_login": False},
     )
     host = HostSshd(root / "host", login_user, openssh)
     host.dir.mkdir(parents=True)
