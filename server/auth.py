@@ -183,7 +183,7 @@ def report_failure(
     """Report one failed API authentication: a JSON line in the server log (always, for
     a SIEM), then :func:`record_failure` in a transaction of its own. Never raises: a
     database that cannot count the failure must not hide the failure itself."""
-    log_failure(now=now, code=code, claimed_user=claimed_user, data=data)
+    log_failure(now=now, code=code, claimed_user=claimed_user, data=data, event_type=event_type)
     try:
         with transaction(sessions) as s:
             record_failure(
@@ -200,12 +200,17 @@ def report_failure(
 
 
 def log_failure(
-    *, now: datetime, code: str, claimed_user: str | None, data: Mapping[str, object]
+    *,
+    now: datetime,
+    code: str,
+    claimed_user: str | None,
+    data: Mapping[str, object],
+    event_type: str = "auth.failed",
 ) -> None:
     FAILURE_LOG.warning(
         json.dumps(
             {
-                "type": "auth.failed",
+                "type": event_type,
                 "at": now.isoformat(),
                 "code": code,
                 "claimed_user": claimed_user,
