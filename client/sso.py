@@ -35,6 +35,8 @@ import http.server
 import os
 import re
 import socket
+import socketserver
+import threading
 import time
 import urllib.parse
 import webbrowser
@@ -299,29 +301,40 @@ class _Callback(http.server.BaseHTTPRequestHandler):
             )
             return
         codes, errors = query.get("code", []), query.get("error", [])
-        if len(errors) == 1 and not codes:
-            error = errors[0] if _ERROR_CODE.fullmatch(errors[0]) else "sso_error"
-            self.server.outcome = SignInRefused(
-                f"the server refused the sign-in [{error}]", field=error
-            )
-            self._page(200, "Sign-in failed", f"The sign-in failed ({error}). See the terminal.")
-            return
-        if len(codes) != 1 or errors or not _FINISH_CODE.fullmatch(codes[0]):
+        refused = len(errors) == 1 and not codes
+        if not refused and (len(codes) != 1 or errors or not _FINISH_CODE.fullmatch(codes[0])):
             self._page(400, "Not a sign-in answer", "jit-ssh keeps waiting.")
             return
-        # The finish call runs before the page is answered: the page says how it ended.
+        # One answer counts: a second visit (a reload, a second tab) finds it taken.
+        with self.server.lock:
+            if self.server.taken:
+                self._page(
+                    409, "Already answered", "This sign-in has its answer; see the terminal."
+                )
+                return
+            self.server.taken = True
+        outcome: SsoEnrolment | BaseException
+        if refused:
+            error = errors[0] if _ERROR_CODE.fullmatch(errors[0]) else "sso_error"
+            outcome = SignInRefused(f"the server refused the sign-in [{error}]", field=error)
+            page = (200, "Sign-in failed", f"The sign-in failed ({error}). See the terminal.")
+        else:
+            # The finish call runs before the page is answered: the page says how it ended.
+            try:
+                outcome = self.server.finish(codes[0])
+                page = (200, "Signed in", f"Signed in as {outcome.user}; you can close this tab.")
+            except JitSshError as e:
+                outcome = e
+                page = (200, "Sign-in failed", f"{e} [{e.code}]. See the terminal.")
+            except BaseException as e:
+                outcome = e
+                page = (500, "Sign-in failed", "See the terminal.")
         try:
-            enrolment = self.server.finish(codes[0])
-        except JitSshError as e:
-            self.server.outcome = e
-            self._page(200, "Sign-in failed", f"{e} [{e.code}]. See the terminal.")
-            return
-        except BaseException as e:
-            self.server.outcome = e
-            self._page(500, "Sign-in failed", "See the terminal.")
-            return
-        self.server.outcome = enrolment
-        self._page(200, "Signed in", f"Signed in as {enrolment.user}; you can close this tab.")
+            self._page(*page)
+        finally:
+            # Only once the page is sent: the command may exit as soon as it sees the outcome.
+            self.server.outcome = outcome
+            self.server.done.set()
 
     def _page(self, status: int, title: str, text: str) -> None:
         body = _PAGE.format(title=html.escape(title), text=html.escape(text)).encode("utf-8")
@@ -341,15 +354,28 @@ class _Callback(http.server.BaseHTTPRequestHandler):
         pass  # the terminal shows the sign-in, not an access log
 
 
-class _Listener(http.server.HTTPServer):
-    """A one-flow HTTP listener on 127.0.0.1 (never any other address), any free port."""
+class _Listener(http.server.ThreadingHTTPServer):
+    """A one-flow HTTP listener on 127.0.0.1 (never any other address), any free port.
+
+    Each connection gets its own thread: a browser's idle preconnection (Chromium opens
+    them) must not hold up the one request that counts."""
+
+    daemon_threads = True
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Callback)
         self.port: int = self.server_address[1]
         self.flow = ""
         self.finish: Callable[[str], SsoEnrolment] = _no_finish
+        self.lock = threading.Lock()
+        self.taken = False
         self.outcome: SsoEnrolment | BaseException | None = None
+        self.done = threading.Event()
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks the address up in DNS (getfqdn): not for 127.0.0.1.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
 
 
 def _no_finish(code: str) -> SsoEnrolment:
@@ -385,17 +411,22 @@ def loopback_sign_in(
             say("No browser could be opened: open the address above yourself.")
         say(f"Waiting for the sign-in until {until_text(start.expires_at)} (Ctrl-C to stop)...")
         deadline = _monotonic() + _seconds_until(start.expires_at)
-        while listener.outcome is None:
-            left = deadline - _monotonic()
-            if left <= 0:
-                raise SignInTimedOut(
-                    f"the sign-in was not completed before it expired at "
-                    f"{until_text(start.expires_at)}; run: jit-ssh sso login",
-                    field="expires_at",
-                )
-            listener.timeout = min(left, 1.0)
-            listener.handle_request()
+        serving = threading.Thread(
+            target=listener.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+        )
+        serving.start()
+        try:
+            while not listener.done.wait(timeout=max(0.0, min(deadline - _monotonic(), 1.0))):
+                if deadline - _monotonic() <= 0:
+                    raise SignInTimedOut(
+                        f"the sign-in was not completed before it expired at "
+                        f"{until_text(start.expires_at)}; run: jit-ssh sso login",
+                        field="expires_at",
+                    )
+        finally:
+            listener.shutdown()
         outcome = listener.outcome
+        assert outcome is not None
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
@@ -503,7 +534,7 @@ def save_sign_in(
         values["identity"] = key.identity
     if values:
         update_settings(values, p)
-    return SignedIn(enrolment=enrolment, key=key, config=p, written=tuple(sorted(values)))
+    return SignedIn(enrolment=enrolment, key=key, config=p, written=tuple(values))
 
 
 def _expanded(identity: str) -> str:

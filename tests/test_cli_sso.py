@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import stat
 import sys
@@ -409,6 +410,30 @@ def test_a_callback_for_another_flow_or_path_is_refused_and_the_wait_goes_on(
     assert fake.finished == 1 and read_config(home)["user"] == "alice"
 
 
+def test_an_idle_browser_connection_does_not_hold_up_the_callback(
+    jit: Callable[..., Run], fake: FakeSso, browser: Browser
+) -> None:
+    import socket
+    import time
+
+    idle: list[socket.socket] = []
+
+    def preconnect(s: FakeSso) -> tuple[str, dict[str, str]]:
+        # Chromium opens a connection ahead of time and sends nothing on it.
+        assert s.port is not None
+        idle.append(socket.create_connection(("127.0.0.1", s.port)))
+        return right_callback(s)
+
+    fake.callbacks = [preconnect]
+    began = time.monotonic()
+    r = jit("sso", "login")
+    assert r.code == EXIT_OK, r.stderr
+    # Not the 10 s a one-at-a-time listener would wait on the idle connection.
+    assert time.monotonic() - began < 8
+    for sock in idle:
+        sock.close()
+
+
 def test_a_refusal_sent_back_to_the_loopback_ends_the_sign_in_and_writes_nothing(
     jit: Callable[..., Run], fake: FakeSso, browser: Browser, home: Path
 ) -> None:
@@ -611,7 +636,7 @@ def test_the_config_keeps_its_comments_and_other_settings(
         "identity": str(sso_key(home)),
     }
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o640
-    assert "Wrote identity and user to" in r.stderr
+    assert "Wrote user and identity to" in r.stderr
 
 
 def test_a_configured_identity_that_does_not_exist_gives_way_to_jit_sshs_own_key(
@@ -845,3 +870,221 @@ def test_sso_status_says_who_and_until_when(
         f"Signed in as carol (groups: engineers, from the provider); this key is enrolled "
         f"until {flows.until_text(ends)}.",
     ]
+
+
+# --------------------------------------------------------------------------- against the real app
+#
+# The real server (create_app with an [sso] table, its SSO service, database, audit log and
+# signature checks) behind httpx.WSGITransport; only the provider is the strict fake of
+# tests/server/sso_fakes.py (the real provider: tests/integration). The "browser" signs in
+# at the fake provider, follows the app's /sso/callback redirect to the loopback listener.
+
+
+@dataclass
+class RealSso:
+    app: Any
+    provider: Any
+    database_url: str
+    calls: list[str] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+    pages: list[tuple[int, str]] = field(default_factory=list)
+    redirects: list[str] = field(default_factory=list)
+
+    def transport(self) -> httpx.MockTransport:
+        def handle(request: httpx.Request) -> httpx.Response:
+            self.calls.append(f"{request.method} {request.url.path}")
+            return httpx.WSGITransport(app=self.app).handle_request(request)
+
+        return httpx.MockTransport(handle)
+
+    def browse(self, claims: dict[str, Any]) -> Callable[[str], bool]:
+        """A browser whose person signs in at the provider as ``claims`` says."""
+
+        def open_url(url: str) -> bool:
+            back = self.provider.sign_in(url, claims)
+            with httpx.Client(transport=httpx.WSGITransport(app=self.app), base_url=SERVER) as c:
+                resp = c.get("/sso/callback", params=back)
+            assert resp.status_code == 303, resp.text
+            location = resp.headers["location"]
+            self.redirects.append(location)
+
+            def follow() -> None:
+                r = httpx.get(location, timeout=20)
+                self.pages.append((r.status_code, r.text))
+
+            t = threading.Thread(target=follow, daemon=True)
+            self.threads.append(t)
+            t.start()
+            return True
+
+        return open_url
+
+    def end_enrolments(self) -> None:
+        """Every enrolment made by signing in has ended (its expires_at passed)."""
+        from sqlalchemy import update
+
+        from server.db import make_engine
+        from server.models import SshKey
+
+        engine = make_engine(self.database_url)
+        try:
+            with engine.begin() as c:
+                c.execute(
+                    update(SshKey)
+                    .where(SshKey.expires_at.is_not(None))
+                    .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+                )
+        finally:
+            engine.dispose()
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join(timeout=30)
+
+
+@pytest.fixture
+def real(tmp_path: Path, keys: Any) -> Iterator[RealSso]:
+    from server.admin import Admin
+    from server.app import create_app
+    from server.config import ServerConfig
+    from tests.server.sso_fakes import FakeProvider
+    from tests.server.sso_fakes import settings as sso_settings
+    from tests.test_cli_engineer import POLICY
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    url = f"sqlite:///{tmp_path / 'server.sqlite3'}"
+    cfg = ServerConfig(
+        data_dir=tmp_path / "data",
+        database_url=url,
+        policy_path=policy,
+        base_url=SERVER,
+        max_clock_skew=60,
+        sso=sso_settings(),
+    )
+    app = create_app(cfg, say=lambda m: None)
+    provider = FakeProvider(lambda: datetime.now(UTC))
+    app.extensions["jit_ssh"].sso_holder.provider = provider
+    # bob approves; alice was enrolled by an admin (a key of her own, no expiry).
+    admin = Admin(app.extensions["jit_ssh"].service)
+    admin.add_user(
+        "bob",
+        groups=["approvers"],
+        roles=["approver"],
+        ssh_keys=[Path(f"{keys['bob'][0]}.pub").read_text()],
+    )
+    r = RealSso(app=app, provider=provider, database_url=url)
+    yield r
+    r.join()
+    app.extensions["jit_ssh.engine"].dispose()
+
+
+def _claims(name: str = "carol", groups: list[str] | None = None) -> dict[str, Any]:
+    from tests.server.sso_fakes import claims_for
+
+    return claims_for(name, ["engineers", "oncall"] if groups is None else groups)
+
+
+def test_real_app_loopback_sign_in_enrols_the_key_and_login_uses_it(
+    home: Path, real: RealSso, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flows, "_open_browser", real.browse(_claims()))
+    r = run_cli("sso", "login", transport=real.transport())
+    assert r.code == EXIT_OK, r.stderr
+    assert r.stdout.startswith("Signed in as carol (groups: engineers, oncall) through Okta;")
+    assert real.redirects[0].startswith("http://127.0.0.1:")
+    real.join()
+    assert real.pages[0][0] == 200 and "Signed in as carol" in real.pages[0][1]
+    assert read_config(home) == {"server": SERVER, "user": "carol", "identity": str(sso_key(home))}
+    # Every call after is signed by that key as carol: the request goes through.
+    r = run_cli("login", TARGET, "--for", "30m", transport=real.transport())
+    assert r.code == EXIT_OK, r.stderr
+    assert f"Access granted to {TARGET}" in r.stdout
+    assert "GET /v1/sso" not in real.calls[real.calls.index("POST /v1/sso/finish") + 1 :]
+    r = run_cli("status", transport=real.transport())
+    assert "This key is enrolled by single sign-on until" in r.stdout
+
+
+def test_real_app_device_sign_in(
+    home: Path, real: RealSso, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        # The person enters the code at the provider while the CLI waits.
+        if not sleeps:
+            real.provider.approve_device(_claims())
+        sleeps.append(seconds)
+
+    monkeypatch.setattr(flows, "_sleep", sleep)
+    r = run_cli("sso", "login", "--headless", transport=real.transport())
+    assert r.code == EXIT_OK, r.stderr
+    assert "To sign in, open https://idp.example.test/device and enter the code ABCD-EFGH" in (
+        r.stderr.splitlines()
+    )
+    assert r.stdout.startswith("Signed in as carol (groups: engineers, oncall) through Okta;")
+    assert sleeps == [5]
+    assert real.calls.count("POST /v1/sso/poll") == 1
+    r = run_cli("login", TARGET, transport=real.transport())
+    assert r.code == EXIT_OK, r.stderr
+
+
+def test_real_app_login_with_nothing_configured_signs_in_and_gets_the_certificate(
+    home: Path, real: RealSso, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flows, "_open_browser", real.browse(_claims()))
+    r = run_cli("login", TARGET, "--for", "30m", transport=real.transport())
+    assert r.code == EXIT_OK, r.stderr
+    assert r.stderr.splitlines()[0] == "no enrolled key; signing in with Okta first"
+    assert f"Access granted to {TARGET}" in r.stdout
+    assert real.calls[:4] == [
+        "GET /v1/sso",
+        "POST /v1/sso/start",
+        "POST /v1/sso/finish",
+        "POST /v1/requests",
+    ]
+
+
+def test_real_app_an_ended_enrolment_is_refused_and_login_signs_in_again(
+    home: Path, real: RealSso, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flows, "_open_browser", real.browse(_claims()))
+    assert run_cli("sso", "login", transport=real.transport()).code == EXIT_OK
+    real.end_enrolments()
+    r = run_cli("requests", transport=real.transport())
+    assert r.code == EXIT_FAILED
+    assert re.search(
+        r"your single sign-on enrolment ended at \d{4}-\d\d-\d\d \d\d:\d\d UTC; run: jit-ssh sso login",
+        r.stderr,
+    ), r.stderr
+    r = run_cli("login", TARGET, transport=real.transport())
+    assert r.code == EXIT_OK, r.stderr
+    assert "your single sign-on enrolment ended at" in r.stderr
+    assert "signing in with Okta again" in r.stderr
+    assert f"Access granted to {TARGET}" in r.stdout
+
+
+def test_real_app_a_refused_sign_in_comes_back_to_the_cli(
+    home: Path, real: RealSso, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A user name the server refuses: it sends the browser back with the refusal's code.
+    monkeypatch.setattr(flows, "_open_browser", real.browse(_claims(name="-bad name")))
+    r = run_cli("sso", "login", transport=real.transport())
+    assert r.code == EXIT_FAILED
+    assert "error=" in real.redirects[0]
+    assert "the server refused the sign-in [sso_bad_claim]" in r.stderr
+    assert "POST /v1/sso/finish" not in real.calls
+    assert not config_file(home).exists()
+
+
+def test_real_app_a_provider_user_other_than_the_configured_one_changes_nothing(
+    home: Path, real: RealSso, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config_file(home)
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(f'server = "{SERVER}"\nuser = "alice"\n')
+    monkeypatch.setattr(flows, "_open_browser", real.browse(_claims("carol")))
+    r = run_cli("sso", "login", transport=real.transport())
+    assert r.code == EXIT_FAILED
+    assert "signed in as 'carol', but this machine's settings name 'alice'" in r.stderr
+    assert cfg.read_text() == f'server = "{SERVER}"\nuser = "alice"\n'

@@ -121,6 +121,9 @@ def login(
     its remaining validity, and ~/.ssh/jit-ssh/config gets a Host block for
     TARGET. `jit-ssh login --resume ID` picks up a request left pending.
 
+    With a server that signs people in (single sign-on), no enrolled key here, or a key
+    whose enrolment ended, runs `jit-ssh sso login` first, then goes on with the request.
+
     Exit codes: 0 certificate issued (or submitted, with --no-wait); 1 denied,
     refused by policy, expired or cancelled; 4 server unreachable (past the
     request's deadline, while waiting); 130 Ctrl-C and 143 SIGTERM while

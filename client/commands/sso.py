@@ -214,7 +214,9 @@ def sign_in(
         f"this key is enrolled until {flows.until_text(enrolment.expires_at)}."
     )
     if done.written:
-        say(f"Wrote {' and '.join(done.written)} to {done.config}.")
+        names = list(done.written)
+        shown = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        say(f"Wrote {shown} to {done.config}.")
     elif settings.identity and settings.identity != key.identity:
         say(
             f"note: your settings name another key ({settings.identity}): give --identity {key.identity}"
