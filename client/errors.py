@@ -241,8 +241,25 @@ def fix_for(error: JitSshError, *, user: str | None = None, identity: str | None
             f"jit-ssh admin user add {who} --group engineers --ssh-key {pub or 'KEY.pub'} "
             "(or, where the server has single sign-on: jit-ssh sso login)"
         )
-    if code in ("sso_flow_expired", "sso_flow_unknown"):
+    if code in ("sso_flow_expired", "sso_flow_unknown", "sign_in_timed_out"):
         return "start again: jit-ssh sso login"
+    if code == "sso_provider_error":
+        return (
+            "the server could not reach the identity provider, or could not read its answer: "
+            "try again later; an admin can run: jit-ssh sso check"
+        )
+    if code == "sso_email_unverified":
+        return "verify your email address at the identity provider, then: jit-ssh sso login"
+    if code == "sso_domain_refused":
+        return "sign in with an account in your organisation's email domain"
+    if code in ("sso_token_invalid", "sso_bad_claim", "sso_redirect_refused", "sso_error"):
+        return (
+            "the server refused what the identity provider sent: ask an admin (jit-ssh sso check)"
+        )
+    if code == "sso_not_configured":
+        return "this server has no single sign-on: ask an admin to enrol your key"
+    if code == "sso_user_mismatch":
+        return "one user per config file: fix `user`, or use another $XDG_CONFIG_HOME"
     if code == "bad_signature":
         return "the signature did not verify: check --identity (the key enrolled for you)"
     if code == "user_disabled":

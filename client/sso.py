@@ -90,7 +90,7 @@ __all__ = [
 UNSIGNED_USER = "-"
 _KEY_NAME = "sso_ed25519"
 _FINISH_CODE = re.compile(r"[A-Za-z0-9_-]{8,256}")
-_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_REFUSAL = re.compile(r"sso_[a-z0-9_]{1,60}|user_disabled|enrolment_expired")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 #: Slow down (RFC 8628 section 3.5): five more seconds between polls, at most ten minutes.
 _SLOW_DOWN = 5
@@ -115,7 +115,14 @@ class SignInTimedOut(SsoError):
 
 
 class SignInRefused(SsoError):
+    """The server sent the browser back with a refusal: ``code`` is the server's own
+    (``sso_domain_refused``, ...)."""
+
     code = "sign_in_refused"
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, field="error")
+        self.code = code
 
 
 class SsoUserMismatch(SsoError):
@@ -315,8 +322,9 @@ class _Callback(http.server.BaseHTTPRequestHandler):
             self.server.taken = True
         outcome: SsoEnrolment | BaseException
         if refused:
-            error = errors[0] if _ERROR_CODE.fullmatch(errors[0]) else "sso_error"
-            outcome = SignInRefused(f"the server refused the sign-in [{error}]", field=error)
+            # The server's own code, if it is one of a sign-in's: it picks the advice shown.
+            error = errors[0] if _REFUSAL.fullmatch(errors[0]) else "sso_error"
+            outcome = SignInRefused("the server refused the sign-in", code=error)
             page = (200, "Sign-in failed", f"The sign-in failed ({error}). See the terminal.")
         else:
             # The finish call runs before the page is answered: the page says how it ended.

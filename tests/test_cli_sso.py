@@ -441,10 +441,23 @@ def test_a_refusal_sent_back_to_the_loopback_ends_the_sign_in_and_writes_nothing
     r = jit("sso", "login")
     assert r.code == EXIT_FAILED
     assert "refused the sign-in [sso_domain_refused]" in r.stderr
+    assert "fix: sign in with an account in your organisation's email domain" in r.stderr
     assert "POST /v1/sso/finish" not in fake.paths()
     assert not config_file(home).exists()
     fake.join()
     assert "The sign-in failed (sso_domain_refused)" in browser.pages[0][1]
+
+
+@pytest.mark.parametrize("sent", ["not_found", "server_unreachable", "x" * 300])
+def test_a_refusal_code_that_is_not_a_sign_ins_is_shown_as_sso_error(
+    jit: Callable[..., Run], fake: FakeSso, sent: str
+) -> None:
+    # A hostile server must not pick the exit code (3 not found, 4 unreachable) this way.
+    fake.callbacks = [lambda s: (f"/callback?flow={s.flow}&error={sent}", {})]
+    r = jit("sso", "login")
+    assert r.code == EXIT_FAILED
+    assert "the server refused the sign-in [sso_error]" in r.stderr
+    assert sent not in r.stderr
 
 
 def test_the_loopback_wait_ends_at_the_flows_expiry(

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 import click
 
 from ca.errors import JitSshError
-from client.errors import EXIT_INTERRUPTED, Failure
+from client.errors import EXIT_INTERRUPTED, Failure, failure_for
 
 from ._connect import connection_options, explained
 
 if TYPE_CHECKING:
-    from client.sso import SignedIn
-    from client.verify import SsoInfo
+    from client.settings import ClientSettings
+    from client.sso import SignedIn, SignInKey
+    from client.verify import SsoEnrolment, SsoInfo
 
 __all__ = ["sso", "sign_in", "sign_in_if_needed"]
 
@@ -186,28 +187,18 @@ def sign_in(
         say("note: no display here and the server offers no device flow: open the address yourself")
         device, no_browser = False, True
     try:
-        with open_api(
-            url,
-            user=flows.UNSIGNED_USER,
-            signer=key.signer,
-            ca_bundle=settings.ca_bundle,
-            timeout=settings.timeout,
-        ) as api:
-            if device:
-                enrolment = flows.device_sign_in(api, key, say=say)
-            else:
-                enrolment = flows.loopback_sign_in(
-                    api,
-                    key,
-                    open_browser=not no_browser,
-                    say=say,
-                    fall_back=(lambda: flows.device_sign_in(api, key, say=say))
-                    if info.device_flow
-                    else None,
-                )
+        enrolment = _run_flow(url, settings, key, info, device, no_browser, say)
     except KeyboardInterrupt:
         raise Interrupted("sign-in interrupted; this key was not enrolled") from None
-    done = flows.save_sign_in(enrolment, key, configured_user=settings.user, server=url)
+    except JitSshError as e:
+        if not e.code.startswith("sso_") and e.code != "sign_in_timed_out":
+            raise
+        # The server's refusals of a sign-in, each with what to do about it.
+        raise failure_for(e) from None
+    try:
+        done = flows.save_sign_in(enrolment, key, configured_user=settings.user, server=url)
+    except JitSshError as e:
+        raise failure_for(e) from None
     groups = ", ".join(enrolment.groups) or "none"
     summary = (
         f"Signed in as {enrolment.user} (groups: {groups}) through {info.display_name}; "
@@ -222,6 +213,40 @@ def sign_in(
             f"note: your settings name another key ({settings.identity}): give --identity {key.identity}"
         )
     return done, summary
+
+
+def _run_flow(
+    url: str,
+    settings: ClientSettings,
+    key: SignInKey,
+    info: SsoInfo,
+    device: bool,
+    no_browser: bool,
+    say: Callable[[str], None],
+) -> SsoEnrolment:
+    """The browser or the device flow, with calls signed by ``key`` as user ``-``."""
+    from client import sso as flows
+
+    from ._common import open_api
+
+    with open_api(
+        url,
+        user=flows.UNSIGNED_USER,
+        signer=key.signer,
+        ca_bundle=settings.ca_bundle,
+        timeout=settings.timeout,
+    ) as api:
+        if device:
+            return flows.device_sign_in(api, key, say=say)
+        return flows.loopback_sign_in(
+            api,
+            key,
+            open_browser=not no_browser,
+            say=say,
+            fall_back=(lambda: flows.device_sign_in(api, key, say=say))
+            if info.device_flow
+            else None,
+        )
 
 
 @sso.command("login")
