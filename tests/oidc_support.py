@@ -321,7 +321,8 @@ class OidcProvider:
         return data
 
     def server_toml(self, **overrides: Any) -> str:
-        """An ``[sso]`` table for a jit-ssh server TOML that uses this provider."""
+        """An ``[sso]`` table for a jit-ssh server TOML that uses this provider (an override of
+        None leaves that key out: the server's default)."""
         values: dict[str, Any] = {
             "issuer": self.issuer,
             "client_id": self.client_id,
@@ -334,6 +335,8 @@ class OidcProvider:
         values.update(overrides)
         lines = ["[sso]"]
         for key, value in values.items():
+            if value is None:
+                continue
             lines.append(f"{key} = {_toml_value(value)}")
         return "\n".join(lines) + "\n"
 

@@ -145,11 +145,13 @@ def _pkce() -> tuple[str, str]:
     return verifier, challenge.rstrip(b"=").decode()
 
 
-def _authorize_url(provider: OidcProvider, redirect_uri: str, **params: str) -> str:
+def _authorize_url(
+    provider: OidcProvider, redirect_uri: str, scope: str = SCOPE, **params: str
+) -> str:
     query = {
         "client_id": CLIENT_ID,
         "response_type": "code",
-        "scope": SCOPE,
+        "scope": scope,
         "redirect_uri": redirect_uri,
         **params,
     }
@@ -157,7 +159,7 @@ def _authorize_url(provider: OidcProvider, redirect_uri: str, **params: str) -> 
 
 
 def _sign_in(
-    provider: OidcProvider, listener: RedirectListener, page: Any, login: str
+    provider: OidcProvider, listener: RedirectListener, page: Any, login: str, scope: str = SCOPE
 ) -> dict[str, Any]:
     """One authorization-code + PKCE flow through the provider's login page; the ID token's claims."""
     state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
@@ -166,6 +168,7 @@ def _sign_in(
         _authorize_url(
             provider,
             listener.uri,
+            scope,
             state=state,
             nonce=nonce,
             code_challenge=challenge,
@@ -230,6 +233,31 @@ def test_authorization_code_with_pkce_through_the_login_page(
     assert claims["email_verified"] is True
     assert claims["preferred_username"] == "alice"
     assert claims["groups"] == ["engineers"]
+
+
+@pytest.mark.parametrize(
+    ("scope", "released"),
+    [
+        ("openid", {"sub"}),
+        ("openid email", {"sub", "email", "email_verified"}),
+        # jit-ssh's default scopes: the groups come with "profile" too.
+        (
+            "openid email profile",
+            {"sub", "email", "email_verified", "preferred_username", "name", "groups"},
+        ),
+        ("openid groups", {"sub", "groups"}),
+    ],
+)
+def test_the_scopes_decide_which_claims_the_id_token_carries(
+    provider: OidcProvider,
+    listener: RedirectListener,
+    page: Any,
+    scope: str,
+    released: set[str],
+) -> None:
+    registered = {"iss", "aud", "exp", "iat", "auth_time", "nonce", "sid", "azp", "at_hash", "jti"}
+    claims = _sign_in(provider, listener, page, "alice", scope)
+    assert set(claims) - registered == released
 
 
 def test_an_authorization_request_without_pkce_is_refused(

@@ -278,6 +278,39 @@ def test_a_refused_identity_is_reported_by_the_cli_and_enrols_nothing(
     assert not server.audit_data("key.enrolled", user="mallory; rm -rf /")
 
 
+def test_a_group_removed_at_the_provider_is_gone_at_the_next_enrolment(
+    setup: Setup, browser: Any
+) -> None:
+    server, provider = setup.server, setup.provider
+    provider.set_account(
+        "mike", email="mike@example.com", email_verified=True, groups=["engineers", "oncall"]
+    )
+    env = person_env(setup.root, "mike", server)
+
+    def sign_in() -> None:
+        context = new_context(browser)  # no provider session left: the login page each time
+        try:
+            _loopback_sign_in(server, provider, context.new_page(), env, "mike")
+        finally:
+            context.close()
+
+    sign_in()
+    assert _whoami(server, env)["groups"] == ["engineers", "oncall"]
+    changes = len(server.audit_data("user.groups_changed", user="mike"))
+
+    provider.remove_group("mike", "oncall")
+    sign_in()
+    # The second sign-in (the same key, enrolled again) carries the provider's groups of now.
+    assert _whoami(server, env)["groups"] == ["engineers"]
+    changed = server.audit_data("user.groups_changed", user="mike")
+    assert len(changed) == changes + 1
+    assert changed[-1]["before"] == ["engineers", "oncall"]
+    assert changed[-1]["after"] == ["engineers"]
+    enrolled = server.audit_data("key.enrolled", user="mike")
+    assert [e["groups"] for e in enrolled] == [["engineers", "oncall"], ["engineers"]]
+    assert enrolled[0]["fingerprint"] == enrolled[1]["fingerprint"]
+
+
 def test_a_revoked_enrolment_is_refused_at_once(setup: Setup, page: Any) -> None:
     server, provider = setup.server, setup.provider
     provider.set_account(

@@ -25,6 +25,7 @@ import re
 import shutil
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,19 @@ claim_window = "10m"
 """
 
 
+def _readme_sso_table() -> dict[str, Any]:
+    """The ``[sso]`` table of the README's "Try it locally", as a newcomer saves it, without
+    the keys that name the README's provider (this test starts its own) and its button."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    block = re.search(r"```toml\n(# sso-demo\.toml.*?)```", readme, re.S)
+    assert block, "the README's sso-demo.toml block is gone"
+    table = dict(tomllib.loads(block.group(1))["sso"])
+    for key in ("issuer", "client_secret_file", "display_name"):
+        table.pop(key)
+    assert table.get("approver_groups") == ["approvers"], table
+    return table
+
+
 @dataclass
 class World:
     server: SsoServer
@@ -81,12 +95,13 @@ def world(openssh: Tools, login_user: str) -> Iterator[World]:
     # mkdtemp under /tmp, 0755: the login user must read the principals host setup writes.
     root = Path(tempfile.mkdtemp(prefix="jitssh-sso-e2e-"))
     os.chmod(root, 0o755)
-    # bob's approver role comes from the provider's group too (approver_groups).
+    # The README's own [sso] table (its provider address and secret file swapped for this
+    # test's), and no local passwords: bob's approver role comes from approver_groups.
     server = SsoServer(
         root / "server",
         jit_ssh_command(),
         policy_text=POLICY,
-        sso={"password_login": False, "approver_groups": ["approvers"]},
+        sso={**_readme_sso_table(), "password_login": False},
     )
     host = HostSshd(root / "host", login_user, openssh)
     host.dir.mkdir(parents=True)

@@ -208,10 +208,12 @@ const configuration = {
   findAccount,
   ...(options.autoConsent ? { loadExistingGrant } : {}),
   interactions: { policy },
+  // "groups" has a scope of its own (as Okta's), and comes with "profile" too: jit-ssh's
+  // default scopes (openid email profile) then get the groups without any configuration.
   claims: {
     openid: ['sub'],
     email: ['email', 'email_verified'],
-    profile: ['preferred_username', 'name'],
+    profile: ['preferred_username', 'name', 'groups'],
     groups: ['groups'],
   },
   scopes: ['openid', 'email', 'profile', 'groups'],
