@@ -12,6 +12,11 @@
                 every interval seconds              -> the enrolment
     the config     user and identity written (client.settings.update_settings)
 
+A key the server refuses with ``key_revoked`` (an admin removed it, or revoked its
+enrolment) is never enrolled again: jit-ssh's own key is moved aside
+(:func:`retire_key`, ``sso_ed25519.revoked-<UTC time>``) and a new one made in its place;
+a key of the user's own is left alone (:func:`is_own_key`).
+
 The private key never leaves this machine: the server gets the public key, and
 proof of possession through the SSHSIG signature on every call. Every answer is
 checked by :mod:`client.verify` before anything of it is shown, opened or
@@ -78,6 +83,8 @@ __all__ = [
     "UNSIGNED_USER",
     "sso_key_path",
     "sign_in_key",
+    "is_own_key",
+    "retire_key",
     "sso_info",
     "has_display",
     "loopback_sign_in",
@@ -216,6 +223,31 @@ def sign_in_key(
         identity=identity,
         created=created,
     )
+
+
+def is_own_key(key: SignInKey, env: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``key`` is jit-ssh's own (:func:`sso_key_path`), not a key of the user's."""
+    if key.identity.startswith("SHA256:"):
+        return False
+    return Path(key.identity).expanduser().resolve() == sso_key_path(env).resolve()
+
+
+def retire_key(path: Path, now: datetime | None = None) -> Path:
+    """Move the key file at ``path`` (and its .pub) aside, never over another file, as
+    ``<name>.revoked-<UTC time>``; return where the private key went. Never deleted: the
+    person may want to know which key it was."""
+    stamp = f"{(now or utcnow()).astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    base = f"{path.name}.revoked-{stamp}"
+    target = path.with_name(base)
+    n = 1
+    while target.exists() or target.with_name(target.name + ".pub").exists():
+        n += 1
+        target = path.with_name(f"{base}-{n}")
+    path.rename(target)
+    pub = path.with_name(path.name + ".pub")
+    if pub.exists():
+        pub.rename(target.with_name(target.name + ".pub"))
+    return target
 
 
 # --------------------------------------------------------------------------- the server

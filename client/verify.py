@@ -656,7 +656,8 @@ class SsoEnrolment:
     groups: tuple[str, ...]
     groups_source: str
     fingerprint: str
-    expires_at: datetime
+    #: None: the key was enrolled by an admin already (for this user), and does not expire.
+    expires_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -813,7 +814,8 @@ def check_sso_device_start(answer: Any, *, now: datetime) -> SsoDeviceStart:
 
 def check_sso_finish(answer: Any, *, fingerprint: str, now: datetime) -> SsoEnrolment:
     """The finish answer: the user (a valid name), their groups, where the groups came from,
-    the key enrolled (it must be THIS key, ``fingerprint``) and until when (in the future)."""
+    the key enrolled (it must be THIS key, ``fingerprint``) and until when (in the future;
+    ``null`` when an admin had enrolled the key for this user already: it does not expire)."""
     answer = _need_object(answer, "the sign-in finish answer")
     user = answer.get("user")
     if not isinstance(user, str) or not _NAME.fullmatch(user):
@@ -833,8 +835,11 @@ def check_sso_finish(answer: Any, *, fingerprint: str, now: datetime) -> SsoEnro
         raise _answer_error(
             f"the server enrolled {got}, not this key ({fingerprint})", "fingerprint"
         )
-    expires_at = _time(answer.get("expires_at"), "expires_at")
-    if expires_at <= now:
+    if "expires_at" not in answer:
+        raise _answer_error("the sign-in finish answer has no expires_at", "expires_at")
+    stated = answer["expires_at"]
+    expires_at = None if stated is None else _time(stated, "expires_at")
+    if expires_at is not None and expires_at <= now:
         raise _answer_error("the enrolment's expires_at is already past", "expires_at")
     return SsoEnrolment(
         user=user,

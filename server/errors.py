@@ -75,7 +75,8 @@ its status where it is not 400::
     ├── InvalidState               invalid_state            409
     │   ├── NotApproved            not_approved             409
     │   ├── AlreadyDecided         already_decided          409
-    │   └── KeyMismatch            key_mismatch             409
+    │   ├── KeyMismatch            key_mismatch             409
+    │   └── KeyRevoked             key_revoked              409  an admin removed the key (or revoked its enrolment): never enrolled again
     ├── RequestExpired             request_expired          410
     └── DatabaseUnavailable        database_unavailable     503
 
@@ -108,6 +109,7 @@ __all__ = [
     "NotApproved",
     "AlreadyDecided",
     "KeyMismatch",
+    "KeyRevoked",
     "RequestExpired",
     "DatabaseUnavailable",
     "EnrolmentExpired",
@@ -270,6 +272,13 @@ class AlreadyDecided(InvalidState):
 
 class KeyMismatch(InvalidState):
     code = "key_mismatch"
+
+
+class KeyRevoked(InvalidState):
+    """The key was removed by an admin, or its single sign-on enrolment revoked: a removed
+    key is never enrolled again (signing in with it is refused); make a new key."""
+
+    code = "key_revoked"
 
 
 class RequestExpired(JitSshError):

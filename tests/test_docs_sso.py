@@ -35,7 +35,7 @@ README_SERVER = "http://127.0.0.1:8022"
 _CODE = re.compile(r"`([^`]+)`")
 _TOML_BLOCK = re.compile(r"```toml\n(.*?)```", re.S)
 #: Error codes that belong to single sign-on without the ``sso_`` prefix.
-_SSO_CODES_UNPREFIXED = frozenset({"enrolment_expired", "password_login_disabled"})
+_SSO_CODES_UNPREFIXED = frozenset({"enrolment_expired", "password_login_disabled", "key_revoked"})
 
 
 def sso_fields() -> set[str]:

@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -24,6 +25,7 @@ from ._connect import connection_options, explained
 
 if TYPE_CHECKING:
     from client.settings import ClientSettings
+    from client.signing import Signer
     from client.sso import SignedIn, SignInKey
     from client.verify import SsoEnrolment, SsoInfo
 
@@ -171,9 +173,11 @@ def sign_in(
             f"{url} does not offer single sign-on; ask an admin to enrol your key:\n"
             "  jit-ssh admin user add USER --group engineers --ssh-key KEY.pub"
         )
-    key = flows.sign_in_key(
-        chosen, signer_for=lambda ident: make_signer(ident, settings.use_agent, ask)
-    )
+
+    def signer_for(ident: str) -> Signer:
+        return make_signer(ident, settings.use_agent, ask)
+
+    key = flows.sign_in_key(chosen, signer_for=signer_for)
     if key.created:
         say(f"Made a new key for this machine: {key.identity} ({key.fingerprint})")
     device = headless or (not no_browser and not flows.has_display())
@@ -186,23 +190,44 @@ def sign_in(
             )
         say("note: no display here and the server offers no device flow: open the address yourself")
         device, no_browser = False, True
-    try:
-        enrolment = _run_flow(url, settings, key, info, device, no_browser, say)
-    except KeyboardInterrupt:
-        raise Interrupted("sign-in interrupted; this key was not enrolled") from None
-    except JitSshError as e:
-        if not e.code.startswith("sso_") and e.code != "sign_in_timed_out":
-            raise
-        # The server's refusals of a sign-in, each with what to do about it.
-        raise failure_for(e) from None
+    renewed = False
+    while True:
+        try:
+            enrolment = _run_flow(url, settings, key, info, device, no_browser, say)
+            break
+        except KeyboardInterrupt:
+            raise Interrupted("sign-in interrupted; this key was not enrolled") from None
+        except JitSshError as e:
+            if e.code == "key_revoked":
+                if renewed or not flows.is_own_key(key):
+                    raise _revoked(key) from None
+                # jit-ssh's own key: moved aside (never deleted), a new one in its place,
+                # and the sign-in starts again, once.
+                old = key.fingerprint
+                moved = flows.retire_key(Path(key.identity))
+                key = flows.sign_in_key(None, signer_for=signer_for)
+                say(
+                    f"this machine's key {old} was revoked on the server; made a new one: "
+                    f"{key.identity} ({key.fingerprint}); the old one is now {moved}"
+                )
+                renewed = True
+                continue
+            if not e.code.startswith("sso_") and e.code != "sign_in_timed_out":
+                raise
+            # The server's refusals of a sign-in, each with what to do about it.
+            raise failure_for(e) from None
     try:
         done = flows.save_sign_in(enrolment, key, configured_user=settings.user, server=url)
     except JitSshError as e:
         raise failure_for(e) from None
     groups = ", ".join(enrolment.groups) or "none"
+    if enrolment.expires_at is None:
+        # The server had this key from an admin for this user already: it stays so.
+        until = "this key was enrolled by an admin and does not expire."
+    else:
+        until = f"this key is enrolled until {flows.until_text(enrolment.expires_at)}."
     summary = (
-        f"Signed in as {enrolment.user} (groups: {groups}) through {info.display_name}; "
-        f"this key is enrolled until {flows.until_text(enrolment.expires_at)}."
+        f"Signed in as {enrolment.user} (groups: {groups}) through {info.display_name}; {until}"
     )
     if done.written:
         names = list(done.written)
@@ -213,6 +238,20 @@ def sign_in(
             f"note: your settings name another key ({settings.identity}): give --identity {key.identity}"
         )
     return done, summary
+
+
+def _revoked(key: SignInKey) -> Failure:
+    """The server refused a key of the user's own (``key_revoked``): it is left alone."""
+    from client.settings import config_path
+
+    failure = Failure(
+        f"the server revoked the key {key.identity} ({key.fingerprint}): an admin removed it, "
+        "or revoked its single sign-on enrolment, and it cannot be enrolled again [key_revoked]"
+        "\n  fix: configure another key (--identity, $JIT_SSH_IDENTITY or `identity` in "
+        f"{config_path()}), or remove `identity` from that file to let jit-ssh make one"
+    )
+    failure.code = "key_revoked"  # type: ignore[attr-defined]
+    return failure
 
 
 def _run_flow(

@@ -57,6 +57,7 @@ from server.errors import (
     BadSignature,
     InvalidInput,
     InvalidState,
+    KeyRevoked,
     NotFound,
     SsoBadClaim,
     SsoBusy,
@@ -340,6 +341,14 @@ def _code_challenge(verifier: str) -> str:
     return code_challenge(verifier)
 
 
+def _key_revoked(fingerprint: str) -> KeyRevoked:
+    return KeyRevoked(
+        f"key {fingerprint} was removed on this server (by an admin, or its single sign-on "
+        "enrolment was revoked) and cannot be enrolled again; sign in with a new key",
+        field="public_key",
+    )
+
+
 def _id_token(tokens: Any) -> str:
     raw = getattr(tokens, "id_token", None)
     if not isinstance(raw, str) or not raw:
@@ -422,7 +431,20 @@ class SsoService:
                 "sign this call with the key in public_key (proof of possession)",
                 field="public_key",
             )
+        self._refuse_removed_key(key.fingerprint)
         return key
+
+    def _refuse_removed_key(self, fingerprint: str) -> None:
+        """A key an admin removed, or whose enrolment an admin revoked, is refused at the
+        start, before the provider is asked (:meth:`_enrol` checks again at the end)."""
+        with self._tx() as s:
+            removed = s.execute(
+                select(SshKey.id).where(
+                    SshKey.fingerprint == fingerprint, SshKey.removed_at.is_not(None)
+                )
+            ).first()
+        if removed is not None:
+            raise _key_revoked(fingerprint)
 
     # ---- start
 
@@ -1006,16 +1028,16 @@ class SsoService:
         existing = s.execute(
             select(SshKey).where(SshKey.fingerprint == key.fingerprint).with_for_update()
         ).scalar_one_or_none()
+        if existing is not None and existing.removed_at is not None:
+            # Removed by an admin (or its enrolment revoked: a stolen laptop) since the
+            # start: a sign-in never brings a removed key back. Nothing is written.
+            raise _key_revoked(key.fingerprint)
         if existing is not None and existing.user_id != user.id:
             raise InvalidState(
                 f"key {key.fingerprint} is enrolled for another user; sign in with a new key",
                 field="public_key",
             )
-        if (
-            existing is not None
-            and existing.source == KeySource.ADMIN
-            and existing.removed_at is None
-        ):
+        if existing is not None and existing.source == KeySource.ADMIN:
             # An admin enrolled this very key for this user: it stays theirs, without end.
             return Enrolment(
                 user=user.name,
@@ -1041,9 +1063,7 @@ class SsoService:
                 )
             )
         else:
-            # Signing in again with the same key renews its enrolment.
-            existing.source = KeySource.SSO
-            existing.removed_at = None
+            # Signing in again with the same key renews its enrolment (ended, not removed).
             existing.created_at = now
             existing.expires_at = expires_at
             existing.groups = groups_json

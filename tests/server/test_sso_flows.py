@@ -318,9 +318,12 @@ def test_an_admin_key_of_the_same_user_stays_an_admin_key(
         assert (row.source, row.expires_at) == (KeySource.ADMIN, None)
 
 
-def test_a_revoked_enrolment_is_renewed_by_signing_in_again(
+def test_a_revoked_enrolment_is_not_renewed_by_signing_in_again(
     app: Any, sso: SsoService, fake: FakeProvider
 ) -> None:
+    # Issue 13 review, finding A: an admin's revocation (a stolen laptop) must hold. The
+    # renewal of an ended, not revoked, enrolment: tests/server/test_sso_rekey.py.
+    from server.errors import KeyRevoked
     from server.services.sso import list_enrolments, revoke_enrolments
 
     service = app.extensions["jit_ssh"].service
@@ -328,9 +331,10 @@ def test_a_revoked_enrolment_is_renewed_by_signing_in_again(
     _cli(sso, fake, claims_for("alice", ["engineers"]), key=key)
     revoke_enrolments(service, "alice", None, actor="admin-cli")
     assert [e.state for e in list_enrolments(service, "alice")] == ["revoked"]
-    _cli(sso, fake, claims_for("alice", ["oncall"]), key=key)
+    with pytest.raises(KeyRevoked):
+        _cli(sso, fake, claims_for("alice", ["oncall"]), key=key)
     (row,) = list_enrolments(service, "alice")
-    assert (row.state, row.groups) == ("active", ("oncall",))
+    assert (row.state, row.groups) == ("revoked", ("engineers",))
 
 
 def test_the_enrolment_records_the_groups_at_that_moment(
