@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ca import public_key_from_crypto
@@ -223,6 +225,25 @@ def make_app(
     fake = FakeProvider(clock)
     app.extensions["jit_ssh"].sso_holder.provider = fake
     return app, fake
+
+
+@pytest.fixture
+def sso_app(tmp_path: Path, database_url: str, clock: Clock) -> Iterator[tuple[Any, FakeProvider]]:
+    """The real app with an [sso] table, its provider this module's strict fake (import the
+    fixtures ``sso_app``, ``app`` and ``fake`` into a test module to use them)."""
+    app, fake = make_app(tmp_path, database_url, clock)
+    yield app, fake
+    app.extensions["jit_ssh.engine"].dispose()
+
+
+@pytest.fixture
+def app(sso_app: tuple[Any, FakeProvider]) -> Any:
+    return sso_app[0]
+
+
+@pytest.fixture
+def fake(sso_app: tuple[Any, FakeProvider]) -> FakeProvider:
+    return sso_app[1]
 
 
 class KeyHolder:

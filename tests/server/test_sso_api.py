@@ -4,7 +4,6 @@ through the real app, database and signatures, with only the provider faked
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,35 +11,21 @@ from typing import Any
 import pytest
 
 from tests.server.conftest import Clock, build_app
-from tests.server.sso_fakes import (
+from tests.server.sso_fakes import (  # noqa: F401 (fixtures)
     BASE_URL,
     REDIRECT_URI,
     FakeProvider,
     KeyHolder,
+    app,
     claims_for,
     continue_cli,
     events,
+    fake,
     loopback_query,
     make_app,
+    sso_app,
     utc,
 )
-
-
-@pytest.fixture
-def sso_app(tmp_path: Path, database_url: str, clock: Clock) -> Iterator[tuple[Any, FakeProvider]]:
-    app, fake = make_app(tmp_path, database_url, clock)
-    yield app, fake
-    app.extensions["jit_ssh.engine"].dispose()
-
-
-@pytest.fixture
-def app(sso_app: tuple[Any, FakeProvider]) -> Any:
-    return sso_app[0]
-
-
-@pytest.fixture
-def fake(sso_app: tuple[Any, FakeProvider]) -> FakeProvider:
-    return sso_app[1]
 
 
 @pytest.fixture

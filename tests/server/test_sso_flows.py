@@ -5,7 +5,6 @@ the provider is faked (tests/server/sso_fakes.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,32 +33,18 @@ from server.services.sso import (
     sso_subject,
 )
 from tests.server.conftest import Clock
-from tests.server.sso_fakes import (
+from tests.server.sso_fakes import (  # noqa: F401 (fixtures)
     BASE_URL,
     ISSUER,
     FakeProvider,
+    app,
     claims_for,
     events,
+    fake,
     make_app,
     open_cli,
+    sso_app,
 )
-
-
-@pytest.fixture
-def sso_app(tmp_path: Path, database_url: str, clock: Clock) -> Iterator[tuple[Any, FakeProvider]]:
-    app, fake = make_app(tmp_path, database_url, clock)
-    yield app, fake
-    app.extensions["jit_ssh.engine"].dispose()
-
-
-@pytest.fixture
-def app(sso_app: tuple[Any, FakeProvider]) -> Any:
-    return sso_app[0]
-
-
-@pytest.fixture
-def fake(sso_app: tuple[Any, FakeProvider]) -> FakeProvider:
-    return sso_app[1]
 
 
 @pytest.fixture

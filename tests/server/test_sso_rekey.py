@@ -12,8 +12,7 @@ Through the real app; only the provider is faked (tests/server/sso_fakes.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,32 +22,19 @@ from server.admin import Admin
 from server.db import transaction
 from server.models import SshKey, SsoFlow
 from tests.server.conftest import Clock
-from tests.server.sso_fakes import (
+from tests.server.sso_fakes import (  # noqa: F401 (fixtures)
     FakeProvider,
     KeyHolder,
+    app,
     claims_for,
+    continue_cli,
     events,
+    fake,
     loopback_query,
     make_app,
+    sso_app,
     utc,
 )
-
-
-@pytest.fixture
-def sso_app(tmp_path: Path, database_url: str, clock: Clock) -> Iterator[tuple[Any, FakeProvider]]:
-    app, fake = make_app(tmp_path, database_url, clock)
-    yield app, fake
-    app.extensions["jit_ssh.engine"].dispose()
-
-
-@pytest.fixture
-def app(sso_app: tuple[Any, FakeProvider]) -> Any:
-    return sso_app[0]
-
-
-@pytest.fixture
-def fake(sso_app: tuple[Any, FakeProvider]) -> FakeProvider:
-    return sso_app[1]
 
 
 def _admin(app: Any) -> Admin:
@@ -78,8 +64,9 @@ def _flows(app: Any) -> int:
 def _callback(app: Any, fake: FakeProvider, started: Any, claims: dict[str, Any]) -> dict[str, str]:
     """The person signs in at the provider; the browser follows the server's redirect back
     to the loopback listener: its query (flow and finish code)."""
-    back = fake.sign_in(started.json["authorize_url"], claims)
-    cb = app.test_client().get("/sso/callback", query_string=back)
+    browser = app.test_client()
+    back = fake.sign_in(continue_cli(browser, started.json["authorize_url"]), claims)
+    cb = browser.get("/sso/callback", query_string=back)
     assert cb.status_code == 303, cb.data[:300]
     return loopback_query(cb.headers["Location"])
 

@@ -7,7 +7,6 @@ a cli flow completes only in that browser (login CSRF, issue 13). The provider i
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -18,37 +17,23 @@ from sqlalchemy import select
 from server.db import transaction
 from server.models import SsoFlow
 from tests.server.conftest import Clock
-from tests.server.sso_fakes import (
+from tests.server.sso_fakes import (  # noqa: F401 (fixtures)
     BASE_URL,
     ISSUER,
     FakeProvider,
     KeyHolder,
+    app,
     claims_for,
     cli_token,
     continue_cli,
     events,
+    fake,
     loopback_query,
     make_app,
+    sso_app,
 )
 
 from .conftest import csrf_token
-
-
-@pytest.fixture
-def sso_app(tmp_path: Path, database_url: str, clock: Clock) -> Iterator[tuple[Any, FakeProvider]]:
-    app, fake = make_app(tmp_path, database_url, clock)
-    yield app, fake
-    app.extensions["jit_ssh.engine"].dispose()
-
-
-@pytest.fixture
-def app(sso_app: tuple[Any, FakeProvider]) -> Any:
-    return sso_app[0]
-
-
-@pytest.fixture
-def fake(sso_app: tuple[Any, FakeProvider]) -> FakeProvider:
-    return sso_app[1]
 
 
 @pytest.fixture
