@@ -44,8 +44,10 @@ PROVIDER_SCRIPT = OIDC_DIR / "provider.mjs"
 CLIENT_ID = "jit-ssh"
 #: oidc-provider 9 needs Node.js 20 or later (it prefers 22; 20 works, with a warning).
 MIN_NODE_MAJOR = 20
-#: Seconds the provider may take to print "ready".
-START_TIMEOUT = 20
+#: Seconds the provider may take to print "ready". Usually about one; the first start after
+#: `npm ci` on a busy CI machine reads every module from a cold disk cache, and once took
+#: longer than 20 s.
+START_TIMEOUT = 90
 #: Milliseconds any one browser step may take.
 STEP_TIMEOUT_MS = 15_000
 
