@@ -42,7 +42,6 @@ from .errors import (
 from .models import AuthFailureCount, Nonce, SshKey, User, UserGroup, UserRole
 
 __all__ = [
-    "authenticate",
     "authenticate_key",
     "verify_signed_call",
     "verify_possession",
@@ -120,32 +119,6 @@ def nonce_expiry(timestamp: int, max_clock_skew: int) -> datetime:
     return datetime.fromtimestamp(timestamp + max_clock_skew + 1, UTC) + REPLICA_CLOCK_DRIFT
 
 
-def authenticate(
-    sessions: sessionmaker[Session],
-    *,
-    method: str,
-    path: str,
-    query: str,
-    body: bytes,
-    headers: _Headers,
-    now: datetime,
-    max_clock_skew: int,
-    on_failure: Callable[[AuthFailed, str | None], None] | None = None,
-) -> User:
-    """Return the calling :class:`User`, or raise an :class:`AuthFailed` subclass."""
-    return authenticate_key(
-        sessions,
-        method=method,
-        path=path,
-        query=query,
-        body=body,
-        headers=headers,
-        now=now,
-        max_clock_skew=max_clock_skew,
-        on_failure=on_failure,
-    )[0]
-
-
 def authenticate_key(
     sessions: sessionmaker[Session],
     *,
@@ -158,7 +131,8 @@ def authenticate_key(
     max_clock_skew: int,
     on_failure: Callable[[AuthFailed, str | None], None] | None = None,
 ) -> tuple[User, SigningKey]:
-    """:func:`authenticate`, also returning the enrolled key that signed the call."""
+    """The calling :class:`User` and the enrolled key that signed the call, or an
+    :class:`AuthFailed` subclass (raised after ``on_failure`` has seen it)."""
     claimed = headers.get(rs.HEADER_USER)
     try:
         return _authenticate(sessions, method, path, query, body, headers, now, max_clock_skew)

@@ -19,6 +19,8 @@ accepts a cli flow only from that browser. A link handed to someone else (or rea
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -27,7 +29,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
 from ca.errors import JitSshError
-from server.deps import deps
+from server.deps import Deps, deps
 from server.errors import SsoDenied
 from server.models import User
 from server.services.sso import CliSignIn, SsoService
@@ -92,6 +94,16 @@ def _csp_continuing_to(origin: str | None) -> str:
     return CSP.replace("form-action 'self'", f"form-action 'self' {origin}")
 
 
+@contextmanager
+def _refusals_reported(d: Deps, kind: str) -> Iterator[None]:
+    """A refused sign-in step is reported (log, count, ``sso.refused``), then answered as usual."""
+    try:
+        yield
+    except JitSshError as e:
+        report_refusal(d, request, e, kind=kind)
+        raise
+
+
 def _bind_to_this_browser(state: str) -> None:
     """Keep ``state`` in this browser's session cookie: the callback completes the flow
     only in a browser holding it (web and cli flows alike)."""
@@ -105,11 +117,8 @@ def sso_login() -> ResponseReturnValue:
     nxt = request.args.get("next") or "/"
     if g.get("user") is not None:
         return redirect(safe_next(nxt), 303)
-    try:
+    with _refusals_reported(d, "web"):
         flow = sso.begin_web(nxt)
-    except JitSshError as e:
-        report_refusal(d, request, e, kind="web")
-        raise
     _bind_to_this_browser(flow.flow)
     return redirect(flow.authorize_url, 303)
 
@@ -119,11 +128,8 @@ def sso_cli(token: str) -> ResponseReturnValue:
     """The confirmation page of the CLI's sign-in: which key, from where, and when."""
     d = deps()
     sso = d.sso()
-    try:
+    with _refusals_reported(d, "cli"):
         ask = sso.cli_confirmation(token)
-    except JitSshError as e:
-        report_refusal(d, request, e, kind="cli")
-        raise
     page = render_template(
         "web/sso_cli.html",
         ask=ask,
@@ -139,11 +145,8 @@ def sso_cli_continue(token: str) -> ResponseReturnValue:
     """ "Continue": this browser claims the flow (the first one only) and goes to the provider."""
     d = deps()
     sso = d.sso()
-    try:
+    with _refusals_reported(d, "cli"):
         opened = sso.open_cli(token)
-    except JitSshError as e:
-        report_refusal(d, request, e, kind="cli")
-        raise
     _bind_to_this_browser(opened.flow)
     return redirect(opened.authorize_url, 303)
 
@@ -153,11 +156,8 @@ def sso_cli_cancel(token: str) -> ResponseReturnValue:
     """ "Cancel": the flow ends; nothing is enrolled."""
     d = deps()
     sso = d.sso()
-    try:
+    with _refusals_reported(d, "cli"):
         sso.cancel_cli(token)
-    except JitSshError as e:
-        report_refusal(d, request, e, kind="cli")
-        raise
     # Audited as a refusal: a cancelled request to enrol a key may be someone's phishing.
     report_refusal(
         d, request, SsoDenied("cancelled on the confirmation page", field="cancel"), kind="cli"
@@ -175,7 +175,7 @@ def sso_callback() -> ResponseReturnValue:
     def start_session(s: Session, user: User, now: datetime) -> object:
         return auth.sso_session(s, d, _settings(), _secret(), user, remote=remote, now=now)
 
-    try:
+    with _refusals_reported(d, "web"):
         result = sso.complete_callback(
             state=args.get("state"),
             code=args.get("code"),
@@ -184,9 +184,6 @@ def sso_callback() -> ResponseReturnValue:
             browser_state=session.get(STATE_KEY),
             start_session=start_session,
         )
-    except JitSshError as e:
-        report_refusal(d, request, e, kind="web")
-        raise
     if isinstance(result, CliSignIn):
         if result.refusal is not None:
             report_refusal(d, request, result.refusal, kind="cli")
