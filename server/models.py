@@ -59,6 +59,10 @@ __all__ = [
     "KeySource",
     "SsoFlowKind",
     "SsoFlow",
+    "OutboxState",
+    "OutboxMessage",
+    "SlackMessage",
+    "ChatReplay",
 ]
 
 
@@ -271,6 +275,10 @@ class AccessRequest(Base):
     groups_source: Mapped[GroupsSource | None] = mapped_column(
         _enum_column(GroupsSource, 8, "ck_requests_groups_source"), nullable=True
     )
+    #: An extension: the request whose running access this one extends (``jit-ssh extend``).
+    extends_id: Mapped[str | None] = mapped_column(
+        ForeignKey("requests.id", name="fk_requests_extends_id"), nullable=True, index=True
+    )
 
     requester: Mapped[User] = relationship(lazy="joined", innerjoin=True)
     approvals: Mapped[list[Approval]] = relationship(
@@ -320,6 +328,8 @@ class Approval(Base):
     )
     comment: Mapped[str] = mapped_column(Text, default="")
     shortened_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: How it was given: "web", "api" or "chat" (None: before migration 0010).
+    via: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     request: Mapped[AccessRequest] = relationship(back_populates="approvals")
@@ -344,6 +354,8 @@ class Certificate(Base):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     backdate_seconds: Mapped[int] = mapped_column(Integer, default=0)
     offline: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: When the expiry warning (``certificate.expiring``) was recorded; once per certificate.
+    warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     request: Mapped[AccessRequest | None] = relationship(back_populates="certificate")
     revocation: Mapped[Revocation | None] = relationship(lazy="selectin")
@@ -549,6 +561,65 @@ class SsoFlow(Base):
     started_from: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+class OutboxState(enum.StrEnum):
+    """Where a notification stands: waiting (first try or a retry), delivered, or given up on
+    after the last attempt (kept, and shown by ``jit-ssh admin outbox``)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class OutboxMessage(Base):
+    """One notification for one sink, written in the transaction of the audit event it
+    reports (the transactional outbox); the worker delivers it at least once."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The idempotency key receivers de-duplicate on: ``"<audit event id>.<sink>"``.
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    #: ``"webhook:<name>"``, ``"slack.channel"``, ``"slack.dm"``.
+    sink: Mapped[str] = mapped_column(String(96))
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    event_type: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    #: The event as JSON (type, at, actor, request_id, data), as recorded.
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[OutboxState] = mapped_column(
+        _enum_column(OutboxState, 16, "ck_outbox_state"), default=OutboxState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: A worker's claim: no other worker takes the message until it lapses.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class SlackMessage(Base):
+    """The channel message a request was posted as, updated in place on every change."""
+
+    __tablename__ = "slack_messages"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[str] = mapped_column(String(32))
+    posted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ChatReplay(Base):
+    """A Slack interaction seen within the signature's age limit: a replay hits the key."""
+
+    __tablename__ = "chat_replays"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+Index("ix_outbox_due", OutboxMessage.state, OutboxMessage.next_attempt_at)
 Index("ix_requests_requester_state", AccessRequest.requester_id, AccessRequest.state)
 # An approver's decisions, newest first (the web page "Decided by me").
 Index("ix_approvals_approver", Approval.approver_id, Approval.id)
