@@ -433,6 +433,10 @@ class WebSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     #: Derived from the password hash and TOTP secret at login: changing either ends every session.
     auth_stamp: Mapped[str] = mapped_column(String(64))
+    #: How it signed in: "password" or "sso" (None: before migration 0010), and whether a
+    #: TOTP code was given. A rule's ``approver_auth`` is judged on these and ``created_at``.
+    via: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    totp_used: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class LoginThrottle(Base):

@@ -65,9 +65,18 @@ def upgrade() -> None:
         batch.add_column(sa.Column("warned_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("approvals") as batch:
         batch.add_column(sa.Column("via", sa.String(16), nullable=True))
+    # How a web session signed in: a rule's approver_auth ("totp", "fresh_sso") is judged on it.
+    with op.batch_alter_table("web_sessions") as batch:
+        batch.add_column(sa.Column("via", sa.String(16), nullable=True))
+        batch.add_column(
+            sa.Column("totp_used", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("web_sessions") as batch:
+        batch.drop_column("totp_used")
+        batch.drop_column("via")
     with op.batch_alter_table("approvals") as batch:
         batch.drop_column("via")
     with op.batch_alter_table("certificates") as batch:
