@@ -39,6 +39,7 @@ from .errors import (
 )
 from .loader import demo_policy_path, load_demo_policy, load_policy, parse_policy
 from .model import (
+    APPROVER_AUTH,
     DEFAULT_EXTENSIONS,
     EXTENSIONS,
     AccessRequest,
@@ -94,5 +95,6 @@ __all__ = [
     # limits and constants
     "EXTENSIONS",
     "DEFAULT_EXTENSIONS",
+    "APPROVER_AUTH",
     "MAX_REASON_LENGTH",
 ]

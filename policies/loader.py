@@ -38,6 +38,7 @@ from ca.names import check_login_user, check_principal, check_target
 from . import _lines
 from .errors import InvalidPolicy, PolicyProblem
 from .model import (
+    APPROVER_AUTH,
     DEFAULT_EXTENSIONS,
     EXTENSIONS,
     WEEKDAYS,
@@ -81,6 +82,11 @@ _RULE_KEYS = (
     "source_address",
     "approvers_may_shorten",
     "break_glass",
+    "warn_before",
+    "chat_approval",
+    "slack_channel",
+    "approver_auth",
+    "extension_allowance",
 )
 _AUTO_KEYS = ("groups", "users", "max_duration", "hours", "days", "timezone")
 
@@ -95,6 +101,9 @@ _TOML_POSITION = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of docu
 
 DEFAULT_PENDING_TTL = timedelta(hours=1)
 DEFAULT_CLAIM_WINDOW = timedelta(minutes=15)
+DEFAULT_WARN_BEFORE = timedelta(minutes=5)
+# A Slack channel: its id (C0123ABCD, G..., or a user's D...) or a #name as Slack allows one.
+_SLACK_CHANNEL = re.compile(r"[CGD][A-Z0-9]{2,20}|#[a-z0-9][a-z0-9_-]{0,79}")
 
 T = TypeVar("T")
 _Path = tuple[str | int, ...]
@@ -573,6 +582,46 @@ class _Loader:
         source_address = self.source_address(body, path)
         may_shorten = self.get(body, "approvers_may_shorten", path, bool, True)
 
+        warn_before = self.duration(
+            body,
+            "warn_before",
+            path,
+            DEFAULT_WARN_BEFORE,
+            limit=CA_MAX_DURATION,
+            limit_why="the longest certificate",
+        )
+        chat_approval = self.get(body, "chat_approval", path, bool, False)
+        slack_channel = self.get(body, "slack_channel", path, str, None)
+        if slack_channel is not None and not _SLACK_CHANNEL.fullmatch(slack_channel):
+            self.problem(
+                path + ("slack_channel",),
+                f"{slack_channel[:90]!r} is not a Slack channel: give its id (C0123ABCD) or #name",
+            )
+        approver_auth = self.get(body, "approver_auth", path, str, "any")
+        if approver_auth is not None and approver_auth not in APPROVER_AUTH:
+            self.problem(
+                path + ("approver_auth",),
+                f"{approver_auth[:40]!r} is not one of {', '.join(APPROVER_AUTH)}",
+            )
+        if chat_approval and approver_auth not in (None, "any"):
+            self.problem(
+                path + ("chat_approval",),
+                f"is true, but approver_auth = {approver_auth!r} asks for a sign-in that a chat "
+                "button cannot prove; approvals from chat are refused for this rule",
+            )
+        extension_allowance = self.duration(
+            body,
+            "extension_allowance",
+            path,
+            None,
+            limit=CA_MAX_DURATION,
+            limit_why="the longest certificate",
+        )
+        if break_glass and chat_approval:
+            self.problem(
+                path + ("chat_approval",), "is true on a break-glass rule, which has no approvers"
+            )
+
         if len(self.problems) > n:
             return None
         assert name is not None and targets is not None and users is not None and groups is not None
@@ -605,6 +654,11 @@ class _Loader:
             source_address=source_address,
             approvers_may_shorten=may_shorten,
             break_glass=break_glass,
+            warn_before=warn_before if warn_before is not None else DEFAULT_WARN_BEFORE,
+            chat_approval=bool(chat_approval),
+            slack_channel=slack_channel,
+            approver_auth=approver_auth if approver_auth in APPROVER_AUTH else "any",
+            extension_allowance=extension_allowance,
         )
 
     def pattern(self, body: dict[str, Any], path: _Path) -> re.Pattern[str] | None:

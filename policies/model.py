@@ -22,6 +22,7 @@ from ca.certs import DEFAULT_EXTENSIONS as CA_DEFAULT_EXTENSIONS
 from ca.certs import KNOWN_EXTENSIONS
 
 __all__ = [
+    "APPROVER_AUTH",
     "EXTENSIONS",
     "DEFAULT_EXTENSIONS",
     "WEEKDAYS",
@@ -42,6 +43,8 @@ __all__ = [
 EXTENSIONS: frozenset[str] = KNOWN_EXTENSIONS
 #: What a rule grants when it does not list ``extensions``.
 DEFAULT_EXTENSIONS: tuple[str, ...] = CA_DEFAULT_EXTENSIONS
+#: What a rule's ``approver_auth`` may ask of an approval's sign-in.
+APPROVER_AUTH: tuple[str, ...] = ("any", "totp", "fresh_sso")
 #: Day names for auto-approval windows, Monday first (``datetime.weekday()`` order).
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -168,6 +171,21 @@ class Rule:
     approvers_may_shorten: bool = True
     break_glass: bool = False
     description: str = ""
+    #: How long before a certificate's valid_before its requester is warned (chat, webhook,
+    #: ``jit-ssh status`` and ``jit-ssh ssh``).
+    warn_before: timedelta = timedelta(minutes=5)
+    #: Whether approvers may approve or deny from a chat message's buttons (Slack). Off by
+    #: default: the button then opens the request's web page.
+    chat_approval: bool = False
+    #: The Slack channel this rule's requests are posted to (else the server's default).
+    slack_channel: str | None = None
+    #: What an approval must be made with: "any" sign-in, a web session that gave a TOTP
+    #: code ("totp"), or a web session signed in by SSO within the last 15 minutes
+    #: ("fresh_sso"). A chat button proves neither: such a rule never approves from chat.
+    approver_auth: str = "any"
+    #: Extensions (``jit-ssh extend``) are auto-approved while the extensions of one access
+    #: add up to at most this; beyond it (or when unset) they are decided as any request.
+    extension_allowance: timedelta | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -191,7 +209,24 @@ class Rule:
             "source_address": list(self.source_address),
             "approvers_may_shorten": self.approvers_may_shorten,
             "break_glass": self.break_glass,
+            **self._notification_keys(),
         }
+
+    def _notification_keys(self) -> dict[str, Any]:
+        """The keys added with notifications and extensions, where a rule sets them: a
+        policy that sets none keeps the version it had before they existed."""
+        out: dict[str, Any] = {}
+        if self.warn_before != timedelta(minutes=5):
+            out["warn_before"] = int(self.warn_before.total_seconds())
+        if self.chat_approval:
+            out["chat_approval"] = True
+        if self.slack_channel is not None:
+            out["slack_channel"] = self.slack_channel
+        if self.approver_auth != "any":
+            out["approver_auth"] = self.approver_auth
+        if self.extension_allowance is not None:
+            out["extension_allowance"] = int(self.extension_allowance.total_seconds())
+        return out
 
 
 @dataclass(frozen=True)
