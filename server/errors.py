@@ -92,6 +92,15 @@ from ca.errors import JitSshError
 
 __all__ = [
     "HTTP_STATUS",
+    "NotExtendable",
+    "ExtensionPending",
+    "ApproverAuthRequired",
+    "ChatApprovalOff",
+    "SlackNotConfigured",
+    "SlackSignatureInvalid",
+    "SlackTimestampStale",
+    "SlackReplayed",
+    "SlackUserUnknown",
     "http_status",
     "InvalidInput",
     "BodyTooLarge",
@@ -289,6 +298,63 @@ class DatabaseUnavailable(JitSshError):
     code = "database_unavailable"
 
 
+# ---- notifications, chat approvals and extensions ---------------------------------------
+
+
+class NotExtendable(InvalidState):
+    """``jit-ssh extend`` names a request with no running access: not issued, expired,
+    revoked, or itself replaced by an extension."""
+
+    code = "not_extendable"
+
+
+class ExtensionPending(InvalidState):
+    """The access already has an extension waiting for approval or to be fetched."""
+
+    code = "extension_pending"
+
+
+class ApproverAuthRequired(Forbidden):
+    """The rule's ``approver_auth`` asks for a sign-in this approval was not made with
+    (a TOTP code, or a fresh single sign-on, in the web form)."""
+
+    code = "approver_auth_required"
+
+
+class ChatApprovalOff(Forbidden):
+    """The rule does not let approvers decide from chat (``chat_approval``)."""
+
+    code = "chat_approval_off"
+
+
+class SlackNotConfigured(NotFound):
+    code = "slack_not_configured"
+
+
+class SlackSignatureInvalid(JitSshError):
+    """A Slack callback whose ``X-Slack-Signature`` is missing or wrong."""
+
+    code = "slack_signature_invalid"
+
+
+class SlackTimestampStale(SlackSignatureInvalid):
+    """A Slack callback signed more than five minutes from the server's clock."""
+
+    code = "slack_timestamp_stale"
+
+
+class SlackReplayed(SlackSignatureInvalid):
+    """A Slack callback whose signature was seen already."""
+
+    code = "slack_replayed"
+
+
+class SlackUserUnknown(Forbidden):
+    """The Slack user maps to no enabled jit-ssh user (by verified email or mapping)."""
+
+    code = "slack_user_unknown"
+
+
 #: The HTTP status of each error code that does not answer 400 (bad input). A code
 #: not listed answers as its nearest listed ancestor does (see :func:`http_status`).
 HTTP_STATUS: Mapping[str, int] = MappingProxyType(
@@ -313,6 +379,7 @@ HTTP_STATUS: Mapping[str, int] = MappingProxyType(
         "sso_provider_error": 502,
         "sso_flow_expired": 410,
         "sso_busy": 429,
+        "slack_signature_invalid": 401,
     }
 )
 
