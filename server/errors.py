@@ -51,6 +51,9 @@ its status where it is not 400::
     ├── SsoFlowExpired             sso_flow_expired         410  the sign-in flow's ten minutes have passed
     ├── SsoRedirectRefused         sso_redirect_refused     400  a redirect (next URL, loopback port) jit-ssh will not follow
     ├── SsoBusy                    sso_busy                 429  too many sign-ins in progress; try again in a minute
+    ├── SlackSignatureInvalid      slack_signature_invalid  401  a Slack callback's X-Slack-Signature is missing or wrong
+    │   ├── SlackTimestampStale    slack_timestamp_stale    401  signed more than five minutes from the server's clock
+    │   └── SlackReplayed          slack_replayed           401  a signature seen already
     ├── InvalidInput               invalid_input            400  a field of the body is missing or wrong
     ├── BodyTooLarge               body_too_large           413
     ├── AuthFailed                 auth_failed              401  (subclasses say why)
@@ -69,14 +72,20 @@ its status where it is not 400::
     │   ├── SsoDomainRefused       sso_domain_refused       403  the email's domain is not in allowed_email_domains
     │   ├── SsoNameTaken           sso_name_taken           403  the name is a local user's, not linked to this identity
     │   ├── SsoDenied              sso_denied               403  the provider answered an error (access_denied...), not a sign-in
-    │   └── PasswordLoginDisabled  password_login_disabled  403  password_login = false, and not a break-glass admin
+    │   ├── PasswordLoginDisabled  password_login_disabled  403  password_login = false, and not a break-glass admin
+    │   ├── ApproverAuthRequired   approver_auth_required   403  the rule's approver_auth asks for TOTP or a fresh SSO sign-in
+    │   ├── ChatApprovalOff        chat_approval_off        403  the rule does not let approvers decide from chat
+    │   └── SlackUserUnknown       slack_user_unknown       403  the Slack user maps to no enabled jit-ssh user
     ├── NotFound                   not_found                404
-    │   └── SsoNotConfigured       sso_not_configured       404  the server has no [sso] table
+    │   ├── SsoNotConfigured       sso_not_configured       404  the server has no [sso] table
+    │   └── SlackNotConfigured     slack_not_configured     404  the server has no [slack] table
     ├── InvalidState               invalid_state            409
     │   ├── NotApproved            not_approved             409
     │   ├── AlreadyDecided         already_decided          409
     │   ├── KeyMismatch            key_mismatch             409
-    │   └── KeyRevoked             key_revoked              409  an admin removed the key (or revoked its enrolment): never enrolled again
+    │   ├── KeyRevoked             key_revoked              409  an admin removed the key (or revoked its enrolment): never enrolled again
+    │   ├── NotExtendable          not_extendable           409  jit-ssh extend names a request with no running access
+    │   └── ExtensionPending       extension_pending        409  the access has an extension waiting already
     ├── RequestExpired             request_expired          410
     └── DatabaseUnavailable        database_unavailable     503
 
