@@ -17,6 +17,8 @@ from ca import InvalidDuration
 from server.db import CommitThenRaise
 from server.errors import (
     AlreadyDecided,
+    ApproverAuthRequired,
+    ChatApprovalOff,
     Forbidden,
     InvalidState,
     NotEligible,
@@ -43,7 +45,61 @@ from . import fast
 from .base import ServiceBase
 from .validation import MAX_COMMENT, MAX_REASON, check_target, check_text
 
-__all__ = ["RequestService", "MayDecide", "NotDecidable", "WhoMayApprove", "removed_target_reason"]
+__all__ = [
+    "RequestService",
+    "ApprovalContext",
+    "MayDecide",
+    "NotDecidable",
+    "WhoMayApprove",
+    "removed_target_reason",
+]
+
+#: A web session signed in by single sign-on within this long is "fresh" (``approver_auth``).
+FRESH_SSO = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class ApprovalContext:
+    """How an approval or denial reaches the service: the channel, and what its sign-in
+    proved. The rule's ``chat_approval`` and ``approver_auth`` are judged on it, under the
+    request's row lock, whichever way the decision came.
+
+    ``via``: "api" (a signed API call: an API key proves neither TOTP nor SSO), "web" (a
+    browser session: ``totp`` whether it gave a TOTP code, ``sso_at`` when it signed in by
+    single sign-on) or "chat" (a verified Slack interaction: it proves neither).
+    """
+
+    via: str = "api"
+    totp: bool = False
+    sso_at: datetime | None = None
+
+
+API = ApprovalContext()
+
+
+def _check_channel(rule: policies.Rule | None, ctx: ApprovalContext, now: datetime) -> None:
+    """Refuse a decision the rule does not let ``ctx`` make (see :class:`ApprovalContext`)."""
+    if rule is None:
+        return
+    if ctx.via == "chat" and not rule.chat_approval:
+        raise ChatApprovalOff(
+            f"rule {rule.name!r} does not let approvers decide from chat; open the request's web page",
+            field="id",
+        )
+    if rule.approver_auth == "totp" and not (ctx.via == "web" and ctx.totp):
+        raise ApproverAuthRequired(
+            f"rule {rule.name!r} needs approvals made in the web form, signed in with a TOTP code",
+            field="id",
+        )
+    if rule.approver_auth == "fresh_sso" and not (
+        ctx.via == "web" and ctx.sso_at is not None and now - ctx.sso_at <= FRESH_SSO
+    ):
+        raise ApproverAuthRequired(
+            f"rule {rule.name!r} needs approvals made in the web form within 15 minutes of "
+            "signing in by single sign-on; sign in again",
+            field="id",
+        )
+
 
 #: At most this many eligible approvers are named in a request's view (the rest are counted).
 MAX_NAMED_APPROVERS = 20
@@ -367,13 +423,20 @@ class RequestService(ServiceBase):
         *,
         comment: object = "",
         duration: timedelta | None = None,
+        context: ApprovalContext = API,
     ) -> AccessRequest:
         comment = check_text(comment, "comment", MAX_COMMENT)
-        return self._decide(user, request_id, approve=True, text=comment, duration=duration)
+        return self._decide(
+            user, request_id, approve=True, text=comment, duration=duration, context=context
+        )
 
-    def deny(self, user: User, request_id: object, *, reason: object) -> AccessRequest:
+    def deny(
+        self, user: User, request_id: object, *, reason: object, context: ApprovalContext = API
+    ) -> AccessRequest:
         reason = check_text(reason, "reason", MAX_REASON, required=True)
-        return self._decide(user, request_id, approve=False, text=reason, duration=None)
+        return self._decide(
+            user, request_id, approve=False, text=reason, duration=None, context=context
+        )
 
     def _decide(
         self,
@@ -383,6 +446,7 @@ class RequestService(ServiceBase):
         approve: bool,
         text: str,
         duration: timedelta | None,
+        context: ApprovalContext = API,
     ) -> AccessRequest:
         now = self.now()
         policy = self.policy.get()
@@ -438,8 +502,11 @@ class RequestService(ServiceBase):
             )
             if not check.allowed:
                 raise NotEligible(check.reason, field="id")
+            # The channel last: who may decide is said first, whichever way they came.
+            _check_channel(policy.rule(req.rule or ""), context, now)
             s.add(
                 Approval(
+                    via=context.via,
                     request_id=req.id,
                     approver_id=me.id,
                     decision=ApprovalDecision.APPROVE if approve else ApprovalDecision.DENY,
@@ -462,7 +529,7 @@ class RequestService(ServiceBase):
                     now,
                     actor=me.name,
                     request_id=req.id,
-                    data={"reason": text},
+                    data={"reason": text, "via": context.via},
                 )
                 notify = ("request.denied", {"request_id": req.id, "by": me.name, "reason": text})
             else:
@@ -487,6 +554,7 @@ class RequestService(ServiceBase):
                         "approvals": len(counted),
                         "required": req.approvals_required,
                         "policy": policy_check,
+                        "via": context.via,
                     },
                 )
                 if len(counted) >= req.approvals_required:
