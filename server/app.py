@@ -17,7 +17,7 @@ from datetime import datetime
 from flask import Flask, Response, g, request
 
 from .config import InvalidConfig, ServerConfig
-from .deps import Deps, bootstrap, build_deps
+from .deps import Deps, bootstrap, build_deps, start_outbox_worker
 from .keystore import RecordedState
 from .problems import install_error_handlers
 from .proxy import TrustedProxies, parse_networks
@@ -60,8 +60,12 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
     say: Callable[[str], None] | None = None,
     recorded_keys: RecordedState | None = None,
+    worker: bool = False,
 ) -> Flask:
-    """The app, over :func:`server.deps.build_deps` (which see for ``recorded_keys``)."""
+    """The app, over :func:`server.deps.build_deps` (which see for ``recorded_keys``).
+
+    ``worker``: also start this process's notification worker (when ``[notifications]
+    worker`` is true): a server process asks for it; a check, a tool or a test does not."""
     # The proxy list is checked before anything is built or written.
     try:
         proxies = parse_networks(config.trusted_proxies)
@@ -103,4 +107,6 @@ def create_app(
         return set_security_headers(resp)
 
     install_error_handlers(app, max_body_bytes=config.max_body_bytes)
+    if worker:
+        app.extensions["jit_ssh.outbox_worker"] = start_outbox_worker(d)
     return app

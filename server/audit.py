@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import Table, bindparam, event, insert, select, update
@@ -27,6 +27,9 @@ from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from ca import audit as chain
 
 from .models import AuditCheckpoint, AuditEvent, AuditHead
+
+if TYPE_CHECKING:
+    from .outbox import Outbox
 
 __all__ = [
     "AuditWriter",
@@ -141,6 +144,9 @@ class AuditWriter:
 
     signing_key: ed25519.Ed25519PrivateKey
     checkpoint_every: int = 1000
+    #: The transactional outbox: every recorded event is offered to it, in the same
+    #: transaction (server/outbox.py). None: nothing notifies.
+    outbox: Outbox | None = None
 
     @property
     def public_key(self) -> ed25519.Ed25519PublicKey:
@@ -160,6 +166,8 @@ class AuditWriter:
         ev = record(session, type=type, now=now, actor=actor, request_id=request_id, data=data)
         if self.checkpoint_every and ev.id % self.checkpoint_every == 0:
             _store_checkpoint(session, chain.sign_checkpoint(self.signing_key, ev, _iso(now)))
+        if self.outbox is not None:
+            self.outbox.enqueue(session, ev)
         return ev
 
     def checkpoint(self, session: Session, now: datetime) -> chain.Checkpoint | None:

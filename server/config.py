@@ -13,10 +13,13 @@ nobody can revoke and audit events nobody sees: so there is one resolver.
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +29,15 @@ from ca.errors import JitSshError
 if TYPE_CHECKING:
     from .sso.settings import SsoSettings
 
-__all__ = ["ServerConfig", "InvalidConfig", "resolve_config", "load_config", "default_data_dir"]
+__all__ = [
+    "ServerConfig",
+    "InvalidConfig",
+    "WebhookSettings",
+    "NotificationSettings",
+    "resolve_config",
+    "load_config",
+    "default_data_dir",
+]
 
 
 class InvalidConfig(JitSshError):
@@ -35,6 +46,44 @@ class InvalidConfig(JitSshError):
 
 def default_data_dir(env: Mapping[str, str] = os.environ) -> Path:
     return paths.data_dir(env)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """One ``[[webhooks]]`` table: a URL that receives the events it wants, signed."""
+
+    name: str
+    url: str
+    #: Read when the server starts (the file's first line); or ``secret`` from
+    #: ``$JIT_SSH_WEBHOOK_SECRET_<NAME>``.
+    secret_file: Path | None = None
+    secret: str | None = field(default=None, repr=False)
+    #: Event types or globs ("request.*"); empty: every event that notifies.
+    events: tuple[str, ...] = ()
+    #: Seconds to connect and to wait for the answer.
+    timeout: float = 5.0
+
+    @property
+    def sink_name(self) -> str:
+        return f"webhook:{self.name}"
+
+    def wants(self, event_type: str) -> bool:
+        return not self.events or any(fnmatch.fnmatchcase(event_type, p) for p in self.events)
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    """The ``[notifications]`` table: the outbox's worker and its retries."""
+
+    #: Run the delivery worker in each server process (else: `jit-ssh admin outbox work`).
+    worker: bool = True
+    #: Attempts before a message is dead (kept, and shown by `jit-ssh admin outbox`).
+    max_attempts: int = 12
+    #: The first retry's delay; doubled for each further one, at most ``backoff_max``.
+    backoff_base: timedelta = timedelta(seconds=10)
+    backoff_max: timedelta = timedelta(hours=1)
+    #: How long a worker holds a message it is delivering before another may take it.
+    lease: timedelta = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -68,11 +117,28 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     #: Single sign-on (the ``[sso]`` table, see server.sso.settings); None: not configured.
     sso: SsoSettings | None = None
+    #: Signed JSON webhooks (``[[webhooks]]`` tables).
+    webhooks: tuple[WebhookSettings, ...] = ()
+    #: The outbox's worker and retries (the ``[notifications]`` table).
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
     extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'jit-ssh.sqlite3'}"
+
+    @property
+    def all_webhooks(self) -> tuple[WebhookSettings, ...]:
+        """``webhooks``, and the old single ``webhook_url`` as the one named "default"
+        (signed when ``$JIT_SSH_WEBHOOK_SECRET_DEFAULT`` was set at load, else unsigned)."""
+        if not self.webhook_url or any(w.name == "default" for w in self.webhooks):
+            return self.webhooks
+        legacy = WebhookSettings(
+            name="default",
+            url=self.webhook_url,
+            secret=self.extra.get("webhook_secret_default"),  # type: ignore[arg-type]
+        )
+        return (legacy, *self.webhooks)
 
     @property
     def resolved_policy_path(self) -> Path:
@@ -121,7 +187,158 @@ def _proxies(value: object, source: str) -> tuple[str, ...]:
         raise InvalidConfig(str(e), field="trusted_proxies") from None
 
 
+_WEBHOOK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_WEBHOOK_KEYS = {"name", "url", "secret_file", "events", "timeout"}
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def secret_variable(name: str) -> str:
+    """The environment variable that holds webhook ``name``'s secret."""
+    return "JIT_SSH_WEBHOOK_SECRET_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def check_webhook_url(url: object, where: str) -> str:
+    """An https URL, or http to this machine only (the secret and the events would
+    otherwise cross the network in the clear)."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str) or not url:
+        raise InvalidConfig(f"{where} must be a URL", field="webhooks")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as e:
+        raise InvalidConfig(f"{where}: {url!r} is not a URL: {e}", field="webhooks") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise InvalidConfig(f"{where}: {url!r} must be an https:// URL", field="webhooks")
+    if parts.scheme == "http" and host not in _LOCAL_HOSTS:
+        raise InvalidConfig(
+            f"{where}: {url!r} is plain http; use https (plain http only to localhost)",
+            field="webhooks",
+        )
+    return url
+
+
+def _check_events(value: object, where: str) -> tuple[str, ...]:
+    from .outbox import NOTIFYING
+
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidConfig(f"{where} must be a list of event types", field="webhooks")
+    for pattern in value:
+        if not any(fnmatch.fnmatchcase(t, pattern) for t in NOTIFYING):
+            raise InvalidConfig(
+                f"{where}: {pattern!r} matches no event that notifies (known: {', '.join(sorted(NOTIFYING))})",
+                field="webhooks",
+            )
+    return tuple(value)
+
+
+def _webhooks(value: object, source: str, env: Mapping[str, str]) -> tuple[WebhookSettings, ...]:
+    if not isinstance(value, list):
+        raise InvalidConfig(f"{source}: webhooks must be [[webhooks]] tables", field="webhooks")
+    out: list[WebhookSettings] = []
+    for i, table in enumerate(value):
+        where = f"{source}: webhooks[{i}]"
+        if not isinstance(table, dict):
+            raise InvalidConfig(f"{where} must be a table", field="webhooks")
+        unknown = set(table) - _WEBHOOK_KEYS
+        if unknown:
+            raise InvalidConfig(
+                f"{where}: unknown key(s) {sorted(unknown)} (known: {', '.join(sorted(_WEBHOOK_KEYS))})",
+                field="webhooks",
+            )
+        name = table.get("name")
+        if not isinstance(name, str) or not _WEBHOOK_NAME.match(name):
+            raise InvalidConfig(
+                f"{where}.name must be lower-case letters, digits, - or _ (got {name!r})",
+                field="webhooks",
+            )
+        where = f"{source}: webhook {name!r}"
+        if any(w.name == name for w in out):
+            raise InvalidConfig(f"{where} is configured twice", field="webhooks")
+        url = check_webhook_url(table.get("url"), f"{where}: url")
+        secret_file = table.get("secret_file")
+        if secret_file is not None and (not isinstance(secret_file, str) or not secret_file):
+            raise InvalidConfig(f"{where}: secret_file must be a path", field="webhooks")
+        secret = env.get(secret_variable(name)) or None
+        if secret_file is None and secret is None:
+            raise InvalidConfig(
+                f"{where} has no secret: set secret_file or ${secret_variable(name)}",
+                field="webhooks",
+            )
+        timeout = table.get("timeout", 5)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout <= 60
+        ):
+            raise InvalidConfig(
+                f"{where}: timeout must be seconds, more than 0 and at most 60", field="webhooks"
+            )
+        events = _check_events(table["events"], f"{where}: events") if "events" in table else ()
+        out.append(
+            WebhookSettings(
+                name=name,
+                url=url,
+                secret_file=Path(secret_file).expanduser() if secret_file else None,
+                secret=secret,
+                events=events,
+                timeout=float(timeout),
+            )
+        )
+    return tuple(out)
+
+
+def _notifications(value: object, source: str) -> NotificationSettings:
+    from ca.durations import parse_duration
+    from ca.errors import InvalidDuration
+
+    if not isinstance(value, dict):
+        raise InvalidConfig(f"{source}: notifications must be a table", field="notifications")
+    known = {f.name for f in fields(NotificationSettings)}
+    unknown = set(value) - known
+    if unknown:
+        raise InvalidConfig(
+            f"{source}: notifications: unknown key(s) {sorted(unknown)} (known: {', '.join(sorted(known))})",
+            field="notifications",
+        )
+    got: dict[str, Any] = {}
+    if "worker" in value:
+        if not isinstance(value["worker"], bool):
+            raise InvalidConfig(
+                f"{source}: notifications.worker must be true or false", field="notifications"
+            )
+        got["worker"] = value["worker"]
+    if "max_attempts" in value:
+        n = value["max_attempts"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
+            raise InvalidConfig(
+                f"{source}: notifications.max_attempts must be an integer from 1 to 1000",
+                field="notifications",
+            )
+        got["max_attempts"] = n
+    for key in ("backoff_base", "backoff_max", "lease"):
+        if key in value:
+            v = value[key]
+            try:
+                got[key] = parse_duration(v, field=f"notifications.{key}")
+            except InvalidDuration as e:
+                raise InvalidConfig(f"{source}: {e}", field="notifications") from None
+    settings = NotificationSettings(**got)
+    if settings.backoff_max < settings.backoff_base:
+        raise InvalidConfig(
+            f"{source}: notifications.backoff_max must be at least backoff_base",
+            field="notifications",
+        )
+    return settings
+
+
 def _coerce(name: str, value: object, source: str, env: Mapping[str, str]) -> object:
+    if name == "webhooks":
+        return _webhooks(value, source, env)
+    if name == "notifications":
+        return _notifications(value, source)
     if name == "sso":
         # Imported here: server.sso.settings imports InvalidConfig from this module.
         from .sso.settings import parse_sso_settings
@@ -129,6 +346,8 @@ def _coerce(name: str, value: object, source: str, env: Mapping[str, str]) -> ob
         return parse_sso_settings(value, source=source, env=env)
     if name == "trusted_proxies":
         return _proxies(value, source)
+    if name == "webhook_url" and value:
+        return check_webhook_url(value, f"{source}: webhook_url")
     kind = str(_TYPES[name])
     if "int" in kind and "Path" not in kind:
         if isinstance(value, bool):
@@ -192,6 +411,9 @@ def resolve_config(
     found = values.pop("data_dir", None) or default_data_dir(
         {k: v for k, v in env.items() if k != "JIT_SSH_DATA_DIR"}
     )
+    legacy_secret = env.get(secret_variable("default"))
+    if legacy_secret:
+        values["extra"] = {"webhook_secret_default": legacy_secret}
     cfg = ServerConfig(data_dir=Path(found), **values)
     if cfg.backdate_seconds < 0 or cfg.max_clock_skew <= 0 or cfg.audit_checkpoint_every <= 0:
         raise InvalidConfig(

@@ -15,7 +15,8 @@ Construction order (``build_deps``):
    hook (every event is also one JSON line in the log);
 3. the audit writer, and the key check: the data directory's keys must be the
    ones the database recorded (:func:`server.keystore.check_and_record`);
-4. the keyring, the policy holder, the notifier, the :class:`Service`;
+4. the outbox and its sinks (webhooks), the keyring, the policy holder, the :class:`Service`
+   (no delivery worker: a one-shot command starts none);
 5. certificates ``ca sign --no-record`` left pending are recorded.
 """
 
@@ -54,6 +55,11 @@ class AdminContext:
     @property
     def audit_public_key(self) -> ed25519.Ed25519PublicKey:
         return self.audit.public_key
+
+    @property
+    def deps(self) -> Deps:
+        """The whole graph (the outbox's worker runs on it)."""
+        return self._deps
 
     def export_audit(self, since: int) -> Iterator[str]:
         return self._deps.export_audit(since)

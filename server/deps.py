@@ -9,6 +9,7 @@ Views reach it in one way only: :func:`deps`.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 import policies
 from ca.audit import generate_audit_key, load_audit_key, save_audit_key
@@ -30,14 +32,23 @@ from server.db import is_sqlite, make_engine, make_session_factory, transaction
 from server.keystore import LiveKeyring, RecordedState, check_and_record
 from server.metrics import Metrics
 from server.migrate import upgrade
-from server.notify import Notifier
 from server.offline import flush_pending
+from server.outbox import Backoff, Outbox, OutboxWorker, Sink
 from server.services import PolicyHolder, Service
+from server.webhooks import webhook_sinks
 
 if TYPE_CHECKING:
     from server.services.sso import OidcProviderLike, SsoService
 
-__all__ = ["Deps", "build_deps", "bootstrap", "deps", "DEFAULT_BASE_URL", "SsoHolder"]
+__all__ = [
+    "Deps",
+    "build_deps",
+    "bootstrap",
+    "deps",
+    "DEFAULT_BASE_URL",
+    "SsoHolder",
+    "start_outbox_worker",
+]
 
 log = logging.getLogger("jit_ssh.server")
 
@@ -69,6 +80,8 @@ class Deps:
     engine: Engine
     audit: audit.AuditWriter
     clock: Callable[[], datetime]
+    #: The transactional outbox (its sinks: the webhooks, and Slack when configured).
+    outbox: Outbox
     metrics: Metrics = field(default_factory=Metrics)
     sso_holder: SsoHolder = field(default_factory=SsoHolder)
 
@@ -161,8 +174,24 @@ def build_deps(
     sessions = make_session_factory(engine)
     audit.install_log_hook(sessions)
 
+    base_url = config.base_url or DEFAULT_BASE_URL
+    sinks: list[Sink] = [
+        *webhook_sinks(config.all_webhooks, sessions=sessions, base_url=base_url),
+        *_slack_sinks(config, _SinkParts(sessions=sessions, base_url=base_url, clock=clock)),
+    ]
+    n = config.notifications
+    outbox = Outbox(
+        sessions,
+        sinks,
+        clock,
+        max_attempts=n.max_attempts,
+        backoff=Backoff(n.backoff_base.total_seconds(), n.backoff_max.total_seconds()),
+        lease=n.lease,
+    )
     writer = audit.AuditWriter(
-        load_audit_key(config.audit_key_path), checkpoint_every=config.audit_checkpoint_every
+        load_audit_key(config.audit_key_path),
+        checkpoint_every=config.audit_checkpoint_every,
+        outbox=outbox,
     )
     # The database says which keys every replica holds and which CA key signs:
     # refuse to start with other ones (server/keystore.py).
@@ -176,8 +205,6 @@ def build_deps(
     keyring = LiveKeyring(sessions, config.data_dir, recorded, passphrase=_ca_passphrase(config))
 
     holder = PolicyHolder(config.resolved_policy_path)
-    base_url = config.base_url or DEFAULT_BASE_URL
-    notifier = Notifier(config.webhook_url, base_url=base_url) if config.webhook_url else None
     service = Service(
         sessions=sessions,
         keyring=keyring,
@@ -186,7 +213,6 @@ def build_deps(
         clock=clock,
         backdate_seconds=config.backdate_seconds,
         krl_clock_skew=config.krl_clock_skew,
-        notify=notifier.send if notifier else None,
     )
     # Each version the holder loads is recorded once across workers and replicas.
     holder.on_change = service.record_policy_version
@@ -202,7 +228,33 @@ def build_deps(
         engine=engine,
         audit=writer,
         clock=clock,
+        outbox=outbox,
     )
+
+
+@dataclass(frozen=True)
+class _SinkParts:
+    """What a sink may need from the graph being built."""
+
+    sessions: sessionmaker[Session]
+    base_url: str
+    clock: Callable[[], datetime]
+
+
+# ---- MERGE POINT (issue 14): the Slack sinks ("slack.channel", "slack.dm") ----------------
+def _slack_sinks(config: ServerConfig, deps_parts: _SinkParts) -> list[Sink]:
+    """The Slack sinks when ``[slack]`` is configured; appended to the webhooks' sinks."""
+    return []
+
+
+def start_outbox_worker(d: Deps, *, interval: float = 1.0) -> OutboxWorker | None:
+    """Start the delivery worker thread of this server process, unless
+    ``[notifications] worker = false`` (then `jit-ssh admin outbox work` delivers)."""
+    if not d.config.notifications.worker:
+        return None
+    worker = OutboxWorker(d, interval=interval).start()
+    atexit.register(worker.stop, 5.0)
+    return worker
 
 
 def deps() -> Deps:

@@ -61,6 +61,16 @@ def metrics() -> ResponseReturnValue:
             )
         )
         lines.append(f"jit_ssh_auth_failures_total {failures}")
+    counts, oldest = d.outbox.stats()
+    lines.append("# HELP jit_ssh_outbox_messages Notifications in the outbox by state.")
+    lines.append("# TYPE jit_ssh_outbox_messages gauge")
+    for name in ("pending", "delivered", "dead"):
+        lines.append(f'jit_ssh_outbox_messages{{state="{name}"}} {counts.get(name, 0)}')
+    lines.append(
+        "# HELP jit_ssh_outbox_oldest_pending_seconds Age of the oldest undelivered notification."
+    )
+    lines.append("# TYPE jit_ssh_outbox_oldest_pending_seconds gauge")
+    lines.append(f"jit_ssh_outbox_oldest_pending_seconds {oldest:.0f}")
     lines.append("# HELP jit_ssh_http_request_duration_seconds Request latency (this worker).")
     lines.append("# TYPE jit_ssh_http_request_duration_seconds histogram")
     for endpoint, b in d.metrics.snapshot():

@@ -16,4 +16,4 @@ __all__ = ["make_app"]
 def make_app() -> Flask:
     """Build the app from ``$JIT_SSH_CONFIG`` and ``JIT_SSH_*`` (read when called, not at import)."""
     logging.basicConfig(level=os.environ.get("JIT_SSH_LOG_LEVEL", "INFO"), format="%(message)s")
-    return create_app(load_config())
+    return create_app(load_config(), worker=True)

@@ -107,6 +107,19 @@ def _same(key: str, loaded: object, written: object) -> bool:
             else _plain(getattr(loaded, k)) == v
             for k, v in written.items()
         )
+    if key == "webhooks" and isinstance(loaded, tuple) and isinstance(written, list):
+        return len(loaded) == len(written) and all(
+            _plain(getattr(w, k)) == v
+            for w, table in zip(loaded, written, strict=True)
+            for k, v in table.items()
+        )
+    if key == "notifications" and isinstance(written, dict):
+        return all(
+            parse_duration(v) == getattr(loaded, k)
+            if isinstance(v, str)
+            else getattr(loaded, k) == v
+            for k, v in written.items()
+        )
     if key == "trusted_proxies" and isinstance(loaded, tuple) and isinstance(written, list):
         return [ip_network(v) for v in loaded] == [ip_network(str(v)) for v in written]
     return _plain(loaded) == written

@@ -97,7 +97,7 @@ def serve(
 
         def load(self) -> Any:
             # Checked above; each worker then follows the database's key states on its own.
-            return create_app(cfg, recorded_keys=recorded)
+            return create_app(cfg, recorded_keys=recorded, worker=True)
 
     _App().run()
 
@@ -404,6 +404,115 @@ def admin_expire(admin_ctx: AdminHandle) -> None:
     """Expire pending and approved requests past their deadlines (a sweep; reads also do it)."""
     n = admin_ctx.context.service.expire_sweep()
     click.echo(f"{n} request(s) changed state")
+
+
+# ---- the notification outbox ------------------------------------------------------------
+
+_OUTBOX_STATES = ("pending", "dead", "delivered")
+
+
+@admin.group("outbox", invoke_without_command=True)
+@with_admin(create=False, lazy=True)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(_OUTBOX_STATES),
+    help="Only messages in this state (repeatable; default: pending and dead).",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def admin_outbox(
+    ctx: click.Context, admin_ctx: AdminHandle, states: tuple[str, ...], as_json: bool
+) -> None:
+    """List the notifications not yet delivered: pending (with their next attempt) and dead
+    (given up on; `jit-ssh admin outbox retry` puts them back). Exit 0 also when there are
+    dead ones: the metric jit_ssh_outbox_messages{state="dead"} is what alerts."""
+    if ctx.invoked_subcommand is not None:
+        return
+    outbox = admin_ctx.context.deps.outbox
+    rows = outbox.messages(states or ("pending", "dead"))
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "key": m.key,
+                        "sink": m.sink,
+                        "event": m.event_type,
+                        "request_id": m.request_id,
+                        "state": str(m.state),
+                        "attempts": m.attempts,
+                        "next_attempt_at": _iso(m.next_attempt_at)
+                        if str(m.state) == "pending"
+                        else None,
+                        "last_error": m.last_error,
+                        "created_at": _iso(m.created_at),
+                        "delivered_at": _iso(m.delivered_at),
+                    }
+                    for m in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not rows:
+        click.echo(f"no {' or '.join(states or ('pending', 'dead'))} notifications")
+        return
+    click.echo(
+        f"{'KEY':<28} {'SINK':<20} {'EVENT':<22} {'STATE':<9} {'TRIES':>5} {'NEXT':<20} LAST ERROR"
+    )
+    for m in rows:
+        nxt = _iso(m.next_attempt_at) if str(m.state) == "pending" else "-"
+        error = (m.last_error or "-").replace("\n", " ")[:80]
+        click.echo(
+            f"{m.key:<28} {m.sink:<20} {m.event_type:<22} {str(m.state):<9} {m.attempts:>5} "
+            f"{nxt:<20} {error}"
+        )
+
+
+@admin_outbox.command("retry")
+@with_admin(create=False)
+@click.argument("key", required=False)
+@click.option("--dead", is_flag=True, help="Every dead message.")
+def admin_outbox_retry(admin_ctx: AdminHandle, key: str | None, dead: bool) -> None:
+    """Put the message KEY (or, with --dead, every dead one) back to pending, due now, its
+    attempts counted afresh. A delivered message is not sent again."""
+    from client.errors import NothingFound
+
+    if bool(key) == dead:
+        raise click.UsageError("give a KEY or --dead (not both)")
+    n = admin_ctx.context.deps.outbox.retry(key, dead=dead)
+    if key and n == 0:
+        raise NothingFound(f"no pending or dead notification {key!r}")
+    click.echo(f"{n} notification(s) due again")
+
+
+@admin_outbox.command("work")
+@with_admin(create=False)
+@click.option("--once", is_flag=True, help="One pass (expiry events, then what is due), then exit.")
+def admin_outbox_work(admin_ctx: AdminHandle, once: bool) -> None:
+    """Deliver notifications: the worker `jit-ssh serve` runs in each process, standalone
+    (for `[notifications] worker = false`). Runs until SIGTERM or SIGINT."""
+    import logging
+    import signal
+
+    from server.outbox import OutboxWorker
+
+    logging.basicConfig(level=os.environ.get("JIT_SSH_LOG_LEVEL", "INFO"), format="%(message)s")
+    worker = OutboxWorker(admin_ctx.context.deps)
+    if once:
+        n = worker.run_once()
+        click.echo(f"{n} notification(s) attempted")
+        return
+
+    def _stop(signum: int, frame: object) -> None:
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    click.echo("jit-ssh outbox worker running", err=True)
+    worker.run()
 
 
 @click.group()

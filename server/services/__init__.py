@@ -13,6 +13,7 @@ One module per hop of a request:
     requests.py        submit, get, list, approve, deny, cancel, expire
     certificates.py    fetch (issue), revoke, the KRL
     users.py           disable a user, remove a key, end their access
+    expiry.py          the time-driven events: expiry warnings, requests past their deadlines
     fast.py            the hand-built SQL statements of the hot path, and why
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .certificates import CertificateResult, CertificateService
+from .expiry import ExpiryService
 from .policy_source import PolicyHolder
 from .requests import MayDecide, NotDecidable, RequestService
 from .users import UserService
@@ -38,5 +40,5 @@ __all__ = [
 
 
 @dataclass
-class Service(RequestService, CertificateService, UserService):
+class Service(RequestService, CertificateService, UserService, ExpiryService):
     """The whole service: every hop, over one set of dependencies (``ServiceBase``'s fields)."""

@@ -6,7 +6,7 @@ under the current policy (which both an approval and a fetch make).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -56,7 +56,6 @@ class ServiceBase:
     backdate_seconds: int = 0
     #: Seconds a revoked serial stays in the KRL past its valid_before (hosts' clock skew).
     krl_clock_skew: int = 300
-    notify: Callable[[str, Mapping[str, object]], None] | None = None
 
     # ---- helpers -----------------------------------------------------------------
 
@@ -312,10 +311,3 @@ class ServiceBase:
             narrowed,
             "The policy changed since this request was made: shown is what can still be issued.",
         )
-
-    def _notify(self, kind: str, payload: Mapping[str, object]) -> None:
-        if self.notify is not None:
-            try:
-                self.notify(kind, payload)
-            except Exception:
-                log.exception("notification %s failed", kind)

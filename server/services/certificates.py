@@ -75,7 +75,6 @@ class CertificateService(ServiceBase):
         now = self.now()
         # Read before the transaction: a reload records its own audit event.
         policy = self.policy.get()
-        notify = None
         with self._tx() as s:
             req = self._lock_request(s, request_id, lean=True)
             me = self._me(s, user)
@@ -236,13 +235,7 @@ class CertificateService(ServiceBase):
                 key_id=issued.key_id,
                 reissued=False,
             )
-            notify = (
-                "certificate.issued",
-                {"request_id": req.id, "serial": issued.serial, "requester": me.name},
-            )
         # Only now, after the commit, does the certificate leave this function.
-        if notify:
-            self._notify(*notify)
         return result
 
     def revoke(self, user: User, serial: object, *, reason: object = "") -> Revocation:

@@ -273,17 +273,6 @@ class RequestService(ServiceBase):
                         },
                     },
                 )
-        self._notify(
-            "request.created",
-            {
-                "request_id": req.id,
-                "requester": user.name,
-                "target": target,
-                "state": str(req.state),
-                "reason": reason,
-                "duration_seconds": seconds,
-            },
-        )
         return req
 
     def get(self, user: User, request_id: object) -> AccessRequest:
@@ -450,7 +439,6 @@ class RequestService(ServiceBase):
     ) -> AccessRequest:
         now = self.now()
         policy = self.policy.get()
-        notify: tuple[str, dict[str, object]] | None = None
         with self._tx() as s:
             req = self._lock_request(s, request_id)
             me = self._me(s, user)
@@ -531,7 +519,6 @@ class RequestService(ServiceBase):
                     request_id=req.id,
                     data={"reason": text, "via": context.via},
                 )
-                notify = ("request.denied", {"request_id": req.id, "by": me.name, "reason": text})
             else:
                 if policy_check["result"] == "narrowed":
                     # The request now carries the narrowed decision: the API and the
@@ -581,11 +568,8 @@ class RequestService(ServiceBase):
                             "policy": policy_check,
                         },
                     )
-                    notify = ("request.approved", {"request_id": req.id, "by": me.name})
             s.flush()
             s.refresh(req)
-        if notify:
-            self._notify(*notify)
         return req
 
     def cancel(self, user: User, request_id: object) -> AccessRequest:
