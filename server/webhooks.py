@@ -58,7 +58,8 @@ def load_secret(settings: WebhookSettings) -> bytes | None:
     if settings.secret_file is None:
         return None
     try:
-        text = settings.secret_file.read_text("utf-8").strip()
+        lines = settings.secret_file.read_text("utf-8").strip().splitlines()
+        text = lines[0].strip() if lines else ""
     except OSError as e:
         raise InvalidConfig(
             f"webhook {settings.name!r}: secret_file {settings.secret_file}: {e.strerror or e}",
