@@ -144,6 +144,8 @@ class Claimed:
 
     id: int
     token: str
+    #: When the lease lapses: a message not yet tried by then is left to whoever takes it.
+    until: datetime
     delivery: Delivery
 
 
@@ -255,6 +257,7 @@ class Outbox:
             Claimed(
                 id=r.id,
                 token=token,
+                until=until,
                 delivery=Delivery(
                     key=r.key, sink=r.sink, event=json.loads(r.payload), attempt=r.attempts + 1
                 ),
@@ -264,7 +267,9 @@ class Outbox:
 
     def attempt(self, claimed: Claimed) -> str:
         """Deliver one claimed message (outside any transaction) and record how it went;
-        returns the state it is left in."""
+        returns the state it is left in ("lapsed": not tried, the lease ran out first)."""
+        if self.clock() >= claimed.until:
+            return "lapsed"
         sink = self._by_name.get(claimed.delivery.sink)
         error: DeliveryFailed | None
         if sink is None:
@@ -322,11 +327,19 @@ class Outbox:
             )
         return state.value
 
-    def deliver_due(self, *, limit: int = 100) -> int:
-        claimed = self.claim(limit)
-        for c in claimed:
-            self.attempt(c)
-        return len(claimed)
+    def deliver_due(self, *, limit: int = 100, batch: int = 10) -> int:
+        """Deliver what is due, claimed ``batch`` at a time (a lease covers only messages
+        about to be tried), up to ``limit``; returns how many were tried. A message that
+        fails is due again only after its backoff: it is not tried twice in one call."""
+        tried = 0
+        while tried < limit:
+            claimed = self.claim(min(batch, limit - tried))
+            if not claimed:
+                break
+            for c in claimed:
+                if self.attempt(c) != "lapsed":
+                    tried += 1
+        return tried
 
     # ---- what the admin sees ------------------------------------------------------------
 

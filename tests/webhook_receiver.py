@@ -5,8 +5,8 @@ with scripted statuses. Run as a program (``python -m tests.webhook_receiver``) 
 crash tests' separate receiver process: it de-duplicates on ``Idempotency-Key`` and appends
 each new delivery to a JSON-lines file (fsync'ed before it answers), so what it got survives
 its own death; ``--hold`` makes it keep the first request open without answering (after
-persisting it), ``--die-after-read`` makes it exit at once after reading the first body,
-neither persisting nor answering.
+persisting it), ``--die-after-read`` makes it stop after reading the first body, neither persisting nor
+answering, and say so in a file (the test then kills it with SIGKILL).
 """
 
 from __future__ import annotations
@@ -55,12 +55,15 @@ class Receiver:
                     me.cond.notify_all()
                 if me.gate is not None:
                     me.gate.wait(30)
-                self.send_response(status)
-                for k, v in me.extra_headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                try:
+                    self.send_response(status)
+                    for k, v in me.extra_headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the sender gave up (a timeout test)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -107,7 +110,9 @@ def _serve(port: int, store: Path, *, hold: bool, die_after_read: bool) -> None:
             is_first = not first.is_set()
             first.set()
             if die_after_read and is_first:
-                os._exit(17)  # read the body, answer nothing, keep nothing
+                # Read the body, keep nothing, answer nothing: the test kills this process now.
+                (store.parent / f"receiver-{port}.read").write_text(key)
+                time.sleep(3600)
             with lock:
                 if key not in seen:
                     seen.add(key)
