@@ -133,10 +133,9 @@ class ServerConfig:
         (signed when ``$JIT_SSH_WEBHOOK_SECRET_DEFAULT`` was set at load, else unsigned)."""
         if not self.webhook_url or any(w.name == "default" for w in self.webhooks):
             return self.webhooks
+        secret = self.extra.get("webhook_secret_default")
         legacy = WebhookSettings(
-            name="default",
-            url=self.webhook_url,
-            secret=self.extra.get("webhook_secret_default"),  # type: ignore[arg-type]
+            name="default", url=self.webhook_url, secret=secret if isinstance(secret, str) else None
         )
         return (legacy, *self.webhooks)
 
@@ -411,6 +410,11 @@ def resolve_config(
     found = values.pop("data_dir", None) or default_data_dir(
         {k: v for k, v in env.items() if k != "JIT_SSH_DATA_DIR"}
     )
+    if values.get("webhook_url") and any(w.name == "default" for w in values.get("webhooks", ())):
+        raise InvalidConfig(
+            "webhook_url is the webhook named 'default': a [[webhooks]] table has that name too",
+            field="webhook_url",
+        )
     legacy_secret = env.get(secret_variable("default"))
     if legacy_secret:
         values["extra"] = {"webhook_secret_default": legacy_secret}

@@ -36,7 +36,7 @@ import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import format_duration
-from server.config import InvalidConfig, WebhookSettings
+from server.config import InvalidConfig, WebhookSettings, check_webhook_url
 from server.db import transaction
 from server.models import AccessRequest
 from server.outbox import Delivery, DeliveryFailed
@@ -187,6 +187,10 @@ def webhook_sinks(
     base_url: str,
     transport: httpx.BaseTransport | None = None,
 ) -> list[WebhookSink]:
+    """The sinks of ``webhooks``; each URL checked again (a configuration built in code
+    skipped the loader), each secret read."""
+    for w in webhooks:
+        check_webhook_url(w.url, f"webhook {w.name!r}: url")
     return [
         WebhookSink(w, load_secret(w), sessions=sessions, base_url=base_url, transport=transport)
         for w in webhooks

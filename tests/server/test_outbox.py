@@ -347,3 +347,64 @@ def test_tick_expires_overdue_requests(
         assert s.get(AccessRequest, rid).state == RequestState.EXPIRED
     deliver_due(d)
     assert hook.events()[-1] == "request.expired"
+
+
+# ---- the worker thread of a server process -----------------------------------------------------
+
+
+def test_the_server_processes_worker_delivers_and_stops(
+    app: Any, hook: Receiver, alice: Caller
+) -> None:
+    from server.deps import start_outbox_worker
+
+    worker = start_outbox_worker(deps(app), interval=0.05)
+    assert worker is not None and worker.alive
+    try:
+        alice.post("/v1/requests", DEMO)
+        assert hook.wait_for(1)[0].json["event"] == "request.created"
+    finally:
+        assert worker.stop(10)
+    assert not worker.alive
+
+
+def test_no_worker_thread_when_the_config_says_so(
+    tmp_path: Path, database_url: str, clock: Clock
+) -> None:
+    from server.deps import start_outbox_worker
+
+    app = build_app(tmp_path, database_url, clock, notifications=NotificationSettings(worker=False))
+    try:
+        assert start_outbox_worker(deps(app)) is None
+    finally:
+        app.extensions["jit_ssh.engine"].dispose()
+
+
+@pytest.mark.parametrize(
+    ("policy_change", "lead_minutes"),
+    [
+        # The rule's own lead time, under the policy in force now.
+        (('name = "demo-access"', 'name = "demo-access"\nwarn_before = "10m"'), 10),
+        # The request's rule is gone from the policy: the default 5 minutes.
+        (('name = "demo-access"', 'name = "demo-access-renamed"'), 5),
+    ],
+)
+def test_the_lead_time_is_the_current_rules(
+    app: Any,
+    alice: Caller,
+    bob: Caller,
+    clock: Clock,
+    tmp_path: Path,
+    policy_change: tuple[str, str],
+    lead_minutes: int,
+) -> None:
+    clock.freeze()
+    flow(alice, bob)  # 15 minutes
+    policy = tmp_path / "policy.toml"
+    policy.write_text(policy.read_text().replace(*policy_change))
+    d = deps(app)
+    d.service.policy.reload()
+    clock.advance(minutes=15 - lead_minutes, seconds=-1)
+    assert tick(d) == 0
+    clock.advance(seconds=2)
+    assert tick(d) == 1
+    assert _types(app)[-1] == "certificate.expiring"

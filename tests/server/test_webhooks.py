@@ -386,6 +386,15 @@ def test_a_missing_secret_file_is_refused_at_start(
         )
 
 
+def test_webhook_url_and_a_webhook_named_default_are_refused_together(tmp_path: Path) -> None:
+    with pytest.raises(InvalidConfig, match="named 'default'"):
+        _load(
+            tmp_path,
+            'webhook_url = "https://a.example/x"\n[[webhooks]]\nname = "default"\n'
+            'url = "https://b.example/x"\nsecret_file = "s"\n',
+        )
+
+
 def test_bad_notification_settings_are_refused(tmp_path: Path) -> None:
     for toml, message in (
         ("[notifications]\nmax_attempts = 0\n", "max_attempts"),
