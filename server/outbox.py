@@ -189,24 +189,23 @@ class Outbox:
             return 0
         now = self.clock()
         payload = json.dumps(event_dict(ev), sort_keys=True, separators=(",", ":"))
-        session.connection().execute(
-            _INSERT,
-            [
-                {
-                    "key": f"{ev.id}.{name}",
-                    "sink": name,
-                    "event_id": ev.id,
-                    "event_type": ev.type,
-                    "request_id": ev.request_id,
-                    "payload": payload,
-                    "state": OutboxState.PENDING.value,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-                for name in wanting
-            ],
-        )
+        rows = [
+            {
+                "key": f"{ev.id}.{name}",
+                "sink": name,
+                "event_id": ev.id,
+                "event_type": ev.type,
+                "request_id": ev.request_id,
+                "payload": payload,
+                "state": OutboxState.PENDING.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for name in wanting
+        ]
+        # One statement, one row per sink (INSERT ... VALUES (...), (...)).
+        session.connection().execute(_INSERT.values(rows))
         return len(wanting)
 
     # ---- the worker's side --------------------------------------------------------------
