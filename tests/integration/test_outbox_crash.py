@@ -193,3 +193,33 @@ def test_a_receiver_killed_before_answering_loses_nothing(setup: Setup) -> None:
     _assert_each_kept_once(s)
     assert len(s.arrivals()) == MESSAGES  # the lost answer was retried, nothing twice
     assert worker.poll() is None
+
+
+def test_jit_ssh_serve_delivers_by_itself(tmp_path: Path) -> None:
+    """The worker thread of a ``jit-ssh serve`` process: an event recorded (by another
+    process, on the same database) reaches the webhook within seconds, nobody asking."""
+    from tests.integration.e2e_helpers import JitServer
+    from tests.webhook_receiver import Receiver
+
+    hook = Receiver()
+
+    class Server(JitServer):
+        def env(self) -> dict[str, str]:
+            return {
+                **super().env(),
+                "JIT_SSH_WEBHOOK_URL": hook.url,
+                "JIT_SSH_WEBHOOK_SECRET_DEFAULT": SECRET,
+            }
+
+    server = Server(tmp_path, JIT_SSH)
+    server.start()
+    try:
+        cfg = resolve_config(env=server.env())
+        with open_context(cfg, say=lambda m: None) as ctx, ctx.service._tx() as s:
+            ctx.audit.record(s, type="request.created", now=ctx.clock(), actor="alice")
+        (got,) = hook.wait_for(1, timeout=30)
+        assert got.headers["Idempotency-Key"].endswith(".webhook:default")
+        assert got.headers["X-Jit-Ssh-Signature"].startswith("v1=")
+    finally:
+        server.stop()
+        hook.close()
