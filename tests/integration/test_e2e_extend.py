@@ -18,6 +18,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -28,7 +29,17 @@ import pytest
 from ca import parse_certificate
 
 from .conftest import LOGIN_USER
-from .e2e_helpers import TARGET, Engineer, HostSshd, World, end_process, load_json, run, world  # noqa: F401
+from .e2e_helpers import (  # noqa: F401
+    TARGET,
+    Engineer,
+    HostSshd,
+    World,
+    end_process,
+    load_json,
+    run,
+    wait_for,
+    world,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -170,6 +181,18 @@ def test_an_open_session_outlives_an_expired_certificate(world: World) -> None:
         assert late.returncode == 255, late
         host.wait_for_log(r"[Cc]ertificate invalid: expired", mark)
         assert session.ping(), "the open session ended when its certificate expired"
+
+        # What docs/krl.md tells a host admin: ending the session's sshd process (the
+        # per-connection child of the listener) ends the session.
+        def only_child() -> list[int]:
+            children = host._children()
+            return children if len(children) == 1 else []
+
+        (monitor,) = wait_for(only_child, "one sshd child: the open session's")
+        os.kill(monitor, signal.SIGTERM)
+        # The client sees the connection close (ssh exits 255); nothing answers any more.
+        assert session.proc.wait(timeout=10) == 255
+        assert not session.ping(timeout=2)
     finally:
         session.close()
     carol.jit("done", "--all", expect=None)
