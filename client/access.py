@@ -63,6 +63,7 @@ __all__ = [
     "remove_access",
     "remove_expired",
     "agent_add",
+    "agent_holds",
     "agent_remove",
     "write_ssh_config",
 ]
@@ -97,6 +98,14 @@ class AccessRecord:
     server: str
     key_path: str
     cert_path: str
+    #: After ``jit-ssh extend``: the request the files are named after (the access's first),
+    #: while ``request_id`` and ``serial`` are those of the certificate it now runs under.
+    files_id: str | None = None
+
+    @property
+    def name_id(self) -> str:
+        """The request id in this access's file names and ssh_config alias."""
+        return self.files_id or self.request_id
 
     def seconds_left(self, now: datetime) -> int:
         end = datetime.fromisoformat(self.valid_before.replace("Z", "+00:00"))
@@ -105,7 +114,7 @@ class AccessRecord:
     @property
     def alias(self) -> str:
         """This access's own ssh_config Host alias (and file name): ``<target>+<request id>``."""
-        return access_name(self.target, self.request_id)
+        return access_name(self.target, self.name_id)
 
 
 def access_name(target: str, request_id: str) -> str:
@@ -170,6 +179,8 @@ def check_record(record: AccessRecord, directory: Path, *, legacy: bool = False)
         check_target(record.target, field="target")
         # The same checks as for the server's answer the record was made from.
         check_request_id(record.request_id, field="request_id")
+        if record.files_id is not None:
+            check_request_id(record.files_id, field="files_id")
         check_serial(record.serial)
         for name in ("valid_after", "valid_before"):
             value = getattr(record, name)
@@ -188,7 +199,7 @@ def check_record(record: AccessRecord, directory: Path, *, legacy: bool = False)
         key = (
             directory / record.target
             if legacy
-            else key_path_for(record.target, record.request_id, directory)
+            else key_path_for(record.target, record.name_id, directory)
         )
         if record.key_path != str(key) or record.cert_path != f"{key}-cert.pub":
             raise InvalidName(f"key or certificate path is not {key}[-cert.pub]", field="key_path")
@@ -336,9 +347,9 @@ def _load(d: Path) -> list[AccessRecord]:
         if record is None:
             continue
         try:
-            if p.name != f"{record.target}+{record.request_id}.json":
+            if p.name != f"{record.target}+{record.name_id}.json":
                 raise InvalidAccessRecord(
-                    f"{p.name} holds the record of request {str(record.request_id)[:64]!r} "
+                    f"{p.name} holds the record of request {str(record.name_id)[:64]!r} "
                     f"to target {str(record.target)[:64]!r}"
                 )
             out.append(check_record(record, d))
@@ -432,6 +443,18 @@ def agent_add(key_path: str, seconds: int) -> bool:
         ["ssh-add", "-q", "-t", str(seconds), key_path], capture_output=True, text=True, timeout=15
     )
     return r.returncode == 0
+
+
+def agent_holds(key_path: str) -> bool:
+    """Whether ssh-agent holds the key of ``key_path`` (``ssh-add -L`` lists its public key)."""
+    if not os.environ.get("SSH_AUTH_SOCK") or not shutil.which("ssh-add"):
+        return False
+    try:
+        blob = Path(key_path + ".pub").read_text().split()[1]
+        listed = subprocess.run(["ssh-add", "-L"], capture_output=True, text=True, timeout=15)
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return False
+    return any(line.split()[1:2] == [blob] for line in listed.stdout.splitlines())
 
 
 def agent_remove(key_path: str) -> None:

@@ -50,6 +50,11 @@ _SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "status": ("client.commands.engineer", "status", "Your active access and pending requests."),
     "done": ("client.commands.engineer", "done", "End access early (revoke, remove the key)."),
+    "extend": (
+        "client.commands.engineer",
+        "extend",
+        "Add time to a running access (same key, new certificate).",
+    ),
     "requests": ("client.commands.engineer", "requests_cmd", "Your request history."),
     "pending": ("client.commands.approver", "pending", "Requests waiting for your approval."),
     "approve": ("client.commands.approver", "approve", "Approve a request."),

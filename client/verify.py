@@ -893,3 +893,56 @@ def check_whoami(answer: Any) -> WhoAmI:
         groups_source=source,
         enrolment_expires_at=None if expires is None else _time(expires, "enrolment_expires_at"),
     )
+
+
+# ------------------------------------------------------------------------------ extensions
+#
+# An extension (``jit-ssh extend``) is a request linked to a running access: its view says
+# which request it extends and how much time it adds; its certificate answer says which
+# serial it replaced. Both are checked before anything is printed or written.
+
+#: The longest a duration the server states may be (ten years): anything longer is nonsense.
+_MAX_SECONDS = 10 * 366 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class ExtensionView:
+    """What an extension adds to the access it extends (a request view's ``extension``)."""
+
+    of: str
+    added_seconds: int
+    extensions_seconds: int
+    total_seconds: int
+
+
+def check_extension(request: RequestView) -> ExtensionView | None:
+    """The request's ``extends`` and ``extension``, checked (``None``: it extends nothing).
+    Raises :class:`client.errors.BadServerAnswer` naming the field."""
+    answer = request.answer
+    extends = answer.get("extends")
+    extension = answer.get("extension")
+    if extends is None and extension is None:
+        return None
+    of = check_request_id(extends, field="extends")
+    if not isinstance(extension, Mapping):
+        raise _answer_error("an extension's view must describe it (extension)", "extension")
+    if check_request_id(extension.get("of"), field="extension.of") != of:
+        raise _answer_error("extension.of and extends name different requests", "extension")
+    counts = {
+        name: _count(extension.get(name), f"extension.{name}", limit=_MAX_SECONDS)
+        for name in ("added_seconds", "extensions_seconds", "total_seconds")
+    }
+    if not counts["added_seconds"] <= counts["extensions_seconds"] <= counts["total_seconds"]:
+        raise _answer_error(
+            "an extension's times do not add up (added <= extensions <= total)", "extension"
+        )
+    return ExtensionView(of=of, **counts)
+
+
+def check_replaces_serial(answer: Any) -> int | None:
+    """The serial an extension's certificate replaced (``replaces_serial``), if the answer names one."""
+    value = answer.get("replaces_serial") if isinstance(answer, Mapping) else None
+    return None if value is None else check_serial(value)
+
+
+__all__ += ["ExtensionView", "check_extension", "check_replaces_serial"]

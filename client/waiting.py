@@ -50,6 +50,7 @@ __all__ = [
     "resume_command",
     "approvers_text",
     "wait_header",
+    "extension_line",
 ]
 
 #: SIGTERM (128 + 15), as a shell reports it.
@@ -67,7 +68,27 @@ class _Terminated(BaseException):
 
 
 def resume_command(req: RequestView) -> str:
+    if req.answer.get("extends") is not None:
+        # An extension is fetched for the access's own key: `login --resume` would make a new one.
+        return f"jit-ssh extend --resume {req.id}"
     return f"jit-ssh login {req.target} --resume {req.id}"
+
+
+def extension_line(req: RequestView) -> str | None:
+    """``Extension of request ID: adds 30m, 1h30m in all.`` for an extension, else None."""
+    from client.commands._connect import duration_text
+    from client.verify import check_extension
+
+    try:
+        ext = check_extension(req)
+    except JitSshError:
+        return None
+    if ext is None:
+        return None
+    return (
+        f"Extension of request {ext.of}: adds {duration_text(ext.added_seconds)}, "
+        f"{duration_text(ext.total_seconds)} in all."
+    )
 
 
 def _now() -> datetime:
@@ -125,6 +146,9 @@ def _approval_line(a: Approval, got: int, required: int) -> str:
 def wait_header(req: RequestView, now: datetime) -> list[str]:
     """The lines shown when a wait starts (after the request id and URL)."""
     lines = []
+    extension = extension_line(req)
+    if extension is not None:
+        lines.append(extension)
     if req.pending_until is not None:
         lines.append(
             f"Lapses unanswered at {_clock(req.pending_until)} (in {_left(req.pending_until, now)})."

@@ -91,6 +91,8 @@ def request_to_dict(
     pending) adds who may still approve it: the requester's wait shows it."""
     decision = req.stored_decision()
     cert = req.certificate
+    service = deps().service
+    extension = service.extension_info(req)
     out: dict[str, object] = {
         "id": req.id,
         "state": req.state,
@@ -135,6 +137,10 @@ def request_to_dict(
         "approval_url": f"{base_url.rstrip('/')}/requests/{req.id}",
         "groups_used": req.groups_used_list,
         "groups_source": None if req.groups_source is None else str(req.groups_source),
+        # An extension (``jit-ssh extend``): what it adds, and the whole access it makes.
+        "extends": req.extends_id,
+        "extension": None if extension is None else extension.to_dict(),
+        "warn_before_seconds": service.warn_before_seconds(req),
     }
     if approvers is not None:
         out["approvers"] = {
@@ -157,22 +163,26 @@ def _out(req: AccessRequest, status: int = 200) -> tuple[dict[str, object], int]
 @signed
 def create_request() -> ResponseReturnValue:
     body = _body()
-    unknown = set(body) - {"target", "duration", "reason", "break_glass"}
+    unknown = set(body) - {"target", "duration", "reason", "break_glass", "extends"}
     if unknown:
         raise InvalidInput(
             f"unknown field(s): {', '.join(sorted(unknown))[:200]}", field=sorted(unknown)[0][:64]
         )
-    if "target" not in body:
+    extends = body.get("extends")
+    if extends is not None and not isinstance(extends, str):
+        raise InvalidInput("extends must be a request id", field="extends")
+    if "target" not in body and extends is None:
         raise InvalidInput("target is required", field="target")
     bg = body.get("break_glass", False)
     if not isinstance(bg, bool):
         raise InvalidInput("break_glass must be true or false", field="break_glass")
     req = deps().service.submit(
         g.user,
-        target=body["target"],
+        target=body.get("target"),
         duration=_duration(body.get("duration"), "duration"),
         reason=body.get("reason", ""),
         break_glass=bg,
+        extends=extends,
     )
     return _out(req, 201)
 
@@ -242,6 +252,7 @@ def certificate(request_id: str) -> ResponseReturnValue:
         "valid_after": _iso(r.valid_after),
         "valid_before": _iso(r.valid_before),
         "reissued": r.reissued,
+        "replaces_serial": None if r.replaces_serial is None else str(r.replaces_serial),
     }
 
 

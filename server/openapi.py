@@ -67,13 +67,25 @@ def spec() -> dict[str, object]:
                     ok=201,
                     body={
                         "type": "object",
-                        "required": ["target"],
+                        "anyOf": [{"required": ["target"]}, {"required": ["extends"]}],
                         "additionalProperties": False,
                         "properties": {
-                            "target": {"type": "string", "maxLength": 128},
+                            "target": {
+                                "type": "string",
+                                "maxLength": 128,
+                                "description": "With extends: optional, and must be the "
+                                "original's target",
+                            },
                             "duration": _DURATION,
                             "reason": {"type": "string", "maxLength": 1000},
                             "break_glass": {"type": "boolean"},
+                            "extends": {
+                                "type": "string",
+                                "maxLength": 32,
+                                "description": "An extension (jit-ssh extend): the id of the "
+                                "caller's issued, unexpired, unrevoked request it extends; "
+                                "409 not_extendable or extension_pending otherwise",
+                            },
                         },
                     },
                 ),
@@ -383,6 +395,34 @@ def spec() -> dict[str, object]:
                         "principals": {"type": "array", "items": {"type": "string"}},
                         "certificate": {"type": ["object", "null"]},
                         "approval_url": {"type": "string"},
+                        "extends": {
+                            "type": ["string", "null"],
+                            "description": "The request this one extends (jit-ssh extend)",
+                        },
+                        "extension": {
+                            "type": ["object", "null"],
+                            "description": "An extension: the request it extends, the time it "
+                            "adds, the access's extensions so far (this one included) and the "
+                            "whole access's time",
+                            "required": [
+                                "of",
+                                "added_seconds",
+                                "extensions_seconds",
+                                "total_seconds",
+                            ],
+                            "properties": {
+                                "of": {"type": "string"},
+                                "added_seconds": {"type": "integer"},
+                                "extensions_seconds": {"type": "integer"},
+                                "total_seconds": {"type": "integer"},
+                            },
+                        },
+                        "warn_before_seconds": {
+                            "type": "integer",
+                            "description": "How long before the certificate's valid_before "
+                            "its requester is warned (the rule's warn_before; 300 when the "
+                            "rule is gone)",
+                        },
                     },
                 },
                 "TargetAccess": {
@@ -449,6 +489,11 @@ def spec() -> dict[str, object]:
                         "valid_after": {"type": "string"},
                         "valid_before": {"type": "string"},
                         "reissued": {"type": "boolean"},
+                        "replaces_serial": {
+                            "type": ["string", "null"],
+                            "description": "An extension's certificate: the serial it "
+                            "replaced, revoked in the same transaction",
+                        },
                     },
                 },
                 "Revocation": {

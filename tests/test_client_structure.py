@@ -133,6 +133,7 @@ def test_commands_are_split_by_audience() -> None:
         "login",
         "status",
         "done",
+        "extend",
         "requests",
         "ssh",
         "config",

@@ -1,4 +1,4 @@
-"""The engineer's commands: login, status, done, requests, ssh and config.
+"""The engineer's commands: login, status, done, extend, requests, ssh and config.
 They talk to the server over HTTP only (approvers' commands: :mod:`.approver`)."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from client.settings import ClientSettings
     from client.verify import RequestView, VerifiedCertificate
 
-__all__ = ["login", "status", "done", "requests_cmd", "ssh", "config"]
+__all__ = ["login", "status", "done", "extend", "requests_cmd", "ssh", "config"]
 
 
 def _iso(t: datetime) -> str:
@@ -609,7 +609,7 @@ def done(
     remove_expired(now=now)
     records = [r for r in load_accesses() if r.seconds_left(now) > 0]
     if request_id and not end_all:
-        chosen = [r for r in records if r.request_id == request_id] or [
+        chosen = [r for r in records if request_id in (r.request_id, r.name_id)] or [
             r for r in records if r.target == request_id
         ]
     else:
@@ -731,6 +731,232 @@ def _revoke_remote(
         "so nothing was removed here."
     )
     click.echo("Hosts refuse the certificate once they sync the KRL (jit-ssh host sync-krl).")
+
+
+# ------------------------------------------------------------------------------ extend
+
+
+@click.command()
+@click.argument("request_id", metavar="[ID]", required=False)
+@click.option(
+    "--for",
+    "duration",
+    callback=_typed_duration,
+    help="How much time to add, e.g. 30m (required, unless --resume).",
+)
+@click.option("--reason", "-r", default="", help="Why you need more time.")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Return after submitting; pick the certificate up later with --resume.",
+)
+@click.option(
+    "--resume",
+    "resume_id",
+    metavar="EXT_ID",
+    help="Pick up an earlier extension EXT_ID (wait for it, then get the certificate).",
+)
+@click.option(
+    "--poll", type=float, default=1.0, show_default=True, help="Seconds between status checks."
+)
+@connection_options
+@explained
+def extend(
+    request_id: str | None,
+    duration: str | None,
+    reason: str,
+    no_wait: bool,
+    resume_id: str | None,
+    poll: float,
+    server: str | None,
+    user: str | None,
+    identity: str | None,
+) -> None:
+    """Add time to a running access: jit-ssh extend [ID] --for 30m --reason TEXT.
+
+    ID names the access (its request id, or its target when only one access to it is
+    valid); with no ID, the one valid access on this machine. The extension is a request
+    of its own, decided by the current policy (auto-approved within the rule's extension
+    allowance, else by approvers again). Once it is approved the certificate is fetched
+    for the SAME key, replaces the old one in place (same files, same ssh_config blocks)
+    and the old serial is revoked. Sessions already open keep running: sshd checks a
+    certificate only when a connection authenticates.
+
+    Exit codes: 0 extended (or submitted, with --no-wait); 1 several accesses and none
+    named, refused, denied, expired or cancelled; 3 no running access to extend;
+    4 server unreachable.
+    """
+    from client.access import load_accesses
+    from client.clock import utcnow
+    from client.verify import check_extension
+    from client.waiting import extension_line, wait_for_decision
+
+    if resume_id is None and duration is None:
+        raise click.UsageError("give --for DURATION: how much time to add")
+    if resume_id is not None and (request_id or duration):
+        raise click.UsageError("--resume EXT_ID picks up an extension: give no ID and no --for")
+    now = utcnow()
+    records = [r for r in load_accesses() if r.seconds_left(now) > 0]
+    api_client, _settings = connect(server, user, identity)
+    with api_client:
+        if resume_id is not None:
+            req = checked(api_client.get(f"/v1/requests/{resume_id}"))
+            ext = check_extension(req)
+            if ext is None:
+                raise Failure(
+                    f"request {req.id} is not an extension: jit-ssh login --resume {req.id}"
+                )
+            done_already = [r for r in records if r.request_id == req.id]
+            if done_already:
+                click.echo(
+                    f"Request {req.id} already extends this machine's access to "
+                    f"{done_already[0].target} (serial {done_already[0].serial}, until "
+                    f"{done_already[0].valid_before})."
+                )
+                return
+            record = _extended_record(records, ext.of, req.id)
+        else:
+            record = _access_to_extend(records, request_id, now)
+            body: dict[str, Any] = {
+                "extends": record.request_id,
+                "duration": duration,
+                "reason": reason,
+            }
+            req = checked(api_client.post("/v1/requests", body))
+            ext = check_extension(req)
+            if ext is None or ext.of != record.request_id:
+                raise Failure(
+                    f"the server's request {req.id} does not say it extends request "
+                    f"{record.request_id}; nothing was changed here"
+                )
+        if req.target != record.target:
+            raise Failure(
+                f"the server's extension {req.id} is for target {req.target[:64]!r}, not "
+                f"{record.target!r}; nothing was changed here"
+            )
+        click.echo(
+            f"Extension {req.id} of request {record.request_id} ({record.target}): {req.state}",
+            err=True,
+        )
+        if req.state == "pending":
+            click.echo(f"Approve at: {req.approval_url}", err=True)
+        if no_wait and req.state == "pending":
+            line = extension_line(req)
+            if line:
+                click.echo(line, err=True)
+            click.echo(f"Not waiting. Later: jit-ssh extend --resume {req.id}", err=True)
+            return
+        req = wait_for_decision(api_client, req, poll=poll, quiet=False)
+        if req.state != "approved" and not (req.state == "issued" and resume_id):
+            _report_end(req, False)
+        pub = _pub_of(record)
+        # As sent: client.verify checks every value of it strictly before anything is
+        # printed or written; the certificate must certify the access's own key.
+        answer = api_client.post(
+            f"/v1/requests/{req.id}/certificate", {"public_key": pub}, printable=False
+        )
+        verified = _verify(api_client, record.target, req, answer, pub)
+        _replace_certificate(record, verified, answer)
+
+
+def _access_to_extend(records: list[Any], wanted: str | None, now: datetime) -> Any:
+    """The one running access ``wanted`` names (request id, or target), or the only one."""
+    if wanted:
+        chosen = [r for r in records if wanted in (r.request_id, r.name_id)] or [
+            r for r in records if r.target == wanted
+        ]
+    else:
+        chosen = records
+    if not chosen:
+        what = f" named {wanted!r}" if wanted else ""
+        raise NothingFound(
+            f"no running access{what} on this machine to extend\n"
+            "  fix: jit-ssh status lists yours; jit-ssh login TARGET gets a new one"
+        )
+    if len(chosen) > 1:
+        what = f"to {wanted} " if wanted else ""
+        listing = "\n".join("  " + _active_line(r, now) for r in chosen)
+        raise Failure(
+            f"{len(chosen)} accesses {what}are valid on this machine; nothing was extended:\n"
+            f"{listing}\n"
+            f"  fix: name the one to extend: jit-ssh extend {chosen[0].request_id} --for ..."
+        )
+    return chosen[0]
+
+
+def _extended_record(records: list[Any], of: str, ext_id: str) -> Any:
+    """The local access extension ``ext_id`` extends (request ``of``)."""
+    for r in records:
+        if r.request_id == of:
+            return r
+    raise NothingFound(
+        f"extension {ext_id} extends request {of}, and this machine holds no running "
+        "access of that request (its key is on another machine, or it ended)"
+    )
+
+
+def _pub_of(record: Any) -> str:
+    from ca.keys import parse_public_key
+
+    pub = Path(record.key_path + ".pub").read_text().strip()
+    parse_public_key(pub, field="the access's public key")
+    return pub
+
+
+def _replace_certificate(record: Any, verified: VerifiedCertificate, answer: Any) -> None:
+    """Write the extension's (verified) certificate over the access's old one, atomically,
+    under the same file names; the record now names the extension's request and serial."""
+    from dataclasses import replace
+
+    from client.access import agent_add, agent_holds, agent_remove, save_access
+    from client.clock import utcnow
+    from client.verify import check_replaces_serial
+
+    cert = verified.certificate
+    replaced = check_replaces_serial(answer)
+    if replaced is None or str(replaced) != record.serial:
+        raise Failure(
+            f"refusing the certificate the server sent: it says it replaces serial "
+            f"{replaced}, and this access's certificate is serial {record.serial}; "
+            "nothing was written"
+        )
+    old_end = datetime.fromisoformat(record.valid_before.replace("Z", "+00:00"))
+    if cert.valid_before <= old_end or str(cert.serial) == record.serial:
+        raise Failure(
+            "refusing the certificate the server sent: it does not run past the old one "
+            f"({_iso(cert.valid_before)}, serial {cert.serial}); nothing was written"
+        )
+    new = replace(
+        record,
+        request_id=verified.request_id,
+        serial=str(cert.serial),
+        valid_after=_iso(cert.valid_after),
+        valid_before=_iso(cert.valid_before),
+        principals=list(cert.principals),
+        login_user=verified.login_user,
+        files_id=record.name_id,
+    )
+    # The agent holds the key with the OLD certificate: removed while that certificate's
+    # file is still there (ssh-add -d removes the FILE-cert.pub it finds), added back
+    # with the new one below.
+    in_agent = agent_holds(record.key_path)
+    if in_agent:
+        agent_remove(record.key_path)
+    save_access(new, verified.openssh)
+    left = new.seconds_left(utcnow())
+    if in_agent:
+        in_agent = agent_add(record.key_path, left)
+    click.echo(
+        f"Extended {record.target} until {new.valid_before} ({duration_text(left)} left): "
+        f"request {new.request_id}, serial {cert.serial}."
+    )
+    click.echo(f"  The old certificate (serial {replaced}) is revoked.")
+    if in_agent:
+        click.echo(f"  ssh-agent holds the new certificate, for {duration_text(left)}.")
+    click.echo(
+        "  Open sessions keep running; new connections use the new certificate "
+        f"(jit-ssh ssh {record.target}, or ssh {record.target} through the Include)."
+    )
 
 
 # ---------------------------------------------------------------- requests / approvers

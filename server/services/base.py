@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 import policies
+from ca import format_duration
 from ca.keyring import Keyring
 from server import audit
 from server.db import CommitThenRaise, transaction
@@ -28,7 +29,70 @@ from . import fast
 from .policy_source import PolicyHolder
 from .validation import MAX_REASON, check_request_id
 
-__all__ = ["ServiceBase", "PolicyCheck"]
+__all__ = ["ServiceBase", "PolicyCheck", "ExtensionInfo"]
+
+#: How many links of an extension chain are followed at most (each one is a fetched extension).
+MAX_CHAIN = 1000
+
+
+@dataclass(frozen=True)
+class ExtensionInfo:
+    """What an extension (``jit-ssh extend``) adds to the access it extends.
+
+    ``of``: the request it extends; ``added_seconds``: its own grant;
+    ``extensions_seconds``: every extension of the access so far, this one
+    included (what a rule's ``extension_allowance`` caps); ``total_seconds``:
+    the whole access, the first request's grant plus all of that.
+    """
+
+    of: str
+    added_seconds: int
+    extensions_seconds: int
+    total_seconds: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "of": self.of,
+            "added_seconds": self.added_seconds,
+            "extensions_seconds": self.extensions_seconds,
+            "total_seconds": self.total_seconds,
+        }
+
+
+def with_allowance(
+    policy: policies.Policy, decision: policies.Decision, extensions_seconds: int
+) -> tuple[policies.Decision, dict[str, object] | None]:
+    """``decision`` for an extension, with its rule's ``extension_allowance`` applied.
+
+    An extension the rule would send to approvers is auto-approved while the
+    access's extensions (``extensions_seconds``, this one included) add up to at
+    most the allowance. Returns the decision and, when the allowance decided it,
+    what the audit event records about it (else ``None``).
+    """
+    if decision.outcome is not policies.Outcome.NEEDS_APPROVAL:
+        return decision, None
+    rule = policy.rule(decision.rule or "")
+    allowance = rule.extension_allowance if rule is not None else None
+    if allowance is None:
+        return decision, None
+    cap = int(allowance.total_seconds())
+    if extensions_seconds > cap:
+        note = (
+            f"not within the extension allowance: the extensions would add up to "
+            f"{format_duration(extensions_seconds)}, over {format_duration(cap)}"
+        )
+        return replace(decision, reasons=(*decision.reasons, note)), None
+    note = (
+        f"auto-approved: an extension, the extensions add up to {format_duration(extensions_seconds)}, "
+        f"within the rule's extension allowance of {format_duration(cap)}"
+    )
+    auto = replace(
+        decision,
+        outcome=policies.Outcome.AUTO_APPROVED,
+        approvals_required=0,
+        reasons=(*decision.reasons, note),
+    )
+    return auto, {"allowance_seconds": cap, "extensions_seconds": extensions_seconds}
 
 
 class PolicyCheck(TypedDict):
@@ -212,6 +276,7 @@ class ServiceBase:
         actor: str,
         decided_at: datetime | None = None,
         approvals_given: int | None = None,
+        extensions_seconds: int | None = None,
     ) -> tuple[policies.Decision, PolicyCheck]:
         """Decide ``req`` again under ``policy`` (the current one) and narrow its stored decision.
 
@@ -223,10 +288,14 @@ class ServiceBase:
         as denied, a ``request.refused`` event says why, and the refusal
         (a :class:`policies.PolicyChanged`, 403) is raised after the commit.
         ``decided_at``: judge the auto-approval window at the moment the request
-        was approved, not at the fetch.
+        was approved, not at the fetch. ``extensions_seconds``: ``req`` is an
+        extension, and the access's extensions add up to this (the rule's
+        ``extension_allowance`` is judged on it, as at submit).
         """
         stored = req.stored_decision(requester=preq.requester)
         current = policies.redecide(policy, preq, decided_at or now)
+        if extensions_seconds is not None:
+            current, _ = with_allowance(policy, current, extensions_seconds)
         versions = {
             "stored_policy_version": stored.policy_version,
             "current_policy_version": current.policy_version,
@@ -269,6 +338,54 @@ class ServiceBase:
             check["changes"] = changes
         return narrowed, check
 
+    @staticmethod
+    def _chain(s: Session, first_id: str | None) -> list[tuple[str, str | None, int]]:
+        """The requests of an access from ``first_id`` back to the first one, as
+        (id, extends_id, granted_seconds), newest first. Reads only."""
+        out: list[tuple[str, str | None, int]] = []
+        seen: set[str] = set()
+        at = first_id
+        while at is not None and at not in seen and len(out) < MAX_CHAIN:
+            seen.add(at)
+            row = s.execute(
+                select(
+                    AccessRequest.id, AccessRequest.extends_id, AccessRequest.granted_seconds
+                ).where(AccessRequest.id == at)
+            ).first()
+            if row is None:
+                break
+            out.append((row[0], row[1], row[2]))
+            at = row[1]
+        return out
+
+    def _extension_seconds(self, s: Session, extends_id: str, added: int) -> tuple[int, int]:
+        """For an extension of ``extends_id`` adding ``added`` seconds: (the
+        extensions of the access, this one included; the whole access)."""
+        chain = self._chain(s, extends_id)
+        earlier = sum(g for _, ext, g in chain if ext is not None)
+        first = chain[-1][2] if chain else 0
+        return earlier + added, first + earlier + added
+
+    def extension_info(self, req: AccessRequest) -> ExtensionInfo | None:
+        """What ``req`` adds to the access it extends (``None``: it extends none). Reads only."""
+        if req.extends_id is None:
+            return None
+        with self._tx() as s:
+            ext, total = self._extension_seconds(s, req.extends_id, req.granted_seconds)
+        return ExtensionInfo(
+            of=req.extends_id,
+            added_seconds=req.granted_seconds,
+            extensions_seconds=ext,
+            total_seconds=total,
+        )
+
+    def warn_before_seconds(self, req: AccessRequest) -> int:
+        """How long before its certificate expires the requester is warned: the
+        request's rule's ``warn_before`` under the current policy (5 minutes when
+        the rule is gone)."""
+        rule = self.policy.get().rule(req.rule or "")
+        return 300 if rule is None else int(rule.warn_before.total_seconds())
+
     def current_grant(self, req: AccessRequest) -> tuple[policies.Decision, str | None]:
         """What a request in flight would get under the current policy, for display; writes nothing.
 
@@ -281,9 +398,13 @@ class ServiceBase:
             return stored, None
         approved = req.state == RequestState.APPROVED
         preq = self._policy_request(req, req.requester.group_names)
+        policy = self.policy.get()
         current = policies.redecide(
-            self.policy.get(), preq, (req.decided_at if approved else None) or self.now()
+            policy, preq, (req.decided_at if approved else None) or self.now()
         )
+        info = self.extension_info(req)
+        if info is not None:
+            current, _ = with_allowance(policy, current, info.extensions_seconds)
         try:
             narrowed = policies.narrow(stored, current)
             given = len(

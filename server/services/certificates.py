@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 import policies
@@ -29,10 +30,19 @@ from server.errors import (
     InvalidState,
     KeyMismatch,
     NotApproved,
+    NotExtendable,
     NotFound,
     RequestExpired,
 )
-from server.models import Certificate, RequestState, Revocation, Role, User, decision_text
+from server.models import (
+    AccessRequest,
+    Certificate,
+    RequestState,
+    Revocation,
+    Role,
+    User,
+    decision_text,
+)
 
 from . import fast
 from .base import ServiceBase
@@ -50,6 +60,8 @@ class CertificateResult:
     principals: tuple[str, ...]
     key_id: str
     reissued: bool
+    #: An extension's certificate: the serial of the certificate it replaced (now revoked).
+    replaces_serial: int | None = None
 
 
 class CertificateService(ServiceBase):
@@ -101,13 +113,28 @@ class CertificateService(ServiceBase):
                     request_id=req.id,
                     data={"serial": str(cert.serial)},
                 )
-                return _result(cert, reissued=True)
+                replaced = None
+                if req.extends_id is not None:
+                    replaced = s.scalar(
+                        select(Certificate.serial).where(Certificate.request_id == req.extends_id)
+                    )
+                return _result(cert, reissued=True, replaces_serial=replaced)
             if req.state == RequestState.PENDING:
                 raise NotApproved(f"request {req.id} is still pending approval", field="id")
             if req.state == RequestState.EXPIRED:
                 raise CommitThenRaise(RequestExpired(f"request {req.id} expired", field="id"))
             if req.state != RequestState.APPROVED:
                 raise InvalidState(f"request {req.id} is {req.state}", field="id")
+            # An extension: the access it extends, locked after this request (the order
+            # every writer uses: the extension, then the original, then certificates).
+            old: Certificate | None = None
+            original: AccessRequest | None = None
+            extensions_seconds: int | None = None
+            if req.extends_id is not None:
+                original, old = self._replaced(s, req, me, key, now)
+                extensions_seconds, _ = self._extension_seconds(
+                    s, req.extends_id, req.granted_seconds
+                )
             if req.break_glass:
                 approvers = ["break-glass"]
             elif req.auto_approved:
@@ -144,6 +171,7 @@ class CertificateService(ServiceBase):
                 actor=me.name,
                 decided_at=req.decided_at,
                 approvals_given=given,
+                extensions_seconds=extensions_seconds,
             )
             assert decision.duration is not None
             if (
@@ -174,6 +202,12 @@ class CertificateService(ServiceBase):
                 req.granted_seconds = seconds
             duration = timedelta(seconds=seconds)
             backdate = timedelta(seconds=min(self.backdate_seconds, seconds // 10))
+            if old is not None:
+                # The extension runs on from the old certificate's end (or from now,
+                # should that have passed): valid_before = max(old, now) + granted.
+                start = max(old.valid_before, now).replace(microsecond=0)
+                end = start + timedelta(seconds=seconds)
+                duration = end - (now.replace(microsecond=0) - backdate)
             issued: IssuedCertificate = issue_certificate(
                 self.keyring.signing_key,
                 key,
@@ -226,6 +260,35 @@ class CertificateService(ServiceBase):
                     "policy": policy_check,
                 },
             )
+            if old is not None and original is not None:
+                # In the issuance's transaction: the new certificate never leaves
+                # while the one it replaces is still unrevoked.
+                reason = f"replaced by extension {req.id}"
+                s.add(
+                    Revocation(
+                        serial=old.serial,
+                        revoked_at=now,
+                        revoked_by=me.name,
+                        reason=reason,
+                        valid_before=old.valid_before,
+                    )
+                )
+                if original.state in (RequestState.ISSUED, RequestState.ENDED):
+                    original.state = RequestState.REVOKED
+                s.flush()
+                self._record(
+                    s,
+                    "certificate.revoked",
+                    now,
+                    actor=me.name,
+                    request_id=original.id,
+                    data={
+                        "serial": str(old.serial),
+                        "reason": reason,
+                        "key_id": old.key_id,
+                        "replaced_by": req.id,
+                    },
+                )
             result = CertificateResult(
                 certificate=issued.openssh,
                 serial=issued.serial,
@@ -234,9 +297,42 @@ class CertificateService(ServiceBase):
                 principals=tuple(issued.principals),
                 key_id=issued.key_id,
                 reissued=False,
+                replaces_serial=None if old is None else old.serial,
             )
         # Only now, after the commit, does the certificate leave this function.
         return result
+
+    def _replaced(
+        self, s: Session, req: AccessRequest, me: User, key: PublicKey, now: datetime
+    ) -> tuple[AccessRequest, Certificate]:
+        """The access extension ``req`` replaces and its certificate, locked, checked:
+        still the caller's and unrevoked, and ``key`` is its key."""
+        assert req.extends_id is not None
+        original = self._lock_request(s, req.extends_id, lean=True)
+        cert = s.execute(
+            select(Certificate)
+            .where(Certificate.request_id == original.id)
+            .with_for_update(of=Certificate)
+        ).scalar_one_or_none()
+        if original.requester_id != me.id or cert is None:
+            raise NotExtendable(
+                f"request {req.id} extends {original.id}, which has no certificate of yours",
+                field="id",
+            )
+        if cert.revocation is not None:
+            raise NotExtendable(
+                f"the access request {req.id} extends (request {original.id}, serial {cert.serial}) "
+                "was revoked; ask for new access with jit-ssh login",
+                field="id",
+            )
+        if cert.public_key_fingerprint != key.fingerprint:
+            raise KeyMismatch(
+                "an extension keeps the access's key: send the public key of the "
+                f"certificate it replaces (serial {cert.serial})",
+                field="public_key",
+            )
+        self._refresh(s, original, now)
+        return original, cert
 
     def revoke(self, user: User, serial: object, *, reason: object = "") -> Revocation:
         reason = check_text(reason, "reason", MAX_REASON)
@@ -337,7 +433,9 @@ class CertificateService(ServiceBase):
         return data, etag
 
 
-def _result(cert: Certificate, *, reissued: bool) -> CertificateResult:
+def _result(
+    cert: Certificate, *, reissued: bool, replaces_serial: int | None = None
+) -> CertificateResult:
     return CertificateResult(
         certificate=cert.certificate,
         serial=cert.serial,
@@ -346,4 +444,5 @@ def _result(cert: Certificate, *, reissued: bool) -> CertificateResult:
         principals=tuple(json.loads(cert.principals)),
         key_id=cert.key_id,
         reissued=reissued,
+        replaces_serial=replaces_serial,
     )

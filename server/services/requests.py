@@ -19,9 +19,12 @@ from server.errors import (
     AlreadyDecided,
     ApproverAuthRequired,
     ChatApprovalOff,
+    ExtensionPending,
     Forbidden,
+    InvalidInput,
     InvalidState,
     NotEligible,
+    NotExtendable,
     NotFound,
     RequestExpired,
     SelfApproval,
@@ -31,6 +34,7 @@ from server.models import (
     AccessRequest,
     Approval,
     ApprovalDecision,
+    Certificate,
     GroupsSource,
     PolicyState,
     RequestState,
@@ -42,8 +46,8 @@ from server.models import (
 )
 
 from . import fast
-from .base import ServiceBase
-from .validation import MAX_COMMENT, MAX_REASON, check_target, check_text
+from .base import ServiceBase, with_allowance
+from .validation import MAX_COMMENT, MAX_REASON, check_request_id, check_target, check_text
 
 __all__ = [
     "RequestService",
@@ -167,14 +171,44 @@ class RequestService(ServiceBase):
         duration: timedelta | None,
         reason: object,
         break_glass: bool = False,
+        extends: object = None,
     ) -> AccessRequest:
-        target = check_target(target)
+        """File a request. ``extends``: the id of the caller's running access
+        (an issued request) that this one extends (``jit-ssh extend``): its
+        target, decided by the current policy like any request for it, with the
+        rule's ``extension_allowance`` on top."""
+        extends_id: str | None = None
+        if extends is not None:
+            try:
+                extends_id = check_request_id(extends)
+            except NotFound:
+                raise NotFound("no such request", field="extends") from None
+            if break_glass:
+                raise InvalidInput(
+                    "an extension is never break-glass: extend with a reason, or use break-glass login",
+                    field="break_glass",
+                )
+            if target is not None:
+                target = check_target(target)
+        else:
+            target = check_target(target)
         reason = check_text(reason, "reason", MAX_REASON)
         now = self.now()
         policy = self.policy.get()
+        allowance: dict[str, object] | None = None
         with self._tx() as s:
             me = self._me(s, user)
             assert me is not None
+            if extends_id is not None:
+                original = self._extendable(s, me, extends_id, now)
+                if target is not None and target != original.target:
+                    raise InvalidInput(
+                        f"an extension is for the target of the access it extends ({original.target!r}), "
+                        f"not {target!r}",
+                        field="target",
+                    )
+                target = original.target
+            assert isinstance(target, str)
             preq = policies.AccessRequest(
                 requester=me.name,
                 target=target,
@@ -185,18 +219,20 @@ class RequestService(ServiceBase):
                 submitted_at=now,
             )
             decision = policies.decide(policy, preq, now)
+            if decision.allowed and extends_id is not None:
+                assert decision.duration is not None
+                added = int(decision.duration.total_seconds())
+                ext_seconds, _ = self._extension_seconds(s, extends_id, added)
+                decision, allowance = with_allowance(policy, decision, ext_seconds)
             if not decision.allowed:
-                self._record(
-                    s,
-                    "request.refused",
-                    now,
-                    actor=me.name,
-                    data={
-                        "target": target,
-                        "reasons": list(decision.reasons),
-                        "policy_version": policy.version,
-                    },
-                )
+                refused: dict[str, object] = {
+                    "target": target,
+                    "reasons": list(decision.reasons),
+                    "policy_version": policy.version,
+                }
+                if extends_id is not None:
+                    refused["extends"] = extends_id
+                self._record(s, "request.refused", now, actor=me.name, data=refused)
                 # The refusal is recorded, then reported: commit before raising.
                 raise CommitThenRaise(policies.PolicyDenied(decision))
             assert decision.duration is not None
@@ -229,6 +265,7 @@ class RequestService(ServiceBase):
                 # What the decision used: the requester's groups now, and where they came from.
                 groups_used=json.dumps(list(me.group_names)),
                 groups_source=str(me.groups_source or GroupsSource.LOCAL),
+                extends_id=extends_id,
             )
             # A Core insert of every column (the ORM's unit of work costs more than
             # the statement), and the same values, not read back, for the response:
@@ -252,6 +289,8 @@ class RequestService(ServiceBase):
                     "outcome": decision.outcome.value,
                     "policy_version": decision.policy_version,
                     "approvals_required": decision.approvals_required,
+                    **({"extends": extends_id} if extends_id is not None else {}),
+                    **({"extension_allowance": allowance} if allowance is not None else {}),
                 },
             )
             if auto:
@@ -265,6 +304,7 @@ class RequestService(ServiceBase):
                         "auto": True,
                         "break_glass": req.break_glass,
                         "duration_seconds": seconds,
+                        **({"extension_allowance": allowance} if allowance is not None else {}),
                         # Decided just now: nothing to narrow.
                         "policy": {
                             "result": "unchanged",
@@ -274,6 +314,79 @@ class RequestService(ServiceBase):
                     },
                 )
         return req
+
+    def _extendable(self, s: Session, me: User, extends_id: str, now: datetime) -> AccessRequest:
+        """The caller's running access ``extends_id``, locked, if it may be extended now.
+
+        Someone else's request is "not found", as everywhere else (its existence
+        is not told). Refused (:class:`NotExtendable`, saying why) unless it is
+        issued, its certificate unexpired and unrevoked, and not replaced by an
+        extension; and (:class:`ExtensionPending`) while another extension of it
+        is pending or approved. Submits of extensions of one access queue on the
+        original's row lock, so only one can pass that check.
+        """
+        original = fast.lock_request_row(s, extends_id, lean=True)
+        if original is None or original.requester_id != me.id:
+            raise NotFound(f"no request {extends_id!r}", field="extends")
+        self._refresh(s, original, now)
+        later = s.execute(
+            select(AccessRequest)
+            .where(AccessRequest.extends_id == original.id)
+            .order_by(AccessRequest.created_at.desc())
+        ).scalars()
+        successors = list(later)
+        replaced = [
+            r
+            for r in successors
+            if r.state in (RequestState.ISSUED, RequestState.ENDED, RequestState.REVOKED)
+        ]
+        if replaced:
+            raise NotExtendable(
+                f"request {original.id} was replaced by extension {replaced[0].id}; extend that one",
+                field="extends",
+            )
+        cert: Certificate | None = original.certificate
+        if original.state == RequestState.ENDED or (
+            cert is not None and original.state == RequestState.ISSUED and now >= cert.valid_before
+        ):
+            raise CommitThenRaise(
+                NotExtendable(
+                    f"request {original.id}'s certificate has expired; ask for new access with jit-ssh login",
+                    field="extends",
+                )
+            )
+        if original.state == RequestState.REVOKED or (
+            cert is not None and cert.revocation is not None
+        ):
+            raise NotExtendable(
+                f"request {original.id}'s certificate was revoked; ask for new access with jit-ssh login",
+                field="extends",
+            )
+        if original.state != RequestState.ISSUED or cert is None:
+            raise NotExtendable(
+                f"request {original.id} is {original.state}, not a running access: "
+                "only an issued certificate can be extended",
+                field="extends",
+            )
+        for r in successors:
+            # Judged on what was read: the other extension's row is not locked here
+            # (a fetch locks it and then this one: locking it too could deadlock).
+            if self._open(r, now):
+                raise ExtensionPending(
+                    f"request {original.id} already has extension {r.id} ({r.state}); "
+                    "wait for it, or cancel it first",
+                    field="extends",
+                )
+        return original
+
+    @staticmethod
+    def _open(r: AccessRequest, now: datetime) -> bool:
+        """Whether ``r`` is pending or approved and not past its deadline."""
+        if r.state == RequestState.PENDING:
+            return now < r.pending_until
+        if r.state == RequestState.APPROVED:
+            return r.claim_until is None or now < r.claim_until
+        return False
 
     def get(self, user: User, request_id: object) -> AccessRequest:
         now = self.now()

@@ -383,6 +383,8 @@ def _summary(req: AccessRequest, now: datetime) -> dict[str, object]:
         "deny_reason": req.deny_reason,
         "break_glass": req.break_glass,
         "auto_approved": req.auto_approved,
+        # An extension of a running access: what it adds, and the whole access it makes.
+        "extension": deps().service.extension_info(req),
     }
 
 
