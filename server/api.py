@@ -135,6 +135,7 @@ def request_to_dict(
         "approval_url": f"{base_url.rstrip('/')}/requests/{req.id}",
         "groups_used": req.groups_used_list,
         "groups_source": None if req.groups_source is None else str(req.groups_source),
+        "warn_before_seconds": _warn_before_seconds(req),
     }
     if approvers is not None:
         out["approvers"] = {
@@ -144,6 +145,13 @@ def request_to_dict(
             "eligible_total": approvers.eligible_total,
         }
     return out
+
+
+def _warn_before_seconds(req: AccessRequest) -> int:
+    """How long before its certificate expires the requester is warned: the rule's
+    ``warn_before`` under the current policy (the default, 5 minutes, once the rule is gone)."""
+    rule = None if req.rule is None else deps().service.policy.get().rule(req.rule)
+    return 300 if rule is None else int(rule.warn_before.total_seconds())
 
 
 def _out(req: AccessRequest, status: int = 200) -> tuple[dict[str, object], int]:
