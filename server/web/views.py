@@ -541,7 +541,6 @@ def _request_page(
         own=req.requester_id == user.id,
         may_decide=answer.allowed,
         why_not=_why_not(answer),
-        approver_auth=needs,
         approver_auth_needs=_NEEDS.get(needs, ""),
         # What this session lacks for the rule, said beside the buttons (the service
         # refuses such a decision all the same), and where to sign in again.
