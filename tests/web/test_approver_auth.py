@@ -364,3 +364,16 @@ def test_without_single_sign_on_a_fresh_sso_rule_says_nobody_can_approve_here(
         assert f"/login?next=/requests/{other['id']}&again=1" in _page(b, other["id"])
     finally:
         plain.extensions["jit_ssh.engine"].dispose()
+
+
+def test_a_session_from_before_the_columns_counts_as_a_password_one(
+    app: Any, approver: Any, requester: Any, browser: Any, fake: FakeProvider
+) -> None:
+    req = _submit(requester, "ledger", "15m", "INC-8: books")
+    b = browser("bob")
+    _sso_sign_in(b, fake, "bob")
+    with app.extensions["jit_ssh.engine"].begin() as c:
+        c.execute(text("UPDATE web_sessions SET via = NULL"))
+    assert "This session was not signed in by single sign-on" in _page(b, req["id"])
+    assert _approve(b, req["id"]).status_code == 403
+    assert _approvals(app, req["id"]) == []
