@@ -7,7 +7,9 @@ neither a target nor a request id, so the name splits one way only):
 * ``<target>+<id>`` and ``<target>+<id>.pub``: a fresh Ed25519 key made for this
   access (0600);
 * ``<target>+<id>-cert.pub``: its certificate;
-* ``<target>+<id>.json``: request id, serial, window, login user, server;
+* ``<target>+<id>.json``: request id, serial, window, login user, server, and how long
+  before the end ``status`` and ``ssh`` warn (the rule's ``warn_before``; a record
+  written before it was kept, or holding no plain number of seconds, gets 5 minutes);
 * ``config``: an ssh_config to ``Include`` from ``~/.ssh/config``, with a
   ``Host <target>`` block pointing at the target's access with the most time
   left, and a ``Host <target>+<id>`` alias for each access.
@@ -33,7 +35,7 @@ import shutil
 import subprocess
 import unicodedata
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
@@ -46,18 +48,21 @@ from ca.names import check_login_user, check_principal, check_target
 from .clock import utcnow
 from .files import write_atomic
 from .settings import keys_dir
-from .verify import check_request_id, check_serial
+from .verify import MAX_WARN_BEFORE_SECONDS, check_request_id, check_serial
 
 __all__ = [
     "AccessRecord",
+    "DEFAULT_WARN_BEFORE_SECONDS",
     "InvalidAccessRecord",
     "SSH_AUTH_OPTIONS",
     "access_name",
     "key_path_for",
     "check_record",
+    "check_warn_before",
     "ssh_path",
     "new_key_pair",
     "save_access",
+    "refresh_warn_before",
     "load_accesses",
     "best_access",
     "remove_access",
@@ -78,6 +83,10 @@ SSH_AUTH_OPTIONS: tuple[tuple[str, str], ...] = (
     ("PasswordAuthentication", "no"),
     ("KbdInteractiveAuthentication", "no"),
 )
+
+
+#: The lead time of an expiry warning when the record does not say (the policy's default).
+DEFAULT_WARN_BEFORE_SECONDS = 300
 
 
 class InvalidAccessRecord(JitSshError):
@@ -107,9 +116,23 @@ class AccessRecord:
         """The request id in this access's file names and ssh_config alias."""
         return self.files_id or self.request_id
 
+    #: How long before ``valid_before`` the engineer is warned (the rule's ``warn_before``, as
+    #: the server said when the certificate was fetched). A default: older records lack it.
+    warn_before_seconds: int = DEFAULT_WARN_BEFORE_SECONDS
+
     def seconds_left(self, now: datetime) -> int:
         end = datetime.fromisoformat(self.valid_before.replace("Z", "+00:00"))
         return max(0, int((end - now).total_seconds()))
+
+    @property
+    def warn_at(self) -> datetime:
+        """From when ``status`` and ``ssh`` warn that this access is about to expire."""
+        end = datetime.fromisoformat(self.valid_before.replace("Z", "+00:00"))
+        return end - timedelta(seconds=self.warn_before_seconds)
+
+    def expiring(self, now: datetime) -> bool:
+        """Whether the access is still valid at ``now`` but within its warning lead time."""
+        return 0 < self.seconds_left(now) and now >= self.warn_at
 
     @property
     def alias(self) -> str:
@@ -170,10 +193,20 @@ def ssh_path(path: str | os.PathLike[str], *, quote: bool = True) -> str:
     return text
 
 
+def check_warn_before(value: object) -> int | None:
+    """A record's ``warn_before_seconds`` if it is a whole number of seconds from 0 to 24 h,
+    else None (the record was edited, or written by something else)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 <= value <= MAX_WARN_BEFORE_SECONDS else None
+
+
 def check_record(record: AccessRecord, directory: Path, *, legacy: bool = False) -> AccessRecord:
     """Check a stored record as if it had just come from the server; raise :class:`InvalidAccessRecord` if it fails.
 
     ``legacy``: a record of the older layout, whose files are named after the target alone.
+    A ``warn_before_seconds`` that is not a plain number of seconds does not reach ssh: it is
+    replaced by the default (:func:`_load` says so) rather than losing the access.
     """
     try:
         check_target(record.target, field="target")
@@ -211,6 +244,8 @@ def check_record(record: AccessRecord, directory: Path, *, legacy: bool = False)
         ) from None
     except (ValueError, TypeError) as e:
         raise InvalidAccessRecord(f"access record for {str(record.target)[:64]!r}: {e}") from None
+    if check_warn_before(record.warn_before_seconds) is None:
+        return replace(record, warn_before_seconds=DEFAULT_WARN_BEFORE_SECONDS)
     return record
 
 
@@ -249,6 +284,17 @@ def save_access(record: AccessRecord, certificate: str) -> None:
     write_atomic(record.cert_path, certificate.strip() + "\n")
     write_atomic(_record_path(record), json.dumps(asdict(record), indent=2) + "\n")
     write_ssh_config(directory)
+
+
+def refresh_warn_before(record: AccessRecord, seconds: int) -> AccessRecord:
+    """The record with the lead time the server states now (the rule's ``warn_before`` under
+    the current policy), written back when it changed."""
+    if check_warn_before(seconds) is None or seconds == record.warn_before_seconds:
+        return record
+    fresh = replace(record, warn_before_seconds=seconds)
+    check_record(fresh, Path(fresh.key_path).parent)
+    write_atomic(_record_path(fresh), json.dumps(asdict(fresh), indent=2) + "\n")
+    return fresh
 
 
 def _record_path(record: AccessRecord) -> Path:
@@ -352,7 +398,14 @@ def _load(d: Path) -> list[AccessRecord]:
                     f"{p.name} holds the record of request {str(record.name_id)[:64]!r} "
                     f"to target {str(record.target)[:64]!r}"
                 )
-            out.append(check_record(record, d))
+            checked = check_record(record, d)
+            if check_warn_before(record.warn_before_seconds) is None:
+                _warn(
+                    f"{p}: warn_before_seconds {str(record.warn_before_seconds)[:32]!r} is not "
+                    f"a number of seconds from 0 to {MAX_WARN_BEFORE_SECONDS}; warning "
+                    f"{DEFAULT_WARN_BEFORE_SECONDS // 60} minutes before the access ends"
+                )
+            out.append(checked)
         except InvalidAccessRecord as e:
             _warn(f"skipping {p}: {e}")
     out.sort(key=lambda r: (r.target, -_end(r)))

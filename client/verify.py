@@ -46,6 +46,7 @@ __all__ = [
     "RequestView",
     "TargetView",
     "check_request_answer",
+    "MAX_WARN_BEFORE_SECONDS",
     "check_request_list",
     "check_target_list",
     "check_request_id",
@@ -235,6 +236,9 @@ class RequestView:
     pending_until: datetime | None = None
     #: Who may still approve it (pending requests' own view only).
     approvers: Approvers | None = None
+    #: How long before its certificate expires the requester is warned (the rule's
+    #: ``warn_before``), if the server says (an older one does not).
+    warn_before_seconds: int | None = None
     #: The checked answer itself, for ``--json`` output (its serial normalised to a string).
     answer: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -277,6 +281,10 @@ class TargetAccess:
     auto_approve_window: str | None
     reason_required: bool
     reason_pattern: str | None
+
+
+#: The longest lead time of an expiry warning: a certificate's longest life (24 h).
+MAX_WARN_BEFORE_SECONDS = 24 * 3600
 
 
 def _visible(value: Any, name: str, *, limit: int = _MAX_TEXT, optional: bool = False) -> Any:
@@ -382,6 +390,7 @@ def check_request_answer(answer: Any) -> RequestView:
         raise _answer_error("approvals must be a list of {decision, approver} objects", "approvals")
     checked_approvals = tuple(_approval(a) for a in approvals)
     pending_until = answer.get("pending_until")
+    warn_before = answer.get("warn_before_seconds")
     certificate = answer.get("certificate")
     summary = None
     if certificate is not None:
@@ -407,6 +416,9 @@ def check_request_answer(answer: Any) -> RequestView:
         certificate=summary,
         pending_until=None if pending_until is None else _time(pending_until, "pending_until"),
         approvers=_approvers(answer.get("approvers")),
+        warn_before_seconds=None
+        if warn_before is None
+        else _count(warn_before, "warn_before_seconds", limit=MAX_WARN_BEFORE_SECONDS),
         answer=answer,
     )
 

@@ -230,7 +230,7 @@ def login(
             f"/v1/requests/{req.id}/certificate", {"public_key": pub}, printable=False
         )
         verified = _verify(api_client, target, req, cert, pub)
-        _install(verified, key_path, settings, as_json)
+        _install(verified, key_path, settings, as_json, warn_before=req.warn_before_seconds)
         if not as_json:
             click.echo(_granted_line(req, verified), err=True)
 
@@ -343,9 +343,23 @@ def _verify(
 
 
 def _install(
-    verified: VerifiedCertificate, key_path: Path, settings: ClientSettings, as_json: bool
+    verified: VerifiedCertificate,
+    key_path: Path,
+    settings: ClientSettings,
+    as_json: bool,
+    *,
+    warn_before: int | None = None,
 ) -> None:
-    from client.access import AccessRecord, agent_add, load_accesses, remove_expired, save_access
+    """``warn_before``: the rule's expiry warning lead time as the server stated it (kept in
+    the record, so ``status`` and ``ssh`` warn offline); None (an older server) keeps the default."""
+    from client.access import (
+        DEFAULT_WARN_BEFORE_SECONDS,
+        AccessRecord,
+        agent_add,
+        load_accesses,
+        remove_expired,
+        save_access,
+    )
     from client.clock import utcnow
 
     cert = verified.certificate
@@ -362,6 +376,7 @@ def _install(
         server=settings.server or "",
         key_path=str(key_path),
         cert_path=str(key_path) + "-cert.pub",
+        warn_before_seconds=DEFAULT_WARN_BEFORE_SECONDS if warn_before is None else warn_before,
     )
     save_access(record, verified.openssh)
     now = utcnow()
@@ -436,7 +451,7 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
             enrolment_ends = _enrolment_ends(api_client)
         pending = [r for r in mine if r.state in ("pending", "approved")]
         revoked = {r.id for r in mine if r.state in ("revoked", "ended")}
-        local = [r for r in local if r.request_id not in revoked]
+        local = [_refreshed(r, mine) for r in local if r.request_id not in revoked]
         held = {r.request_id for r in local}
         elsewhere = [
             (r, left)
@@ -461,6 +476,9 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
                     "seconds_left": r.seconds_left(now),
                     # What `jit-ssh ssh TARGET` (and `ssh TARGET` through the Include) uses.
                     "ssh_default": r.request_id in defaults,
+                    # Within the rule's warn_before of valid_before: time to extend it.
+                    "expiring": r.expiring(now),
+                    "warn_at": _iso(r.warn_at),
                 }
                 for r in local
             ],
@@ -494,6 +512,8 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
     if problem is not None:
         for r in local:
             click.echo(_active_line(r, now, marked=_marked(local, r, defaults)))
+            if r.expiring(now):
+                click.echo("         " + _expiry_hint(r, now))
         click.echo(
             "(active accesses from this machine's records only: "
             "the server's revocations and pending requests are unknown)"
@@ -506,6 +526,8 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
         click.echo("No active access and no pending requests.")
     for r in local:
         click.echo(_active_line(r, now, marked=_marked(local, r, defaults)))
+        if r.expiring(now):
+            click.echo("         " + _expiry_hint(r, now))
     for other, left in elsewhere:
         click.echo(
             f"issued   {other.target:<16} {duration_text(left):>8} left  request {other.id}  "
@@ -522,6 +544,29 @@ def status(as_json: bool, server: str | None, user: str | None, identity: str | 
             f"This key is enrolled by single sign-on until {until_text(enrolment_ends, now)} "
             "(jit-ssh sso login renews it)."
         )
+
+
+def _refreshed(record: Any, mine: list[RequestView]) -> Any:
+    """``record`` with its warning lead time as the server states it now (a policy change
+    reaches it); the record's own when the server does not say or it cannot be written."""
+    from client.access import refresh_warn_before
+
+    seen = next((r.warn_before_seconds for r in mine if r.id == record.request_id), None)
+    if seen is None:
+        return record
+    try:
+        return refresh_warn_before(record, seen)
+    except (OSError, JitSshError):
+        return record
+
+
+def _expiry_hint(record: Any, now: datetime) -> str:
+    """The warning for an access within its lead time: how long it has left, and the
+    command that extends it (the request id is checked, so it may go into a command line)."""
+    return (
+        f"expires in {duration_text(record.seconds_left(now))}; extend: "
+        f'jit-ssh extend {record.request_id} --for 30m --reason "..."'
+    )
 
 
 def _enrolment_ends(api_client: ApiClient) -> datetime | None:
@@ -1133,6 +1178,14 @@ def ssh(
     ssh_bin = shutil.which("ssh")
     if not ssh_bin:
         raise ToolMissing("OpenSSH's ssh is not installed")
+    if record.expiring(utcnow()):
+        # stderr only: the session's (or the remote command's) stdout stays clean. From the
+        # record alone: no call to the server before the session starts.
+        click.echo(
+            f"warning: your access to {target} (request {record.request_id}) "
+            + _expiry_hint(record, utcnow()),
+            err=True,
+        )
     who = wanted_user or record.login_user
     try:
         argv = [

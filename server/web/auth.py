@@ -49,6 +49,8 @@ __all__ = [
     "check_password",
     "check_totp",
     "load_session",
+    "load_web_session",
+    "SignIn",
     "end_session",
     "auth_stamp",
     "sso_session",
@@ -90,6 +92,19 @@ class WebSettings:
         if failures <= self.free_failures:
             return 0.0
         return float(min(0.5 * 2 ** (failures - self.free_failures - 1), self.max_delay))
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """How the current web session signed in: a rule's ``approver_auth`` is judged on it
+    (``server.services.requests.ApprovalContext``)."""
+
+    #: "password" or "sso" (a session from before migration 0010 counts as "password").
+    via: str
+    #: Whether a TOTP code was given.
+    totp: bool
+    #: When the session started (for "signed in by single sign-on within the last 15 minutes").
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -242,6 +257,8 @@ def _start(
             created_at=now,
             last_seen_at=now,
             auth_stamp=auth_stamp(user),
+            via=via,
+            totp_used=totp_used,
         )
     )
     # Housekeeping while we hold a transaction anyway: sessions past their idle
@@ -442,13 +459,21 @@ def check_totp(
 
 def load_session(ext: Deps, settings: WebSettings, sid: object) -> tuple[User | None, str | None]:
     """The session's user (groups and roles loaded), or ``(None, why)`` when it has ended."""
+    user, _sign_in, why = load_web_session(ext, settings, sid)
+    return user, why
+
+
+def load_web_session(
+    ext: Deps, settings: WebSettings, sid: object
+) -> tuple[User | None, SignIn | None, str | None]:
+    """As :func:`load_session`, with how the session signed in (None when it has ended)."""
     if not isinstance(sid, str) or not 20 <= len(sid) <= 100:
-        return None, None
+        return None, None, None
     now = ext.clock()
     with transaction(ext.service.sessions) as s:
         row = s.get(WebSession, _sid_hash(sid))
         if row is None:
-            return None, "ended"
+            return None, None, "ended"
         user = s.get(User, row.user_id)
         why = None
         if now - row.last_seen_at >= settings.idle_timeout:
@@ -459,13 +484,18 @@ def load_session(ext: Deps, settings: WebSettings, sid: object) -> tuple[User | 
             why = "changed"
         if why is not None:
             s.delete(row)
-            return None, why
+            return None, None, why
         assert user is not None
         # Write at most every 15 s: the idle timeout does not need more precision.
         if now - row.last_seen_at >= timedelta(seconds=15):
             row.last_seen_at = now
         _ = (user.group_names, user.role_names)
-        return user, None
+        sign_in = SignIn(
+            via="sso" if row.via == "sso" else "password",
+            totp=bool(row.totp_used),
+            at=row.created_at,
+        )
+        return user, sign_in, None
 
 
 def end_session(ext: Deps, sid: object) -> None:

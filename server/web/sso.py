@@ -115,7 +115,9 @@ def sso_login() -> ResponseReturnValue:
     d = deps()
     sso = d.sso()
     nxt = request.args.get("next") or "/"
-    if g.get("user") is not None:
+    # ``again=1``: a signed-in user signs in anew (a rule's approver_auth asks for a fresh
+    # single sign-on); the callback's new session replaces this one.
+    if g.get("user") is not None and request.args.get("again") != "1":
         return redirect(safe_next(nxt), 303)
     with _refusals_reported(d, "web"):
         flow = sso.begin_web(nxt)
@@ -193,7 +195,9 @@ def sso_callback() -> ResponseReturnValue:
         return redirect(result.redirect, 303)
     started = result.session
     nxt = safe_next(result.next_url)
-    # A fresh session: nothing from before the sign-in carries over.
+    # A fresh session: nothing from before the sign-in carries over, and a session this
+    # browser held (signing in again) ends on the server too.
+    auth.end_session(d, session.get("sid"))
     session.clear()
     if isinstance(started, auth.PreAuth):
         session["pre_auth"] = {

@@ -39,6 +39,7 @@ from server.deps import deps
 from server.errors import NotFound, PasswordLoginDisabled, http_status
 from server.models import AccessRequest, ApprovalDecision, RequestState, Role, User
 from server.services import MayDecide, NotDecidable
+from server.services.requests import FRESH_SSO, ApprovalContext
 from server.services.validation import check_serial
 
 from . import auth, queries
@@ -141,10 +142,11 @@ def _load_user() -> None:
     g.user = None
     if request.endpoint == "web.static":
         return
+    g.sign_in = None
     sid = session.get("sid")
     if sid is None:
         return
-    user, why = auth.load_session(deps(), _settings(), sid)
+    user, g.sign_in, why = auth.load_web_session(deps(), _settings(), sid)
     if user is None:
         session.pop("sid", None)
         if why == "idle":
@@ -257,7 +259,10 @@ def _bug(e: Exception) -> ResponseReturnValue:
 def login() -> ResponseReturnValue:
     form = LoginForm()
     nxt = safe_next(request.values.get("next"))
-    if g.user is not None and request.method == "GET":
+    # ``again=1``: a signed-in user signs in anew (a rule's approver_auth asks for a TOTP
+    # code or a fresh single sign-on); the new session replaces this one.
+    again = request.args.get("again") == "1"
+    if g.user is not None and request.method == "GET" and not again:
         return redirect(nxt)
     status = 200
     if request.method == "POST":
@@ -279,7 +284,9 @@ def login() -> ResponseReturnValue:
                 status = http_status(e)
             else:
                 # A fresh session: nothing from before the login (a planted
-                # cookie, an old CSRF token) carries over.
+                # cookie, an old CSRF token) carries over, and a session this
+                # browser held (signing in again) ends on the server too.
+                auth.end_session(deps(), session.get("sid"))
                 session.clear()
                 if isinstance(result, auth.PreAuth):
                     session["pre_auth"] = {
@@ -301,7 +308,7 @@ def login() -> ResponseReturnValue:
     # (the server refuses anyone else's password all the same: check_password_allowed).
     show_password = sso is None or sso.password_login or request.args.get("break_glass") == "1"
     return render_template(
-        "web/login.html", form=form, sso=sso, show_password=show_password, next=nxt
+        "web/login.html", form=form, sso=sso, show_password=show_password, next=nxt, again=again
     ), status
 
 
@@ -513,6 +520,7 @@ def _request_page(
     cert_active = cert is not None and cert.revocation is None and cert.valid_before > now
     can_revoke = cert_active and (req.requester_id == user.id or _sees_everything(user))
     rule = ext.service.policy.get().rule(req.rule or "")
+    needs = rule.approver_auth if rule is not None else "any"
     # The requester's context. Whoever may see this page (the requester, an approver or
     # an admin: ``service.get`` refused anyone else) may see every one of these requests.
     holds = queries.valid_access(
@@ -535,6 +543,11 @@ def _request_page(
         own=req.requester_id == user.id,
         may_decide=answer.allowed,
         why_not=_why_not(answer),
+        approver_auth_needs=_NEEDS.get(needs, ""),
+        # What this session lacks for the rule, said beside the buttons (the service
+        # refuses such a decision all the same), and where to sign in again.
+        approver_auth_missing=_missing_sign_in(needs, user, now) if answer.allowed else "",
+        sign_in_again=_sign_in_again_url(needs, req.id),
         approve_form=approve_form,
         deny_form=deny_form,
         revoke_form=RevokeForm(formdata=None),
@@ -559,6 +572,70 @@ def _request_page(
 @login_required
 def request_page(request_id: str) -> ResponseReturnValue:
     return _request_page(request_id)
+
+
+#: What a rule's ``approver_auth`` asks of an approval, as the request page says it.
+_NEEDS = {
+    "totp": "This rule needs approvals signed in with a TOTP code.",
+    "fresh_sso": (
+        "This rule needs approvals signed in by single sign-on within the last "
+        f"{int(FRESH_SSO.total_seconds() // 60)} minutes."
+    ),
+}
+
+
+def _approval_context() -> ApprovalContext:
+    """The web session's sign-in, for the service to judge the rule's ``approver_auth`` on."""
+    sign_in: auth.SignIn | None = g.get("sign_in")
+    if sign_in is None:
+        return ApprovalContext(via="web")
+    return ApprovalContext(
+        via="web",
+        totp=sign_in.totp,
+        sso_at=sign_in.at if sign_in.via == "sso" else None,
+    )
+
+
+def _missing_sign_in(needs: str, user: User, now: datetime) -> str:
+    """Why this session may not decide under ``needs`` (as the service judges it), or ""."""
+    sign_in: auth.SignIn | None = g.get("sign_in")
+    if needs == "totp" and not (sign_in is not None and sign_in.totp):
+        if not user.totp_secret:
+            return (
+                "Your account has no TOTP code set up, so you cannot approve or deny this "
+                f"request: ask an admin (jit-ssh admin user totp {user.name}), then sign in again."
+            )
+        return "This session was signed in without a TOTP code: sign in again to approve or deny."
+    if needs == "fresh_sso":
+        if deps().config.sso is None:
+            return (
+                "This server has no single sign-on configured, so nobody can approve or deny "
+                "this rule's requests in the web form: ask an admin."
+            )
+        if sign_in is None or sign_in.via != "sso":
+            return (
+                "This session was not signed in by single sign-on: sign in again with it "
+                "to approve or deny."
+            )
+        age = now - sign_in.at
+        if age > FRESH_SSO:
+            return (
+                f"You signed in by single sign-on {int(age.total_seconds() // 60)} minutes ago: "
+                "sign in again to approve or deny."
+            )
+    return ""
+
+
+def _sign_in_again_url(needs: str, request_id: str) -> str | None:
+    """A sign-in that replaces this session and comes back to the request's page: single
+    sign-on for ``fresh_sso``, the login page (password or single sign-on, then the code)
+    for ``totp``; None when no sign-in here can satisfy the rule."""
+    back = url_for("web.request_page", request_id=request_id)
+    if needs == "fresh_sso":
+        if deps().config.sso is None:
+            return None
+        return url_for("web.sso_login", next=back, again=1)
+    return url_for("web.login", next=back, again=1)
 
 
 def _grant(value: str | None) -> timedelta | None:
@@ -595,6 +672,7 @@ def approve(request_id: str) -> ResponseReturnValue:
             request_id,
             comment=_text(form.comment.data),
             duration=_grant(form.duration.data),
+            context=_approval_context(),
         )
     except JitSshError as e:
         return _after_error(request_id, e, approve_form=form)
@@ -618,7 +696,9 @@ def deny(request_id: str) -> ResponseReturnValue:
         flash(next(iter(form.errors.values()))[0], "error")
         return _request_page(request_id, status=400, deny_form=form)
     try:
-        req = deps().service.deny(g.user, request_id, reason=_text(form.reason.data))
+        req = deps().service.deny(
+            g.user, request_id, reason=_text(form.reason.data), context=_approval_context()
+        )
     except JitSshError as e:
         return _after_error(request_id, e, deny_form=form)
     flash(f"Denied: {req.requester.name} sees your reason.", "ok")
