@@ -24,6 +24,7 @@ from ca import paths
 from ca.errors import JitSshError
 
 if TYPE_CHECKING:
+    from .slack.settings import SlackSettings
     from .sso.settings import SsoSettings
 
 __all__ = ["ServerConfig", "InvalidConfig", "resolve_config", "load_config", "default_data_dir"]
@@ -68,6 +69,8 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     #: Single sign-on (the ``[sso]`` table, see server.sso.settings); None: not configured.
     sso: SsoSettings | None = None
+    #: The Slack app (the ``[slack]`` table, see server.slack.settings); None: not configured.
+    slack: SlackSettings | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
@@ -127,6 +130,10 @@ def _coerce(name: str, value: object, source: str, env: Mapping[str, str]) -> ob
         from .sso.settings import parse_sso_settings
 
         return parse_sso_settings(value, source=source, env=env)
+    if name == "slack":
+        from .slack.settings import parse_slack_settings
+
+        return parse_slack_settings(value, source=source, env=env)
     if name == "trusted_proxies":
         return _proxies(value, source)
     kind = str(_TYPES[name])
