@@ -27,7 +27,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-__all__ = ["FakeSlack", "Call", "SlackPerson", "fake_slack", "sign", "click", "submit_deny", "post_signed"]
+__all__ = [
+    "FakeSlack",
+    "Call",
+    "SlackPerson",
+    "fake_slack",
+    "sign",
+    "click",
+    "submit_deny",
+    "post_signed",
+]
 
 
 @dataclass
@@ -87,7 +96,9 @@ class FakeSlack:
     def dms_to(self, slack_id: str) -> list[str]:
         """The texts of the direct messages posted to ``slack_id`` (via conversations.open)."""
         channel = f"D{slack_id[1:]}"
-        return [c.args["text"] for c in self.of("chat.postMessage") if c.args.get("channel") == channel]
+        return [
+            c.args["text"] for c in self.of("chat.postMessage") if c.args.get("channel") == channel
+        ]
 
     # ---- the methods ---------------------------------------------------------------------
 
@@ -101,19 +112,31 @@ class FakeSlack:
             blocks = args.get("blocks")
             if blocks is not None and not isinstance(blocks, list):
                 return {"ok": False, "error": "invalid_blocks"}
-            cid = self.channel_ids.setdefault(channel, f"C{len(self.channel_ids) + 100:08d}") if channel.startswith("#") else channel
+            cid = (
+                self.channel_ids.setdefault(channel, f"C{len(self.channel_ids) + 100:08d}")
+                if channel.startswith("#")
+                else channel
+            )
             if method == "chat.update":
                 ts = args.get("ts")
                 posted = [
-                    c for c in self.calls
-                    if c.method == "chat.postMessage" and c.args.get("_ts") == ts and c.args.get("_channel") == cid
+                    c
+                    for c in self.calls
+                    if c.method == "chat.postMessage"
+                    and c.args.get("_ts") == ts
+                    and c.args.get("_channel") == cid
                 ]
                 if not posted:
                     return {"ok": False, "error": "message_not_found"}
                 return {"ok": True, "channel": cid, "ts": ts, "text": args.get("text")}
             ts = f"1700000000.{next(self._ts):06d}"
             args["_ts"], args["_channel"] = ts, cid
-            return {"ok": True, "channel": cid, "ts": ts, "message": {"text": args.get("text"), "blocks": blocks}}
+            return {
+                "ok": True,
+                "channel": cid,
+                "ts": ts,
+                "message": {"text": args.get("text"), "blocks": blocks},
+            }
         if method == "chat.delete":
             return {"ok": True, "channel": args.get("channel"), "ts": args.get("ts")}
         if method == "chat.postEphemeral":
@@ -158,7 +181,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def _reply(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    def _reply(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -244,7 +269,12 @@ def form_body(payload: object) -> bytes:
 
 
 def post_signed(
-    client: Any, secret: str, body: bytes, *, timestamp: int, signature: str | None = None,
+    client: Any,
+    secret: str,
+    body: bytes,
+    *,
+    timestamp: int,
+    signature: str | None = None,
     headers: dict[str, str | None] | None = None,
 ) -> Any:
     """POST ``body`` to /slack/interactions signed at ``timestamp`` (``signature`` overrides)."""
@@ -286,7 +316,11 @@ def block_actions(
         "trigger_id": f"{secrets.randbelow(10**9)}.{secrets.randbelow(10**9)}.{secrets.token_hex(8)}",
         "team": {"id": "T0000TEST", "domain": "test"},
         "channel": {"id": channel, "name": "access"},
-        "message": {"ts": ts, "text": message.args.get("text"), "blocks": message.args.get("blocks")},
+        "message": {
+            "ts": ts,
+            "text": message.args.get("text"),
+            "blocks": message.args.get("blocks"),
+        },
         # Never called by jit-ssh: a forged payload could name any URL here.
         "response_url": "http://127.0.0.1:9/should-never-be-called",
         "actions": [
@@ -304,8 +338,14 @@ def block_actions(
 
 
 def click(
-    client: Any, fake: FakeSlack, secret: str, message: Call, action_id: str, slack_user: str,
-    *, timestamp: int,
+    client: Any,
+    fake: FakeSlack,
+    secret: str,
+    message: Call,
+    action_id: str,
+    slack_user: str,
+    *,
+    timestamp: int,
 ) -> Any:
     """Press ``action_id`` on the recorded ``message`` as ``slack_user``: the signed callback."""
     body = form_body(block_actions(fake, message, action_id, slack_user))
@@ -324,7 +364,9 @@ def view_submission(view: dict[str, Any], slack_user: str, reason: object) -> di
             "type": "modal",
             "callback_id": view["callback_id"],
             "private_metadata": view["private_metadata"],
-            "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}},
+            "state": {
+                "values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}
+            },
         },
     }
 

@@ -449,6 +449,9 @@ def interactions() -> Response:
         _ephemeral(settings, click, f"Request {req.id}: {done}.")
         return _ok({"ok": True, "state": str(req.state)})
     except InvalidInput as e:
+        if view and e.field == "reason":
+            # A blank reason: the modal says so and stays open.
+            return _refuse(d, settings, click, e, now, view=True)
         # Malformed, though signed: the 400 problem, and the refusal is recorded.
         _record_refusal(d, click, e.code, now)
         raise

@@ -19,10 +19,7 @@ from tests.slack_fake import find_button
 
 def _actions(call: Any) -> list[str]:
     return [
-        e["action_id"]
-        for b in call.args["blocks"]
-        if b["type"] == "actions"
-        for e in b["elements"]
+        e["action_id"] for b in call.args["blocks"] if b["type"] == "actions" for e in b["elements"]
     ]
 
 
@@ -88,7 +85,9 @@ def test_a_later_event_without_a_message_posts_it_first(env: SlackEnv) -> None:
 def test_a_retried_created_event_updates_instead_of_posting_again(env: SlackEnv) -> None:
     env.submit(env.alice, "demo")
     [created] = [e for e in env.events(env.cursor) if e["type"] == "request.created"]
-    delivery = Delivery(key=f"{created['id']}.slack.channel", sink="slack.channel", event=created, attempt=1)
+    delivery = Delivery(
+        key=f"{created['id']}.slack.channel", sink="slack.channel", event=created, attempt=1
+    )
     env.channel_sink.deliver(delivery)
     env.channel_sink.deliver(Delivery(**{**delivery.__dict__, "attempt": 2}))
     assert len(env.fake.posts()) == 1
@@ -153,7 +152,11 @@ def test_a_revocation_by_an_extension_is_not_told_as_revoked(env: SlackEnv) -> N
         "at": "",
         "actor": "alice",
         "request_id": req["id"],
-        "data": {"serial": "1", "reason": "replaced by extension abc", "replaced_by": "abcdef0123456789"},
+        "data": {
+            "serial": "1",
+            "reason": "replaced by extension abc",
+            "replaced_by": "abcdef0123456789",
+        },
     }
     env.dm_sink.deliver(Delivery(key="y.slack.dm", sink="slack.dm", event=event, attempt=1))
     dms = env.fake.dms_to(ALICE)
@@ -225,7 +228,9 @@ def test_a_server_error_or_no_network_is_retried(env: SlackEnv) -> None:
     assert not e.value.permanent and "could not be reached" in str(e.value)
 
 
-def test_a_bad_token_is_refused_by_slack_and_never_in_the_error(env: SlackEnv, tmp_path: Any) -> None:
+def test_a_bad_token_is_refused_by_slack_and_never_in_the_error(
+    env: SlackEnv, tmp_path: Any
+) -> None:
     from dataclasses import replace
 
     from server.slack.sinks import SlackChannelSink
