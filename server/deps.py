@@ -35,6 +35,7 @@ from server.offline import flush_pending
 from server.services import PolicyHolder, Service
 
 if TYPE_CHECKING:
+    from server.outbox import Sink
     from server.services.sso import OidcProviderLike, SsoService
 
 __all__ = ["Deps", "build_deps", "bootstrap", "deps", "DEFAULT_BASE_URL", "SsoHolder"]
@@ -203,6 +204,15 @@ def build_deps(
         audit=writer,
         clock=clock,
     )
+
+
+def slack_sinks(config: ServerConfig, service: Service, base_url: str) -> list[Sink]:
+    """The Slack sinks for the outbox (server/slack/sinks.py): none without ``[slack]``."""
+    if config.slack is None:
+        return []
+    from server.slack.sinks import make_sinks
+
+    return make_sinks(config.slack, service=service, base_url=base_url)
 
 
 def deps() -> Deps:
