@@ -2,7 +2,8 @@
 
 The dependency graph is built without Flask (:func:`server.deps.build_deps`);
 this wraps it in an app: the blueprints ``api`` (``/v1``, server/api.py),
-``sso_api`` (``/v1/sso``, server/sso_api.py),
+``sso_api`` (``/v1/sso``, server/sso_api.py), ``slack`` (``/slack/interactions``,
+server/slack/interactions.py),
 ``web`` (the approver's pages) and ``ops`` (``/healthz``, ``/metrics``), and
 the one error handler (server/problems.py).
 """
@@ -33,6 +34,7 @@ def _init_web(app: Flask, config: ServerConfig) -> None:
     from flask_wtf.csrf import CSRFProtect
 
     from .api import api
+    from .slack.interactions import slack_bp
     from .sso_api import sso_api
     from .web import SessionInterface, WebSettings, load_or_create_secret_key, web
 
@@ -51,6 +53,8 @@ def _init_web(app: Flask, config: ServerConfig) -> None:
     csrf = CSRFProtect(app)
     csrf.exempt(api)
     csrf.exempt(sso_api)
+    # Slack's callbacks carry Slack's signature instead (server/slack/interactions.py).
+    csrf.exempt(slack_bp)
     app.register_blueprint(web)
 
 
@@ -83,9 +87,11 @@ def create_app(
 
     from .api import api
     from .ops import ops
+    from .slack.interactions import slack_bp
     from .sso_api import sso_api
 
     app.register_blueprint(api)
+    app.register_blueprint(slack_bp)
     app.register_blueprint(sso_api)
     app.register_blueprint(ops)
     _init_web(app, config)

@@ -27,6 +27,7 @@ from ca import paths
 from ca.errors import JitSshError
 
 if TYPE_CHECKING:
+    from .slack.settings import SlackSettings
     from .sso.settings import SsoSettings
 
 __all__ = [
@@ -121,6 +122,8 @@ class ServerConfig:
     webhooks: tuple[WebhookSettings, ...] = ()
     #: The outbox's worker and retries (the ``[notifications]`` table).
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    #: The Slack app (the ``[slack]`` table, see server.slack.settings); None: not configured.
+    slack: SlackSettings | None = None
     extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
@@ -343,6 +346,10 @@ def _coerce(name: str, value: object, source: str, env: Mapping[str, str]) -> ob
         from .sso.settings import parse_sso_settings
 
         return parse_sso_settings(value, source=source, env=env)
+    if name == "slack":
+        from .slack.settings import parse_slack_settings
+
+        return parse_slack_settings(value, source=source, env=env)
     if name == "trusted_proxies":
         return _proxies(value, source)
     if name == "webhook_url" and value:

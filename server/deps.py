@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 import policies
 from ca.audit import generate_audit_key, load_audit_key, save_audit_key
@@ -35,9 +34,11 @@ from server.migrate import upgrade
 from server.offline import flush_pending
 from server.outbox import Backoff, Outbox, OutboxWorker, Sink
 from server.services import PolicyHolder, Service
+from server.slack.sinks import make_sinks as make_slack_sinks
 from server.webhooks import webhook_sinks
 
 if TYPE_CHECKING:
+    from server.outbox import Sink
     from server.services.sso import OidcProviderLike, SsoService
 
 __all__ = [
@@ -175,9 +176,12 @@ def build_deps(
     audit.install_log_hook(sessions)
 
     base_url = config.base_url or DEFAULT_BASE_URL
+    holder = PolicyHolder(config.resolved_policy_path)
     sinks: list[Sink] = [
         *webhook_sinks(config.all_webhooks, sessions=sessions, base_url=base_url),
-        *_slack_sinks(config, _SinkParts(sessions=sessions, base_url=base_url, clock=clock)),
+        *make_slack_sinks(
+            config.slack, sessions=sessions, policy=holder, clock=clock, base_url=base_url
+        ),
     ]
     n = config.notifications
     outbox = Outbox(
@@ -204,7 +208,6 @@ def build_deps(
     )
     keyring = LiveKeyring(sessions, config.data_dir, recorded, passphrase=_ca_passphrase(config))
 
-    holder = PolicyHolder(config.resolved_policy_path)
     service = Service(
         sessions=sessions,
         keyring=keyring,
@@ -230,21 +233,6 @@ def build_deps(
         clock=clock,
         outbox=outbox,
     )
-
-
-@dataclass(frozen=True)
-class _SinkParts:
-    """What a sink may need from the graph being built."""
-
-    sessions: sessionmaker[Session]
-    base_url: str
-    clock: Callable[[], datetime]
-
-
-# ---- MERGE POINT (issue 14): the Slack sinks ("slack.channel", "slack.dm") ----------------
-def _slack_sinks(config: ServerConfig, deps_parts: _SinkParts) -> list[Sink]:
-    """The Slack sinks when ``[slack]`` is configured; appended to the webhooks' sinks."""
-    return []
 
 
 def start_outbox_worker(d: Deps, *, interval: float = 1.0) -> OutboxWorker | None:

@@ -99,8 +99,8 @@ def _plain(value: object) -> object:
 
 def _same(key: str, loaded: object, written: object) -> bool:
     """The loaded value is what the TOML wrote (a proxy address is read as its network; each
-    key of the [sso] table is its settings' attribute, a duration its timedelta)."""
-    if key == "sso" and isinstance(written, dict):
+    key of the [sso] and [slack] tables is its settings' attribute, a duration its timedelta)."""
+    if key in ("sso", "slack") and isinstance(written, dict):
         return loaded is not None and all(
             parse_duration(v) == getattr(loaded, k)
             if k == "enrolment_lifetime"
