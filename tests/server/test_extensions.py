@@ -434,3 +434,22 @@ def test_the_warning_time_follows_the_rule(
     service.policy.path.write_text(POLICY.replace('warn_before = "2m"\n', ""))
     service.policy.reload()
     assert carol.get(f"/v1/requests/{first}").json["warn_before_seconds"] == 300
+
+
+def test_an_extension_of_an_access_revoked_meanwhile_is_not_issued(
+    app: Any, service: Any, carol: Caller, bob: Caller
+) -> None:
+    """`done` while the extension waits: the extension cannot bring the access back."""
+    first, key, issued = _running(carol, bob)
+    ext = _extend(carol, first, "45m").json
+    assert ext["state"] == "pending"
+    carol.post(f"/v1/certificates/{issued['serial']}/revoke", {"reason": "done"})
+    bob.post(f"/v1/requests/{ext['id']}/approve", {})
+    before = snapshot(app)
+    p = assert_problem(
+        carol.post(f"/v1/requests/{ext['id']}/certificate", {"public_key": key}),
+        409,
+        "not_extendable",
+    )
+    assert "revoked" in p["detail"] and "jit-ssh login" in p["detail"]
+    assert_unchanged(before, snapshot(app))
