@@ -4,7 +4,7 @@
   (``server.slack.settings.SlackSettings``) as ``### `slack.KEY` `` sections: each example is
   accepted with its value, each default written as a TOML value is the loader's, and the page's
   complete ``[slack]`` table loads with every key;
-* docs/slack.md's app manifest parses as YAML, asks for exactly the bot scopes the Web API
+* the README's app manifest (its Notifications section) parses as YAML, asks for exactly the bot scopes the Web API
   methods jit-ssh calls need, and points interactivity at ``/slack/interactions``; every error
   code the page names is one the server has.
 """
@@ -23,7 +23,9 @@ from server.config import ServerConfig, resolve_config
 from tests.test_docs_config import ROOT, Entry, parse_page
 
 PAGE = ROOT / "docs" / "server-config.md"
-SLACK_PAGE = ROOT / "docs" / "slack.md"
+SLACK_PAGE = ROOT / "README.md"
+#: Where the refusals are explained: the Slack section of docs/notifications.md.
+REFUSALS_PAGE = ROOT / "docs" / "notifications.md"
 _CODE = re.compile(r"`([^`]+)`")
 _TOML_BLOCK = re.compile(r"```toml\n(.*?)```", re.S)
 _YAML_BLOCK = re.compile(r"```yaml\n(.*?)```", re.S)
@@ -120,9 +122,9 @@ def test_the_pages_complete_slack_table_loads_every_key(tmp_path: Path) -> None:
 
 
 def test_the_manifest_asks_for_the_scopes_the_code_uses() -> None:
-    text = SLACK_PAGE.read_text("utf-8")
+    text = SLACK_PAGE.read_text("utf-8").split("\n## Notifications\n", 1)[1].split("\n## ", 1)[0]
     block = _YAML_BLOCK.search(text)
-    assert block is not None, "docs/slack.md shows the app manifest"
+    assert block is not None, "the README's Notifications section shows the app manifest"
     manifest = yaml.safe_load(block.group(1))
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert scopes == {s for s in METHOD_SCOPES.values() if s}
@@ -152,7 +154,8 @@ def test_the_error_codes_on_the_page_exist() -> None:
         codes.add(cls.__dict__.get("code", ""))
         todo.extend(cls.__subclasses__())
     # The page names each code in parentheses, after what it refuses: "(`self_approval`)".
-    groups = re.findall(r"\(([^()]*)\)", SLACK_PAGE.read_text("utf-8"))
+    slack_section = REFUSALS_PAGE.read_text("utf-8").split("\n## Slack\n", 1)[1]
+    groups = re.findall(r"\(([^()]*)\)", slack_section)
     named = {c for g in groups for c in re.findall(r"`([a-z]+_[a-z_]+)`", g)}
     assert named, "the page names the refusals"
     assert named <= codes, named - codes

@@ -1,5 +1,5 @@
 """Signed webhooks: what a receiver gets, how it verifies it (the recipes of
-docs/notifications.md, run against real signed deliveries), how answers are judged, and what
+the README's Notifications section, run against real signed deliveries), how answers are judged, and what
 the configuration refuses. The old ``webhook_url`` still works (as the webhook "default").
 """
 
@@ -28,20 +28,23 @@ from tests.webhook_receiver import Receiver
 from .conftest import Caller, Clock, build_app, user_key_line
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "notifications.md"
+#: The verification recipe lives in the README's Notifications section.
+DOC = ROOT / "README.md"
 DEMO = {"target": "demo", "duration": "5m", "reason": "webhook test"}
 BASE = "https://jit.example.test"
 SECRET = "7f3a9c2e-test-secret"
 
 
 def _doc_block(lang: str) -> str:
-    blocks = re.findall(rf"```{lang}\n(.*?)```", DOC.read_text("utf-8"), re.S)
-    assert blocks, f"docs/notifications.md has no {lang} block"
+    section = DOC.read_text("utf-8").split("\n## Notifications\n", 1)[1].split("\n## ", 1)[0]
+    section = section.split("\n### Slack\n", 1)[0]
+    blocks = re.findall(rf"```{lang}\n(.*?)```", section, re.S)
+    assert blocks, f"the README's Notifications section has no {lang} block"
     return str(blocks[-1] if lang == "sh" else blocks[0])
 
 
 def documented_verify() -> Any:
-    """The Python recipe of docs/notifications.md, as written."""
+    """The Python recipe of the README's Notifications section, as written."""
     namespace: dict[str, Any] = {}
     exec(compile(_doc_block("python"), str(DOC), "exec"), namespace)
     return namespace["verify"]
