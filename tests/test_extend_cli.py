@@ -222,3 +222,25 @@ def test_the_agent_gets_the_new_certificate_when_it_held_the_old_one(
     add = lines[-1].split()
     assert add[:2] == ["-q", "-t"] and add[3] == key and 1700 <= int(add[2]) <= 1800
     assert "ssh-agent holds the new certificate" in r.stdout
+
+
+def test_pending_and_my_requests_say_a_row_is_an_extension_and_the_whole_access() -> None:
+    """Approvers listing `jit-ssh pending` see that a request extends a running access, what it
+    adds and the total the access then makes; a plain request's line says nothing of it."""
+    from client.commands._connect import request_line
+    from client.verify import check_request_answer
+
+    base = {
+        "id": SECOND,
+        "state": "pending",
+        "requester": "alice",
+        "target": TARGET,
+        "reason": "still draining",
+        "duration_seconds": 600,
+        "approvals_required": 1,
+        "created_at": "2026-12-02T18:08:35Z",
+    }
+    ext = {"of": FIRST, "added_seconds": 600, "extensions_seconds": 600, "total_seconds": 1800}
+    line = request_line(check_request_answer({**base, "extends": FIRST, "extension": ext}))
+    assert f"extension of {FIRST}: adds 10m, 30m in all" in line
+    assert "extension" not in request_line(check_request_answer(base))

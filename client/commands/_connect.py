@@ -188,6 +188,18 @@ def request_line(r: RequestView) -> str:
         f"{r.id}  {r.state:<9} {r.requester:<12} {r.target:<14} {duration_text(r.duration_seconds):>7} "
         f"{got}/{r.approvals_required}  {r.created_at[:19]}  {reason}"
     )
+    from client.verify import check_extension
+
+    try:
+        ext = check_extension(r)
+    except JitSshError:
+        ext = None  # a list is shown even when one row's extension view is odd
+    if ext is not None:
+        # Approvers see it is an extension, and the whole access it makes.
+        line += (
+            f"\n    extension of {ext.of}: adds {duration_text(ext.added_seconds)}, "
+            f"{duration_text(ext.total_seconds)} in all"
+        )
     if r.state in ("denied", "expired") and r.deny_reason:
         # Why it ended without a certificate: an approver's reason, or the server's.
         line += f"\n    {r.state}: {r.deny_reason.replace(chr(10), ' ')}"
