@@ -109,6 +109,9 @@ class PolicyCheck(TypedDict):
 
 log = logging.getLogger("jit_ssh.service")
 
+#: The expiry warning's lead time when the request's rule is no longer in the policy.
+DEFAULT_WARN_BEFORE = timedelta(minutes=5)
+
 
 @dataclass
 class ServiceBase:
@@ -171,6 +174,20 @@ class ServiceBase:
             return req.certificate is not None and now >= req.certificate.valid_before
         return False
 
+    @staticmethod
+    def _lock_requests(s: Session, ids: Iterable[str]) -> list[AccessRequest]:
+        """Lock the requests ``ids`` (``FOR UPDATE``), in id order so that two callers
+        cannot deadlock, and read them afresh under the lock."""
+        return list(
+            s.execute(
+                select(AccessRequest)
+                .where(AccessRequest.id.in_(sorted(ids)))
+                .order_by(AccessRequest.id)
+                .with_for_update(of=AccessRequest)
+                .execution_options(populate_existing=True)
+            ).scalars()
+        )
+
     def _refresh_all(self, s: Session, rows: Sequence[AccessRequest], now: datetime) -> None:
         """:meth:`_refresh` rows read without a lock (lists): lock the overdue ones first.
 
@@ -182,13 +199,7 @@ class ServiceBase:
         overdue = sorted(r.id for r in rows if self._overdue(r, now))
         if not overdue:
             return
-        s.execute(
-            select(AccessRequest)
-            .where(AccessRequest.id.in_(overdue))
-            .order_by(AccessRequest.id)
-            .with_for_update(of=AccessRequest)
-            .execution_options(populate_existing=True)
-        ).scalars().all()
+        self._lock_requests(s, overdue)
         for r in rows:
             if r.id in overdue:
                 self._refresh(s, r, now)
@@ -379,12 +390,15 @@ class ServiceBase:
             total_seconds=total,
         )
 
+    def warn_before(self, rule_name: str | None) -> timedelta:
+        """How long before its certificate expires a request's requester is warned: its
+        rule's ``warn_before`` under the current policy (5 minutes when the rule is gone)."""
+        rule = self.policy.get().rule(rule_name) if rule_name else None
+        return rule.warn_before if rule is not None else DEFAULT_WARN_BEFORE
+
     def warn_before_seconds(self, req: AccessRequest) -> int:
-        """How long before its certificate expires the requester is warned: the
-        request's rule's ``warn_before`` under the current policy (5 minutes when
-        the rule is gone)."""
-        rule = self.policy.get().rule(req.rule or "")
-        return 300 if rule is None else int(rule.warn_before.total_seconds())
+        """:meth:`warn_before` for ``req``, in seconds (the request view's ``warn_before_seconds``)."""
+        return int(self.warn_before(req.rule).total_seconds())
 
     def current_grant(self, req: AccessRequest) -> tuple[policies.Decision, str | None]:
         """What a request in flight would get under the current policy, for display; writes nothing.

@@ -13,25 +13,16 @@ under the lock: of two workers doing this at once, one records, the other finds 
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from sqlalchemy import and_, or_, select
 
 from server.models import AccessRequest, Certificate, RequestState, Revocation
 
-from .base import ServiceBase
+from .base import DEFAULT_WARN_BEFORE, ServiceBase
 
 __all__ = ["ExpiryService", "DEFAULT_WARN_BEFORE"]
 
-#: The lead time when the request's rule is no longer in the policy.
-DEFAULT_WARN_BEFORE = timedelta(minutes=5)
-
 
 class ExpiryService(ServiceBase):
-    def _warn_before(self, rule_name: str | None) -> timedelta:
-        rule = self.policy.get().rule(rule_name) if rule_name else None
-        return rule.warn_before if rule is not None else DEFAULT_WARN_BEFORE
-
     def warn_expiring(self) -> int:
         """Record ``certificate.expiring`` for each certificate now within its lead time;
         returns how many."""
@@ -52,20 +43,10 @@ class ExpiryService(ServiceBase):
                 )
                 .order_by(AccessRequest.id)
             ).all()
-            due = [rid for rid, rule, vb in candidates if vb - self._warn_before(rule) <= now < vb]
+            due = [rid for rid, rule, vb in candidates if vb - self.warn_before(rule) <= now < vb]
             if not due:
                 return 0
-            locked = (
-                s.execute(
-                    select(AccessRequest)
-                    .where(AccessRequest.id.in_(due))
-                    .order_by(AccessRequest.id)
-                    .with_for_update(of=AccessRequest)
-                    .execution_options(populate_existing=True)
-                )
-                .scalars()
-                .all()
-            )
+            locked = self._lock_requests(s, due)
             n = 0
             for req in locked:
                 cert = req.certificate
@@ -74,9 +55,7 @@ class ExpiryService(ServiceBase):
                     or cert is None
                     or cert.warned_at is not None
                     or cert.revocation is not None
-                    or not cert.valid_before - self._warn_before(req.rule)
-                    <= now
-                    < cert.valid_before
+                    or not cert.valid_before - self.warn_before(req.rule) <= now < cert.valid_before
                 ):
                     continue  # another worker (or a revocation) came first
                 s.refresh(cert)
@@ -128,17 +107,7 @@ class ExpiryService(ServiceBase):
             )
             if not overdue:
                 return 0
-            rows = (
-                s.execute(
-                    select(AccessRequest)
-                    .where(AccessRequest.id.in_(overdue))
-                    .order_by(AccessRequest.id)
-                    .with_for_update(of=AccessRequest)
-                    .execution_options(populate_existing=True)
-                )
-                .scalars()
-                .all()
-            )
+            rows = self._lock_requests(s, overdue)
             n = 0
             for r in rows:
                 before = r.state
