@@ -104,7 +104,8 @@ def _state_line(req: AccessRequest) -> str:
     if state == RequestState.DENIED:
         denied_by = ", ".join(escape(n) for n in _approvers(req, ApprovalDecision.DENY))
         reason = escape(_cut(req.deny_reason or "", _MAX_REASON_SHOWN))
-        return f":no_entry: *Denied* by {denied_by or 'an approver'}: {reason}"
+        # No approver denied it: the current policy refused it in flight (deny_reason says so).
+        return f":no_entry: *Denied* by {denied_by or 'the policy'}: {reason}"
     if state == RequestState.ISSUED and cert is not None:
         return (
             f":key: *Certificate issued*: serial {cert.serial}, "

@@ -31,7 +31,7 @@ from ca.durations import format_duration
 from server.config import InvalidConfig
 from server.db import transaction
 from server.models import AccessRequest, SlackMessage, User
-from server.outbox import Delivery, DeliveryFailed, Sink
+from server.outbox import NOTIFYING, Delivery, DeliveryFailed, Sink
 
 from .blocks import dm_blocks, escape, fmt_time, request_message, request_url
 from .client import delivery_call, web_client
@@ -47,20 +47,9 @@ __all__ = [
 
 log = logging.getLogger("jit_ssh.slack")
 
-#: Every event that changes what a request's channel message shows.
-CHANNEL_EVENTS = frozenset(
-    {
-        "request.created",
-        "request.approval",
-        "request.approved",
-        "request.denied",
-        "request.cancelled",
-        "request.expired",
-        "request.ended",
-        "certificate.issued",
-        "certificate.revoked",
-    }
-)
+#: Every event that changes what a request's channel message shows: all that notify but the
+#: expiry warning (a refusal in flight ends the request as denied).
+CHANNEL_EVENTS = NOTIFYING - {"certificate.expiring"}
 DM_EVENTS = frozenset(
     {
         "request.approved",
