@@ -85,6 +85,8 @@ class NotificationSettings:
     backoff_max: timedelta = timedelta(hours=1)
     #: How long a worker holds a message it is delivering before another may take it.
     lease: timedelta = timedelta(minutes=2)
+    #: How long a delivered message is kept (then deleted by the worker); dead ones stay.
+    keep_delivered: timedelta = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -320,7 +322,7 @@ def _notifications(value: object, source: str) -> NotificationSettings:
                 field="notifications",
             )
         got["max_attempts"] = n
-    for key in ("backoff_base", "backoff_max", "lease"):
+    for key in ("backoff_base", "backoff_max", "lease", "keep_delivered"):
         if key in value:
             v = value[key]
             try:

@@ -191,6 +191,7 @@ def build_deps(
         max_attempts=n.max_attempts,
         backoff=Backoff(n.backoff_base.total_seconds(), n.backoff_max.total_seconds()),
         lease=n.lease,
+        keep_delivered=n.keep_delivered,
     )
     writer = audit.AuditWriter(
         load_audit_key(config.audit_key_path),

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import audit as chain
@@ -162,6 +162,7 @@ class Outbox:
         max_attempts: int = 12,
         backoff: Backoff | None = None,
         lease: timedelta = timedelta(minutes=2),
+        keep_delivered: timedelta = timedelta(days=7),
     ) -> None:
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
@@ -172,10 +173,32 @@ class Outbox:
         self.max_attempts = max_attempts
         self.backoff = backoff or Backoff()
         self.lease = lease
+        self.keep_delivered = keep_delivered
         self._by_name = {s.name: s for s in self.sinks}
         self._pg = not is_sqlite(str(sessions.kw.get("bind") and sessions.kw["bind"].url))
         #: Part of every lease token: which process holds a message.
         self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}"
+
+    def prune(self, *, batch: int = 10_000) -> int:
+        """Delete delivered messages older than ``keep_delivered`` (at most ``batch`` per
+        call, oldest first), so the table does not grow with history. Pending and dead
+        messages are never deleted. Returns how many went."""
+        cutoff = self.clock() - self.keep_delivered
+        with transaction(self.sessions) as s:
+            ids = list(
+                s.execute(
+                    select(_OUTBOX.c.id)
+                    .where(
+                        _OUTBOX.c.state == OutboxState.DELIVERED.value,
+                        _OUTBOX.c.delivered_at < cutoff,
+                    )
+                    .order_by(_OUTBOX.c.id)
+                    .limit(batch)
+                ).scalars()
+            )
+            if ids:
+                s.execute(delete(_OUTBOX).where(_OUTBOX.c.id.in_(ids)))
+        return len(ids)
 
     # ---- writing, in the caller's transaction ------------------------------------------
 
@@ -433,7 +456,9 @@ def tick(deps: _HasOutbox) -> int:
     certificates within their rule's ``warn_before``, and the expiry of requests past
     their deadlines. Returns how many events were recorded."""
     service = deps.service
-    return int(service.warn_expiring()) + int(service.expire_overdue())
+    recorded = int(service.warn_expiring()) + int(service.expire_overdue())
+    deps.outbox.prune()
+    return recorded
 
 
 class OutboxWorker:

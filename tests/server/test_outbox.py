@@ -181,6 +181,28 @@ def test_failures_are_retried_with_backoff_then_dead_and_kept(
     assert rows(app)[0].state == OutboxState.DELIVERED
 
 
+def test_delivered_messages_are_deleted_after_keep_delivered_never_pending_or_dead(
+    app: Any, hook: Receiver, alice: Caller, clock: Clock
+) -> None:
+    clock.freeze()
+    alice.post("/v1/requests", DEMO)
+    assert deliver_due(deps(app)) == 1  # delivered now
+    hook.always = 410
+    alice.post("/v1/requests", DEMO)
+    deliver_due(deps(app))  # dead
+    hook.always = 503
+    alice.post("/v1/requests", DEMO)
+    deliver_due(deps(app))  # pending, retried later
+    first = {m.key: m.state for m in rows(app)}
+    assert sorted(first.values()) == ["dead", "delivered", "pending"]
+    clock.advance(days=7)
+    assert deps(app).outbox.prune() == 0  # kept for keep_delivered (7 days), not a second less
+    clock.advance(seconds=1)
+    tick(deps(app))  # the worker's time-driven part prunes (and expires the requests)
+    left = {m.key: m.state for m in rows(app) if m.key in first}
+    assert sorted(left.values()) == ["dead", "pending"]
+
+
 def test_retry_after_is_honoured(app: Any, hook: Receiver, alice: Caller, clock: Clock) -> None:
     clock.freeze()
     hook.statuses = [429]
