@@ -10,6 +10,10 @@ sinks from ``[slack]``.
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
+import httpx
 import pytest
 
 from server.slack.blocks import ACTION_APPROVE
@@ -82,3 +86,57 @@ def test_a_click_in_slack_approves_and_the_requester_hears_of_it(env: SlackEnv) 
     # One channel message all along, and four DMs: approved, issued, expiring, revoked.
     assert len(env.fake.posts()) == 1
     assert len(env.fake.dms_to(ALICE)) == 4
+
+
+class _OverHttp:
+    """Our app on a real socket (werkzeug, 127.0.0.1): the click travels as Slack's does, an
+    HTTP POST to the interactivity URL, not a call into Flask's test client."""
+
+    def __init__(self, app: Any) -> None:
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def post(self, path: str, *, data: bytes, headers: dict[str, str]) -> Any:
+        r = httpx.post(self.url + path, content=data, headers=headers, timeout=10)
+
+        class _Answer:
+            status_code = r.status_code
+            json = r.json()
+
+            @staticmethod
+            def get_data(as_text: bool = False) -> str:
+                return r.text
+
+        return _Answer()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+
+
+def test_the_click_reaches_our_endpoint_over_http_signed_as_slack_signs(env: SlackEnv) -> None:
+    from server.outbox import deliver_due
+
+    d = env.app.extensions["jit_ssh"]
+    req = env.submit(env.alice, "demo")
+    deliver_due(d)
+    [post] = env.fake.posts()
+    http = _OverHttp(env.app)
+    try:
+        # A forged click (wrong secret) over the same socket: refused, nothing changes.
+        forged = click(
+            http, env.fake, "not-the-secret", post, ACTION_APPROVE, BOB, timestamp=env.ts()
+        )
+        assert forged.status_code == 401 and forged.json["code"] == "slack_signature_invalid"
+        assert env.state(req["id"]) == "pending"
+        resp = click(http, env.fake, env.secret, post, ACTION_APPROVE, BOB, timestamp=env.ts())
+        assert resp.status_code == 200 and resp.json["ok"] is True, resp.get_data(as_text=True)
+    finally:
+        http.close()
+    assert env.state(req["id"]) == "approved"
+    deliver_due(d)
+    assert "approved by bob" in env.fake.dms_to(ALICE)[0]
