@@ -126,7 +126,9 @@ class ServerConfig:
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     #: The Slack app (the ``[slack]`` table, see server.slack.settings); None: not configured.
     slack: SlackSettings | None = None
-    extra: Mapping[str, object] = field(default_factory=dict)
+    #: Not settings of the file: what the loader keeps beside them (the old webhook_url's
+    #: secret, from the environment). Never in the repr: it may hold secrets.
+    extra: Mapping[str, object] = field(default_factory=dict, repr=False)
 
     @property
     def resolved_database_url(self) -> str:
@@ -203,7 +205,8 @@ def secret_variable(name: str) -> str:
 
 def check_webhook_url(url: object, where: str) -> str:
     """An https URL, or http to this machine only (the secret and the events would
-    otherwise cross the network in the clear)."""
+    otherwise cross the network in the clear). A refusal names the URL's scheme and host
+    only: a path or query may hold a receiver's token (Slack's incoming webhooks do)."""
     from urllib.parse import urlsplit
 
     if not isinstance(url, str) or not url:
@@ -212,13 +215,16 @@ def check_webhook_url(url: object, where: str) -> str:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as e:
-        raise InvalidConfig(f"{where}: {url!r} is not a URL: {e}", field="webhooks") from None
+    except ValueError:
+        raise InvalidConfig(
+            f"{where} is not a URL (a scheme, a host, a port if any)", field="webhooks"
+        ) from None
+    shown = f"{parts.scheme}://{host}/..." if host else "it"
     if parts.scheme not in ("https", "http") or not host:
-        raise InvalidConfig(f"{where}: {url!r} must be an https:// URL", field="webhooks")
+        raise InvalidConfig(f"{where}: {shown} must be an https:// URL", field="webhooks")
     if parts.scheme == "http" and host not in _LOCAL_HOSTS:
         raise InvalidConfig(
-            f"{where}: {url!r} is plain http; use https (plain http only to localhost)",
+            f"{where}: {shown} is plain http; use https (plain http only to localhost)",
             field="webhooks",
         )
     return url
@@ -261,6 +267,15 @@ def _webhooks(value: object, source: str, env: Mapping[str, str]) -> tuple[Webho
         where = f"{source}: webhook {name!r}"
         if any(w.name == name for w in out):
             raise InvalidConfig(f"{where} is configured twice", field="webhooks")
+        clash = next(
+            (w.name for w in out if secret_variable(w.name) == secret_variable(name)), None
+        )
+        if clash is not None:
+            # Their secrets would come from the same variable: one receiver's secret signs both.
+            raise InvalidConfig(
+                f"{where} and webhook {clash!r} share ${secret_variable(name)}: rename one",
+                field="webhooks",
+            )
         url = check_webhook_url(table.get("url"), f"{where}: url")
         secret_file = table.get("secret_file")
         if secret_file is not None and (not isinstance(secret_file, str) or not secret_file):
@@ -426,8 +441,21 @@ def resolve_config(
         )
     legacy_secret = env.get(secret_variable("default"))
     if legacy_secret:
-        values["extra"] = {"webhook_secret_default": legacy_secret}
+        values["extra"] = {
+            **dict(values.get("extra") or {}),
+            "webhook_secret_default": legacy_secret,
+        }
     cfg = ServerConfig(data_dir=Path(found), **values)
+    slowest = max(
+        [w.timeout for w in cfg.webhooks] + ([cfg.slack.http_timeout] if cfg.slack else []),
+        default=0.0,
+    )
+    if cfg.notifications.lease.total_seconds() < 4 * slowest:
+        raise InvalidConfig(
+            f"notifications.lease must be at least four times the longest timeout of a webhook "
+            f"or of Slack ({slowest:g} s): a delivery starts only while half the lease is left",
+            field="notifications",
+        )
     if cfg.backdate_seconds < 0 or cfg.max_clock_skew <= 0 or cfg.audit_checkpoint_every <= 0:
         raise InvalidConfig(
             "backdate_seconds must be >= 0; max_clock_skew and audit_checkpoint_every > 0"

@@ -242,12 +242,18 @@ class Outbox:
         now = self.clock()
         token = f"{self.owner}:{secrets.token_hex(6)}"
         until = now + self.lease
+        if not self._by_name:
+            return []
         with transaction(self.sessions) as s:
             due = (
                 select(_OUTBOX.c.id)
                 .where(
                     _OUTBOX.c.state == OutboxState.PENDING.value,
                     _OUTBOX.c.next_attempt_at <= now,
+                    # Only this worker's sinks: a worker started with another configuration
+                    # (a rolling change, `admin outbox work` with an older file) leaves the
+                    # messages of a sink it lacks to one that has it, never kills them.
+                    _OUTBOX.c.sink.in_(list(self._by_name)),
                     _FREE,
                 )
                 .order_by(_OUTBOX.c.next_attempt_at, _OUTBOX.c.id)
@@ -290,7 +296,10 @@ class Outbox:
     def attempt(self, claimed: Claimed) -> str:
         """Deliver one claimed message (outside any transaction) and record how it went;
         returns the state it is left in ("lapsed": not tried, the lease ran out first)."""
-        if self.clock() >= claimed.until:
+        # Started only while half the lease is left: a delivery (whose timeouts the config
+        # keeps under a quarter of the lease) then ends before another worker may take the
+        # message, however long the earlier ones of the batch took.
+        if self.clock() + self.lease / 2 > claimed.until:
             return "lapsed"
         sink = self._by_name.get(claimed.delivery.sink)
         error: DeliveryFailed | None

@@ -69,19 +69,44 @@ def with_allowance(
     most the allowance. Returns the decision and, when the allowance decided it,
     what the audit event records about it (else ``None``).
     """
-    if decision.outcome is not policies.Outcome.NEEDS_APPROVAL:
-        return decision, None
     rule = policy.rule(decision.rule or "")
     allowance = rule.extension_allowance if rule is not None else None
-    if allowance is None:
+    cap = None if allowance is None else int(allowance.total_seconds())
+    if decision.outcome is policies.Outcome.AUTO_APPROVED and rule is not None:
+        # The rule's auto_approve grants a fresh access of its own length; chained onto a
+        # running one, extension after extension, it would make one certificate of any
+        # length with nobody asked. An extension is auto-approved by the allowance only.
+        if cap is not None and extensions_seconds <= cap:
+            return _allowed_by_allowance(decision, extensions_seconds, cap)
+        why = (
+            "an extension is auto-approved only within the rule's extension_allowance"
+            if cap is None
+            else f"the extensions would add up to {format_duration(extensions_seconds)}, over the "
+            f"rule's extension allowance of {format_duration(cap)}"
+        )
+        return (
+            replace(
+                decision,
+                outcome=policies.Outcome.NEEDS_APPROVAL,
+                approvals_required=max(1, rule.approvals_required),
+                reasons=(*decision.reasons, f"needs approval: {why}"),
+            ),
+            None,
+        )
+    if decision.outcome is not policies.Outcome.NEEDS_APPROVAL or cap is None:
         return decision, None
-    cap = int(allowance.total_seconds())
     if extensions_seconds > cap:
         note = (
             f"not within the extension allowance: the extensions would add up to "
             f"{format_duration(extensions_seconds)}, over {format_duration(cap)}"
         )
         return replace(decision, reasons=(*decision.reasons, note)), None
+    return _allowed_by_allowance(decision, extensions_seconds, cap)
+
+
+def _allowed_by_allowance(
+    decision: policies.Decision, extensions_seconds: int, cap: int
+) -> tuple[policies.Decision, dict[str, object]]:
     note = (
         f"auto-approved: an extension, the extensions add up to {format_duration(extensions_seconds)}, "
         f"within the rule's extension allowance of {format_duration(cap)}"

@@ -258,6 +258,13 @@ class CertificateService(ServiceBase):
                     "public_key_fingerprint": key.fingerprint,
                     "ca_fingerprint": issued.ca_public_key.fingerprint,
                     "policy": policy_check,
+                    # An extension: the access it extends, and the serial it replaces (revoked
+                    # in this transaction, by the event after this one).
+                    **(
+                        {"extends": req.extends_id, "replaces_serial": str(old.serial)}
+                        if old is not None and req.extends_id is not None
+                        else {}
+                    ),
                 },
             )
             if old is not None and original is not None:

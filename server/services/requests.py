@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -13,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import policies
-from ca import InvalidDuration
+from ca import MAX_DURATION as CA_MAX_DURATION
+from ca import InvalidDuration, format_duration
 from server.db import CommitThenRaise
 from server.errors import (
     AlreadyDecided,
@@ -52,6 +54,7 @@ from .validation import MAX_COMMENT, MAX_REASON, check_request_id, check_target,
 __all__ = [
     "RequestService",
     "ApprovalContext",
+    "check_channel",
     "MayDecide",
     "NotDecidable",
     "WhoMayApprove",
@@ -81,10 +84,24 @@ class ApprovalContext:
 API = ApprovalContext()
 
 
-def _check_channel(rule: policies.Rule | None, ctx: ApprovalContext, now: datetime) -> None:
-    """Refuse a decision the rule does not let ``ctx`` make (see :class:`ApprovalContext`)."""
-    if rule is None:
-        return
+def check_channel(
+    policy: policies.Policy,
+    rule_names: Iterable[str | None],
+    ctx: ApprovalContext,
+    now: datetime,
+) -> None:
+    """Refuse a decision that any of the named rules does not let ``ctx`` make (see
+    :class:`ApprovalContext`): the rule the request was filed under and the rule that
+    decides it now, so that renaming a rule, or a new rule in front of it, never lifts
+    what either asks for. A name the policy no longer has is skipped: the current
+    decision's rule, which the policy has by definition, is always judged."""
+    for name in dict.fromkeys(rule_names):
+        rule = policy.rule(name) if name else None
+        if rule is not None:
+            _check_rule_channel(rule, ctx, now)
+
+
+def _check_rule_channel(rule: policies.Rule, ctx: ApprovalContext, now: datetime) -> None:
     if ctx.via == "chat" and not rule.chat_approval:
         raise ChatApprovalOff(
             f"rule {rule.name!r} does not let approvers decide from chat; open the request's web page",
@@ -224,6 +241,15 @@ class RequestService(ServiceBase):
                 added = int(decision.duration.total_seconds())
                 ext_seconds, _ = self._extension_seconds(s, extends_id, added)
                 decision, allowance = with_allowance(policy, decision, ext_seconds)
+                assert original.certificate is not None
+                life = max(original.certificate.valid_before, now) + timedelta(seconds=added) - now
+                if life > CA_MAX_DURATION:
+                    raise NotExtendable(
+                        f"the certificate would be valid for {format_duration(life)} from now, over "
+                        f"the CA's limit of {format_duration(CA_MAX_DURATION)}; extend it later, "
+                        "or ask for a new access",
+                        field="duration",
+                    )
             if not decision.allowed:
                 refused: dict[str, object] = {
                     "target": target,
@@ -604,7 +630,7 @@ class RequestService(ServiceBase):
             if not check.allowed:
                 raise NotEligible(check.reason, field="id")
             # The channel last: who may decide is said first, whichever way they came.
-            _check_channel(policy.rule(req.rule or ""), context, now)
+            check_channel(policy, (req.rule, narrowed.rule), context, now)
             s.add(
                 Approval(
                     via=context.via,

@@ -890,8 +890,10 @@ class SsoService:
                 user = self._create(s, identity, subject, now)
         if user.disabled:
             raise UserDisabled(f"user {user.name!r} is disabled", field="user")
-        if identity.email is not None and user.email != identity.email:
-            user.email = identity.email
+        # Only an email the provider verified is kept: Slack (and anything else) names users by
+        # it. One no longer verified is forgotten rather than kept from an earlier sign-in.
+        if user.email != _verified_email(identity):
+            user.email = _verified_email(identity)
         if settings.groups_claim:
             self._set_groups(s, user, identity, now)
             if settings.approver_groups:
@@ -938,7 +940,7 @@ class SsoService:
             failed_logins=0,
             created_at=now,
             groups_source=GroupsSource.LOCAL,
-            email=identity.email,
+            email=_verified_email(identity),
             sso_subject=subject,
         )
         user.groups = []
@@ -1188,3 +1190,8 @@ def revoke_enrolments(
         if rows and not usable:
             service._end_access(s, user, now, actor=actor, why="single sign-on enrolment revoked")
         return [_info(k, now) for k in rows]
+
+
+def _verified_email(identity: SsoIdentity) -> str | None:
+    """The identity's email if the provider verified it (``email_verified``), else None."""
+    return identity.email if identity.email_verified else None

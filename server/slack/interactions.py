@@ -46,7 +46,6 @@ from server.db import transaction
 from server.deps import Deps, deps
 from server.errors import (
     AlreadyDecided,
-    ChatApprovalOff,
     InvalidInput,
     InvalidState,
     NotEligible,
@@ -59,7 +58,7 @@ from server.errors import (
 )
 from server.models import ChatReplay, RequestState, User
 from server.services import NotDecidable
-from server.services.requests import ApprovalContext
+from server.services.requests import ApprovalContext, check_channel
 from server.services.validation import MAX_REASON, check_request_id, check_text
 
 from .blocks import (
@@ -259,8 +258,29 @@ def _enabled_user(d: Deps, **where: Any) -> list[User]:
         if "name" in where:
             q = q.where(User.name == where["name"])
         else:
-            q = q.where(User.email.is_not(None), func.lower(User.email) == where["email"].lower())
+            email = where["email"]
+            q = q.where(User.email.is_not(None), func.lower(User.email) == email.lower())
+            # The database's lower() may fold more than ASCII (PostgreSQL: the Kelvin sign
+            # to "k"): only an exact ASCII match, folded here, names a user.
+            return [
+                u
+                for u in s.execute(q.limit(10)).scalars()
+                if u.email is not None and u.email.isascii() and u.email.lower() == email.lower()
+            ][:2]
         return list(s.execute(q.limit(2)).scalars())
+
+
+def check_team(settings: SlackSettings, team: object) -> None:
+    """With ``[slack] team_id`` set, a callback must come from that workspace (its
+    ``team.id``); another workspace's people (Slack Connect, a shared app) are nobody here."""
+    if settings.team_id is None:
+        return
+    got = team.get("id") if isinstance(team, dict) else None
+    if got != settings.team_id:
+        raise SlackUserUnknown(
+            "this Slack workspace is not the one jit-ssh is set up for ([slack] team_id)",
+            field="team",
+        )
 
 
 def map_user(d: Deps, settings: SlackSettings, slack_id: str) -> User:
@@ -283,11 +303,15 @@ def map_user(d: Deps, settings: SlackSettings, slack_id: str) -> User:
     if not isinstance(user, dict) or user.get("deleted") or user.get("is_bot"):
         raise _unknown(slack_id, "is not an active person in Slack")
     # Slack says whether the address was confirmed; an unconfirmed one names nobody.
-    if "is_email_confirmed" in user and user.get("is_email_confirmed") is not True:
+    # Slack says whether the address was confirmed: an unconfirmed one, or an answer that
+    # does not say, names nobody.
+    if user.get("is_email_confirmed") is not True:
         raise _unknown(slack_id, "has no confirmed email in Slack")
     profile = user.get("profile")
     email = profile.get("email") if isinstance(profile, dict) else None
-    if not isinstance(email, str) or not _EMAIL.fullmatch(email):
+    # ASCII only: str.lower() folds some non-ASCII letters into ASCII ones (the Kelvin
+    # sign into "k"), which would let another mailbox stand for a user's.
+    if not isinstance(email, str) or not email.isascii() or not _EMAIL.fullmatch(email):
         raise _unknown(slack_id, "has no email in Slack (the app needs users:read.email)")
     found = _enabled_user(d, email=email)
     if len(found) != 1:
@@ -376,12 +400,9 @@ def _open_deny_modal(
             "; ".join(may.reasons) or f"{user.name!r} may not deny request {req.id} ({req.state})"
         )
         raise cls(detail, field="id")
-    rule = policy.rule(req.rule or "")
-    if rule is None or not rule.chat_approval:
-        raise ChatApprovalOff(
-            "this rule does not let approvers decide from chat; open the request's web page",
-            field="id",
-        )
+    # As the denial will judge it: the rule it was filed under and the one deciding it now.
+    current, _ = d.service.current_grant(req)
+    check_channel(policy, (req.rule, current.rule), CHAT, d.service.now())
     try:
         web_client(settings).views_open(
             trigger_id=trigger_id, view=deny_modal(req.id, click.channel)
@@ -426,6 +447,7 @@ def interactions() -> Response:
     try:
         payload = _payload(body)
         click.slack_user = check_slack_user(payload.get("user"))
+        check_team(settings, payload.get("team"))
         view = payload["type"] == "view_submission"
         if view:
             request_id, channel, reason = check_view_submission(payload.get("view"))

@@ -10,6 +10,7 @@
     users = { "U0123ABCD" = "alice" }
     match_email = true
     http_timeout = 10
+    team_id = "T0123ABCD"
 
 :func:`parse_slack_settings` turns the table into a frozen :class:`SlackSettings`; every refusal
 is an :class:`~server.config.InvalidConfig` whose message and ``field`` name the key
@@ -61,6 +62,7 @@ _LOOPBACK = ("localhost", "127.0.0.1", "::1")
 # A token or secret larger than this is not one but the wrong file.
 _MAX_SECRET_BYTES = 4096
 _MAX_USERS = 10000
+_TEAM_ID = re.compile(r"T[A-Z0-9]{2,20}")
 
 _KEYS = (
     "bot_token_file",
@@ -70,6 +72,7 @@ _KEYS = (
     "users",
     "match_email",
     "http_timeout",
+    "team_id",
 )
 #: Keys that would put a secret in the file itself.
 _LITERAL_SECRETS = {"bot_token": "bot_token_file", "signing_secret": "signing_secret_file"}
@@ -188,6 +191,9 @@ class SlackSettings:
     match_email: bool = True
     #: Seconds for each Web API call.
     http_timeout: float = 10.0
+    #: The Slack workspace the app is installed in: a callback from any other is refused.
+    #: None: not checked (an app installed in one workspace only gets its callbacks).
+    team_id: str | None = None
     #: Where the environment variables are read (the process's, unless a test says otherwise).
     env: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False, compare=False)
 
@@ -205,6 +211,10 @@ class SlackSettings:
         if not isinstance(self.match_email, bool):
             raise _fail("match_email", "must be true or false")
         set_(self, "http_timeout", _check_timeout(self.http_timeout))
+        if self.team_id is not None and not (
+            isinstance(self.team_id, str) and _TEAM_ID.fullmatch(self.team_id)
+        ):
+            raise _fail("team_id", "must be a Slack workspace id such as T0123ABCD")
 
     def bot_token(self) -> str:
         """The bot token, read now (the file, else the environment variable)."""

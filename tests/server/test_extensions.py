@@ -453,3 +453,74 @@ def test_an_extension_of_an_access_revoked_meanwhile_is_not_issued(
     )
     assert "revoked" in p["detail"] and "jit-ssh login" in p["detail"]
     assert_unchanged(before, snapshot(app))
+
+
+# ---- from the attacker review: auto-approval never chains past the allowance ------------------
+
+
+def test_the_rules_auto_approve_never_chains_extensions_past_the_allowance(
+    service: Any, make_user: Any, admin: Any, bob: Caller, clock: Clock
+) -> None:
+    """oncall is auto-approved for 15m; the rule's extension_allowance is 30m. Extensions are
+    auto-approved while they add up to 30m; the third one (45m) waits for an approver, so no
+    chain of auto-approvals makes one certificate longer than the rule lets anyone decide alone."""
+    dave = make_user("dave", ("oncall",), ("requester",))
+    first, key, _ = _running(dave, bob, "15m")
+    at = first
+    for _ in range(2):
+        e = _extend(dave, at, "15m").json
+        assert e["state"] == "approved" and e["auto_approved"] is True, e
+        c = dave.post(f"/v1/requests/{e['id']}/certificate", {"public_key": key})
+        assert c.status_code == 200, c.json
+        at = e["id"]
+    third = _extend(dave, at, "15m").json
+    assert third["state"] == "pending" and third["approvals_required"] == 1, third
+    assert any("extension allowance" in r for r in third["decision"]["reasons"])
+    # An approver may still grant it (and sees the whole access: 15m + 45m).
+    assert third["extension"]["total_seconds"] == 3600
+    assert bob.post(f"/v1/requests/{third['id']}/approve", {}).json["state"] == "approved"
+
+
+def test_without_an_allowance_the_rules_auto_approve_does_not_approve_an_extension(
+    service: Any, make_user: Any, admin: Any, bob: Caller
+) -> None:
+    service.policy.path.write_text(POLICY.replace('extension_allowance = "30m"\n', ""))
+    service.policy.reload()
+    dave = make_user("dave", ("oncall",), ("requester",))
+    first, _, _ = _running(dave, bob, "15m")
+    e = _extend(dave, first, "15m").json
+    assert e["state"] == "pending" and e["auto_approved"] is False, e
+
+
+def test_an_extension_past_the_cas_24h_is_refused_when_filed(
+    service: Any, carol: Caller, bob: Caller, clock: Clock, app: Any
+) -> None:
+    """Refused at once, with a stable code and nothing written, not approved and then
+    stuck at the fetch."""
+    first, key, _ = _running(carol, bob, "1h")
+    at = first
+    for _ in range(23):
+        e = _extend(carol, at, "1h").json
+        if e["state"] == "pending":
+            bob.post(f"/v1/requests/{e['id']}/approve", {})
+        assert (
+            carol.post(f"/v1/requests/{e['id']}/certificate", {"public_key": key}).status_code
+            == 200
+        )
+        at = e["id"]
+    before = snapshot(app)
+    p = assert_problem(_extend(carol, at, "1h"), 409, "not_extendable")
+    assert "24h" in p["detail"] or "1d" in p["detail"]
+    assert_unchanged(before, snapshot(app))
+
+
+def test_the_issued_event_of_an_extension_names_what_it_replaces(
+    service: Any, carol: Caller, bob: Caller
+) -> None:
+    first, key, answer = _running(carol, bob)
+    e = _extend(carol, first, "10m").json
+    bob.post(f"/v1/requests/{e['id']}/approve", {})
+    assert carol.post(f"/v1/requests/{e['id']}/certificate", {"public_key": key}).status_code == 200
+    issued = [ev for ev in _events(service, "certificate.issued") if ev.request_id == e["id"]]
+    assert _data(issued[0])["extends"] == first
+    assert _data(issued[0])["replaces_serial"] == str(answer["serial"])

@@ -283,6 +283,35 @@ def test_a_worker_whose_lease_lapsed_does_not_overwrite_the_new_holder(
     assert m.state == OutboxState.DELIVERED
 
 
+def test_a_delivery_starts_only_while_half_the_lease_is_left(
+    app: Any, hook: Receiver, alice: Caller, clock: Clock
+) -> None:
+    """From the attacker review: a batch's later messages must not be delivered on a lease
+    that may lapse mid-delivery (another worker would then deliver them too)."""
+    clock.freeze()
+    alice.post("/v1/requests", DEMO)
+    d = deps(app)
+    (held,) = d.outbox.claim()
+    clock.advance(seconds=61)  # the earlier messages of the batch took a minute: 59 s left of 2m
+    assert d.outbox.attempt(held) == "lapsed"
+    assert hook.received == []
+    clock.advance(seconds=60)  # the lease lapsed: the next claim delivers it, once
+    assert deliver_due(d) == 1 and len(hook.received) == 1
+
+
+def test_a_worker_without_a_sink_leaves_its_messages_pending_for_one_that_has_it(
+    app: Any, hook: Receiver, alice: Caller, clock: Clock
+) -> None:
+    alice.post("/v1/requests", DEMO)
+    d = deps(app)
+    other = Outbox(d.service.sessions, [], d.clock)  # started with an older configuration
+    assert other.claim() == []
+    (m,) = rows(app)
+    assert m.state == OutboxState.PENDING and m.attempts == 0
+    assert deliver_due(d) == 1
+    assert rows(app)[0].state == OutboxState.DELIVERED
+
+
 def test_metrics(app: Any, hook: Receiver, alice: Caller, clock: Clock) -> None:
     clock.freeze()
     alice.post("/v1/requests", DEMO)

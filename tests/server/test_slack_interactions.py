@@ -418,3 +418,53 @@ def test_a_server_without_slack_answers_not_configured(tmp_path: Any, clock: Any
 def test_the_endpoint_needs_no_csrf_token_but_only_post(env: SlackEnv) -> None:
     assert env.client.get("/slack/interactions").status_code == 405
     _ = json
+
+
+# ---- from the attacker review: who clicked -----------------------------------------------------
+
+
+def test_an_email_that_only_folds_to_a_users_is_nobody(env: SlackEnv, make_user: Any) -> None:
+    """U+212A KELVIN SIGN lower-cases to "k": a Slack account confirmed as "\u212aim@..." (another
+    mailbox) must not act as the jit-ssh user kim@..."""
+    make_user("kim", ("approvers",), ("requester", "approver"))
+    env.set_email("kim", "kim@example.com")
+    env.fake.add_person("UEVIL0001", "\u212aim@example.com")
+    req = env.submit(env.alice, "demo")
+    _refused(_send(env, _forged(ACTION_APPROVE, req["id"], user="UEVIL0001")), "slack_user_unknown")
+    assert env.state(req["id"]) == "pending" and _approvals(env) == []
+
+
+def test_an_answer_that_does_not_say_the_email_is_confirmed_names_nobody(
+    env: SlackEnv, monkeypatch: Any
+) -> None:
+    from tests.slack_fake import FakeSlack
+
+    orig = FakeSlack.answer
+
+    def answer(self: Any, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        out = orig(self, method, args)
+        if method == "users.info" and isinstance(out.get("user"), dict):
+            out["user"].pop("is_email_confirmed", None)
+        return out
+
+    monkeypatch.setattr(FakeSlack, "answer", answer)
+    env.fake.add_person("UNOCONF01", "carol@example.com")
+    req = env.submit(env.alice, "demo")
+    _refused(_send(env, _forged(ACTION_APPROVE, req["id"], user="UNOCONF01")), "slack_user_unknown")
+    assert env.state(req["id"]) == "pending"
+
+
+def test_with_team_id_set_another_workspace_is_nobody(env: SlackEnv) -> None:
+    import dataclasses
+
+    d = env.app.extensions["jit_ssh"]
+    settings = dataclasses.replace(d.config.slack, team_id="T0HOME001")
+    object.__setattr__(d, "config", dataclasses.replace(d.config, slack=settings))
+    req = env.submit(env.alice, "demo")
+    other = _forged(ACTION_APPROVE, req["id"], user=CAROL, team={"id": "TEVILCORP"})
+    _refused(_send(env, other), "slack_user_unknown")
+    _refused(_send(env, _forged(ACTION_APPROVE, req["id"], user=CAROL)), "slack_user_unknown")
+    assert env.state(req["id"]) == "pending"
+    home = _forged(ACTION_APPROVE, req["id"], user=CAROL, team={"id": "T0HOME001"})
+    assert _send(env, home).json["ok"] is True
+    assert env.state(req["id"]) == "approved"

@@ -131,6 +131,20 @@ def test_a_user_is_found_by_identity_even_when_the_name_claim_changes(
     assert _user(app, "alice").sso_subject == sso_subject(ISSUER, "s-1")
 
 
+def test_only_a_verified_email_is_kept_on_the_user(
+    app: Any, sso: SsoService, fake: FakeProvider
+) -> None:
+    """The user's email names them to Slack: an address the provider did not verify (allowed
+    when the email neither names the user nor is domain-checked) is never stored, and one no
+    longer verified is forgotten."""
+    _cli(sso, fake, claims_for("alice", sub="s-1", email_verified=False))
+    assert _user(app, "alice").email is None
+    _cli(sso, fake, claims_for("alice", sub="s-1"))
+    assert _user(app, "alice").email == "alice@example.com"
+    _cli(sso, fake, claims_for("alice", sub="s-1", email="boss@example.com", email_verified=False))
+    assert _user(app, "alice").email is None
+
+
 def test_a_name_of_another_identity_is_refused_and_nothing_is_written(
     app: Any, sso: SsoService, fake: FakeProvider
 ) -> None:

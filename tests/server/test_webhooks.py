@@ -302,6 +302,18 @@ def test_the_old_webhook_is_signed_when_its_secret_is_set(tmp_path: Path) -> Non
     )
     (w,) = cfg.all_webhooks
     assert w.name == "default" and w.secret == "abc"
+    # Nowhere in a repr (a log line or a traceback shows the config): the attacker review.
+    assert "abc" not in repr(cfg) and "abc" not in repr(cfg.all_webhooks)
+
+
+def test_the_lease_must_outlast_four_of_the_longest_timeout(tmp_path: Path) -> None:
+    (tmp_path / "s").write_text("secret\n")
+    hook = f'[[webhooks]]\nname = "ops"\nurl = "https://h.example/x"\nsecret_file = "{tmp_path / "s"}"\ntimeout = 30\n'
+    with pytest.raises(InvalidConfig, match="four times"):
+        _load(tmp_path, hook + '[notifications]\nlease = "1m"\n')
+    assert (
+        _load(tmp_path, hook + '[notifications]\nlease = "2m"\n').notifications.lease.seconds == 120
+    )
 
 
 # ---- the configuration refuses ---------------------------------------------------------------
@@ -408,3 +420,24 @@ def test_bad_notification_settings_are_refused(tmp_path: Path) -> None:
     ):
         with pytest.raises(InvalidConfig, match=message):
             _load(tmp_path, toml)
+
+
+def test_a_refused_url_is_named_without_its_path(tmp_path: Path) -> None:
+    """A receiver's token often sits in the URL's path: a refusal (it reaches logs) names the
+    scheme and host only."""
+    (tmp_path / "s").write_text("secret\n")
+    toml = f'[[webhooks]]\nname = "chat"\nurl = "http://hooks.example.com/services/T0/B0/s3cr3tT0ken"\nsecret_file = "{tmp_path / "s"}"\n'
+    with pytest.raises(InvalidConfig) as e:
+        _load(tmp_path, toml)
+    assert "s3cr3tT0ken" not in str(e.value) and "http://hooks.example.com/..." in str(e.value)
+
+
+def test_two_webhooks_whose_secrets_share_a_variable_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "s").write_text("secret\n")
+    one = (
+        '[[webhooks]]\nname = "{}"\nurl = "https://h.example/x"\nsecret_file = "'
+        + str(tmp_path / "s")
+        + '"\n'
+    )
+    with pytest.raises(InvalidConfig, match="JIT_SSH_WEBHOOK_SECRET_A_B"):
+        _load(tmp_path, one.format("a-b") + one.format("a_b"))
