@@ -38,6 +38,35 @@ from .test_cli_engineer import (  # noqa: F401 (fixtures)
 FIRST, SECOND, THIRD = "0000000000000001", "0000000000000002", "0000000000000003"
 
 
+@pytest.fixture(autouse=True)
+def _oncall_allowance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The on-call requester (the harness's "auto" mode) extends within an allowance: a rule's
+    auto_approve alone never approves an extension. In front of the engineers' rule, so that an
+    engineer alone (the "pending" mode) still waits for approvers."""
+    from . import test_cli_engineer
+
+    oncall = """
+[[rules]]
+name = "oncall"
+targets = ["prod-db", "other", "other-target"]
+groups = ["oncall"]
+max_duration = "2h"
+default_duration = "30m"
+approvals_required = 1
+approver_groups = ["approvers"]
+reason_required = false
+claim_window = "15m"
+extension_allowance = "2h"
+
+[rules.auto_approve]
+groups = ["oncall"]
+max_duration = "2h"
+"""
+    policy = test_cli_engineer.POLICY.replace("\n[[rules]]\n", oncall + "\n[[rules]]\n", 1)
+    assert policy.index('name = "oncall"') < policy.index('name = "engineers"')
+    monkeypatch.setattr(test_cli_engineer, "POLICY", policy)
+
+
 def _cert(home: Path, request_id: str = FIRST, target: str = TARGET) -> Any:
     return parse_certificate(Path(f"{access(home, target, request_id)}-cert.pub").read_text())
 

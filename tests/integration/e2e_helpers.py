@@ -63,6 +63,9 @@ approver_groups = ["approvers"]
 reason_required = false
 pending_ttl = "5m"
 claim_window = "5m"
+# Extensions (jit-ssh extend) are auto-approved up to this in all; the auto_approve below
+# never approves one by itself.
+extension_allowance = "10m"
 
 [rules.auto_approve]
 groups = ["oncall"]

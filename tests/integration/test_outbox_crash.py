@@ -49,9 +49,9 @@ class Setup:
         self.config.write_text(
             f'data_dir = "{tmp_path / "data"}"\n'
             f'database_url = "{database_url}"\n'
-            f'[[webhooks]]\nname = "crash"\nurl = "http://127.0.0.1:{self.port}/hook"\ntimeout = 30\n'
+            f'[[webhooks]]\nname = "crash"\nurl = "http://127.0.0.1:{self.port}/hook"\ntimeout = 2\n'
             '[notifications]\nworker = false\nmax_attempts = 100\nbackoff_base = "1s"\n'
-            'backoff_max = "2s"\nlease = "4s"\n'
+            'backoff_max = "2s"\nlease = "8s"\n'
         )
         self.env = {
             **os.environ,
