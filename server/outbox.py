@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ca import audit as chain
@@ -480,17 +481,42 @@ class OutboxWorker:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._db_down = False
 
     def run_once(self) -> int:
+        """One tick and one round of deliveries; how many messages were tried."""
+        if not self._guarded(lambda: tick(self.deps), "tick"):
+            return 0  # the database is down: deliveries would fail the same way
+        n = 0
+
+        def deliver() -> None:
+            nonlocal n
+            n = deliver_due(self.deps)
+
+        self._guarded(deliver, "delivery")
+        return n
+
+    def _guarded(self, step: Callable[[], object], what: str) -> bool:
+        """Run ``step``; False when the database was unavailable. A database that is down or
+        cut off is said once per outage (nothing was done, every message waits in the
+        outbox), not as a traceback a second; anything else is logged with its traceback."""
         try:
-            tick(self.deps)
+            step()
+        except DBAPIError as e:
+            if not self._db_down:
+                log.error(
+                    "notification worker: the database is unavailable (%s); retrying",
+                    str(e).splitlines()[0][:300],
+                )
+            self._db_down = True
+            return False
         except Exception:
-            log.exception("notification tick failed")
-        try:
-            return deliver_due(self.deps)
-        except Exception:
-            log.exception("notification delivery failed")
-            return 0
+            log.exception("notification %s failed", what)
+            return True
+        if self._db_down:
+            log.warning("notification worker: the database is back")
+            self._db_down = False
+        return True
 
     def run(self) -> None:
         """Until :meth:`stop` (a standalone worker runs this in its main thread)."""

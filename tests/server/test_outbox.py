@@ -459,3 +459,36 @@ def test_the_lead_time_is_the_current_rules(
     clock.advance(seconds=2)
     assert tick(d) == 1
     assert _types(app)[-1] == "certificate.expiring"
+
+
+def test_a_database_outage_is_one_log_line_not_a_traceback_a_second(
+    app: Any, hook: Receiver, alice: Caller, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """The worker ticks every second: while the database is cut off it says so once, without
+    a traceback (server logs are scanned for those), and delivers once it is back."""
+    import logging
+
+    from sqlalchemy.exc import OperationalError
+
+    import server.outbox as outbox_mod
+    from server.outbox import OutboxWorker
+
+    alice.post("/v1/requests", DEMO)
+    real_tick = outbox_mod.tick
+    down = {"on": True}
+
+    def tick(deps: Any) -> int:
+        if down["on"]:
+            raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+        return real_tick(deps)
+
+    monkeypatch.setattr(outbox_mod, "tick", tick)
+    worker = OutboxWorker(deps(app))
+    with caplog.at_level(logging.WARNING, logger="jit_ssh.outbox"):
+        assert [worker.run_once() for _ in range(3)] == [0, 0, 0]
+        down["on"] = False
+        assert worker.run_once() == 1
+    lines = [r for r in caplog.records if r.name == "jit_ssh.outbox"]
+    assert [r.levelname for r in lines] == ["ERROR", "WARNING"]
+    assert "unavailable" in lines[0].getMessage() and lines[0].exc_info is None
+    assert len(hook.wait_for(1)) == 1
